@@ -1,0 +1,33 @@
+# Two entry points: `make demo` (demo data -> dvc repro) and `make test`. Both create .venv
+# and install the pinned dependencies when needed.
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+.PHONY: demo test install data lock clean-demo
+
+install: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r requirements.lock
+	$(BIN)/python -m pip install -q --no-deps -e .
+	touch $(STAMP)
+
+data: $(STAMP)
+	$(BIN)/soilcast demo-data data/raw
+
+demo: data
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/dvc repro
+
+test: $(STAMP)
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -q
+
+lock:
+	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^soilcast' > requirements.lock
+
+clean-demo:
+	rm -rf data/raw data/interim data/processed artifacts models

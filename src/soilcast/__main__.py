@@ -1,0 +1,3 @@
+from soilcast.cli import app
+
+app()

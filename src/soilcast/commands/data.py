@@ -1,0 +1,5 @@
+"""CLI commands for the data area (thin: parse arguments, call the package, report)."""
+
+from __future__ import annotations
+
+from soilcast.cli import app, pipeline_app, ParamsOpt, _cfg, _fail  # noqa: F401

@@ -1,0 +1,360 @@
+"""Typed, validated configuration loaded from ``params.yaml``.
+
+``params.yaml`` is the only place that holds values: the models below declare types and
+constraints but no defaults, so a knob can never silently differ between DVC, Kubeflow and
+the CLI. Tests derive small configs from the same file with :func:`load_config` overrides.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+DEFAULT_PARAMS = Path("params.yaml")
+
+
+class ConfigError(ValueError):
+    """A params file that cannot be used; the message names the file and the key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Period(_Strict):
+    start: dt.date
+    end: dt.date
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "Period":
+        if self.end < self.start:
+            raise ValueError(f"end ({self.end}) is before start ({self.start})")
+        return self
+
+    @property
+    def years(self) -> list[int]:
+        return list(range(self.start.year, self.end.year + 1))
+
+    @property
+    def n_days(self) -> int:
+        return (self.end - self.start).days + 1
+
+
+class Paths(_Strict):
+    raw_dir: Path
+    interim_dir: Path
+    processed: Path
+    artifacts_dir: Path
+    models_dir: Path
+
+
+class GridSpec(_Strict):
+    """A regular lat/lon grid described by its cell centres."""
+
+    lat_min: float = Field(ge=-90, le=90)
+    lat_max: float = Field(ge=-90, le=90)
+    lon_min: float = Field(ge=-180, le=360)
+    lon_max: float = Field(ge=-180, le=360)
+    res: float = Field(gt=0, le=10)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "GridSpec":
+        if self.lat_max <= self.lat_min:
+            raise ValueError("lat_max must be greater than lat_min")
+        if self.lon_max <= self.lon_min:
+            raise ValueError("lon_max must be greater than lon_min")
+        return self
+
+    def _axis(self, lo: float, hi: float) -> "list[float]":
+        n = int(round((hi - lo) / self.res)) + 1
+        return [round(lo + i * self.res, 10) for i in range(n)]
+
+    @property
+    def lats(self) -> list[float]:
+        return self._axis(self.lat_min, self.lat_max)
+
+    @property
+    def lons(self) -> list[float]:
+        return self._axis(self.lon_min, self.lon_max)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return len(self.lats), len(self.lons)
+
+
+class DemoConfig(_Strict):
+    seed: int
+    met_grid: GridSpec
+    sm_grid: GridSpec
+    valid_time_years: list[int]
+    india_outline: Path
+    n_regions: int = Field(ge=4)
+
+
+RegridMethod = Literal["conservative", "linear", "nearest"]
+
+
+class VariableSpec(_Strict):
+    name: str
+    source_name: str
+    source_units: str
+    canonical_units: str
+    accumulated: bool
+    regrid_method: RegridMethod
+    valid_range: tuple[float, float]
+
+    @model_validator(mode="after")
+    def _range(self) -> "VariableSpec":
+        if self.valid_range[1] <= self.valid_range[0]:
+            raise ValueError(f"valid_range of {self.name} is empty")
+        return self
+
+
+class Sources(_Strict):
+    met_pattern: str
+    target_pattern: str
+
+
+class Basins(_Strict):
+    path: Path
+    id_field: str
+    name_field: str
+    cell_rule: Literal["centre", "fraction"]
+    min_fraction: float = Field(gt=0, le=1)
+
+
+class Validate(_Strict):
+    max_nan_fraction: float = Field(ge=0, le=1)
+    report_dir: Path
+
+
+class Preprocess(_Strict):
+    time_chunk_days: int = Field(ge=1)
+    fill_rule: Literal["fail", "nearest_time"]
+
+
+class Split(_Strict):
+    train_years: tuple[int, int]
+    val_years: tuple[int, int]
+    test_years: tuple[int, int]
+
+    @model_validator(mode="after")
+    def _chronological(self) -> "Split":
+        for name in ("train_years", "val_years", "test_years"):
+            lo, hi = getattr(self, name)
+            if hi < lo:
+                raise ValueError(f"{name}: end year {hi} is before start year {lo}")
+        if not (self.train_years[1] < self.val_years[0] and self.val_years[1] < self.test_years[0]):
+            raise ValueError("splits must be chronological and disjoint: train < val < test")
+        return self
+
+
+class Window(_Strict):
+    seq_len: int = Field(ge=1)
+    lead_days: int = Field(ge=1)
+    antecedent_soil_moisture: bool
+
+
+class Scaling(_Strict):
+    log1p_precip: bool
+    target_range: tuple[float, float]
+
+    @model_validator(mode="after")
+    def _inside_tanh(self) -> "Scaling":
+        lo, hi = self.target_range
+        if not (-1 < lo < hi < 1):
+            raise ValueError("target_range must lie strictly inside tanh's (-1, 1)")
+        return self
+
+
+class ConvLSTMParams(_Strict):
+    filters: int = Field(ge=1)
+    kernel_size: int = Field(ge=1)
+    n_hidden_layers: int = Field(ge=1)
+    fast_kernel: bool
+
+
+class RecurrentParams(_Strict):
+    units: int = Field(ge=1)
+
+
+class DenseParams(_Strict):
+    units: list[int] = Field(min_length=1)
+
+
+class CnnTdParams(_Strict):
+    filters: int = Field(ge=1)
+    kernel_size: int = Field(ge=1)
+    lstm_units: int = Field(ge=1)
+
+
+class Models(_Strict):
+    convlstm: ConvLSTMParams
+    lstm: RecurrentParams
+    gru: RecurrentParams
+    fc: DenseParams
+    cnn_td: CnnTdParams
+
+
+ModelName = Literal["convlstm", "lstm", "gru", "fc", "cnn_td"]
+NETWORKS: tuple[str, ...] = ("convlstm", "lstm", "gru", "fc", "cnn_td")
+REFERENCES: tuple[str, ...] = ("persistence", "climatology")
+
+
+class Training(_Strict):
+    models: list[ModelName] = Field(min_length=1)
+    epochs: int = Field(ge=1)
+    batch_size: int = Field(ge=1)
+    steps_per_epoch: int = Field(ge=0)  # 0 = one pass over the split
+    validation_steps: int = Field(ge=0)
+    learning_rate: float = Field(gt=0)
+    early_stopping_patience: int = Field(ge=1)
+    reduce_lr_patience: int = Field(ge=1)
+    reduce_lr_factor: float = Field(gt=0, lt=1)
+    precision: Literal["float32", "mixed_bfloat16", "mixed_float16"]
+    patch_size: int = Field(ge=0)
+
+
+class Climatology(_Strict):
+    window_days: int = Field(ge=1)
+
+
+class Gate(_Strict):
+    primary_metric: Literal["rmse", "mae", "ubrmse"]
+    min_skill_vs_climatology: float
+    max_regression: float = Field(ge=0)
+
+
+class Export(_Strict):
+    keep_versions: int = Field(ge=1)
+    rtol_float32: float = Field(gt=0)
+    rtol_bfloat16: float = Field(gt=0)
+
+
+class Serving(_Strict):
+    host: str
+    grpc_port: int = Field(ge=0, le=65535)
+    metrics_port: int = Field(ge=0, le=65535)
+    model_name: str
+    poll_seconds: float = Field(gt=0)
+    max_message_mb: int = Field(ge=1)
+    max_workers: int = Field(ge=1)
+    max_concurrent_rpcs: int = Field(ge=1)
+    drift_window: int = Field(ge=2)
+    psi_bins: int = Field(ge=2)
+
+
+class Pipeline(_Strict):
+    image: str
+    experiment: str
+    cpu_request: str
+    memory_request: str
+
+
+class Config(_Strict):
+    seed: int
+    period: Period
+    paths: Paths
+    demo: DemoConfig
+    variables: list[VariableSpec] = Field(min_length=1)
+    target: VariableSpec
+    sources: Sources
+    grid: GridSpec
+    basins: Basins
+    validate_: Validate = Field(alias="validate")
+    preprocess: Preprocess
+    split: Split
+    window: Window
+    scaling: Scaling
+    models: Models
+    training: Training
+    climatology: Climatology
+    gate: Gate
+    export: Export
+    serving: Serving
+    pipeline: Pipeline
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Config":
+        names = [v.name for v in self.variables]
+        if len(set(names)) != len(names):
+            raise ValueError(f"variables: duplicate names in {names}")
+        first, last = self.split.train_years[0], self.split.test_years[1]
+        if first < self.period.start.year or last > self.period.end.year:
+            raise ValueError(
+                f"split: years {first}-{last} fall outside period "
+                f"{self.period.start}..{self.period.end}"
+            )
+        return self
+
+    @property
+    def variable_names(self) -> list[str]:
+        return [v.name for v in self.variables]
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True)
+
+
+def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Return ``base`` with ``overrides`` merged in, recursively for nested mappings."""
+    out = copy.deepcopy(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _format_errors(source: str, err: ValidationError) -> str:
+    lines = [f"{source}: invalid configuration"]
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "<root>"
+        if e["type"] == "extra_forbidden":
+            lines.append(f"  {key}: unknown key")
+        else:
+            lines.append(f"  {key}: {e['msg']} (got {e.get('input')!r})")
+    return "\n".join(lines)
+
+
+def config_from_dict(raw: dict[str, Any], source: str = "<dict>") -> Config:
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(source, err)) from None
+
+
+def read_params(path: str | Path = DEFAULT_PARAMS) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: params file not found")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return raw
+
+
+def load_config(
+    path: str | Path = DEFAULT_PARAMS, overrides: dict[str, Any] | None = None
+) -> Config:
+    """Load ``params.yaml`` (optionally with nested overrides) into a validated Config."""
+    raw = read_params(path)
+    if overrides:
+        raw = deep_merge(raw, overrides)
+    return config_from_dict(raw, source=str(path))
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    from soilcast.io.atomic import atomic_write_text
+
+    atomic_write_text(Path(path), yaml.safe_dump(cfg.to_dict(), sort_keys=False))

@@ -1,0 +1,1 @@
+"""Data preparation: demo generator, validation, regridding, clipping, stacking."""

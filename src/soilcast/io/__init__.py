@@ -1,0 +1,1 @@
+"""Readers for source products and atomic writers."""
