@@ -1,0 +1,1 @@
+"""Evaluation: metrics, leaderboard, plots and the promotion gate."""

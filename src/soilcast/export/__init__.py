@@ -1,0 +1,1 @@
+"""Export of the blessed model to a versioned TF Serving SavedModel."""
