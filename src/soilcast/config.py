@@ -234,6 +234,7 @@ class Export(_Strict):
     keep_versions: int = Field(ge=1)
     rtol_float32: float = Field(gt=0)
     rtol_bfloat16: float = Field(gt=0)
+    canary_windows: int = Field(ge=1)
 
 
 class Serving(_Strict):

@@ -1,0 +1,197 @@
+"""Infra validation of a staged SavedModel before it is pushed (cf. TFX InfraValidator).
+
+A candidate is pushed only if, in order:
+1. ``saved_model_cli show --dir <staged> --all`` (the TF tool next to this Python) lists a
+   ``serving_default`` signature with exactly the contract's input/output names, dtypes and
+   shapes, and a ``metadata`` signature;
+2. a FRESH Python process (nothing shared with the exporter: no Keras objects, no custom
+   code, just ``tf.saved_model.load``) answers canary requests built from test windows,
+   returns parseable metadata, and rejects a wrong-dtype and a wrong-shape request;
+3. its answers equal the in-memory Keras model's to ``rtol`` (relative to the largest
+   magnitude, NaN exactly where the Keras model has NaN, i.e. outside the mask).
+
+Any failure raises :class:`InfraValidationError`; the caller then discards the staging copy.
+Run as ``python -m soilcast.export.infra <savedmodel> <inputs.npz> <outputs.npz>`` it is the
+fresh-process half.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+class InfraValidationError(RuntimeError):
+    """The staged SavedModel is not fit to serve; the message says which check failed."""
+
+
+def saved_model_cli() -> Path:
+    path = Path(sys.executable).parent / "saved_model_cli"
+    if not path.is_file():
+        raise InfraValidationError(f"{path}: saved_model_cli not found next to {sys.executable}")
+    return path
+
+
+def _tensor_block(text: str, signature: str, kind: str, name: str) -> tuple[str, str] | None:
+    """(dtype, shape) of ``kind``s['name'] inside ``signature_def['signature']`` of the CLI text."""
+    start = text.find(f"signature_def['{signature}']")
+    if start < 0:
+        return None
+    end = text.find("signature_def[", start + 1)
+    block = text[start : end if end > 0 else len(text)]
+    m = re.search(
+        rf"{kind}\['{re.escape(name)}'\] tensor_info:\s*dtype: (\w+)\s*shape: (\([^)]*\)|\S+)",
+        block,
+    )
+    return (m.group(1), m.group(2)) if m else None
+
+
+def _shape_text(shape: tuple[int | None, ...]) -> str:
+    return "(" + ", ".join("-1" if s is None else str(s) for s in shape) + ")"
+
+
+def start_signature_cli(path: Path) -> subprocess.Popen:
+    """Start ``saved_model_cli show --all`` (slow: it imports TensorFlow) in the background."""
+    return subprocess.Popen(
+        [str(saved_model_cli()), "show", "--dir", str(path), "--all"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_child_env(),
+    )
+
+
+def check_signature_cli(
+    path: Path,
+    inputs: dict[str, tuple[int | None, ...]],
+    output: tuple[str, tuple[int | None, ...]],
+    proc: subprocess.Popen | None = None,
+) -> str:
+    """Compare the signature saved_model_cli lists with the contract (names, dtypes, shapes)."""
+    proc = proc or start_signature_cli(path)
+    stdout, stderr = proc.communicate()
+    if proc.returncode != 0:
+        raise InfraValidationError(f"saved_model_cli show failed for {path}: {stderr[-2000:]}")
+    problems = []
+    expected = [("inputs", n, s) for n, s in inputs.items()] + [("outputs", output[0], output[1])]
+    for kind, name, shape in expected:
+        found = _tensor_block(stdout, "serving_default", kind, name)
+        want = ("DT_FLOAT", _shape_text(shape))
+        if found != want:
+            problems.append(f"serving_default {kind}['{name}']: expected {want}, found {found}")
+    block = stdout.split("signature_def['serving_default']")[-1].split("signature_def[")[0]
+    if len(re.findall(r"inputs\['", block)) != len(inputs):
+        problems.append(f"serving_default does not have exactly the inputs {sorted(inputs)}")
+    if _tensor_block(stdout, "metadata", "outputs", "metadata") != ("DT_STRING", "()"):
+        problems.append("metadata signature missing or not a string scalar")
+    if problems:
+        raise InfraValidationError(f"{path}: signature check failed: " + "; ".join(problems))
+    return stdout
+
+
+def _child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    src = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH", "")) if p)
+    return env
+
+
+def run_in_fresh_process(path: Path, inputs: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Serve ``inputs`` from the SavedModel in a new interpreter; return its answers."""
+    with tempfile.TemporaryDirectory(prefix="soilcast-infra-") as tmp:
+        req, resp = Path(tmp) / "inputs.npz", Path(tmp) / "outputs.npz"
+        np.savez(req, **inputs)
+        proc = subprocess.run(
+            [sys.executable, "-m", "soilcast.export.infra", str(path), str(req), str(resp)],
+            capture_output=True, text=True, env=_child_env(),
+        )
+        if proc.returncode != 0 or not resp.is_file():
+            raise InfraValidationError(
+                f"{path}: loading/serving in a fresh process failed (exit {proc.returncode}): "
+                f"{proc.stderr[-3000:]}"
+            )
+        with np.load(resp) as data:
+            out = {k: data[k] for k in data.files}
+    out["report"] = json.loads(str(out.pop("report")))
+    return out
+
+
+def relative_error(got: np.ndarray, want: np.ndarray) -> float:
+    """max |got - want| / max |want| over cells finite in ``want``; inf if NaNs disagree."""
+    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+    if got.shape != want.shape:
+        return float("inf")
+    finite = np.isfinite(want)
+    if not np.array_equal(finite, np.isfinite(got)):
+        return float("inf")
+    if not finite.any():
+        return 0.0
+    scale = max(float(np.abs(want[finite]).max()), np.finfo(np.float32).tiny)
+    return float(np.abs(got[finite] - want[finite]).max() / scale)
+
+
+def validate(
+    path: Path,
+    inputs: dict[str, np.ndarray],
+    expected: np.ndarray,
+    rtol: float,
+    input_spec: dict[str, tuple[int | None, ...]],
+    output_spec: tuple[str, tuple[int | None, ...]],
+) -> dict[str, Any]:
+    """All checks above on a staged SavedModel; returns a JSON-able report or raises."""
+    cli = start_signature_cli(path)  # runs while the fresh process loads the model
+    try:
+        served = run_in_fresh_process(path, inputs)
+    except BaseException:
+        cli.kill()
+        cli.communicate()
+        raise
+    check_signature_cli(path, input_spec, output_spec, cli)
+    report = served["report"]
+    for probe in ("wrong_dtype_rejected", "wrong_shape_rejected", "metadata_ok"):
+        if not report.get(probe):
+            raise InfraValidationError(f"{path}: fresh-process check '{probe}' failed: {report}")
+    err = relative_error(served[output_spec[0]], expected)
+    report.update(relative_error=err, rtol=rtol, n_canaries=int(expected.shape[0]))
+    if not err <= rtol:
+        raise InfraValidationError(
+            f"{path}: served output differs from the Keras model: relative error {err:.3g} > rtol {rtol:g}"
+        )
+    return report
+
+
+def _serve_main(path: str, req: str, resp: str) -> None:
+    """Fresh-process half: load with plain TensorFlow, answer canaries, probe rejections."""
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(path)
+    fn = loaded.signatures["serving_default"]
+    with np.load(req) as data:
+        inputs = {k: tf.constant(data[k]) for k in data.files}
+    outputs = {k: v.numpy() for k, v in fn(**inputs).items()}
+    report: dict[str, Any] = {"signatures": sorted(loaded.signatures.keys())}
+    meta = loaded.signatures["metadata"]()["metadata"].numpy().decode()
+    report["metadata_ok"] = isinstance(json.loads(meta), dict)
+    first = next(iter(inputs))
+    report["wrong_dtype_rejected"] = _rejects(fn, {**inputs, first: tf.cast(inputs[first], tf.float64)})
+    bad = tf.concat([inputs[first], inputs[first][:, :, :1]], axis=2)  # one extra latitude row
+    report["wrong_shape_rejected"] = _rejects(fn, {**inputs, first: bad})
+    np.savez(resp, report=np.array(json.dumps(report)), **outputs)
+
+
+def _rejects(fn: Any, inputs: dict[str, Any]) -> bool:
+    try:
+        fn(**inputs)
+    except Exception:  # noqa: BLE001 - any error is a rejection
+        return True
+    return False
+
+
+if __name__ == "__main__":  # pragma: no cover - exercised through run_in_fresh_process
+    _serve_main(*sys.argv[1:4])

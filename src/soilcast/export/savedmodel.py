@@ -1,0 +1,135 @@
+"""Export the blessed model as a versioned TF Serving SavedModel.
+
+Signatures (the serving contract):
+- ``serving_default``: ``meteo`` float32 [batch, L, H, W, 7] in canonical physical units
+  (plus ``antecedent_soil_moisture`` float32 [batch, L, H, W] when the config uses it)
+  -> ``soil_moisture`` float32 [batch, H, W] in m3/m3, NaN outside the basin mask.
+  The dtype is enforced by the signature; the shape by ``tf.ensure_shape`` inside it (TF
+  signatures alone do not reject a wrong H or W).
+- ``metadata``: no inputs -> ``metadata`` string scalar holding the metadata JSON.
+
+Files beside the graph in ``assets.extra/``: ``soilcast_metadata.json`` (same JSON),
+``drift_reference.json`` and ``model_card.md``.
+
+Flow of :func:`export_blessed`: read the gate's blessing -> build the physical model ->
+write it to a staging directory outside the served base path -> infra-validate it in a fresh
+process -> rename it into ``<models_dir>/<next version>`` -> prune old versions.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from soilcast.config import Config
+
+EXTRA = "assets.extra"
+METADATA_JSON = "soilcast_metadata.json"
+DRIFT_JSON = "drift_reference.json"
+CARD_MD = "model_card.md"
+INPUT = "meteo"
+ANTECEDENT = "antecedent_soil_moisture"
+OUTPUT = "soil_moisture"
+
+
+def export_json_path(cfg: Config) -> Path:
+    return cfg.paths.artifacts_dir / "export" / "export.json"
+
+
+def input_shapes(cfg: Config) -> dict[str, tuple[int | None, ...]]:
+    """Serving input names and shapes (batch first, None) for this config."""
+    h, w = cfg.grid.shape
+    L = cfg.window.seq_len
+    shapes: dict[str, tuple[int | None, ...]] = {INPUT: (None, L, h, w, len(cfg.variables))}
+    if cfg.window.antecedent_soil_moisture:
+        shapes[ANTECEDENT] = (None, L, h, w)
+    return shapes
+
+
+def output_shape(cfg: Config) -> tuple[int | None, ...]:
+    return (None, *cfg.grid.shape)
+
+
+def call_model(model: Any, inputs: dict[str, Any]) -> Any:
+    """Call a physical model with named inputs (single-input models take the bare tensor)."""
+    if len(model.inputs) == 1:
+        return model(inputs[INPUT], training=False)
+    return model(inputs, training=False)
+
+
+def write_savedmodel(
+    model: Any, path: Path, cfg: Config, metadata: dict[str, Any], extras: dict[str, str]
+) -> None:
+    """Write ``model`` as a SavedModel with the two signatures and the extra files."""
+    import keras
+    import tensorflow as tf
+
+    shapes = input_shapes(cfg)
+    specs = [tf.TensorSpec(shape, tf.float32, name=name) for name, shape in shapes.items()]
+    names = list(shapes)
+
+    def serve(*tensors: Any) -> dict[str, Any]:
+        checked = {n: tf.ensure_shape(t, shapes[n]) for n, t in zip(names, tensors)}
+        return {OUTPUT: tf.cast(call_model(model, checked), tf.float32)}
+
+    # Give the traced function the real argument names so the signature keys are the
+    # contract's names (``meteo`` ...), not ``args_0``.
+    if len(names) == 1:
+        fn = lambda meteo: serve(meteo)  # noqa: E731
+    else:
+        fn = lambda meteo, antecedent_soil_moisture: serve(meteo, antecedent_soil_moisture)  # noqa: E731
+    meta_text = json.dumps(metadata, sort_keys=True)
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint("serving_default", fn, input_signature=specs)
+    archive.add_endpoint("metadata", lambda: {"metadata": tf.constant(meta_text)}, input_signature=[])
+    archive.write_out(str(path), verbose=False)
+    extra = Path(path) / EXTRA
+    extra.mkdir(parents=True, exist_ok=True)
+    (extra / METADATA_JSON).write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
+    for name, text in extras.items():
+        (extra / name).write_text(text)
+
+
+def build_metadata(
+    cfg: Config,
+    tensors: Any,
+    model_name: str,
+    version: int,
+    test_metrics: dict[str, Any],
+    record: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Everything a client or monitor needs to use the model without reading the repo."""
+    attrs = tensors.attrs
+    return {
+        "model": model_name,
+        "version": int(version),
+        "model_name": cfg.serving.model_name,
+        "created_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "inputs": {n: list(s) for n, s in input_shapes(cfg).items()},
+        "output": {OUTPUT: list(output_shape(cfg)), "units": cfg.target.canonical_units},
+        "variables": list(tensors.variables),
+        "units": {**dict(attrs.get("units", {})), OUTPUT: cfg.target.canonical_units},
+        "target": cfg.target.name,
+        "seq_len": cfg.window.seq_len,
+        "lead_days": cfg.window.lead_days,
+        "antecedent_soil_moisture": cfg.window.antecedent_soil_moisture,
+        "grid": {
+            "lat": [float(v) for v in np.asarray(tensors.lat)],
+            "lon": [float(v) for v in np.asarray(tensors.lon)],
+            "res": cfg.grid.res,
+        },
+        "mask": np.asarray(tensors.mask, bool).astype(int).tolist(),
+        "basin_names": dict(attrs.get("basin_names", {})),
+        "data_hashes": dict(attrs.get("input_hashes", {})),
+        "split": cfg.split.model_dump(mode="json"),
+        "precision": cfg.training.precision,
+        "test_metrics": test_metrics,
+        "training_record": record or {},
+    }

@@ -1,0 +1,134 @@
+"""Version bookkeeping for the TF Serving model base path (``cfg.paths.models_dir``).
+
+TF Serving watches ``<base_path>/<integer>/`` and, with its default "latest" policy, serves
+the highest integer it finds; names that are not integers are ignored. That gives the rules:
+
+- Versions only grow. The next version is one more than the largest number ever handed
+  out, which is the maximum of the directories present and of ``.versions_high_water``
+  (so a rolled-back or pruned number is never reused and a client never sees "version 5"
+  mean two different models).
+- A version appears atomically: it is written under a hidden staging name in the same
+  directory and renamed into ``<v>`` only after infra validation passed.
+- Rollback never deletes. It moves the newest version(s) into ``.rolled_back/<v>`` (a name
+  TF Serving ignores), so the previous version is served again on the next poll; the files
+  stay for inspection and the numbers stay reserved by the high-water mark.
+- Pruning keeps the newest ``keep`` served versions (and the newest ``keep`` rolled-back
+  ones) and deletes the rest.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+HIGH_WATER = ".versions_high_water"
+ROLLED_BACK = ".rolled_back"
+STAGING_PREFIX = ".staging-"
+METADATA_FILE = "assets.extra/soilcast_metadata.json"
+
+
+def _numeric_dirs(root: Path) -> list[int]:
+    if not root.is_dir():
+        return []
+    return sorted(int(p.name) for p in root.iterdir() if p.is_dir() and p.name.isdigit())
+
+
+def list_versions(models_dir: Path) -> list[int]:
+    """Versions TF Serving can see, ascending."""
+    return _numeric_dirs(Path(models_dir))
+
+
+def latest_version(models_dir: Path) -> int | None:
+    versions = list_versions(models_dir)
+    return versions[-1] if versions else None
+
+
+def high_water(models_dir: Path) -> int:
+    """Largest version number ever handed out (0 when none)."""
+    models_dir = Path(models_dir)
+    path = models_dir / HIGH_WATER
+    recorded = int(path.read_text().strip() or 0) if path.is_file() else 0
+    seen = list_versions(models_dir) + _numeric_dirs(models_dir / ROLLED_BACK)
+    return max([recorded, *seen])
+
+
+def next_version(models_dir: Path) -> int:
+    return high_water(models_dir) + 1
+
+
+def _record_high_water(models_dir: Path, version: int) -> None:
+    from soilcast.io.atomic import atomic_write_text
+
+    atomic_write_text(Path(models_dir) / HIGH_WATER, f"{max(version, high_water(models_dir))}\n")
+
+
+def staging_dir(models_dir: Path) -> Path:
+    """A fresh hidden directory inside ``models_dir`` (same file system, so rename is atomic)."""
+    models_dir = Path(models_dir)
+    models_dir.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=models_dir))
+
+
+def publish(models_dir: Path, staged: Path, version: int) -> Path:
+    """Rename a validated, staged SavedModel into ``<models_dir>/<version>`` atomically."""
+    models_dir = Path(models_dir)
+    if version <= high_water(models_dir):
+        raise ValueError(
+            f"{models_dir}: version {version} is not above the high-water mark "
+            f"{high_water(models_dir)}; versions only grow"
+        )
+    target = models_dir / str(version)
+    _record_high_water(models_dir, version)
+    os.replace(staged, target)
+    return target
+
+
+def prune(models_dir: Path, keep: int) -> list[int]:
+    """Delete all but the newest ``keep`` served (and rolled-back) versions; return removed."""
+    models_dir = Path(models_dir)
+    removed: list[int] = []
+    for root in (models_dir, models_dir / ROLLED_BACK):
+        versions = _numeric_dirs(root)
+        for v in versions[: max(len(versions) - keep, 0)]:
+            shutil.rmtree(root / str(v))
+            if root == models_dir:
+                removed.append(v)
+    return removed
+
+
+def rollback(models_dir: Path, to: int | None = None) -> dict[str, Any]:
+    """Hide the newest version (or every version above ``to``) so the previous one serves.
+
+    Refuses when nothing would be left to serve or ``to`` is not a served version.
+    """
+    models_dir = Path(models_dir)
+    versions = list_versions(models_dir)
+    if to is None:
+        if len(versions) < 2:
+            raise ValueError(f"{models_dir}: rollback needs at least two versions, found {versions}")
+        to = versions[-2]
+    if to not in versions:
+        raise ValueError(f"{models_dir}: cannot roll back to version {to}; served versions are {versions}")
+    hidden = [v for v in versions if v > to]
+    if not hidden:
+        raise ValueError(f"{models_dir}: version {to} is already the newest; nothing to roll back")
+    _record_high_water(models_dir, versions[-1])
+    (models_dir / ROLLED_BACK).mkdir(exist_ok=True)
+    for v in sorted(hidden, reverse=True):
+        dest = models_dir / ROLLED_BACK / str(v)
+        if dest.exists():
+            shutil.rmtree(dest)
+        os.replace(models_dir / str(v), dest)
+    return {"serving": to, "rolled_back": sorted(hidden), "high_water": high_water(models_dir)}
+
+
+def read_metadata(version_dir: Path) -> dict[str, Any]:
+    """The soilcast metadata JSON written beside a SavedModel."""
+    path = Path(version_dir) / METADATA_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: SavedModel has no soilcast metadata")
+    return json.loads(path.read_text())
