@@ -133,3 +133,115 @@ def build_metadata(
         "test_metrics": test_metrics,
         "training_record": record or {},
     }
+
+
+def load_physical_model(cfg: Config, name: str) -> Any:
+    """The trained network wrapped in physical units (the ML area's graph, not rebuilt here)."""
+    from soilcast.ml.predict import physical_model
+
+    return physical_model(cfg, name)
+
+
+def rtol_for(cfg: Config) -> float:
+    """Tolerance of served vs in-memory outputs: looser when training ran in bfloat16/float16."""
+    return cfg.export.rtol_float32 if cfg.training.precision == "float32" else cfg.export.rtol_bfloat16
+
+
+def canary_inputs(cfg: Config, tensors: Any) -> dict[str, np.ndarray]:
+    """``cfg.export.canary_windows`` test windows spread over the test years."""
+    from soilcast.evaluation.evaluate import window_inputs
+    from soilcast.ml.windows import evenly_spaced, split_ends
+
+    ends = evenly_spaced(split_ends(cfg, tensors.time, "test"), cfg.export.canary_windows)
+    return window_inputs(cfg, tensors, ends, cfg.window.antecedent_soil_moisture)
+
+
+def model_fingerprint(cfg: Config, name: str, tensors: Any) -> dict[str, Any]:
+    """What makes an export unique: the trained file, its data and the serving contract."""
+    from soilcast.data.store import file_sha256
+
+    model_file = cfg.paths.artifacts_dir / "train" / name / "model.keras"
+    return {
+        "model": name,
+        "model_sha256": file_sha256(model_file) if model_file.is_file() else None,
+        "data_hashes": dict(tensors.attrs.get("input_hashes", {})),
+        "inputs": {n: list(s) for n, s in input_shapes(cfg).items()},
+    }
+
+
+def serving_same_model(models_dir: Path, fingerprint: dict[str, Any]) -> int | None:
+    """The served version if it already holds exactly this model (re-running is a no-op)."""
+    from soilcast.export.versions import latest_version, read_metadata
+
+    version = latest_version(models_dir)
+    if version is None or fingerprint.get("model_sha256") is None:
+        return None
+    try:
+        served = read_metadata(Path(models_dir) / str(version)).get("fingerprint")
+    except (FileNotFoundError, ValueError):
+        return None
+    return version if served == fingerprint else None
+
+
+def _read_json(path: Path, what: str) -> dict[str, Any]:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: {what} not found")
+    return json.loads(path.read_text())
+
+
+def export_blessed(cfg: Config) -> Path | None:
+    """Export, validate and publish the gate's winner; None (and a 'skipped' record) if not blessed."""
+    from soilcast.data.store import open_tensors
+    from soilcast.evaluation.gate import blessing_path
+    from soilcast.export import infra, versions
+    from soilcast.export.card import render_card
+    from soilcast.export.drift_reference import drift_reference
+    from soilcast.io.atomic import atomic_write_json
+
+    blessing = _read_json(blessing_path(cfg), "gate decision (run the 'gate' stage first)")
+    if not blessing.get("blessed"):
+        atomic_write_json(export_json_path(cfg), {
+            "status": "skipped: not blessed", "winner": blessing.get("winner"),
+            "reasons": blessing.get("reasons", []), "version": None, "path": None,
+        })
+        return None
+    name = blessing["winner"]
+    metrics = _read_json(cfg.paths.artifacts_dir / "eval" / "metrics.json", "evaluation metrics")
+    record_path = cfg.paths.artifacts_dir / "train" / name / "record.json"
+    record = json.loads(record_path.read_text()) if record_path.is_file() else {}
+    tensors = open_tensors(cfg.paths.processed, load=False)
+    models_dir = Path(cfg.paths.models_dir)
+    fingerprint = model_fingerprint(cfg, name, tensors)
+    same = serving_same_model(models_dir, fingerprint)
+    if same is not None:
+        atomic_write_json(export_json_path(cfg), {
+            "status": f"skipped: version {same} already serves this model", "model": name,
+            "version": same, "path": str(models_dir / str(same)),
+        })
+        return models_dir / str(same)
+    model = load_physical_model(cfg, name)
+    version = versions.next_version(models_dir)
+    metadata = build_metadata(cfg, tensors, name, version, metrics[name]["overall"], record)
+    metadata["fingerprint"] = fingerprint
+    extras = {
+        DRIFT_JSON: json.dumps(drift_reference(cfg, tensors), indent=1) + "\n",
+        CARD_MD: render_card(cfg, metadata, metrics, blessing),
+    }
+    canaries = canary_inputs(cfg, tensors)
+    expected = np.asarray(call_model(model, canaries), dtype=np.float32)
+    staging = versions.staging_dir(models_dir.parent)  # outside the served base path
+    try:
+        staged = staging / str(version)
+        write_savedmodel(model, staged, cfg, metadata, extras)
+        report = infra.validate(
+            staged, canaries, expected, rtol_for(cfg), input_shapes(cfg), (OUTPUT, output_shape(cfg))
+        )
+        target = versions.publish(models_dir, staged, version)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    pruned = versions.prune(models_dir, cfg.export.keep_versions)
+    atomic_write_json(export_json_path(cfg), {
+        "status": "exported", "model": name, "version": version, "path": str(target),
+        "infra_validation": report, "pruned_versions": pruned,
+    })
+    return target
