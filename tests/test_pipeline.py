@@ -1,0 +1,306 @@
+"""Kubeflow pipeline: compiled IR (fresh, GPU training, gated export), cluster client calls
+against a local stub of the KFP API, and the whole pipeline run locally end to end."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from tests.conftest import PARAMS, REPO
+from soilcast.cli import app
+from soilcast.config import load_config
+from soilcast.pipeline import build, client
+
+COMPILED = REPO / "pipelines" / "soilcast_pipeline.yaml"
+
+
+@pytest.fixture(scope="module")
+def ir(tmp_path_factory) -> dict[str, Any]:
+    out = tmp_path_factory.mktemp("ir") / "pipeline.yaml"
+    build.compile_pipeline(PARAMS, out)
+    docs = list(yaml.safe_load_all(out.read_text()))
+    return {"spec": docs[0], "bytes": out.read_bytes()}
+
+
+def _dags(spec: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every DAG in the IR (root and sub-DAGs) by component name."""
+    dags = {"root": spec["root"]["dag"]}
+    for name, comp in spec["components"].items():
+        if "dag" in comp:
+            dags[name] = comp["dag"]
+    return dags
+
+
+def _tasks_of(spec: dict[str, Any], component: str) -> list[tuple[str, str, dict[str, Any]]]:
+    """(dag, task name, task) for every task that runs ``component`` (e.g. comp-train)."""
+    return [
+        (dag_name, task_name, task)
+        for dag_name, dag in _dags(spec).items()
+        for task_name, task in dag["tasks"].items()
+        if task["componentRef"]["name"] == component
+    ]
+
+
+def _parent_task(spec: dict[str, Any], dag_component: str) -> tuple[str, dict[str, Any]]:
+    for dag_name, dag in _dags(spec).items():
+        for task in dag["tasks"].values():
+            if task["componentRef"]["name"] == dag_component:
+                return dag_name, task
+    raise AssertionError(f"no task runs {dag_component}")
+
+
+def test_committed_pipeline_yaml_is_fresh(ir):
+    """The committed IR must be what compiling params.yaml gives now (byte for byte)."""
+    assert COMPILED.is_file(), "run `soilcast pipeline compile`"
+    assert COMPILED.read_bytes() == ir["bytes"], (
+        "pipelines/soilcast_pipeline.yaml is stale: run `soilcast pipeline compile`"
+    )
+
+
+def test_compilation_is_deterministic(tmp_path, ir):
+    again = build.compile_pipeline(PARAMS, tmp_path / "again.yaml")
+    assert again.read_bytes() == ir["bytes"]
+
+
+def test_every_training_task_requests_one_gpu_and_params_resources(ir):
+    spec = ir["spec"]
+    cfg = load_config(PARAMS)
+    trains = _tasks_of(spec, "comp-train")
+    assert trains, "no training task in the IR"
+    for dag_name, _, task in trains:
+        executor = spec["components"]["comp-train"]["executorLabel"]
+        resources = spec["deploymentSpec"]["executors"][executor]["container"]["resources"]
+        assert resources["accelerator"]["resourceType"] == "nvidia.com/gpu"
+        assert int(resources["accelerator"]["resourceCount"]) == 1
+        assert resources["resourceCpuRequest"] == cfg.pipeline.cpu_request
+        assert resources["resourceMemoryRequest"] == cfg.pipeline.memory_request
+        # fanned out over the `models` pipeline parameter: one task per network
+        _, loop = _parent_task(spec, dag_name)
+        assert "pipelinechannel--models" in json.dumps(loop["parameterIterator"])
+    assert spec["root"]["inputDefinitions"]["parameters"]["models"]["defaultValue"] == list(
+        cfg.training.models
+    )
+
+
+def test_export_runs_only_under_the_gate_blessing(ir):
+    spec = ir["spec"]
+    (dag_name, _, _), = _tasks_of(spec, "comp-export")
+    publish_dag, condition_task = _parent_task(spec, dag_name)
+    condition = condition_task["triggerPolicy"]["condition"]
+    assert re.fullmatch(r"inputs\.parameter_values\['pipelinechannel--blessed'\] == true", condition)
+    # ... and the sub-DAG's `blessed` input is the gate's `blessed` output
+    _, publish_task = _parent_task(spec, publish_dag)
+    blessed = publish_task["inputs"]["parameters"]["blessed"]["taskOutputParameter"]
+    assert blessed == {"outputParameterKey": "blessed", "producerTask": "gate"}
+    # gate and export read external state (the served champion): never from the cache
+    for comp in ("comp-gate", "comp-export"):
+        for _, _, task in _tasks_of(spec, comp):
+            assert "enableCache" not in task["cachingOptions"], comp  # absent = off
+
+
+def test_image_comes_from_params_pipeline_image(ir, tmp_path):
+    spec = ir["spec"]
+    images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
+    assert images == {load_config(PARAMS).pipeline.image}
+    raw = yaml.safe_load(PARAMS.read_text())
+    raw["pipeline"]["image"] = "registry.example/soilcast:test"
+    other = tmp_path / "params.yaml"
+    other.write_text(yaml.safe_dump(raw))
+    out = build.compile_pipeline(other, tmp_path / "p.yaml")
+    assert "registry.example/soilcast:test" in out.read_text()
+    assert "soilcast/soilcast:0.1.0" not in out.read_text()
+
+
+def test_dag_mirrors_dvc_stages(ir):
+    """Every dvc.yaml stage has its component, wired in the same order."""
+    spec = ir["spec"]
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    comps = {name.removeprefix("comp-") for name in spec["components"]}
+    assert set(stages) <= comps
+    root = spec["root"]["dag"]["tasks"]
+    assert set(root["regrid"]["dependentTasks"]) >= {"validate", "ingest"}
+    assert set(root["stack"]["dependentTasks"]) >= {"regrid", "clip"}
+    assert set(root["evaluate"]["dependentTasks"]) >= {"stack", "for-loop-1"}
+    assert "evaluate" in root["gate"]["dependentTasks"]
+
+
+def test_compile_check_cli_flags_a_stale_file(tmp_path):
+    stale = tmp_path / "stale.yaml"
+    stale.write_text("# not the pipeline\n")
+    result = CliRunner().invoke(
+        app, ["pipeline", "compile", "--params", str(PARAMS), "--out", str(stale), "--check"]
+    )
+    assert result.exit_code == 1
+    assert "stale" in result.output
+
+
+def test_cron_must_have_six_fields():
+    assert client.check_cron("0 0 3 * * 1") == "0 0 3 * * 1"
+    with pytest.raises(client.ScheduleError, match="6 fields"):
+        client.check_cron("0 3 * * 1")
+
+
+# --------------------------------------------------------------------------------------
+# A stub of the KFP v2beta1 REST API on 127.0.0.1: records each request, answers what
+# kfp.Client needs. No cluster is reachable here, so this checks the calls we make.
+
+
+class _KfpStub(BaseHTTPRequestHandler):
+    requests: list[dict[str, Any]]
+
+    def log_message(self, *args: Any) -> None:  # keep test output quiet
+        pass
+
+    def _answer(self, body: dict[str, Any]) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _record(self) -> dict[str, Any]:
+        url = urlparse(self.path)
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        entry = {"method": self.command, "path": url.path, "query": parse_qs(url.query),
+                 "raw": raw}
+        if self.headers.get("Content-Type", "").startswith("application/json") and raw:
+            entry["json"] = json.loads(raw)
+        self.requests.append(entry)
+        return entry
+
+    def do_GET(self) -> None:
+        entry = self._record()
+        if entry["path"].endswith("/healthz"):
+            self._answer({"multi_user": False})
+        else:  # experiments, pipelines, pipeline versions: nothing exists yet
+            self._answer({})
+
+    def do_POST(self) -> None:
+        entry = self._record()
+        path = entry["path"]
+        answers = {
+            "/apis/v2beta1/experiments": {"experiment_id": "exp-1", "display_name": "soilcast"},
+            "/apis/v2beta1/pipelines/upload": {"pipeline_id": "pl-1", "display_name": "soilcast"},
+            "/apis/v2beta1/pipelines/upload_version": {
+                "pipeline_id": "pl-1", "pipeline_version_id": "ver-1"},
+            "/apis/v2beta1/runs": {"run_id": "run-1"},
+            "/apis/v2beta1/recurringruns": {"recurring_run_id": "rr-1"},
+        }
+        self._answer(answers.get(path, {}))
+
+
+@pytest.fixture
+def kfp_stub():
+    handler = type("Handler", (_KfpStub,), {"requests": []})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", handler.requests
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _posts(requests: list[dict[str, Any]], path: str) -> list[dict[str, Any]]:
+    return [r for r in requests if r["method"] == "POST" and r["path"] == path]
+
+
+def test_schedule_creates_experiment_uploads_and_adds_a_cron_run(kfp_stub):
+    """Against the local KFP API stub (no cluster here): the CLI creates the experiment,
+    uploads the package as a content-named version and schedules a six-field cron run that
+    never overlaps itself."""
+    host, requests = kfp_stub
+    result = CliRunner().invoke(app, [
+        "pipeline", "schedule", "--host", host, "--cron", "0 0 3 * * 1",
+        "--params", str(PARAMS), "--package", str(COMPILED), "--arg", "epochs=3",
+    ])
+    assert result.exit_code == 0, result.output
+    assert "rr-1" in result.output
+    (experiment,) = _posts(requests, "/apis/v2beta1/experiments")
+    assert experiment["json"]["display_name"] == load_config(PARAMS).pipeline.experiment
+    (upload,) = _posts(requests, "/apis/v2beta1/pipelines/upload")
+    assert upload["query"]["name"] == ["soilcast"]
+    assert b"PIPELINE DEFINITION" in upload["raw"]
+    (version,) = _posts(requests, "/apis/v2beta1/pipelines/upload_version")
+    assert version["query"]["pipelineid"] == ["pl-1"]
+    assert version["query"]["name"] == [client.package_version_name("soilcast", COMPILED)]
+    (recurring,) = _posts(requests, "/apis/v2beta1/recurringruns")
+    body = recurring["json"]
+    assert body["trigger"]["cron_schedule"]["cron"] == "0 0 3 * * 1"
+    assert int(body["max_concurrency"]) == 1
+    assert body["no_catchup"] is True
+    assert body["experiment_id"] == "exp-1"
+    assert body["pipeline_version_reference"] == {"pipeline_id": "pl-1",
+                                                  "pipeline_version_id": "ver-1"}
+    assert body["runtime_config"]["parameters"] == {"epochs": 3}
+    assert body["mode"] == "ENABLE"
+
+
+def test_schedule_refuses_a_five_field_cron_before_calling_the_server(kfp_stub):
+    host, requests = kfp_stub
+    result = CliRunner().invoke(app, [
+        "pipeline", "schedule", "--host", host, "--cron", "0 3 * * 1", "--params", str(PARAMS),
+    ])
+    assert result.exit_code == 1
+    assert "6 fields" in result.output
+    assert requests == []
+
+
+def test_submit_starts_one_run_of_the_compiled_package(kfp_stub):
+    """Against the local KFP API stub: submit posts the compiled spec with our arguments."""
+    host, requests = kfp_stub
+    result = CliRunner().invoke(app, [
+        "pipeline", "submit", "--host", host, "--params", str(PARAMS),
+        "--package", str(COMPILED), "--run-name", "smoke",
+        "--arg", "min_skill_vs_climatology=0.1",
+    ])
+    assert result.exit_code == 0, result.output
+    assert "run-1" in result.output
+    (run,) = _posts(requests, "/apis/v2beta1/runs")
+    body = run["json"]
+    assert body["display_name"] == "smoke"
+    assert body["experiment_id"] == "exp-1"
+    assert body["pipeline_spec"]["pipelineInfo"]["name"] == "soilcast"
+    assert body["runtime_config"]["parameters"] == {"min_skill_vs_climatology": 0.1}
+
+
+def test_data_and_training_steps_are_cached(ir):
+    spec = ir["spec"]
+    for comp in ("comp-configure", "comp-ingest", "comp-validate", "comp-regrid", "comp-clip",
+                 "comp-stack", "comp-train", "comp-evaluate"):
+        tasks = _tasks_of(spec, comp)
+        assert tasks, comp
+        for _, _, task in tasks:
+            assert task["cachingOptions"].get("enableCache") is True, comp
+
+
+def test_dockerfile_installs_the_lock_as_non_root():
+    """No Docker engine here: check the recipe instead of building it (CI builds it)."""
+    text = (REPO / "Dockerfile").read_text()
+    assert "COPY requirements.lock" in text
+    assert "pip install -r requirements.lock" in text
+    assert "tensorflow[and-cuda]" in text  # GPU-capable TensorFlow at the locked version
+    assert "pip install --no-deps ." in text
+    users = re.findall(r"^USER\s+(\S+)", text, flags=re.M)
+    assert users and users[-1] not in {"root", "0"}
+
+
+def test_ci_runs_tests_checks_compiled_pipeline_and_builds_image():
+    ci = yaml.safe_load((REPO / ".github/workflows/ci.yml").read_text())
+    steps = {name: json.dumps(job["steps"]) for name, job in ci["jobs"].items()}
+    assert any("make test" in s for s in steps.values())
+    assert any("soilcast pipeline compile" in s and "git diff --exit-code" in s
+               for s in steps.values())
+    assert any("docker/build-push-action" in s and '"push": false' in s for s in steps.values())
