@@ -1,0 +1,135 @@
+"""Stack the regridded variables and the mask into the tensor store ``tensors.zarr``.
+
+Streams: ``preprocess.time_chunk_days`` days at a time are read from the regridded NetCDFs,
+masked and appended to a zarr store in a temporary directory that is renamed into place
+at the end, so memory stays flat in the number of years and a failed run leaves the
+previous store intact.
+
+NaN inside the mask: ``fill_rule: fail`` raises naming the variables, dates and cells;
+``nearest_time`` replaces each missing value by the same cell's value on the nearest valid
+day (the earlier one on ties) - computed only for the affected cells, so it stays cheap. A
+mask cell with no valid day at all is an error under either rule.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from soilcast.config import Config, VariableSpec
+from soilcast.data.clip import apply_mask, load_mask
+from soilcast.data.readers import DataError, all_specs, period_days, target_axes
+from soilcast.data.regrid import open_regridded
+from soilcast.data.store import tensors_dataset
+from soilcast.io.atomic import atomic_path
+
+MAX_LISTED = 10
+
+
+def _blocks(n: int, step: int):
+    for i in range(0, n, step):
+        yield slice(i, min(i + step, n))
+
+
+def _nan_in_mask(cfg: Config, das: dict[str, xr.DataArray], mask: np.ndarray) -> dict[str, np.ndarray]:
+    """Per variable, (t, i, j) indices of NaN inside the mask (empty arrays when clean)."""
+    found = {}
+    n = len(period_days(cfg))
+    for name, da in das.items():
+        hits = []
+        for sl in _blocks(n, cfg.preprocess.time_chunk_days):
+            t, i, j = np.nonzero(np.isnan(da.isel(time=sl).values) & mask)
+            hits.append(np.stack([t + sl.start, i, j], axis=1))
+        found[name] = np.concatenate(hits) if hits else np.empty((0, 3), int)
+    return {k: v for k, v in found.items() if len(v)}
+
+
+def _describe(name: str, hits: np.ndarray, days: pd.DatetimeIndex, lat, lon) -> str:
+    dates = sorted({days[t].strftime("%Y-%m-%d") for t in hits[:, 0]})
+    cells = sorted({(float(lat[i]), float(lon[j])) for _, i, j in hits})
+    return (f"{name}: {len(hits)} NaN value(s) inside the mask on {len(dates)} day(s) "
+            f"{dates[:MAX_LISTED]} at {len(cells)} cell(s) (lat, lon) {cells[:MAX_LISTED]}")
+
+
+def _nearest_fill(da: xr.DataArray, hits: np.ndarray, name: str) -> dict[tuple[int, int], np.ndarray]:
+    """Full filled series for each affected cell (only those are loaded whole)."""
+    out = {}
+    for i, j in {(int(i), int(j)) for _, i, j in hits}:
+        series = np.asarray(da.isel(lat=i, lon=j).values, dtype=np.float32)
+        good = np.flatnonzero(~np.isnan(series))
+        if not good.size:
+            raise DataError(f"{name}: mask cell (lat {float(da.lat[i])}, lon {float(da.lon[j])}) has no valid day")
+        bad = np.flatnonzero(np.isnan(series))
+        pos = np.searchsorted(good, bad)
+        left = good[np.clip(pos - 1, 0, good.size - 1)]
+        right = good[np.clip(pos, 0, good.size - 1)]
+        pick = np.where(np.abs(bad - left) <= np.abs(right - bad), left, right)
+        series[bad] = series[pick]
+        out[(i, j)] = series
+    return out
+
+
+def _fills(cfg: Config, das: dict[str, xr.DataArray], mask: np.ndarray) -> dict[str, dict]:
+    hits = _nan_in_mask(cfg, das, mask)
+    if not hits:
+        return {}
+    days = period_days(cfg)
+    lat, lon = target_axes(cfg.grid)
+    if cfg.preprocess.fill_rule == "fail":
+        detail = "\n  ".join(_describe(k, v, days, lat, lon) for k, v in hits.items())
+        raise DataError(f"NaN inside the basin mask (preprocess.fill_rule = fail):\n  {detail}")
+    return {name: _nearest_fill(das[name], h, name) for name, h in hits.items()}
+
+
+def _block(das, names: list[str], sl: slice, fills: dict, mask: np.ndarray) -> np.ndarray:
+    arrays = []
+    for name in names:
+        a = np.asarray(das[name].isel(time=sl).values, dtype=np.float32)
+        for (i, j), series in fills.get(name, {}).items():
+            a[:, i, j] = series[sl]
+        arrays.append(a)
+    return apply_mask(np.stack(arrays, axis=-1), mask)
+
+
+def stack_tensors(cfg: Config) -> Path:
+    """Write ``cfg.paths.processed`` from the regridded variables and the mask."""
+    mask, basin_id, names, hashes = load_mask(cfg)
+    specs: list[VariableSpec] = all_specs(cfg)
+    das = {s.name: open_regridded(cfg, s) for s in specs}
+    for s in specs:
+        hashes.update(json.loads(das[s.name].attrs.get("input_hashes", "{}")))
+    fills = _fills(cfg, das, mask)
+    days = period_days(cfg)
+    lat, lon = target_axes(cfg.grid)
+    attrs = {
+        "variables": cfg.variable_names,
+        "units": {s.name: s.canonical_units for s in specs},
+        "target": cfg.target.name,
+        "basin_names": {str(k): v for k, v in names.items()},
+        "input_hashes": dict(sorted(hashes.items())),
+        "fill_rule": cfg.preprocess.fill_rule,
+    }
+    step = cfg.preprocess.time_chunk_days
+    out = Path(cfg.paths.processed)
+    with atomic_path(out) as tmp:
+        for k, sl in enumerate(_blocks(len(days), step)):
+            X = _block(das, cfg.variable_names, sl, fills, mask)
+            Y = _block(das, [cfg.target.name], sl, fills, mask)
+            ds = tensors_dataset(X, Y, mask, basin_id, days[sl], lat, lon, attrs)
+            if k == 0:
+                enc = {v: {"chunks": (step, *ds[v].shape[1:])} for v in ("X", "Y")}
+                ds.to_zarr(tmp, mode="w", encoding=enc, consolidated=True)
+            else:
+                ds.drop_vars(["mask", "basin_id", "lat", "lon", "variable", "channel"]).to_zarr(
+                    tmp, append_dim="time", consolidated=True
+                )
+    for da in das.values():
+        da.close()
+    from soilcast.data.plots import save_stage_plots
+
+    save_stage_plots(cfg)
+    return out

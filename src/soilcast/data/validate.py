@@ -1,0 +1,279 @@
+"""Validate the raw files before anything is derived from them.
+
+Two layers: structural checks in plain Python (file readable, variable present, units known
+and matching params, regular monotonic coordinates, a complete daily time axis over the
+period), then great-expectations suites run on *per-day summary tables* (one row per day per
+file: min, max, mean, NaN share) rather than on the raw grids, which keeps GX fast.
+
+The NaN share is computed over the source file's own domain, excluding cells that are NaN
+on every day of the file (ERA5-Land writes the sea as permanently missing). It deliberately
+ignores ``grid``: validation must not rerun when only the target grid changes.
+
+The full report (``report.json``, ``daily_summary.csv``, ``report.html``) is always written to
+``cfg.validate_.report_dir``; on any failure :class:`DataValidationError` is raised afterwards.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import warnings
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from soilcast.config import Config, VariableSpec
+from soilcast.data.readers import (
+    DataError,
+    all_specs,
+    check_regular,
+    days_in_year,
+    hash_key,
+    open_source,
+    source_path,
+    unit_token,
+)
+from soilcast.data.store import file_sha256
+from soilcast.io.atomic import atomic_write_json, atomic_write_text
+
+REPORT_NAME = "report.json"
+SUMMARY_NAME = "daily_summary.csv"
+HTML_NAME = "report.html"
+MAX_LISTED = 10  # offending values/dates quoted per failure in messages
+
+
+class DataValidationError(DataError):
+    """Raised after the report is written when any check failed."""
+
+    def __init__(self, message: str, failures: list[dict[str, Any]], report: Path):
+        super().__init__(message)
+        self.failures = failures
+        self.report = report
+
+
+def _fail(path: Path | str, spec: VariableSpec, check: str, message: str, **extra: Any) -> dict[str, Any]:
+    return {"file": str(path), "variable": spec.name, "check": check, "message": message, **extra}
+
+
+def _dates(days: Iterable[pd.Timestamp]) -> list[str]:
+    return [d.strftime("%Y-%m-%d") for d in days]
+
+
+def _time_checks(src, spec: VariableSpec, expected: pd.DatetimeIndex) -> list[dict[str, Any]]:
+    """Daily, monotonic, no duplicates, and every day of the period's share of this year."""
+    out = []
+    stamps, days = src.raw_times, pd.DatetimeIndex(src.data["time"].values)
+    if not np.all(stamps == stamps.floor("D")):
+        out.append(_fail(src.path, spec, "time_at_00utc", "time stamps are not at 00 UTC"))
+    dup = days[days.duplicated()].unique()
+    if len(dup):
+        out.append(_fail(src.path, spec, "time_unique", f"duplicated days {_dates(dup[:MAX_LISTED])}",
+                         dates=_dates(dup)))
+    if not days.is_monotonic_increasing:
+        out.append(_fail(src.path, spec, "time_monotonic", "time axis is not increasing"))
+    missing = expected.difference(days)
+    if len(missing):
+        out.append(_fail(src.path, spec, "time_complete",
+                         f"{len(missing)} day(s) of the period missing: {_dates(missing[:MAX_LISTED])}",
+                         dates=_dates(missing)))
+    return out
+
+
+def _daily_summary(src, spec: VariableSpec) -> pd.DataFrame:
+    """One row per time step: min/max/mean over the file's domain and the NaN share."""
+    values = np.asarray(src.data.values, dtype=np.float64)
+    flat = values.reshape(values.shape[0], -1)
+    nan = np.isnan(flat)
+    domain = ~nan.all(axis=0)  # cells NaN on every day are the static sea mask
+    inside = flat[:, domain]
+    with warnings.catch_warnings():  # all-NaN days are reported by GX, not numpy
+        warnings.simplefilter("ignore", RuntimeWarning)
+        stats = {k: f(inside, axis=1) if inside.size else np.full(len(flat), np.nan)
+                 for k, f in (("min", np.nanmin), ("max", np.nanmax), ("mean", np.nanmean))}
+    return pd.DataFrame({
+        "file": str(src.path),
+        "variable": spec.name,
+        "date": _dates(pd.DatetimeIndex(src.data["time"].values)),
+        **stats,
+        "nan_share": np.isnan(inside).sum(axis=1) / max(inside.shape[1], 1),
+    })
+
+
+def _check_file(cfg: Config, spec: VariableSpec, year: int, path: Path) -> tuple[list, pd.DataFrame | None]:
+    if not path.is_file():
+        return [_fail(path, spec, "file_present", f"missing file for year {year}")], None
+    try:
+        src = open_source(path, spec)
+    except DataError as err:
+        return [_fail(path, spec, "readable", str(err))], None
+    fails = []
+    try:
+        have = unit_token(src.raw_units, f"{path}: {spec.source_name}")
+        want = unit_token(spec.source_units, f"params: {spec.name}.source_units")
+        if have != want:
+            fails.append(_fail(path, spec, "units", f"units {src.raw_units!r}, params expect {spec.source_units!r}"))
+    except DataError as err:
+        fails.append(_fail(path, spec, "units", str(err)))
+    try:
+        check_regular(src.raw_lat, path, "latitude")
+        check_regular(src.raw_lon, path, "longitude")
+        check_regular(src.data["lon"].values, path, "longitude (as -180..180)")
+    except DataError as err:
+        fails.append(_fail(path, spec, "regular_grid", str(err)))
+    fails += _time_checks(src, spec, days_in_year(cfg, year))
+    try:
+        table = _daily_summary(src, spec)
+        src.data.close()
+    except Exception as err:  # a truncated file can fail only when the data are read
+        return fails + [_fail(path, spec, "readable", f"{path}: data unreadable ({type(err).__name__}: {err})")], None
+    table["in_period"] = table["date"].isin(set(_dates(days_in_year(cfg, year))))
+    return fails, table
+
+
+def _gx_suite(spec: VariableSpec, max_nan: float):
+    import great_expectations as gx
+    import great_expectations.expectations as gxe
+
+    lo, hi = spec.valid_range
+    suite = gx.ExpectationSuite(name=f"{spec.name}_daily_summary")
+    for exp in (
+        gxe.ExpectColumnValuesToNotBeNull(column="date"),
+        gxe.ExpectColumnValuesToBeUnique(column="date"),
+        gxe.ExpectColumnValuesToNotBeNull(column="mean"),
+        gxe.ExpectColumnValuesToBeBetween(column="min", min_value=lo, max_value=hi),
+        gxe.ExpectColumnValuesToBeBetween(column="max", min_value=lo, max_value=hi),
+        gxe.ExpectColumnValuesToBeBetween(column="nan_share", min_value=0.0, max_value=max_nan),
+    ):
+        suite.add_expectation(exp)
+    return suite
+
+
+def _gx_context():
+    os.environ["GX_ANALYTICS_ENABLED"] = "false"
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    ctx = gx.get_context(mode="ephemeral")
+    ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
+    return ctx
+
+
+def _run_gx(ctx, spec: VariableSpec, table: pd.DataFrame, max_nan: float) -> tuple[list, list]:
+    """Validate one variable's summary table; return (failures, raw expectation results)."""
+    source = ctx.data_sources.add_pandas(f"summary_{spec.name}")
+    batch_def = source.add_dataframe_asset(name=spec.name).add_batch_definition_whole_dataframe("all")
+    suite = ctx.suites.add(_gx_suite(spec, max_nan))
+    batch = batch_def.get_batch(batch_parameters={"dataframe": table})
+    result = batch.validate(suite, result_format={"result_format": "COMPLETE"}).to_json_dict()
+    fails = []
+    for res in result["results"]:
+        if res["success"]:
+            continue
+        conf = res["expectation_config"]
+        column = conf["kwargs"].get("column")
+        idx = res["result"].get("unexpected_index_list") or []
+        rows = table.iloc[idx[:MAX_LISTED]] if idx else table.iloc[:0]
+        offending = [
+            {"file": r.file, "date": r.date, "value": (None if pd.isna(r[column]) else float(r[column]))}
+            for _, r in rows.iterrows()
+        ]
+        files = sorted(set(table.iloc[idx]["file"])) if idx else ["<all files>"]
+        where = ", ".join(f"{o['date']}={o['value']}" for o in offending)
+        fails.append({
+            "file": ", ".join(files), "variable": spec.name, "check": conf["type"],
+            "message": f"{column}: {len(idx)} offending row(s): {where}", "offending": offending,
+        })
+    return fails, result["results"]
+
+
+def _render_html(report: dict[str, Any]) -> str:
+    esc = html.escape
+    rows = "".join(
+        f"<tr><td>{esc(f['file'])}</td><td>{esc(f['variable'])}</td><td>{esc(f['check'])}</td>"
+        f"<td>{esc(f['message'])}</td></tr>" for f in report["failures"]
+    ) or "<tr><td colspan=4>none</td></tr>"
+    suites = "".join(
+        f"<tr><td>{esc(var)}</td><td>{esc(r['expectation_config']['type'])}</td>"
+        f"<td>{esc(str(r['expectation_config']['kwargs'].get('column')))}</td>"
+        f"<td>{'pass' if r['success'] else 'FAIL'}</td></tr>"
+        for var, results in report["expectations"].items() for r in results
+    )
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>soilcast validation</title></head>"
+        f"<body><h1>Raw data validation: {esc(report['status'])}</h1>"
+        f"<p>period {esc(report['period'])}; {report['n_files']} files</p>"
+        "<h2>Failures</h2><table border=1><tr><th>file</th><th>variable</th><th>check</th><th>details</th></tr>"
+        f"{rows}</table><h2>Expectation suites (per-day summary tables)</h2>"
+        "<table border=1><tr><th>variable</th><th>expectation</th><th>column</th><th>result</th></tr>"
+        f"{suites}</table></body></html>\n"
+    )
+
+
+def human_summary(failures: list[dict[str, Any]], limit: int = MAX_LISTED) -> str:
+    lines = [f"data validation failed: {len(failures)} problem(s)"]
+    lines += [f"  {f['file']} [{f['variable']}] {f['check']}: {f['message']}" for f in failures[:limit]]
+    if len(failures) > limit:
+        lines.append(f"  ... and {len(failures) - limit} more (see the report)")
+    return "\n".join(lines)
+
+
+def run_validation(cfg: Config) -> dict[str, Any]:
+    """Validate every raw met and target file of the period; write the report; raise on failure."""
+    failures: list[dict[str, Any]] = []
+    tables: list[pd.DataFrame] = []
+    hashes: dict[str, str] = {}
+    n_files = 0
+    ctx = _gx_context()
+    expectations: dict[str, list] = {}
+    for spec in all_specs(cfg):
+        var_tables = []
+        for year in cfg.period.years:
+            path = source_path(cfg, spec, year)
+            n_files += 1
+            fails, table = _check_file(cfg, spec, year, path)
+            failures += fails
+            if table is not None:
+                var_tables.append(table)
+                hashes[hash_key(cfg, path)] = file_sha256(path)
+        if var_tables:
+            table = pd.concat(var_tables, ignore_index=True)
+            tables.append(table)
+            fails, expectations[spec.name] = _run_gx(ctx, spec, table[table["in_period"]].reset_index(drop=True),
+                                                     cfg.validate_.max_nan_fraction)
+            failures += fails
+    report = {
+        "status": "failed" if failures else "passed",
+        "period": f"{cfg.period.start}..{cfg.period.end}",
+        "n_files": n_files,
+        "failures": failures,
+        "expectations": expectations,
+        "input_hashes": hashes,
+    }
+    _write_report(cfg, report, tables)
+    if failures:
+        raise DataValidationError(human_summary(failures), failures, Path(cfg.validate_.report_dir) / REPORT_NAME)
+    return report
+
+
+def _write_report(cfg: Config, report: dict[str, Any], tables: list[pd.DataFrame]) -> None:
+    out = Path(cfg.validate_.report_dir)
+    summary = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+    atomic_write_text(out / SUMMARY_NAME, summary.to_csv(index=False))
+    atomic_write_text(out / HTML_NAME, _render_html(report))
+    atomic_write_json(out / REPORT_NAME, report)
+
+
+def passed_report(cfg: Config) -> dict[str, Any]:
+    """The validation report, insisting it exists and passed (gate for regrid)."""
+    import json
+
+    path = Path(cfg.validate_.report_dir) / REPORT_NAME
+    if not path.is_file():
+        raise DataError(f"{path}: no validation report (run 'soilcast validate' first)")
+    report = json.loads(path.read_text())
+    if report.get("status") != "passed":
+        raise DataError(f"{path}: raw data failed validation; fix the inputs and rerun 'soilcast validate'")
+    return report
