@@ -248,6 +248,9 @@ class Serving(_Strict):
     max_concurrent_rpcs: int = Field(ge=1)
     drift_window: int = Field(ge=2)
     psi_bins: int = Field(ge=2)
+    psi_epsilon: float = Field(gt=0, lt=1)
+    drift_sample_cells: int = Field(ge=1)
+    shutdown_grace_seconds: float = Field(ge=0)
 
 
 class Pipeline(_Strict):

@@ -2,4 +2,96 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
 from soilcast.cli import app, pipeline_app, ParamsOpt, _cfg, _fail  # noqa: F401
+
+
+@app.command("serve")
+def serve(
+    params: Path = ParamsOpt,
+    upstream: Optional[str] = typer.Option(
+        None, "--upstream", help="Proxy mode: forward to this TF Serving HOST:PORT (else embedded)."),
+    host: Optional[str] = typer.Option(None, "--host", help="Bind address (default serving.host)."),
+    port: Optional[int] = typer.Option(None, "--port", help="gRPC port (default serving.grpc_port; 0 = free)."),
+    metrics_port: Optional[int] = typer.Option(
+        None, "--metrics-port", help="Prometheus port (default serving.metrics_port; 0 = free)."),
+    tls_cert: Optional[Path] = typer.Option(None, "--tls-cert", help="PEM certificate (enables TLS)."),
+    tls_key: Optional[Path] = typer.Option(None, "--tls-key", help="PEM private key for --tls-cert."),
+    no_drift: bool = typer.Option(False, "--no-drift", help="Disable drift monitoring."),
+    ready_file: Optional[Path] = typer.Option(
+        None, "--ready-file", help="Write {grpc_port, metrics_port} JSON here once serving."),
+) -> None:
+    """Serve forecasts over gRPC (TF Serving API) with Prometheus metrics; SIGTERM stops cleanly."""
+    import logging
+    import signal
+    import sys
+    import threading
+
+    from soilcast.serving.gateway import Gateway
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    cfg = _cfg(params)
+    try:
+        gateway = Gateway(cfg, upstream, host=host, grpc_port=port, metrics_port=metrics_port,
+                          tls_cert=tls_cert, tls_key=tls_key, drift=not no_drift).start()
+    except (OSError, ValueError) as err:
+        _fail(f"serve: {err}")
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        mode = f"proxy -> {upstream}" if upstream else f"embedded, models from {cfg.paths.models_dir}"
+        typer.echo(f"soilcast gateway: gRPC on {gateway.host}:{gateway.grpc_port} ({mode}); "
+                   f"metrics on http://{gateway.host}:{gateway.metrics_port}/metrics")
+        sys.stdout.flush()
+        if ready_file:
+            from soilcast.io.atomic import atomic_write_json
+
+            atomic_write_json(ready_file, {"host": gateway.host, "grpc_port": gateway.grpc_port,
+                                           "metrics_port": gateway.metrics_port})
+        while not stop.wait(0.5):  # short waits keep the main thread responsive to signals
+            pass
+        typer.echo(f"soilcast gateway: stopping (grace {cfg.serving.shutdown_grace_seconds}s)")
+        gateway.stop()
+        typer.echo("soilcast gateway: stopped")
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@app.command("forecast")
+def forecast(
+    server: str = typer.Option(..., "--server", help="Gateway or TF Serving HOST:PORT."),
+    date: str = typer.Option(..., "--date", help="Init date YYYY-MM-DD (last day of the input window)."),
+    out: list[Path] = typer.Option([], "--out", help="Output .nc (CF NetCDF) and/or .png (map); repeatable."),
+    tls_ca: Optional[Path] = typer.Option(None, "--tls-ca", help="PEM root certificate (enables TLS)."),
+    params: Path = ParamsOpt,
+) -> None:
+    """Forecast soil moisture valid at DATE + lead days and print basin means."""
+    from soilcast.serving.client import read_certificate
+    from soilcast.serving.forecast import run_forecast
+
+    cfg = _cfg(params)
+    try:
+        init = dt.date.fromisoformat(date)
+    except ValueError:
+        _fail(f"--date {date!r}: expected YYYY-MM-DD")
+    import grpc
+
+    try:
+        result = run_forecast(cfg, server, init, list(out), read_certificate(tls_ca))
+    except (ValueError, FileNotFoundError) as err:
+        _fail(f"forecast: {err}")
+    except grpc.RpcError as err:
+        _fail(f"forecast: {server}: {err.code().name}: {err.details()}")
+    typer.echo(f"forecast init {result['init']} valid {result['valid']} (model version {result['version']})")
+    for name, value in result["basin_means"].items():
+        typer.echo(f"  {name:<30s} {value:.4f} m3/m3")
+    for path in out:
+        typer.echo(f"wrote {path}")
+    typer.echo(json.dumps(result))

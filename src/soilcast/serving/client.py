@@ -1,0 +1,126 @@
+"""A small TF Serving client for soilcast (works against the gateway and TF Serving alike)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+from tensorflow_serving.apis import (
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+)
+
+from soilcast.serving.tensors import from_ndarray, to_ndarray
+
+INPUT, OUTPUT, SIGNATURE = "meteo", "soil_moisture", "serving_default"
+DEFAULT_MODEL = "soilcast"
+
+
+class SoilcastClient:
+    """``predict`` / ``metadata`` / ``status`` for one model over one gRPC channel.
+
+    ``max_message_bytes`` should match the server's ``serving.max_message_mb`` (gRPC's client
+    default would cap responses at 4 MiB); ``root_certificates`` switches to TLS.
+    """
+
+    def __init__(self, target: str, model_name: str = DEFAULT_MODEL, *, timeout: float | None = None,
+                 max_message_bytes: int | None = None, root_certificates: bytes | None = None,
+                 version: int | None = None, version_label: str | None = None) -> None:
+        opts = []
+        if max_message_bytes:
+            opts = [("grpc.max_send_message_length", max_message_bytes),
+                    ("grpc.max_receive_message_length", max_message_bytes)]
+        if root_certificates is not None:
+            creds = grpc.ssl_channel_credentials(root_certificates=root_certificates)
+            self.channel = grpc.secure_channel(target, creds, options=opts)
+        else:
+            self.channel = grpc.insecure_channel(target, options=opts)
+        self.predictions = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
+        self.models = model_service_pb2_grpc.ModelServiceStub(self.channel)
+        self.model_name, self.timeout = model_name, timeout
+        self.version, self.version_label = version, version_label
+        self.last_version: int | None = None
+
+    def _spec(self, spec: Any) -> None:
+        spec.name = self.model_name
+        if self.version is not None:
+            spec.version.value = self.version
+        elif self.version_label:
+            spec.version_label = self.version_label
+
+    def predict_request(self, meteo: np.ndarray, **extra: np.ndarray) -> predict_pb2.PredictRequest:
+        req = predict_pb2.PredictRequest()
+        self._spec(req.model_spec)
+        req.model_spec.signature_name = SIGNATURE
+        for name, array in {INPUT: meteo, **extra}.items():
+            req.inputs[name].CopyFrom(from_ndarray(np.asarray(array, np.float32)))
+        return req
+
+    def predict(self, meteo: np.ndarray, **extra: np.ndarray) -> np.ndarray:
+        """Soil moisture [batch, H, W] for ``meteo`` [batch, L, H, W, 7] (a single window
+        [L, H, W, 7] gets a batch axis added and removed)."""
+        single = np.ndim(meteo) == 4
+        if single:
+            meteo = np.asarray(meteo)[None]
+            extra = {k: np.asarray(v)[None] for k, v in extra.items()}
+        resp = self.predictions.Predict(self.predict_request(meteo, **extra), timeout=self.timeout)
+        self.last_version = resp.model_spec.version.value
+        y = to_ndarray(resp.outputs[OUTPUT])
+        return y[0] if single else y
+
+    def metadata(self) -> dict[str, Any]:
+        """The served version's soilcast metadata (grid, variables, units, ...) + version."""
+        req = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["soilcast_metadata"])
+        self._spec(req.model_spec)
+        resp = self.predictions.GetModelMetadata(req, timeout=self.timeout)
+        from google.protobuf import wrappers_pb2
+
+        text = wrappers_pb2.StringValue()
+        resp.metadata["soilcast_metadata"].Unpack(text)
+        out = json.loads(text.value)
+        out["served_version"] = resp.model_spec.version.value
+        return out
+
+    def signature(self) -> dict[str, Any]:
+        """Input/output names, dtypes and shapes as TF Serving reports them."""
+        req = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+        self._spec(req.model_spec)
+        resp = self.predictions.GetModelMetadata(req, timeout=self.timeout)
+        sdm = get_model_metadata_pb2.SignatureDefMap()
+        resp.metadata["signature_def"].Unpack(sdm)
+        sig = sdm.signature_def[SIGNATURE]
+
+        def desc(ti: Any) -> dict[str, Any]:
+            return {"dtype": ti.dtype, "shape": [d.size for d in ti.tensor_shape.dim]}
+
+        return {"inputs": {k: desc(v) for k, v in sig.inputs.items()},
+                "outputs": {k: desc(v) for k, v in sig.outputs.items()}}
+
+    def status(self) -> list[dict[str, Any]]:
+        """[{"version", "state", "error_code", "error_message"}] for the model's versions."""
+        req = get_model_status_pb2.GetModelStatusRequest()
+        self._spec(req.model_spec)
+        resp = self.models.GetModelStatus(req, timeout=self.timeout)
+        state = get_model_status_pb2.ModelVersionStatus.State
+        return [{"version": s.version, "state": state.Name(s.state),
+                 "error_code": s.status.error_code, "error_message": s.status.error_message}
+                for s in resp.model_version_status]
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def __enter__(self) -> "SoilcastClient":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def read_certificate(path: Path | None) -> bytes | None:
+    return Path(path).read_bytes() if path else None

@@ -1,0 +1,414 @@
+"""The soilcast gRPC gateway: TF Serving's PredictionService and ModelService, plus drift.
+
+Any TF Serving client works against it unchanged (same proto services, same model spec
+semantics). Two backends:
+
+- embedded: the gateway loads the SavedModel versions itself (:class:`ModelRepository`,
+  hot-reloaded every ``serving.poll_seconds``);
+- proxy (``upstream="host:8500"``): requests are forwarded to a real TF Serving; the gateway
+  still validates inputs and records drift, reading the metadata and drift reference of the
+  served version from the same model base path (``cfg.paths.models_dir``, mounted read-only).
+
+Sizes: requests up to ``serving.max_message_mb`` are read; bigger ones are refused with
+RESOURCE_EXHAUSTED and counted. gRPC's own transport limit sits at TRANSPORT_HEADROOM times
+that, so a hostile client cannot make the gateway buffer unbounded data (beyond it gRPC
+refuses the message itself, uncounted). Concurrency: ``max_workers`` threads and at most
+``max_concurrent_rpcs`` RPCs in flight (more get RESOURCE_EXHAUSTED from gRPC).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from concurrent import futures
+from pathlib import Path
+from typing import Any, Callable
+
+import grpc
+import numpy as np
+from google.protobuf import wrappers_pb2
+from tensorflow.core.framework import tensor_shape_pb2, types_pb2
+from tensorflow.core.protobuf import error_codes_pb2, meta_graph_pb2
+from tensorflow_serving.apis import (
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+)
+
+from soilcast.config import Config
+from soilcast.serving.drift import DriftMonitor
+from soilcast.serving.models import (
+    INPUT, OUTPUT, SIGNATURE, ModelInfo, ModelLoadError, ModelRepository, VersionNotFound, read_info,
+)
+from soilcast.serving.telemetry import Telemetry
+from soilcast.serving.tensors import TensorDecodeError, from_ndarray, to_ndarray
+from soilcast.serving.validation import RequestError, decode_inputs
+
+log = logging.getLogger("soilcast.serving.gateway")
+
+MiB = 1 << 20
+TRANSPORT_HEADROOM = 2
+FIELD_SIGNATURE = "signature_def"
+FIELD_SOILCAST = "soilcast_metadata"
+State = get_model_status_pb2.ModelVersionStatus.State
+
+
+def request_bytes(seq_len: int, h: int, w: int, n_vars: int, batch: int = 1) -> int:
+    """Payload of one Predict request carrying ``batch`` float32 windows."""
+    return 4 * batch * seq_len * h * w * n_vars
+
+
+# ---------------------------------------------------------------------------- model spec
+def _spec_target(spec: Any, model_name: str) -> tuple[int | None, str | None]:
+    if spec.name != model_name:
+        raise RequestError(grpc.StatusCode.NOT_FOUND, "unknown_model",
+                           f"unknown model {spec.name!r}; this gateway serves {model_name!r}")
+    has_version = spec.HasField("version")
+    if has_version and spec.version_label:
+        raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, "bad_spec",
+                           "model_spec sets both version and version_label; set at most one")
+    return (spec.version.value if has_version else None), (spec.version_label or None)
+
+
+def _check_signature_name(name: str) -> None:
+    if name not in ("", SIGNATURE):
+        raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, "unknown_signature",
+                           f"serving signature {name!r} not found; expected {SIGNATURE!r}")
+
+
+def _tensor_info(name: str, shape: tuple[int | None, ...]) -> meta_graph_pb2.TensorInfo:
+    dims = [tensor_shape_pb2.TensorShapeProto.Dim(size=-1 if d is None else d) for d in shape]
+    return meta_graph_pb2.TensorInfo(name=name, dtype=types_pb2.DT_FLOAT,
+                                     tensor_shape=tensor_shape_pb2.TensorShapeProto(dim=dims))
+
+
+def metadata_response(model_name: str, info: ModelInfo, fields: list[str]) -> Any:
+    """GetModelMetadata answer: the signature (as TF Serving) and soilcast's grid metadata."""
+    if not fields:
+        raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, "bad_metadata_field",
+                           f"metadata_field is empty; supported: {[FIELD_SIGNATURE, FIELD_SOILCAST]}")
+    unknown = [f for f in fields if f not in (FIELD_SIGNATURE, FIELD_SOILCAST)]
+    if unknown:
+        raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, "bad_metadata_field",
+                           f"metadata_field {unknown} not supported; supported: "
+                           f"{[FIELD_SIGNATURE, FIELD_SOILCAST]}")
+    resp = get_model_metadata_pb2.GetModelMetadataResponse()
+    resp.model_spec.name = model_name
+    resp.model_spec.version.value = info.version
+    if FIELD_SIGNATURE in fields:
+        sig = meta_graph_pb2.SignatureDef(method_name="tensorflow/serving/predict")
+        for name, shape in info.inputs.items():
+            sig.inputs[name].CopyFrom(_tensor_info(f"{SIGNATURE}_{name}:0", (None, *shape)))
+        sig.outputs[OUTPUT].CopyFrom(_tensor_info(f"StatefulPartitionedCall:0", (None, *info.mask.shape)))
+        sdm = get_model_metadata_pb2.SignatureDefMap()
+        sdm.signature_def[SIGNATURE].CopyFrom(sig)
+        resp.metadata[FIELD_SIGNATURE].Pack(sdm)
+    if FIELD_SOILCAST in fields:
+        resp.metadata[FIELD_SOILCAST].Pack(wrappers_pb2.StringValue(value=json.dumps(info.metadata)))
+    return resp
+
+
+# ---------------------------------------------------------------------------- backends
+class EmbeddedBackend:
+    """Serves versions loaded in this process."""
+
+    def __init__(self, repo: ModelRepository, model_name: str) -> None:
+        self.repo, self.model_name = repo, model_name
+
+    def _resolve(self, spec: Any):
+        version, label = _spec_target(spec, self.model_name)
+        try:
+            return self.repo.resolve(version, label)
+        except VersionNotFound as err:
+            code = grpc.StatusCode.UNAVAILABLE if not self.repo.served else grpc.StatusCode.NOT_FOUND
+            reason = "no_model" if not self.repo.served else "unknown_version"
+            raise RequestError(code, reason, f"model {self.model_name!r}: {err}") from None
+
+    def predict(self, request: Any, timeout: float | None):
+        model = self._resolve(request.model_spec)
+        _check_signature_name(request.model_spec.signature_name)
+        arrays = decode_inputs(request.inputs, model.info)
+        _check_output_filter(request.output_filter)
+        y = model.predict(arrays)
+        resp = predict_pb2.PredictResponse()
+        resp.model_spec.name = self.model_name
+        resp.model_spec.version.value = model.version
+        resp.model_spec.signature_name = SIGNATURE
+        resp.outputs[OUTPUT].CopyFrom(from_ndarray(np.asarray(y, np.float32)))
+        return resp, model.info, arrays, y
+
+    def metadata(self, request: Any, timeout: float | None):
+        model = self._resolve(request.model_spec)
+        return metadata_response(self.model_name, model.info, list(request.metadata_field))
+
+    def status(self, request: Any, timeout: float | None):
+        version, label = _spec_target(request.model_spec, self.model_name)
+        if label:
+            version = self._resolve(request.model_spec).version
+        resp = get_model_status_pb2.GetModelStatusResponse()
+        served, refused = self.repo.served, self.repo.refused
+        for v in sorted(set(served) | set(refused)):
+            if version is not None and v != version:
+                continue
+            st = resp.model_version_status.add(version=v)
+            if v in served:
+                st.state = State.AVAILABLE
+                st.status.error_code = error_codes_pb2.OK
+            else:
+                st.state = State.END
+                st.status.error_code = error_codes_pb2.FAILED_PRECONDITION
+                st.status.error_message = refused[v][1]
+        if not resp.model_version_status:
+            raise RequestError(grpc.StatusCode.NOT_FOUND, "unknown_version",
+                               f"model {self.model_name!r} version {version}: not loaded; "
+                               f"available: {sorted(served)}")
+        return resp
+
+
+def _check_output_filter(output_filter: Any) -> None:
+    unknown = [o for o in output_filter if o != OUTPUT]
+    if unknown:
+        raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, "bad_output_filter",
+                           f"output_filter names {unknown}; the only output is {OUTPUT!r}")
+
+
+class ProxyBackend:
+    """Forwards to an upstream TF Serving; validates and reads references from local disk."""
+
+    def __init__(self, upstream: str, models_dir: Path, model_name: str, max_bytes: int) -> None:
+        opts = [("grpc.max_send_message_length", max_bytes), ("grpc.max_receive_message_length", max_bytes)]
+        self.channel = grpc.insecure_channel(upstream, options=opts)
+        self.predict_stub = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
+        self.model_stub = model_service_pb2_grpc.ModelServiceStub(self.channel)
+        self.upstream, self.models_dir, self.model_name = upstream, Path(models_dir), model_name
+        self._infos: dict[int, ModelInfo] = {}
+
+    def info(self, version: int | None) -> ModelInfo | None:
+        """Local metadata of ``version`` (newest on disk when None), cached; None if absent."""
+        if version is None:
+            on_disk = [int(p.name) for p in self.models_dir.glob("*") if p.name.isdigit()]
+            if not on_disk:
+                return None
+            version = max(on_disk)
+        if version not in self._infos:
+            try:
+                self._infos[version] = read_info(self.models_dir / str(version))
+            except ModelLoadError as err:
+                log.warning("proxy: no local metadata for version %s: %s", version, err)
+                return None
+        return self._infos[version]
+
+    def _forward(self, call: Callable, request: Any, timeout: float | None):
+        try:
+            return call(request, timeout=timeout)
+        except grpc.RpcError as err:
+            raise RequestError(err.code(), None, f"upstream {self.upstream}: {err.details()}") from None
+
+    def predict(self, request: Any, timeout: float | None):
+        version, _label = _spec_target(request.model_spec, self.model_name)
+        info = self.info(version)
+        arrays = decode_inputs(request.inputs, info) if info else None
+        resp = self._forward(self.predict_stub.Predict, request, timeout)
+        served = self.info(resp.model_spec.version.value) or info
+        y = None
+        if OUTPUT in resp.outputs:
+            try:
+                y = to_ndarray(resp.outputs[OUTPUT])
+            except TensorDecodeError as err:
+                log.warning("proxy: cannot decode upstream output for drift: %s", err)
+        if served is not None and arrays is None:
+            arrays = {INPUT: to_ndarray(request.inputs[INPUT])}
+        return resp, served, arrays, y
+
+    def metadata(self, request: Any, timeout: float | None):
+        return self._forward(self.predict_stub.GetModelMetadata, request, timeout)
+
+    def status(self, request: Any, timeout: float | None):
+        return self._forward(self.model_stub.GetModelStatus, request, timeout)
+
+
+# ---------------------------------------------------------------------------- servicer
+class Servicer(prediction_service_pb2_grpc.PredictionServiceServicer,
+               model_service_pb2_grpc.ModelServiceServicer):
+    """Thin gRPC shell: times, counts and maps errors to status codes around the backend."""
+
+    def __init__(self, backend: Any, telemetry: Telemetry, drift: DriftMonitor | None) -> None:
+        self.backend, self.telemetry, self.drift = backend, telemetry, drift
+
+    def _call(self, method: str, context: Any, fn: Callable[[float | None], Any]) -> Any:
+        t0 = time.perf_counter()
+        code = grpc.StatusCode.OK
+        try:
+            return fn(context.time_remaining())
+        except RequestError as err:
+            code = err.code
+            if err.reason:
+                self.telemetry.invalid.labels(err.reason).inc()
+            for variable, n in err.nonfinite.items():
+                self.telemetry.nonfinite.labels(variable).inc(n)
+            context.abort(err.code, err.message)
+        except Exception as err:  # never let one request take the server down
+            code = grpc.StatusCode.INTERNAL
+            log.exception("%s failed", method)
+            context.abort(grpc.StatusCode.INTERNAL, f"{method}: {type(err).__name__}: {err}")
+        finally:
+            if code == grpc.StatusCode.OK and not context.is_active():
+                code = grpc.StatusCode.CANCELLED
+            self.telemetry.requests.labels(method, code.name).inc()
+            self.telemetry.latency.labels(method).observe(time.perf_counter() - t0)
+
+    def Predict(self, request, context):
+        def run(timeout):
+            resp, info, arrays, y = self.backend.predict(request, timeout)
+            if self.drift is not None and info is not None and info.reference is not None and arrays:
+                self.drift.submit(info.version, info.reference, info.mask, arrays[INPUT], y)
+            return resp
+
+        return self._call("Predict", context, run)
+
+    def GetModelMetadata(self, request, context):
+        return self._call("GetModelMetadata", context, lambda t: self.backend.metadata(request, t))
+
+    def GetModelStatus(self, request, context):
+        return self._call("GetModelStatus", context, lambda t: self.backend.status(request, t))
+
+
+class _Oversized:
+    def __init__(self, nbytes: int) -> None:
+        self.nbytes = nbytes
+
+
+class SizeLimit(grpc.ServerInterceptor):
+    """Refuse (and count) requests above ``limit`` bytes with a message naming the limit."""
+
+    def __init__(self, limit: int, telemetry: Telemetry, hint: str) -> None:
+        self.limit, self.telemetry, self.hint = limit, telemetry, hint
+
+    def intercept_service(self, continuation, handler_call_details):
+        handler = continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        method = handler_call_details.method.rsplit("/", 1)[-1]
+        deserialize, behaviour = handler.request_deserializer, handler.unary_unary
+
+        def checked_deserialize(raw: bytes):
+            return _Oversized(len(raw)) if len(raw) > self.limit else deserialize(raw)
+
+        def checked_behaviour(request, context):
+            if isinstance(request, _Oversized):
+                self.telemetry.invalid.labels("oversized").inc()
+                self.telemetry.requests.labels(method, "RESOURCE_EXHAUSTED").inc()
+                context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                              f"request of {request.nbytes} bytes exceeds the limit of {self.limit} "
+                              f"bytes (serving.max_message_mb); {self.hint}")
+            return behaviour(request, context)
+
+        return handler._replace(request_deserializer=checked_deserialize, unary_unary=checked_behaviour)
+
+
+# ---------------------------------------------------------------------------- gateway
+class Gateway:
+    """Server + metrics endpoint + model repository (embedded) + drift monitor, as one unit."""
+
+    def __init__(self, cfg: Config, upstream: str | None = None, *, host: str | None = None,
+                 grpc_port: int | None = None, metrics_port: int | None = None,
+                 tls_cert: Path | None = None, tls_key: Path | None = None, drift: bool = True) -> None:
+        s = cfg.serving
+        self.cfg, self.upstream = cfg, upstream
+        self.host = host or s.host
+        self._ports = (s.grpc_port if grpc_port is None else grpc_port,
+                       s.metrics_port if metrics_port is None else metrics_port)
+        if (tls_cert is None) != (tls_key is None):
+            raise ValueError("TLS needs both --tls-cert and --tls-key")
+        self.tls = (Path(tls_cert), Path(tls_key)) if tls_cert else None
+        self.max_bytes = s.max_message_mb * MiB
+        self.telemetry = Telemetry()
+        self.drift = DriftMonitor(s.drift_window, s.drift_sample_cells, s.psi_epsilon, cfg.seed,
+                                  self.telemetry.publish_drift,
+                                  self.telemetry.drift_dropped.inc) if drift else None
+        self.repo: ModelRepository | None = None
+        if upstream:
+            self.backend: Any = ProxyBackend(upstream, cfg.paths.models_dir, s.model_name, self.max_bytes)
+        else:
+            self.repo = ModelRepository(cfg.paths.models_dir, s.poll_seconds, self._on_model_event)
+            self.backend = EmbeddedBackend(self.repo, s.model_name)
+        self.server: grpc.Server | None = None
+        self.grpc_port = self.metrics_port = 0
+
+    def _on_model_event(self, event: str, version: int, detail: str) -> None:
+        if event == "swapped":
+            self._publish_model_state()
+        elif event == "refused":
+            self.telemetry.load_failures.inc()
+            log.error("model version %s refused, older versions keep serving: %s", version, detail)
+        else:
+            log.info("model version %s %s (%s)", version, event, detail)
+
+    def _publish_model_state(self) -> None:
+        if self.repo is None:
+            return
+        served = self.repo.served
+        newest = served[max(served)].info if served else None
+        self.telemetry.model_state(
+            {"model": str(newest.metadata.get("model", "")), "name": self.cfg.serving.model_name,
+             "version": str(newest.version)} if newest else None, len(served))
+
+    def _hint(self) -> str:
+        h, w = self.cfg.grid.shape
+        n = request_bytes(self.cfg.window.seq_len, h, w, len(self.cfg.variables))
+        return f"one window [1, {self.cfg.window.seq_len}, {h}, {w}, {len(self.cfg.variables)}] is {n} bytes"
+
+    def start(self) -> "Gateway":
+        s = self.cfg.serving
+        self.metrics_port = self.telemetry.serve(self.host, self._ports[1])
+        if self.repo is not None:
+            self.repo.start()
+        else:
+            self.telemetry.model_state({"model": "upstream", "name": s.model_name,
+                                        "version": "upstream " + str(self.upstream)}, 1)
+        server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=s.max_workers, thread_name_prefix="soilcast-grpc"),
+            interceptors=[SizeLimit(self.max_bytes, self.telemetry, self._hint())],
+            options=[("grpc.max_receive_message_length", TRANSPORT_HEADROOM * self.max_bytes),
+                     ("grpc.max_send_message_length", self.max_bytes)],
+            maximum_concurrent_rpcs=s.max_concurrent_rpcs,
+        )
+        servicer = Servicer(self.backend, self.telemetry, self.drift)
+        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(servicer, server)
+        model_service_pb2_grpc.add_ModelServiceServicer_to_server(servicer, server)
+        address = f"{self.host}:{self._ports[0]}"
+        if self.tls:
+            creds = grpc.ssl_server_credentials([(self.tls[1].read_bytes(), self.tls[0].read_bytes())])
+            self.grpc_port = server.add_secure_port(address, creds)
+        else:
+            self.grpc_port = server.add_insecure_port(address)
+        if not self.grpc_port:
+            raise OSError(f"cannot bind gRPC to {address}")
+        server.start()
+        self.server = server
+        return self
+
+    @property
+    def target(self) -> str:
+        return f"{self.host}:{self.grpc_port}"
+
+    def stop(self, grace: float | None = None) -> None:
+        """Stop accepting calls, let in-flight ones finish for ``grace`` seconds, release all."""
+        grace = self.cfg.serving.shutdown_grace_seconds if grace is None else grace
+        if self.server is not None:
+            self.server.stop(grace).wait()
+            self.server = None
+        if self.repo is not None:
+            self.repo.stop()
+        if self.drift is not None:
+            self.drift.stop()
+        self.telemetry.close()
+
+    def __enter__(self) -> "Gateway":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop(grace=0)

@@ -1,0 +1,279 @@
+"""Model versions under ``cfg.paths.models_dir``: reading, validating, hot-reloading.
+
+Mirrors TF Serving's file-system source: every integer sub-directory is a version, others
+(staging, ``.rolled_back``) are ignored. Each poll loads versions that appeared and unloads
+versions that disappeared. A new version is only served after it loaded, its signature
+matched the contract and a warm-up prediction came back finite inside the mask; otherwise it
+is *refused* (logged, counted, reported by GetModelStatus) and the versions already loaded
+keep serving. The served set is an immutable mapping swapped in one assignment, so a request
+that already picked its version finishes on it: swaps drop nothing.
+
+Version labels (TF Serving's ``version_label``), kept simple: ``stable`` and ``canary`` both
+mean the newest loaded version (the gate blesses a model before export, so there is no
+separate canary stage), ``previous`` the one before it (for side-by-side checks and rollback
+drills). The embedded gateway keeps every version present on disk loaded (the exporter
+prunes to ``export.keep_versions``), whereas TF Serving with ``serving/models.config`` loads
+only the newest.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from soilcast.serving.drift import DriftReference
+
+log = logging.getLogger("soilcast.serving.models")
+
+SIGNATURE = "serving_default"
+INPUT = "meteo"
+OUTPUT = "soil_moisture"
+EXTRA = "assets.extra"
+METADATA_JSON = "soilcast_metadata.json"
+DRIFT_JSON = "drift_reference.json"
+LABELS = ("stable", "canary", "previous")
+
+
+class ModelLoadError(RuntimeError):
+    """A version directory that cannot be served; the message says why."""
+
+
+class VersionNotFound(LookupError):
+    """The requested version or label is not loaded."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the gateway knows about a version without running it (proxy mode uses only this)."""
+
+    version: int
+    path: Path
+    metadata: dict[str, Any]
+    mask: np.ndarray  # [H, W] bool
+    inputs: dict[str, tuple[int, ...]]  # name -> shape without batch
+    reference: DriftReference | None
+
+    @property
+    def variables(self) -> list[str]:
+        return list(self.metadata["variables"])
+
+    @property
+    def grid(self) -> tuple[np.ndarray, np.ndarray]:
+        g = self.metadata["grid"]
+        return np.asarray(g["lat"], np.float64), np.asarray(g["lon"], np.float64)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ModelLoadError(f"{path}: missing (every soilcast SavedModel ships it in {EXTRA}/)")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ModelLoadError(f"{path}: not valid JSON: {err}") from None
+
+
+def read_info(version_dir: Path) -> ModelInfo:
+    """Parse the metadata and drift reference beside a SavedModel (no TensorFlow needed)."""
+    version_dir = Path(version_dir)
+    meta = _read_json(version_dir / EXTRA / METADATA_JSON)
+    try:
+        lat, lon = meta["grid"]["lat"], meta["grid"]["lon"]
+        variables, seq_len = list(meta["variables"]), int(meta["seq_len"])
+        mask = np.asarray(meta["mask"], dtype=bool)
+    except (KeyError, TypeError, ValueError) as err:
+        raise ModelLoadError(f"{version_dir / EXTRA / METADATA_JSON}: lacks {err}") from None
+    if mask.shape != (len(lat), len(lon)):
+        raise ModelLoadError(
+            f"{version_dir}: mask shape {mask.shape} does not match grid {len(lat)}x{len(lon)}"
+        )
+    h, w = mask.shape
+    inputs = {INPUT: (seq_len, h, w, len(variables))}
+    if meta.get("antecedent_soil_moisture"):
+        inputs["antecedent_soil_moisture"] = (seq_len, h, w)
+    reference = None
+    drift_path = version_dir / EXTRA / DRIFT_JSON
+    if drift_path.is_file():
+        try:
+            reference = DriftReference.from_json(_read_json(drift_path), variables)
+        except (KeyError, ValueError) as err:
+            raise ModelLoadError(f"{drift_path}: {err}") from None
+    else:
+        log.warning("%s: no drift reference; drift monitoring is off for this version", drift_path)
+    return ModelInfo(int(version_dir.name), version_dir, meta, mask, inputs, reference)
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A servable version: its info plus the loaded ``serving_default`` function."""
+
+    info: ModelInfo
+    fn: Any
+    module: Any = field(repr=False)  # keeps the loaded object (and its variables) alive
+
+    @property
+    def version(self) -> int:
+        return self.info.version
+
+    def predict(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        import tensorflow as tf
+
+        out = self.fn(**{k: tf.constant(v) for k, v in inputs.items()})
+        return out[OUTPUT].numpy()
+
+
+def _check_signature(fn: Any, info: ModelInfo) -> None:
+    import tensorflow as tf
+
+    _args, kwargs = fn.structured_input_signature
+    if set(kwargs) != set(info.inputs):
+        raise ModelLoadError(f"{info.path}: signature inputs {sorted(kwargs)}, expected {sorted(info.inputs)}")
+    for name, spec in kwargs.items():
+        want = (None, *info.inputs[name])
+        if spec.dtype != tf.float32 or tuple(spec.shape.as_list()) not in (want, (None,) * len(want)):
+            raise ModelLoadError(
+                f"{info.path}: input {name!r} is {spec.dtype.name} {spec.shape}, expected float32 {list(want)}"
+            )
+    if OUTPUT not in fn.structured_outputs:
+        raise ModelLoadError(f"{info.path}: signature outputs {sorted(fn.structured_outputs)} lack {OUTPUT!r}")
+
+
+def warmup_inputs(info: ModelInfo) -> dict[str, np.ndarray]:
+    """One plausible request: reference means (or zeros) inside the mask, NaN outside."""
+    out = {}
+    for name, shape in info.inputs.items():
+        x = np.zeros((1, *shape), np.float32)
+        if name == INPUT and info.reference is not None:
+            x[...] = np.asarray([d.mean for d in info.reference.inputs], np.float32)
+        x[:, :, ~info.mask] = np.nan
+        out[name] = x
+    return out
+
+
+def load_version(version_dir: Path) -> LoadedModel:
+    """Load and vet one version; raise :class:`ModelLoadError` if it must not serve."""
+    import tensorflow as tf
+
+    info = read_info(version_dir)
+    try:
+        module = tf.saved_model.load(str(version_dir))
+    except Exception as err:  # TF raises many types for a corrupt SavedModel
+        raise ModelLoadError(f"{version_dir}: SavedModel does not load: {type(err).__name__}: {err}") from None
+    if SIGNATURE not in module.signatures:
+        raise ModelLoadError(f"{version_dir}: no {SIGNATURE!r} signature (has {list(module.signatures)})")
+    model = LoadedModel(info, module.signatures[SIGNATURE], module)
+    _check_signature(model.fn, info)
+    try:
+        y = model.predict(warmup_inputs(info))
+    except Exception as err:
+        raise ModelLoadError(f"{version_dir}: warm-up prediction failed: {type(err).__name__}: {err}") from None
+    if y.shape != (1, *info.mask.shape):
+        raise ModelLoadError(f"{version_dir}: warm-up prediction has shape {y.shape}, "
+                             f"expected {(1, *info.mask.shape)}")
+    if not np.isfinite(y[0][info.mask]).all():
+        raise ModelLoadError(f"{version_dir}: warm-up prediction is non-finite in "
+                             f"{int((~np.isfinite(y[0][info.mask])).sum())} mask cells")
+    return model
+
+
+def _stamp(version_dir: Path) -> float:
+    pb = version_dir / "saved_model.pb"
+    return max(version_dir.stat().st_mtime, pb.stat().st_mtime if pb.exists() else 0.0)
+
+
+# (event, version, detail): loaded | refused | unloaded, then swapped (newest or -1) per poll
+Listener = Callable[[str, int, str], None]
+
+
+class ModelRepository:
+    """The loaded versions of one model, refreshed from disk every ``poll_seconds``."""
+
+    def __init__(self, models_dir: Path, poll_seconds: float, listener: Listener | None = None,
+                 loader: Callable[[Path], LoadedModel] = load_version) -> None:
+        self.models_dir = Path(models_dir)
+        self.poll_seconds = poll_seconds
+        self._listener = listener or (lambda *a: None)
+        self._loader = loader
+        self.served: dict[int, LoadedModel] = {}
+        self.refused: dict[int, tuple[float, str]] = {}
+        self._lock = threading.Lock()  # one poll at a time; readers never take it
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _on_disk(self) -> dict[int, Path]:
+        if not self.models_dir.is_dir():
+            return {}
+        return {int(p.name): p for p in self.models_dir.iterdir() if p.is_dir() and p.name.isdigit()}
+
+    def poll(self) -> None:
+        """Load new versions, unload vanished ones, then swap the served set atomically."""
+        with self._lock:
+            disk = self._on_disk()
+            served = {v: m for v, m in self.served.items() if v in disk}
+            for v in sorted(set(self.served) - set(served)):
+                self._listener("unloaded", v, "removed from disk")
+            for v in sorted(set(disk) - set(served)):
+                try:
+                    stamp = _stamp(disk[v])
+                except FileNotFoundError:
+                    continue  # vanished between listing and loading
+                if self.refused.get(v, (None,))[0] == stamp:
+                    continue  # already refused as is; retried only when it changes
+                try:
+                    served[v] = self._loader(disk[v])
+                    self.refused.pop(v, None)
+                    self._listener("loaded", v, str(disk[v]))
+                except ModelLoadError as err:
+                    self.refused[v] = (stamp, str(err))
+                    self._listener("refused", v, str(err))
+            self.refused = {v: r for v, r in self.refused.items() if v in disk}
+            self.served = served
+            self._listener("swapped", max(served) if served else -1, "")
+
+    def start(self) -> None:
+        self.poll()
+        self._thread = threading.Thread(target=self._loop, name="soilcast-model-poll", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.poll_seconds):
+            try:
+                self.poll()
+            except Exception:  # keep polling whatever one poll hit
+                log.exception("model poll failed")
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join()
+
+    def labels(self, served: dict[int, LoadedModel] | None = None) -> dict[str, int]:
+        versions = sorted(self.served if served is None else served)
+        out: dict[str, int] = {}
+        if versions:
+            out["stable"] = out["canary"] = versions[-1]
+        if len(versions) > 1:
+            out["previous"] = versions[-2]
+        return out
+
+    def resolve(self, version: int | None = None, label: str | None = None) -> LoadedModel:
+        """The version a request asks for (newest when it names none)."""
+        served = self.served  # one read: the set cannot change under this request
+        if not served:
+            raise VersionNotFound(f"no version loaded yet from {self.models_dir}")
+        if label:
+            labels = self.labels(served)
+            if label not in labels:
+                raise VersionNotFound(f"unknown version label {label!r}; available: {labels}")
+            version = labels[label]
+        if version is None:
+            return served[max(served)]
+        if version not in served:
+            raise VersionNotFound(f"version {version} is not loaded; available: {sorted(served)}")
+        return served[version]

@@ -1,0 +1,137 @@
+"""A tiny SavedModel that honours the serving contract, for tests, benchmarks and smoke runs.
+
+It is *not* a forecast model: soil moisture is a fixed logistic function of the window's
+standardised mean meteorology (wetter with rain and humidity, drier with heat and sun), NaN
+outside the mask. It has exactly the exported signature (``serving_default``: ``meteo``
+float32 [None, L, H, W, C] -> ``soil_moisture`` float32 [None, H, W]) and the two JSON files
+in ``assets.extra/``, so the gateway, client and monitoring can be exercised without
+training. Synthetic "training" meteorology (:func:`synthetic_meteo`) gives it a drift
+reference built with the exporter's own :func:`distribution`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from soilcast.export.drift_reference import distribution
+
+# name: (kind, a, b) -> normal(mean=a, std=b) or wet-day gamma(shape=a, scale=b); canonical units
+CLIMATE = {
+    "tp": ("rain", 0.8, 6.0), "t2m": ("normal", 295.0, 8.0), "d2m": ("normal", 288.0, 7.0),
+    "u10": ("normal", 0.0, 3.0), "v10": ("normal", 0.0, 3.0), "ssrd": ("normal", 220.0, 50.0),
+    "sp": ("normal", 960.0, 30.0),
+}
+WET_DAY_SHARE = 0.5
+WEIGHTS = {"tp": 0.8, "t2m": -0.5, "d2m": 0.4, "u10": 0.0, "v10": 0.0, "ssrd": -0.3, "sp": 0.1}
+SM_MAX = 0.5
+
+
+def demo_mask(h: int, w: int) -> np.ndarray:
+    """An ellipse of land cells, so that a border of NaN surrounds it like the real mask."""
+    yy, xx = np.mgrid[0:h, 0:w]
+    return ((yy - (h - 1) / 2) / (h / 2)) ** 2 + ((xx - (w - 1) / 2) / (w / 2)) ** 2 < 0.9
+
+
+def synthetic_meteo(rng: np.random.Generator, shape: tuple[int, ...], variables: list[str],
+                    mask: np.ndarray | None = None, t2m_shift: float = 0.0,
+                    rain_factor: float = 1.0) -> np.ndarray:
+    """Draws [..., H, W, C] from :data:`CLIMATE` (NaN outside ``mask``), optionally shifted."""
+    out = np.empty((*shape, len(variables)), np.float32)
+    for c, name in enumerate(variables):
+        kind, a, b = CLIMATE[name]
+        if kind == "rain":
+            wet = rng.random(shape) < WET_DAY_SHARE
+            out[..., c] = np.where(wet, rng.gamma(a, b, shape), 0.0) * rain_factor
+        else:
+            out[..., c] = rng.normal(a, b, shape) + (t2m_shift if name == "t2m" else 0.0)
+    if mask is not None:
+        out[..., ~mask, :] = np.nan
+    return out
+
+
+def _coefficients(variables: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    mean = np.array([CLIMATE[v][1] * (CLIMATE[v][2] * WET_DAY_SHARE if CLIMATE[v][0] == "rain" else 1)
+                     for v in variables], np.float32)
+    std = np.array([CLIMATE[v][2] for v in variables], np.float32)
+    return mean, std, np.array([WEIGHTS[v] for v in variables], np.float32)
+
+
+def standin_numpy(meteo: np.ndarray, mask: np.ndarray, variables: list[str], offset: float) -> np.ndarray:
+    """The stand-in's formula in numpy ([B, L, H, W, C] -> [B, H, W])."""
+    mean, std, weight = _coefficients(variables)
+    z = np.nan_to_num((meteo - mean) / std).mean(axis=1) @ weight + offset
+    return np.where(mask, SM_MAX / (1 + np.exp(-z)), np.nan).astype(np.float32)
+
+
+def _save_graph(path: Path, shape: tuple[int, ...], mask: np.ndarray, variables: list[str],
+                offset: float) -> None:
+    import tensorflow as tf
+
+    mean, std, weight = _coefficients(variables)
+
+    class StandIn(tf.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.offset = tf.Variable(offset, dtype=tf.float32)
+
+        @tf.function(input_signature=[tf.TensorSpec((None, *shape), tf.float32, name="meteo")])
+        def serve(self, meteo):
+            z = tf.where(tf.math.is_finite(meteo), (meteo - mean) / std, 0.0)
+            z = tf.tensordot(tf.reduce_mean(z, axis=1), weight, axes=1) + self.offset
+            y = SM_MAX * tf.sigmoid(z)
+            return {"soil_moisture": tf.where(mask, y, tf.constant(np.nan, tf.float32))}
+
+    module = StandIn()
+    tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve.get_concrete_function()})
+
+
+def write_standin(version_dir: Path, *, seq_len: int, lat: np.ndarray, lon: np.ndarray,
+                  mask: np.ndarray, variables: list[str], units: dict[str, str], psi_bins: int,
+                  offset: float = 0.0, seed: int = 0, lead_days: int = 1,
+                  reference_samples: int = 200) -> Path:
+    """Write a stand-in version atomically (the directory appears complete or not at all)."""
+    from soilcast.io.atomic import atomic_path
+
+    version_dir = Path(version_dir)
+    h, w = mask.shape
+    rng = np.random.default_rng(seed)
+    train = synthetic_meteo(rng, (reference_samples, seq_len, h, w), variables, mask)
+    # a NaN offset makes a deliberately broken version; its reference stays well defined
+    pred = standin_numpy(train, mask, variables, offset if np.isfinite(offset) else 0.0)
+    reference = {v: distribution(train[..., c][:, :, mask], psi_bins, units.get(v, ""))
+                 for c, v in enumerate(variables)}
+    reference["prediction"] = {"soil_moisture": distribution(pred[:, mask], psi_bins, "m3/m3")}
+    metadata: dict[str, Any] = {
+        "model": "standin", "version": int(version_dir.name), "model_name": "soilcast",
+        "inputs": {"meteo": [None, seq_len, h, w, len(variables)]},
+        "output": {"soil_moisture": [None, h, w], "units": "m3/m3"},
+        "variables": list(variables), "units": {**units, "soil_moisture": "m3/m3"},
+        "target": "swvl1", "seq_len": seq_len, "lead_days": lead_days,
+        "antecedent_soil_moisture": False,
+        "grid": {"lat": [float(v) for v in lat], "lon": [float(v) for v in lon],
+                 "res": float(lat[1] - lat[0]) if len(lat) > 1 else 0.0},
+        "mask": mask.astype(int).tolist(), "basin_names": {}, "offset": offset,
+    }
+    with atomic_path(version_dir) as tmp:
+        _save_graph(tmp, (seq_len, h, w, len(variables)), mask, variables, offset)
+        extra = tmp / "assets.extra"
+        extra.mkdir(parents=True, exist_ok=True)
+        (extra / "soilcast_metadata.json").write_text(json.dumps(metadata))
+        (extra / "drift_reference.json").write_text(json.dumps(reference))
+    return version_dir
+
+
+def write_standin_for(cfg: Any, version: int, offset: float = 0.0, grid: Any = None) -> Path:
+    """A stand-in version under ``cfg.paths.models_dir`` on ``grid`` (default ``cfg.grid``)."""
+    grid = grid or cfg.grid
+    lat, lon = np.asarray(grid.lats), np.asarray(grid.lons)
+    return write_standin(
+        Path(cfg.paths.models_dir) / str(version), seq_len=cfg.window.seq_len, lat=lat, lon=lon,
+        mask=demo_mask(len(lat), len(lon)), variables=cfg.variable_names,
+        units={v.name: v.canonical_units for v in cfg.variables}, psi_bins=cfg.serving.psi_bins,
+        offset=offset, seed=cfg.seed + version, lead_days=cfg.window.lead_days,
+    )

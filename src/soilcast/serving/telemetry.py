@@ -1,0 +1,82 @@
+"""Prometheus metrics of the gateway, in a registry of its own (several gateways can live in
+one process, e.g. in tests, without clashing in the global default registry).
+
+Names (all ``soilcast_``-prefixed; alert rules in ``serving/prometheus/alerts.yml`` use them):
+
+- ``requests_total{method,code}``, ``request_latency_seconds{method}`` (histogram)
+- ``invalid_requests_total{reason}``: rejected inputs by reason (rank, shape, dtype,
+  nonfinite, empty, unknown_input, malformed, unknown_model, unknown_version, oversized, ...)
+- ``nonfinite_input_values_total{variable}``: NaN/inf values found inside the mask
+- ``drift_psi{kind,variable}``, ``drift_mean_shift{kind,variable}``,
+  ``drift_window_requests``, ``drift_dropped_total``
+- ``model_info{model,version,...}`` (Info), ``model_loaded`` (1 when a version serves),
+  ``model_versions_loaded``, ``model_load_failures_total``
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, start_http_server
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class Telemetry:
+    """All gateway metrics plus the HTTP endpoint that exposes them."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("soilcast_requests", "gRPC requests by method and status code",
+                                ["method", "code"], registry=r)
+        self.latency = Histogram("soilcast_request_latency_seconds", "gRPC handling time",
+                                 ["method"], buckets=LATENCY_BUCKETS, registry=r)
+        self.invalid = Counter("soilcast_invalid_requests", "Rejected requests by reason",
+                               ["reason"], registry=r)
+        self.nonfinite = Counter("soilcast_nonfinite_input_values",
+                                 "NaN/inf input values inside the mask", ["variable"], registry=r)
+        self.psi = Gauge("soilcast_drift_psi", "PSI of the recent window vs the training reference",
+                         ["kind", "variable"], registry=r)
+        self.mean_shift = Gauge("soilcast_drift_mean_shift",
+                                "(window mean - reference mean) / reference std",
+                                ["kind", "variable"], registry=r)
+        self.window = Gauge("soilcast_drift_window_requests", "Requests in the drift window",
+                            registry=r)
+        self.drift_dropped = Counter("soilcast_drift_dropped",
+                                     "Requests skipped by drift monitoring (worker busy)", registry=r)
+        self.model = Info("soilcast_model", "The newest serving model version", registry=r)
+        self.loaded = Gauge("soilcast_model_loaded", "1 when at least one model version serves",
+                            registry=r)
+        self.versions = Gauge("soilcast_model_versions_loaded", "Model versions loaded", registry=r)
+        self.load_failures = Counter("soilcast_model_load_failures",
+                                     "Model versions refused at load", registry=r)
+        self._http: Any = None
+        self.port: int | None = None
+
+    def serve(self, host: str, port: int) -> int:
+        """Expose ``/metrics`` on ``host:port`` (0 = a free port); return the bound port."""
+        self._http, _thread = start_http_server(port, addr=host, registry=self.registry)
+        self.port = int(self._http.server_port)
+        return self.port
+
+    def close(self) -> None:
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()
+            self._http = None
+
+    def publish_drift(self, version: int, stats: dict[tuple[str, str], dict[str, float]],
+                      n_requests: int) -> None:
+        for (kind, variable), s in stats.items():
+            if not math.isnan(s["psi"]):
+                self.psi.labels(kind, variable).set(s["psi"])
+            if not math.isnan(s["mean_shift"]):
+                self.mean_shift.labels(kind, variable).set(s["mean_shift"])
+        self.window.set(n_requests)
+
+    def model_state(self, newest: dict[str, str] | None, n_versions: int) -> None:
+        self.loaded.set(1 if newest else 0)
+        self.versions.set(n_versions)
+        self.model.info(newest or {"model": "", "version": ""})

@@ -1,0 +1,332 @@
+"""The gRPC gateway end to end over loopback: parity, metadata, bad inputs, hot reload, load."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+
+from soilcast.config import load_config, save_config
+from tests.conftest import PARAMS, tiny_config
+from tests.serving_helpers import (
+    client, client_for, gateway, grid_mask, meteo, metric, publish, publish_broken, scrape, wait_for,
+)
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """One gateway on a stand-in version 1 (tiny grid), shared by the read-only tests."""
+    cfg = tiny_config(tmp_path_factory.mktemp("serve"), {"serving": {"max_message_mb": 1}})
+    publish(cfg, 1)
+    with gateway(cfg) as gw:
+        yield gw
+
+
+def test_full_india_window_fits_the_message_limit():
+    from soilcast.serving.gateway import request_bytes
+
+    cfg = load_config(PARAMS)
+    india = request_bytes(cfg.window.seq_len, 129, 135, len(cfg.variables))
+    assert india == 7 * cfg.window.seq_len * 129 * 135 * 4
+    assert india < cfg.serving.max_message_mb * 2**20
+
+
+def test_predict_over_grpc_equals_savedmodel_in_process(served):
+    import tensorflow as tf
+
+    x = meteo(served.cfg, np.random.default_rng(1), batch=3)
+    with client(served) as c:
+        y = c.predict(x)
+        assert c.last_version == 1
+    fn = tf.saved_model.load(str(served.cfg.paths.models_dir / "1")).signatures["serving_default"]
+    expected = fn(meteo=tf.constant(x))["soil_moisture"].numpy()
+    assert y.shape == (3, *served.cfg.grid.shape) and y.dtype == np.float32
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(expected))
+    np.testing.assert_array_equal(y, expected)
+    assert np.isnan(y[:, ~grid_mask(served.cfg)]).all() and np.isfinite(y[:, grid_mask(served.cfg)]).all()
+
+
+def test_single_window_without_batch_axis(served):
+    x = meteo(served.cfg, np.random.default_rng(2))[0]
+    with client(served) as c:
+        assert c.predict(x).shape == served.cfg.grid.shape
+
+
+def test_metadata_and_status_describe_the_grid(served):
+    cfg = served.cfg
+    with client(served) as c:
+        md, sig, status = c.metadata(), c.signature(), c.status()
+    assert md["grid"]["lat"] == pytest.approx(cfg.grid.lats) and md["grid"]["lon"] == pytest.approx(cfg.grid.lons)
+    assert md["variables"] == cfg.variable_names and md["seq_len"] == cfg.window.seq_len
+    assert np.array_equal(np.asarray(md["mask"], bool), grid_mask(cfg)) and md["served_version"] == 1
+    h, w = cfg.grid.shape
+    assert sig["inputs"]["meteo"]["shape"] == [-1, cfg.window.seq_len, h, w, 7]
+    assert sig["outputs"]["soil_moisture"]["shape"] == [-1, h, w]
+    assert status == [{"version": 1, "state": "AVAILABLE", "error_code": 0, "error_message": ""}]
+
+
+def _raw_request(cfg, array=None, name="soilcast", **spec):
+    from soilcast.serving.tensors import from_ndarray
+    from tensorflow_serving.apis import predict_pb2
+
+    req = predict_pb2.PredictRequest()
+    req.model_spec.name = name
+    for k, v in spec.items():
+        if k == "version":
+            req.model_spec.version.value = v
+        else:
+            setattr(req.model_spec, k, v)
+    if array is not None:
+        req.inputs["meteo"].CopyFrom(from_ndarray(array))
+    return req
+
+
+def _bad_cases(cfg):
+    rng = np.random.default_rng(3)
+    x = meteo(cfg, rng)
+    mask = grid_mask(cfg)
+    i, j = np.argwhere(mask)[0]
+    nan_in = x.copy(); nan_in[0, 2, i, j, 1] = np.nan
+    inf_in = x.copy(); inf_in[0, 0, i, j, 0] = np.inf
+    ok = grpc.StatusCode.INVALID_ARGUMENT
+    return {
+        "rank": (_raw_request(cfg, x[0]), ok, "rank", "expected rank 5"),
+        "shape": (_raw_request(cfg, x[:, :, :-1]), ok, "shape", "expected [batch>=1"),
+        "dtype": (_raw_request(cfg, x.astype(np.float64)), ok, "dtype", "expected DT_FLOAT"),
+        "nan_inside_mask": (_raw_request(cfg, nan_in), ok, "nonfinite", "{'t2m': 1}"),
+        "inf_inside_mask": (_raw_request(cfg, inf_in), ok, "nonfinite", "{'tp': 1}"),
+        "empty": (_raw_request(cfg), ok, "empty", "expected inputs 'meteo' float32"),
+        "unknown_model": (_raw_request(cfg, x, name="other"), grpc.StatusCode.NOT_FOUND,
+                          "unknown_model", "serves 'soilcast'"),
+        "unknown_version": (_raw_request(cfg, x, version=99), grpc.StatusCode.NOT_FOUND,
+                            "unknown_version", "available: [1]"),
+        "unknown_label": (_raw_request(cfg, x, version_label="beta"), grpc.StatusCode.NOT_FOUND,
+                          "unknown_version", "'stable'"),
+        "oversized": (_raw_request(cfg, np.concatenate([x] * 30)), grpc.StatusCode.RESOURCE_EXHAUSTED,
+                      "oversized", "exceeds the limit of 1048576 bytes"),
+    }
+
+
+def test_bad_inputs_get_the_right_status_and_are_counted(served):
+    from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+    channel = grpc.insecure_channel(served.target)  # no client-side size limit
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    for case, (req, code, reason, hint) in _bad_cases(served.cfg).items():
+        before = metric(scrape(served.metrics_port), "soilcast_invalid_requests_total", reason=reason)
+        with pytest.raises(grpc.RpcError) as err:
+            stub.Predict(req, timeout=30)
+        assert err.value.code() == code, (case, err.value.details())
+        assert hint in err.value.details(), (case, err.value.details())
+        after = metric(scrape(served.metrics_port), "soilcast_invalid_requests_total", reason=reason)
+        assert after == before + 1, case
+    samples = scrape(served.metrics_port)
+    assert metric(samples, "soilcast_nonfinite_input_values_total", variable="t2m") >= 1
+    # NaN outside the mask is the store's convention and is accepted; the server is still up.
+    x = meteo(served.cfg, np.random.default_rng(4))
+    assert np.isnan(x[0, :, ~grid_mask(served.cfg)]).all()
+    assert stub.Predict(_raw_request(served.cfg, x), timeout=30).model_spec.version.value == 1
+    channel.close()
+
+
+def test_client_disconnecting_mid_call_is_counted_and_harmless(served, monkeypatch):
+    backend = served.backend
+    real = backend.predict
+    started = threading.Event()
+
+    def slow(request, timeout):
+        started.set()
+        time.sleep(0.5)
+        return real(request, timeout)
+
+    monkeypatch.setattr(backend, "predict", slow)
+    before = metric(scrape(served.metrics_port), "soilcast_requests_total", method="Predict", code="CANCELLED")
+    with client(served) as c:
+        future = c.predictions.Predict.future(c.predict_request(meteo(served.cfg, np.random.default_rng(5))))
+        assert started.wait(10)
+        future.cancel()
+    wait_for(lambda: metric(scrape(served.metrics_port), "soilcast_requests_total",
+                            method="Predict", code="CANCELLED") == before + 1)
+    monkeypatch.setattr(backend, "predict", real)
+    with client(served) as c:
+        assert c.predict(meteo(served.cfg, np.random.default_rng(6))).shape[0] == 1
+
+
+def test_hot_reload_drops_nothing_and_refuses_broken_versions(tmp_path):
+    cfg = tiny_config(tmp_path)
+    publish(cfg, 1, offset=0.0)
+    x = meteo(cfg, np.random.default_rng(7))
+    errors, versions, stop = [], set(), threading.Event()
+    with gateway(cfg) as gw:
+
+        def stream():
+            with client(gw) as c:
+                while not stop.is_set():
+                    try:
+                        c.predict(x)
+                        versions.add(c.last_version)
+                    except grpc.RpcError as err:  # pragma: no cover - the assertion reports it
+                        errors.append(err)
+
+        threads = [threading.Thread(target=stream) for _ in range(2)]
+        for t in threads:
+            t.start()
+        try:
+            wait_for(lambda: 1 in versions)
+            publish(cfg, 2, offset=1.0)
+            wait_for(lambda: 2 in versions)
+            publish_broken(cfg, 3, "nan")
+            publish_broken(cfg, 4, "corrupt")
+            wait_for(lambda: metric(scrape(gw.metrics_port), "soilcast_model_load_failures_total") >= 2)
+            time.sleep(3 * cfg.serving.poll_seconds)  # refused versions are not retried
+        finally:
+            stop.set()
+            for t in threads:
+                t.join()
+        assert not errors, errors[:3]
+        samples = scrape(gw.metrics_port)
+        assert metric(samples, "soilcast_model_load_failures_total") == 2
+        assert metric(samples, "soilcast_model_info", model="standin", name="soilcast", version="2") == 1
+        assert metric(samples, "soilcast_model_loaded") == 1
+        with client(gw) as c:
+            status = {s["version"]: s for s in c.status()}
+            assert c.predict(x) is not None and c.last_version == 2
+        assert status[2]["state"] == "AVAILABLE" and status[3]["state"] == "END"
+        assert "non-finite" in status[3]["error_message"] and "does not load" in status[4]["error_message"]
+        with client(gw, version_label="previous") as c:
+            old = c.predict(x)
+            assert c.last_version == 1
+        with client(gw, version_label="stable") as c:
+            assert c.last_version is None and not np.allclose(c.predict(x), old, equal_nan=True)
+            assert c.last_version == 2
+
+
+def test_no_model_yet_is_unavailable_then_served(tmp_path):
+    cfg = tiny_config(tmp_path)
+    with gateway(cfg) as gw:
+        assert metric(scrape(gw.metrics_port), "soilcast_model_loaded") == 0
+        with client(gw) as c, pytest.raises(grpc.RpcError) as err:
+            c.predict(meteo(cfg, np.random.default_rng(8)))
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+        publish(cfg, 1)
+        wait_for(lambda: metric(scrape(gw.metrics_port), "soilcast_model_loaded") == 1)
+
+
+def test_load_8_clients_x_100_requests_at_demo_grid(tmp_path):
+    cfg = tiny_config(tmp_path, {"grid": load_config(PARAMS).grid.model_dump()})
+    assert cfg.grid.shape == (31, 31)
+    publish(cfg, 1)
+    x = meteo(cfg, np.random.default_rng(9))
+    failures = []
+    with gateway(cfg) as gw:
+
+        def worker():
+            with client(gw) as c:
+                for _ in range(100):
+                    try:
+                        assert c.predict(x).shape == (1, 31, 31)
+                    except Exception as err:  # pragma: no cover
+                        failures.append(err)
+
+        threads = [threading.Thread(target=worker) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not failures, failures[:3]
+        assert metric(scrape(gw.metrics_port), "soilcast_requests_total", method="Predict", code="OK") == 800
+
+
+def test_proxy_mode_forwards_and_still_records_drift(served):
+    cfg = served.cfg
+    x = meteo(cfg, np.random.default_rng(10), batch=2)
+    with gateway(cfg, upstream=served.target) as proxy:
+        with client(proxy) as c:
+            y = c.predict(x)
+            assert c.last_version == 1 and c.status()[0]["state"] == "AVAILABLE"
+            assert c.metadata()["grid"]["lat"] == pytest.approx(cfg.grid.lats)
+            with pytest.raises(grpc.RpcError) as err:
+                c.predict(x[:, :, :-1])
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            with pytest.raises(grpc.RpcError) as err:
+                c.version = 42
+                c.predict(x)
+            assert err.value.code() == grpc.StatusCode.NOT_FOUND  # TF Serving's answer, forwarded
+        with client(served) as direct:
+            np.testing.assert_array_equal(y, direct.predict(x))
+        proxy.drift.flush(10)
+        samples = scrape(proxy.metrics_port)
+        assert metric(samples, "soilcast_drift_window_requests") == 1
+        assert (("soilcast_drift_psi", (("kind", "input"), ("variable", "t2m"))) in samples)
+
+
+def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+    import ipaddress
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(hours=1))
+            .not_valid_after(now + dt.timedelta(hours=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
+                                                        x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+def test_tls(served, tmp_path):
+    pytest.importorskip("cryptography", reason="cryptography builds the throwaway certificate")
+    cert, key = _self_signed(tmp_path)
+    with gateway(served.cfg, tls_cert=cert, tls_key=key) as gw:
+        with client(gw, root_certificates=cert.read_bytes()) as c:
+            assert c.predict(meteo(served.cfg, np.random.default_rng(11))).shape[0] == 1
+        with client(gw) as plain, pytest.raises(grpc.RpcError):
+            plain.status()
+
+
+def test_serve_cli_reports_ports_and_stops_on_sigterm(served, tmp_path):
+    """The real ``soilcast serve`` command (in-process: a second TF import would cost ~30 s)."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from soilcast.cli import app
+
+    params, ready = tmp_path / "params.yaml", tmp_path / "ready.json"
+    save_config(served.cfg, params)
+    seen = {}
+
+    def drive():
+        info = json.loads(wait_for(lambda: ready.is_file() and ready.read_text()))
+        with client_for(f"127.0.0.1:{info['grpc_port']}") as c:
+            seen["shape"] = c.predict(meteo(served.cfg, np.random.default_rng(12))).shape
+        seen["loaded"] = metric(scrape(info["metrics_port"]), "soilcast_model_loaded")
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    driver = threading.Thread(target=drive)
+    driver.start()
+    result = CliRunner().invoke(app, ["serve", "--params", str(params), "--ready-file", str(ready)])
+    driver.join()
+    assert result.exit_code == 0, result.output
+    assert "gRPC on 127.0.0.1:" in result.output and "stopped" in result.output
+    assert seen == {"shape": (1, *served.cfg.grid.shape), "loaded": 1}
