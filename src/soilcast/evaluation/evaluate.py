@@ -158,7 +158,6 @@ def score_savedmodel(cfg: Config, version_dir: Path) -> dict[str, float]:
 
     from soilcast.data.store import open_tensors
     from soilcast.export.versions import read_metadata
-    from soilcast.ml.windows import split_ends
 
     meta = read_metadata(version_dir)
     t = open_tensors(cfg.paths.processed, load=False)
@@ -168,14 +167,27 @@ def score_savedmodel(cfg: Config, version_dir: Path) -> dict[str, float]:
             f"seq_len {meta['seq_len']} does not match the data {t.mask.shape} / {cfg.window.seq_len}"
         )
     fn = tf.saved_model.load(str(version_dir)).signatures["serving_default"]
-    ends = split_ends(cfg, t.time, "test")
+    block, ends = load_test_block(cfg, t)
     lead, b = cfg.window.lead_days, cfg.training.batch_size
     preds = []
     for i in range(0, len(ends), b):
-        batch = window_inputs(cfg, t, ends[i : i + b], bool(meta.get("antecedent_soil_moisture")))
+        batch = window_inputs(cfg, block, ends[i : i + b], bool(meta.get("antecedent_soil_moisture")))
         preds.append(fn(**{k: tf.constant(v) for k, v in batch.items()})["soil_moisture"].numpy())
-    obs = np.asarray(t.Y[ends + lead, ..., 0], dtype=np.float32)
+    obs = np.asarray(block.Y[ends + lead, ..., 0], dtype=np.float32)
     return finite_or_none(all_metrics(obs, np.concatenate(preds), area_weights(t.lat, t.mask)))
+
+
+def load_test_block(cfg: Config, t: Any) -> tuple[Any, np.ndarray]:
+    """The days the test windows touch, loaded once (a lazy store is read in one go), and
+    the window ends re-indexed into that block."""
+    from dataclasses import replace
+
+    from soilcast.ml.windows import split_ends
+
+    ends = split_ends(cfg, t.time, "test")
+    lo, hi = int(ends[0]) - cfg.window.seq_len + 1, int(ends[-1]) + cfg.window.lead_days + 1
+    block = replace(t, X=np.asarray(t.X[lo:hi]), Y=np.asarray(t.Y[lo:hi]), time=t.time[lo:hi])
+    return block, ends - lo
 
 
 def load_metrics(cfg: Config) -> dict[str, Any]:

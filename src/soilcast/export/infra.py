@@ -148,21 +148,21 @@ def validate(
     cli = start_signature_cli(path)  # runs while the fresh process loads the model
     try:
         served = run_in_fresh_process(path, inputs)
+        report = served["report"]
+        for probe in ("wrong_dtype_rejected", "wrong_shape_rejected", "metadata_ok"):
+            if not report.get(probe):
+                raise InfraValidationError(f"{path}: fresh-process check '{probe}' failed: {report}")
+        err = relative_error(served[output_spec[0]], expected)
+        report.update(relative_error=err, rtol=rtol, n_canaries=int(expected.shape[0]))
+        if not err <= rtol:
+            raise InfraValidationError(
+                f"{path}: served output differs from the Keras model: relative error {err:.3g} > rtol {rtol:g}"
+            )
     except BaseException:
         cli.kill()
         cli.communicate()
         raise
     check_signature_cli(path, input_spec, output_spec, cli)
-    report = served["report"]
-    for probe in ("wrong_dtype_rejected", "wrong_shape_rejected", "metadata_ok"):
-        if not report.get(probe):
-            raise InfraValidationError(f"{path}: fresh-process check '{probe}' failed: {report}")
-    err = relative_error(served[output_spec[0]], expected)
-    report.update(relative_error=err, rtol=rtol, n_canaries=int(expected.shape[0]))
-    if not err <= rtol:
-        raise InfraValidationError(
-            f"{path}: served output differs from the Keras model: relative error {err:.3g} > rtol {rtol:g}"
-        )
     return report
 
 

@@ -149,11 +149,12 @@ def rtol_for(cfg: Config) -> float:
 
 def canary_inputs(cfg: Config, tensors: Any) -> dict[str, np.ndarray]:
     """``cfg.export.canary_windows`` test windows spread over the test years."""
-    from soilcast.evaluation.evaluate import window_inputs
-    from soilcast.ml.windows import evenly_spaced, split_ends
+    from soilcast.evaluation.evaluate import load_test_block, window_inputs
+    from soilcast.ml.windows import evenly_spaced
 
-    ends = evenly_spaced(split_ends(cfg, tensors.time, "test"), cfg.export.canary_windows)
-    return window_inputs(cfg, tensors, ends, cfg.window.antecedent_soil_moisture)
+    block, ends = load_test_block(cfg, tensors)
+    ends = evenly_spaced(ends, cfg.export.canary_windows)
+    return window_inputs(cfg, block, ends, cfg.window.antecedent_soil_moisture)
 
 
 def model_fingerprint(cfg: Config, name: str, tensors: Any) -> dict[str, Any]:

@@ -1,0 +1,237 @@
+"""Export to TF Serving: contract, equality with Keras, infra validation, versions, rollback.
+
+One real export (a tiny hand-built physical model, so this file does not depend on
+training) is shared by the module; failure paths reuse it to show nothing changes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import tiny_config
+from soilcast.config import Config
+from soilcast.export import infra, savedmodel, versions
+from soilcast.export.savedmodel import export_blessed, export_json_path
+
+
+def physical_stub(cfg: Config, mask: np.ndarray):
+    """meteo [b,L,H,W,7] -> [b,H,W]: a Dense over the time-mean channels, NaN outside mask."""
+    import keras
+    from keras import ops
+
+    L, (H, W) = cfg.window.seq_len, cfg.grid.shape
+    meteo = keras.Input((L, H, W, len(cfg.variables)), name="meteo")
+    x = keras.layers.Lambda(lambda t: ops.mean(ops.where(ops.isnan(t), 0.0, t), axis=1))(meteo)
+    x = keras.layers.Dense(1, kernel_initializer=keras.initializers.RandomNormal(stddev=1e-4, seed=1),
+                           bias_initializer=keras.initializers.Constant(0.2))(x)
+    y = keras.layers.Lambda(lambda t: ops.where(mask, t[..., 0], float("nan")))(x)
+    return keras.Model(meteo, y, name="stub")
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    """Every file (hidden ones too) under ``root`` with its content."""
+    out = {}
+    for dirpath, _, files in os.walk(root):
+        for f in files:
+            p = Path(dirpath) / f
+            out[str(p.relative_to(root))] = p.read_bytes()
+    return out
+
+
+def bless(cfg: Config, blessed: bool = True, winner: str = "fc") -> None:
+    ev = cfg.paths.artifacts_dir / "eval"
+    ev.mkdir(parents=True, exist_ok=True)
+    overall = {"rmse": 0.02, "skill_vs_climatology": 0.4}
+    (ev / "metrics.json").write_text(json.dumps({
+        winner: {"status": "ok", "kind": "network", "overall": overall},
+        "climatology": {"status": "ok", "kind": "reference", "overall": {"rmse": 0.03}},
+    }))
+    gate = cfg.paths.artifacts_dir / "gate"
+    gate.mkdir(parents=True, exist_ok=True)
+    (gate / "blessing.json").write_text(json.dumps(
+        {"blessed": blessed, "winner": winner, "primary_metric": "rmse", "reasons": ["test"]}))
+    run = cfg.paths.artifacts_dir / "train" / winner
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "model.keras").write_bytes(b"stand-in weights v1")  # fingerprinted by export
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    from tests._synthetic import write_synthetic_store
+    from soilcast.data.store import open_tensors
+
+    cfg = tiny_config(tmp_path_factory.mktemp("export"))
+    write_synthetic_store(cfg)
+    tensors = open_tensors(cfg.paths.processed)
+    model = physical_stub(cfg, tensors.mask)
+    bless(cfg)
+    mp = pytest.MonkeyPatch()
+    mp.setattr(savedmodel, "load_physical_model", lambda c, name: model)
+    path = export_blessed(cfg)
+    yield cfg, model, tensors, path, mp
+    mp.undo()
+
+
+def test_layout_metadata_and_drift_reference(exported):
+    cfg, model, tensors, path, _ = exported
+    assert path == cfg.paths.models_dir / "1" and (path / "saved_model.pb").is_file()
+    extra = path / "assets.extra"
+    meta = json.loads((extra / "soilcast_metadata.json").read_text())
+    H, W = cfg.grid.shape
+    assert meta["model"] == "fc" and meta["version"] == 1 and meta["seq_len"] == cfg.window.seq_len
+    assert meta["variables"] == cfg.variable_names and meta["units"]["soil_moisture"] == "m3/m3"
+    assert len(meta["grid"]["lat"]) == H and np.array_equal(np.asarray(meta["mask"], bool), tensors.mask)
+    assert meta["test_metrics"]["rmse"] == 0.02 and meta["data_hashes"]
+    drift = json.loads((extra / "drift_reference.json").read_text())
+    for name in cfg.variable_names + ["prediction"]:
+        d = drift[name] if name != "prediction" else drift["prediction"]["soil_moisture"]
+        assert len(d["edges"]) == cfg.serving.psi_bins + 1 and np.all(np.diff(d["edges"]) >= 0)
+        assert sum(d["proportions"]) == pytest.approx(1.0) and np.isfinite(d["mean"])
+    assert "SYNTHETIC" in (extra / "model_card.md").read_text()
+    record = json.loads(export_json_path(cfg).read_text())
+    assert record["status"] == "exported" and record["version"] == 1
+    assert record["infra_validation"]["relative_error"] <= cfg.export.rtol_float32
+    assert record["infra_validation"]["wrong_shape_rejected"]
+    assert versions.next_version(cfg.paths.models_dir) == 2
+    assert not [p for p in cfg.paths.models_dir.parent.iterdir() if p.name.startswith(".staging")]
+
+
+def _window(cfg, tensors, n=2):
+    from soilcast.evaluation.evaluate import window_inputs
+    from soilcast.ml.windows import split_ends
+
+    return window_inputs(cfg, tensors, split_ends(cfg, tensors.time, "test")[:n], False)["meteo"]
+
+
+def test_served_output_equals_keras_model(exported):
+    import tensorflow as tf
+
+    cfg, model, tensors, path, _ = exported
+    loaded = tf.saved_model.load(str(path))
+    x = _window(cfg, tensors)
+    got = loaded.signatures["serving_default"](meteo=tf.constant(x))["soil_moisture"].numpy()
+    want = np.asarray(model(x))
+    assert got.dtype == np.float32 and got.shape == (2, *cfg.grid.shape)
+    assert np.array_equal(np.isnan(got), np.broadcast_to(~tensors.mask, got.shape))
+    np.testing.assert_allclose(got, want, rtol=cfg.export.rtol_float32)
+    meta = json.loads(loaded.signatures["metadata"]()["metadata"].numpy().decode())
+    assert meta["version"] == 1 and meta["model"] == "fc"
+
+
+def test_signature_rejects_wrong_dtype_and_shape(exported):
+    import tensorflow as tf
+
+    cfg, _, tensors, path, _ = exported
+    fn = tf.saved_model.load(str(path)).signatures["serving_default"]
+    x = _window(cfg, tensors, 1)
+    with pytest.raises(Exception):
+        fn(meteo=tf.constant(x.astype(np.float64)))
+    with pytest.raises(Exception):
+        fn(meteo=tf.constant(x[:, :, :-1]))  # one latitude row short
+    with pytest.raises(Exception):
+        fn(meteo=tf.constant(x[:, 1:]))  # one day short
+
+
+def test_champion_rescoring_matches_in_memory_scores(exported):
+    from soilcast.evaluation.evaluate import score_savedmodel, window_inputs
+    from soilcast.evaluation.metrics import all_metrics, area_weights
+    from soilcast.ml.windows import split_ends
+
+    cfg, model, tensors, path, _ = exported
+    ends = split_ends(cfg, tensors.time, "test")
+    pred = np.asarray(model(window_inputs(cfg, tensors, ends, False)["meteo"]))
+    obs = tensors.Y[ends + cfg.window.lead_days, ..., 0]
+    want = all_metrics(obs, pred, area_weights(tensors.lat, tensors.mask))
+    got = score_savedmodel(cfg, path)
+    assert got["rmse"] == pytest.approx(want["rmse"], rel=1e-5) and got["n"] == want["n"]
+
+
+def test_rerunning_export_of_the_same_model_is_a_no_op(exported):
+    cfg, _, _, path, _ = exported
+    before = snapshot(cfg.paths.models_dir)
+    assert export_blessed(cfg) == path
+    assert snapshot(cfg.paths.models_dir) == before
+    assert json.loads(export_json_path(cfg).read_text())["status"].startswith("skipped: version 1")
+
+
+def test_failed_infra_validation_leaves_models_untouched(exported):
+    cfg, model, _, _, mp = exported
+    (cfg.paths.artifacts_dir / "train" / "fc" / "model.keras").write_bytes(b"stand-in weights v2")
+    before = snapshot(cfg.paths.models_dir.parent)
+
+    def drifting_server(path, inputs):  # a served graph that disagrees with Keras
+        return {"soil_moisture": np.asarray(model(inputs["meteo"])) * 1.01,
+                "report": {"metadata_ok": True, "wrong_dtype_rejected": True, "wrong_shape_rejected": True}}
+
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(infra, "run_in_fresh_process", drifting_server)
+        with pytest.raises(infra.InfraValidationError, match="differs from the Keras model"):
+            export_blessed(cfg)
+    assert snapshot(cfg.paths.models_dir.parent) == before
+    assert versions.list_versions(cfg.paths.models_dir) == [1]
+
+
+def test_not_blessed_exports_nothing(tmp_path):
+    cfg = tiny_config(tmp_path)
+    bless(cfg, blessed=False)
+    assert export_blessed(cfg) is None
+    assert json.loads(export_json_path(cfg).read_text())["status"] == "skipped: not blessed"
+    assert not cfg.paths.models_dir.exists()
+
+
+# ----------------------------------------------------------------- versions (no TF)
+
+
+def _fake_version(models_dir: Path, v: int) -> None:
+    staged = versions.staging_dir(models_dir.parent) / str(v)
+    staged.mkdir()
+    (staged / "saved_model.pb").write_text(str(v))
+    versions.publish(models_dir, staged, v)
+
+
+def test_versions_only_grow_and_rollback_hides(tmp_path):
+    md = tmp_path / "models" / "soilcast"
+    assert versions.next_version(md) == 1
+    for v in (1, 2, 3):
+        _fake_version(md, versions.next_version(md))
+    assert versions.list_versions(md) == [1, 2, 3]
+    res = versions.rollback(md)
+    assert res == {"serving": 2, "rolled_back": [3], "high_water": 3}
+    assert versions.list_versions(md) == [1, 2] and (md / ".rolled_back" / "3" / "saved_model.pb").is_file()
+    assert versions.next_version(md) == 4  # 3 is never reused
+    with pytest.raises(ValueError, match="versions only grow"):
+        versions.publish(md, tmp_path, 3)
+    _fake_version(md, 4)
+    assert versions.prune(md, keep=2) == [1]
+    assert versions.list_versions(md) == [2, 4]
+    versions.rollback(md, to=2)
+    assert versions.list_versions(md) == [2] and versions.next_version(md) == 5
+    with pytest.raises(ValueError, match="at least two"):
+        versions.rollback(md)
+    with pytest.raises(ValueError, match="cannot roll back to version 7"):
+        versions.rollback(md, to=7)
+    for v in (3, 4):
+        (md / ".rolled_back" / str(v)).rename(md / ".rolled_back" / f"x{v}")  # even if purged
+    assert versions.next_version(md) == 5  # the high-water file remembers
+
+
+def test_rollback_cli(tmp_path):
+    from typer.testing import CliRunner
+
+    from soilcast.cli import app
+    from soilcast.config import save_config
+
+    cfg = tiny_config(tmp_path)
+    for v in (1, 2):
+        _fake_version(cfg.paths.models_dir, v)
+    params = tmp_path / "params.yaml"
+    save_config(cfg, params)
+    res = CliRunner().invoke(app, ["rollback", "-p", str(params)])
+    assert res.exit_code == 0 and "now serving version 1" in res.output
+    res = CliRunner().invoke(app, ["rollback", "-p", str(params)])
+    assert res.exit_code == 1
