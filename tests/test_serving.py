@@ -330,3 +330,39 @@ def test_serve_cli_reports_ports_and_stops_on_sigterm(served, tmp_path):
     assert result.exit_code == 0, result.output
     assert "gRPC on 127.0.0.1:" in result.output and "stopped" in result.output
     assert seen == {"shape": (1, *served.cfg.grid.shape), "loaded": 1}
+
+
+def test_forecast_cli_writes_cf_netcdf_png_and_basin_means(tiny_cfg, synthetic_store, tmp_path):
+    import xarray as xr
+    from typer.testing import CliRunner
+
+    from soilcast.cli import app
+    from soilcast.data.store import open_tensors
+    from soilcast.serving.standin import write_standin
+
+    cfg, t = tiny_cfg, open_tensors(synthetic_store)
+    write_standin(cfg.paths.models_dir / "1", seq_len=cfg.window.seq_len, lat=t.lat, lon=t.lon,
+                  mask=t.mask, variables=t.variables, units=t.attrs["units"], psi_bins=cfg.serving.psi_bins)
+    params = tmp_path / "params.yaml"
+    save_config(cfg, params)
+    nc, png = tmp_path / "f.nc", tmp_path / "f.png"
+    with gateway(cfg) as gw:
+        run = CliRunner().invoke(app, ["forecast", "--server", gw.target, "--date", "2013-06-10",
+                                       "--out", str(nc), "--out", str(png), "--params", str(params)])
+        assert run.exit_code == 0, run.output
+        early = CliRunner().invoke(app, ["forecast", "--server", gw.target, "--date", "2010-01-02",
+                                         "--params", str(params)])
+        with client(gw) as c:
+            i = t.time.get_loc(np.datetime64("2013-06-10"))
+            direct = c.predict(t.X[i - cfg.window.seq_len + 1 : i + 1])
+    assert early.exit_code == 1 and "first usable date is 2010-01-07" in early.output
+    assert "valid 2013-06-11" in run.output and "West" in run.output and "East" in run.output
+    ds = xr.open_dataset(nc)
+    sm = ds["soil_moisture"]
+    assert sm.dims == ("time", "lat", "lon") and sm.attrs["units"] == "m3 m-3"
+    assert str(ds["time"].values[0])[:10] == "2013-06-11" and ds.attrs["Conventions"] == "CF-1.8"
+    assert ds["lat"].attrs["units"] == "degrees_north" and ds["lon"].attrs["units"] == "degrees_east"
+    np.testing.assert_array_equal(sm.values[0], direct)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    west = float(np.nanmean(direct[t.basin_id == 1]))
+    assert f"{west:.4f}" in run.output

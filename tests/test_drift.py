@@ -1,0 +1,108 @@
+"""Drift statistics: PSI / mean shift maths, the window, the monitor, and the gateway's gauges."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from soilcast.export.drift_reference import distribution
+from soilcast.serving.drift import DriftMonitor, DriftReference, DriftWindow, psi, summarise
+from tests.conftest import tiny_config
+from tests.serving_helpers import client, gateway, meteo, metric, publish, scrape
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def test_psi_is_zero_for_identical_shares_and_matches_the_formula():
+    q = np.array([0.25, 0.25, 0.5])
+    assert psi(q * 1000, q, 1e-4) == pytest.approx(0.0)
+    live = np.array([50.0, 0.0, 50.0])  # the empty bin is floored at epsilon
+    p = np.array([0.5, 1e-4, 0.5])
+    assert psi(live, q, 1e-4) == pytest.approx(np.sum((p - q) * np.log(p / q)))
+    assert np.isnan(psi(np.zeros(3), q, 1e-4))
+
+
+def _reference(rng, n=20000):
+    t2m = rng.normal(295, 8, n)
+    tp = np.where(rng.random(n) < 0.5, rng.gamma(0.8, 6, n), 0.0)
+    return DriftReference.from_json({"t2m": distribution(t2m, 10, "K"), "tp": distribution(tp, 10, "mm/day")},
+                                    ["t2m", "tp"])
+
+
+def test_window_keeps_only_the_last_requests_and_reports_mean_shift():
+    rng = np.random.default_rng(0)
+    ref = _reference(rng)
+    win = DriftWindow(ref, size=3, epsilon=1e-4)
+    cells = np.arange(16)
+    for shift in (50.0, 0.0, 0.0, 0.0):  # the first (very shifted) request falls out
+        x = np.stack([rng.normal(295 + shift, 8, (1, 4, 4, 4)),
+                      np.where(rng.random((1, 4, 4, 4)) < 0.5, rng.gamma(0.8, 6, (1, 4, 4, 4)), 0.0)], -1)
+        win.add(summarise(ref, x, None, cells))
+    stats = win.stats()
+    assert len(win) == 3 and set(stats) == {("input", "t2m"), ("input", "tp")}
+    assert abs(stats[("input", "t2m")]["mean_shift"]) < 0.5
+    assert stats[("input", "t2m")]["psi"] < 0.25
+
+
+def test_reference_shape_errors_name_the_variable():
+    with pytest.raises(ValueError, match="'t2m'.*3 edges and 3 proportions"):
+        DriftReference.from_json({"t2m": {"edges": [0, 1, 2], "proportions": [0.3, 0.3, 0.4],
+                                          "mean": 0, "std": 1}}, ["t2m"])
+    with pytest.raises(ValueError, match=r"lacks variables \['sp'\]"):
+        DriftReference.from_json({}, ["sp"])
+
+
+def test_monitor_never_blocks_the_request_path():
+    """A stuck publisher fills the bounded queue; submits then drop (counted) instead of wait."""
+    rng = np.random.default_rng(1)
+    ref, gate, dropped = _reference(rng), threading.Event(), []
+    monitor = DriftMonitor(window=2, sample_cells=8, epsilon=1e-4, seed=0,
+                           publish=lambda *a: gate.wait(), on_drop=lambda: dropped.append(1))
+    x = rng.normal(295, 8, (1, 2, 4, 4, 2))
+    mask = np.ones((4, 4), bool)
+    results = [monitor.submit(1, ref, mask, x, None) for _ in range(6)]
+    assert results[:2] == [True, True] and not all(results) and len(dropped) == results.count(False)
+    gate.set()
+    assert monitor.flush(10)
+    monitor.stop()
+
+
+def test_sampling_caps_cells_per_request():
+    ref = _reference(np.random.default_rng(2))
+    monitor = DriftMonitor(window=4, sample_cells=5, epsilon=1e-4, seed=0, publish=lambda *a: None)
+    mask = np.ones((6, 6), bool)
+    monitor.submit(1, ref, mask, np.full((1, 3, 6, 6, 2), 295.0), None)
+    assert monitor.flush(10)
+    assert monitor._windows[1]._n[0] == 3 * 5  # 3 days x 5 sampled cells
+    monitor.stop()
+
+
+def test_gateway_psi_stays_low_in_distribution_and_flags_shifted_inputs(tmp_path):
+    cfg = tiny_config(tmp_path, {"serving": {"drift_window": 32}})
+    publish(cfg, 1)
+    rng = np.random.default_rng(3)
+    with gateway(cfg) as gw, client(gw) as c:
+
+        def run(n, **shift):
+            for _ in range(n):
+                c.predict(meteo(cfg, rng, **shift))
+            assert gw.drift.flush(30)
+            s = scrape(gw.metrics_port)
+            return ({v: metric(s, "soilcast_drift_psi", kind="input", variable=v) for v in cfg.variable_names},
+                    {v: metric(s, "soilcast_drift_mean_shift", kind="input", variable=v) for v in cfg.variable_names},
+                    metric(s, "soilcast_drift_psi", kind="prediction", variable="soil_moisture"))
+
+        calm, calm_shift, calm_pred = run(32)
+        assert max(calm.values()) < 0.1, calm
+        assert max(abs(v) for v in calm_shift.values()) < 0.1 and calm_pred < 0.1
+        shifted, shift, pred = run(32, t2m_shift=5.0, rain_factor=2.0)  # the window now holds only these
+        # +5 K is a 0.6-sigma shift of t2m: critical. Doubling rain amounts leaves the dry half
+        # of the days at 0, so tp's PSI is diluted to the warning band; its mean shift is large.
+        assert shifted["t2m"] > 0.25 and shifted["tp"] > 0.1, shifted
+        assert max(shifted.values()) > 0.25
+        assert shift["t2m"] == pytest.approx(5.0 / 8.0, abs=0.1) and shift["tp"] > 0.5
+        assert max(shifted[v] for v in ("d2m", "u10", "v10", "ssrd", "sp")) < 0.1
+        assert pred > calm_pred
+        assert metric(scrape(gw.metrics_port), "soilcast_drift_window_requests") == 32
