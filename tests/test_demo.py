@@ -241,3 +241,13 @@ def test_round_mantissa_keeps_four_digits() -> None:
     r = round_mantissa(x)
     assert r.dtype == np.float32 and np.all(np.abs(r - x) <= np.abs(x) * 2.0**-14)
     assert np.array_equal(round_mantissa(r), r)
+
+
+def test_unusable_config_fails_early_and_names_the_problem(tmp_path: Path) -> None:
+    cfg = tiny_config(tmp_path, {"target": {"source_units": "percent"}})
+    with pytest.raises(ValueError, match="swvl1"):
+        generate(cfg, tmp_path / "raw")
+    cfg = tiny_config(tmp_path, {"demo": {"india_outline": str(tmp_path / "missing.geojson")}})
+    with pytest.raises(FileNotFoundError, match="missing.geojson"):
+        generate(cfg, tmp_path / "raw")
+    assert not (tmp_path / "raw" / "era5").exists()
