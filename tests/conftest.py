@@ -21,7 +21,7 @@ PARAMS = REPO / "params.yaml"
 TINY: dict[str, Any] = {
     "period": {"start": "2010-01-01", "end": "2013-12-31"},
     "demo": {
-        "met_grid": {"lat_min": 0.0, "lat_max": 42.0, "lon_min": 60.0, "lon_max": 104.0, "res": 1.5},
+        "met_grid": {"lat_min": 0.0, "lat_max": 42.0, "lon_min": 60.0, "lon_max": 105.0, "res": 1.5},
         "sm_grid": {"lat_min": 4.0, "lat_max": 40.0, "lon_min": 64.0, "lon_max": 100.0, "res": 1.0},
         "valid_time_years": [2013],
     },
@@ -63,3 +63,32 @@ def tiny_config(root: Path, overrides: dict[str, Any] | None = None) -> Config:
 @pytest.fixture
 def tiny_cfg(tmp_path: Path) -> Config:
     return tiny_config(tmp_path)
+
+
+@pytest.fixture
+def synthetic_store(tiny_cfg: Config) -> Path:
+    """A synthetic tensors.zarr at ``tiny_cfg.paths.processed`` (16x16, 2010-2013, masked)."""
+    from tests._synthetic import write_synthetic_store
+
+    return write_synthetic_store(tiny_cfg)
+
+
+@pytest.fixture(scope="session")
+def prepared_tiny(tmp_path_factory: pytest.TempPathFactory) -> Config:
+    """The tiny demo generated and run through validate, regrid, clip and stack, once per session.
+
+    Returns its Config: ``cfg.paths.processed`` is a real tensors.zarr (2010-2013, 16x16).
+    """
+    from soilcast.data.clip import build_mask
+    from soilcast.data.demo import generate
+    from soilcast.data.regrid import regrid_all
+    from soilcast.data.stack import stack_tensors
+    from soilcast.data.validate import run_validation
+
+    cfg = tiny_config(tmp_path_factory.mktemp("prepared_tiny"))
+    generate(cfg, cfg.paths.raw_dir)
+    run_validation(cfg)
+    regrid_all(cfg)
+    build_mask(cfg)
+    stack_tensors(cfg)
+    return cfg

@@ -68,6 +68,10 @@ class GridSpec(_Strict):
             raise ValueError("lat_max must be greater than lat_min")
         if self.lon_max <= self.lon_min:
             raise ValueError("lon_max must be greater than lon_min")
+        for lo, hi, axis in ((self.lat_min, self.lat_max, "lat"), (self.lon_min, self.lon_max, "lon")):
+            steps = (hi - lo) / self.res
+            if abs(steps - round(steps)) > 1e-6:
+                raise ValueError(f"{axis} span {hi - lo} is not a whole number of res={self.res} cells")
         return self
 
     def _axis(self, lo: float, hi: float) -> "list[float]":
