@@ -17,8 +17,10 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/python -m pip install -q --no-deps -e .
 	touch $(STAMP)
 
+# Regenerate the demo data only when data/raw is missing or differs from data.dvc
+# (the generator is deterministic, so a fresh run reproduces the tracked hash).
 data: $(STAMP)
-	$(BIN)/soilcast demo-data data/raw
+	$(BIN)/dvc status -q data.dvc || $(BIN)/soilcast demo-data data/raw
 
 demo: data
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/dvc repro
