@@ -61,6 +61,9 @@ def gate_cmd(
 @app.command("export")
 def export_cmd(params: Path = ParamsOpt) -> None:
     """Export the blessed model to the next TF Serving version (after infra validation)."""
+    import os
+
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")  # a SavedModel is a TF artifact
     from soilcast.export.infra import InfraValidationError
     from soilcast.export.savedmodel import export_blessed, export_json_path
 
@@ -69,9 +72,12 @@ def export_cmd(params: Path = ParamsOpt) -> None:
         path = export_blessed(cfg)
     except InfraValidationError as err:
         _fail(f"infra validation failed, nothing pushed: {err}")
-    except (FileNotFoundError, ValueError) as err:
+    except (FileNotFoundError, ValueError, RuntimeError) as err:
         _fail(str(err))
-    typer.echo(f"exported {path}" if path else "not blessed, nothing exported")
+    import json
+
+    status = json.loads(export_json_path(cfg).read_text())["status"]
+    typer.echo(f"{status}: {path}" if path else "not blessed, nothing exported")
     typer.echo(f"wrote {export_json_path(cfg)}")
 
 

@@ -69,6 +69,11 @@ def write_savedmodel(
     import keras
     import tensorflow as tf
 
+    if keras.backend.backend() != "tensorflow":
+        raise RuntimeError(
+            f"SavedModel export needs KERAS_BACKEND=tensorflow (running {keras.backend.backend()}); "
+            "models trained on another backend load fine under tensorflow"
+        )
     shapes = input_shapes(cfg)
     specs = [tf.TensorSpec(shape, tf.float32, name=name) for name, shape in shapes.items()]
     names = list(shapes)
