@@ -95,8 +95,11 @@ def _block(das, names: list[str], sl: slice, fills: dict, mask: np.ndarray) -> n
     return apply_mask(np.stack(arrays, axis=-1), mask)
 
 
-def stack_tensors(cfg: Config) -> Path:
-    """Write ``cfg.paths.processed`` from the regridded variables and the mask."""
+def stack_tensors(cfg: Config, plots: bool = True) -> Path:
+    """Write ``cfg.paths.processed`` from the regridded variables and the mask.
+
+    ``plots`` also saves the monsoon/dry input maps (the DVC stage always does).
+    """
     mask, basin_id, names, hashes = load_mask(cfg)
     specs: list[VariableSpec] = all_specs(cfg)
     das = {s.name: open_regridded(cfg, s) for s in specs}
@@ -129,7 +132,8 @@ def stack_tensors(cfg: Config) -> Path:
                 )
     for da in das.values():
         da.close()
-    from soilcast.data.plots import save_stage_plots
+    if plots:
+        from soilcast.data.plots import save_stage_plots
 
-    save_stage_plots(cfg)
+        save_stage_plots(cfg)
     return out

@@ -176,10 +176,7 @@ def _run_gx(ctx, spec: VariableSpec, table: pd.DataFrame, max_nan: float) -> tup
         column = conf["kwargs"].get("column")
         idx = res["result"].get("unexpected_index_list") or []
         rows = table.iloc[idx[:MAX_LISTED]] if idx else table.iloc[:0]
-        offending = [
-            {"file": r.file, "date": r.date, "value": (None if pd.isna(r[column]) else float(r[column]))}
-            for _, r in rows.iterrows()
-        ]
+        offending = [{"file": r.file, "date": r.date, "value": _plain(r[column])} for _, r in rows.iterrows()]
         files = sorted(set(table.iloc[idx]["file"])) if idx else ["<all files>"]
         where = ", ".join(f"{o['date']}={o['value']}" for o in offending)
         fails.append({
@@ -187,6 +184,13 @@ def _run_gx(ctx, spec: VariableSpec, table: pd.DataFrame, max_nan: float) -> tup
             "message": f"{column}: {len(idx)} offending row(s): {where}", "offending": offending,
         })
     return fails, result["results"]
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-friendly offending value: None for NaN, float for numbers, else as is."""
+    if isinstance(value, str):
+        return value
+    return None if pd.isna(value) else float(value)
 
 
 def _render_html(report: dict[str, Any]) -> str:

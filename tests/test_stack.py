@@ -1,0 +1,107 @@
+"""The tensor store: shapes, attributes, NaN exactly outside the mask, X/Y time alignment."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import netCDF4
+import numpy as np
+import pytest
+import zarr
+
+from soilcast.data.clip import build_mask
+from soilcast.data.readers import DataError
+from soilcast.data.regrid import regrid_all, regridded_path
+from soilcast.data.stack import stack_tensors
+from soilcast.data.store import open_tensors
+from tests._rawdata import EXPECTED, passed_report, small_config, write_raw
+
+
+@pytest.fixture(scope="module")
+def stacked(tmp_path_factory):
+    cfg = small_config(tmp_path_factory.mktemp("stack"))
+    write_raw(cfg)
+    passed_report(cfg)
+    regrid_all(cfg)
+    build_mask(cfg)
+    stack_tensors(cfg)
+    return cfg
+
+
+def test_shapes_dtypes_and_attrs(stacked):
+    cfg = stacked
+    t = open_tensors(cfg.paths.processed)
+    n, (h, w) = cfg.period.n_days, cfg.grid.shape
+    assert t.X.shape == (n, h, w, 7) and t.Y.shape == (n, h, w, 1)
+    assert t.X.dtype == np.float32 and t.Y.dtype == np.float32
+    assert t.variables == cfg.variable_names == ["tp", "t2m", "d2m", "u10", "v10", "ssrd", "sp"]
+    assert t.attrs["target"] == "swvl1"
+    assert t.attrs["units"] == {"tp": "mm/day", "t2m": "K", "d2m": "K", "u10": "m/s", "v10": "m/s",
+                                "ssrd": "W/m2", "sp": "hPa", "swvl1": "m3/m3"}
+    assert t.attrs["basin_names"] == {"1": "north", "2": "south"}
+    hashes = t.attrs["input_hashes"]
+    assert "basins/demo_regions.geojson" in hashes and "era5/tp_2011.nc" in hashes
+    assert len(hashes) == 8 * len(cfg.period.years) + 1
+    assert np.all(np.diff(t.lat) > 0) and np.all(np.diff(t.lon) > 0)
+    assert t.time[0].date() == cfg.period.start and t.time[-1].date() == cfg.period.end
+    # streamed in time_chunk_days blocks: the zarr chunks follow them
+    assert zarr.open_group(str(cfg.paths.processed), mode="r")["X"].chunks[0] == cfg.preprocess.time_chunk_days
+
+
+def test_nan_exactly_outside_mask(stacked):
+    t = open_tensors(stacked.paths.processed)
+    assert t.mask.sum() == 18 and np.array_equal(t.mask, t.basin_id > 0)
+    assert not np.isnan(t.X[:, t.mask]).any() and not np.isnan(t.Y[:, t.mask]).any()
+    assert np.isnan(t.X[:, ~t.mask]).all() and np.isnan(t.Y[:, ~t.mask]).all()
+
+
+def test_ramps_land_on_the_right_dates(stacked):
+    """Day d of the store holds day d's values, incl. accumulations stamped at d+1 00 UTC."""
+    t = open_tensors(stacked.paths.processed)
+    d = np.arange(len(t.time))
+    for k, name in enumerate(t.variables):
+        np.testing.assert_allclose(t.X[:, t.mask, k], np.repeat(EXPECTED[name](d)[:, None], t.mask.sum(), 1),
+                                   rtol=1e-6, err_msg=name)
+    np.testing.assert_allclose(t.Y[:, t.mask, 0], np.repeat(EXPECTED["swvl1"](d)[:, None], t.mask.sum(), 1), rtol=1e-6)
+
+
+def test_stage_plots_written(stacked):
+    out = Path(stacked.paths.artifacts_dir) / "plots" / "inputs"
+    for name in ("monsoon.png", "dry.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _copy_with_nan(stacked, root: Path, fill_rule: str):
+    """A copy of the prepared interim data with NaN in t2m at a mask cell on days 5-6."""
+    cfg = small_config(root, {"preprocess": {"fill_rule": fill_rule}})
+    shutil.copytree(stacked.paths.interim_dir, cfg.paths.interim_dir)
+    shutil.copytree(Path(stacked.paths.raw_dir) / "basins", Path(cfg.basins.path).parent)
+    with netCDF4.Dataset(regridded_path(cfg, "t2m"), "r+") as nc:
+        nc["t2m"][5:7, 2, 2] = np.nan  # lat 12.5, lon 72.5: inside the mask
+    return cfg
+
+
+def test_nan_inside_mask_fails_naming_dates_and_cells(stacked, tmp_path):
+    cfg = _copy_with_nan(stacked, tmp_path, "fail")
+    shutil.copytree(stacked.paths.processed, cfg.paths.processed)
+    before = open_tensors(cfg.paths.processed).X
+    with pytest.raises(DataError) as err:
+        stack_tensors(cfg)
+    msg = str(err.value)
+    assert "t2m" in msg and "2011-01-03" in msg and "2011-01-04" in msg and "(12.5, 72.5)" in msg
+    np.testing.assert_array_equal(open_tensors(cfg.paths.processed).X, before)  # previous store intact
+
+
+def test_nearest_time_fill(stacked, tmp_path):
+    cfg = _copy_with_nan(stacked, tmp_path, "nearest_time")
+    stack_tensors(cfg, plots=False)
+    x = open_tensors(cfg.paths.processed).X[:, 2, 2, 1]
+    assert x[5] == x[4] and x[6] == x[7]  # each gap day takes its nearest valid day
+
+
+def test_stack_rejects_grid_mismatch(stacked, tmp_path):
+    cfg = small_config(tmp_path, {"grid": {"res": 0.5}})
+    shutil.copytree(stacked.paths.interim_dir, cfg.paths.interim_dir)
+    with pytest.raises(DataError, match="grid differs"):
+        stack_tensors(cfg)

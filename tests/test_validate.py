@@ -1,0 +1,186 @@
+"""Raw-data validation: a clean set passes; each kind of bad input fails naming file and dates.
+
+One corrupted copy of the small synthetic set carries every problem at once (in different
+files), so a single GX run checks that all are reported; each test asserts one of them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+
+from soilcast.data.readers import DataError, source_path
+from soilcast.data.validate import DataValidationError, run_validation
+from tests._rawdata import MET_LAT, MET_LON, SM_LAT, SM_LON, field, small_config, write_raw, write_var
+
+
+def _spec(cfg, name):
+    return next(s for s in [*cfg.variables, cfg.target] if s.name == name)
+
+
+def _rewrite(cfg, name, year, *, rename=None, units=None, drop_day=None, dup_day=None, nan_days=(), set_value=None):
+    spec = _spec(cfg, name)
+    lat, lon = (SM_LAT, SM_LON) if spec is cfg.target else (MET_LAT, MET_LON)
+    stamps, values = field(cfg, spec, year, lat, lon)
+    stamps = pd.DatetimeIndex(stamps)
+    for day in nan_days:  # a burst over cells that are land on every other day
+        values[stamps.get_loc(pd.Timestamp(day)), 10:14, 5:9] = np.nan
+    if set_value:
+        day, v = set_value
+        values[stamps.get_loc(pd.Timestamp(day)), 3, 3] = v
+    keep = np.ones(len(stamps), bool)
+    if drop_day:
+        keep[stamps.get_loc(pd.Timestamp(drop_day))] = False
+    order = np.flatnonzero(keep)
+    if dup_day:
+        i = stamps.get_loc(pd.Timestamp(dup_day))
+        order = np.sort(np.append(order, i))
+    write_var(source_path(cfg, spec, year), rename or spec.source_name, units or spec.source_units,
+              stamps[order], lat, lon, values[order])
+
+
+@pytest.fixture(scope="module")
+def clean(tmp_path_factory):
+    cfg = small_config(tmp_path_factory.mktemp("clean"))
+    write_raw(cfg)
+    return cfg, run_validation(cfg)
+
+
+@pytest.fixture(scope="module")
+def broken(tmp_path_factory):
+    cfg = small_config(tmp_path_factory.mktemp("broken"))
+    write_raw(cfg)
+    _rewrite(cfg, "tp", 2011, rename="precip")
+    _rewrite(cfg, "d2m", 2011, units="furlongs")
+    _rewrite(cfg, "t2m", 2011, drop_day="2011-03-10", dup_day="2011-06-01")
+    _rewrite(cfg, "swvl1", 2011, nan_days=("2011-07-04", "2011-07-05"))
+    _rewrite(cfg, "u10", 2011, set_value=("2011-02-02", 99.0))
+    corrupt = source_path(cfg, _spec(cfg, "sp"), 2011)
+    corrupt.write_bytes(corrupt.read_bytes()[: corrupt.stat().st_size // 2])
+    with pytest.raises(DataValidationError) as err:
+        run_validation(cfg)
+    return cfg, err.value
+
+
+def _failures(err, name, check=None):
+    return [f for f in err.failures if f["variable"] == name and (check is None or check in f["check"])]
+
+
+def test_clean_data_passes_and_writes_report(clean):
+    cfg, report = clean
+    out = Path(cfg.validate_.report_dir)
+    assert report["status"] == "passed" and not report["failures"]
+    on_disk = json.loads((out / "report.json").read_text())
+    assert on_disk["status"] == "passed"
+    assert len(on_disk["input_hashes"]) == 8 * len(cfg.period.years)
+    assert all(len(h) == 64 for h in on_disk["input_hashes"].values())
+    assert (out / "report.html").read_text().count("pass") >= 8 * 6
+    summary = pd.read_csv(out / "daily_summary.csv")
+    assert len(summary) == 8 * cfg.period.n_days  # one row per day per variable
+    # swvl1's permanent NaN sea is excluded from the NaN share
+    assert summary.loc[summary.variable == "swvl1", "nan_share"].max() == 0.0
+
+
+def test_missing_variable(broken):
+    cfg, err = broken
+    (f,) = _failures(err, "tp", "readable")
+    assert "tp_2011.nc" in f["file"] and "'tp' not found" in f["message"]
+
+
+def test_unknown_units(broken):
+    cfg, err = broken
+    (f,) = _failures(err, "d2m", "units")
+    assert "d2m_2011.nc" in f["file"] and "furlongs" in f["message"]
+
+
+def test_missing_and_duplicated_day(broken):
+    cfg, err = broken
+    (gap,) = _failures(err, "t2m", "time_complete")
+    assert gap["dates"] == ["2011-03-10"] and "t2m_2011.nc" in gap["file"]
+    (dup,) = _failures(err, "t2m", "time_unique")
+    assert dup["dates"] == ["2011-06-01"]
+    (gx_dup,) = _failures(err, "t2m", "expect_column_values_to_be_unique")
+    assert {o["date"] for o in gx_dup["offending"]} == {"2011-06-01"}
+
+
+def test_nan_burst_over_land(broken):
+    cfg, err = broken
+    (f,) = _failures(err, "swvl1", "expect_column_values_to_be_between")
+    assert f["message"].startswith("nan_share")
+    assert {o["date"] for o in f["offending"]} == {"2011-07-04", "2011-07-05"}
+    assert all(o["value"] > 0 for o in f["offending"]) and "swvl1_2011.nc" in f["file"]
+
+
+def test_out_of_range_value(broken):
+    cfg, err = broken
+    fails = _failures(err, "u10", "expect_column_values_to_be_between")
+    assert [(o["date"], o["value"]) for f in fails for o in f["offending"]] == [("2011-02-02", 99.0)]
+
+
+def test_truncated_netcdf(broken):
+    cfg, err = broken
+    (f,) = _failures(err, "sp", "readable")
+    assert "sp_2011.nc" in f["file"]
+
+
+def test_failure_writes_report_and_blocks_downstream(broken):
+    cfg, err = broken
+    report = json.loads(Path(err.report).read_text())
+    assert report["status"] == "failed" and len(report["failures"]) == len(err.failures)
+    for name in ("tp_2011.nc", "furlongs", "2011-03-10", "2011-07-04", "sp_2011.nc"):
+        assert name in str(err)  # the short human summary names them
+    from soilcast.data.regrid import regrid_all
+
+    with pytest.raises(DataError, match="failed validation"):
+        regrid_all(cfg)
+    assert not Path(cfg.paths.interim_dir).exists()
+
+
+def test_period_outside_the_data(clean, tmp_path):
+    cfg, _ = clean
+    t2m = next(v for v in cfg.to_dict()["variables"] if v["name"] == "t2m")
+    moved = small_config(Path(cfg.paths.raw_dir).parents[1], {
+        "variables": [t2m],  # one input keeps this run short
+        "period": {"start": "2009-12-20"},
+        "split": {"train_years": [2009, 2009], "val_years": [2010, 2011], "test_years": [2012, 2012]},
+        "validate": {"report_dir": str(tmp_path / "report")},
+    })
+    with pytest.raises(DataValidationError) as err:
+        run_validation(moved)
+    missing = [f for f in err.value.failures if f["check"] == "file_present"]
+    assert len(missing) == 2 and all("2009" in f["file"] for f in missing)
+    # the clean report of the other config is untouched
+    assert json.loads((Path(cfg.validate_.report_dir) / "report.json").read_text())["status"] == "passed"
+
+
+def test_valid_time_and_scalar_coords_accepted(tmp_path):
+    cfg = small_config(tmp_path)
+    write_raw(cfg, time_name="valid_time")
+    from soilcast.data.readers import open_source
+
+    src = open_source(source_path(cfg, cfg.variables[0], 2011), cfg.variables[0])
+    assert src.data.dims == ("time", "lat", "lon") and set(src.data.coords) == {"time", "lat", "lon"}
+    # tp is stamped at the next day's 00 UTC; the reader labels the day it belongs to
+    assert src.raw_times[0] == pd.Timestamp("2011-01-02") and src.data.time.values[0] == np.datetime64("2011-01-01")
+
+
+def test_cli_exits_nonzero_with_summary(broken, tmp_path):
+    from typer.testing import CliRunner
+
+    from soilcast.cli import app
+    from soilcast.config import save_config
+
+    cfg, _ = broken
+    t2m = next(v for v in cfg.to_dict()["variables"] if v["name"] == "t2m")
+    cfg = small_config(Path(cfg.paths.raw_dir).parents[1], {  # one input keeps this run short
+        "variables": [t2m], "validate": {"report_dir": str(tmp_path / "report")}})
+    save_config(cfg, tmp_path / "params.yaml")
+    res = CliRunner().invoke(app, ["validate", "--params", str(tmp_path / "params.yaml")])
+    assert res.exit_code != 0
+    out = res.output + (res.stderr if hasattr(res, "stderr") else "")
+    assert "data validation failed" in out and "t2m_2011.nc" in out and "2011-03-10" in out
