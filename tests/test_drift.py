@@ -46,6 +46,21 @@ def test_window_keeps_only_the_last_requests_and_reports_mean_shift():
     assert stats[("input", "t2m")]["psi"] < 0.25
 
 
+def test_vectorised_binning_matches_the_exporter_convention():
+    from soilcast.export.drift_reference import bin_proportions
+
+    rng = np.random.default_rng(5)
+    ref = _reference(rng)
+    x = np.stack([rng.normal(300, 12, (3, 2, 10, 10)),
+                  np.where(rng.random((3, 2, 10, 10)) < 0.5, rng.gamma(0.8, 6, (3, 2, 10, 10)), 0.0)], -1)
+    x[0, -1, 0, 0, 0] = np.nan
+    s = summarise(ref, x, None, np.arange(100))
+    for i, d in enumerate(ref.inputs):
+        newest = x[:, -1, ..., i]
+        np.testing.assert_allclose(s.counts[i] / s.n[i], bin_proportions(newest, d.edges))
+        assert s.n[i] == np.isfinite(newest).sum()
+
+
 def test_reference_shape_errors_name_the_variable():
     with pytest.raises(ValueError, match="'t2m'.*3 edges and 3 proportions"):
         DriftReference.from_json({"t2m": {"edges": [0, 1, 2], "proportions": [0.3, 0.3, 0.4],
@@ -59,7 +74,7 @@ def test_monitor_never_blocks_the_request_path():
     rng = np.random.default_rng(1)
     ref, gate, dropped = _reference(rng), threading.Event(), []
     monitor = DriftMonitor(window=2, sample_cells=8, epsilon=1e-4, seed=0,
-                           publish=lambda *a: gate.wait(), on_drop=lambda: dropped.append(1))
+                           publish=lambda *a: gate.wait(), on_drop=lambda: dropped.append(1), interval=0.01)
     x = rng.normal(295, 8, (1, 2, 4, 4, 2))
     mask = np.ones((4, 4), bool)
     results = [monitor.submit(1, ref, mask, x, None) for _ in range(6)]
@@ -71,11 +86,12 @@ def test_monitor_never_blocks_the_request_path():
 
 def test_sampling_caps_cells_per_request():
     ref = _reference(np.random.default_rng(2))
-    monitor = DriftMonitor(window=4, sample_cells=5, epsilon=1e-4, seed=0, publish=lambda *a: None)
+    monitor = DriftMonitor(window=4, sample_cells=5, epsilon=1e-4, seed=0, publish=lambda *a: None,
+                           interval=0.01)
     mask = np.ones((6, 6), bool)
     monitor.submit(1, ref, mask, np.full((1, 3, 6, 6, 2), 295.0), None)
     assert monitor.flush(10)
-    assert monitor._windows[1]._n[0] == 3 * 5  # 3 days x 5 sampled cells
+    assert monitor._windows[1]._n[0] == 5  # the newest day of the window x 5 sampled cells
     monitor.stop()
 
 

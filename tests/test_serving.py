@@ -264,7 +264,7 @@ def test_proxy_mode_forwards_and_still_records_drift(served):
             np.testing.assert_array_equal(y, direct.predict(x))
         proxy.drift.flush(10)
         samples = scrape(proxy.metrics_port)
-        assert metric(samples, "soilcast_drift_window_requests") == 1
+        assert metric(samples, "soilcast_drift_window_requests") == 2  # one per forecast window
         assert (("soilcast_drift_psi", (("kind", "input"), ("variable", "t2m"))) in samples)
 
 

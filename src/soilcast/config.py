@@ -254,6 +254,7 @@ class Serving(_Strict):
     psi_bins: int = Field(ge=2)
     psi_epsilon: float = Field(gt=0, lt=1)
     drift_sample_cells: int = Field(ge=1)
+    drift_interval_seconds: float = Field(gt=0)
     shutdown_grace_seconds: float = Field(ge=0)
 
 

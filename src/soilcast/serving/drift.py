@@ -10,10 +10,11 @@ Two statistics per variable, over a sliding window of the most recent requests:
 - standardised mean shift ``(mean_live - mean_ref) / std_ref``.
 
 Inputs are judged over mask cells only (NaN outside the mask is the store's convention),
-predictions over their finite cells. To stay off the request path the gateway hands each
-request to :class:`DriftMonitor`, a bounded queue drained by one background thread; each
-request is summarised by a fixed random subset of ``drift_sample_cells`` mask cells, so the
-cost per request does not grow with the grid.
+predictions over their finite cells; the window counts forecast windows (batch elements),
+each represented by its newest day. To stay off the request path the gateway hands each
+request to :class:`DriftMonitor`, a bounded queue drained every ``drift_interval_seconds``
+by one background thread in a single vectorised batch; each window is summarised by a fixed
+random subset of ``drift_sample_cells`` mask cells, so the cost does not grow with the grid.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ from typing import Any
 
 import numpy as np
 
-from soilcast.export.drift_reference import bin_index
 
 log = logging.getLogger("soilcast.serving.drift")
 
@@ -99,38 +99,57 @@ def psi(live_counts: np.ndarray, reference: np.ndarray, epsilon: float) -> float
 
 @dataclass
 class _Summary:
-    """Sufficient statistics of one request: bin counts, sums and counts per series."""
+    """Sufficient statistics of one forecast window: bin counts, sums and counts per series."""
 
     counts: np.ndarray  # [series, bins]
     sums: np.ndarray  # [series]
     n: np.ndarray  # [series]
 
 
-def summarise(
-    ref: DriftReference, x: np.ndarray, y: np.ndarray | None, cells: np.ndarray
-) -> _Summary:
-    """Summarise one request: ``x`` [B, L, H, W, C], ``y`` [B, H, W], flat ``cells`` to use."""
+def summarise_batch(
+    ref: DriftReference, xs: list[np.ndarray], ys: list[np.ndarray | None], cells: np.ndarray
+) -> list[_Summary]:
+    """One summary per forecast window in the requests ``xs`` ([B, L, H, W, C] each) and
+    their predictions ``ys`` ([B, H, W] or None), over the flat ``cells``.
+
+    Only the newest day of each window counts: consecutive daily forecasts share L-1 days, so
+    counting whole windows would weigh each day L times. A value's bin is the number of
+    interior edges at or below it, i.e. the exporter's ``bin_index`` convention. Everything is
+    vectorised over windows and series, so a batch costs a handful of numpy calls.
+    """
     dists = ref.distributions
-    n_bins = max(d.proportions.size for d in dists)
-    counts = np.zeros((len(dists), n_bins))
-    sums, n = np.zeros(len(dists)), np.zeros(len(dists))
-    b, l, h, w, c = x.shape
-    xs = x.reshape(b, l, h * w, c)[:, :, cells, :]
-    series = [xs[..., i] for i in range(c)]
-    if ref.prediction is not None and y is not None:
-        series.append(np.asarray(y).reshape(b, h * w)[:, cells])
-    for i, (dist, values) in enumerate(zip(dists, series)):
-        v = values[np.isfinite(values)].astype(np.float64)
-        counts[i, : dist.proportions.size] = np.bincount(
-            bin_index(v, dist.edges), minlength=dist.proportions.size
-        )
-        sums[i], n[i] = v.sum(), v.size
-    return _Summary(counts, sums, n)
+    n_series, nb = len(dists), max(d.proportions.size for d in dists)
+    newest = np.concatenate([np.asarray(x[:, -1]) for x in xs])  # [K, H, W, C]
+    k, h, w, c = newest.shape
+    values = np.full((n_series, k, cells.size), np.nan, np.float32)
+    values[:c] = newest.reshape(k, h * w, c)[:, cells, :].transpose(2, 0, 1)
+    if ref.prediction is not None:
+        for row, (x, y) in zip(np.cumsum([0] + [len(x) for x in xs]), zip(xs, ys)):
+            if y is not None:
+                values[c, row : row + len(x)] = np.asarray(y).reshape(len(x), h * w)[:, cells]
+    finite = np.isfinite(values)
+    idx = np.zeros(values.shape, np.int32)
+    interior = np.full((n_series, nb - 1), np.inf)  # series with fewer bins never reach the rest
+    for i, d in enumerate(dists):
+        interior[i, : d.edges.size - 2] = d.edges[1:-1]
+    for j in range(nb - 1):
+        idx += values >= interior[:, j, None, None]
+    idx += (np.arange(n_series)[:, None] * k + np.arange(k)[None, :])[:, :, None] * nb
+    counts = np.bincount(idx[finite], minlength=n_series * k * nb).reshape(n_series, k, nb)
+    sums = np.where(finite, values, 0.0).sum(axis=-1, dtype=np.float64)  # [S, K]
+    n = finite.sum(axis=-1)
+    return [_Summary(counts[:, i].astype(float), sums[:, i], n[:, i].astype(float)) for i in range(k)]
+
+
+def summarise(ref: DriftReference, x: np.ndarray, y: np.ndarray | None, cells: np.ndarray) -> _Summary:
+    """The summed statistics of all windows in one request (see :func:`summarise_batch`)."""
+    parts = summarise_batch(ref, [x], [y], cells)
+    return _Summary(sum(p.counts for p in parts), sum(p.sums for p in parts), sum(p.n for p in parts))
 
 
 @dataclass
 class DriftWindow:
-    """Running totals over the last ``size`` request summaries."""
+    """Running totals over the last ``size`` forecast windows."""
 
     ref: DriftReference
     size: int
@@ -175,24 +194,32 @@ Publisher = Callable[[int, dict[tuple[str, str], dict[str, float]], int], None]
 class DriftMonitor:
     """Background drift computation: ``submit`` is O(1) and never blocks the request.
 
-    Windows are kept per model version (each has its own reference); the publisher is called
-    with the newest version's statistics, i.e. the drift of what "stable" serves.
+    The worker wakes every ``interval`` seconds and summarises everything queued in one
+    vectorised batch, so the per-request cost (and its GIL time, which is what would slow
+    the request threads) shrinks with traffic. The queue holds at most ``window`` requests,
+    as only the newest ``window`` windows matter; requests arriving while it is full are
+    skipped and counted (``on_drop``). Windows are kept per model version (each has its own
+    reference); ``publish`` gets the newest version's statistics, i.e. what "stable" serves.
     """
 
     def __init__(self, window: int, sample_cells: int, epsilon: float, seed: int,
-                 publish: Publisher, on_drop: Callable[[], None] | None = None) -> None:
+                 publish: Publisher, on_drop: Callable[[], None] | None = None,
+                 interval: float = 1.0) -> None:
+        if interval <= 0:
+            raise ValueError(f"drift interval must be positive, got {interval}")
         self.window, self.sample_cells, self.epsilon, self.seed = window, sample_cells, epsilon, seed
+        self.interval = interval
         self._publish, self._on_drop = publish, on_drop
         self._queue: queue.Queue = queue.Queue(maxsize=window)
         self._windows: dict[int, DriftWindow] = {}
         self._cells: dict[tuple[int, bytes], np.ndarray] = {}
-        self._stop = threading.Event()
+        self._stop, self._wake = threading.Event(), threading.Event()
         self._thread = threading.Thread(target=self._run, name="soilcast-drift", daemon=True)
         self._thread.start()
 
     def submit(self, version: int, ref: DriftReference, mask: np.ndarray,
                x: np.ndarray, y: np.ndarray | None) -> bool:
-        """Queue one request for drift; drop (and count) it when the worker lags behind."""
+        """Queue one request for drift; skip (and count) it when the queue is full."""
         try:
             self._queue.put_nowait((version, ref, mask, x, y))
             return True
@@ -202,7 +229,7 @@ class DriftMonitor:
             return False
 
     def flush(self, timeout: float) -> bool:
-        """Wait until every queued request is summarised (tests, benchmarks, shutdown)."""
+        """Summarise everything queued now and wait for it (tests, benchmarks, shutdown)."""
         done = threading.Event()
 
         def waiter() -> None:
@@ -210,11 +237,12 @@ class DriftMonitor:
             done.set()
 
         threading.Thread(target=waiter, daemon=True).start()
+        self._wake.set()
         return done.wait(timeout)
 
     def stop(self) -> None:
         self._stop.set()
-        self._queue.put(None)
+        self._wake.set()
         self._thread.join()
 
     def stats(self, version: int) -> dict[tuple[str, str], dict[str, float]]:
@@ -231,23 +259,40 @@ class DriftMonitor:
             self._cells[key] = cells
         return self._cells[key]
 
+    def _drain(self) -> list[tuple]:
+        items = []
+        while True:
+            try:
+                items.append(self._queue.get_nowait())
+            except queue.Empty:
+                return items
+
     def _run(self) -> None:
         while not self._stop.is_set():
-            item = self._queue.get()
+            self._wake.wait(self.interval)
+            self._wake.clear()
+            items = self._drain()
             try:
-                if item is not None:
-                    self._process(*item)
+                self._process(items)
             except Exception:  # a bad summary must never kill monitoring
-                log.exception("drift: could not summarise a request")
+                log.exception("drift: could not summarise %d requests", len(items))
             finally:
-                self._queue.task_done()
+                for _ in items:
+                    self._queue.task_done()
 
-    def _process(self, version: int, ref: DriftReference, mask: np.ndarray,
-                 x: np.ndarray, y: np.ndarray | None) -> None:
-        win = self._windows.get(version)
-        if win is None or win.ref is not ref:
-            win = self._windows[version] = DriftWindow(ref, self.window, self.epsilon)
-        win.add(summarise(ref, x, y, self._sample(version, mask)))
-        newest = max(self._windows)
-        if version == newest:
-            self._publish(version, win.stats(), len(win))
+    def _process(self, items: list[tuple]) -> None:
+        groups: dict[tuple[int, int], list[tuple]] = {}
+        for item in items:
+            groups.setdefault((item[0], id(item[1])), []).append(item)
+        for group in groups.values():
+            version, ref, mask = group[0][:3]
+            win = self._windows.get(version)
+            if win is None or win.ref is not ref:
+                win = self._windows[version] = DriftWindow(ref, self.window, self.epsilon)
+            for summary in summarise_batch(ref, [g[3] for g in group], [g[4] for g in group],
+                                           self._sample(version, mask)):
+                win.add(summary)
+        if items:
+            newest = max(self._windows)
+            win = self._windows[newest]
+            self._publish(newest, win.stats(), len(win))

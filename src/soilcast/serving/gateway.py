@@ -327,8 +327,8 @@ class Gateway:
         self.max_bytes = s.max_message_mb * MiB
         self.telemetry = Telemetry()
         self.drift = DriftMonitor(s.drift_window, s.drift_sample_cells, s.psi_epsilon, cfg.seed,
-                                  self.telemetry.publish_drift,
-                                  self.telemetry.drift_dropped.inc) if drift else None
+                                  self.telemetry.publish_drift, self.telemetry.drift_dropped.inc,
+                                  s.drift_interval_seconds) if drift else None
         self.repo: ModelRepository | None = None
         if upstream:
             self.backend: Any = ProxyBackend(upstream, cfg.paths.models_dir, s.model_name, self.max_bytes)

@@ -92,14 +92,16 @@ def _save_graph(path: Path, shape: tuple[int, ...], mask: np.ndarray, variables:
 def write_standin(version_dir: Path, *, seq_len: int, lat: np.ndarray, lon: np.ndarray,
                   mask: np.ndarray, variables: list[str], units: dict[str, str], psi_bins: int,
                   offset: float = 0.0, seed: int = 0, lead_days: int = 1,
-                  reference_samples: int = 200) -> Path:
+                  reference_values: int = 500_000) -> Path:
     """Write a stand-in version atomically (the directory appears complete or not at all)."""
     from soilcast.io.atomic import atomic_path
 
     version_dir = Path(version_dir)
     h, w = mask.shape
     rng = np.random.default_rng(seed)
-    train = synthetic_meteo(rng, (reference_samples, seq_len, h, w), variables, mask)
+    # enough windows for ~reference_values mask values per variable, however big the grid
+    n_windows = max(2, reference_values // (seq_len * max(int(mask.sum()), 1)))
+    train = synthetic_meteo(rng, (n_windows, seq_len, h, w), variables, mask)
     # a NaN offset makes a deliberately broken version; its reference stays well defined
     pred = standin_numpy(train, mask, variables, offset if np.isfinite(offset) else 0.0)
     reference = {v: distribution(train[..., c][:, :, mask], psi_bins, units.get(v, ""))

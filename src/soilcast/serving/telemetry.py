@@ -42,10 +42,10 @@ class Telemetry:
         self.mean_shift = Gauge("soilcast_drift_mean_shift",
                                 "(window mean - reference mean) / reference std",
                                 ["kind", "variable"], registry=r)
-        self.window = Gauge("soilcast_drift_window_requests", "Requests in the drift window",
+        self.window = Gauge("soilcast_drift_window_requests", "Forecast windows (batch elements) in the drift window",
                             registry=r)
         self.drift_dropped = Counter("soilcast_drift_dropped",
-                                     "Requests skipped by drift monitoring (worker busy)", registry=r)
+                                     "Requests skipped by drift monitoring (queue full)", registry=r)
         self.model = Info("soilcast_model", "The newest serving model version", registry=r)
         self.loaded = Gauge("soilcast_model_loaded", "1 when at least one model version serves",
                             registry=r)
