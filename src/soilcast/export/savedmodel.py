@@ -189,6 +189,21 @@ def serving_same_model(models_dir: Path, fingerprint: dict[str, Any]) -> int | N
     return version if served == fingerprint else None
 
 
+def rolled_back_same_model(models_dir: Path, fingerprint: dict[str, Any]) -> int | None:
+    """A rolled-back version holding exactly this model: an operator withdrew it, so a
+    re-run of the pipeline must not quietly push it again."""
+    from soilcast.export.versions import ROLLED_BACK, read_metadata
+
+    root = Path(models_dir) / ROLLED_BACK
+    for d in sorted(root.iterdir(), reverse=True) if root.is_dir() else []:
+        try:
+            if d.name.isdigit() and read_metadata(d).get("fingerprint") == fingerprint:
+                return int(d.name)
+        except (FileNotFoundError, ValueError):
+            continue
+    return None
+
+
 def _read_json(path: Path, what: str) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: {what} not found")
@@ -196,7 +211,12 @@ def _read_json(path: Path, what: str) -> dict[str, Any]:
 
 
 def export_blessed(cfg: Config) -> Path | None:
-    """Export, validate and publish the gate's winner; None (and a 'skipped' record) if not blessed."""
+    """Export, validate and publish the gate's winner.
+
+    Returns the version directory, or None with a 'skipped' record in export.json when the
+    gate did not bless or the model was rolled back earlier. Re-exporting the model the
+    newest version already serves is a no-op that returns that version.
+    """
     from soilcast.data.store import open_tensors
     from soilcast.evaluation.gate import blessing_path
     from soilcast.export import infra, versions
@@ -225,6 +245,14 @@ def export_blessed(cfg: Config) -> Path | None:
             "version": same, "path": str(models_dir / str(same)),
         })
         return models_dir / str(same)
+    withdrawn = rolled_back_same_model(models_dir, fingerprint)
+    if withdrawn is not None:
+        atomic_write_json(export_json_path(cfg), {
+            "status": f"skipped: this model was rolled back as version {withdrawn}", "model": name,
+            "version": None, "path": None,
+            "hint": f"retrain, or delete {models_dir / versions.ROLLED_BACK / str(withdrawn)} to allow it again",
+        })
+        return None
     model = load_physical_model(cfg, name)
     version = versions.next_version(models_dir)
     metadata = build_metadata(cfg, tensors, name, version, metrics[name]["overall"], record)
