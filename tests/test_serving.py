@@ -366,3 +366,32 @@ def test_forecast_cli_writes_cf_netcdf_png_and_basin_means(tiny_cfg, synthetic_s
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     west = float(np.nanmean(direct[t.basin_id == 1]))
     assert f"{west:.4f}" in run.output
+
+
+def test_gateway_serves_a_savedmodel_written_by_the_exporter(tiny_cfg, synthetic_store):
+    """Contract check against the real writer (soilcast.export.savedmodel), not the stand-in."""
+    import json
+
+    from soilcast.data.store import open_tensors
+    from soilcast.export import savedmodel
+    from soilcast.export.drift_reference import drift_reference
+    from tests.test_export import physical_stub
+
+    cfg, t = tiny_cfg, open_tensors(synthetic_store)
+    model = physical_stub(cfg, t.mask)
+    meta = savedmodel.build_metadata(cfg, t, "stub", 1, {"rmse": 0.02})
+    savedmodel.write_savedmodel(model, cfg.paths.models_dir / "1", cfg, meta,
+                                {savedmodel.DRIFT_JSON: json.dumps(drift_reference(cfg, t))})
+    i = t.time.get_loc(np.datetime64("2013-03-01"))
+    x = t.X[i - cfg.window.seq_len + 1 : i + 1][None]
+    with gateway(cfg) as gw, client(gw) as c:
+        y = c.predict(x)
+        md = c.metadata()
+        assert gw.drift.flush(30)
+        samples = scrape(gw.metrics_port)
+    expected = np.asarray(model(x, training=False))
+    np.testing.assert_allclose(y, expected, rtol=1e-6)
+    assert np.isnan(y[0][~t.mask]).all() and np.isfinite(y[0][t.mask]).all()
+    assert md["model"] == "stub" and md["grid"]["lat"] == pytest.approx(list(t.lat))
+    assert metric(samples, "soilcast_model_info", model="stub", name="soilcast", version="1") == 1
+    assert metric(samples, "soilcast_drift_window_requests") == 1
