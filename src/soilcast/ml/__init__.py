@@ -1,0 +1,1 @@
+"""Machine-learning code: windows, scaling, models, training."""
