@@ -264,8 +264,25 @@ def test_proxy_mode_forwards_and_still_records_drift(served):
             np.testing.assert_array_equal(y, direct.predict(x))
         proxy.drift.flush(10)
         samples = scrape(proxy.metrics_port)
+        assert metric(samples, "soilcast_model_loaded") == 1  # mirrored from upstream's status
+        assert metric(samples, "soilcast_model_info", model="standin", name="soilcast", version="1") == 1
         assert metric(samples, "soilcast_drift_window_requests") == 2  # one per forecast window
         assert (("soilcast_drift_psi", (("kind", "input"), ("variable", "t2m"))) in samples)
+
+
+def test_proxy_with_upstream_down_reports_no_model_and_unavailable(served):
+    import socket
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        dead = f"127.0.0.1:{sock.getsockname()[1]}"
+    with gateway(served.cfg, upstream=dead) as proxy:
+        assert metric(scrape(proxy.metrics_port), "soilcast_model_loaded") == 0
+        with client(proxy) as c, pytest.raises(grpc.RpcError) as err:
+            c.predict(meteo(served.cfg, np.random.default_rng(13)))
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE and dead in err.value.details()
+        assert metric(scrape(proxy.metrics_port), "soilcast_requests_total",
+                      method="Predict", code="UNAVAILABLE") == 1
 
 
 def _self_signed(tmp_path: Path) -> tuple[Path, Path]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from concurrent import futures
 from pathlib import Path
@@ -226,6 +227,17 @@ class ProxyBackend:
     def metadata(self, request: Any, timeout: float | None):
         return self._forward(self.predict_stub.GetModelMetadata, request, timeout)
 
+    def upstream_versions(self, timeout: float) -> list[int]:
+        """Versions the upstream reports AVAILABLE ([] when none or unreachable)."""
+        req = get_model_status_pb2.GetModelStatusRequest()
+        req.model_spec.name = self.model_name
+        try:
+            resp = self.model_stub.GetModelStatus(req, timeout=timeout)
+        except grpc.RpcError as err:
+            log.warning("proxy: upstream %s status: %s %s", self.upstream, err.code().name, err.details())
+            return []
+        return sorted(s.version for s in resp.model_version_status if s.state == State.AVAILABLE)
+
     def status(self, request: Any, timeout: float | None):
         return self._forward(self.model_stub.GetModelStatus, request, timeout)
 
@@ -336,6 +348,7 @@ class Gateway:
             self.repo = ModelRepository(cfg.paths.models_dir, s.poll_seconds, self._on_model_event)
             self.backend = EmbeddedBackend(self.repo, s.model_name)
         self.server: grpc.Server | None = None
+        self._watcher: threading.Thread | None = None
         self.grpc_port = self.metrics_port = 0
 
     def _on_model_event(self, event: str, version: int, detail: str) -> None:
@@ -367,8 +380,7 @@ class Gateway:
         if self.repo is not None:
             self.repo.start()
         else:
-            self.telemetry.model_state({"model": "upstream", "name": s.model_name,
-                                        "version": "upstream " + str(self.upstream)}, 1)
+            self._watch_upstream()
         server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=s.max_workers, thread_name_prefix="soilcast-grpc"),
             interceptors=[SizeLimit(self.max_bytes, self.telemetry, self._hint())],
@@ -391,6 +403,25 @@ class Gateway:
         self.server = server
         return self
 
+    def _publish_upstream_state(self) -> None:
+        versions = self.backend.upstream_versions(timeout=self.cfg.serving.poll_seconds)
+        info = self.backend.info(versions[-1]) if versions else None
+        model = str(info.metadata.get("model", "")) if info else ""
+        self.telemetry.model_state({"model": model, "name": self.cfg.serving.model_name,
+                                    "version": str(versions[-1])} if versions else None, len(versions))
+
+    def _watch_upstream(self) -> None:
+        """Proxy mode: mirror TF Serving's loaded versions into model_loaded / model_info."""
+        self._publish_upstream_state()
+        self._watch_stop = threading.Event()
+
+        def loop() -> None:
+            while not self._watch_stop.wait(self.cfg.serving.poll_seconds):
+                self._publish_upstream_state()
+
+        self._watcher = threading.Thread(target=loop, name="soilcast-upstream-status", daemon=True)
+        self._watcher.start()
+
     @property
     def target(self) -> str:
         return f"{self.host}:{self.grpc_port}"
@@ -403,6 +434,9 @@ class Gateway:
             self.server = None
         if self.repo is not None:
             self.repo.stop()
+        if self._watcher is not None:
+            self._watch_stop.set()
+            self._watcher.join()
         if self.drift is not None:
             self.drift.stop()
         self.telemetry.close()
