@@ -141,3 +141,14 @@ def test_flop_formula():
     assert convlstm_flops(1, 1, 2, 1, 1, 1, skip_first_recurrent=False) == 2 * (2 * 4 + 2 * 4)
     # the method's hidden layer: 2*H*W*9*4F*(T*Cin + (T-1)*F)
     assert convlstm_flops(32, 32, 7, 64, 64, 3) == 2 * 32 * 32 * 9 * 256 * (7 * 64 + 6 * 64)
+
+
+def test_hook_selects_fast_layer_by_config(tmp_path):
+    from tests.conftest import tiny_config
+
+    from soilcast.ml.models.convlstm import convlstm_layer_class
+
+    on = tiny_config(tmp_path, {"models": {"convlstm": {"fast_kernel": True}}})
+    off = tiny_config(tmp_path, {"models": {"convlstm": {"fast_kernel": False}}})
+    assert convlstm_layer_class(on) is FastConvLSTM2D
+    assert convlstm_layer_class(off) is keras.layers.ConvLSTM2D
