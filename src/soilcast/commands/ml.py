@@ -2,4 +2,44 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+import typer
+
 from soilcast.cli import app, pipeline_app, ParamsOpt, _cfg, _fail  # noqa: F401
+
+
+@app.command("train")
+def train(
+    model: str = typer.Option(..., "--model", "-m", help="Network: convlstm, lstm, gru, fc or cnn_td."),
+    params: Path = ParamsOpt,
+    fresh: bool = typer.Option(False, "--fresh", help="Ignore an interrupted run's checkpoints."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Train one network; resumes an interrupted run from its last epoch checkpoint."""
+    from soilcast.config import NETWORKS
+
+    cfg = _cfg(params)
+    if model not in NETWORKS:
+        _fail(f"--model must be one of {', '.join(NETWORKS)} (got {model!r})", 2)
+    from soilcast.ml.train import train_model
+
+    try:
+        out = train_model(cfg, model, resume=not fresh, verbose=0 if quiet else "auto")
+    except (FileNotFoundError, ValueError) as err:
+        _fail(str(err))
+    from soilcast.ml.distribute import get_distribution
+
+    dist = get_distribution()
+    if not dist.is_chief:  # the chief writes the artifacts
+        typer.echo(f"{model}: worker {dist.worker_index} done")
+        return
+    rec = json.loads((out / "record.json").read_text())
+    val = rec["val"]
+    typer.echo(
+        f"{model}: {rec['epochs']} epochs, {rec['wall_time_s']:.0f} s -> {out}\n"
+        f"  validation forecast MSE (scaled): {model} {val[model]['forecast_mse']:.4g}, "
+        f"persistence {val['persistence']['forecast_mse']:.4g}, "
+        f"climatology {val['climatology']['forecast_mse']:.4g}"
+    )

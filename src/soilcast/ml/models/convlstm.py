@@ -1,0 +1,31 @@
+"""The paper's ConvLSTM, exactly: four ConvLSTM2D(64, 3x3, same, return_sequences) each
+followed by BatchNormalization, then ConvLSTM2D(1, 3x3, same, return_sequences) with the
+layer's default ``tanh`` (hence the target is scaled into ``cfg.scaling.target_range``)."""
+
+from __future__ import annotations
+
+import keras
+
+from soilcast.config import Config
+
+
+def convlstm_layer_class(cfg: Config) -> type:
+    """The ConvLSTM2D implementation to use (a hook: a faster drop-in may be chosen here)."""
+    if cfg.models.convlstm.fast_kernel:
+        from soilcast.ml.models.fast_convlstm import FastConvLSTM2D
+
+        return FastConvLSTM2D
+    return keras.layers.ConvLSTM2D
+
+
+def build_convlstm(cfg: Config, input_shape: tuple) -> keras.Model:
+    p = cfg.models.convlstm
+    Layer = convlstm_layer_class(cfg)
+    k = (p.kernel_size, p.kernel_size)
+    inputs = keras.Input(shape=input_shape, name="inputs")
+    x = inputs
+    for i in range(1, p.n_hidden_layers + 1):
+        x = Layer(p.filters, k, padding="same", return_sequences=True, name=f"convlstm_{i}")(x)
+        x = keras.layers.BatchNormalization(name=f"batchnorm_{i}")(x)
+    out = Layer(1, k, padding="same", return_sequences=True, dtype="float32", name="convlstm_out")(x)
+    return keras.Model(inputs, out, name="convlstm")

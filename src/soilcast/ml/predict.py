@@ -1,0 +1,167 @@
+"""Forecasts in physical units: the one graph shared by evaluation and serving.
+
+:func:`physical_model` wraps a trained network between its scaling and un-scaling:
+``meteo`` [b, L, H, W, 7] (canonical units, NaN allowed outside the mask) -> scaled, zeroed
+outside the mask -> network -> last (forecast) step -> m3/m3 -> NaN outside the mask ->
+``soil_moisture`` [b, H, W]. The scaling constants and the mask are part of the graph
+(layer configs), so the exported SavedModel needs nothing else.
+
+:func:`predict_split` runs it (or a reference forecast) over every window of a split.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import pandas as pd
+from keras import ops
+
+import soilcast.ml.losses  # noqa: F401  (registers custom objects for loading)
+import soilcast.ml.models.layers  # noqa: F401
+from soilcast.config import NETWORKS, REFERENCES, Config
+from soilcast.ml.models.references import Climatology, persistence
+from soilcast.ml.scaling import Scaler, mask_fill
+from soilcast.ml.windows import SplitName, gather, split_ends
+
+try:  # the faster ConvLSTM2D drop-in, if a saved model uses it
+    import soilcast.ml.models.fast_convlstm  # noqa: F401
+except ImportError:  # pragma: no cover
+    pass
+
+PKG = "soilcast"
+
+
+class _Scaled(keras.layers.Layer):
+    """Base: carries the scaler and mask in its config (constants of the graph)."""
+
+    def __init__(self, scaling: dict[str, Any], mask: list, **kwargs: Any) -> None:
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        self.scaling, self.mask_list = dict(scaling), mask
+        self.scaler = Scaler.from_dict(scaling)
+        self.mask = np.asarray(mask, dtype=bool)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "scaling": self.scaling, "mask": self.mask_list}
+
+
+@keras.saving.register_keras_serializable(package=PKG)
+class ScaleMeteo(_Scaled):
+    """[b, L, H, W, C] physical -> standardised, 0 outside the mask (NaN cannot leak)."""
+
+    def call(self, x: Any) -> Any:
+        return mask_fill(self.scaler.scale_inputs(x, ops), ops.convert_to_tensor(self.mask), 0.0, ops)
+
+
+@keras.saving.register_keras_serializable(package=PKG)
+class ScaleSoilMoisture(_Scaled):
+    """[b, L, H, W] m3/m3 -> [b, L, H, W, 1] in the target range, 0 outside the mask."""
+
+    def call(self, y: Any) -> Any:
+        ys = ops.expand_dims(self.scaler.scale_target(y, ops), -1)
+        return mask_fill(ys, ops.convert_to_tensor(self.mask), 0.0, ops)
+
+
+@keras.saving.register_keras_serializable(package=PKG)
+class ForecastToPhysical(_Scaled):
+    """[b, L, H, W, 1] scaled window -> [b, H, W] m3/m3 of the last step, NaN outside."""
+
+    def call(self, ys: Any) -> Any:
+        y = self.scaler.unscale_target(ops.cast(ys[:, -1, :, :, 0], "float32"), ops)
+        return ops.where(ops.convert_to_tensor(self.mask), y, ops.full_like(y, float("nan")))
+
+    def compute_output_shape(self, s: tuple) -> tuple:
+        return (s[0], s[2], s[3])
+
+
+def run_files(cfg: Config, name: str) -> dict[str, Path]:
+    d = Path(cfg.paths.artifacts_dir) / "train" / name
+    return {k: d / f for k, f in (("dir", ""), ("model", "model.keras"), ("scaling", "scaling.json"),
+                                  ("grid", "grid.json"), ("record", "record.json"))}
+
+
+def load_network(cfg: Config, name: str) -> keras.Model:
+    path = run_files(cfg, name)["model"]
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no trained model (run `soilcast train --model {name}`)")
+    return keras.saving.load_model(path, compile=False)
+
+
+def physical_model(cfg: Config, name: str) -> keras.Model:
+    """Trained network ``name`` wrapped from physical inputs to physical forecasts."""
+    files = run_files(cfg, name)
+    grid = json.loads(files["grid"].read_text())
+    scaling = Scaler.load(files["scaling"]).to_dict()
+    net = load_network(cfg, name)
+    L, (H, W), mask = grid["seq_len"], np.asarray(grid["mask"]).shape, grid["mask"]
+    meteo = keras.Input(shape=(L, H, W, len(grid["variables"])), name="meteo", dtype="float32")
+    inputs = [meteo]
+    x = ScaleMeteo(scaling, mask, name="scale_meteo")(meteo)
+    if grid["antecedent_soil_moisture"]:
+        sm = keras.Input(shape=(L, H, W), name="antecedent_soil_moisture", dtype="float32")
+        inputs.append(sm)
+        x = keras.layers.Concatenate(axis=-1, dtype="float32", name="with_soil_moisture")(
+            [x, ScaleSoilMoisture(scaling, mask, name="scale_soil_moisture")(sm)])
+    y = ForecastToPhysical(scaling, mask, name="soil_moisture")(net(x))
+    return keras.Model(inputs if len(inputs) > 1 else meteo, y, name=f"soilcast_{name}")
+
+
+@dataclass(frozen=True)
+class Forecasts:
+    pred: np.ndarray  # [N, H, W] m3/m3, NaN outside the mask
+    obs: np.ndarray  # [N, H, W] m3/m3, NaN outside the mask
+    valid_time: pd.DatetimeIndex  # forecast (lead) dates
+    init_time: pd.DatetimeIndex  # last input day of each window
+    mask: np.ndarray  # [H, W] bool
+    lat: np.ndarray
+    lon: np.ndarray
+    basin_id: np.ndarray  # [H, W] int32, 0 outside
+    model: str = ""
+
+
+def predict_split(cfg: Config, name: str, split: SplitName = "test") -> Forecasts:
+    """Forecasts of ``name`` (5 networks, persistence, climatology) for every window of
+    ``split``; all models share the same windows, so their scores are comparable."""
+    from soilcast.ml.train import load_tensors
+
+    if name not in NETWORKS + REFERENCES:
+        raise ValueError(f"unknown model {name!r}; expected one of {list(NETWORKS + REFERENCES)}")
+    t = load_tensors(cfg)
+    L, lead = cfg.window.seq_len, cfg.window.lead_days
+    ends = split_ends(cfg, t.time, split)
+    if name == "persistence":
+        pred = persistence(t.Y[..., 0], ends)
+    elif name == "climatology":
+        pred = Climatology.from_config(cfg, t.Y, t.time).predict(t.time[ends + lead])
+    else:
+        pred = _network_forecasts(cfg, name, t, ends)
+    pred = np.where(t.mask, pred, np.nan).astype(np.float32)
+    return Forecasts(
+        pred=pred,
+        obs=np.asarray(t.Y[ends + lead, ..., 0], dtype=np.float32),
+        valid_time=t.time[ends + lead],
+        init_time=t.time[ends],
+        mask=t.mask,
+        lat=t.lat,
+        lon=t.lon,
+        basin_id=t.basin_id,
+        model=name,
+    )
+
+
+def _network_forecasts(cfg: Config, name: str, t: Any, ends: np.ndarray) -> np.ndarray:
+    pm = physical_model(cfg, name)
+    L, b = cfg.window.seq_len, cfg.training.batch_size
+    with_sm = cfg.window.antecedent_soil_moisture
+    out = []
+    for i in range(0, len(ends), b):
+        e = ends[i : i + b]
+        meteo = gather(t.X, e, -L + 1, L).astype(np.float32)
+        x = [meteo, gather(t.Y[..., 0], e, -L + 1, L).astype(np.float32)] if with_sm else meteo
+        out.append(np.asarray(pm.predict_on_batch(x)))
+    return np.concatenate(out)
