@@ -132,3 +132,9 @@ def test_apply_mask_nan_outside():
     assert out.dtype == np.float32
     assert np.isnan(out[:, ~mask]).all() and not np.isnan(out[:, mask]).any()
     assert np.isnan(apply_mask(np.ones((2, 2)), mask)[~mask]).all()
+
+
+def test_apply_mask_in_place():
+    mask = np.array([[True, False]])
+    x = np.ones((2, 1, 2, 3), dtype=np.float32)
+    assert apply_mask(x, mask, copy=False) is x and np.isnan(x[:, 0, 1]).all()

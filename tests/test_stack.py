@@ -105,3 +105,33 @@ def test_stack_rejects_grid_mismatch(stacked, tmp_path):
     shutil.copytree(stacked.paths.interim_dir, cfg.paths.interim_dir)
     with pytest.raises(DataError, match="grid differs"):
         stack_tensors(cfg)
+
+
+def test_tiny_demo_prepared(prepared_tiny):
+    """The real demo generator through all four stages (shared session fixture)."""
+    cfg = prepared_tiny
+    t = open_tensors(cfg.paths.processed)
+    assert t.X.shape == (cfg.period.n_days, *cfg.grid.shape, 7) and t.Y.shape[-1] == 1
+    assert t.mask.any() and np.array_equal(t.mask, t.basin_id > 0)
+    assert not np.isnan(t.X[:, t.mask]).any() and np.isnan(t.X[:, ~t.mask]).all()
+    assert len(t.attrs["input_hashes"]) == 8 * len(cfg.period.years) + 1
+    inside = {name: t.X[:, t.mask, k] for k, name in enumerate(t.variables)}
+    assert inside["tp"].min() >= 0 and 150 < inside["t2m"].mean() < 330 and 500 < inside["sp"].mean() < 1100
+    assert 0 <= np.nanmin(t.Y) and np.nanmax(t.Y) <= 0.8
+    for name in ("monsoon.png", "dry.png"):
+        assert (Path(cfg.paths.artifacts_dir) / "plots" / "inputs" / name).is_file()
+
+
+def test_dvc_wiring_basins_and_grid():
+    """Basins edits rerun clip + stack only; grid edits rerun regrid onwards, not validate."""
+    import yaml
+
+    stages = yaml.safe_load((Path(__file__).parents[1] / "dvc.yaml").read_text())["stages"]
+    for name in ("validate", "regrid"):
+        assert not any("basins" in str(d) for d in stages[name]["deps"] + stages[name]["params"])
+        assert "data/raw" not in stages[name]["deps"]
+    assert "grid" not in stages["validate"]["params"]
+    for name in ("regrid", "clip", "stack"):
+        assert "grid" in stages[name]["params"]
+    assert "basins" in stages["clip"]["params"] and "data/raw/basins" in stages["clip"]["deps"]
+    assert {"data/interim/regridded", "data/interim/mask.nc"} <= set(stages["stack"]["deps"])

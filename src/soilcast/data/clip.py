@@ -149,9 +149,12 @@ def load_mask(cfg: Config) -> tuple[np.ndarray, np.ndarray, dict[int, str], dict
     return mask, bid, names, hashes
 
 
-def apply_mask(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """NaN outside ``mask``; ``values`` is [..., H, W] or [..., H, W, C] with mask [H, W]."""
-    out = np.array(values, dtype=np.float32, copy=True)
+def apply_mask(values: np.ndarray, mask: np.ndarray, copy: bool = True) -> np.ndarray:
+    """NaN outside ``mask``; ``values`` is [..., H, W] or [..., H, W, C] with mask [H, W].
+
+    ``copy=False`` masks a float32 array in place (the stack stage's large blocks).
+    """
+    out = np.array(values, dtype=np.float32, copy=copy or values.dtype != np.float32)
     if out.shape[-2:] == mask.shape:
         out[..., ~mask] = np.nan
     elif out.shape[-3:-1] == mask.shape:

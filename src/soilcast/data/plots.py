@@ -36,6 +36,8 @@ def plot_inputs(cfg: Config, date: str | dt.date, out: Path) -> Path:
     from soilcast.io.atomic import atomic_path
 
     day = pd.Timestamp(date)
+    if not Path(cfg.paths.processed).exists():
+        raise DataError(f"{cfg.paths.processed}: tensor store not found (run 'soilcast stack')")
     with xr.open_zarr(cfg.paths.processed, consolidated=None) as ds:
         if day not in pd.DatetimeIndex(ds["time"].values):
             raise DataError(f"{date}: not in the tensor store's period {cfg.period.start}..{cfg.period.end}")

@@ -61,13 +61,19 @@ def overlap_weights(src: np.ndarray, tgt: np.ndarray, spherical: bool) -> np.nda
     return np.where(hi > lo, f(hi) - f(lo), 0.0)
 
 
+def _apply(wy: np.ndarray, wx: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """(T, Ny, Nx) -> (T, Ty, Tx) as two large GEMMs (tensordot), not T small ones."""
+    tmp = np.tensordot(values, wy, axes=([1], [1]))  # (T, Nx, Ty)
+    return np.tensordot(tmp, wx, axes=([1], [1]))  # (T, Ty, Tx)
+
+
 def conservative(values: np.ndarray, src_lat, src_lon, lat, lon) -> np.ndarray:
     """Area-weighted mean of source cells over each target cell, ignoring NaN sources."""
     wy = overlap_weights(np.asarray(src_lat), lat, spherical=True)
     wx = overlap_weights(np.asarray(src_lon), lon, spherical=False)
     valid = ~np.isnan(values)
-    num = wy @ np.where(valid, values, 0.0) @ wx.T
-    den = wy @ valid.astype(np.float64) @ wx.T
+    num = _apply(wy, wx, np.where(valid, values, 0.0))
+    den = _apply(wy, wx, valid.astype(np.float64))
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
 

@@ -14,6 +14,7 @@ mask cell with no valid day at all is an error under either rule.
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -92,7 +93,7 @@ def _block(das, names: list[str], sl: slice, fills: dict, mask: np.ndarray) -> n
         for (i, j), series in fills.get(name, {}).items():
             a[:, i, j] = series[sl]
         arrays.append(a)
-    return apply_mask(np.stack(arrays, axis=-1), mask)
+    return apply_mask(np.stack(arrays, axis=-1), mask, copy=False)
 
 
 def stack_tensors(cfg: Config, plots: bool = True) -> Path:
@@ -118,7 +119,10 @@ def stack_tensors(cfg: Config, plots: bool = True) -> Path:
     }
     step = cfg.preprocess.time_chunk_days
     out = Path(cfg.paths.processed)
-    with atomic_path(out) as tmp:
+    with atomic_path(out) as tmp, warnings.catch_warnings():
+        # zarr 3 warns that string coords and consolidated metadata are not in the v3 spec;
+        # the store is read back by xarray/zarr-python only.
+        warnings.filterwarnings("ignore", message=".*(Zarr V3 specification|Consolidated metadata).*")
         for k, sl in enumerate(_blocks(len(days), step)):
             X = _block(das, cfg.variable_names, sl, fills, mask)
             Y = _block(das, [cfg.target.name], sl, fills, mask)
