@@ -39,7 +39,7 @@ def validate(config: str, raw: Input[Dataset], report: Output[Artifact]):
     from soilcast.pipeline import runtime
 
     cfg = runtime.step_config(config, raw_dir=raw.path, report_dir=report.path)
-    report.metadata.update(runtime.metadata(run_validation(cfg)))
+    report.metadata.update(runtime.validation_summary(run_validation(cfg)))
 
 
 def regrid(config: str, raw: Input[Dataset], report: Input[Artifact],

@@ -20,7 +20,7 @@ def evaluate(config: str, tensors: Input[Dataset], models: Input[List[Model]],
                               artifacts_dir=str(arts))
     result = run_evaluate(cfg)
     runtime.publish(arts / "eval", evaluation.path)
-    values = runtime.scalars(result)
+    values = runtime.overall_metrics(result)
     for key, value in sorted(values.items()):
         metrics.log_metric(key, value)
     runtime.write_metrics_file(metrics.path, values)
@@ -28,14 +28,16 @@ def evaluate(config: str, tensors: Input[Dataset], models: Input[List[Model]],
     evaluation.metadata["models"] = sorted(runs)
 
 
-def gate(config: str, evaluation: Input[Artifact], models: Input[List[Model]],
+def gate(config: str, tensors: Input[Dataset], evaluation: Input[Artifact],
+         models: Input[List[Model]],
          min_skill_vs_climatology: float, max_regression: float, serving_models_dir: str,
          blessing: Output[Artifact], candidate: Output[Model]
          ) -> NamedTuple("GateOutputs", blessed=bool, winner=str):
     """Bless the best network if it beats climatology and the served champion.
 
     The champion is read from ``serving_models_dir`` (the TF Serving model repository); when
-    empty there is no champion. The winner's run folder is passed on as ``candidate``.
+    empty there is no champion; otherwise the champion is re-scored on ``tensors``. The
+    winner's run folder is passed on as ``candidate``.
     """
     from collections import namedtuple
 
@@ -45,13 +47,15 @@ def gate(config: str, evaluation: Input[Artifact], models: Input[List[Model]],
     arts = runtime.stage_artifacts(runtime.scratch_dir("artifacts"), subdirs=[evaluation.path])
     thresholds = {"gate": {"min_skill_vs_climatology": min_skill_vs_climatology,
                            "max_regression": max_regression}}
-    cfg = runtime.step_config(config, artifacts_dir=str(arts),
-                              models_dir=serving_models_dir or None, overrides=thresholds)
+    cfg = runtime.step_config(config, processed=runtime.tensors_store(tensors.path),
+                              artifacts_dir=str(arts), models_dir=serving_models_dir or None,
+                              overrides=thresholds)
     result = run_gate(cfg)
     runtime.publish(arts / "gate", blessing.path)
-    blessing.metadata.update(runtime.metadata(result))
+    blessing.metadata.update(runtime.gate_summary(result))
     winner = str(result.get("winner") or "")
     runs = runtime.train_runs([m.path for m in models])
+    runtime.ensure_dir(candidate.path)  # an output must exist even when nothing won
     if winner in runs:
         runtime.publish(runs[winner], candidate.path, name=f"train/{winner}")
         candidate.metadata["model_name"] = winner

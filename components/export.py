@@ -13,6 +13,7 @@ def export(config: str, tensors: Input[Dataset], candidate: Input[Model],
     With ``serving_models_dir`` set, the version is pushed into that model repository (the
     one TF Serving polls) and copied into the Model artifact for lineage.
     """
+    import json
     from pathlib import Path
 
     from soilcast.export.savedmodel import export_blessed
@@ -30,6 +31,8 @@ def export(config: str, tensors: Input[Dataset], candidate: Input[Model],
     if serving_models_dir:
         runtime.publish(version_dir, own_repo)
     model.metadata.update(runtime.describe_tree(version_dir))
+    model.metadata["export"] = runtime.metadata(
+        json.loads((arts / "export" / "export.json").read_text()))
     model.metadata["version"] = int(version_dir.name)
     model.metadata["version_dir"] = str(version_dir)
     model.metadata["winner"] = candidate.metadata.get("model_name", "")

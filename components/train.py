@@ -16,11 +16,10 @@ def train(config: str, tensors: Input[Dataset], model_name: str, model: Output[M
     cfg = runtime.step_config(config, processed=runtime.tensors_store(tensors.path),
                               artifacts_dir=model.path)
     run_dir = train_model(cfg, model_name)
-    record = json.loads((run_dir / "record.json").read_text())
-    model.metadata.update(runtime.metadata(record))
+    meta, values = runtime.train_summary(json.loads((run_dir / "record.json").read_text()))
+    model.metadata.update(meta)
     model.metadata["model_name"] = model_name
     model.metadata["tensors_sha256"] = tensors.metadata.get("sha256", "")
-    values = runtime.scalars(record)
     for key, value in sorted(values.items()):
         metrics.log_metric(key, value)
     runtime.write_metrics_file(metrics.path, values)

@@ -19,7 +19,7 @@ Compile with ``soilcast pipeline compile`` (writes pipelines/soilcast_pipeline.y
 # No `from __future__ import annotations`: KFP reads the annotations as real types.
 import sys
 from pathlib import Path
-from typing import Any, Callable, Dict
+from typing import Any, Callable, Dict, List
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # the components package lives at the repository root
@@ -61,6 +61,21 @@ def build_pipeline(raw: Dict[str, Any]) -> Callable:
     cfg = config_from_dict(raw)
     c = make_components(cfg.pipeline.image)
     d = pipeline_arguments(raw)
+
+    @dsl.pipeline(name="train-networks", description="One GPU training task per network.")
+    def train_networks(config: str, tensors: Input[Dataset], models: list) -> List[Model]:
+        # A sub-DAG, so that `config` enters the loop as a DAG input: kfp's local runner
+        # replaces task-output parameters inside a ParallelFor with the loop item.
+        with dsl.ParallelFor(models) as model_name:
+            trained = (
+                c.train(config=config, tensors=tensors, model_name=model_name)
+                .set_display_name("train")
+                .set_accelerator_type(GPU_RESOURCE)
+                .set_accelerator_limit(1)
+                .set_cpu_request(cfg.pipeline.cpu_request)
+                .set_memory_request(cfg.pipeline.memory_request)
+            )
+        return dsl.Collected(trained.outputs["model"])
 
     @dsl.pipeline(name="publish-if-blessed", description="Export only a blessed candidate.")
     def publish(blessed: bool, config: str, tensors: Input[Dataset], candidate: Input[Model],
@@ -107,19 +122,10 @@ def build_pipeline(raw: Dict[str, Any]) -> Callable:
         stacked = c.stack(config=config, regridded=regridded.outputs["regridded"],
                           mask=mask.outputs["mask"])
         tensors = stacked.outputs["tensors"]
-        with dsl.ParallelFor(models) as model_name:
-            trained = (
-                c.train(config=config, tensors=tensors, model_name=model_name)
-                .set_display_name("train")
-                .set_accelerator_type(GPU_RESOURCE)
-                .set_accelerator_limit(1)
-                .set_cpu_request(cfg.pipeline.cpu_request)
-                .set_memory_request(cfg.pipeline.memory_request)
-            )
-        scored = c.evaluate(config=config, tensors=tensors,
-                            models=dsl.Collected(trained.outputs["model"]))
-        gate = c.gate(config=config, evaluation=scored.outputs["evaluation"],
-                      models=dsl.Collected(trained.outputs["model"]),
+        trained = train_networks(config=config, tensors=tensors, models=models)
+        scored = c.evaluate(config=config, tensors=tensors, models=trained.output)
+        gate = c.gate(config=config, tensors=tensors, evaluation=scored.outputs["evaluation"],
+                      models=trained.output,
                       min_skill_vs_climatology=min_skill_vs_climatology,
                       max_regression=max_regression, serving_models_dir=serving_models_dir,
                       ).set_caching_options(False)

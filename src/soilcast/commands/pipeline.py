@@ -28,6 +28,17 @@ def _arguments(pairs: Optional[list[str]]) -> dict[str, Any]:
     return out
 
 
+def _checked(pairs: Optional[list[str]], params: Path) -> dict[str, Any]:
+    """Arguments typed and checked against the pipeline's parameters (from params)."""
+    from soilcast.pipeline.build import coerce_arguments, load_raw
+
+    try:
+        return coerce_arguments(_arguments(pairs), load_raw(params))
+    except ValueError as err:
+        _fail(str(err))
+        raise  # unreachable: _fail exits
+
+
 def _package(package: Optional[Path]) -> Path:
     from soilcast.pipeline.build import default_compiled
 
@@ -68,7 +79,11 @@ def run_local_cmd(
 
     _cfg(params)
     extra = None if full else (read_params(overrides) if overrides else tiny_overrides())
-    result = run_local(params, out, overrides=extra, arguments=_arguments(arg), cache=cache)
+    try:
+        args = _checked(arg, params)
+    except ValueError as err:
+        _fail(str(err))
+    result = run_local(params, out, overrides=extra, arguments=args, cache=cache)
     typer.echo(f"pipeline finished in {result.seconds:.0f}s; outputs under {result.pipeline_root}")
     if result.version_dir is None:
         typer.echo(f"not blessed: nothing exported (model repository {result.serving_models_dir})")
@@ -92,7 +107,7 @@ def submit_cmd(
     cfg = _cfg(params)
     try:
         done = submit(host, _package(package), experiment or cfg.pipeline.experiment,
-                      arguments=_arguments(arg), run_name=run_name, namespace=namespace)
+                      arguments=_checked(arg, params), run_name=run_name, namespace=namespace)
     except ScheduleError as err:
         _fail(str(err))
     typer.echo(f"submitted run {done.run_id} in experiment {done.experiment}")
@@ -115,7 +130,7 @@ def schedule_cmd(
     cfg = _cfg(params)
     try:
         done = schedule(host, _package(package), cron, experiment or cfg.pipeline.experiment,
-                        job_name=name, pipeline_name="soilcast", arguments=_arguments(arg),
+                        job_name=name, pipeline_name="soilcast", arguments=_checked(arg, params),
                         namespace=namespace)
     except ScheduleError as err:
         _fail(str(err))

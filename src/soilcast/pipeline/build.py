@@ -99,3 +99,23 @@ __all__ = [
     "pipeline_module",
     "repo_root",
 ]
+
+
+def coerce_arguments(arguments: dict[str, Any], raw: dict[str, Any]) -> dict[str, Any]:
+    """Check pipeline arguments by name and give them the parameter's type.
+
+    ``--arg min_skill_vs_climatology=10`` parses as an int, which KFP refuses for a float
+    parameter; an unknown name would be silently ignored by a cluster, so it fails here.
+    """
+    defaults = pipeline_module().pipeline_arguments(raw)
+    out: dict[str, Any] = {}
+    for name, value in arguments.items():
+        if name not in defaults:
+            raise ValueError(f"unknown pipeline parameter {name!r}; known: {', '.join(sorted(defaults))}")
+        default = defaults[name]
+        if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        elif not isinstance(value, type(default)):
+            raise ValueError(f"pipeline parameter {name}: expected {type(default).__name__}, got {value!r}")
+        out[name] = value
+    return out

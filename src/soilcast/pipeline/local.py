@@ -3,12 +3,15 @@
 Every component runs as a subprocess of the current Python (the venv that has ``soilcast``
 installed), so the run exercises the exact component code a cluster executes, minus
 Kubernetes. Task outputs land under ``<out>/kfp``; with caching on (the default) an unchanged
-step is reused from ``<out>/kfp-cache`` on the next run, as on a cluster. The exported model
-is pushed to ``<out>/models/soilcast/<version>/``, the layout TF Serving polls.
+step is reused from ``<out>/kfp-cache`` on the next run, as on a cluster. On a cluster a new
+image tag invalidates the cache when code changes; locally the image tag gets a hash of the
+package and component sources for the same effect. The exported model is pushed to
+``<out>/models/soilcast/<version>/``, the layout TF Serving polls.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
 import warnings
 from dataclasses import dataclass
@@ -16,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from soilcast.config import deep_merge, read_params
-from soilcast.pipeline.build import load_raw, pipeline_module, repo_root
+from soilcast.pipeline.build import coerce_arguments, load_raw, pipeline_module, repo_root
 
 TINY_OVERRIDES = Path("pipelines/tiny_overrides.yaml")
 
@@ -47,6 +50,18 @@ def _absolute_resources(raw: dict[str, Any], base: Path) -> dict[str, Any]:
     return raw
 
 
+def code_hash() -> str:
+    """Hash of the code a component runs (package + components): the local 'image digest'."""
+    import soilcast
+
+    digest = hashlib.sha256()
+    for root in (Path(soilcast.__file__).parent, repo_root() / "components"):
+        for path in sorted(root.rglob("*.py")):
+            digest.update(path.relative_to(root).as_posix().encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
 def _versions(models_dir: Path) -> set[int]:
     if not models_dir.is_dir():
         return set()
@@ -68,11 +83,12 @@ def run_local(
 
     out = Path(out_dir).resolve()
     raw = _absolute_resources(load_raw(params, overrides), Path(params).resolve().parent)
+    image = f"{raw['pipeline']['image']}-local-{code_hash()}"
+    raw = deep_merge(raw, {"pipeline": {"image": image}})
     module = pipeline_module()
     serving = out / "models" / "soilcast"
     args = {**module.pipeline_arguments(raw), "serving_models_dir": str(serving)}
-    args.update(arguments or {})
-    before = _versions(serving)
+    args.update(coerce_arguments(arguments or {}, raw))
     local.init(
         runner=local.SubprocessRunner(use_venv=False),
         pipeline_root=str(out / "kfp"),
@@ -86,11 +102,12 @@ def run_local(
         warnings.filterwarnings("ignore", message=".*non-Python base image.*")
         task = module.build_pipeline(raw)(**args)
     seconds = time.monotonic() - start
-    new = sorted(_versions(serving) - before)
+    blessed = bool(task.output)
+    latest = max(_versions(serving), default=None)
     return LocalRun(
         pipeline_root=out / "kfp",
         serving_models_dir=serving,
-        blessed=bool(task.output),
-        version_dir=serving / str(new[-1]) if new else None,
+        blessed=blessed,
+        version_dir=serving / str(latest) if blessed and latest is not None else None,
         seconds=seconds,
     )

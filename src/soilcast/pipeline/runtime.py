@@ -268,3 +268,46 @@ def ingest(text: str, raw_uri: str, out_path: str) -> dict[str, Any]:
 def copy_file(src: str | Path, dest: str | Path) -> None:
     Path(dest).parent.mkdir(parents=True, exist_ok=True)
     shutil.copy2(src, dest)
+
+
+def validation_summary(report: dict[str, Any]) -> dict[str, Any]:
+    """The headline of a validation report (the full report is the artifact's file)."""
+    return metadata({
+        "status": report.get("status"),
+        "period": report.get("period"),
+        "n_files": report.get("n_files"),
+        "input_hashes": report.get("input_hashes", {}),
+    })
+
+
+TRAIN_KEYS = ("model", "epochs", "best_epoch", "best_val_loss", "params", "precision",
+              "keras_backend", "wall_time_s", "samples_per_s", "distribution", "data")
+
+
+def train_summary(record: dict[str, Any]) -> tuple[dict[str, Any], dict[str, float]]:
+    """(Model metadata, metrics) from a training record, leaving out its embedded config."""
+    meta = metadata({k: record.get(k) for k in TRAIN_KEYS if k in record})
+    values = scalars({k: record[k] for k in ("best_val_loss", "epochs", "params", "wall_time_s")
+                      if isinstance(record.get(k), (int, float))})
+    values.update(scalars(record.get("val") or {}, prefix="val."))
+    return meta, values
+
+
+def overall_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    """``<model>.<metric>`` over the overall test scores of every evaluated model."""
+    out: dict[str, float] = {}
+    for name, entry in sorted(metrics.items()):
+        if isinstance(entry, dict) and entry.get("status") == "ok":
+            out.update(scalars(entry.get("overall") or {}, prefix=f"{name}."))
+    return out
+
+
+def gate_summary(decision: dict[str, Any]) -> dict[str, Any]:
+    keys = ("blessed", "winner", "primary_metric", "winner_score", "skill_vs_climatology",
+            "champion_score", "relative_change", "thresholds", "reasons", "candidates")
+    return metadata({k: decision.get(k) for k in keys if k in decision})
+
+
+def ensure_dir(path: str | Path) -> Path:
+    Path(path).mkdir(parents=True, exist_ok=True)
+    return Path(path)
