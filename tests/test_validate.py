@@ -80,6 +80,7 @@ def test_clean_data_passes_and_writes_report(clean):
     assert len(on_disk["input_hashes"]) == 8 * len(cfg.period.years)
     assert all(len(h) == 64 for h in on_disk["input_hashes"].values())
     assert (out / "report.html").read_text().count("pass") >= 8 * 6
+    assert (out / "data_docs" / "index.html").is_file()  # GX data docs, built offline
     summary = pd.read_csv(out / "daily_summary.csv")
     assert len(summary) == 8 * cfg.period.n_days  # one row per day per variable
     # swvl1's permanent NaN sea is excluded from the NaN share
@@ -160,13 +161,17 @@ def test_period_outside_the_data(clean, tmp_path):
 
 def test_valid_time_and_scalar_coords_accepted(tmp_path):
     cfg = small_config(tmp_path)
-    write_raw(cfg, time_name="valid_time")
+    spec = cfg.variables[0]
+    stamps, values = field(cfg, spec, 2011, MET_LAT, MET_LON)
+    path = source_path(cfg, spec, 2011)
+    write_var(path, spec.source_name, spec.source_units, stamps, MET_LAT, MET_LON, values, "valid_time")
     from soilcast.data.readers import open_source
 
-    src = open_source(source_path(cfg, cfg.variables[0], 2011), cfg.variables[0])
+    src = open_source(path, spec)
     assert src.data.dims == ("time", "lat", "lon") and set(src.data.coords) == {"time", "lat", "lon"}
     # tp is stamped at the next day's 00 UTC; the reader labels the day it belongs to
     assert src.raw_times[0] == pd.Timestamp("2011-01-02") and src.data.time.values[0] == np.datetime64("2011-01-01")
+    assert np.all(np.diff(src.data.lat) > 0)
 
 
 def test_cli_exits_nonzero_with_summary(broken, tmp_path):

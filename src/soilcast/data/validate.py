@@ -37,11 +37,13 @@ from soilcast.data.readers import (
     unit_token,
 )
 from soilcast.data.store import file_sha256
-from soilcast.io.atomic import atomic_write_json, atomic_write_text
+from soilcast.io.atomic import atomic_path, atomic_write_json, atomic_write_text
 
 REPORT_NAME = "report.json"
 SUMMARY_NAME = "daily_summary.csv"
 HTML_NAME = "report.html"
+DOCS_NAME = "data_docs"  # GX data docs site (index.html), built offline
+DOCS_SITE = "soilcast"
 MAX_LISTED = 10  # offending values/dates quoted per failure in messages
 
 
@@ -151,23 +153,34 @@ def _gx_suite(spec: VariableSpec, max_nan: float):
     return suite
 
 
-def _gx_context():
+def _gx_context(docs_dir: Path):
+    """Ephemeral GX context (no analytics, no network) whose data docs go to ``docs_dir``."""
     os.environ["GX_ANALYTICS_ENABLED"] = "false"
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
     ctx = gx.get_context(mode="ephemeral")
     ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
+    ctx.add_data_docs_site(site_name=DOCS_SITE, site_config={
+        "class_name": "SiteBuilder",
+        "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)},
+        "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+    })
     return ctx
 
 
 def _run_gx(ctx, spec: VariableSpec, table: pd.DataFrame, max_nan: float) -> tuple[list, list]:
     """Validate one variable's summary table; return (failures, raw expectation results)."""
+    import great_expectations as gx
+
     source = ctx.data_sources.add_pandas(f"summary_{spec.name}")
     batch_def = source.add_dataframe_asset(name=spec.name).add_batch_definition_whole_dataframe("all")
     suite = ctx.suites.add(_gx_suite(spec, max_nan))
-    batch = batch_def.get_batch(batch_parameters={"dataframe": table})
-    result = batch.validate(suite, result_format={"result_format": "COMPLETE"}).to_json_dict()
+    vd = ctx.validation_definitions.add(gx.ValidationDefinition(name=f"raw_{spec.name}", data=batch_def, suite=suite))
+    checkpoint = ctx.checkpoints.add(gx.Checkpoint(  # a checkpoint run stores results for data docs
+        name=f"raw_{spec.name}", validation_definitions=[vd], result_format={"result_format": "COMPLETE"}))
+    run = checkpoint.run(batch_parameters={"dataframe": table})
+    result = next(iter(run.run_results.values())).to_json_dict()
     fails = []
     for res in result["results"]:
         if res["success"]:
@@ -208,7 +221,8 @@ def _render_html(report: dict[str, Any]) -> str:
     return (
         "<!doctype html><html><head><meta charset='utf-8'><title>soilcast validation</title></head>"
         f"<body><h1>Raw data validation: {esc(report['status'])}</h1>"
-        f"<p>period {esc(report['period'])}; {report['n_files']} files</p>"
+        f"<p>period {esc(report['period'])}; {report['n_files']} files; "
+        f"great-expectations data docs: <a href='{DOCS_NAME}/index.html'>{DOCS_NAME}/index.html</a></p>"
         "<h2>Failures</h2><table border=1><tr><th>file</th><th>variable</th><th>check</th><th>details</th></tr>"
         f"{rows}</table><h2>Expectation suites (per-day summary tables)</h2>"
         "<table border=1><tr><th>variable</th><th>expectation</th><th>column</th><th>result</th></tr>"
@@ -230,7 +244,10 @@ def run_validation(cfg: Config) -> dict[str, Any]:
     tables: list[pd.DataFrame] = []
     hashes: dict[str, str] = {}
     n_files = 0
-    ctx = _gx_context()
+    import tempfile
+
+    docs_tmp = Path(tempfile.mkdtemp(prefix="gx_docs_"))
+    ctx = _gx_context(docs_tmp)
     expectations: dict[str, list] = {}
     for spec in all_specs(cfg):
         var_tables = []
@@ -256,14 +273,23 @@ def run_validation(cfg: Config) -> dict[str, Any]:
         "expectations": expectations,
         "input_hashes": hashes,
     }
-    _write_report(cfg, report, tables)
+    _write_report(cfg, report, tables, ctx, docs_tmp)
     if failures:
         raise DataValidationError(human_summary(failures), failures, Path(cfg.validate_.report_dir) / REPORT_NAME)
     return report
 
 
-def _write_report(cfg: Config, report: dict[str, Any], tables: list[pd.DataFrame]) -> None:
+def _write_report(cfg: Config, report: dict[str, Any], tables: list[pd.DataFrame], ctx, docs_tmp: Path) -> None:
+    """report.json, daily_summary.csv, report.html and GX data docs (data_docs/index.html)."""
+    import shutil
+
     out = Path(cfg.validate_.report_dir)
+    try:
+        ctx.build_data_docs(site_names=[DOCS_SITE])
+        with atomic_path(out / DOCS_NAME) as tmp:
+            shutil.copytree(docs_tmp, tmp)
+    finally:
+        shutil.rmtree(docs_tmp, ignore_errors=True)
     summary = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
     atomic_write_text(out / SUMMARY_NAME, summary.to_csv(index=False))
     atomic_write_text(out / HTML_NAME, _render_html(report))
