@@ -11,6 +11,7 @@ package and component sources for the same effect. The exported model is pushed 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import time
 import warnings
@@ -50,8 +51,12 @@ def _absolute_resources(raw: dict[str, Any], base: Path) -> dict[str, Any]:
     return raw
 
 
+@functools.lru_cache(maxsize=1)
 def code_hash() -> str:
-    """Hash of the code a component runs (package + components): the local 'image digest'."""
+    """Hash of the code a component runs (package + components): the local 'image digest'.
+
+    Computed once per process, like an image built once: runs from one session share a cache.
+    """
     import soilcast
 
     digest = hashlib.sha256()
@@ -100,6 +105,8 @@ def run_local(
     with warnings.catch_warnings():
         # kfp warns that a non-"python" image name may lack Python; locally it is this venv.
         warnings.filterwarnings("ignore", message=".*non-Python base image.*")
+        # GPU/CPU/memory requests are for the cluster; kfp-local notes that it ignores them.
+        warnings.filterwarnings("ignore", message=".*no effect in the current local runner.*")
         task = module.build_pipeline(raw)(**args)
     seconds = time.monotonic() - start
     blessed = bool(task.output)
