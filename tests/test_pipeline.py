@@ -363,3 +363,87 @@ def test_run_local_exports_a_servable_model_and_a_stricter_gate_exports_nothing(
     # data preparation, training and evaluation came from the cache
     assert not ran & {"ingest", "validate", "regrid", "clip", "stack", "evaluate"}
     assert not any(name.startswith("for-loop") for name in ran)
+
+
+# --------------------------------------------------------------------------------------
+# Runtime helpers the components use to route artifacts through the config.
+
+
+def _params_text(tmp_path: Path) -> str:
+    from soilcast.pipeline.build import load_raw
+    from soilcast.pipeline.runtime import dump_params
+
+    return dump_params(load_raw(PARAMS))
+
+
+def test_step_config_routes_paths_into_artifacts_and_the_rest_into_scratch(tmp_path):
+    from soilcast.pipeline import runtime
+
+    text = _params_text(tmp_path)
+    cfg = runtime.step_config(text, raw_dir=str(tmp_path / "raw"),
+                              artifacts_dir=str(tmp_path / "art"),
+                              overrides={"gate": {"min_skill_vs_climatology": 0.5}})
+    assert cfg.paths.raw_dir == tmp_path / "raw"
+    assert cfg.paths.artifacts_dir == tmp_path / "art"
+    assert cfg.basins.path == tmp_path / "raw" / "basins" / "demo_regions.geojson"
+    assert cfg.gate.min_skill_vs_climatology == 0.5
+    for unrouted in (cfg.paths.interim_dir, cfg.paths.models_dir, cfg.validate_.report_dir):
+        assert Path(unrouted).is_absolute() and "soilcast-step-" in str(unrouted)
+        assert not str(unrouted).startswith(str(REPO))
+
+
+def test_resolved_params_are_validated_and_stable(tmp_path):
+    from soilcast.config import ConfigError
+    from soilcast.pipeline import runtime
+
+    text = _params_text(tmp_path)
+    once = runtime.resolve_params(text, {"training": {"epochs": 1}})
+    assert runtime.resolve_params(once, {}) == once  # same mapping, same bytes
+    assert "\n" not in once  # one line: safe inside kfp's comment header
+    with pytest.raises(ConfigError, match="training.epochs"):
+        runtime.resolve_params(text, {"training": {"epochs": 0}})
+
+
+def test_ingest_copies_a_raw_folder_and_hashes_it(tmp_path):
+    from soilcast.pipeline import runtime
+
+    src = tmp_path / "src"
+    (src / "era5").mkdir(parents=True)
+    (src / "era5" / "tp_2010.nc").write_bytes(b"abc")
+    (src / "basins").mkdir()
+    (src / "basins" / "demo_regions.geojson").write_text("{}")
+    meta = runtime.ingest(_params_text(tmp_path), str(src), str(tmp_path / "out"))
+    assert (tmp_path / "out" / "era5" / "tp_2010.nc").read_bytes() == b"abc"
+    assert meta["n_files"] == 2 and meta["sha256"] == runtime.tree_hash(src)
+    with pytest.raises(FileNotFoundError, match="not a folder"):
+        runtime.ingest(_params_text(tmp_path), str(tmp_path / "missing"), str(tmp_path / "o2"))
+
+
+def test_staged_artifacts_give_stages_the_dvc_layout(tmp_path):
+    from soilcast.pipeline import runtime
+
+    models = []
+    for name in ("fc", "lstm"):
+        run = tmp_path / f"model-{name}" / "train" / name
+        run.mkdir(parents=True)
+        (run / "model.keras").write_text(name)
+        models.append(str(tmp_path / f"model-{name}"))
+    evaluation = tmp_path / "evaluation"
+    (evaluation / "eval").mkdir(parents=True)
+    runs = runtime.train_runs(models)
+    arts = runtime.stage_artifacts(tmp_path / "arts", runs=runs, subdirs=[evaluation])
+    assert (arts / "train" / "lstm" / "model.keras").read_text() == "lstm"
+    assert (arts / "eval").is_dir()
+    with pytest.raises(FileExistsError, match="eval"):
+        runtime.link_children(arts, [evaluation])
+
+
+def test_unknown_or_mistyped_arguments_fail_before_calling_the_server(kfp_stub):
+    host, requests = kfp_stub
+    for bad, why in (("nope=1", "unknown pipeline parameter"), ("epochs=abc", "expected int")):
+        result = CliRunner().invoke(app, [
+            "pipeline", "submit", "--host", host, "--params", str(PARAMS),
+            "--package", str(COMPILED), "--arg", bad,
+        ])
+        assert result.exit_code == 1 and why in result.output
+    assert requests == []
