@@ -22,7 +22,9 @@ with ``R = T - 1`` for our layer (the t=0 recurrent convolution of the zero stat
 and ``R = T`` for the stock layer. A training step costs ``3 * fwd`` (forward, gradient
 w.r.t. inputs, gradient w.r.t. weights). ``flops_per_sample`` is that sum over the five
 layers for our path; GFLOP/s are compared with the measured peak of a large matrix product
-(``n x n`` by ``n x n``, 2 n^3 FLOPs) in float32 and bfloat16 on this machine and backend.
+(``n x n`` by ``n x n``, 2 n^3 FLOPs) in float32 and bfloat16 on this machine and backend,
+both per wall-second and per CPU-second of this process (on a shared machine the CPU-time
+ratio ``ours_fraction_of_peak_cpu_time`` is the one to trust).
 
 Accuracy check (default on, off with ``--quick`` or ``--no-accuracy-check``): both arms start
 from the same weights and train on the same batches of a learnable synthetic task (target
@@ -72,15 +74,15 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--matmul-n", type=int, default=None)
     p.add_argument("--accuracy-check", dest="accuracy", action="store_true", default=None)
     p.add_argument("--no-accuracy-check", dest="accuracy", action="store_false")
-    p.add_argument("--accuracy-steps", type=int, default=12)
+    p.add_argument("--accuracy-steps", type=int, default=8)
     p.add_argument("--out", default=None, help="also write the JSON here")
     a = p.parse_args(argv)
     q = a.quick
     a.size = a.size or (16 if q else 32)
     a.filters = a.filters or (16 if q else None)
     a.hidden_layers = a.hidden_layers or (1 if q else None)
-    a.steps = a.steps or (1 if q else 2)
-    a.repeats = a.repeats or (2 if q else 5)
+    a.steps = a.steps or 1
+    a.repeats = a.repeats or (2 if q else 3)
     a.matmul_n = a.matmul_n or (1024 if q else 2048)
     a.accuracy = (not q) if a.accuracy is None else a.accuracy
     return a
@@ -188,20 +190,27 @@ def _compiled(fn: Any) -> Any:
     return fn
 
 
-def peak_gflops(n: int, dtype: str, repeats: int = 5) -> float:
-    """Best GFLOP/s of an n x n @ n x n product (2 n^3 FLOPs) in ``dtype``."""
+def peak_gflops(n: int, dtype: str, repeats: int = 5) -> tuple[float, float]:
+    """Best (GFLOP/s, GFLOP per CPU-second) of an n x n @ n x n product (2 n^3 FLOPs)."""
     import keras
     import numpy as np
 
     a = keras.ops.convert_to_tensor(np.random.default_rng(0).normal(size=(n, n)), dtype=dtype)
     mm = _compiled(lambda u: keras.ops.sum(keras.ops.cast(keras.ops.matmul(u, u), "float32")))
     float(mm(a))
-    best = min(_timed(lambda: float(mm(a))) for _ in range(repeats))
-    return 2 * n**3 / best / 1e9
+    wall, cpu = [], []
+    for _ in range(repeats):
+        c0 = time.process_time()
+        wall.append(_timed(lambda: float(mm(a))))
+        cpu.append(time.process_time() - c0)
+    return 2 * n**3 / min(wall) / 1e9, 2 * n**3 / min(cpu) / 1e9
 
 
 def _peaks(n: int) -> dict[str, float]:
-    return {"peak_gflops_fp32": peak_gflops(n, "float32"), "peak_gflops_bf16": peak_gflops(n, "bfloat16")}
+    out = {}
+    for tag, dtype in (("fp32", "float32"), ("bf16", "bfloat16")):
+        out[f"peak_gflops_{tag}"], out[f"peak_gflops_per_cpu_s_{tag}"] = peak_gflops(n, dtype)
+    return out
 
 
 def _timed(fn: Any) -> float:
@@ -223,13 +232,17 @@ def accuracy_check(ours_cfg: Any, stock_cfg: Any, shape: tuple[int, ...], steps:
         return float(sum(m.test_on_batch(x, y) for x, y in val) / len(val))
 
     initial = val_loss(stock)
+    curves: dict[str, list[float]] = {"ours": [], "stock": []}
     for x, y in train:
-        ours.train_on_batch(x, y)
-        stock.train_on_batch(x, y)
+        curves["ours"].append(float(ours.train_on_batch(x, y)))
+        curves["stock"].append(float(stock.train_on_batch(x, y)))
     lo, ls = val_loss(ours), val_loss(stock)
     rel = abs(lo - ls) / ls
+    # with few steps BatchNorm's moving statistics lag, so the (inference-mode) validation
+    # loss moves little; the training losses show that the weights did move, identically.
     return {"steps": steps, "initial_val_loss": initial, "ours_val_loss": lo, "stock_val_loss": ls,
-            "relative_difference": rel, "tolerance": ACCURACY_RTOL, "passed": bool(rel <= ACCURACY_RTOL)}
+            "relative_difference": rel, "tolerance": ACCURACY_RTOL, "passed": bool(rel <= ACCURACY_RTOL),
+            "train_loss": curves}
 
 
 def _median_ratio(a: list[float], b: list[float]) -> float:
@@ -286,8 +299,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
     # the machine's load changes: keep the best of a measurement before and after the arms
     result.update({k: max(v, peaks[k]) for k, v in _peaks(args.matmul_n).items()})
-    peak = result["peak_gflops_bf16" if "bfloat16" in result["precision"] else "peak_gflops_fp32"]
-    result["ours_fraction_of_peak"] = result["ours_gflops"] / peak
+    tag = "bf16" if "bfloat16" in result["precision"] else "fp32"
+    result["ours_fraction_of_peak"] = result["ours_gflops"] / result[f"peak_gflops_{tag}"]
+    result["ours_fraction_of_peak_cpu_time"] = (
+        result["ours_gflops_per_cpu_s"] / result[f"peak_gflops_per_cpu_s_{tag}"])
     if args.accuracy:
         result["accuracy_check"] = accuracy_check(ours_cfg, stock_cfg, shape, args.accuracy_steps,
                                                   ours_cfg.seed)
