@@ -29,6 +29,7 @@ def test_convlstm_is_exactly_the_method(tmp_path):
     for layer, (kind, filters) in zip(layers, expected):
         if kind == "bn":
             assert type(layer) is keras.layers.BatchNormalization
+            assert layer.momentum == cfg.models.convlstm.batchnorm_momentum
             continue
         assert type(layer) is convlstm
         assert layer.filters == filters

@@ -168,3 +168,14 @@ def test_multi_worker_training_with_two_local_workers(tmp_path):
     rec = json.loads((cfg.paths.artifacts_dir / "train/fc/record.json").read_text())
     assert rec["distribution"] == {"kind": "multi_worker", "replicas": 2}
     assert not list(cfg.paths.artifacts_dir.glob("train/fc/.worker*"))
+
+
+def test_cli_rejects_an_unknown_model(tiny_cfg, tmp_path):
+    from typer.testing import CliRunner
+
+    from soilcast.cli import app
+
+    params = tmp_path / "params.yaml"
+    save_config(tiny_cfg, params)
+    result = CliRunner().invoke(app, ["train", "--model", "resnet", "--params", str(params)])
+    assert result.exit_code == 2 and "convlstm" in result.output

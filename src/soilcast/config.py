@@ -181,6 +181,7 @@ class ConvLSTMParams(_Strict):
     kernel_size: int = Field(ge=1)
     n_hidden_layers: int = Field(ge=1)
     fast_kernel: bool
+    batchnorm_momentum: float = Field(gt=0, lt=1)  # BN moving-statistics momentum
 
 
 class RecurrentParams(_Strict):

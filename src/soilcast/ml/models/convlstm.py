@@ -26,6 +26,6 @@ def build_convlstm(cfg: Config, input_shape: tuple) -> keras.Model:
     x = inputs
     for i in range(1, p.n_hidden_layers + 1):
         x = Layer(p.filters, k, padding="same", return_sequences=True, name=f"convlstm_{i}")(x)
-        x = keras.layers.BatchNormalization(name=f"batchnorm_{i}")(x)
+        x = keras.layers.BatchNormalization(momentum=p.batchnorm_momentum, name=f"batchnorm_{i}")(x)
     out = Layer(1, k, padding="same", return_sequences=True, dtype="float32", name="convlstm_out")(x)
     return keras.Model(inputs, out, name="convlstm")
