@@ -324,8 +324,12 @@ def _canary(version_dir: Path, tensors_store: Path) -> None:
     t = open_tensors(tensors_store)
     L = meta["seq_len"]
     meteo = np.nan_to_num(t.X[-L:], nan=0.0)[None].astype("float32")  # [1, L, H, W, 7]
+    inputs = {"meteo": tf.constant(meteo)}
+    if meta["antecedent_soil_moisture"]:  # a model trained with past soil moisture takes it too
+        past = np.nan_to_num(t.Y[-L:, ..., 0], nan=0.0)[None].astype("float32")
+        inputs["antecedent_soil_moisture"] = tf.constant(past)
     served = tf.saved_model.load(str(version_dir)).signatures["serving_default"]
-    out = served(meteo=tf.constant(meteo))["soil_moisture"].numpy()
+    out = served(**inputs)["soil_moisture"].numpy()
     assert out.shape == (1, *t.mask.shape)
     assert np.isfinite(out[0][t.mask]).all()
     assert np.isnan(out[0][~t.mask]).all()
