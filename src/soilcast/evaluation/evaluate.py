@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from soilcast.config import NETWORKS, REFERENCES, Config
+from soilcast.contract import ANTECEDENT, OUTPUT
 from soilcast.evaluation.metrics import all_metrics, area_weights, finite_or_none
 
 MONSOON_MONTHS = (6, 7, 8, 9)  # JJAS: the Indian south-west monsoon, by definition
@@ -143,13 +144,9 @@ def leaderboard(metrics: dict[str, Any], primary: str) -> str:
 
 def window_inputs(cfg: Config, tensors: Any, ends: np.ndarray, antecedent: bool) -> dict[str, np.ndarray]:
     """Physical-unit serving inputs for the windows ending at ``ends`` (windows' convention)."""
-    from soilcast.ml.windows import gather
+    from soilcast.contract import serving_inputs
 
-    L = cfg.window.seq_len
-    inputs = {"meteo": gather(tensors.X, ends, -L + 1, L).astype(np.float32)}
-    if antecedent:
-        inputs["antecedent_soil_moisture"] = gather(tensors.Y[..., 0], ends, -L + 1, L).astype(np.float32)
-    return inputs
+    return serving_inputs(tensors.X, tensors.Y, ends, cfg.window.seq_len, antecedent)
 
 
 def score_savedmodel(cfg: Config, version_dir: Path) -> dict[str, float]:
@@ -171,8 +168,8 @@ def score_savedmodel(cfg: Config, version_dir: Path) -> dict[str, float]:
     lead, b = cfg.window.lead_days, cfg.training.batch_size
     preds = []
     for i in range(0, len(ends), b):
-        batch = window_inputs(cfg, block, ends[i : i + b], bool(meta.get("antecedent_soil_moisture")))
-        preds.append(fn(**{k: tf.constant(v) for k, v in batch.items()})["soil_moisture"].numpy())
+        batch = window_inputs(cfg, block, ends[i : i + b], bool(meta.get(ANTECEDENT)))
+        preds.append(fn(**{k: tf.constant(v) for k, v in batch.items()})[OUTPUT].numpy())
     obs = np.asarray(block.Y[ends + lead, ..., 0], dtype=np.float32)
     return finite_or_none(all_metrics(obs, np.concatenate(preds), area_weights(t.lat, t.mask)))
 

@@ -27,14 +27,12 @@ from typing import Any
 import numpy as np
 
 from soilcast.config import Config
+from soilcast.contract import ANTECEDENT, INPUT, OUTPUT
 
 EXTRA = "assets.extra"
 METADATA_JSON = "soilcast_metadata.json"
 DRIFT_JSON = "drift_reference.json"
 CARD_MD = "model_card.md"
-INPUT = "meteo"
-ANTECEDENT = "antecedent_soil_moisture"
-OUTPUT = "soil_moisture"
 
 
 def export_json_path(cfg: Config) -> Path:

@@ -16,9 +16,9 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
+from soilcast.contract import INPUT, OUTPUT, SIGNATURE
 from soilcast.serving.tensors import from_ndarray, to_ndarray
 
-INPUT, OUTPUT, SIGNATURE = "meteo", "soil_moisture", "serving_default"
 DEFAULT_MODEL = "soilcast"
 
 

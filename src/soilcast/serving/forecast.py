@@ -13,10 +13,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from soilcast.contract import ANTECEDENT, INPUT, serving_inputs
 from soilcast.data.store import Tensors
-
-INPUT = "meteo"
-ANTECEDENT = "antecedent_soil_moisture"
 
 
 def input_window(tensors: Tensors, init: dt.date, seq_len: int,
@@ -30,10 +28,7 @@ def input_window(tensors: Tensors, init: dt.date, seq_len: int,
     if t + 1 < seq_len:
         raise ValueError(f"init date {stamp.date()} leaves fewer than seq_len={seq_len} days of "
                          f"history; the first usable date is {tensors.time[seq_len - 1].date()}")
-    out = {INPUT: np.asarray(tensors.X[t - seq_len + 1 : t + 1], np.float32)[None]}
-    if antecedent:
-        out[ANTECEDENT] = np.asarray(tensors.Y[t - seq_len + 1 : t + 1, ..., 0], np.float32)[None]
-    return out
+    return serving_inputs(tensors.X, tensors.Y, [t], seq_len, antecedent)
 
 
 def check_compatible(metadata: dict[str, Any], tensors: Tensors) -> None:
@@ -133,7 +128,7 @@ def run_forecast(cfg: Any, server: str, init: dt.date, outputs: list[Path],
                         max_message_bytes=cfg.serving.max_message_mb << 20) as client:
         meta = client.metadata()
         check_compatible(meta, tensors)
-        window = input_window(tensors, init, int(meta["seq_len"]), bool(meta.get("antecedent_soil_moisture")))
+        window = input_window(tensors, init, int(meta["seq_len"]), bool(meta.get(ANTECEDENT)))
         y = client.predict(window.pop(INPUT), **window)[0]
         version = client.last_version
     lead = int(meta["lead_days"])

@@ -28,13 +28,11 @@ from typing import Any
 
 import numpy as np
 
+from soilcast.contract import ANTECEDENT, INPUT, OUTPUT, SIGNATURE
 from soilcast.serving.drift import DriftReference
 
 log = logging.getLogger("soilcast.serving.models")
 
-SIGNATURE = "serving_default"
-INPUT = "meteo"
-OUTPUT = "soil_moisture"
 EXTRA = "assets.extra"
 METADATA_JSON = "soilcast_metadata.json"
 DRIFT_JSON = "drift_reference.json"
@@ -95,8 +93,8 @@ def read_info(version_dir: Path) -> ModelInfo:
         )
     h, w = mask.shape
     inputs = {INPUT: (seq_len, h, w, len(variables))}
-    if meta.get("antecedent_soil_moisture"):
-        inputs["antecedent_soil_moisture"] = (seq_len, h, w)
+    if meta.get(ANTECEDENT):
+        inputs[ANTECEDENT] = (seq_len, h, w)
     reference = None
     drift_path = version_dir / EXTRA / DRIFT_JSON
     if drift_path.is_file():
