@@ -10,7 +10,7 @@ from kfp.dsl import Artifact, Dataset, Input, Markdown, Metrics, Model, Output
 def evaluate(config: str, tensors: Input[Dataset], models: Input[List[Model]],
              evaluation: Output[Artifact], metrics: Output[Metrics],
              leaderboard: Output[Markdown]):
-    """Score every trained network and the references on the test years."""
+    """Score every trained network and the references on the validation and test years."""
     from soilcast.evaluation.evaluate import evaluate as run_evaluate
     from soilcast.pipeline import runtime
 
@@ -30,10 +30,12 @@ def evaluate(config: str, tensors: Input[Dataset], models: Input[List[Model]],
 
 def gate(config: str, tensors: Input[Dataset], evaluation: Input[Artifact],
          models: Input[List[Model]],
-         min_skill_vs_climatology: float, max_regression: float, serving_models_dir: str,
+         min_skill_vs_climatology: float, min_skill_vs_persistence: float,
+         max_regression: float, serving_models_dir: str,
          blessing: Output[Artifact], candidate: Output[Model]
          ) -> NamedTuple("GateOutputs", blessed=bool, winner=str):
-    """Bless the best network if it beats climatology and the served champion.
+    """Bless the best network (on validation) if it beats climatology, persistence (when it
+    reads soil moisture) and the served champion.
 
     The champion is read from ``serving_models_dir`` (the TF Serving model repository); when
     empty there is no champion; otherwise the champion is re-scored on ``tensors``. The
@@ -46,6 +48,7 @@ def gate(config: str, tensors: Input[Dataset], evaluation: Input[Artifact],
 
     arts = runtime.stage_artifacts(runtime.scratch_dir("artifacts"), subdirs=[evaluation.path])
     thresholds = {"gate": {"min_skill_vs_climatology": min_skill_vs_climatology,
+                           "min_skill_vs_persistence": min_skill_vs_persistence,
                            "max_regression": max_regression}}
     cfg = runtime.step_config(config, processed=runtime.tensors_store(tensors.path),
                               artifacts_dir=str(arts), models_dir=serving_models_dir or None,

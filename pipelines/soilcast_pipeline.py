@@ -48,6 +48,7 @@ def pipeline_arguments(raw: Dict[str, Any]) -> Dict[str, Any]:
         "models": list(cfg.training.models),
         "epochs": cfg.training.epochs,
         "min_skill_vs_climatology": float(cfg.gate.min_skill_vs_climatology),
+        "min_skill_vs_persistence": float(cfg.gate.min_skill_vs_persistence),
         "max_regression": float(cfg.gate.max_regression),
         "overrides": {},
         "raw_uri": "",
@@ -103,6 +104,7 @@ def build_pipeline(raw: Dict[str, Any]) -> Callable:
         models: list = d["models"],
         epochs: int = d["epochs"],
         min_skill_vs_climatology: float = d["min_skill_vs_climatology"],
+        min_skill_vs_persistence: float = d["min_skill_vs_persistence"],
         max_regression: float = d["max_regression"],
         overrides: dict = d["overrides"],
         raw_uri: str = d["raw_uri"],
@@ -127,6 +129,7 @@ def build_pipeline(raw: Dict[str, Any]) -> Callable:
         gate = c.gate(config=config, tensors=tensors, evaluation=scored.outputs["evaluation"],
                       models=trained.output,
                       min_skill_vs_climatology=min_skill_vs_climatology,
+                      min_skill_vs_persistence=min_skill_vs_persistence,
                       max_regression=max_regression, serving_models_dir=serving_models_dir,
                       ).set_caching_options(False)
         publish(blessed=gate.outputs["blessed"], config=config, tensors=tensors,

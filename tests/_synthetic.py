@@ -2,8 +2,8 @@
 
 Soil moisture follows a leaky bucket driven by the generated weather: wetting by rain,
 drying with temperature and radiation, plus a seasonal cycle. So the inputs carry real
-information about the target, persistence is strong, and cells outside the mask are NaN
-exactly as the store contract says. Any grid/period: tests use the tiny 16x16 grid over
+information about the target, persistence is strong, and as the store contract says the
+weather X is real everywhere while the target Y is NaN exactly outside the mask. Any grid/period: tests use the tiny 16x16 grid over
 2010-2013, the timing script the default 31x31 grid over 2010-2019.
 """
 
@@ -52,7 +52,7 @@ def synthetic_dataset(cfg: Config, seed: int = 0) -> xr.Dataset:
     X = np.stack([tp, t2m, d2m, u10, v10, ssrd, sp], axis=-1).astype(np.float32)
     Y = sm[..., None].astype(np.float32)
     mask = synthetic_mask(H, W)
-    X[:, ~mask], Y[:, ~mask] = np.nan, np.nan
+    Y[:, ~mask] = np.nan  # the mask restricts the target only
     basin = np.where(mask, 1 + (np.arange(W)[None, :] >= W // 2), 0).astype(np.int32)
     attrs = {
         "variables": cfg.variable_names,

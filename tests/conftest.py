@@ -28,7 +28,7 @@ TINY: dict[str, Any] = {
     "grid": {"lat_min": 7.5, "lat_max": 37.5, "lon_min": 67.5, "lon_max": 97.5, "res": 2.0},
     "split": {"train_years": [2010, 2011], "val_years": [2012, 2012], "test_years": [2013, 2013]},
     # the method's 7-input contract; tests of the antecedent option switch it on explicitly
-    "window": {"antecedent_soil_moisture": False},
+    "window": {"antecedent_soil_moisture": False, "target": "state"},
     "models": {
         "convlstm": {"filters": 4},
         "lstm": {"units": 4},

@@ -147,7 +147,7 @@ def test_champion_rescoring_matches_in_memory_scores(exported):
     pred = np.asarray(model(window_inputs(cfg, tensors, ends, False)["meteo"]))
     obs = tensors.Y[ends + cfg.window.lead_days, ..., 0]
     want = all_metrics(obs, pred, area_weights(tensors.lat, tensors.mask))
-    got = score_savedmodel(cfg, path)
+    got = score_savedmodel(cfg, path, "test")
     assert got["rmse"] == pytest.approx(want["rmse"], rel=1e-5) and got["n"] == want["n"]
 
 

@@ -1,4 +1,5 @@
-"""Promotion gate: value threshold vs climatology, change threshold vs the served champion."""
+"""Promotion gate: value thresholds vs climatology (and persistence, see test_skill.py) on the
+validation years, change threshold vs the served champion."""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ from soilcast.evaluation.gate import blessing_path, decide, metrics_path, pick_w
 
 
 def _entry(rmse: float, skill: float, kind: str = "network") -> dict:
-    return {"status": "ok", "kind": kind, "overall": {"rmse": rmse, "mae": rmse, "ubrmse": rmse,
-                                                      "skill_vs_climatology": skill}}
+    block = {"rmse": rmse, "mae": rmse, "ubrmse": rmse, "skill_vs_climatology": skill}
+    return {"status": "ok", "kind": kind, "overall": dict(block), "val": dict(block)}
 
 
 def write_metrics(cfg: Config, **models: dict) -> dict:

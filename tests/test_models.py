@@ -63,7 +63,7 @@ def test_per_cell_models_have_no_spatial_context(tiny_cfg):
     x = np.random.default_rng(1).normal(size=(1,) + SHAPE).astype(np.float32)
     x2 = x.copy()
     x2[0, :, 2, 3] += 5.0
-    for name in ("lstm", "gru", "fc"):
+    for name in ("lstm", "gru", "fc"):  # tiny_cfg's state target: random (non-zero) read-outs
         m = build_model(name, tiny_cfg, SHAPE)
         d = np.abs(np.asarray(m.predict_on_batch(x2)) - np.asarray(m.predict_on_batch(x)))[0, ..., 0]
         assert d[:, 2, 3].max() > 0 and np.delete(d.reshape(SHAPE[0], -1), 2 * 6 + 3, axis=1).max() == 0

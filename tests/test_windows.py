@@ -13,6 +13,7 @@ from soilcast.ml.windows import (
     evenly_spaced,
     patch_offsets,
     split_ends,
+    target_of_day,
     window_ends,
 )
 
@@ -26,7 +27,8 @@ def ramp(cfg, H=6, W=5, mask=None) -> Prepared:
     Xs = np.broadcast_to(t, (T, H, W, len(cfg.variables))).copy()
     Ys = np.broadcast_to(1000 + t, (T, H, W, 1)).copy()
     m = np.ones((H, W), bool) if mask is None else mask
-    return Prepared(Xs=Xs, Ys=Ys, weight=m.astype(np.float32), time=TIME)
+    targets = target_of_day(Ys, None, m, None, "state", cfg.window.lead_days)
+    return Prepared(Xs=Xs, Ys=Ys, targets=targets, weight=m.astype(np.float32), time=TIME)
 
 
 def test_target_is_input_shifted_by_lead(tiny_cfg):
@@ -42,6 +44,20 @@ def test_target_is_input_shifted_by_lead(tiny_cfg):
         np.testing.assert_array_equal(y[k, :, 0, 0, 0] - 1000, x[k, :, 0, 0, 0] + lead)
         assert y[k, -1, 0, 0, 0] - 1000 == t + lead  # the forecast step
     assert np.all(y[..., 1] == 1)
+
+
+def test_increment_target_is_the_change_over_lead(tiny_cfg):
+    """window.target: increment -> step s's target is (Y[s+lead] - Y[s]) / scale, 0 outside."""
+    from types import SimpleNamespace
+
+    lead, T = 2, 50
+    y = (np.arange(T, dtype=np.float32) ** 2 / 1000)[:, None, None, None] * np.ones((1, 3, 2, 1), np.float32)
+    mask = np.array([[True, False], [True, True], [False, True]])
+    scaler = SimpleNamespace(scale_increment=lambda d: d / 0.5)
+    out = target_of_day(np.zeros_like(y), y, mask, scaler, "increment", lead)
+    s = np.arange(T - lead)
+    np.testing.assert_allclose(out[: T - lead, 0, 0], ((s + lead) ** 2 - s**2) / 1000 / 0.5, rtol=1e-5)
+    assert np.all(out[:, ~mask] == 0) and np.all(out[T - lead :] == 0)
 
 
 @pytest.mark.parametrize("split", ["train", "val", "test"])

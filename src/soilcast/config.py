@@ -162,11 +162,28 @@ class Window(_Strict):
     seq_len: int = Field(ge=1)
     lead_days: int = Field(ge=1)
     antecedent_soil_moisture: bool
+    # increment: networks predict Y[t+lead] - Y[t] (scaled by its training-years spread) and
+    # the graph adds the last antecedent value back, so a zero output is persistence.
+    # state: networks predict the level itself (the paper's formulation).
+    target: Literal["increment", "state"]
+
+    @model_validator(mode="after")
+    def _increment_needs_antecedent(self) -> "Window":
+        if self.target == "increment" and not self.antecedent_soil_moisture:
+            raise ValueError(
+                "target: increment adds the forecast change to the last observed soil moisture, "
+                "so it needs antecedent_soil_moisture: true (use target: state for the paper's "
+                "weather-only inputs)"
+            )
+        return self
 
 
 class Scaling(_Strict):
     log1p_precip: bool
     target_range: tuple[float, float]
+    # window.target increment: this many training-years standard deviations of the change
+    # map to 1 in the networks' output space
+    increment_sd: float = Field(gt=0)
 
     @model_validator(mode="after")
     def _inside_tanh(self) -> "Scaling":
@@ -208,7 +225,7 @@ class Models(_Strict):
 
 ModelName = Literal["convlstm", "lstm", "gru", "fc", "cnn_td"]
 NETWORKS: tuple[str, ...] = ("convlstm", "lstm", "gru", "fc", "cnn_td")
-REFERENCES: tuple[str, ...] = ("persistence", "climatology")
+REFERENCES: tuple[str, ...] = ("persistence", "climatology", "linear")
 
 
 class Training(_Strict):
@@ -218,9 +235,7 @@ class Training(_Strict):
     steps_per_epoch: int = Field(ge=0)  # 0 = one pass over the split
     validation_steps: int = Field(ge=0)
     learning_rate: float = Field(gt=0)
-    early_stopping_patience: int = Field(ge=1)
-    reduce_lr_patience: int = Field(ge=1)
-    reduce_lr_factor: float = Field(gt=0, lt=1)
+    warmup_steps: int = Field(ge=0)  # linear warm-up, then cosine decay to 0 over the budget
     precision: Literal["float32", "mixed_bfloat16", "mixed_float16"]
     patch_size: int = Field(ge=0)
 
@@ -229,9 +244,18 @@ class Climatology(_Strict):
     window_days: int = Field(ge=1)
 
 
+class LinearReference(_Strict):
+    """Per-cell ridge regression of the target on the last ``lags`` days of every input."""
+
+    lags: int = Field(ge=1)
+    ridge: float = Field(ge=0)
+
+
 class Gate(_Strict):
     primary_metric: Literal["rmse", "mae", "ubrmse"]
     min_skill_vs_climatology: float
+    # enforced whenever the model takes antecedent soil moisture (persistence is then free)
+    min_skill_vs_persistence: float
     max_regression: float = Field(ge=0)
 
 
@@ -284,6 +308,7 @@ class Config(_Strict):
     models: Models
     training: Training
     climatology: Climatology
+    linear_reference: LinearReference
     gate: Gate
     export: Export
     serving: Serving

@@ -2,7 +2,9 @@
 
 The SavedModel's ``serving_default`` takes ``meteo`` [batch, L, H, W, 7] in canonical units
 (and ``antecedent_soil_moisture`` [batch, L, H, W] when the model was trained with it) and
-returns ``soil_moisture`` [batch, H, W]. Kept free of TensorFlow so light clients import it.
+returns ``soil_moisture`` [batch, H, W] (m3/m3, NaN outside the basin mask, within the
+target's physical range). ``meteo`` carries real weather over the whole grid, inside and
+outside the mask. Kept free of TensorFlow and Keras (numpy only) so light clients import it.
 """
 
 from __future__ import annotations
@@ -20,9 +22,13 @@ OUTPUT = "soil_moisture"
 
 def serving_inputs(X: Any, Y: Any, ends: Sequence[int], seq_len: int, antecedent: bool) -> dict[str, np.ndarray]:
     """Physical-unit request tensors for the windows ending (inclusive) at each of ``ends``."""
-    from soilcast.ml.windows import gather
-
-    inputs = {INPUT: gather(X, np.asarray(ends), -seq_len + 1, seq_len).astype(np.float32)}
+    ends = np.asarray(ends)
+    inputs = {INPUT: _windows(X, ends, seq_len)}
     if antecedent:
-        inputs[ANTECEDENT] = gather(Y[..., 0], np.asarray(ends), -seq_len + 1, seq_len).astype(np.float32)
+        inputs[ANTECEDENT] = _windows(Y[..., 0], ends, seq_len)
     return inputs
+
+
+def _windows(arr: Any, ends: np.ndarray, seq_len: int) -> np.ndarray:
+    """[N, seq_len, ...] float32: ``arr[t-seq_len+1 : t+1]`` for each ``t`` in ``ends``."""
+    return np.stack([np.asarray(arr[t - seq_len + 1 : t + 1], dtype=np.float32) for t in ends])

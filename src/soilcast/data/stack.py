@@ -1,9 +1,16 @@
 """Stack the regridded variables and the mask into the tensor store ``tensors.zarr``.
 
-Streams: ``preprocess.time_chunk_days`` days at a time are read from the regridded NetCDFs,
-masked and appended to a zarr store in a temporary directory that is renamed into place
+Streams: ``preprocess.time_chunk_days`` days at a time are read from the regridded NetCDFs
+and appended to a zarr store in a temporary directory that is renamed into place
 at the end, so memory stays flat in the number of years and a failed run leaves the
 previous store intact.
+
+What the mask restricts: only the TARGET ``Y`` is NaN outside the basin mask. The weather
+``X`` keeps its real values over the whole target grid (weather over the sea and the
+neighbouring land is what a spatial model reads upwind). Cells the meteorological source
+does not cover stay NaN in ``X``; the one fill rule for them lives in the model graph
+(:class:`soilcast.ml.scaling.Scaler`: non-finite standardised inputs become 0, the
+training-years mean), so training and serving treat them alike.
 
 NaN inside the mask: ``fill_rule: fail`` raises naming the variables, dates and cells;
 ``nearest_time`` replaces each missing value by the same cell's value on the nearest valid
@@ -86,14 +93,16 @@ def _fills(cfg: Config, das: dict[str, xr.DataArray], mask: np.ndarray) -> dict[
     return {name: _nearest_fill(das[name], h, name) for name, h in hits.items()}
 
 
-def _block(das, names: list[str], sl: slice, fills: dict, mask: np.ndarray) -> np.ndarray:
+def _block(das, names: list[str], sl: slice, fills: dict, mask: np.ndarray | None) -> np.ndarray:
+    """[t, H, W, len(names)] float32; NaN outside ``mask`` when one is given (the target)."""
     arrays = []
     for name in names:
         a = np.asarray(das[name].isel(time=sl).values, dtype=np.float32)
         for (i, j), series in fills.get(name, {}).items():
             a[:, i, j] = series[sl]
         arrays.append(a)
-    return apply_mask(np.stack(arrays, axis=-1), mask, copy=False)
+    block = np.stack(arrays, axis=-1)
+    return block if mask is None else apply_mask(block, mask, copy=False)
 
 
 def stack_tensors(cfg: Config, plots: bool = True) -> Path:
@@ -116,6 +125,7 @@ def stack_tensors(cfg: Config, plots: bool = True) -> Path:
         "basin_names": {str(k): v for k, v in names.items()},
         "input_hashes": dict(sorted(hashes.items())),
         "fill_rule": cfg.preprocess.fill_rule,
+        "masked": "Y only (X keeps real values over the whole grid)",
     }
     step = cfg.preprocess.time_chunk_days
     out = Path(cfg.paths.processed)
@@ -124,7 +134,7 @@ def stack_tensors(cfg: Config, plots: bool = True) -> Path:
         # the store is read back by xarray/zarr-python only.
         warnings.filterwarnings("ignore", message=".*(Zarr V3 specification|Consolidated metadata).*")
         for k, sl in enumerate(_blocks(len(days), step)):
-            X = _block(das, cfg.variable_names, sl, fills, mask)
+            X = _block(das, cfg.variable_names, sl, fills, None)  # weather kept everywhere
             Y = _block(das, [cfg.target.name], sl, fills, mask)
             ds = tensors_dataset(X, Y, mask, basin_id, days[sl], lat, lon, attrs)
             if k == 0:

@@ -4,7 +4,8 @@ Layout (xarray-on-zarr, readable with plain ``zarr.open``):
 ``X`` float32 [time, lat, lon, variable], ``Y`` float32 [time, lat, lon, channel],
 ``mask`` bool [lat, lon], ``basin_id`` int32 [lat, lon]; coordinates ``time``, ``lat``,
 ``lon``; attributes ``variables`` (order), ``units`` (canonical, per variable and target),
-``input_hashes`` and ``target``. NaN exactly outside the mask.
+``input_hashes`` and ``target``. ``Y`` is NaN exactly outside the mask; ``X`` keeps real
+values over the whole grid (NaN only where the source does not cover a cell).
 """
 
 from __future__ import annotations

@@ -1,6 +1,13 @@
-"""Score every model on the test years: overall, per basin and per season, plus plots.
+"""Score every model on the validation and test years: overall, per basin and per season.
 
-All models are scored on the same test windows (``soilcast.ml.predict.predict_split``) over
+Two splits, two purposes: the VALIDATION scores (``val``) are what model selection and the
+gate use; the TEST scores (``overall``, ``seasons``, ``basins``) are for reporting only.
+The references persistence, climatology and linear (a per-cell ridge regression) are scored
+beside every network. A network whose training record does not match the current config
+and tensor store (a leftover of an earlier run) is refused, not scored, and the reason is
+written into metrics.json and the leaderboard.
+
+All models are scored on the same windows (``soilcast.ml.predict.predict_split``) over
 mask cells only, weighted by cos(latitude) so a cell counts by its area. Seasons split the
 forecast (valid) dates into the JJAS south-west monsoon and the rest of the year. Skill
 scores use the two reference forecasts (persistence, training-period climatology), and the
@@ -34,6 +41,21 @@ def is_trained(cfg: Config, name: str) -> bool:
     return (cfg.paths.artifacts_dir / "train" / name / "model.keras").is_file()
 
 
+def stale_reason(cfg: Config, name: str, tensors: Any) -> str | None:
+    """Why the trained run of ``name`` must not be scored, or None when it is current."""
+    from soilcast.ml.train import run_fingerprint
+
+    path = cfg.paths.artifacts_dir / "train" / name / "record.json"
+    if not path.is_file():
+        return f"{path} missing: the run did not finish (rerun `soilcast train --model {name}`)"
+    record = json.loads(path.read_text())
+    if record.get("fingerprint") != run_fingerprint(cfg, name, tensors):
+        return (f"{path.parent / 'model.keras'} was trained with other params or data than the "
+                f"current params.yaml and {cfg.paths.processed} (record fingerprint "
+                f"{str(record.get('fingerprint'))[:12]}); rerun `soilcast train --model {name}`")
+    return None
+
+
 def season_rows(valid_time: Any) -> dict[str, np.ndarray]:
     monsoon = np.isin(np.asarray(valid_time.month), MONSOON_MONTHS)
     return {"monsoon_jjas": monsoon, "rest": ~monsoon}
@@ -53,9 +75,9 @@ def basin_names(cfg: Config, basin_id: np.ndarray) -> dict[int, str]:
 
 
 def score(
-    fc: Any, weights: np.ndarray, clim: Any, pers: Any, basins: dict[int, str]
+    fc: Any, weights: np.ndarray, clim: Any, pers: Any, basins: dict[int, str], val: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    """Overall / per-season / per-basin metrics of one model's forecasts."""
+    """Overall / per-season / per-basin test metrics of one model, and its validation block."""
 
     def block(rows: np.ndarray | slice, w: np.ndarray) -> dict[str, Any]:
         return finite_or_none(
@@ -71,7 +93,12 @@ def score(
         "overall": block(everything, weights),
         "seasons": {s: block(rows, weights) for s, rows in season_rows(fc.valid_time).items()},
         "basins": {name: block(everything, weights * (fc.basin_id == b)) for b, name in basins.items()},
+        "val": val,
     }
+
+
+def overall_block(fc: Any, weights: np.ndarray, clim: Any, pers: Any) -> dict[str, Any]:
+    return finite_or_none(all_metrics(fc.obs, fc.pred, weights, clim=clim.pred, persistence=pers.pred))
 
 
 def _check_aligned(ref: Any, fc: Any) -> None:
@@ -82,17 +109,22 @@ def _check_aligned(ref: Any, fc: Any) -> None:
         )
 
 
-def collect_forecasts(cfg: Config) -> tuple[dict[str, Any], dict[str, str]]:
-    """Test-split forecasts of the references and every trained network; skipped ones with why."""
+def collect_forecasts(cfg: Config, split: str = "test") -> tuple[dict[str, Any], dict[str, str]]:
+    """Forecasts of the references and every current trained network; skipped ones with why."""
     from soilcast.ml.predict import predict_split
+    from soilcast.ml.train import load_tensors
 
-    forecasts = {name: predict_split(cfg, name, "test") for name in REFERENCES}
+    forecasts = {name: predict_split(cfg, name, split) for name in REFERENCES}
+    tensors = load_tensors(cfg)
     skipped: dict[str, str] = {}
     for name in NETWORKS:
         if not is_trained(cfg, name):
             skipped[name] = f"not trained: {cfg.paths.artifacts_dir / 'train' / name / 'model.keras'} missing"
             continue
-        forecasts[name] = predict_split(cfg, name, "test")
+        if (why := stale_reason(cfg, name, tensors)) is not None:
+            skipped[name] = f"refused: {why}"
+            continue
+        forecasts[name] = predict_split(cfg, name, split)
         _check_aligned(forecasts["climatology"], forecasts[name])
     return forecasts, skipped
 
@@ -102,11 +134,17 @@ def evaluate(cfg: Config) -> dict[str, Any]:
     from soilcast.evaluation.plots import write_plots
     from soilcast.io.atomic import atomic_write_json, atomic_write_text
 
-    forecasts, skipped = collect_forecasts(cfg)
+    val_fc, _ = collect_forecasts(cfg, "val")
+    vw = area_weights(val_fc["climatology"].lat, val_fc["climatology"].mask)
+    val = {n: overall_block(f, vw, val_fc["climatology"], val_fc["persistence"]) for n, f in val_fc.items()}
+    del val_fc
+    forecasts, skipped = collect_forecasts(cfg, "test")
     clim, pers = forecasts["climatology"], forecasts["persistence"]
     weights = area_weights(clim.lat, clim.mask)
     basins = basin_names(cfg, clim.basin_id)
-    metrics: dict[str, Any] = {name: score(fc, weights, clim, pers, basins) for name, fc in forecasts.items()}
+    metrics: dict[str, Any] = {
+        name: score(fc, weights, clim, pers, basins, val.get(name)) for name, fc in forecasts.items()
+    }
     metrics.update({name: {"status": "skipped", "reason": why} for name, why in skipped.items()})
     out = eval_dir(cfg)
     atomic_write_json(out / "metrics.json", metrics)
@@ -128,14 +166,17 @@ def leaderboard(metrics: dict[str, Any], primary: str) -> str:
         f"# Test-period leaderboard (sorted by {primary}, lower is better)",
         "",
         "Area-weighted (cos latitude) over basin-mask cells; skill = 1 - MSE/MSE_reference.",
+        f"The gate selects on the validation years (`val {primary}`); test scores are for reporting.",
         "",
-        "| rank | model | kind | " + " | ".join(_COLUMNS) + " |",
-        "|---|---|---|" + "---|" * len(_COLUMNS),
+        f"| rank | model | kind | val {primary} | " + " | ".join(_COLUMNS) + " |",
+        "|---|---|---|---|" + "---|" * len(_COLUMNS),
     ]
     for rank, name in enumerate(order, 1):
         o = ok[name]["overall"]
+        v = (ok[name].get("val") or {}).get(primary)
         cells = ["n/a" if o.get(c) is None else f"{o[c]:.4f}" for c in _COLUMNS]
-        lines.append(f"| {rank} | {name} | {ok[name]['kind']} | " + " | ".join(cells) + " |")
+        lines.append(f"| {rank} | {name} | {ok[name]['kind']} | {'n/a' if v is None else f'{v:.4f}'} | "
+                     + " | ".join(cells) + " |")
     skipped = {n: m for n, m in metrics.items() if m.get("status") != "ok"}
     if skipped:
         lines += ["", "Skipped:", ""] + [f"- {n}: {m.get('reason')}" for n, m in skipped.items()]
@@ -149,8 +190,9 @@ def window_inputs(cfg: Config, tensors: Any, ends: np.ndarray, antecedent: bool)
     return serving_inputs(tensors.X, tensors.Y, ends, cfg.window.seq_len, antecedent)
 
 
-def score_savedmodel(cfg: Config, version_dir: Path) -> dict[str, float]:
-    """Re-score a served SavedModel on the current test windows (overall, area-weighted)."""
+def score_savedmodel(cfg: Config, version_dir: Path, split: str = "val") -> dict[str, float]:
+    """Re-score a served SavedModel on the current windows of ``split`` (overall,
+    area-weighted); the gate compares it with candidates on the validation years."""
     import tensorflow as tf
 
     from soilcast.data.store import open_tensors
@@ -158,13 +200,18 @@ def score_savedmodel(cfg: Config, version_dir: Path) -> dict[str, float]:
 
     meta = read_metadata(version_dir)
     t = open_tensors(cfg.paths.processed, load=False)
+    if list(meta.get("variables", [])) != cfg.variable_names:
+        raise ValueError(
+            f"{version_dir}: the champion was trained on other inputs {meta.get('variables')} "
+            f"than params.yaml's {cfg.variable_names}"
+        )
     if [len(meta["grid"]["lat"]), len(meta["grid"]["lon"])] != list(t.mask.shape) or int(meta["seq_len"]) != cfg.window.seq_len:
         raise ValueError(
             f"{version_dir}: champion grid {len(meta['grid']['lat'])}x{len(meta['grid']['lon'])} / "
             f"seq_len {meta['seq_len']} does not match the data {t.mask.shape} / {cfg.window.seq_len}"
         )
     fn = tf.saved_model.load(str(version_dir)).signatures["serving_default"]
-    block, ends = load_test_block(cfg, t)
+    block, ends = load_split_block(cfg, t, split)
     lead, b = cfg.window.lead_days, cfg.training.batch_size
     preds = []
     for i in range(0, len(ends), b):
@@ -175,13 +222,17 @@ def score_savedmodel(cfg: Config, version_dir: Path) -> dict[str, float]:
 
 
 def load_test_block(cfg: Config, t: Any) -> tuple[Any, np.ndarray]:
-    """The days the test windows touch, loaded once (a lazy store is read in one go), and
-    the window ends re-indexed into that block."""
+    return load_split_block(cfg, t, "test")
+
+
+def load_split_block(cfg: Config, t: Any, split: str) -> tuple[Any, np.ndarray]:
+    """The days the windows of ``split`` touch, loaded once (a lazy store is read in one
+    go), and the window ends re-indexed into that block."""
     from dataclasses import replace
 
     from soilcast.ml.windows import split_ends
 
-    ends = split_ends(cfg, t.time, "test")
+    ends = split_ends(cfg, t.time, split)
     lo, hi = int(ends[0]) - cfg.window.seq_len + 1, int(ends[-1]) + cfg.window.lead_days + 1
     block = replace(t, X=np.asarray(t.X[lo:hi]), Y=np.asarray(t.Y[lo:hi]), time=t.time[lo:hi])
     return block, ends - lo

@@ -1,16 +1,22 @@
 """Promotion gate: bless the best trained network only if it is worth serving.
 
-Two checks, both must pass (a TFX Evaluator-style "value threshold" and "change threshold"):
+The winner is the network with the lowest primary metric on the VALIDATION years (model
+selection never looks at the test years; their scores are recorded for reporting). Checks,
+all on the validation years, all must pass (TFX Evaluator-style value and change thresholds):
 
-1. value: the winner's MSE skill against climatology, 1 - MSE/MSE_clim, is at least
-   ``cfg.gate.min_skill_vs_climatology`` (a model that cannot beat the calendar is useless);
-2. change: when a champion is served (newest version under ``cfg.paths.models_dir``), the
-   champion SavedModel is re-scored on the same test windows and the winner's primary metric
-   may be worse by at most ``cfg.gate.max_regression`` (relative). With no champion, the
-   value threshold alone decides. A champion that cannot be re-scored (files broken, or a
-   grid that no longer matches the data) blocks the promotion: fail closed, with the reason.
+1. value vs climatology: 1 - MSE/MSE_clim >= ``cfg.gate.min_skill_vs_climatology``;
+2. value vs persistence: 1 - MSE/MSE_pers >= ``cfg.gate.min_skill_vs_persistence`` whenever
+   the model reads antecedent soil moisture (then "tomorrow = today" is free, and a forecast
+   that loses to it has no value for an operator);
+3. change: when a champion is served (newest version under ``cfg.paths.models_dir``), it is
+   re-scored on the same validation windows and the winner's primary metric may be worse by
+   at most ``cfg.gate.max_regression`` (relative). A champion that cannot be re-scored (files
+   broken, other inputs, or a grid that no longer matches the data) blocks the promotion:
+   fail closed, with the reason.
 
-The decision is written to ``artifacts/gate/blessing.json``; the export stage reads it.
+The linear reference's scores are recorded beside the winner's (``beats_linear``), so the
+decision shows whether the network earns its compute. The decision is written to
+``artifacts/gate/blessing.json``; the export stage reads it.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from typing import Any
 from soilcast.config import NETWORKS, Config
 
 ChampionScorer = Callable[[Config, Path], dict[str, float]]
+SKILLS = ("skill_vs_climatology", "skill_vs_persistence")
 
 
 def metrics_path(cfg: Config) -> Path:
@@ -33,17 +40,29 @@ def blessing_path(cfg: Config) -> Path:
     return cfg.paths.artifacts_dir / "gate" / "blessing.json"
 
 
+def _val(entry: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    entry = entry or {}
+    return (entry.get("val") or {}) if entry.get("status") == "ok" else {}
+
+
 def pick_winner(metrics: Mapping[str, Any], primary: str) -> tuple[str | None, dict[str, float]]:
-    """The evaluated network with the lowest finite primary metric (all gate metrics are errors)."""
+    """The network with the lowest finite VALIDATION primary metric (gate metrics are errors)."""
     scores: dict[str, float] = {}
     for name in NETWORKS:
-        entry = metrics.get(name) or {}
-        value = (entry.get("overall") or {}).get(primary) if entry.get("status") == "ok" else None
+        value = _val(metrics.get(name)).get(primary)
         if value is not None and math.isfinite(value):
             scores[name] = float(value)
     if not scores:
         return None, scores
     return min(scores, key=lambda n: (scores[n], n)), scores
+
+
+def _threshold(out: dict[str, Any], winner: str, val: Mapping[str, Any], key: str, required: float) -> bool:
+    skill = val.get(key)
+    ok = skill is not None and math.isfinite(skill) and skill >= required
+    out["reasons"].append(
+        f"{winner}: validation {key.replace('_', ' ')} {skill} {'>=' if ok else 'is below'} required {required}")
+    return ok
 
 
 def decide(
@@ -52,61 +71,73 @@ def decide(
     min_skill: float,
     max_regression: float,
     champion: Mapping[str, Any] | None,
+    min_skill_vs_persistence: float | None = None,
 ) -> dict[str, Any]:
     """Pure decision from the evaluation metrics and the champion's re-scored numbers.
 
     ``champion`` is None (nothing served) or ``{"version", "model", primary: value}`` or
     ``{"version", "error": message}`` when it could not be re-scored.
+    ``min_skill_vs_persistence`` None: not enforced (the model reads no soil moisture).
     """
     winner, scores = pick_winner(metrics, primary)
     out: dict[str, Any] = {
         "primary_metric": primary,
+        "selected_on": "validation",
         "candidates": scores,
         "winner": winner,
-        "thresholds": {"min_skill_vs_climatology": min_skill, "max_regression": max_regression},
+        "thresholds": {"min_skill_vs_climatology": min_skill,
+                       "min_skill_vs_persistence": min_skill_vs_persistence,
+                       "max_regression": max_regression},
         "champion": dict(champion) if champion else None,
         "reasons": [],
     }
     if winner is None:
-        out.update(blessed=False, reasons=["no trained network has a finite " + primary])
+        out.update(blessed=False, reasons=["no trained network has a finite validation " + primary])
         return out
-    overall = metrics[winner]["overall"]
-    skill = overall.get("skill_vs_climatology")
-    value_ok = skill is not None and math.isfinite(skill) and skill >= min_skill
+    val, test = _val(metrics[winner]), metrics[winner].get("overall") or {}
     out["winner_score"] = scores[winner]
-    out["skill_vs_climatology"] = skill
-    out["reasons"].append(
-        f"{winner}: skill vs climatology {skill} "
-        f"{'>=' if value_ok else 'is below'} required {min_skill}"
-    )
-    change_ok = True
-    if champion is not None:
-        if "error" in champion:
-            change_ok = False
-            out["reasons"].append(
-                f"champion version {champion.get('version')} could not be re-scored "
-                f"({champion['error']}); failing closed"
-            )
-        else:
-            champ = float(champion[primary])
-            limit = champ * (1.0 + max_regression)
-            change_ok = scores[winner] <= limit
-            out["champion_score"] = champ
-            out["relative_change"] = (scores[winner] - champ) / champ if champ > 0 else None
-            out["reasons"].append(
-                f"{winner} {primary} {scores[winner]:.6g} "
-                f"{'within' if change_ok else 'exceeds'} champion "
-                f"(v{champion.get('version')}, {champion.get('model')}) {champ:.6g} "
-                f"x (1 + {max_regression}) = {limit:.6g}"
-            )
+    out["validation"] = {k: val.get(k) for k in (primary, *SKILLS)}
+    out["test"] = {k: test.get(k) for k in (primary, *SKILLS)}
+    out.update({k: val.get(k) for k in SKILLS})
+    linear = _val(metrics.get("linear")).get(primary)
+    out["linear_reference"] = {"validation": linear, "test": (metrics.get("linear", {}).get("overall") or {}).get(primary)}
+    out["beats_linear"] = None if linear is None else bool(scores[winner] < linear)
+    value_ok = _threshold(out, winner, val, "skill_vs_climatology", min_skill)
+    if min_skill_vs_persistence is not None:
+        value_ok &= _threshold(out, winner, val, "skill_vs_persistence", min_skill_vs_persistence)
     else:
-        out["reasons"].append("no served champion: the value threshold alone decides")
+        out["reasons"].append("persistence threshold not enforced: the model reads no soil moisture")
+    change_ok = _change_check(out, winner, scores[winner], primary, max_regression, champion)
     out["blessed"] = bool(value_ok and change_ok)
     return out
 
 
+def _change_check(out: dict[str, Any], winner: str, score: float, primary: str,
+                  max_regression: float, champion: Mapping[str, Any] | None) -> bool:
+    if champion is None:
+        out["reasons"].append("no served champion: the value thresholds alone decide")
+        return True
+    if "error" in champion:
+        out["reasons"].append(
+            f"champion version {champion.get('version')} could not be re-scored "
+            f"({champion['error']}); failing closed"
+        )
+        return False
+    champ = float(champion[primary])
+    limit = champ * (1.0 + max_regression)
+    ok = score <= limit
+    out["champion_score"] = champ
+    out["relative_change"] = (score - champ) / champ if champ > 0 else None
+    out["reasons"].append(
+        f"{winner} validation {primary} {score:.6g} {'within' if ok else 'exceeds'} champion "
+        f"(v{champion.get('version')}, {champion.get('model')}) {champ:.6g} "
+        f"x (1 + {max_regression}) = {limit:.6g}"
+    )
+    return ok
+
+
 def champion_numbers(cfg: Config, scorer: ChampionScorer | None = None) -> dict[str, Any] | None:
-    """Re-score the newest served version, or None when nothing is served."""
+    """Re-score the newest served version on the validation years, or None when nothing is served."""
     from soilcast.export.versions import latest_version, read_metadata
 
     version = latest_version(cfg.paths.models_dir)
@@ -141,6 +172,7 @@ def run_gate(cfg: Config, scorer: ChampionScorer | None = None) -> dict[str, Any
         cfg.gate.min_skill_vs_climatology,
         cfg.gate.max_regression,
         champion,
+        cfg.gate.min_skill_vs_persistence if cfg.window.antecedent_soil_moisture else None,
     )
     decision["metrics_file"] = str(path)
     atomic_write_json(blessing_path(cfg), decision)

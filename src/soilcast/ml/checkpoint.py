@@ -1,8 +1,8 @@
 """Per-epoch checkpoints that make an interrupted run resume to the same result.
 
 After every epoch (``checkpoints/``): model weights (BatchNorm statistics included), the
-optimizer's variables (step counter, learning rate, Adam moments), the early-stopping and
-learning-rate-plateau counters, early stopping's best weights and the history so far.
+optimizer's variables (step counter, Adam moments; the learning rate is a function of the
+step), the best epoch so far with its weights, and the history so far.
 Arrays go to ``epoch_NNNN.npz`` first, then ``state.json`` (the commit point) names it, so a
 kill at any moment leaves the previous complete checkpoint usable. The data order is a
 function of (seed, epoch) (see :mod:`soilcast.ml.windows`), so nothing else is needed.
@@ -50,8 +50,30 @@ def _split(arrays: dict[str, np.ndarray], prefix: str) -> list[np.ndarray]:
 
 
 def best_weights(arrays: dict[str, np.ndarray]) -> list[np.ndarray]:
-    """Early stopping's best weights saved in a checkpoint ([] when none yet)."""
+    """The best epoch's weights saved in a checkpoint ([] when none yet)."""
     return _split(arrays, "b_")
+
+
+class BestWeights(keras.callbacks.Callback):
+    """Keep the weights of the epoch with the lowest ``monitor`` (model selection on the
+    validation score of the forecast step); put them back at the end of training."""
+
+    def __init__(self, monitor: str) -> None:
+        super().__init__()
+        self.monitor = monitor
+        self.best: float | None = None
+        self.best_epoch: int | None = None
+        self.best_weights: list[np.ndarray] | None = None
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        value = (logs or {}).get(self.monitor)
+        if value is not None and np.isfinite(value) and (self.best is None or value < self.best):
+            self.best, self.best_epoch = float(value), epoch + 1
+            self.best_weights = [np.asarray(w) for w in self.model.get_weights()]
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        if self.best_weights is not None:
+            self.model.set_weights(self.best_weights)
 
 
 def restore_model(model: keras.Model, arrays: dict[str, np.ndarray]) -> None:
@@ -68,37 +90,31 @@ def restore_model(model: keras.Model, arrays: dict[str, np.ndarray]) -> None:
 
 
 class EpochCheckpoint(keras.callbacks.Callback):
-    """Save after every epoch; on ``train_begin`` put back the counters of a resumed run.
+    """Save after every epoch; on ``train_begin`` put back the best-epoch state of a resumed run.
 
-    Must come AFTER the EarlyStopping / ReduceLROnPlateau callbacks in the list: their
-    ``on_train_begin`` resets state that this callback then restores, and their
-    ``on_epoch_end`` must have updated their state before it is saved.
+    Must come AFTER the :class:`BestWeights` callback in the list: its ``on_epoch_end``
+    must have updated the best epoch before it is saved.
     """
 
     def __init__(
         self,
         ckpt_dir: Path,
         fp: str,
-        early: keras.callbacks.EarlyStopping,
-        plateau: keras.callbacks.ReduceLROnPlateau,
+        best: BestWeights,
         resumed: tuple[dict[str, Any], dict[str, np.ndarray]] | None,
         history: list[dict[str, float]],
         write: bool = True,
     ) -> None:
         super().__init__()
-        self.dir, self.fp, self.early, self.plateau = Path(ckpt_dir), fp, early, plateau
+        self.dir, self.fp, self.best = Path(ckpt_dir), fp, best
         self.resumed, self.history, self.write = resumed, history, write
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         if self.resumed is None:
             return
         state, arrays = self.resumed
-        es, rl = state["early_stopping"], state["plateau"]
-        self.early.wait, self.early.best, self.early.best_epoch = es["wait"], es["best"], es["best_epoch"]
-        best = _split(arrays, "b_")
-        self.early.best_weights = best or None
-        self.plateau.wait, self.plateau.best = rl["wait"], rl["best"]
-        self.plateau.cooldown_counter = rl["cooldown_counter"]
+        self.best.best, self.best.best_epoch = state["best"]["value"], state["best"]["epoch"]
+        self.best.best_weights = _split(arrays, "b_") or None
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if self.write:
@@ -110,7 +126,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
         arrays = {f"w_{i}": np.asarray(w) for i, w in enumerate(self.model.get_weights())}
         for i, v in enumerate(self.model.optimizer.variables):
             arrays[f"o_{i}"] = keras.ops.convert_to_numpy(v)
-        for i, w in enumerate(self.early.best_weights or []):
+        for i, w in enumerate(self.best.best_weights or []):
             arrays[f"b_{i}"] = np.asarray(w)
         with atomic_path(self.dir / name) as tmp:
             with open(tmp, "wb") as fh:
@@ -119,18 +135,9 @@ class EpochCheckpoint(keras.callbacks.Callback):
             "fingerprint": self.fp,
             "epochs_done": epochs_done,
             "complete": complete,
-            "stopped": bool(self.model.stop_training),
             "arrays": name,
-            "early_stopping": {
-                "wait": self.early.wait,
-                "best": _num(self.early.best),
-                "best_epoch": self.early.best_epoch,
-            },
-            "plateau": {
-                "wait": self.plateau.wait,
-                "best": _num(self.plateau.best),
-                "cooldown_counter": self.plateau.cooldown_counter,
-            },
+            "best": {"value": _num(self.best.best), "epoch": self.best.best_epoch,
+                     "monitor": self.best.monitor},
             "history": self.history,
         }
         atomic_write_json(self.dir / STATE, state)

@@ -1,10 +1,13 @@
 """Forecasts in physical units: the one graph shared by evaluation and serving.
 
 :func:`physical_model` wraps a trained network between its scaling and un-scaling:
-``meteo`` [b, L, H, W, 7] (canonical units, NaN allowed outside the mask) -> scaled, zeroed
-outside the mask -> network -> last (forecast) step -> m3/m3 -> NaN outside the mask ->
-``soil_moisture`` [b, H, W]. The scaling constants and the mask are part of the graph
-(layer configs), so the exported SavedModel needs nothing else.
+``meteo`` [b, L, H, W, 7] (canonical units, real values over the whole grid) -> standardised
+(+ antecedent soil moisture, + the basin mask as a channel) -> network -> last (forecast)
+step -> m3/m3 (for ``window.target: increment`` the forecast change is added to the last
+antecedent value, so a zero output is exactly persistence) -> clipped to the target's
+physical range -> NaN outside the mask -> ``soil_moisture`` [b, H, W]. The scaling
+constants, the physical range and the mask are part of the graph (layer configs), so the
+exported SavedModel needs nothing else.
 
 :func:`predict_split` runs it (or a reference forecast) over every window of a split.
 """
@@ -26,7 +29,7 @@ import soilcast.ml.models.layers  # noqa: F401
 from soilcast.config import NETWORKS, REFERENCES, Config
 from soilcast.ml.models.references import Climatology, persistence
 from soilcast.ml.scaling import Scaler, mask_fill
-from soilcast.ml.windows import SplitName, gather, split_ends
+from soilcast.ml.windows import SplitName, split_ends
 
 try:  # the faster ConvLSTM2D drop-in, if a saved model uses it
     import soilcast.ml.models.fast_convlstm  # noqa: F401
@@ -52,10 +55,22 @@ class _Scaled(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package=PKG)
 class ScaleMeteo(_Scaled):
-    """[b, L, H, W, C] physical -> standardised, 0 outside the mask (NaN cannot leak)."""
+    """[b, L, H, W, C] physical -> standardised everywhere (non-finite -> 0, the mean)."""
 
     def call(self, x: Any) -> Any:
-        return mask_fill(self.scaler.scale_inputs(x, ops), ops.convert_to_tensor(self.mask), 0.0, ops)
+        return self.scaler.scale_inputs(x, ops)
+
+
+@keras.saving.register_keras_serializable(package=PKG)
+class AppendMask(_Scaled):
+    """[b, L, H, W, C] -> [b, L, H, W, C+1]: the basin mask (1/0) as the last channel."""
+
+    def call(self, x: Any) -> Any:
+        m = ops.cast(ops.convert_to_tensor(self.mask), x.dtype)[None, None, :, :, None]
+        return ops.concatenate([x, ops.zeros_like(x[..., :1]) + m], axis=-1)
+
+    def compute_output_shape(self, s: tuple) -> tuple:
+        return (*s[:-1], s[-1] + 1)
 
 
 @keras.saving.register_keras_serializable(package=PKG)
@@ -69,13 +84,33 @@ class ScaleSoilMoisture(_Scaled):
 
 @keras.saving.register_keras_serializable(package=PKG)
 class ForecastToPhysical(_Scaled):
-    """[b, L, H, W, 1] scaled window -> [b, H, W] m3/m3 of the last step, NaN outside."""
+    """Last scaled step -> [b, H, W] m3/m3 within ``bounds``, NaN outside the mask.
 
-    def call(self, ys: Any) -> Any:
-        y = self.scaler.unscale_target(ops.cast(ys[:, -1, :, :, 0], "float32"), ops)
+    Inputs: ``ys`` [b, L, H, W, 1] (state target), or ``[ys, sm]`` with ``sm`` the
+    antecedent soil moisture [b, L, H, W] in m3/m3 (increment target: ``sm[:, -1]`` plus
+    the forecast change).
+    """
+
+    def __init__(self, scaling: dict[str, Any], mask: list, bounds: list, **kwargs: Any) -> None:
+        super().__init__(scaling, mask, **kwargs)
+        self.bounds = [float(bounds[0]), float(bounds[1])]
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "bounds": self.bounds}
+
+    def call(self, inputs: Any) -> Any:
+        if self.scaler.target_kind == "increment":
+            ys, sm = inputs
+            z = ops.cast(ys[:, -1, :, :, 0], "float32")
+            y = ops.cast(sm[:, -1], "float32") + self.scaler.unscale_increment(z)
+        else:
+            ys = inputs[0] if isinstance(inputs, (list, tuple)) else inputs
+            y = self.scaler.unscale_target(ops.cast(ys[:, -1, :, :, 0], "float32"), ops)
+        y = ops.clip(y, self.bounds[0], self.bounds[1])
         return ops.where(ops.convert_to_tensor(self.mask), y, ops.full_like(y, float("nan")))
 
-    def compute_output_shape(self, s: tuple) -> tuple:
+    def compute_output_shape(self, s: Any) -> tuple:
+        s = s[0] if isinstance(s, (list, tuple)) and isinstance(s[0], (list, tuple)) else s
         return (s[0], s[2], s[3])
 
 
@@ -97,7 +132,12 @@ def physical_model(cfg: Config, name: str) -> keras.Model:
     files = run_files(cfg, name)
     grid = json.loads(files["grid"].read_text())
     scaling = Scaler.load(files["scaling"]).to_dict()
-    net = load_network(cfg, name)
+    return wrap_physical(load_network(cfg, name), scaling, grid, list(cfg.target.valid_range), name)
+
+
+def wrap_physical(net: keras.Model, scaling: dict[str, Any], grid: dict[str, Any],
+                  bounds: list, name: str) -> keras.Model:
+    """The serving graph around a network in scaled space (see the module docstring)."""
     L, (H, W), mask = grid["seq_len"], np.asarray(grid["mask"]).shape, grid["mask"]
     meteo = keras.Input(shape=(L, H, W, len(grid["variables"])), name="meteo", dtype="float32")
     inputs = [meteo]
@@ -107,7 +147,10 @@ def physical_model(cfg: Config, name: str) -> keras.Model:
         inputs.append(sm)
         x = keras.layers.Concatenate(axis=-1, dtype="float32", name="with_soil_moisture")(
             [x, ScaleSoilMoisture(scaling, mask, name="scale_soil_moisture")(sm)])
-    y = ForecastToPhysical(scaling, mask, name="soil_moisture")(net(x))
+    x = AppendMask(scaling, mask, name="with_mask")(x)
+    head = ForecastToPhysical(scaling, mask, bounds, name="soil_moisture")
+    ys = net(x)
+    y = head([ys, inputs[1]]) if scaling["target_kind"] == "increment" else head(ys)
     return keras.Model(inputs if len(inputs) > 1 else meteo, y, name=f"soilcast_{name}")
 
 
@@ -125,19 +168,22 @@ class Forecasts:
 
 
 def predict_split(cfg: Config, name: str, split: SplitName = "test") -> Forecasts:
-    """Forecasts of ``name`` (5 networks, persistence, climatology) for every window of
-    ``split``; all models share the same windows, so their scores are comparable."""
+    """Forecasts of ``name`` (the networks and the references persistence, climatology and
+    linear) for every window of ``split``; all share the same windows, so their scores are
+    comparable."""
     from soilcast.ml.train import load_tensors
 
     if name not in NETWORKS + REFERENCES:
         raise ValueError(f"unknown model {name!r}; expected one of {list(NETWORKS + REFERENCES)}")
     t = load_tensors(cfg)
-    L, lead = cfg.window.seq_len, cfg.window.lead_days
+    lead = cfg.window.lead_days
     ends = split_ends(cfg, t.time, split)
     if name == "persistence":
         pred = persistence(t.Y[..., 0], ends)
     elif name == "climatology":
         pred = Climatology.from_config(cfg, t.Y, t.time).predict(t.time[ends + lead])
+    elif name == "linear":
+        pred = _linear_forecasts(cfg, t, ends)
     else:
         pred = _network_forecasts(cfg, name, t, ends)
     pred = np.where(t.mask, pred, np.nan).astype(np.float32)
@@ -155,13 +201,31 @@ def predict_split(cfg: Config, name: str, split: SplitName = "test") -> Forecast
 
 
 def _network_forecasts(cfg: Config, name: str, t: Any, ends: np.ndarray) -> np.ndarray:
+    from soilcast.contract import serving_inputs
+
     pm = physical_model(cfg, name)
     L, b = cfg.window.seq_len, cfg.training.batch_size
     with_sm = cfg.window.antecedent_soil_moisture
     out = []
     for i in range(0, len(ends), b):
-        e = ends[i : i + b]
-        meteo = gather(t.X, e, -L + 1, L).astype(np.float32)
-        x = [meteo, gather(t.Y[..., 0], e, -L + 1, L).astype(np.float32)] if with_sm else meteo
-        out.append(np.asarray(pm.predict_on_batch(x)))
+        x = serving_inputs(t.X, t.Y, ends[i : i + b], L, with_sm)
+        out.append(np.asarray(pm.predict_on_batch(x if with_sm else x["meteo"])))
     return np.concatenate(out)
+
+
+def _linear_forecasts(cfg: Config, t: Any, ends: np.ndarray) -> np.ndarray:
+    """The ridge reference, fitted on the training years, through the serving head."""
+    from soilcast.ml.models.linear import LinearReference
+    from soilcast.ml.train import fit_scaler
+    from soilcast.ml.windows import prepare
+
+    scaler = fit_scaler(cfg, t)
+    data = prepare(t, cfg, scaler)
+    p = cfg.linear_reference
+    ref = LinearReference.fit(data, split_ends(cfg, t.time, "train"), p.lags, p.ridge)
+    z = ref.predict(data, ends)[:, None, :, :, None]  # [N, 1, H, W, 1] like a network's last step
+    head = ForecastToPhysical(scaler.to_dict(), t.mask.astype(int).tolist(), list(cfg.target.valid_range))
+    if scaler.target_kind == "increment":
+        sm = np.asarray(t.Y[ends, ..., 0], dtype=np.float32)[:, None]
+        return ops.convert_to_numpy(head([z, sm]))
+    return ops.convert_to_numpy(head(z))

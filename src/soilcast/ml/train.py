@@ -2,16 +2,18 @@
 
 Why it is organised this way:
 
-* Training runs on random spatial patches (cheap, many distinct samples); validation runs
-  on the FULL grid with a twin network built for the full grid (ConvLSTM2D needs static
-  spatial shapes; weights do not depend on them and are copied each epoch). The twin is
-  what is saved as ``model.keras``, so evaluation and serving see full-grid inputs.
-* Validation is computed exactly (weighted sums over all chosen windows, not averaged
-  per batch) and written into the epoch logs as ``val_loss`` (masked MSE of the whole
-  target window, what is trained) and ``val_forecast_mse`` (the forecast step only), BEFORE
-  early stopping / LR plateau read it.
+* Train as you serve: ``training.patch_size: 0`` trains on the full grid, the grid the
+  model serves (spatial networks then see the same zero padding and BatchNorm statistics in
+  training and at inference). Patches remain possible for grids too large for memory.
+  Validation always runs on the FULL grid with a twin network built for it (ConvLSTM2D
+  needs static spatial shapes; weights are copied each epoch); the twin is what is saved
+  as ``model.keras``.
+* A fixed budget: ``epochs x steps_per_epoch`` optimizer steps under a linear warm-up then
+  cosine decay to zero. No plateau heuristics: model selection keeps the epoch with the
+  lowest validation MSE of the forecast step (``val_forecast_mse``, the step that is scored
+  and served), computed exactly over all chosen windows.
 * persistence and climatology are scored on the SAME validation windows in the same
-  scaled space, so ``record.json`` says at once whether the network has skill.
+  target space, so ``record.json`` says at once whether the network has skill.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from soilcast.config import NETWORKS, Config
 from soilcast.data.store import Tensors, open_tensors
 from soilcast.io.atomic import atomic_path, atomic_write_json, atomic_write_text
 from soilcast.ml.checkpoint import (
+    BestWeights,
     EpochCheckpoint,
     best_weights,
     fingerprint,
@@ -42,7 +45,7 @@ from soilcast.ml.distribute import get_distribution
 from soilcast.ml.losses import MaskedMSE, forecast_mse, masked_sums
 from soilcast.ml.models.references import Climatology
 from soilcast.ml.models.registry import build_model
-from soilcast.ml.scaling import Scaler, mask_fill
+from soilcast.ml.scaling import Scaler
 from soilcast.ml.windows import (
     Prepared,
     WindowDataset,
@@ -51,11 +54,13 @@ from soilcast.ml.windows import (
     gather,
     n_input_channels,
     prepare,
+    target_of_day,
     split_ends,
     split_slice,
 )
 
 HISTORY_COLUMNS = ["epoch", "loss", "forecast_mse", "val_loss", "val_forecast_mse", "learning_rate", "seconds"]
+SELECT_ON = "val_forecast_mse"
 
 
 def run_dir(cfg: Config, name: str) -> Path:
@@ -79,7 +84,9 @@ def fit_scaler(cfg: Config, t: Tensors) -> Scaler:
     return Scaler.fit(t.X, t.Y, t.mask, split_slice(t.time, cfg.split.train_years), cfg)
 
 
-def _fingerprint(cfg: Config, name: str, t: Tensors) -> str:
+def run_fingerprint(cfg: Config, name: str, t: Tensors) -> str:
+    """Hash of everything a trained run depends on: the config sections it reads and the
+    store's input hashes and shape. Evaluation refuses a model whose record differs."""
     d = cfg.to_dict()
     parts = {k: d[k] for k in ("seed", "split", "window", "scaling", "training", "variables", "target")}
     parts["model"] = {"name": name, **d["models"][name]}
@@ -104,7 +111,7 @@ class FullGridValidation(keras.callbacks.Callback):
         self.twin.set_weights(self.model.get_weights())
         scores = score_network(self.twin, self.val)
         logs["val_loss"], logs["val_forecast_mse"] = scores["window_mse"], scores["forecast_mse"]
-        lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        lr = float(keras.ops.convert_to_numpy(self.model.optimizer._get_current_learning_rate()))
         row = {"epoch": epoch + 1, "learning_rate": lr, "seconds": time.perf_counter() - self._t0}
         row.update({k: float(logs[k]) for k in ("loss", "forecast_mse", "val_loss", "val_forecast_mse") if k in logs})
         self.history.append(row)
@@ -121,29 +128,54 @@ def score_network(model: keras.Model, ds: WindowDataset) -> dict[str, float]:
     return {"window_mse": acc[0] / max(acc[1], 1.0), "forecast_mse": acc[2] / max(acc[3], 1.0)}
 
 
-def score_references(cfg: Config, t: Tensors, data: Prepared, scaler: Scaler, ends: np.ndarray) -> dict[str, dict[str, float]]:
-    """persistence and climatology on the given windows, scaled space, like score_network."""
+def reference_targets(cfg: Config, t: Tensors, data: Prepared, scaler: Scaler, ends: np.ndarray) -> dict[str, np.ndarray]:
+    """persistence and climatology as forecasts in the networks' target space, [N, L, H, W]
+    aligned with the target windows of ``ends`` (step k: input day s = t-L+1+k)."""
     L, lead = cfg.window.seq_len, cfg.window.lead_days
-    target = gather(data.Ys[..., 0], ends, -L + 1 + lead, L)  # [N, L, H, W]
+    clim = Climatology.from_config(cfg, t.Y, t.time).predict(t.time)[..., None]  # [T, H, W, 1]
+    if cfg.window.target == "increment":
+        valid_clim = np.zeros_like(clim[..., 0])  # climatology of day s + lead, at day s
+        valid_clim[:-lead] = clim[lead:, ..., 0]
+        y = np.asarray(t.Y[..., 0], dtype=np.float32)
+        pers = np.zeros(data.targets.shape, dtype=np.float32)
+        clim_t = np.where(t.mask, scaler.scale_increment(valid_clim - y), 0.0)
+    else:
+        pers = data.Ys[..., 0]
+        clim_state = np.where(t.mask[..., None], scaler.scale_target(clim), 0.0).astype(np.float32)
+        clim_t = target_of_day(clim_state, clim, t.mask, scaler, "state", lead)
+    return {"persistence": gather(pers, ends, -L + 1, L),
+            "climatology": gather(np.asarray(clim_t, np.float32), ends, -L + 1, L)}
+
+
+def score_references(cfg: Config, t: Tensors, data: Prepared, scaler: Scaler, ends: np.ndarray) -> dict[str, dict[str, float]]:
+    """persistence and climatology on the given windows, target space, like score_network."""
+    L = cfg.window.seq_len
+    target = gather(data.targets, ends, -L + 1, L)  # [N, L, H, W]
     w = np.broadcast_to(data.weight, target.shape)
-    clim = Climatology.from_config(cfg, t.Y, t.time)
     out: dict[str, dict[str, float]] = {}
-    for name in ("persistence", "climatology"):
-        if name == "persistence":
-            pred = gather(data.Ys[..., 0], ends, -L + 1, L)
-        else:
-            days = np.stack([t.time[e - L + 1 + lead : e + lead + 1] for e in ends])
-            phys = clim.predict(days.ravel()).reshape(target.shape)
-            pred = mask_fill(scaler.scale_target(phys)[..., None], t.mask)[..., 0]
+    for name, pred in reference_targets(cfg, t, data, scaler, ends).items():
         sw, nw = masked_sums(target, pred, w)
         sf, nf = masked_sums(target[:, -1], pred[:, -1], w[:, -1])
         out[name] = {"window_mse": sw / max(nw, 1.0), "forecast_mse": sf / max(nf, 1.0)}
     return out
 
 
-def _compile(model: keras.Model, cfg: Config) -> None:
+def learning_rate_schedule(cfg: Config, steps_per_epoch: int) -> keras.optimizers.schedules.LearningRateSchedule:
+    """Linear warm-up to ``learning_rate``, then cosine decay to 0 at the end of the budget."""
+    p = cfg.training
+    total = p.epochs * steps_per_epoch
+    warmup = min(p.warmup_steps, max(total - 1, 0))
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0 if warmup else p.learning_rate,
+        decay_steps=max(total - warmup, 1),
+        warmup_target=p.learning_rate if warmup else None,
+        warmup_steps=warmup,
+    )
+
+
+def _compile(model: keras.Model, cfg: Config, steps_per_epoch: int) -> None:
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=cfg.training.learning_rate),
+        optimizer=keras.optimizers.Adam(learning_rate=learning_rate_schedule(cfg, steps_per_epoch)),
         loss=MaskedMSE(),
         metrics=[forecast_mse],
     )
@@ -182,7 +214,7 @@ def _train(cfg, name, dist, final_dir: Path, out: Path, resume, verbose, extra) 
     val_ends = evenly_spaced(val_all, cfg.training.validation_steps * batch or len(val_all))
     steps = cfg.training.steps_per_epoch or math.ceil(len(train_ends) / batch)
 
-    fp = _fingerprint(cfg, name, t)
+    fp = run_fingerprint(cfg, name, t)
     ckpt_dir = final_dir / "checkpoints"
     state = load_state(ckpt_dir, fp) if resume else None
     if state is None and dist.is_chief:
@@ -198,24 +230,22 @@ def _train(cfg, name, dist, final_dir: Path, out: Path, resume, verbose, extra) 
     keras.utils.set_random_seed(cfg.seed)
     with dist.scope():
         model = build_model(name, cfg, (L, ph, pw, C))
-        _compile(model, cfg)
+        _compile(model, cfg, steps)
         if state:
             restore_model(model, state[1])
     twin = build_model(name, cfg, (L, H, W, C))  # full grid, local (outside the strategy)
 
-    early = keras.callbacks.EarlyStopping(
-        monitor="val_loss", patience=cfg.training.early_stopping_patience, restore_best_weights=True)
-    plateau = keras.callbacks.ReduceLROnPlateau(
-        monitor="val_loss", factor=cfg.training.reduce_lr_factor, patience=cfg.training.reduce_lr_patience)
-    ckpt = EpochCheckpoint(ckpt_dir, fp, early, plateau, state, history, write=dist.is_chief)
-    cbs = [FullGridValidation(twin, val_ds, history), early, plateau, ckpt, *extra]
+    best_cb = BestWeights(SELECT_ON)
+    ckpt = EpochCheckpoint(ckpt_dir, fp, best_cb, state, history, write=dist.is_chief)
+    cbs = [FullGridValidation(twin, val_ds, history), best_cb, ckpt, *extra]
 
     t0 = time.perf_counter()
-    if state and state[0].get("stopped"):  # killed after early stopping, before the end
-        model.set_weights(best_weights(state[1]) or model.get_weights())
-    else:
+    if initial_epoch < cfg.training.epochs:
         model.fit(train_ds, epochs=cfg.training.epochs, initial_epoch=initial_epoch,
                   steps_per_epoch=steps, callbacks=cbs, verbose=verbose, shuffle=False)
+    elif state and best_weights(state[1]):  # killed after the last epoch, before the end
+        model.set_weights(best_weights(state[1]))
+        best_cb.best_epoch = state[0]["best"]["epoch"]
     wall = time.perf_counter() - t0
     if dist.is_chief:
         ckpt.set_model(model)
@@ -234,7 +264,8 @@ def _train(cfg, name, dist, final_dir: Path, out: Path, resume, verbose, extra) 
         "epochs": len(history),
         "epochs_this_run": epochs_run,
         "resumed_from_epoch": initial_epoch,
-        "best_epoch": int(np.argmin([h["val_loss"] for h in history]) + 1) if history else None,
+        "best_epoch": best_cb.best_epoch,
+        "selected_on": SELECT_ON,
         "steps_per_epoch": steps,
         "batch_size": batch,
         "patch": [ph, pw],
@@ -247,9 +278,10 @@ def _train(cfg, name, dist, final_dir: Path, out: Path, resume, verbose, extra) 
         "distribution": {"kind": dist.kind, "replicas": dist.replicas},
         "keras_backend": keras.backend.backend(),
         "keras_version": keras.__version__,
-        "best_val_loss": min(h["val_loss"] for h in history) if history else best["window_mse"],
+        "best_val_forecast_mse": best["forecast_mse"],
+        "target": cfg.window.target,
         "val": {name: best, **refs},
-        "val_space": "scaled target, masked MSE; window = whole target window, forecast = last step",
+        "val_space": f"scaled {cfg.window.target} target, masked MSE; window = whole target window, forecast = last step",
     }
     _write_outputs(out, cfg, name, twin, scaler, t, history, record)
     return final_dir

@@ -1,8 +1,14 @@
 """Samples, chronological splits and the streaming batch pipeline.
 
 A sample ending at day index ``t`` is the input window ``X[t-L+1 .. t]`` (``L`` =
-``cfg.window.seq_len``) with the target window ``Y[t-L+1+lead .. t+lead]``; the forecast is
-the last target step ``Y[t+lead]``. A window belongs to a split only when EVERY input and
+``cfg.window.seq_len``) with one target per input day ``s``: ``Y[s+lead]`` (``window.target:
+state``) or the increment ``Y[s+lead] - Y[s]`` (``increment``); the forecast is the last
+step, valid at ``t+lead``. Every network is causal (step ``s`` reads inputs up to ``s``), so
+the earlier steps are extra training signal, never a peek at the answer.
+
+Input channels: the weather variables (standardised, over the whole grid), then the
+antecedent soil moisture (scaled state, 0 outside the mask) when configured, then the basin
+mask itself (1 inside, 0 outside), so a network knows where its output is scored. A window belongs to a split only when EVERY input and
 target day lies inside the split's years, so no window straddles a boundary.
 
 Batches are cut by index from the scaled arrays held once in memory (no ``xL`` copy). The
@@ -81,34 +87,48 @@ def gather(arr: np.ndarray, ends: np.ndarray, first: int, length: int) -> np.nda
 
 
 def n_input_channels(cfg: Config) -> int:
-    return len(cfg.variables) + int(cfg.window.antecedent_soil_moisture)
+    """Network input channels: weather, antecedent soil moisture (optional), the mask."""
+    return len(cfg.variables) + int(cfg.window.antecedent_soil_moisture) + 1
 
 
 @dataclass(frozen=True)
 class Prepared:
-    """Scaled arrays the pipeline cuts windows from (0 outside the mask)."""
+    """Scaled arrays the pipeline cuts windows from."""
 
-    Xs: np.ndarray  # [T, H, W, C'] float32 (C' = 7, +1 antecedent soil moisture)
-    Ys: np.ndarray  # [T, H, W, 1] float32
+    Xs: np.ndarray  # [T, H, W, C'] float32: weather, (+ antecedent state), mask channel
+    Ys: np.ndarray  # [T, H, W, 1] float32: scaled state of day s, 0 outside the mask
+    targets: np.ndarray  # [T, H, W] float32: the target of input day s (state or increment)
     weight: np.ndarray  # [H, W] float32, 1 on mask cells
     time: pd.DatetimeIndex
+
+
+def target_of_day(scaled_state: np.ndarray, Y: np.ndarray, mask: np.ndarray, scaler: Scaler,
+                  kind: str, lead: int) -> np.ndarray:
+    """[T, H, W] target per input day ``s`` (the last ``lead`` days have none: 0)."""
+    out = np.zeros(scaled_state.shape[:3], dtype=np.float32)
+    if kind == "state":
+        out[:-lead] = scaled_state[lead:, ..., 0]
+    else:
+        y = np.asarray(Y[..., 0], dtype=np.float32)
+        out[:-lead] = np.where(mask, scaler.scale_increment(y[lead:] - y[:-lead]), 0.0)
+    return out
 
 
 def prepare(t: Tensors, cfg: Config, scaler: Scaler, chunk: int = 366) -> Prepared:
     """Scale the whole store once (chunked in time, float32 throughout)."""
     T, H, W, C = t.X.shape
     extra = int(cfg.window.antecedent_soil_moisture)
-    Xs = np.empty((T, H, W, C + extra), dtype=np.float32)
+    Xs = np.empty((T, H, W, C + extra + 1), dtype=np.float32)
     Ys = np.empty((T, H, W, 1), dtype=np.float32)
     for i in range(0, T, chunk):
         sl = slice(i, min(i + chunk, T))
-        x = np.asarray(t.X[sl], dtype=np.float32)
-        y = np.asarray(t.Y[sl], dtype=np.float32)
-        Xs[sl, ..., :C] = mask_fill(scaler.scale_inputs(x), t.mask)
-        Ys[sl] = mask_fill(scaler.scale_target(y), t.mask)
+        Xs[sl, ..., :C] = scaler.scale_inputs(np.asarray(t.X[sl], dtype=np.float32))
+        Ys[sl] = mask_fill(scaler.scale_target(np.asarray(t.Y[sl], dtype=np.float32)), t.mask)
     if extra:
-        Xs[..., C:] = Ys
-    return Prepared(Xs=Xs, Ys=Ys, weight=t.mask.astype(np.float32), time=t.time)
+        Xs[..., C] = Ys[..., 0]
+    Xs[..., -1] = t.mask
+    targets = target_of_day(Ys, t.Y, t.mask, scaler, cfg.window.target, cfg.window.lead_days)
+    return Prepared(Xs=Xs, Ys=Ys, targets=targets, weight=t.mask.astype(np.float32), time=t.time)
 
 
 def patch_offsets(mask: np.ndarray, patch: int) -> tuple[tuple[int, int], np.ndarray]:
@@ -190,12 +210,12 @@ class WindowDataset(keras.utils.PyDataset):
         return math.ceil(len(self.ends) / self.batch)
 
     def _cut(self, ts: np.ndarray, offs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        (ph, pw), L, lead, d = self.patch, self.L, self.lead, self.data
+        (ph, pw), L, d = self.patch, self.L, self.data
         C = d.Xs.shape[-1]
         x = np.empty((len(ts), L, ph, pw, C), dtype=np.float32)
         y = np.empty((len(ts), L, ph, pw, 2), dtype=np.float32)
         for k, (t, (i, j)) in enumerate(zip(ts, offs)):
             x[k] = d.Xs[t - L + 1 : t + 1, i : i + ph, j : j + pw]
-            y[k, ..., 0] = d.Ys[t - L + 1 + lead : t + lead + 1, i : i + ph, j : j + pw, 0]
+            y[k, ..., 0] = d.targets[t - L + 1 : t + 1, i : i + ph, j : j + pw]
             y[k, ..., 1] = d.weight[i : i + ph, j : j + pw]
         return x, y

@@ -280,14 +280,14 @@ def validation_summary(report: dict[str, Any]) -> dict[str, Any]:
     })
 
 
-TRAIN_KEYS = ("model", "epochs", "best_epoch", "best_val_loss", "params", "precision",
+TRAIN_KEYS = ("model", "epochs", "best_epoch", "best_val_forecast_mse", "params", "precision", "target",
               "keras_backend", "wall_time_s", "samples_per_s", "distribution", "data")
 
 
 def train_summary(record: dict[str, Any]) -> tuple[dict[str, Any], dict[str, float]]:
     """(Model metadata, metrics) from a training record, leaving out its embedded config."""
     meta = metadata({k: record.get(k) for k in TRAIN_KEYS if k in record})
-    values = scalars({k: record[k] for k in ("best_val_loss", "epochs", "params", "wall_time_s")
+    values = scalars({k: record[k] for k in ("best_val_forecast_mse", "epochs", "params", "wall_time_s")
                       if isinstance(record.get(k), (int, float))})
     values.update(scalars(record.get("val") or {}, prefix="val."))
     return meta, values
@@ -304,6 +304,7 @@ def overall_metrics(metrics: dict[str, Any]) -> dict[str, float]:
 
 def gate_summary(decision: dict[str, Any]) -> dict[str, Any]:
     keys = ("blessed", "winner", "primary_metric", "winner_score", "skill_vs_climatology",
+            "skill_vs_persistence", "validation", "test", "beats_linear", "linear_reference",
             "champion_score", "relative_change", "thresholds", "reasons", "candidates")
     return metadata({k: decision.get(k) for k in keys if k in decision})
 

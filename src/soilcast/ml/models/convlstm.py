@@ -1,12 +1,15 @@
 """The paper's ConvLSTM, exactly: four ConvLSTM2D(64, 3x3, same, return_sequences) each
 followed by BatchNormalization, then ConvLSTM2D(1, 3x3, same, return_sequences) with the
-layer's default ``tanh`` (hence the target is scaled into ``cfg.scaling.target_range``)."""
+layer's default ``tanh`` (hence the target, state or increment, is scaled into
+``cfg.scaling.target_range``). For the increment target the output layer starts at zero
+(:mod:`soilcast.ml.models.heads`): an untrained ConvLSTM forecasts exactly persistence."""
 
 from __future__ import annotations
 
 import keras
 
 from soilcast.config import Config
+from soilcast.ml.models.heads import readout_initializer, recurrent_readout_bias, recurrent_readout_initializer
 
 
 def convlstm_layer_class(cfg: Config) -> type:
@@ -27,5 +30,8 @@ def build_convlstm(cfg: Config, input_shape: tuple) -> keras.Model:
     for i in range(1, p.n_hidden_layers + 1):
         x = Layer(p.filters, k, padding="same", return_sequences=True, name=f"convlstm_{i}")(x)
         x = keras.layers.BatchNormalization(momentum=p.batchnorm_momentum, name=f"batchnorm_{i}")(x)
-    out = Layer(1, k, padding="same", return_sequences=True, dtype="float32", name="convlstm_out")(x)
+    out = Layer(1, k, padding="same", return_sequences=True, dtype="float32", name="convlstm_out",
+                kernel_initializer=readout_initializer(cfg),
+                recurrent_initializer=recurrent_readout_initializer(cfg),
+                **recurrent_readout_bias(cfg, 1))(x)
     return keras.Model(inputs, out, name="convlstm")
