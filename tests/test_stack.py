@@ -76,6 +76,7 @@ def _copy_with_nan(stacked, root: Path, fill_rule: str):
     """A copy of the prepared interim data with NaN in t2m at a mask cell on days 5-6."""
     cfg = small_config(root, {"preprocess": {"fill_rule": fill_rule}})
     shutil.copytree(stacked.paths.interim_dir, cfg.paths.interim_dir)
+    shutil.copytree(stacked.validate_.report_dir, cfg.validate_.report_dir)
     shutil.copytree(Path(stacked.paths.raw_dir) / "basins", Path(cfg.basins.path).parent)
     with netCDF4.Dataset(regridded_path(cfg, "t2m"), "r+") as nc:
         nc["t2m"][5:7, 2, 2] = np.nan  # lat 12.5, lon 72.5: inside the mask

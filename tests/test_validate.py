@@ -189,3 +189,32 @@ def test_cli_exits_nonzero_with_summary(broken, tmp_path):
     assert res.exit_code != 0
     out = res.output + (res.stderr if hasattr(res, "stderr") else "")
     assert "data validation failed" in out and "t2m_2011.nc" in out and "2011-03-10" in out
+
+
+def test_stages_refuse_raw_files_changed_since_validation(tmp_path):
+    """Replacing a raw file after `validate` passed: regrid refuses naming it; stack refuses
+    regridded data made from files other than the ones last validated."""
+    from soilcast.data.clip import build_mask
+    from soilcast.data.regrid import regrid_all
+    from soilcast.data.stack import stack_tensors
+
+    cfg = small_config(tmp_path)
+    tp = next(v for v in cfg.to_dict()["variables"] if v["name"] == "tp")
+    cfg = small_config(tmp_path, {"variables": [tp]})  # one input keeps this run short
+    write_raw(cfg)
+    report = run_validation(cfg)
+    assert set(report["input_hashes"]) == {"era5/tp_2010.nc", "era5/tp_2011.nc", "era5/tp_2012.nc",
+                                           "era5land/swvl1_2010.nc", "era5land/swvl1_2011.nc",
+                                           "era5land/swvl1_2012.nc"}
+    regrid_all(cfg)
+    build_mask(cfg)
+    _rewrite(cfg, "tp", 2011, set_value=("2011-02-02", -0.02))  # negative rain, never validated
+    with pytest.raises(DataError, match=r"tp_2011\.nc: changed since it was validated.*rerun 'soilcast validate'"):
+        regrid_all(cfg)
+    _rewrite(cfg, "tp", 2011, set_value=("2011-02-02", 0.05))  # plausible new data, validated...
+    run_validation(cfg)
+    with pytest.raises(DataError, match=r"regridded was made from raw files other than.*"
+                                        r"era5/tp_2011\.nc.*rerun 'soilcast regrid'"):
+        stack_tensors(cfg, plots=False)  # ...but the regridded files predate it
+    regrid_all(cfg)
+    stack_tensors(cfg, plots=False)

@@ -37,7 +37,7 @@ from soilcast.data.readers import (
     target_axes,
     unit_token,
 )
-from soilcast.data.validate import passed_report
+from soilcast.data.validate import passed_report, validated_hashes
 from soilcast.io.atomic import atomic_path
 
 REGRIDDED = "regridded"
@@ -144,7 +144,7 @@ def regrid_variable(cfg: Config, spec: VariableSpec, out: Path, hashes: dict[str
     attrs = {
         "variable": spec.name, "source_units": spec.source_units, "regrid_method": spec.regrid_method,
         "accumulated_shift_days": int(spec.accumulated),
-        "input_hashes": {hash_key(cfg, p): hashes.get(hash_key(cfg, p), "") for _, p in files},
+        "input_hashes": {hash_key(cfg, p): hashes[hash_key(cfg, p)] for _, p in files},
     }
     written = np.zeros(len(days), dtype=bool)
     writer = _SliceWriter(out, spec, lat, lon, days, attrs)
@@ -170,14 +170,9 @@ def regrid_variable(cfg: Config, spec: VariableSpec, out: Path, hashes: dict[str
 
 
 def regrid_all(cfg: Config) -> Path:
-    """Regrid all inputs and the target; requires a passing validation report."""
-    report = passed_report(cfg)
-    if report.get("period") != f"{cfg.period.start}..{cfg.period.end}":
-        raise DataError(
-            f"validation report covers {report.get('period')}, params period is "
-            f"{cfg.period.start}..{cfg.period.end}: rerun 'soilcast validate'"
-        )
-    hashes = report.get("input_hashes", {})
+    """Regrid all inputs and the target; requires a passing report on exactly these raw files."""
+    passed_report(cfg)  # "run validate" comes before any missing-file error
+    hashes = validated_hashes(cfg, [p for spec in all_specs(cfg) for _, p in source_files(cfg, spec)])
     target = regridded_dir(cfg)
     with atomic_path(target) as tmp:
         tmp.mkdir(parents=True)

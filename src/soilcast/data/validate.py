@@ -297,7 +297,7 @@ def _write_report(cfg: Config, report: dict[str, Any], tables: list[pd.DataFrame
 
 
 def passed_report(cfg: Config) -> dict[str, Any]:
-    """The validation report, insisting it exists and passed (gate for regrid)."""
+    """The validation report, insisting it exists, passed and covers the params period."""
     import json
 
     path = Path(cfg.validate_.report_dir) / REPORT_NAME
@@ -306,4 +306,49 @@ def passed_report(cfg: Config) -> dict[str, Any]:
     report = json.loads(path.read_text())
     if report.get("status") != "passed":
         raise DataError(f"{path}: raw data failed validation; fix the inputs and rerun 'soilcast validate'")
+    if report.get("period") != f"{cfg.period.start}..{cfg.period.end}":
+        raise DataError(
+            f"{path}: validation report covers {report.get('period')}, params period is "
+            f"{cfg.period.start}..{cfg.period.end}: rerun 'soilcast validate'"
+        )
     return report
+
+
+def validated_hashes(cfg: Config, paths: Iterable[Path]) -> dict[str, str]:
+    """Hash each raw file once and insist it is byte for byte the file validation passed.
+
+    Why: a stage run directly (CLI, not ``dvc repro``) after a raw file was replaced must not
+    derive anything from data nobody checked; the report's sha256 per file is the proof.
+    Returns ``{hash_key: sha256}`` of ``paths`` for the stage's own provenance record.
+    """
+    report = passed_report(cfg)
+    validated = report.get("input_hashes", {})
+    where = Path(cfg.validate_.report_dir) / REPORT_NAME
+    out: dict[str, str] = {}
+    for path in paths:
+        key, now = hash_key(cfg, path), file_sha256(path)
+        then = validated.get(key)
+        if then is None:
+            raise DataError(f"{path}: not among the files validated in {where}; rerun 'soilcast validate'")
+        if now != then:
+            raise DataError(
+                f"{path}: changed since it was validated (sha256 now {now[:12]}..., validated "
+                f"{then[:12]}... in {where}); rerun 'soilcast validate'"
+            )
+        out[key] = now
+    return out
+
+
+def check_derived_from_validated(cfg: Config, recorded: dict[str, str], what: str) -> None:
+    """Insist an intermediate (``what``) was made from exactly the raw files last validated.
+
+    Why: after ``validate`` passes on new raw files, a stage reading intermediates made from
+    the old ones would mix data generations; the recorded hashes tell.
+    """
+    validated = passed_report(cfg).get("input_hashes", {})
+    stale = sorted(k for k, v in recorded.items() if validated.get(k) != v)
+    if stale:
+        raise DataError(
+            f"{what} was made from raw files other than the ones last validated "
+            f"({', '.join(stale[:MAX_LISTED])}); rerun 'soilcast regrid'"
+        )
