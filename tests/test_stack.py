@@ -136,3 +136,28 @@ def test_dvc_wiring_basins_and_grid():
         assert "grid" in stages[name]["params"]
     assert "basins" in stages["clip"]["params"] and "data/raw/basins" in stages["clip"]["deps"]
     assert {"data/interim/regridded", "data/interim/mask.nc"} <= set(stages["stack"]["deps"])
+
+
+def _leftovers(target: Path) -> list[Path]:
+    """Fake what a run killed inside atomic_path leaves: a hidden temp dir and a .old copy."""
+    made = [target.parent / f".{target.name}.k1ll3d.tmp" / target.name, target.with_name(f".{target.name}.old")]
+    for p in made:
+        p.mkdir(parents=True)
+        (p / "chunk").write_bytes(b"x" * 10)
+    return [made[0].parent, made[1]]
+
+
+def test_stages_remove_stale_temporaries_of_their_outputs(tmp_path):
+    from soilcast.data.regrid import regridded_dir
+
+    cfg = small_config(tmp_path)
+    write_raw(cfg)
+    passed_report(cfg)
+    stale = [*_leftovers(regridded_dir(cfg)), *_leftovers(Path(cfg.paths.interim_dir) / "mask.nc"),
+             *_leftovers(Path(cfg.paths.processed))]
+    other = Path(cfg.paths.interim_dir) / ".notes.abc.tmp"  # not an output of these stages: kept
+    other.write_text("keep")
+    regrid_all(cfg)
+    build_mask(cfg)
+    stack_tensors(cfg, plots=False)
+    assert [p for p in stale if p.exists()] == [] and other.read_text() == "keep"

@@ -218,3 +218,16 @@ def test_stages_refuse_raw_files_changed_since_validation(tmp_path):
         stack_tensors(cfg, plots=False)  # ...but the regridded files predate it
     regrid_all(cfg)
     stack_tensors(cfg, plots=False)
+
+
+def test_validate_removes_stale_temporaries_of_its_report(tmp_path):
+    cfg = small_config(tmp_path)
+    tp = next(v for v in cfg.to_dict()["variables"] if v["name"] == "tp")
+    cfg = small_config(tmp_path, {"variables": [tp]})
+    write_raw(cfg)
+    report_dir = Path(cfg.validate_.report_dir)
+    stale = [report_dir / ".report.json.k1ll3d.tmp", report_dir / ".data_docs.x.tmp", report_dir / ".data_docs.old"]
+    for p in stale:
+        (p / "part").mkdir(parents=True)
+    run_validation(cfg)
+    assert [p for p in stale if p.exists()] == [] and (report_dir / "data_docs" / "index.html").is_file()

@@ -38,7 +38,7 @@ from soilcast.data.readers import (
     unit_token,
 )
 from soilcast.data.validate import passed_report, validated_hashes
-from soilcast.io.atomic import atomic_path
+from soilcast.io.atomic import atomic_path, remove_stale_temporaries
 
 REGRIDDED = "regridded"
 TIME_UNITS = "days since 1970-01-01"
@@ -171,6 +171,7 @@ def regrid_variable(cfg: Config, spec: VariableSpec, out: Path, hashes: dict[str
 
 def regrid_all(cfg: Config) -> Path:
     """Regrid all inputs and the target; requires a passing report on exactly these raw files."""
+    remove_stale_temporaries(regridded_dir(cfg))
     passed_report(cfg)  # "run validate" comes before any missing-file error
     hashes = validated_hashes(cfg, [p for spec in all_specs(cfg) for _, p in source_files(cfg, spec)])
     target = regridded_dir(cfg)

@@ -27,7 +27,7 @@ from soilcast.data.readers import DataError, all_specs, period_days, target_axes
 from soilcast.data.regrid import open_regridded, regridded_dir
 from soilcast.data.store import tensors_dataset
 from soilcast.data.validate import check_derived_from_validated
-from soilcast.io.atomic import atomic_path
+from soilcast.io.atomic import atomic_path, remove_stale_temporaries
 
 MAX_LISTED = 10
 
@@ -102,6 +102,7 @@ def stack_tensors(cfg: Config, plots: bool = True) -> Path:
 
     ``plots`` also saves the monsoon/dry input maps (the DVC stage always does).
     """
+    remove_stale_temporaries(Path(cfg.paths.processed))
     mask, basin_id, names, hashes = load_mask(cfg)
     specs: list[VariableSpec] = all_specs(cfg)
     das = {s.name: open_regridded(cfg, s) for s in specs}

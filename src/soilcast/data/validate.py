@@ -37,7 +37,7 @@ from soilcast.data.readers import (
     unit_token,
 )
 from soilcast.data.store import file_sha256
-from soilcast.io.atomic import atomic_path, atomic_write_json, atomic_write_text
+from soilcast.io.atomic import atomic_path, atomic_write_json, atomic_write_text, remove_stale_temporaries
 
 REPORT_NAME = "report.json"
 SUMMARY_NAME = "daily_summary.csv"
@@ -240,6 +240,8 @@ def human_summary(failures: list[dict[str, Any]], limit: int = MAX_LISTED) -> st
 
 def run_validation(cfg: Config) -> dict[str, Any]:
     """Validate every raw met and target file of the period; write the report; raise on failure."""
+    for name in (REPORT_NAME, SUMMARY_NAME, HTML_NAME, DOCS_NAME):
+        remove_stale_temporaries(Path(cfg.validate_.report_dir) / name)
     failures: list[dict[str, Any]] = []
     tables: list[pd.DataFrame] = []
     hashes: dict[str, str] = {}
