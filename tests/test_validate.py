@@ -113,6 +113,7 @@ def test_nan_burst_over_land(broken):
     cfg, err = broken
     (f,) = _failures(err, "swvl1", "expect_column_values_to_be_between")
     assert f["message"].startswith("nan_share")
+    assert "expected a NaN share 0.0..0.0 of the file's domain (validate.max_nan_fraction)" in f["message"]
     assert {o["date"] for o in f["offending"]} == {"2011-07-04", "2011-07-05"}
     assert all(o["value"] > 0 for o in f["offending"]) and "swvl1_2011.nc" in f["file"]
 
@@ -121,6 +122,10 @@ def test_out_of_range_value(broken):
     cfg, err = broken
     fails = _failures(err, "u10", "expect_column_values_to_be_between")
     assert [(o["date"], o["value"]) for f in fails for o in f["offending"]] == [("2011-02-02", 99.0)]
+    # the value with its unit, next to the expected range and where it is set
+    assert "2011-02-02=99.0 m s**-1; expected -60.0..60.0 m s**-1 (valid_range of u10 in params, source units)" \
+        in fails[0]["message"]
+    assert "expected -60.0..60.0 m s**-1" in str(err)  # in the CLI's short summary too
 
 
 def test_truncated_netcdf(broken):

@@ -191,12 +191,28 @@ def _run_gx(ctx, spec: VariableSpec, table: pd.DataFrame, max_nan: float) -> tup
         rows = table.iloc[idx[:MAX_LISTED]] if idx else table.iloc[:0]
         offending = [{"file": r.file, "date": r.date, "value": _plain(r[column])} for _, r in rows.iterrows()]
         files = sorted(set(table.iloc[idx]["file"])) if idx else ["<all files>"]
-        where = ", ".join(f"{o['date']}={o['value']}" for o in offending)
+        unit, expected = _expected(spec, column, conf["kwargs"])
+        where = ", ".join(f"{o['date']}={o['value']}{unit}" for o in offending)
         fails.append({
             "file": ", ".join(files), "variable": spec.name, "check": conf["type"],
-            "message": f"{column}: {len(idx)} offending row(s): {where}", "offending": offending,
+            "message": f"{column}: {len(idx)} offending row(s): {where}{expected}", "offending": offending,
         })
     return fails, result["results"]
+
+
+def _expected(spec: VariableSpec, column: str, kwargs: dict[str, Any]) -> tuple[str, str]:
+    """(" <unit>" for the offending values, "; expected ..." naming the range and its params key).
+
+    Why: "max: 2011-02-02=99.0" alone leaves the reader to look up what was allowed and in
+    which units (params ranges are in *source* units, before any conversion).
+    """
+    if "min_value" not in kwargs and "max_value" not in kwargs:
+        return "", ""
+    lo, hi = kwargs.get("min_value"), kwargs.get("max_value")
+    if column == "nan_share":
+        return "", f"; expected a NaN share {lo}..{hi} of the file's domain (validate.max_nan_fraction)"
+    unit = f" {spec.source_units}"
+    return unit, f"; expected {lo}..{hi}{unit} (valid_range of {spec.name} in params, source units)"
 
 
 def _plain(value: Any) -> Any:
