@@ -3,7 +3,8 @@
 Every variable is spatially constant and a ramp in the *valid* day index d (days since the
 period start), so after the pipeline the expected tensor values are known exactly:
 tp = 0.1 (d+1) mm/day, ssrd = 100 + d W/m2, sp = 1000 - d/100 hPa, ..., swvl1 = 0.2 + 5e-4 d.
-Accumulations are stamped at the next day's 00 UTC, like ERA5.
+Accumulations are stamped as the config's ``sources.*.accumulation_stamp`` says (the params:
+at the next day's 00 UTC, like ERA5).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import xarray as xr
 
 from tests.conftest import tiny_config
 from soilcast.config import Config, VariableSpec
-from soilcast.data.readers import all_specs, days_in_year, source_path
+from soilcast.data.readers import accumulation_shift, all_specs, days_in_year, source_path
 
 # Source-unit value on valid day index d (spatially constant).
 RAMPS = {
@@ -80,7 +81,7 @@ def field(cfg: Config, spec: VariableSpec, year: int, lat, lon):
     values = np.broadcast_to(RAMPS[spec.name](d)[:, None, None], (len(d), len(lat), len(lon))).copy()
     if spec.name == "swvl1":
         values[:, lat > SEA_LAT, :] = np.nan
-    stamps = days + pd.Timedelta(days=1) if spec.accumulated else days
+    stamps = days + pd.Timedelta(days=accumulation_shift(cfg, spec))  # as the params' sources say
     return stamps, values
 
 

@@ -82,7 +82,7 @@ def test_0_360_and_minus180_180_sources_identical(tmp_path, small_cfg_factory, m
     stamps = pd.date_range("2010-01-01", periods=2)
     write_var(tmp_path / "a.nc", "t2m", "K", stamps, lat, lon360, np.repeat(f(lon360), 2, 0))
     write_var(tmp_path / "b.nc", "t2m", "K", stamps, lat, lon180, np.repeat(f(lon180), 2, 0))
-    a, b = open_source(tmp_path / "a.nc", spec), open_source(tmp_path / "b.nc", spec)
+    a, b = open_source(tmp_path / "a.nc", spec, 0), open_source(tmp_path / "b.nc", spec, 0)
     tgt_lat, tgt_lon = np.arange(-9.5, 9.6, 1.0), np.arange(-10.5, 10.6, 1.0)  # crosses 0 deg
     ra = regrid_block(a.data.load(), method, tgt_lat, tgt_lon)
     rb = regrid_block(b.data.load(), method, tgt_lat, tgt_lon)

@@ -172,7 +172,7 @@ def test_valid_time_and_scalar_coords_accepted(tmp_path):
     write_var(path, spec.source_name, spec.source_units, stamps, MET_LAT, MET_LON, values, "valid_time")
     from soilcast.data.readers import open_source
 
-    src = open_source(path, spec)
+    src = open_source(path, spec, 1)
     assert src.data.dims == ("time", "lat", "lon") and set(src.data.coords) == {"time", "lat", "lon"}
     # tp is stamped at the next day's 00 UTC; the reader labels the day it belongs to
     assert src.raw_times[0] == pd.Timestamp("2011-01-02") and src.data.time.values[0] == np.datetime64("2011-01-01")
@@ -236,3 +236,42 @@ def test_validate_removes_stale_temporaries_of_its_report(tmp_path):
         (p / "part").mkdir(parents=True)
     run_validation(cfg)
     assert [p for p in stale if p.exists()] == [] and (report_dir / "data_docs" / "index.html").is_file()
+
+
+def test_daily_statistics_stamping(tmp_path):
+    """CDS daily statistics stamp a day's total on the day itself: read as end_of_period, every
+    year lacks 31 December and validation names the option; with period_start all is right."""
+    from soilcast.data.regrid import regrid_all, regridded_path
+    from tests._rawdata import EXPECTED
+
+    base = small_config(tmp_path)
+    tp = next(v for v in base.to_dict()["variables"] if v["name"] == "tp")
+    daily_stats = {"variables": [tp], "sources": {"met": {"accumulation_stamp": "period_start"}}}
+    write_raw(small_config(tmp_path, daily_stats))  # tp stamped on its own day
+    path = source_path(base, base.variables[0], 2011)
+    with xr.open_dataset(path) as ds:
+        assert ds.time.values[0] == np.datetime64("2011-01-01") and ds.time.values[-1] == np.datetime64("2011-12-31")
+    with pytest.raises(DataValidationError) as err:
+        run_validation(small_config(tmp_path, {"variables": [tp]}))  # params: end_of_period
+    (f,) = [f for f in err.value.failures if f["check"] == "time_complete" and "tp_2011" in f["file"]]
+    assert "1 day(s) of the period missing: ['2011-12-31']" in f["message"]
+    assert "every day is one day early" in f["message"] and "CDS daily statistics" in f["message"]
+    assert "set sources.met.accumulation_stamp: period_start" in f["message"]
+    cfg = small_config(tmp_path, daily_stats)
+    run_validation(cfg)
+    regrid_all(cfg)
+    with xr.open_dataset(regridded_path(cfg, "tp")) as ds:  # each total on the day it describes
+        assert ds.attrs["accumulated_shift_days"] == 0
+        np.testing.assert_allclose(ds.tp.values[:, 0, 0], EXPECTED["tp"](np.arange(ds.sizes["time"])), rtol=1e-6)
+
+
+def test_end_of_period_files_read_as_period_start_are_named(tmp_path):
+    base = small_config(tmp_path)
+    tp = next(v for v in base.to_dict()["variables"] if v["name"] == "tp")
+    write_raw(small_config(tmp_path, {"variables": [tp]}))  # ERA5 convention: next 00 UTC
+    cfg = small_config(tmp_path, {"variables": [tp], "sources": {"met": {"accumulation_stamp": "period_start"}}})
+    with pytest.raises(DataValidationError) as err:
+        run_validation(cfg)
+    (f,) = [f for f in err.value.failures if f["check"] == "time_complete" and "tp_2011" in f["file"]]
+    assert "['2011-01-01']" in f["message"] and "one day late" in f["message"]
+    assert "set sources.met.accumulation_stamp: end_of_period" in f["message"]

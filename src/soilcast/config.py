@@ -138,9 +138,31 @@ class VariableSpec(_Strict):
         return self
 
 
+AccumulationStamp = Literal["end_of_period", "period_start"]
+
+
+class SourceSpec(_Strict):
+    """One product's files: ``<paths.raw_dir>/<folder>/<pattern>`` and how it stamps totals.
+
+    ``accumulation_stamp`` (for ``accumulated: true`` variables): ``end_of_period`` = a day's
+    total is stamped at the next day's 00 UTC (ERA5 / ERA5-Land hourly data summed to days),
+    ``period_start`` = on the day itself (CDS "daily statistics" products).
+    """
+
+    folder: str
+    pattern: str
+    accumulation_stamp: AccumulationStamp
+
+    @model_validator(mode="after")
+    def _relative(self) -> "SourceSpec":
+        if Path(self.folder).is_absolute() or ".." in Path(self.folder).parts or not self.folder.strip("./"):
+            raise ValueError(f"folder {self.folder!r} must be a sub-folder of paths.raw_dir")
+        return self
+
+
 class Sources(_Strict):
-    met_pattern: str
-    target_pattern: str
+    met: SourceSpec
+    target: SourceSpec
 
 
 class Basins(_Strict):

@@ -2,8 +2,9 @@
 
 Every stage sees the same view of a raw file: a DataArray with dims ``time``, ``lat``
 (ascending), ``lon`` (ascending, -180..180), scalar bookkeeping coordinates (``number``,
-``expver``) dropped, and the time axis labelled by the *valid day* (ERA5 accumulations are
-stamped at the next day's 00 UTC, so they are shifted back one day here, in one place).
+``expver``) dropped, and the time axis labelled by the *valid day* (accumulations of products
+stamped at the next day's 00 UTC, ``sources.<met|target>.accumulation_stamp: end_of_period``,
+are shifted back one day here, in one place).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from soilcast.config import Config, GridSpec, VariableSpec
+from soilcast.config import Config, GridSpec, SourceSpec, VariableSpec
 
 TIME_NAMES = ("time", "valid_time")
 LAT_NAMES = ("latitude", "lat")
@@ -78,9 +79,28 @@ def all_specs(cfg: Config) -> list[VariableSpec]:
     return [*cfg.variables, cfg.target]
 
 
+def source_key(cfg: Config, spec: VariableSpec) -> str:
+    """``met`` or ``target``: which ``sources`` entry (product) ``spec`` is read from."""
+    return "target" if spec is cfg.target else "met"
+
+
+def source_of(cfg: Config, spec: VariableSpec) -> SourceSpec:
+    return getattr(cfg.sources, source_key(cfg, spec))
+
+
+def accumulation_shift(cfg: Config, spec: VariableSpec) -> int:
+    """Days between a value's stamp and the day it describes (1: total stamped next 00 UTC)."""
+    return int(spec.accumulated and source_of(cfg, spec).accumulation_stamp == "end_of_period")
+
+
+def source_relpath(cfg: Config, spec: VariableSpec, year: int) -> Path:
+    """Where ``spec``'s file of ``year`` sits under ``paths.raw_dir``."""
+    src = source_of(cfg, spec)
+    return Path(src.folder) / src.pattern.format(var=spec.source_name, year=year)
+
+
 def source_path(cfg: Config, spec: VariableSpec, year: int) -> Path:
-    pattern = cfg.sources.target_pattern if spec is cfg.target else cfg.sources.met_pattern
-    return Path(cfg.paths.raw_dir) / pattern.format(var=spec.source_name, year=year)
+    return Path(cfg.paths.raw_dir) / source_relpath(cfg, spec, year)
 
 
 def source_files(cfg: Config, spec: VariableSpec) -> list[tuple[int, Path]]:
@@ -131,8 +151,11 @@ def open_dataset(path: Path) -> xr.Dataset:
         raise DataError(f"{path}: cannot be read as NetCDF ({type(err).__name__}: {err})") from None
 
 
-def open_source(path: Path, spec: VariableSpec) -> Source:
-    """Open ``path`` and return ``spec``'s variable in the normalised convention."""
+def open_source(path: Path, spec: VariableSpec, shift_days: int) -> Source:
+    """Open ``path`` and return ``spec``'s variable in the normalised convention.
+
+    ``shift_days`` (:func:`accumulation_shift`) moves the stamps back to the days they describe.
+    """
     ds = open_dataset(path)
     if spec.source_name not in ds.data_vars:
         raise DataError(
@@ -157,17 +180,14 @@ def open_source(path: Path, spec: VariableSpec) -> Source:
         raw_lon=np.asarray(da["lon"].values, dtype=np.float64),
     )
     lon = (raw.raw_lon + 180.0) % 360.0 - 180.0
-    da = da.assign_coords(lon=lon, time=valid_days(raw.raw_times, spec))
+    da = da.assign_coords(lon=lon, time=valid_days(raw.raw_times, shift_days))
     da = da.sortby("lat").sortby("lon")
     return Source(raw.path, da, raw.raw_units, raw.raw_times, raw.raw_lat, raw.raw_lon)
 
 
-def valid_days(stamps: pd.DatetimeIndex, spec: VariableSpec) -> pd.DatetimeIndex:
-    """The day each stamp describes: accumulations stamped D 00 UTC belong to day D-1."""
-    days = pd.DatetimeIndex(stamps).floor("D")
-    if spec.accumulated:
-        days = days - pd.Timedelta(days=1)
-    return days
+def valid_days(stamps: pd.DatetimeIndex, shift_days: int) -> pd.DatetimeIndex:
+    """The day each stamp describes: with ``end_of_period`` stamping D 00 UTC is day D-1."""
+    return pd.DatetimeIndex(stamps).floor("D") - pd.Timedelta(days=shift_days)
 
 
 def period_days(cfg: Config) -> pd.DatetimeIndex:

@@ -25,6 +25,7 @@ import xarray as xr
 from soilcast.config import Config, GridSpec, VariableSpec
 from soilcast.data.readers import (
     DataError,
+    accumulation_shift,
     all_specs,
     cell_edges,
     check_covers,
@@ -143,14 +144,14 @@ def regrid_variable(cfg: Config, spec: VariableSpec, out: Path, hashes: dict[str
     files = source_files(cfg, spec)
     attrs = {
         "variable": spec.name, "source_units": spec.source_units, "regrid_method": spec.regrid_method,
-        "accumulated_shift_days": int(spec.accumulated),
+        "accumulated_shift_days": accumulation_shift(cfg, spec),
         "input_hashes": {hash_key(cfg, p): hashes[hash_key(cfg, p)] for _, p in files},
     }
     written = np.zeros(len(days), dtype=bool)
     writer = _SliceWriter(out, spec, lat, lon, days, attrs)
     try:
         for year, path in files:
-            src = open_source(path, spec)
+            src = open_source(path, spec, accumulation_shift(cfg, spec))
             check_covers(src.data, cfg.grid, path)
             if unit_token(src.raw_units, f"{path}: {spec.source_name}") != unit_token(spec.source_units, "params"):
                 raise DataError(f"{path}: {spec.name} units {src.raw_units!r}, params expect {spec.source_units!r}")

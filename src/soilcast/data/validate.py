@@ -28,11 +28,14 @@ import pandas as pd
 from soilcast.config import Config, VariableSpec
 from soilcast.data.readers import (
     DataError,
+    accumulation_shift,
     all_specs,
     check_regular,
     days_in_year,
     hash_key,
     open_source,
+    source_key,
+    source_of,
     source_path,
     unit_token,
 )
@@ -64,7 +67,35 @@ def _dates(days: Iterable[pd.Timestamp]) -> list[str]:
     return [d.strftime("%Y-%m-%d") for d in days]
 
 
-def _time_checks(src, spec: VariableSpec, expected: pd.DatetimeIndex) -> list[dict[str, Any]]:
+def _stamp_hint(cfg: Config, spec: VariableSpec) -> dict[str, str] | None:
+    """For an accumulated variable: its stamping option's key, its value and the other value."""
+    if not spec.accumulated:
+        return None
+    stamp = source_of(cfg, spec).accumulation_stamp
+    other = "period_start" if stamp == "end_of_period" else "end_of_period"
+    return {"key": f"sources.{source_key(cfg, spec)}.accumulation_stamp", "value": stamp, "other": other}
+
+
+def _one_day_off(days: pd.DatetimeIndex, expected: pd.DatetimeIndex, hint: dict[str, str] | None) -> str:
+    """Why the days may be missing: a whole year one day off is the stamping convention.
+
+    A daily-statistics file (total stamped on its own day) read as ``end_of_period`` lacks the
+    year's last day and holds the previous year's; the reverse lacks the first day.
+    """
+    if hint is None or days.empty:
+        return ""
+    one = pd.Timedelta(days=1)
+    early = hint["value"] == "end_of_period" and expected[-1] not in days and (expected[0] - one) in days
+    late = hint["value"] == "period_start" and expected[0] not in days and (expected[-1] + one) in days
+    if not (early or late):
+        return ""
+    return (f"; every day is one day {'early' if early else 'late'}: the file likely stamps daily totals "
+            f"{'on the day itself (CDS daily statistics)' if early else 'at the next 00 UTC (ERA5 hourly)'}, "
+            f"not as {hint['key']}: {hint['value']} says; set {hint['key']}: {hint['other']}")
+
+
+def _time_checks(src, spec: VariableSpec, expected: pd.DatetimeIndex,
+                 hint: dict[str, str] | None = None) -> list[dict[str, Any]]:
     """Daily, monotonic, no duplicates, and every day of the period's share of this year."""
     out = []
     stamps, days = src.raw_times, pd.DatetimeIndex(src.data["time"].values)
@@ -79,8 +110,8 @@ def _time_checks(src, spec: VariableSpec, expected: pd.DatetimeIndex) -> list[di
     missing = expected.difference(days)
     if len(missing):
         out.append(_fail(src.path, spec, "time_complete",
-                         f"{len(missing)} day(s) of the period missing: {_dates(missing[:MAX_LISTED])}",
-                         dates=_dates(missing)))
+                         f"{len(missing)} day(s) of the period missing: {_dates(missing[:MAX_LISTED])}"
+                         f"{_one_day_off(days, expected, hint)}", dates=_dates(missing)))
     return out
 
 
@@ -108,7 +139,7 @@ def _check_file(cfg: Config, spec: VariableSpec, year: int, path: Path) -> tuple
     if not path.is_file():
         return [_fail(path, spec, "file_present", f"missing file for year {year}")], None
     try:
-        src = open_source(path, spec)
+        src = open_source(path, spec, accumulation_shift(cfg, spec))
     except DataError as err:
         return [_fail(path, spec, "readable", str(err))], None
     fails = []
@@ -125,7 +156,7 @@ def _check_file(cfg: Config, spec: VariableSpec, year: int, path: Path) -> tuple
         check_regular(src.data["lon"].values, path, "longitude (as -180..180)")
     except DataError as err:
         fails.append(_fail(path, spec, "regular_grid", str(err)))
-    fails += _time_checks(src, spec, days_in_year(cfg, year))
+    fails += _time_checks(src, spec, days_in_year(cfg, year), _stamp_hint(cfg, spec))
     try:
         table = _daily_summary(src, spec)
         src.data.close()
