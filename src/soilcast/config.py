@@ -183,6 +183,11 @@ class Preprocess(_Strict):
     fill_rule: Literal["fail", "nearest_time"]
 
 
+class Regrid(_Strict):
+    # share of each target cell's area the source grid's cells must cover (1.0: to its edges)
+    min_coverage: float = Field(gt=0, le=1)
+
+
 class Split(_Strict):
     train_years: YearPair
     val_years: YearPair
@@ -319,6 +324,7 @@ class Config(_Strict):
     basins: Basins
     validate_: Validate = Field(alias="validate")
     preprocess: Preprocess
+    regrid: Regrid
     split: Split
     window: Window
     scaling: Scaling

@@ -230,15 +230,40 @@ def target_axes(grid: GridSpec) -> tuple[np.ndarray, np.ndarray]:
     return lat, lon
 
 
-def check_covers(da: xr.DataArray, grid: GridSpec, path: Path) -> None:
-    """Fail unless the source cells cover every target cell entirely."""
+def _axis_coverage(target_edges: np.ndarray, lo: float, hi: float, spherical: bool) -> np.ndarray:
+    """Share of each target interval inside [lo, hi] (in sin(lat) for latitude: area)."""
+    f = (lambda x: np.sin(np.radians(x))) if spherical else (lambda x: x)
+    a, b = target_edges[:-1], target_edges[1:]
+    inside = f(np.clip(np.minimum(b, hi), a, b)) - f(np.clip(np.maximum(a, lo), a, b))
+    return np.clip(inside / (f(b) - f(a)), 0.0, 1.0)
+
+
+def check_covers(da: xr.DataArray, grid: GridSpec, path: Path, min_coverage: float) -> None:
+    """Fail unless the source grid's cells cover at least ``min_coverage`` of every target cell.
+
+    A box is the product of its two axes, so a cell's covered share is the product of its
+    latitude and longitude shares; the worst cell sits on the grid's edge.
+    """
     lat, lon = target_axes(grid)
     t_lat, t_lon = cell_edges(lat), cell_edges(lon)
     s_lat, s_lon = cell_edges(da["lat"].values), cell_edges(da["lon"].values)
+    cov_lat = _axis_coverage(t_lat, s_lat[0], s_lat[-1], spherical=True)
+    cov_lon = _axis_coverage(t_lon, s_lon[0], s_lon[-1], spherical=False)
+    worst = float(cov_lat.min() * cov_lon.min())
     tol = 1e-9
-    if s_lat[0] > t_lat[0] + tol or s_lat[-1] < t_lat[-1] - tol or s_lon[0] > t_lon[0] + tol or s_lon[-1] < t_lon[-1] - tol:
-        raise DataError(
-            f"{path}: source grid (lat {s_lat[0]:g}..{s_lat[-1]:g}, lon {s_lon[0]:g}..{s_lon[-1]:g}) "
-            f"does not cover the target grid cells (lat {t_lat[0]:g}..{t_lat[-1]:g}, "
-            f"lon {t_lon[0]:g}..{t_lon[-1]:g})"
-        )
+    if worst >= min_coverage - tol:
+        return
+    full_lat, full_lon = lat[cov_lat >= 1 - tol], lon[cov_lon >= 1 - tol]
+    if full_lat.size and full_lon.size:
+        inward = (f"or shrink the grid to the cells it covers entirely (grid lat_min: {full_lat[0]:g}, "
+                  f"lat_max: {full_lat[-1]:g}, lon_min: {full_lon[0]:g}, lon_max: {full_lon[-1]:g}), ")
+    else:
+        inward = ""
+    accept = (f"set regrid.min_coverage: {np.floor(worst * 100) / 100:.2f} (or lower) to use the covered part, "
+              if worst >= 0.01 else "")
+    raise DataError(
+        f"{path}: source grid (lat {s_lat[0]:g}..{s_lat[-1]:g}, lon {s_lon[0]:g}..{s_lon[-1]:g}) "
+        f"covers only {worst:.0%} of the outermost target grid cells (lat {t_lat[0]:g}..{t_lat[-1]:g}, "
+        f"lon {t_lon[0]:g}..{t_lon[-1]:g}); regrid.min_coverage is {min_coverage:g}: {accept}{inward}"
+        "or download a box reaching at least half a target cell beyond the outermost centres"
+    )

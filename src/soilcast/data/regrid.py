@@ -152,7 +152,7 @@ def regrid_variable(cfg: Config, spec: VariableSpec, out: Path, hashes: dict[str
     try:
         for year, path in files:
             src = open_source(path, spec, accumulation_shift(cfg, spec))
-            check_covers(src.data, cfg.grid, path)
+            check_covers(src.data, cfg.grid, path, cfg.regrid.min_coverage)
             if unit_token(src.raw_units, f"{path}: {spec.source_name}") != unit_token(spec.source_units, "params"):
                 raise DataError(f"{path}: {spec.name} units {src.raw_units!r}, params expect {spec.source_units!r}")
             da = _year_days(src, cfg, year, spec)
