@@ -130,12 +130,49 @@ def test_dvc_wiring_basins_and_grid():
     stages = yaml.safe_load((Path(__file__).parents[1] / "dvc.yaml").read_text())["stages"]
     for name in ("validate", "regrid"):
         assert not any("basins" in str(d) for d in stages[name]["deps"] + stages[name]["params"])
-        assert "data/raw" not in stages[name]["deps"]
+        assert "${paths.raw_dir}" not in stages[name]["deps"]
+        assert {"${paths.raw_dir}/${sources.met.folder}", "${paths.raw_dir}/${sources.target.folder}"} \
+            <= set(stages[name]["deps"])
     assert "grid" not in stages["validate"]["params"]
     for name in ("regrid", "clip", "stack"):
         assert "grid" in stages[name]["params"]
-    assert "basins" in stages["clip"]["params"] and "data/raw/basins" in stages["clip"]["deps"]
-    assert {"data/interim/regridded", "data/interim/mask.nc"} <= set(stages["stack"]["deps"])
+    assert "basins" in stages["clip"]["params"] and "${basins.path}" in stages["clip"]["deps"]
+    assert {"${paths.interim_dir}/regridded", "${paths.interim_dir}/mask.nc", "${validate.report_dir}"} \
+        <= set(stages["stack"]["deps"])
+
+
+def test_dvc_reads_data_folders_from_params(tmp_path):
+    """Raw folders renamed in params.yaml alone: the real dvc resolves dvc.yaml to the new ones."""
+    import json
+    import os
+    import subprocess
+
+    repo = Path(__file__).parents[1]
+    dvc = Path(os.environ.get("VIRTUAL_ENV", "")) / "bin" / "dvc"
+    dvc = str(dvc) if dvc.is_file() else shutil.which("dvc")
+    assert dvc, "the dvc executable must be on PATH (it is installed with the project)"
+    shutil.copy(repo / "dvc.yaml", tmp_path / "dvc.yaml")
+    params = (repo / "params.yaml").read_text()
+    for old, new in (("raw_dir: data/raw", "raw_dir: inputs"), ("interim_dir: data/interim", "interim_dir: work"),
+                     ("folder: era5,", "folder: met,"), ("folder: era5land,", "folder: soil,")):
+        assert params.count(old) == 1, old
+        params = params.replace(old, new)
+    (tmp_path / "params.yaml").write_text(params)
+    for sub in ("met", "soil"):
+        (tmp_path / "inputs" / sub).mkdir(parents=True)
+        (tmp_path / "inputs" / sub / "x_2010.nc").write_bytes(b"x")
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+    run = lambda *a: subprocess.run(a, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert run("git", "init", "-q").returncode == 0 and run(dvc, "init", "-q").returncode == 0
+    dag = run(dvc, "dag")
+    assert dag.returncode == 0 and "validate" in dag.stdout, dag.stderr
+    status = run(dvc, "status", "--json")
+    assert status.returncode == 0, status.stderr
+    deps = {k: v for entry in json.loads(status.stdout)["regrid"] for k, v in entry.get("changed deps", {}).items()}
+    assert {"inputs/met", "inputs/soil"} <= set(deps) and deps["inputs/met"] != "deleted"
+    assert not any(d.startswith("data/") for d in deps), deps
+    outs = {k for entry in json.loads(status.stdout)["regrid"] for k in entry.get("changed outs", {})}
+    assert outs == {"work/regridded"}
 
 
 def _leftovers(target: Path) -> list[Path]:
