@@ -275,3 +275,31 @@ def test_end_of_period_files_read_as_period_start_are_named(tmp_path):
     (f,) = [f for f in err.value.failures if f["check"] == "time_complete" and "tp_2011" in f["file"]]
     assert "['2011-01-01']" in f["message"] and "one day late" in f["message"]
     assert "set sources.met.accumulation_stamp: end_of_period" in f["message"]
+
+
+@pytest.mark.parametrize("chunk_days", [1, 7, 366])
+def test_streamed_daily_summary_equals_whole_file_statistics(tmp_path, chunk_days):
+    """The one-pass, chunked summary gives the statistics of the whole year over its domain."""
+    from soilcast.data.readers import open_source
+    from soilcast.data.validate import _daily_summary
+
+    cfg = small_config(tmp_path)
+    spec = cfg.target
+    stamps, values = field(cfg, spec, 2011, SM_LAT, SM_LON)  # NaN north of 17 N on every day: sea
+    rng = np.random.default_rng(0)
+    values = values + rng.normal(0, 0.01, values.shape)
+    values[40, 10:14, 5:9] = np.nan  # a burst over land
+    values[41] = np.nan  # a day with no data at all
+    path = source_path(cfg, spec, 2011)
+    write_var(path, spec.source_name, spec.source_units, stamps, SM_LAT, SM_LON, values)
+    table = _daily_summary(open_source(path, spec, 0), spec, chunk_days)
+    v = values.astype(np.float32).astype(np.float64).reshape(len(values), -1)
+    inside = v[:, ~np.isnan(v).all(axis=0)]
+    assert inside.shape[1] < v.shape[1]  # the sea is excluded from the domain
+    ok = np.arange(len(v)) != 41
+    np.testing.assert_array_equal(table["min"][ok], np.nanmin(inside[ok], axis=1))
+    np.testing.assert_array_equal(table["max"][ok], np.nanmax(inside[ok], axis=1))
+    np.testing.assert_allclose(table["mean"][ok], np.nanmean(inside[ok], axis=1), rtol=1e-12)
+    assert table[["min", "max", "mean"]].iloc[41].isna().all()
+    np.testing.assert_array_equal(table["nan_share"], np.isnan(inside).sum(axis=1) / inside.shape[1])
+    assert table["nan_share"][41] == 1.0 and table["nan_share"][40] == 16 / inside.shape[1]

@@ -63,26 +63,46 @@ def overlap_weights(src: np.ndarray, tgt: np.ndarray, spherical: bool) -> np.nda
 
 
 def _apply(wy: np.ndarray, wx: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """(T, Ny, Nx) -> (T, Ty, Tx) as two large GEMMs (tensordot), not T small ones."""
-    tmp = np.tensordot(values, wy, axes=([1], [1]))  # (T, Nx, Ty)
-    return np.tensordot(tmp, wx, axes=([1], [1]))  # (T, Ty, Tx)
+    """(T, Ny, Nx) -> (T, Ty, Tx) as two large GEMMs (tensordot), not T small ones.
+
+    The source's contiguous last axis is contracted first, so the big array is never
+    transposed (copied); only the small (T, Ny, Tx) intermediate is.
+    """
+    tmp = np.tensordot(values, wx, axes=([2], [1]))  # (T, Ny, Tx)
+    return np.tensordot(tmp, wy, axes=([1], [1])).transpose(0, 2, 1)  # (T, Ty, Tx)
 
 
-def conservative(values: np.ndarray, src_lat, src_lon, lat, lon) -> np.ndarray:
-    """Area-weighted mean of source cells over each target cell, ignoring NaN sources."""
+def conservative(values: np.ndarray, src_lat, src_lon, lat, lon, overwrite: bool = False) -> np.ndarray:
+    """Area-weighted mean of source cells over each target cell, ignoring NaN sources.
+
+    ``overwrite`` lets a caller that owns the float64 block have NaN zeroed in place (one
+    block in memory instead of two). Where every cell is either valid on all days of the
+    block or on none (no NaN, or a static sea mask: the usual case), the valid-area
+    denominator is computed from one day.
+    """
     wy = overlap_weights(np.asarray(src_lat), lat, spherical=True)
     wx = overlap_weights(np.asarray(src_lon), lon, spherical=False)
-    valid = ~np.isnan(values)
-    num = _apply(wy, wx, np.where(valid, values, 0.0))
+    nan = np.isnan(values)
+    static = bool(np.array_equal(nan.all(axis=0), nan.any(axis=0)))
+    filled = values if overwrite else values.copy()
+    filled[nan] = 0.0
+    num = _apply(wy, wx, filled)
+    valid = ~(nan[:1] if static else nan)
     den = _apply(wy, wx, valid.astype(np.float64))
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
 
 
-def regrid_block(block: xr.DataArray, method: str, lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
-    """Regrid a (time, lat, lon) block (ascending axes) to the target cell centres."""
+def regrid_block(block: xr.DataArray, method: str, lat: np.ndarray, lon: np.ndarray,
+                 overwrite: bool = False) -> np.ndarray:
+    """Regrid a (time, lat, lon) block (ascending axes) to the target cell centres.
+
+    ``overwrite``: the caller hands over a float64 block it will not read again (saves a copy).
+    """
     if method == "conservative":
-        return conservative(np.asarray(block.values, np.float64), block["lat"].values, block["lon"].values, lat, lon)
+        values = np.asarray(block.values, np.float64)
+        return conservative(values, block["lat"].values, block["lon"].values, lat, lon,
+                            overwrite=overwrite and values is block.values)
     import xarray_regrid  # noqa: F401  (registers the .regrid accessor)
 
     target = xr.Dataset(coords={"lat": lat, "lon": lon})
@@ -158,9 +178,13 @@ def regrid_variable(cfg: Config, spec: VariableSpec, out: Path, hashes: dict[str
             da = _year_days(src, cfg, year, spec)
             step = cfg.preprocess.time_chunk_days
             for i in range(0, da.sizes["time"], step):
-                block = da.isel(time=slice(i, i + step)).load().astype(np.float64) * scale + offset
+                sub = da.isel(time=slice(i, i + step))
+                values = np.asarray(sub.values, dtype=np.float64)  # one float64 copy, converted in place
+                values *= scale
+                values += offset
+                block = sub.copy(data=values)
                 i0 = (pd.Timestamp(block["time"].values[0]) - days[0]).days
-                writer.write(i0, regrid_block(block, spec.regrid_method, lat, lon))
+                writer.write(i0, regrid_block(block, spec.regrid_method, lat, lon, overwrite=True))
                 written[i0 : i0 + block.sizes["time"]] = True
             src.data.close()
     finally:

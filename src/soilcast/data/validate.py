@@ -3,7 +3,9 @@
 Two layers: structural checks in plain Python (file readable, variable present, units known
 and matching params, regular monotonic coordinates, a complete daily time axis over the
 period), then great-expectations suites run on *per-day summary tables* (one row per day per
-file: min, max, mean, NaN share) rather than on the raw grids, which keeps GX fast.
+file: min, max, mean, NaN share) rather than on the raw grids, which keeps GX fast. The
+tables come from one streamed pass over each file (``preprocess.time_chunk_days`` days at a
+time, as regridding reads), so validation costs one read of the raw data and little memory.
 
 The NaN share is computed over the source file's own domain, excluding cells that are NaN
 on every day of the file (ERA5-Land writes the sea as permanently missing). It deliberately
@@ -115,23 +117,43 @@ def _time_checks(src, spec: VariableSpec, expected: pd.DatetimeIndex,
     return out
 
 
-def _daily_summary(src, spec: VariableSpec) -> pd.DataFrame:
-    """One row per time step: min/max/mean over the file's domain and the NaN share."""
-    values = np.asarray(src.data.values, dtype=np.float64)
-    flat = values.reshape(values.shape[0], -1)
-    nan = np.isnan(flat)
-    domain = ~nan.all(axis=0)  # cells NaN on every day are the static sea mask
-    inside = flat[:, domain]
-    with warnings.catch_warnings():  # all-NaN days are reported by GX, not numpy
-        warnings.simplefilter("ignore", RuntimeWarning)
-        stats = {k: f(inside, axis=1) if inside.size else np.full(len(flat), np.nan)
-                 for k, f in (("min", np.nanmin), ("max", np.nanmax), ("mean", np.nanmean))}
+def _daily_summary(src, spec: VariableSpec, chunk_days: int) -> pd.DataFrame:
+    """One row per time step: min/max/mean over the file's domain and the NaN share.
+
+    One streamed pass, ``chunk_days`` days at a time in the file's own dtype, so memory is a
+    few blocks rather than several float64 copies of the whole year. The domain (cells valid
+    on some day; cells NaN on every day are the static sea mask) is known only at the end, so
+    each day's NaN count over all cells is kept and the never-valid cells are subtracted
+    afterwards: the same shares as counting over the domain. Min/max/mean skip NaN anyway.
+    """
+    da = src.data
+    n = da.sizes["time"]
+    stats = {k: np.full(n, np.nan) for k in ("min", "max", "mean")}
+    nan_count = np.zeros(n, dtype=np.int64)
+    ever_valid: np.ndarray | None = None
+    for i in range(0, n, chunk_days):
+        block = np.asarray(da.isel(time=slice(i, i + chunk_days)).values)
+        flat = block.reshape(block.shape[0], -1)
+        nan = np.isnan(flat)
+        counts = nan.sum(axis=1)
+        valid = flat.shape[1] - counts
+        seen = ~nan.all(axis=0)
+        ever_valid = seen if ever_valid is None else ever_valid | seen
+        rows = slice(i, i + flat.shape[0])
+        nan_count[rows] = counts
+        with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN days are reported by GX
+            stats["min"][rows] = np.nanmin(flat, axis=1)
+            stats["max"][rows] = np.nanmax(flat, axis=1)
+            stats["mean"][rows] = np.where(valid > 0, np.nansum(flat, axis=1, dtype=np.float64) / valid, np.nan)
+    cells = ever_valid.size if ever_valid is not None else 0
+    domain = int(ever_valid.sum()) if ever_valid is not None else 0
     return pd.DataFrame({
         "file": str(src.path),
         "variable": spec.name,
-        "date": _dates(pd.DatetimeIndex(src.data["time"].values)),
+        "date": _dates(pd.DatetimeIndex(da["time"].values)),
         **stats,
-        "nan_share": np.isnan(inside).sum(axis=1) / max(inside.shape[1], 1),
+        "nan_share": (nan_count - (cells - domain)) / max(domain, 1),
     })
 
 
@@ -158,7 +180,7 @@ def _check_file(cfg: Config, spec: VariableSpec, year: int, path: Path) -> tuple
         fails.append(_fail(path, spec, "regular_grid", str(err)))
     fails += _time_checks(src, spec, days_in_year(cfg, year), _stamp_hint(cfg, spec))
     try:
-        table = _daily_summary(src, spec)
+        table = _daily_summary(src, spec, cfg.preprocess.time_chunk_days)
         src.data.close()
     except Exception as err:  # a truncated file can fail only when the data are read
         return fails + [_fail(path, spec, "readable", f"{path}: data unreadable ({type(err).__name__}: {err})")], None
