@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: demo test install data lock clean-demo
+.PHONY: demo test install data lock clean-demo prometheus
 
 install: $(STAMP)
 
@@ -25,8 +25,24 @@ data: $(STAMP)
 demo: data
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/dvc repro
 
-test: $(STAMP)
+test: $(STAMP) prometheus
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -q
+
+# The monitoring tests run promtool and a real Prometheus: install them when missing and the
+# machine allows it (root with apt-get, as .ci/run does); otherwise stop and say how.
+prometheus:
+	@if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Prometheus (promtool, prometheus) with apt-get"; \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get update -qq && apt-get install -y -qq prometheus >/dev/null || exit 1; \
+	  else \
+	    echo "make test needs promtool and prometheus on PATH; install them with:" >&2; \
+	    echo "  sudo apt-get install -y prometheus    (Debian/Ubuntu)" >&2; \
+	    echo "or put the Prometheus release binaries (prometheus, promtool) on PATH" >&2; \
+	    exit 1; \
+	  fi; \
+	fi
 
 lock:
 	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^soilcast' > requirements.lock

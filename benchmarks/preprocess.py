@@ -21,8 +21,15 @@ Raw data: the repository's demo data (``data/raw``, 2010-2019) when it is comple
 split (train/val/test years) needs three calendar years and plays no part in these stages.
 
     .venv/bin/python benchmarks/preprocess.py [--quick]     # prints one JSON object
+    .venv/bin/python benchmarks/preprocess.py --era5land    # validate / regrid / stack MB/s
 
 ``--quick``: 1 and 2 years on a coarse 2-degree target grid.
+
+``--era5land``: a generated input of ERA5-Land size (``--target-mb``, default 820 MB of
+NetCDF for 10 years and 8 variables: a 0.1 degree box sized to that, float32, ERA5
+conventions and units), regridded onto a 1 degree target grid inside it. Validate, regrid and
+clip + stack each run in their own subprocess and are reported separately: seconds, MB/s of
+raw input and peak RSS.
 """
 
 from __future__ import annotations
@@ -96,8 +103,87 @@ def job_generate(cfg: Any) -> dict[str, Any]:
 def job_validate(cfg: Any) -> dict[str, Any]:
     from soilcast.data.validate import run_validation
 
+    base = _rss_mb()
+    t0 = time.perf_counter()
     run_validation(cfg)
-    return {}
+    return {"seconds": time.perf_counter() - t0, "baseline_rss_mb": base}
+
+
+def job_regrid(cfg: Any) -> dict[str, Any]:
+    from soilcast.data.regrid import regrid_all
+
+    base = _rss_mb()
+    t0 = time.perf_counter()
+    regrid_all(cfg)
+    return {"seconds": time.perf_counter() - t0, "baseline_rss_mb": base}
+
+
+def job_stack(cfg: Any) -> dict[str, Any]:
+    """clip (rasterise the basins, well under a second) + stack."""
+    from soilcast.data.clip import build_mask
+    from soilcast.data.stack import stack_tensors
+
+    base = _rss_mb()
+    t0 = time.perf_counter()
+    build_mask(cfg)
+    stack_tensors(cfg, plots=False)
+    return {"seconds": time.perf_counter() - t0, "baseline_rss_mb": base}
+
+
+# ----------------------------------------------------------------------------- generated input
+ERA5LAND_RES = 0.1
+ERA5LAND_LAT0, ERA5LAND_LON0 = 10.0, 70.0  # south-west corner of the generated box
+
+
+def era5land_box(target_mb: float, n_days: int, n_vars: int) -> int:
+    """Cells per side of a square 0.1 degree box whose float32 files total ``target_mb``."""
+    return max(int(round((target_mb * 1e6 / (4.0 * n_days * n_vars)) ** 0.5)), 12)
+
+
+def era5land_grid(side: int) -> dict[str, float]:
+    """The 1 degree target grid whose cells lie inside the box (source cells reach its edges)."""
+    n = int(side * ERA5LAND_RES) - 1  # whole 1 degree cells inside the box, less a margin
+    lo_lat, lo_lon = ERA5LAND_LAT0 + 1.0, ERA5LAND_LON0 + 1.0
+    return {"lat_min": lo_lat, "lat_max": lo_lat + n - 1, "lon_min": lo_lon, "lon_max": lo_lon + n - 1, "res": 1.0}
+
+
+def job_generate_era5land(cfg: Any, target_mb: float) -> dict[str, Any]:
+    """Write the ERA5-Land-sized input under ``cfg.paths.raw_dir`` (one basin: the whole grid)."""
+    import numpy as np
+    import pandas as pd
+    import xarray as xr
+
+    from soilcast.data.readers import accumulation_shift, all_specs, days_in_year, source_path
+
+    specs = all_specs(cfg)
+    side = era5land_box(target_mb, cfg.period.n_days, len(specs))
+    lat = ERA5LAND_LAT0 + ERA5LAND_RES * (np.arange(side)[::-1] + 0.5)  # descending, like ERA5
+    lon = ERA5LAND_LON0 + ERA5LAND_RES * (np.arange(side) + 0.5)
+    rng = np.random.default_rng(0)
+    for spec in specs:
+        lo, hi = spec.valid_range
+        for year in cfg.period.years:
+            days = days_in_year(cfg, year)
+            mid, amp = (lo + hi) / 2, (hi - lo) / 8
+            season = np.sin(2 * np.pi * days.dayofyear.values / 365.25)[:, None, None]
+            values = (mid + amp * season + amp * 0.5 * rng.standard_normal((len(days), side, side))).astype(np.float32)
+            values = np.clip(values, lo, hi) if lo >= 0 else values
+            stamps = days + pd.Timedelta(days=accumulation_shift(cfg, spec))
+            ds = xr.Dataset({spec.source_name: (("time", "latitude", "longitude"), values,
+                                                {"units": spec.source_units})},
+                            coords={"time": stamps, "latitude": lat, "longitude": lon})
+            path = source_path(cfg, spec, year)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            ds.to_netcdf(path, engine="netcdf4")
+    g = era5land_grid(side)
+    x0, y0, x1, y1 = g["lon_min"] - 0.5, g["lat_min"] - 0.5, g["lon_max"] + 0.5, g["lat_max"] + 0.5
+    basin = {"type": "Feature", "properties": {cfg.basins.id_field: 1, cfg.basins.name_field: "box"},
+             "geometry": {"type": "Polygon", "coordinates": [[[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]]}}
+    Path(cfg.basins.path).parent.mkdir(parents=True, exist_ok=True)
+    Path(cfg.basins.path).write_text(json.dumps({
+        "type": "FeatureCollection", "features": [basin],
+        "crs": {"type": "name", "properties": {"name": "urn:ogc:def:crs:EPSG::4326"}}}))
+    return {"side": side}
 
 
 def job_pipeline(cfg: Any) -> dict[str, Any]:
@@ -133,7 +219,9 @@ def _naive_variable(cfg: Any, spec: Any, lat: Any, lon: Any, days: Any) -> Any:
     with xr.open_mfdataset(files, preprocess=std, combine="nested", concat_dim="time",
                            engine="netcdf4") as ds:
         da = ds[spec.source_name].load()  # everything, all years, at once
-    shift = pd.Timedelta(days=int(spec.accumulated))
+    from soilcast.data.readers import accumulation_shift
+
+    shift = pd.Timedelta(days=accumulation_shift(cfg, spec))
     da = da.assign_coords(lon=(da["lon"].values + 180.0) % 360.0 - 180.0,
                           time=pd.DatetimeIndex(da["time"].values).floor("D") - shift)
     da = da.sortby("lat").sortby("lon").sel(time=days)
@@ -166,12 +254,17 @@ def job_naive(cfg: Any) -> dict[str, Any]:
     return {"seconds": time.perf_counter() - t0, "baseline_rss_mb": base}
 
 
-JOBS = {"generate": job_generate, "validate": job_validate, "pipeline": job_pipeline, "naive": job_naive}
+JOBS = {"generate": job_generate, "validate": job_validate, "pipeline": job_pipeline, "naive": job_naive,
+        "regrid": job_regrid, "stack": job_stack}
 
 
 def child_main(job: str, spec_json: str) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    out = JOBS[job](make_config(json.loads(spec_json)))
+    spec = json.loads(spec_json)
+    if job == "generate_era5land":
+        out = job_generate_era5land(make_config(spec), spec["target_mb"])
+    else:
+        out = JOBS[job](make_config(spec))
     out["peak_rss_mb"] = _rss_mb()
     print("RESULT " + json.dumps(out))
 
@@ -204,6 +297,20 @@ def measure(years: int, base: dict[str, Any], work: Path, naive: bool) -> dict[s
     return row
 
 
+def measure_stages(years: int, base: dict[str, Any], work: Path) -> dict[str, Any]:
+    """validate, regrid and clip + stack, each in its own subprocess: seconds, MB/s, peak RSS."""
+    spec = {**base, "years": years, "work": str(work / f"y{years}")}
+    mb = raw_bytes(make_config(spec)) / 1e6
+    row: dict[str, Any] = {"years": years, "raw_mb": mb}
+    for job in ("validate", "regrid", "stack"):
+        out = run_child(job, spec)
+        row[job] = {"seconds": out["seconds"], "mb_per_s": mb / out["seconds"],
+                    "peak_rss_mb": out["peak_rss_mb"], "baseline_rss_mb": out["baseline_rss_mb"]}
+    row["validate_over_regrid"] = row["validate"]["seconds"] / row["regrid"]["seconds"]
+    shutil.rmtree(work / f"y{years}", ignore_errors=True)
+    return row
+
+
 def ensure_raw(base: dict[str, Any], years: int, work: Path) -> dict[str, Any]:
     """Use the repository's demo data when complete, else generate it under ``work``."""
     if raw_complete(make_config({**base, "years": years, "work": str(work)})):
@@ -223,9 +330,25 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--naive", choices=["all", "largest", "none"], default="all",
                    help="run the naive baseline for every year count, the largest only, or not")
     p.add_argument("--out", default=None, help="also write the JSON here")
+    p.add_argument("--era5land", action="store_true",
+                   help="generated ERA5-Land-sized input; validate, regrid, stack measured separately")
+    p.add_argument("--target-mb", type=float, default=820.0, help="--era5land input size (all years)")
     a = p.parse_args(argv)
-    a.years = a.years or ([1, 2] if a.quick else [1, 5, 10])
+    a.years = a.years or ([10] if a.era5land else [1, 2] if a.quick else [1, 5, 10])
     return a
+
+
+def main_era5land(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    years = max(args.years)
+    raw = work / "raw"
+    probe = {"params": args.params, "raw_dir": str(raw), "grid": None, "years": years, "work": str(work)}
+    t0 = time.perf_counter()
+    side = run_child("generate_era5land", {**probe, "target_mb": args.target_mb})["side"]
+    generate_s = time.perf_counter() - t0
+    base = {"params": args.params, "raw_dir": str(raw), "grid": era5land_grid(side)}
+    runs = [measure_stages(n, base, work) for n in sorted(args.years)]
+    return {"mode": "era5land", "box_cells": [side, side], "source_res_deg": ERA5LAND_RES,
+            "grid": base["grid"], "generate_seconds": generate_s, "runs": runs}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -236,6 +359,18 @@ def main(argv: list[str] | None = None) -> int:
     args = _args(argv)
     t0 = time.perf_counter()
     work = Path(args.workdir or tempfile.mkdtemp(prefix="soilcast-bench-preprocess-"))
+    if args.era5land:
+        result = {**main_era5land(args, work), "cpu_count": os.cpu_count(), "loadavg": os.getloadavg(),
+                  "benchmark_seconds": time.perf_counter() - t0}
+        if not args.workdir:
+            shutil.rmtree(work, ignore_errors=True)
+        print(json.dumps(result, indent=2))
+        if args.out:
+            sys.path.insert(0, str(REPO / "src"))
+            from soilcast.io.atomic import atomic_write_text
+
+            atomic_write_text(Path(args.out), json.dumps(result, indent=2) + "\n")
+        return 0
     base = {"params": args.params, "raw_dir": args.raw_dir, "grid": COARSE_GRID if args.quick else None}
     base = ensure_raw(base, max(args.years), work)
     runs = []

@@ -66,14 +66,14 @@ def clip(config: str, raw: Input[Dataset], mask: Output[Dataset]):
     mask.metadata["file"] = out.name
 
 
-def stack(config: str, regridded: Input[Dataset], mask: Input[Dataset],
+def stack(config: str, regridded: Input[Dataset], mask: Input[Dataset], report: Input[Artifact],
           tensors: Output[Dataset], input_plots: Output[Artifact]):
-    """Stack regridded inputs and the mask into the X/Y tensor store."""
+    """Stack regridded inputs and the mask into the X/Y tensor store (checked against the report)."""
     from soilcast.data.stack import stack_tensors
     from soilcast.pipeline import runtime
 
     interim = runtime.link_children(runtime.scratch_dir("interim"), [regridded.path, mask.path])
-    cfg = runtime.step_config(config, interim_dir=str(interim),
+    cfg = runtime.step_config(config, interim_dir=str(interim), report_dir=report.path,
                               processed=runtime.tensors_store(tensors.path),
                               artifacts_dir=input_plots.path)
     store = stack_tensors(cfg)

@@ -122,7 +122,7 @@ def build_pipeline(raw: Dict[str, Any]) -> Callable:
                              report=report.outputs["report"])
         mask = c.clip(config=config, raw=raw_data.outputs["raw"])
         stacked = c.stack(config=config, regridded=regridded.outputs["regridded"],
-                          mask=mask.outputs["mask"])
+                          mask=mask.outputs["mask"], report=report.outputs["report"])
         tensors = stacked.outputs["tensors"]
         trained = train_networks(config=config, tensors=tensors, models=models)
         scored = c.evaluate(config=config, tensors=tensors, models=trained.output)

@@ -3,7 +3,8 @@
 Every variable is spatially constant and a ramp in the *valid* day index d (days since the
 period start), so after the pipeline the expected tensor values are known exactly:
 tp = 0.1 (d+1) mm/day, ssrd = 100 + d W/m2, sp = 1000 - d/100 hPa, ..., swvl1 = 0.2 + 5e-4 d.
-Accumulations are stamped at the next day's 00 UTC, like ERA5.
+Accumulations are stamped as the config's ``sources.*.accumulation_stamp`` says (the params:
+at the next day's 00 UTC, like ERA5).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import xarray as xr
 
 from tests.conftest import tiny_config
 from soilcast.config import Config, VariableSpec
-from soilcast.data.readers import all_specs, days_in_year, source_path
+from soilcast.data.readers import accumulation_shift, all_specs, days_in_year, source_path
 
 # Source-unit value on valid day index d (spatially constant).
 RAMPS = {
@@ -48,6 +49,7 @@ SMALL: dict[str, Any] = {
     "split": {"train_years": [2010, 2010], "val_years": [2011, 2011], "test_years": [2012, 2012]},
     "grid": {"lat_min": 10.5, "lat_max": 15.5, "lon_min": 70.5, "lon_max": 75.5, "res": 1.0},
     "preprocess": {"time_chunk_days": 100},
+    "window": {"seq_len": 1, "lead_days": 1},  # the 2-day test split must hold one window
 }
 MET_LAT = np.arange(18.0, 7.99, -0.5)  # descending, like ERA5
 MET_LON = np.arange(68.0, 78.01, 0.5)
@@ -79,7 +81,7 @@ def field(cfg: Config, spec: VariableSpec, year: int, lat, lon):
     values = np.broadcast_to(RAMPS[spec.name](d)[:, None, None], (len(d), len(lat), len(lon))).copy()
     if spec.name == "swvl1":
         values[:, lat > SEA_LAT, :] = np.nan
-    stamps = days + pd.Timedelta(days=1) if spec.accumulated else days
+    stamps = days + pd.Timedelta(days=accumulation_shift(cfg, spec))  # as the params' sources say
     return stamps, values
 
 
@@ -110,10 +112,13 @@ def write_basins(path: Path, boxes, crs: str | None = "EPSG:4326") -> None:
 
 
 def passed_report(cfg: Config) -> None:
-    """A minimal passing validation report, for tests of later stages that skip GX."""
+    """A minimal passing validation report on the raw files as they are now (skips GX)."""
+    from soilcast.data.readers import hash_key, source_files
+    from soilcast.data.store import file_sha256
     from soilcast.data.validate import REPORT_NAME
     from soilcast.io.atomic import atomic_write_json
 
+    hashes = {hash_key(cfg, p): file_sha256(p) for spec in all_specs(cfg) for _, p in source_files(cfg, spec)}
     atomic_write_json(Path(cfg.validate_.report_dir) / REPORT_NAME, {
-        "status": "passed", "period": f"{cfg.period.start}..{cfg.period.end}", "input_hashes": {},
+        "status": "passed", "period": f"{cfg.period.start}..{cfg.period.end}", "input_hashes": hashes,
     })

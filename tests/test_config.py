@@ -89,3 +89,55 @@ def test_grid_axes_are_cell_centres():
     cfg = load_config(PARAMS)
     assert cfg.grid.lats[0] == 7.5 and cfg.grid.lats[-1] == 37.5
     assert cfg.grid.lons[0] == 67.5 and cfg.grid.lons[-1] == 97.5
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ({"training": {"epochs": True}}, "training.epochs: Input should be a valid integer (got True)"),
+        ({"training": {"epochs": "8"}}, "training.epochs: Input should be a valid integer (got '8')"),
+        ({"window": {"antecedent_soil_moisture": "yes"}},
+         "window.antecedent_soil_moisture: Input should be a valid boolean (got 'yes')"),
+        ({"training": {"learning_rate": "0.002"}}, "training.learning_rate: Input should be a valid number"),
+        ({"split": {"test_years": [2018, "2019"]}}, "split.test_years.1: Input should be a valid integer"),
+        ({"period": {"start": 2010}}, "period.start"),
+    ],
+)
+def test_types_are_strict(override, key):
+    with pytest.raises(ConfigError) as err:
+        load_config(PARAMS, override)
+    assert key in str(err.value)
+
+
+def test_window_longer_than_a_split_names_the_split():
+    with pytest.raises(ConfigError) as err:
+        load_config(PARAMS, {"window": {"seq_len": 400}})
+    msg = str(err.value)
+    assert "window.seq_len + window.lead_days = 400 + 1 = 401 days do not fit split.val_years 2017-2017 " \
+           "(365 days in the period)" in msg
+    assert len(msg.splitlines()) == 2 and "serving" not in msg and len(msg) < 300  # no config dump
+    load_config(PARAMS, {"window": {"seq_len": 364}})  # 365 days: exactly one window fits
+
+
+def test_errors_never_quote_a_whole_section(tmp_path):
+    raw = read_params(PARAMS)
+    del raw["training"]["epochs"]
+    raw["serving"] = "nope"
+    with pytest.raises(ConfigError) as err:
+        load_config(_write(tmp_path, raw))
+    msg = str(err.value)
+    assert "training.epochs: Field required" in msg and "serving: Input should be" in msg
+    assert "learning_rate" not in msg  # the training section is not dumped
+
+
+def test_yaml_values_load_as_written_and_round_trip(tmp_path):
+    from soilcast.config import save_config
+
+    cfg = load_config(PARAMS)
+    assert cfg.variables[5].name == "ssrd" and cfg.variables[5].valid_range == (0.0, 4.5e7)  # `4.5e7`
+    save_config(cfg, tmp_path / "p.yaml")
+    assert load_config(tmp_path / "p.yaml") == cfg
+    text = (tmp_path / "p.yaml").read_text()
+    assert "'2010-01-01'" in text
+    (tmp_path / "q.yaml").write_text(text.replace("'2010-01-01'", "2010-01-01"))
+    assert load_config(tmp_path / "q.yaml") == cfg  # an unquoted YAML date is a date too

@@ -18,6 +18,7 @@ from soilcast.data.demo import generate, round_mantissa
 from soilcast.data.demo_bucket import bucket_model, priestley_taylor_pet
 from soilcast.data.demo_geography import geography
 from soilcast.data.demo_weather import daily_weather, draw_textures, draw_year
+from soilcast.data.readers import source_relpath
 
 JJAS = [6, 7, 8, 9]
 
@@ -37,9 +38,10 @@ def _open(path: Path) -> xr.Dataset:
     return ds
 
 
-def _series(cfg: Config, raw: Path, var: str, pattern: str, accumulated: bool) -> xr.DataArray:
+def _series(cfg: Config, raw: Path, spec, accumulated: bool) -> xr.DataArray:
     """All years of one variable, stamped at the day each value describes."""
-    da = xr.concat([_open(raw / pattern.format(var=var, year=y))[var] for y in cfg.period.years], "time")
+    var = spec.source_name
+    da = xr.concat([_open(raw / source_relpath(cfg, spec, y))[var] for y in cfg.period.years], "time")
     if accumulated:
         da["time"] = da.time - np.timedelta64(1, "D")
     return da
@@ -47,7 +49,7 @@ def _series(cfg: Config, raw: Path, var: str, pattern: str, accumulated: bool) -
 
 def _met(cfg: Config, raw: Path, var: str) -> xr.DataArray:
     spec = next(v for v in cfg.variables if v.name == var)
-    return _series(cfg, raw, spec.source_name, cfg.sources.met_pattern, spec.accumulated)
+    return _series(cfg, raw, spec, spec.accumulated)
 
 
 def _regions_mean(raw: Path, da: xr.DataArray) -> xr.DataArray:
@@ -66,7 +68,7 @@ def test_met_files_follow_era5_conventions(demo: tuple[Config, Path]) -> None:
     lats, lons = cfg.demo.met_grid.lats, cfg.demo.met_grid.lons
     for year in cfg.period.years:
         for spec in cfg.variables:
-            path = raw / cfg.sources.met_pattern.format(var=spec.source_name, year=year)
+            path = raw / source_relpath(cfg, spec, year)
             assert path.is_file(), path
             ds = xr.open_dataset(path, decode_times=False)
             da = ds[spec.source_name]
@@ -92,7 +94,7 @@ def test_met_files_follow_era5_conventions(demo: tuple[Config, Path]) -> None:
 
 def test_soil_moisture_files(demo: tuple[Config, Path]) -> None:
     cfg, raw = demo
-    sm = _series(cfg, raw, "swvl1", cfg.sources.target_pattern, accumulated=False)
+    sm = _series(cfg, raw, cfg.target, accumulated=False)
     assert sm.attrs["units"] == cfg.target.source_units == "m**3 m**-3"
     assert sm.shape[1:] == cfg.demo.sm_grid.shape and sm.shape[1:] != cfg.demo.met_grid.shape
     assert np.all(np.diff(sm.latitude.values) < 0)
@@ -197,7 +199,7 @@ def test_winds_reverse_and_rain_couples(demo: tuple[Config, Path]) -> None:
 
 def test_soil_moisture_remembers_and_lags_rain(demo: tuple[Config, Path]) -> None:
     cfg, raw = demo
-    sm = _regions_mean(raw, _series(cfg, raw, "swvl1", cfg.sources.target_pattern, accumulated=False)).values
+    sm = _regions_mean(raw, _series(cfg, raw, cfg.target, accumulated=False)).values
     rain = _regions_mean(raw, _met(cfg, raw, "tp")).values
     sm, rain = sm - sm.mean(), rain - rain.mean()
     assert np.corrcoef(sm[:-7], sm[7:])[0, 1] > 0.8

@@ -79,9 +79,20 @@ def test_k8s_manifests_mirror_compose():
     assert cm["data"]["alerts.yml"] == (PROM / "alerts.yml").read_text()
 
 
+INSTALL = ("install it: `apt-get install -y prometheus` (Debian/Ubuntu; `make test` does this when run as "
+           "root), or put the Prometheus release binaries on PATH")
+
+
+def _need(binary: str) -> str:
+    """The binary's path; a missing one fails the test (never a silent skip of the monitoring checks)."""
+    path = shutil.which(binary)
+    if path is None:
+        pytest.fail(f"{binary} not found on PATH: {INSTALL}", pytrace=False)
+    return path
+
+
 def _promtool(*args: str) -> subprocess.CompletedProcess:
-    if shutil.which("promtool") is None:
-        pytest.skip("promtool not installed (CI installs the 'prometheus' package, which provides it)")
+    _need("promtool")
     return subprocess.run(["promtool", *args], capture_output=True, text=True, cwd=REPO, timeout=60)
 
 
@@ -108,9 +119,7 @@ def _query(port: int, promql: str) -> list:
 
 
 def test_real_prometheus_scrapes_the_drift_series(tmp_path):
-    binary = shutil.which("prometheus")
-    if binary is None:
-        pytest.skip("prometheus not installed (CI installs the 'prometheus' package)")
+    binary = _need("prometheus")
     cfg = tiny_config(tmp_path)
     publish(cfg, 1)
     with gateway(cfg) as gw:

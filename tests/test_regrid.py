@@ -82,7 +82,7 @@ def test_0_360_and_minus180_180_sources_identical(tmp_path, small_cfg_factory, m
     stamps = pd.date_range("2010-01-01", periods=2)
     write_var(tmp_path / "a.nc", "t2m", "K", stamps, lat, lon360, np.repeat(f(lon360), 2, 0))
     write_var(tmp_path / "b.nc", "t2m", "K", stamps, lat, lon180, np.repeat(f(lon180), 2, 0))
-    a, b = open_source(tmp_path / "a.nc", spec), open_source(tmp_path / "b.nc", spec)
+    a, b = open_source(tmp_path / "a.nc", spec, 0), open_source(tmp_path / "b.nc", spec, 0)
     tgt_lat, tgt_lon = np.arange(-9.5, 9.6, 1.0), np.arange(-10.5, 10.6, 1.0)  # crosses 0 deg
     ra = regrid_block(a.data.load(), method, tgt_lat, tgt_lon)
     rb = regrid_block(b.data.load(), method, tgt_lat, tgt_lon)
@@ -140,7 +140,8 @@ def _digest(folder: Path) -> str:
 def test_source_not_covering_target_fails_and_keeps_outputs(regridded):
     before = _digest(regridded_path(regridded, "tp").parent)
     bad = small_config(Path(regridded.paths.raw_dir).parents[1], {"grid": {"lat_min": 10.5, "lat_max": 25.5}})
-    with pytest.raises(DataError, match="does not cover the target grid"):
+    with pytest.raises(DataError, match=r"covers only 0% of the outermost target grid cells.*"
+                                        r"shrink the grid to the cells it covers entirely \(grid lat_min: 10.5, lat_max: 17.5"):
         regrid_all(bad)
     assert _digest(regridded_path(regridded, "tp").parent) == before
 
@@ -149,9 +150,46 @@ def test_check_covers_edges():
     from soilcast.config import GridSpec
 
     da = _block(np.zeros((1, 4, 4)), np.array([10.0, 11, 12, 13]), np.array([70.0, 71, 72, 73]))
-    check_covers(da, GridSpec(lat_min=10.0, lat_max=13.0, lon_min=70.0, lon_max=73.0, res=1.0), Path("x.nc"))
+    check_covers(da, GridSpec(lat_min=10.0, lat_max=13.0, lon_min=70.0, lon_max=73.0, res=1.0), Path("x.nc"), 1.0)
     with pytest.raises(DataError, match="x.nc"):
-        check_covers(da, GridSpec(lat_min=10.0, lat_max=13.5, lon_min=70.0, lon_max=73.0, res=0.5), Path("x.nc"))
+        check_covers(da, GridSpec(lat_min=10.0, lat_max=13.5, lon_min=70.0, lon_max=73.0, res=0.5), Path("x.nc"), 1.0)
+
+
+def test_min_coverage_at_the_corners_is_the_product_of_both_axes():
+    """A 0.1 deg box ending at the outermost 1 deg centres on all sides: corner cells ~0.55^2."""
+    from soilcast.config import GridSpec
+
+    grid = GridSpec(lat_min=10.5, lat_max=15.5, lon_min=70.5, lon_max=75.5, res=1.0)
+    da = _block(np.zeros((1, 51, 51)), np.linspace(10.5, 15.5, 51), np.linspace(70.5, 75.5, 51))
+    with pytest.raises(DataError, match=r"covers only 30% .*set regrid.min_coverage: 0.30 \(or lower\)"):
+        check_covers(da, grid, Path("x.nc"), 0.5)
+    check_covers(da, grid, Path("x.nc"), 0.3)
+
+
+def test_box_ending_at_the_outermost_centres_needs_min_coverage(tmp_path):
+    """Refused at 1.0 with the option and the grid change that would work; accepted at 0.5."""
+    from soilcast.data.readers import source_path
+    from tests._rawdata import field
+
+    base = small_config(tmp_path)
+    tp = next(v for v in base.to_dict()["variables"] if v["name"] == "tp")
+    cfg = small_config(tmp_path, {"variables": [tp]})
+    write_raw(cfg)
+    lat, lon = np.round(np.arange(15.5, 10.49, -0.1), 6), np.round(np.arange(68.0, 78.01, 0.1), 6)
+    for year in cfg.period.years:  # tp cut at the target's outermost latitude centres 10.5, 15.5
+        stamps, values = field(cfg, cfg.variables[0], year, lat, lon)
+        write_var(source_path(cfg, cfg.variables[0], year), "tp", "m", stamps, lat, lon, values)
+    passed_report(cfg)
+    with pytest.raises(DataError, match=r"tp_2010\.nc: .*covers only 55% .*regrid.min_coverage is 1: "
+                                        r"set regrid.min_coverage: 0.5\d \(or lower\).*"
+                                        r"grid lat_min: 11.5, lat_max: 14.5, lon_min: 70.5, lon_max: 75.5"):
+        regrid_all(cfg)
+    cfg = small_config(tmp_path, {"variables": [tp], "regrid": {"min_coverage": 0.5}})
+    regrid_all(cfg)
+    with xr.open_dataset(regridded_path(cfg, "tp")) as ds:  # spatially constant: exact everywhere
+        d = np.arange(ds.sizes["time"])
+        np.testing.assert_allclose(ds.tp.values, np.broadcast_to(EXPECTED["tp"](d)[:, None, None], ds.tp.shape),
+                                   rtol=1e-6)
 
 
 def test_regrid_refuses_without_passing_report(tmp_path):

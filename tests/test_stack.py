@@ -77,6 +77,7 @@ def _copy_with_nan(stacked, root: Path, fill_rule: str):
     """A copy of the prepared interim data with NaN in t2m at a mask cell on days 5-6."""
     cfg = small_config(root, {"preprocess": {"fill_rule": fill_rule}})
     shutil.copytree(stacked.paths.interim_dir, cfg.paths.interim_dir)
+    shutil.copytree(stacked.validate_.report_dir, cfg.validate_.report_dir)
     shutil.copytree(Path(stacked.paths.raw_dir) / "basins", Path(cfg.basins.path).parent)
     with netCDF4.Dataset(regridded_path(cfg, "t2m"), "r+") as nc:
         nc["t2m"][5:7, 2, 2] = np.nan  # lat 12.5, lon 72.5: inside the mask
@@ -130,9 +131,72 @@ def test_dvc_wiring_basins_and_grid():
     stages = yaml.safe_load((Path(__file__).parents[1] / "dvc.yaml").read_text())["stages"]
     for name in ("validate", "regrid"):
         assert not any("basins" in str(d) for d in stages[name]["deps"] + stages[name]["params"])
-        assert "data/raw" not in stages[name]["deps"]
+        assert "${paths.raw_dir}" not in stages[name]["deps"]
+        assert {"${paths.raw_dir}/${sources.met.folder}", "${paths.raw_dir}/${sources.target.folder}"} \
+            <= set(stages[name]["deps"])
     assert "grid" not in stages["validate"]["params"]
     for name in ("regrid", "clip", "stack"):
         assert "grid" in stages[name]["params"]
-    assert "basins" in stages["clip"]["params"] and "data/raw/basins" in stages["clip"]["deps"]
-    assert {"data/interim/regridded", "data/interim/mask.nc"} <= set(stages["stack"]["deps"])
+    assert "basins" in stages["clip"]["params"] and "${basins.path}" in stages["clip"]["deps"]
+    assert {"${paths.interim_dir}/regridded", "${paths.interim_dir}/mask.nc", "${validate.report_dir}"} \
+        <= set(stages["stack"]["deps"])
+
+
+def test_dvc_reads_data_folders_from_params(tmp_path):
+    """Raw folders renamed in params.yaml alone: the real dvc resolves dvc.yaml to the new ones."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    repo = Path(__file__).parents[1]
+    beside = Path(sys.executable).parent / "dvc"  # installed with the project, in its venv
+    dvc = str(beside) if beside.is_file() else shutil.which("dvc")
+    assert dvc, "the dvc executable must be installed (it is in requirements.lock)"
+    shutil.copy(repo / "dvc.yaml", tmp_path / "dvc.yaml")
+    params = (repo / "params.yaml").read_text()
+    for old, new in (("raw_dir: data/raw", "raw_dir: inputs"), ("interim_dir: data/interim", "interim_dir: work"),
+                     ("folder: era5,", "folder: met,"), ("folder: era5land,", "folder: soil,")):
+        assert params.count(old) == 1, old
+        params = params.replace(old, new)
+    (tmp_path / "params.yaml").write_text(params)
+    for sub in ("met", "soil"):
+        (tmp_path / "inputs" / sub).mkdir(parents=True)
+        (tmp_path / "inputs" / sub / "x_2010.nc").write_bytes(b"x")
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+    run = lambda *a: subprocess.run(a, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert run("git", "init", "-q").returncode == 0 and run(dvc, "init", "-q").returncode == 0
+    dag = run(dvc, "dag")
+    assert dag.returncode == 0 and "validate" in dag.stdout, dag.stderr
+    status = run(dvc, "status", "--json")
+    assert status.returncode == 0, status.stderr
+    deps = {k: v for entry in json.loads(status.stdout)["regrid"] for k, v in entry.get("changed deps", {}).items()}
+    assert {"inputs/met", "inputs/soil"} <= set(deps) and deps["inputs/met"] != "deleted"
+    assert not any(d.startswith("data/") for d in deps), deps
+    outs = {k for entry in json.loads(status.stdout)["regrid"] for k in entry.get("changed outs", {})}
+    assert outs == {"work/regridded"}
+
+
+def _leftovers(target: Path) -> list[Path]:
+    """Fake what a run killed inside atomic_path leaves: a hidden temp dir and a .old copy."""
+    made = [target.parent / f".{target.name}.k1ll3d.tmp" / target.name, target.with_name(f".{target.name}.old")]
+    for p in made:
+        p.mkdir(parents=True)
+        (p / "chunk").write_bytes(b"x" * 10)
+    return [made[0].parent, made[1]]
+
+
+def test_stages_remove_stale_temporaries_of_their_outputs(tmp_path):
+    from soilcast.data.regrid import regridded_dir
+
+    cfg = small_config(tmp_path)
+    write_raw(cfg)
+    passed_report(cfg)
+    stale = [*_leftovers(regridded_dir(cfg)), *_leftovers(Path(cfg.paths.interim_dir) / "mask.nc"),
+             *_leftovers(Path(cfg.paths.processed))]
+    other = Path(cfg.paths.interim_dir) / ".notes.abc.tmp"  # not an output of these stages: kept
+    other.write_text("keep")
+    regrid_all(cfg)
+    build_mask(cfg)
+    stack_tensors(cfg, plots=False)
+    assert [p for p in stale if p.exists()] == [] and other.read_text() == "keep"

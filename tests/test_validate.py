@@ -113,6 +113,7 @@ def test_nan_burst_over_land(broken):
     cfg, err = broken
     (f,) = _failures(err, "swvl1", "expect_column_values_to_be_between")
     assert f["message"].startswith("nan_share")
+    assert "expected a NaN share 0.0..0.0 of the file's domain (validate.max_nan_fraction)" in f["message"]
     assert {o["date"] for o in f["offending"]} == {"2011-07-04", "2011-07-05"}
     assert all(o["value"] > 0 for o in f["offending"]) and "swvl1_2011.nc" in f["file"]
 
@@ -121,6 +122,10 @@ def test_out_of_range_value(broken):
     cfg, err = broken
     fails = _failures(err, "u10", "expect_column_values_to_be_between")
     assert [(o["date"], o["value"]) for f in fails for o in f["offending"]] == [("2011-02-02", 99.0)]
+    # the value with its unit, next to the expected range and where it is set
+    assert "2011-02-02=99.0 m s**-1; expected -60.0..60.0 m s**-1 (valid_range of u10 in params, source units)" \
+        in fails[0]["message"]
+    assert "expected -60.0..60.0 m s**-1" in str(err)  # in the CLI's short summary too
 
 
 def test_truncated_netcdf(broken):
@@ -167,7 +172,7 @@ def test_valid_time_and_scalar_coords_accepted(tmp_path):
     write_var(path, spec.source_name, spec.source_units, stamps, MET_LAT, MET_LON, values, "valid_time")
     from soilcast.data.readers import open_source
 
-    src = open_source(path, spec)
+    src = open_source(path, spec, 1)
     assert src.data.dims == ("time", "lat", "lon") and set(src.data.coords) == {"time", "lat", "lon"}
     # tp is stamped at the next day's 00 UTC; the reader labels the day it belongs to
     assert src.raw_times[0] == pd.Timestamp("2011-01-02") and src.data.time.values[0] == np.datetime64("2011-01-01")
@@ -189,3 +194,112 @@ def test_cli_exits_nonzero_with_summary(broken, tmp_path):
     assert res.exit_code != 0
     out = res.output + (res.stderr if hasattr(res, "stderr") else "")
     assert "data validation failed" in out and "t2m_2011.nc" in out and "2011-03-10" in out
+
+
+def test_stages_refuse_raw_files_changed_since_validation(tmp_path):
+    """Replacing a raw file after `validate` passed: regrid refuses naming it; stack refuses
+    regridded data made from files other than the ones last validated."""
+    from soilcast.data.clip import build_mask
+    from soilcast.data.regrid import regrid_all
+    from soilcast.data.stack import stack_tensors
+
+    cfg = small_config(tmp_path)
+    tp = next(v for v in cfg.to_dict()["variables"] if v["name"] == "tp")
+    cfg = small_config(tmp_path, {"variables": [tp]})  # one input keeps this run short
+    write_raw(cfg)
+    report = run_validation(cfg)
+    assert set(report["input_hashes"]) == {"era5/tp_2010.nc", "era5/tp_2011.nc", "era5/tp_2012.nc",
+                                           "era5land/swvl1_2010.nc", "era5land/swvl1_2011.nc",
+                                           "era5land/swvl1_2012.nc"}
+    regrid_all(cfg)
+    build_mask(cfg)
+    _rewrite(cfg, "tp", 2011, set_value=("2011-02-02", -0.02))  # negative rain, never validated
+    with pytest.raises(DataError, match=r"tp_2011\.nc: changed since it was validated.*rerun 'soilcast validate'"):
+        regrid_all(cfg)
+    _rewrite(cfg, "tp", 2011, set_value=("2011-02-02", 0.05))  # plausible new data, validated...
+    run_validation(cfg)
+    with pytest.raises(DataError, match=r"regridded was made from raw files other than.*"
+                                        r"era5/tp_2011\.nc.*rerun 'soilcast regrid'"):
+        stack_tensors(cfg, plots=False)  # ...but the regridded files predate it
+    regrid_all(cfg)
+    stack_tensors(cfg, plots=False)
+
+
+def test_validate_removes_stale_temporaries_of_its_report(tmp_path):
+    cfg = small_config(tmp_path)
+    tp = next(v for v in cfg.to_dict()["variables"] if v["name"] == "tp")
+    cfg = small_config(tmp_path, {"variables": [tp]})
+    write_raw(cfg)
+    report_dir = Path(cfg.validate_.report_dir)
+    stale = [report_dir / ".report.json.k1ll3d.tmp", report_dir / ".data_docs.x.tmp", report_dir / ".data_docs.old"]
+    for p in stale:
+        (p / "part").mkdir(parents=True)
+    run_validation(cfg)
+    assert [p for p in stale if p.exists()] == [] and (report_dir / "data_docs" / "index.html").is_file()
+
+
+def test_daily_statistics_stamping(tmp_path):
+    """CDS daily statistics stamp a day's total on the day itself: read as end_of_period, every
+    year lacks 31 December and validation names the option; with period_start all is right."""
+    from soilcast.data.regrid import regrid_all, regridded_path
+    from tests._rawdata import EXPECTED
+
+    base = small_config(tmp_path)
+    tp = next(v for v in base.to_dict()["variables"] if v["name"] == "tp")
+    daily_stats = {"variables": [tp], "sources": {"met": {"accumulation_stamp": "period_start"}}}
+    write_raw(small_config(tmp_path, daily_stats))  # tp stamped on its own day
+    path = source_path(base, base.variables[0], 2011)
+    with xr.open_dataset(path) as ds:
+        assert ds.time.values[0] == np.datetime64("2011-01-01") and ds.time.values[-1] == np.datetime64("2011-12-31")
+    with pytest.raises(DataValidationError) as err:
+        run_validation(small_config(tmp_path, {"variables": [tp]}))  # params: end_of_period
+    (f,) = [f for f in err.value.failures if f["check"] == "time_complete" and "tp_2011" in f["file"]]
+    assert "1 day(s) of the period missing: ['2011-12-31']" in f["message"]
+    assert "every day is one day early" in f["message"] and "CDS daily statistics" in f["message"]
+    assert "set sources.met.accumulation_stamp: period_start" in f["message"]
+    cfg = small_config(tmp_path, daily_stats)
+    run_validation(cfg)
+    regrid_all(cfg)
+    with xr.open_dataset(regridded_path(cfg, "tp")) as ds:  # each total on the day it describes
+        assert ds.attrs["accumulated_shift_days"] == 0
+        np.testing.assert_allclose(ds.tp.values[:, 0, 0], EXPECTED["tp"](np.arange(ds.sizes["time"])), rtol=1e-6)
+
+
+def test_end_of_period_files_read_as_period_start_are_named(tmp_path):
+    base = small_config(tmp_path)
+    tp = next(v for v in base.to_dict()["variables"] if v["name"] == "tp")
+    write_raw(small_config(tmp_path, {"variables": [tp]}))  # ERA5 convention: next 00 UTC
+    cfg = small_config(tmp_path, {"variables": [tp], "sources": {"met": {"accumulation_stamp": "period_start"}}})
+    with pytest.raises(DataValidationError) as err:
+        run_validation(cfg)
+    (f,) = [f for f in err.value.failures if f["check"] == "time_complete" and "tp_2011" in f["file"]]
+    assert "['2011-01-01']" in f["message"] and "one day late" in f["message"]
+    assert "set sources.met.accumulation_stamp: end_of_period" in f["message"]
+
+
+@pytest.mark.parametrize("chunk_days", [1, 7, 366])
+def test_streamed_daily_summary_equals_whole_file_statistics(tmp_path, chunk_days):
+    """The one-pass, chunked summary gives the statistics of the whole year over its domain."""
+    from soilcast.data.readers import open_source
+    from soilcast.data.validate import _daily_summary
+
+    cfg = small_config(tmp_path)
+    spec = cfg.target
+    stamps, values = field(cfg, spec, 2011, SM_LAT, SM_LON)  # NaN north of 17 N on every day: sea
+    rng = np.random.default_rng(0)
+    values = values + rng.normal(0, 0.01, values.shape)
+    values[40, 10:14, 5:9] = np.nan  # a burst over land
+    values[41] = np.nan  # a day with no data at all
+    path = source_path(cfg, spec, 2011)
+    write_var(path, spec.source_name, spec.source_units, stamps, SM_LAT, SM_LON, values)
+    table = _daily_summary(open_source(path, spec, 0), spec, chunk_days)
+    v = values.astype(np.float32).astype(np.float64).reshape(len(values), -1)
+    inside = v[:, ~np.isnan(v).all(axis=0)]
+    assert inside.shape[1] < v.shape[1]  # the sea is excluded from the domain
+    ok = np.arange(len(v)) != 41
+    np.testing.assert_array_equal(table["min"][ok], np.nanmin(inside[ok], axis=1))
+    np.testing.assert_array_equal(table["max"][ok], np.nanmax(inside[ok], axis=1))
+    np.testing.assert_allclose(table["mean"][ok], np.nanmean(inside[ok], axis=1), rtol=1e-12)
+    assert table[["min", "max", "mean"]].iloc[41].isna().all()
+    np.testing.assert_array_equal(table["nan_share"], np.isnan(inside).sum(axis=1) / inside.shape[1])
+    assert table["nan_share"][41] == 1.0 and table["nan_share"][40] == 16 / inside.shape[1]

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, ValidationError, model_validator
 
 DEFAULT_PARAMS = Path("params.yaml")
 
@@ -22,13 +23,31 @@ class ConfigError(ValueError):
     """A params file that cannot be used; the message names the file and the key."""
 
 
+def _yaml_date(value: Any) -> Any:
+    """YAML gives a date unquoted and a string quoted: accept both, and nothing else (no ints)."""
+    if isinstance(value, str):
+        try:
+            return dt.date.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"expected a date YYYY-MM-DD, got {value!r}") from None
+    return value
+
+
+# Strict types everywhere (``epochs: true`` or ``"8"`` is an error, not 1 or 8), except where
+# YAML/JSON cannot give the Python type: paths come as strings, pairs as lists, dates as either.
+YamlDate = Annotated[dt.date, BeforeValidator(_yaml_date)]
+LaxPath = Annotated[Path, Strict(False)]
+FloatPair = Annotated[tuple[float, float], Strict(False)]  # the items stay strict
+YearPair = Annotated[tuple[int, int], Strict(False)]
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class Period(_Strict):
-    start: dt.date
-    end: dt.date
+    start: YamlDate
+    end: YamlDate
 
     @model_validator(mode="after")
     def _ordered(self) -> "Period":
@@ -46,11 +65,11 @@ class Period(_Strict):
 
 
 class Paths(_Strict):
-    raw_dir: Path
-    interim_dir: Path
-    processed: Path
-    artifacts_dir: Path
-    models_dir: Path
+    raw_dir: LaxPath
+    interim_dir: LaxPath
+    processed: LaxPath
+    artifacts_dir: LaxPath
+    models_dir: LaxPath
 
 
 class GridSpec(_Strict):
@@ -96,7 +115,7 @@ class DemoConfig(_Strict):
     met_grid: GridSpec
     sm_grid: GridSpec
     valid_time_years: list[int]
-    india_outline: Path
+    india_outline: LaxPath
     n_regions: int = Field(ge=4)
 
 
@@ -110,7 +129,7 @@ class VariableSpec(_Strict):
     canonical_units: str
     accumulated: bool
     regrid_method: RegridMethod
-    valid_range: tuple[float, float]
+    valid_range: FloatPair
 
     @model_validator(mode="after")
     def _range(self) -> "VariableSpec":
@@ -119,13 +138,35 @@ class VariableSpec(_Strict):
         return self
 
 
+AccumulationStamp = Literal["end_of_period", "period_start"]
+
+
+class SourceSpec(_Strict):
+    """One product's files: ``<paths.raw_dir>/<folder>/<pattern>`` and how it stamps totals.
+
+    ``accumulation_stamp`` (for ``accumulated: true`` variables): ``end_of_period`` = a day's
+    total is stamped at the next day's 00 UTC (ERA5 / ERA5-Land hourly data summed to days),
+    ``period_start`` = on the day itself (CDS "daily statistics" products).
+    """
+
+    folder: str
+    pattern: str
+    accumulation_stamp: AccumulationStamp
+
+    @model_validator(mode="after")
+    def _relative(self) -> "SourceSpec":
+        if Path(self.folder).is_absolute() or ".." in Path(self.folder).parts or not self.folder.strip("./"):
+            raise ValueError(f"folder {self.folder!r} must be a sub-folder of paths.raw_dir")
+        return self
+
+
 class Sources(_Strict):
-    met_pattern: str
-    target_pattern: str
+    met: SourceSpec
+    target: SourceSpec
 
 
 class Basins(_Strict):
-    path: Path
+    path: LaxPath
     id_field: str
     name_field: str
     cell_rule: Literal["centre", "fraction"]
@@ -134,7 +175,7 @@ class Basins(_Strict):
 
 class Validate(_Strict):
     max_nan_fraction: float = Field(ge=0, le=1)
-    report_dir: Path
+    report_dir: LaxPath
 
 
 class Preprocess(_Strict):
@@ -142,10 +183,15 @@ class Preprocess(_Strict):
     fill_rule: Literal["fail", "nearest_time"]
 
 
+class Regrid(_Strict):
+    # share of each target cell's area the source grid's cells must cover (1.0: to its edges)
+    min_coverage: float = Field(gt=0, le=1)
+
+
 class Split(_Strict):
-    train_years: tuple[int, int]
-    val_years: tuple[int, int]
-    test_years: tuple[int, int]
+    train_years: YearPair
+    val_years: YearPair
+    test_years: YearPair
 
     @model_validator(mode="after")
     def _chronological(self) -> "Split":
@@ -180,7 +226,7 @@ class Window(_Strict):
 
 class Scaling(_Strict):
     log1p_precip: bool
-    target_range: tuple[float, float]
+    target_range: FloatPair
     # window.target increment: this many training-years standard deviations of the change
     # map to 1 in the networks' output space
     increment_sd: float = Field(gt=0)
@@ -302,6 +348,7 @@ class Config(_Strict):
     basins: Basins
     validate_: Validate = Field(alias="validate")
     preprocess: Preprocess
+    regrid: Regrid
     split: Split
     window: Window
     scaling: Scaling
@@ -314,7 +361,7 @@ class Config(_Strict):
     serving: Serving
     pipeline: Pipeline
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, strict=True)
 
     @model_validator(mode="after")
     def _consistent(self) -> "Config":
@@ -327,7 +374,22 @@ class Config(_Strict):
                 f"split: years {first}-{last} fall outside period "
                 f"{self.period.start}..{self.period.end}"
             )
+        self._window_fits_splits()
         return self
+
+    def _window_fits_splits(self) -> None:
+        """Every split must hold one whole window (inputs and target), or training fails late."""
+        need = self.window.seq_len + self.window.lead_days
+        for name in ("train_years", "val_years", "test_years"):
+            y0, y1 = getattr(self.split, name)
+            lo, hi = max(self.period.start, dt.date(y0, 1, 1)), min(self.period.end, dt.date(y1, 12, 31))
+            days = (hi - lo).days + 1
+            if days < need:
+                raise ValueError(
+                    f"window.seq_len + window.lead_days = {self.window.seq_len} + {self.window.lead_days} "
+                    f"= {need} days do not fit split.{name} {y0}-{y1} ({days} days in the period): "
+                    "shorten the window or widen the split"
+                )
 
     @property
     def variable_names(self) -> list[str]:
@@ -348,14 +410,24 @@ def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any
     return out
 
 
+MAX_QUOTED = 80  # longest offending value quoted in an error (a whole section is not quoted)
+
+
 def _format_errors(source: str, err: ValidationError) -> str:
+    """One line per problem naming the key; the value only when it is short (never the config)."""
     lines = [f"{source}: invalid configuration"]
     for e in err.errors():
-        key = ".".join(str(p) for p in e["loc"]) or "<root>"
+        key = ".".join(str(p) for p in e["loc"])
+        msg = e["msg"].removeprefix("Value error, ")
+        got = repr(e.get("input"))
         if e["type"] == "extra_forbidden":
             lines.append(f"  {key}: unknown key")
+        elif not key:  # a cross-section check: its message names the keys
+            lines.append(f"  {msg}")
+        elif isinstance(e.get("input"), (dict, list)) or len(got) > MAX_QUOTED or e["type"] == "missing":
+            lines.append(f"  {key}: {msg}")
         else:
-            lines.append(f"  {key}: {e['msg']} (got {e.get('input')!r})")
+            lines.append(f"  {key}: {msg} (got {got})")
     return "\n".join(lines)
 
 
@@ -366,12 +438,39 @@ def config_from_dict(raw: dict[str, Any], source: str = "<dict>") -> Config:
         raise ConfigError(_format_errors(source, err)) from None
 
 
+class YamlLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2 (and JSON) floats.
+
+    Why: YAML 1.1 reads ``4.5e7`` and ``1e-05`` (no dot, or no exponent sign) as strings;
+    with strict float fields they must load as the numbers everyone means.
+    """
+
+
+YamlLoader.yaml_implicit_resolvers = {
+    first: [r for r in resolvers if r[0] != "tag:yaml.org,2002:float"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)?\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                 |[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+
+                 |[-+]?\.(?:inf|Inf|INF)
+                 |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."),
+)
+
+
+def yaml_load(text: str) -> Any:
+    """Parse params text (YAML or JSON) the one way every entry point does."""
+    return yaml.load(text, Loader=YamlLoader)  # noqa: S506 (a SafeLoader subclass)
+
+
 def read_params(path: str | Path = DEFAULT_PARAMS) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: params file not found")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml_load(path.read_text())
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
     if not isinstance(raw, dict):

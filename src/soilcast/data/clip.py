@@ -25,7 +25,7 @@ import xarray as xr
 from soilcast.config import Config
 from soilcast.data.readers import DataError, cell_edges, hash_key, target_axes
 from soilcast.data.store import file_sha256
-from soilcast.io.atomic import atomic_path
+from soilcast.io.atomic import atomic_path, remove_stale_temporaries
 
 MASK_NAME = "mask.nc"
 
@@ -111,6 +111,7 @@ def basin_raster(cfg: Config) -> tuple[np.ndarray, dict[int, str], object]:
 
 def build_mask(cfg: Config) -> Path:
     """Rasterise the basins onto the target grid and write ``mask.nc`` atomically."""
+    remove_stale_temporaries(mask_path(cfg))
     raster, names, _ = basin_raster(cfg)
     lat, lon = target_axes(cfg.grid)
     present = {i: n for i, n in names.items() if (raster == i).any()}

@@ -2,12 +2,12 @@
 
 ``generate(cfg, out_dir)`` writes under ``out_dir``:
 
-* ``cfg.sources.met_pattern`` (e.g. ``era5/tp_2010.nc``): one NetCDF file per meteorological
+* ``cfg.sources.met`` folder/pattern (e.g. ``era5/tp_2010.nc``): one NetCDF file per meteorological
   variable per year, on ``cfg.demo.met_grid`` in ERA5's global conventions: coordinates
   ``latitude`` (degrees_north, DESCENDING) and ``longitude`` (degrees_east, 0-360 convention;
   the demo window 60-104E reads the same in both conventions). Units as ERA5: ``tp`` m,
   ``t2m``/``d2m`` K, ``u10``/``v10`` m s**-1, ``ssrd`` J m**-2, ``sp`` Pa.
-* ``cfg.sources.target_pattern`` (e.g. ``era5land/swvl1_2010.nc``): ERA5-Land-like top-layer
+* ``cfg.sources.target`` folder/pattern (e.g. ``era5land/swvl1_2010.nc``): ERA5-Land-like top-layer
   soil moisture ``swvl1`` (m**3 m**-3) on the finer ``cfg.demo.sm_grid`` with the same
   conventions (latitude descending, longitude 0-360). Defined over sea too (no NaN).
 * ``basins/demo_regions.geojson``: India cut into ``cfg.demo.n_regions`` synthetic regions.
@@ -20,7 +20,8 @@ Time stamps (read this before regridding):
 * Accumulated variables (``accumulated: true`` in params: ``tp``, ``ssrd``) follow ERA5's
   convention that an accumulation is stamped at the END of its period: the total of day D
   is stamped at D+1 00 UTC. The file of year Y therefore holds Y-01-02 00:00 ...
-  (Y+1)-01-01 00:00, and a reader must shift these stamps back by one day.
+  (Y+1)-01-01 00:00, and a reader must shift these stamps back by one day (params:
+  ``sources.met.accumulation_stamp: end_of_period``; the generator follows that option).
 * Files of the years in ``cfg.demo.valid_time_years`` look like the new CDS netCDF: the time
   coordinate is ``valid_time`` (int64 "seconds since 1970-01-01", proleptic_gregorian) with
   scalar coordinates ``number`` = 0 and ``expver`` = "0001". Other years look like the
@@ -46,6 +47,7 @@ from soilcast.config import Config, GridSpec, VariableSpec
 from soilcast.data.demo_bucket import bucket_model, priestley_taylor_pet, volumetric
 from soilcast.data.demo_geography import Geography, geography
 from soilcast.data.demo_regions import write_demo_regions
+from soilcast.data.readers import accumulation_shift, source_relpath
 from soilcast.data.demo_weather import Weather, daily_weather, draw_textures, draw_year
 from soilcast.io.atomic import atomic_path
 
@@ -186,15 +188,15 @@ def _met_files(cfg: Config, out_dir: Path, year: int, days: np.ndarray, weather:
     new_cds = year in cfg.demo.valid_time_years
     for spec in cfg.variables:
         info = MET_VARIABLES[spec.name]
-        stamps = days + 1 if spec.accumulated else days
+        stamps = days + accumulation_shift(cfg, spec)  # params keep the demo at end_of_period
         ds = _dataset(spec.source_name, info, info.values(weather), stamps, grid, new_cds, spec.accumulated, cfg.demo.seed)
-        _write(out_dir / cfg.sources.met_pattern.format(var=spec.source_name, year=year), ds)
+        _write(out_dir / source_relpath(cfg, spec, year), ds)
 
 
 def _soil_file(cfg: Config, out_dir: Path, year: int, days: np.ndarray, swvl1: np.ndarray, grid: _Grid) -> None:
     ds = _dataset(cfg.target.source_name, SWVL1, swvl1, days, grid, year in cfg.demo.valid_time_years, False, cfg.demo.seed)
     ds.attrs["title"] = "soilcast demo data: synthetic ERA5-Land-like daily swvl1 (bucket model)"
-    _write(out_dir / cfg.sources.target_pattern.format(var=cfg.target.source_name, year=year), ds)
+    _write(out_dir / source_relpath(cfg, cfg.target, year), ds)
 
 
 def generate(cfg: Config, out_dir: Path) -> None:

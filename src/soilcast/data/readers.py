@@ -2,8 +2,9 @@
 
 Every stage sees the same view of a raw file: a DataArray with dims ``time``, ``lat``
 (ascending), ``lon`` (ascending, -180..180), scalar bookkeeping coordinates (``number``,
-``expver``) dropped, and the time axis labelled by the *valid day* (ERA5 accumulations are
-stamped at the next day's 00 UTC, so they are shifted back one day here, in one place).
+``expver``) dropped, and the time axis labelled by the *valid day* (accumulations of products
+stamped at the next day's 00 UTC, ``sources.<met|target>.accumulation_stamp: end_of_period``,
+are shifted back one day here, in one place).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from soilcast.config import Config, GridSpec, VariableSpec
+from soilcast.config import Config, GridSpec, SourceSpec, VariableSpec
 
 TIME_NAMES = ("time", "valid_time")
 LAT_NAMES = ("latitude", "lat")
@@ -78,9 +79,28 @@ def all_specs(cfg: Config) -> list[VariableSpec]:
     return [*cfg.variables, cfg.target]
 
 
+def source_key(cfg: Config, spec: VariableSpec) -> str:
+    """``met`` or ``target``: which ``sources`` entry (product) ``spec`` is read from."""
+    return "target" if spec is cfg.target else "met"
+
+
+def source_of(cfg: Config, spec: VariableSpec) -> SourceSpec:
+    return getattr(cfg.sources, source_key(cfg, spec))
+
+
+def accumulation_shift(cfg: Config, spec: VariableSpec) -> int:
+    """Days between a value's stamp and the day it describes (1: total stamped next 00 UTC)."""
+    return int(spec.accumulated and source_of(cfg, spec).accumulation_stamp == "end_of_period")
+
+
+def source_relpath(cfg: Config, spec: VariableSpec, year: int) -> Path:
+    """Where ``spec``'s file of ``year`` sits under ``paths.raw_dir``."""
+    src = source_of(cfg, spec)
+    return Path(src.folder) / src.pattern.format(var=spec.source_name, year=year)
+
+
 def source_path(cfg: Config, spec: VariableSpec, year: int) -> Path:
-    pattern = cfg.sources.target_pattern if spec is cfg.target else cfg.sources.met_pattern
-    return Path(cfg.paths.raw_dir) / pattern.format(var=spec.source_name, year=year)
+    return Path(cfg.paths.raw_dir) / source_relpath(cfg, spec, year)
 
 
 def source_files(cfg: Config, spec: VariableSpec) -> list[tuple[int, Path]]:
@@ -131,8 +151,11 @@ def open_dataset(path: Path) -> xr.Dataset:
         raise DataError(f"{path}: cannot be read as NetCDF ({type(err).__name__}: {err})") from None
 
 
-def open_source(path: Path, spec: VariableSpec) -> Source:
-    """Open ``path`` and return ``spec``'s variable in the normalised convention."""
+def open_source(path: Path, spec: VariableSpec, shift_days: int) -> Source:
+    """Open ``path`` and return ``spec``'s variable in the normalised convention.
+
+    ``shift_days`` (:func:`accumulation_shift`) moves the stamps back to the days they describe.
+    """
     ds = open_dataset(path)
     if spec.source_name not in ds.data_vars:
         raise DataError(
@@ -157,17 +180,14 @@ def open_source(path: Path, spec: VariableSpec) -> Source:
         raw_lon=np.asarray(da["lon"].values, dtype=np.float64),
     )
     lon = (raw.raw_lon + 180.0) % 360.0 - 180.0
-    da = da.assign_coords(lon=lon, time=valid_days(raw.raw_times, spec))
+    da = da.assign_coords(lon=lon, time=valid_days(raw.raw_times, shift_days))
     da = da.sortby("lat").sortby("lon")
     return Source(raw.path, da, raw.raw_units, raw.raw_times, raw.raw_lat, raw.raw_lon)
 
 
-def valid_days(stamps: pd.DatetimeIndex, spec: VariableSpec) -> pd.DatetimeIndex:
-    """The day each stamp describes: accumulations stamped D 00 UTC belong to day D-1."""
-    days = pd.DatetimeIndex(stamps).floor("D")
-    if spec.accumulated:
-        days = days - pd.Timedelta(days=1)
-    return days
+def valid_days(stamps: pd.DatetimeIndex, shift_days: int) -> pd.DatetimeIndex:
+    """The day each stamp describes: with ``end_of_period`` stamping D 00 UTC is day D-1."""
+    return pd.DatetimeIndex(stamps).floor("D") - pd.Timedelta(days=shift_days)
 
 
 def period_days(cfg: Config) -> pd.DatetimeIndex:
@@ -210,15 +230,40 @@ def target_axes(grid: GridSpec) -> tuple[np.ndarray, np.ndarray]:
     return lat, lon
 
 
-def check_covers(da: xr.DataArray, grid: GridSpec, path: Path) -> None:
-    """Fail unless the source cells cover every target cell entirely."""
+def _axis_coverage(target_edges: np.ndarray, lo: float, hi: float, spherical: bool) -> np.ndarray:
+    """Share of each target interval inside [lo, hi] (in sin(lat) for latitude: area)."""
+    f = (lambda x: np.sin(np.radians(x))) if spherical else (lambda x: x)
+    a, b = target_edges[:-1], target_edges[1:]
+    inside = f(np.clip(np.minimum(b, hi), a, b)) - f(np.clip(np.maximum(a, lo), a, b))
+    return np.clip(inside / (f(b) - f(a)), 0.0, 1.0)
+
+
+def check_covers(da: xr.DataArray, grid: GridSpec, path: Path, min_coverage: float) -> None:
+    """Fail unless the source grid's cells cover at least ``min_coverage`` of every target cell.
+
+    A box is the product of its two axes, so a cell's covered share is the product of its
+    latitude and longitude shares; the worst cell sits on the grid's edge.
+    """
     lat, lon = target_axes(grid)
     t_lat, t_lon = cell_edges(lat), cell_edges(lon)
     s_lat, s_lon = cell_edges(da["lat"].values), cell_edges(da["lon"].values)
+    cov_lat = _axis_coverage(t_lat, s_lat[0], s_lat[-1], spherical=True)
+    cov_lon = _axis_coverage(t_lon, s_lon[0], s_lon[-1], spherical=False)
+    worst = float(cov_lat.min() * cov_lon.min())
     tol = 1e-9
-    if s_lat[0] > t_lat[0] + tol or s_lat[-1] < t_lat[-1] - tol or s_lon[0] > t_lon[0] + tol or s_lon[-1] < t_lon[-1] - tol:
-        raise DataError(
-            f"{path}: source grid (lat {s_lat[0]:g}..{s_lat[-1]:g}, lon {s_lon[0]:g}..{s_lon[-1]:g}) "
-            f"does not cover the target grid cells (lat {t_lat[0]:g}..{t_lat[-1]:g}, "
-            f"lon {t_lon[0]:g}..{t_lon[-1]:g})"
-        )
+    if worst >= min_coverage - tol:
+        return
+    full_lat, full_lon = lat[cov_lat >= 1 - tol], lon[cov_lon >= 1 - tol]
+    if full_lat.size and full_lon.size:
+        inward = (f"or shrink the grid to the cells it covers entirely (grid lat_min: {full_lat[0]:g}, "
+                  f"lat_max: {full_lat[-1]:g}, lon_min: {full_lon[0]:g}, lon_max: {full_lon[-1]:g}), ")
+    else:
+        inward = ""
+    accept = (f"set regrid.min_coverage: {np.floor(worst * 100) / 100:.2f} (or lower) to use the covered part, "
+              if worst >= 0.01 else "")
+    raise DataError(
+        f"{path}: source grid (lat {s_lat[0]:g}..{s_lat[-1]:g}, lon {s_lon[0]:g}..{s_lon[-1]:g}) "
+        f"covers only {worst:.0%} of the outermost target grid cells (lat {t_lat[0]:g}..{t_lat[-1]:g}, "
+        f"lon {t_lon[0]:g}..{t_lon[-1]:g}); regrid.min_coverage is {min_coverage:g}: {accept}{inward}"
+        "or download a box reaching at least half a target cell beyond the outermost centres"
+    )

@@ -25,6 +25,7 @@ import xarray as xr
 from soilcast.config import Config, GridSpec, VariableSpec
 from soilcast.data.readers import (
     DataError,
+    accumulation_shift,
     all_specs,
     cell_edges,
     check_covers,
@@ -37,8 +38,8 @@ from soilcast.data.readers import (
     target_axes,
     unit_token,
 )
-from soilcast.data.validate import passed_report
-from soilcast.io.atomic import atomic_path
+from soilcast.data.validate import passed_report, validated_hashes
+from soilcast.io.atomic import atomic_path, remove_stale_temporaries
 
 REGRIDDED = "regridded"
 TIME_UNITS = "days since 1970-01-01"
@@ -62,26 +63,46 @@ def overlap_weights(src: np.ndarray, tgt: np.ndarray, spherical: bool) -> np.nda
 
 
 def _apply(wy: np.ndarray, wx: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """(T, Ny, Nx) -> (T, Ty, Tx) as two large GEMMs (tensordot), not T small ones."""
-    tmp = np.tensordot(values, wy, axes=([1], [1]))  # (T, Nx, Ty)
-    return np.tensordot(tmp, wx, axes=([1], [1]))  # (T, Ty, Tx)
+    """(T, Ny, Nx) -> (T, Ty, Tx) as two large GEMMs (tensordot), not T small ones.
+
+    The source's contiguous last axis is contracted first, so the big array is never
+    transposed (copied); only the small (T, Ny, Tx) intermediate is.
+    """
+    tmp = np.tensordot(values, wx, axes=([2], [1]))  # (T, Ny, Tx)
+    return np.tensordot(tmp, wy, axes=([1], [1])).transpose(0, 2, 1)  # (T, Ty, Tx)
 
 
-def conservative(values: np.ndarray, src_lat, src_lon, lat, lon) -> np.ndarray:
-    """Area-weighted mean of source cells over each target cell, ignoring NaN sources."""
+def conservative(values: np.ndarray, src_lat, src_lon, lat, lon, overwrite: bool = False) -> np.ndarray:
+    """Area-weighted mean of source cells over each target cell, ignoring NaN sources.
+
+    ``overwrite`` lets a caller that owns the float64 block have NaN zeroed in place (one
+    block in memory instead of two). Where every cell is either valid on all days of the
+    block or on none (no NaN, or a static sea mask: the usual case), the valid-area
+    denominator is computed from one day.
+    """
     wy = overlap_weights(np.asarray(src_lat), lat, spherical=True)
     wx = overlap_weights(np.asarray(src_lon), lon, spherical=False)
-    valid = ~np.isnan(values)
-    num = _apply(wy, wx, np.where(valid, values, 0.0))
+    nan = np.isnan(values)
+    static = bool(np.array_equal(nan.all(axis=0), nan.any(axis=0)))
+    filled = values if overwrite else values.copy()
+    filled[nan] = 0.0
+    num = _apply(wy, wx, filled)
+    valid = ~(nan[:1] if static else nan)
     den = _apply(wy, wx, valid.astype(np.float64))
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
 
 
-def regrid_block(block: xr.DataArray, method: str, lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
-    """Regrid a (time, lat, lon) block (ascending axes) to the target cell centres."""
+def regrid_block(block: xr.DataArray, method: str, lat: np.ndarray, lon: np.ndarray,
+                 overwrite: bool = False) -> np.ndarray:
+    """Regrid a (time, lat, lon) block (ascending axes) to the target cell centres.
+
+    ``overwrite``: the caller hands over a float64 block it will not read again (saves a copy).
+    """
     if method == "conservative":
-        return conservative(np.asarray(block.values, np.float64), block["lat"].values, block["lon"].values, lat, lon)
+        values = np.asarray(block.values, np.float64)
+        return conservative(values, block["lat"].values, block["lon"].values, lat, lon,
+                            overwrite=overwrite and values is block.values)
     import xarray_regrid  # noqa: F401  (registers the .regrid accessor)
 
     target = xr.Dataset(coords={"lat": lat, "lon": lon})
@@ -143,23 +164,27 @@ def regrid_variable(cfg: Config, spec: VariableSpec, out: Path, hashes: dict[str
     files = source_files(cfg, spec)
     attrs = {
         "variable": spec.name, "source_units": spec.source_units, "regrid_method": spec.regrid_method,
-        "accumulated_shift_days": int(spec.accumulated),
-        "input_hashes": {hash_key(cfg, p): hashes.get(hash_key(cfg, p), "") for _, p in files},
+        "accumulated_shift_days": accumulation_shift(cfg, spec),
+        "input_hashes": {hash_key(cfg, p): hashes[hash_key(cfg, p)] for _, p in files},
     }
     written = np.zeros(len(days), dtype=bool)
     writer = _SliceWriter(out, spec, lat, lon, days, attrs)
     try:
         for year, path in files:
-            src = open_source(path, spec)
-            check_covers(src.data, cfg.grid, path)
+            src = open_source(path, spec, accumulation_shift(cfg, spec))
+            check_covers(src.data, cfg.grid, path, cfg.regrid.min_coverage)
             if unit_token(src.raw_units, f"{path}: {spec.source_name}") != unit_token(spec.source_units, "params"):
                 raise DataError(f"{path}: {spec.name} units {src.raw_units!r}, params expect {spec.source_units!r}")
             da = _year_days(src, cfg, year, spec)
             step = cfg.preprocess.time_chunk_days
             for i in range(0, da.sizes["time"], step):
-                block = da.isel(time=slice(i, i + step)).load().astype(np.float64) * scale + offset
+                sub = da.isel(time=slice(i, i + step))
+                values = np.asarray(sub.values, dtype=np.float64)  # one float64 copy, converted in place
+                values *= scale
+                values += offset
+                block = sub.copy(data=values)
                 i0 = (pd.Timestamp(block["time"].values[0]) - days[0]).days
-                writer.write(i0, regrid_block(block, spec.regrid_method, lat, lon))
+                writer.write(i0, regrid_block(block, spec.regrid_method, lat, lon, overwrite=True))
                 written[i0 : i0 + block.sizes["time"]] = True
             src.data.close()
     finally:
@@ -170,14 +195,10 @@ def regrid_variable(cfg: Config, spec: VariableSpec, out: Path, hashes: dict[str
 
 
 def regrid_all(cfg: Config) -> Path:
-    """Regrid all inputs and the target; requires a passing validation report."""
-    report = passed_report(cfg)
-    if report.get("period") != f"{cfg.period.start}..{cfg.period.end}":
-        raise DataError(
-            f"validation report covers {report.get('period')}, params period is "
-            f"{cfg.period.start}..{cfg.period.end}: rerun 'soilcast validate'"
-        )
-    hashes = report.get("input_hashes", {})
+    """Regrid all inputs and the target; requires a passing report on exactly these raw files."""
+    remove_stale_temporaries(regridded_dir(cfg))
+    passed_report(cfg)  # "run validate" comes before any missing-file error
+    hashes = validated_hashes(cfg, [p for spec in all_specs(cfg) for _, p in source_files(cfg, spec)])
     target = regridded_dir(cfg)
     with atomic_path(target) as tmp:
         tmp.mkdir(parents=True)

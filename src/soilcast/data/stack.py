@@ -31,9 +31,10 @@ import xarray as xr
 from soilcast.config import Config, VariableSpec
 from soilcast.data.clip import apply_mask, load_mask
 from soilcast.data.readers import DataError, all_specs, period_days, target_axes
-from soilcast.data.regrid import open_regridded
+from soilcast.data.regrid import open_regridded, regridded_dir
 from soilcast.data.store import tensors_dataset
-from soilcast.io.atomic import atomic_path
+from soilcast.data.validate import check_derived_from_validated
+from soilcast.io.atomic import atomic_path, remove_stale_temporaries
 
 MAX_LISTED = 10
 
@@ -110,9 +111,12 @@ def stack_tensors(cfg: Config, plots: bool = True) -> Path:
 
     ``plots`` also saves the monsoon/dry input maps (the DVC stage always does).
     """
+    remove_stale_temporaries(Path(cfg.paths.processed))
     mask, basin_id, names, hashes = load_mask(cfg)
     specs: list[VariableSpec] = all_specs(cfg)
     das = {s.name: open_regridded(cfg, s) for s in specs}
+    made_from = {k: v for s in specs for k, v in json.loads(das[s.name].attrs.get("input_hashes", "{}")).items()}
+    check_derived_from_validated(cfg, made_from, f"{regridded_dir(cfg)}")
     for s in specs:
         hashes.update(json.loads(das[s.name].attrs.get("input_hashes", "{}")))
     fills = _fills(cfg, das, mask)

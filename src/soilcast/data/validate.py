@@ -3,7 +3,9 @@
 Two layers: structural checks in plain Python (file readable, variable present, units known
 and matching params, regular monotonic coordinates, a complete daily time axis over the
 period), then great-expectations suites run on *per-day summary tables* (one row per day per
-file: min, max, mean, NaN share) rather than on the raw grids, which keeps GX fast.
+file: min, max, mean, NaN share) rather than on the raw grids, which keeps GX fast. The
+tables come from one streamed pass over each file (``preprocess.time_chunk_days`` days at a
+time, as regridding reads), so validation costs one read of the raw data and little memory.
 
 The NaN share is computed over the source file's own domain, excluding cells that are NaN
 on every day of the file (ERA5-Land writes the sea as permanently missing). It deliberately
@@ -28,16 +30,19 @@ import pandas as pd
 from soilcast.config import Config, VariableSpec
 from soilcast.data.readers import (
     DataError,
+    accumulation_shift,
     all_specs,
     check_regular,
     days_in_year,
     hash_key,
     open_source,
+    source_key,
+    source_of,
     source_path,
     unit_token,
 )
 from soilcast.data.store import file_sha256
-from soilcast.io.atomic import atomic_path, atomic_write_json, atomic_write_text
+from soilcast.io.atomic import atomic_path, atomic_write_json, atomic_write_text, remove_stale_temporaries
 
 REPORT_NAME = "report.json"
 SUMMARY_NAME = "daily_summary.csv"
@@ -64,7 +69,35 @@ def _dates(days: Iterable[pd.Timestamp]) -> list[str]:
     return [d.strftime("%Y-%m-%d") for d in days]
 
 
-def _time_checks(src, spec: VariableSpec, expected: pd.DatetimeIndex) -> list[dict[str, Any]]:
+def _stamp_hint(cfg: Config, spec: VariableSpec) -> dict[str, str] | None:
+    """For an accumulated variable: its stamping option's key, its value and the other value."""
+    if not spec.accumulated:
+        return None
+    stamp = source_of(cfg, spec).accumulation_stamp
+    other = "period_start" if stamp == "end_of_period" else "end_of_period"
+    return {"key": f"sources.{source_key(cfg, spec)}.accumulation_stamp", "value": stamp, "other": other}
+
+
+def _one_day_off(days: pd.DatetimeIndex, expected: pd.DatetimeIndex, hint: dict[str, str] | None) -> str:
+    """Why the days may be missing: a whole year one day off is the stamping convention.
+
+    A daily-statistics file (total stamped on its own day) read as ``end_of_period`` lacks the
+    year's last day and holds the previous year's; the reverse lacks the first day.
+    """
+    if hint is None or days.empty:
+        return ""
+    one = pd.Timedelta(days=1)
+    early = hint["value"] == "end_of_period" and expected[-1] not in days and (expected[0] - one) in days
+    late = hint["value"] == "period_start" and expected[0] not in days and (expected[-1] + one) in days
+    if not (early or late):
+        return ""
+    return (f"; every day is one day {'early' if early else 'late'}: the file likely stamps daily totals "
+            f"{'on the day itself (CDS daily statistics)' if early else 'at the next 00 UTC (ERA5 hourly)'}, "
+            f"not as {hint['key']}: {hint['value']} says; set {hint['key']}: {hint['other']}")
+
+
+def _time_checks(src, spec: VariableSpec, expected: pd.DatetimeIndex,
+                 hint: dict[str, str] | None = None) -> list[dict[str, Any]]:
     """Daily, monotonic, no duplicates, and every day of the period's share of this year."""
     out = []
     stamps, days = src.raw_times, pd.DatetimeIndex(src.data["time"].values)
@@ -79,28 +112,48 @@ def _time_checks(src, spec: VariableSpec, expected: pd.DatetimeIndex) -> list[di
     missing = expected.difference(days)
     if len(missing):
         out.append(_fail(src.path, spec, "time_complete",
-                         f"{len(missing)} day(s) of the period missing: {_dates(missing[:MAX_LISTED])}",
-                         dates=_dates(missing)))
+                         f"{len(missing)} day(s) of the period missing: {_dates(missing[:MAX_LISTED])}"
+                         f"{_one_day_off(days, expected, hint)}", dates=_dates(missing)))
     return out
 
 
-def _daily_summary(src, spec: VariableSpec) -> pd.DataFrame:
-    """One row per time step: min/max/mean over the file's domain and the NaN share."""
-    values = np.asarray(src.data.values, dtype=np.float64)
-    flat = values.reshape(values.shape[0], -1)
-    nan = np.isnan(flat)
-    domain = ~nan.all(axis=0)  # cells NaN on every day are the static sea mask
-    inside = flat[:, domain]
-    with warnings.catch_warnings():  # all-NaN days are reported by GX, not numpy
-        warnings.simplefilter("ignore", RuntimeWarning)
-        stats = {k: f(inside, axis=1) if inside.size else np.full(len(flat), np.nan)
-                 for k, f in (("min", np.nanmin), ("max", np.nanmax), ("mean", np.nanmean))}
+def _daily_summary(src, spec: VariableSpec, chunk_days: int) -> pd.DataFrame:
+    """One row per time step: min/max/mean over the file's domain and the NaN share.
+
+    One streamed pass, ``chunk_days`` days at a time in the file's own dtype, so memory is a
+    few blocks rather than several float64 copies of the whole year. The domain (cells valid
+    on some day; cells NaN on every day are the static sea mask) is known only at the end, so
+    each day's NaN count over all cells is kept and the never-valid cells are subtracted
+    afterwards: the same shares as counting over the domain. Min/max/mean skip NaN anyway.
+    """
+    da = src.data
+    n = da.sizes["time"]
+    stats = {k: np.full(n, np.nan) for k in ("min", "max", "mean")}
+    nan_count = np.zeros(n, dtype=np.int64)
+    ever_valid: np.ndarray | None = None
+    for i in range(0, n, chunk_days):
+        block = np.asarray(da.isel(time=slice(i, i + chunk_days)).values)
+        flat = block.reshape(block.shape[0], -1)
+        nan = np.isnan(flat)
+        counts = nan.sum(axis=1)
+        valid = flat.shape[1] - counts
+        seen = ~nan.all(axis=0)
+        ever_valid = seen if ever_valid is None else ever_valid | seen
+        rows = slice(i, i + flat.shape[0])
+        nan_count[rows] = counts
+        with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN days are reported by GX
+            stats["min"][rows] = np.nanmin(flat, axis=1)
+            stats["max"][rows] = np.nanmax(flat, axis=1)
+            stats["mean"][rows] = np.where(valid > 0, np.nansum(flat, axis=1, dtype=np.float64) / valid, np.nan)
+    cells = ever_valid.size if ever_valid is not None else 0
+    domain = int(ever_valid.sum()) if ever_valid is not None else 0
     return pd.DataFrame({
         "file": str(src.path),
         "variable": spec.name,
-        "date": _dates(pd.DatetimeIndex(src.data["time"].values)),
+        "date": _dates(pd.DatetimeIndex(da["time"].values)),
         **stats,
-        "nan_share": np.isnan(inside).sum(axis=1) / max(inside.shape[1], 1),
+        "nan_share": (nan_count - (cells - domain)) / max(domain, 1),
     })
 
 
@@ -108,7 +161,7 @@ def _check_file(cfg: Config, spec: VariableSpec, year: int, path: Path) -> tuple
     if not path.is_file():
         return [_fail(path, spec, "file_present", f"missing file for year {year}")], None
     try:
-        src = open_source(path, spec)
+        src = open_source(path, spec, accumulation_shift(cfg, spec))
     except DataError as err:
         return [_fail(path, spec, "readable", str(err))], None
     fails = []
@@ -125,9 +178,9 @@ def _check_file(cfg: Config, spec: VariableSpec, year: int, path: Path) -> tuple
         check_regular(src.data["lon"].values, path, "longitude (as -180..180)")
     except DataError as err:
         fails.append(_fail(path, spec, "regular_grid", str(err)))
-    fails += _time_checks(src, spec, days_in_year(cfg, year))
+    fails += _time_checks(src, spec, days_in_year(cfg, year), _stamp_hint(cfg, spec))
     try:
-        table = _daily_summary(src, spec)
+        table = _daily_summary(src, spec, cfg.preprocess.time_chunk_days)
         src.data.close()
     except Exception as err:  # a truncated file can fail only when the data are read
         return fails + [_fail(path, spec, "readable", f"{path}: data unreadable ({type(err).__name__}: {err})")], None
@@ -191,12 +244,28 @@ def _run_gx(ctx, spec: VariableSpec, table: pd.DataFrame, max_nan: float) -> tup
         rows = table.iloc[idx[:MAX_LISTED]] if idx else table.iloc[:0]
         offending = [{"file": r.file, "date": r.date, "value": _plain(r[column])} for _, r in rows.iterrows()]
         files = sorted(set(table.iloc[idx]["file"])) if idx else ["<all files>"]
-        where = ", ".join(f"{o['date']}={o['value']}" for o in offending)
+        unit, expected = _expected(spec, column, conf["kwargs"])
+        where = ", ".join(f"{o['date']}={o['value']}{unit}" for o in offending)
         fails.append({
             "file": ", ".join(files), "variable": spec.name, "check": conf["type"],
-            "message": f"{column}: {len(idx)} offending row(s): {where}", "offending": offending,
+            "message": f"{column}: {len(idx)} offending row(s): {where}{expected}", "offending": offending,
         })
     return fails, result["results"]
+
+
+def _expected(spec: VariableSpec, column: str, kwargs: dict[str, Any]) -> tuple[str, str]:
+    """(" <unit>" for the offending values, "; expected ..." naming the range and its params key).
+
+    Why: "max: 2011-02-02=99.0" alone leaves the reader to look up what was allowed and in
+    which units (params ranges are in *source* units, before any conversion).
+    """
+    if "min_value" not in kwargs and "max_value" not in kwargs:
+        return "", ""
+    lo, hi = kwargs.get("min_value"), kwargs.get("max_value")
+    if column == "nan_share":
+        return "", f"; expected a NaN share {lo}..{hi} of the file's domain (validate.max_nan_fraction)"
+    unit = f" {spec.source_units}"
+    return unit, f"; expected {lo}..{hi}{unit} (valid_range of {spec.name} in params, source units)"
 
 
 def _plain(value: Any) -> Any:
@@ -240,6 +309,8 @@ def human_summary(failures: list[dict[str, Any]], limit: int = MAX_LISTED) -> st
 
 def run_validation(cfg: Config) -> dict[str, Any]:
     """Validate every raw met and target file of the period; write the report; raise on failure."""
+    for name in (REPORT_NAME, SUMMARY_NAME, HTML_NAME, DOCS_NAME):
+        remove_stale_temporaries(Path(cfg.validate_.report_dir) / name)
     failures: list[dict[str, Any]] = []
     tables: list[pd.DataFrame] = []
     hashes: dict[str, str] = {}
@@ -297,7 +368,7 @@ def _write_report(cfg: Config, report: dict[str, Any], tables: list[pd.DataFrame
 
 
 def passed_report(cfg: Config) -> dict[str, Any]:
-    """The validation report, insisting it exists and passed (gate for regrid)."""
+    """The validation report, insisting it exists, passed and covers the params period."""
     import json
 
     path = Path(cfg.validate_.report_dir) / REPORT_NAME
@@ -306,4 +377,49 @@ def passed_report(cfg: Config) -> dict[str, Any]:
     report = json.loads(path.read_text())
     if report.get("status") != "passed":
         raise DataError(f"{path}: raw data failed validation; fix the inputs and rerun 'soilcast validate'")
+    if report.get("period") != f"{cfg.period.start}..{cfg.period.end}":
+        raise DataError(
+            f"{path}: validation report covers {report.get('period')}, params period is "
+            f"{cfg.period.start}..{cfg.period.end}: rerun 'soilcast validate'"
+        )
     return report
+
+
+def validated_hashes(cfg: Config, paths: Iterable[Path]) -> dict[str, str]:
+    """Hash each raw file once and insist it is byte for byte the file validation passed.
+
+    Why: a stage run directly (CLI, not ``dvc repro``) after a raw file was replaced must not
+    derive anything from data nobody checked; the report's sha256 per file is the proof.
+    Returns ``{hash_key: sha256}`` of ``paths`` for the stage's own provenance record.
+    """
+    report = passed_report(cfg)
+    validated = report.get("input_hashes", {})
+    where = Path(cfg.validate_.report_dir) / REPORT_NAME
+    out: dict[str, str] = {}
+    for path in paths:
+        key, now = hash_key(cfg, path), file_sha256(path)
+        then = validated.get(key)
+        if then is None:
+            raise DataError(f"{path}: not among the files validated in {where}; rerun 'soilcast validate'")
+        if now != then:
+            raise DataError(
+                f"{path}: changed since it was validated (sha256 now {now[:12]}..., validated "
+                f"{then[:12]}... in {where}); rerun 'soilcast validate'"
+            )
+        out[key] = now
+    return out
+
+
+def check_derived_from_validated(cfg: Config, recorded: dict[str, str], what: str) -> None:
+    """Insist an intermediate (``what``) was made from exactly the raw files last validated.
+
+    Why: after ``validate`` passes on new raw files, a stage reading intermediates made from
+    the old ones would mix data generations; the recorded hashes tell.
+    """
+    validated = passed_report(cfg).get("input_hashes", {})
+    stale = sorted(k for k, v in recorded.items() if validated.get(k) != v)
+    if stale:
+        raise DataError(
+            f"{what} was made from raw files other than the ones last validated "
+            f"({', '.join(stale[:MAX_LISTED])}); rerun 'soilcast regrid'"
+        )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import shutil
@@ -35,6 +36,28 @@ def atomic_path(target: Path) -> Iterator[Path]:
             os.replace(tmp_target, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def remove_stale_temporaries(target: Path) -> list[Path]:
+    """Delete what killed :func:`atomic_path` writes of ``target`` left beside it.
+
+    Why: a run killed mid-write leaves hidden ``.<name>.*.tmp`` (and ``.<name>.old``) siblings
+    that no later run would otherwise remove (a store each, possibly gigabytes). A stage calls
+    this on start for each of its outputs; two runs of one stage must not overlap (``dvc
+    repro`` holds a lock), since each would remove the other's temporary. Returns what went.
+    """
+    target = Path(target)
+    if not target.parent.is_dir():
+        return []
+    stale = sorted(target.parent.glob(f".{glob.escape(target.name)}.*.tmp"))
+    old = target.with_name(f".{target.name}.old")
+    stale += [old] if old.exists() or old.is_symlink() else []
+    for path in stale:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    return stale
 
 
 def atomic_write_text(target: Path, text: str) -> None:

@@ -124,7 +124,9 @@ def load_network(cfg: Config, name: str) -> keras.Model:
     path = run_files(cfg, name)["model"]
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no trained model (run `soilcast train --model {name}`)")
-    return keras.saving.load_model(path, compile=False)
+    from soilcast.ml.model_io import load_keras_model  # names a corrupt archive and what to rerun
+
+    return load_keras_model(path, name, compile=False)
 
 
 def physical_model(cfg: Config, name: str) -> keras.Model:

@@ -17,9 +17,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import yaml
 
-from soilcast.config import Config, ConfigError, config_from_dict, deep_merge
+from soilcast.config import Config, ConfigError, config_from_dict, deep_merge, yaml_load
 
 TENSORS_STORE = "tensors.zarr"  # name of the zarr store inside a tensors Dataset artifact
 MODELS_SUBDIR = "soilcast"  # model repository inside an exported Model artifact
@@ -36,7 +35,7 @@ def dump_params(raw: dict[str, Any]) -> str:
 
 
 def load_params(text: str) -> dict[str, Any]:
-    raw = yaml.safe_load(text)
+    raw = yaml_load(text)  # YAML 1.2 floats, as read_params
     if not isinstance(raw, dict):
         raise ConfigError("pipeline params: expected a YAML mapping at the top level")
     return raw
