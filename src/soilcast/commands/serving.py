@@ -92,3 +92,40 @@ def forecast(
     for path in result["files"]:
         typer.echo(f"wrote {path}")
     typer.echo(json.dumps({k: v for k, v in result.items() if k != "table"}))
+
+
+@app.command("hindcast")
+def hindcast(
+    server: str = typer.Option(..., "--server", help="Gateway or TF Serving HOST:PORT."),
+    start: str = typer.Option(..., "--start", help="First valid day YYYY-MM-DD."),
+    end: str = typer.Option(..., "--end", help="Last valid day YYYY-MM-DD."),
+    out_dir: Optional[Path] = typer.Option(
+        None, "--out-dir", help="Folder for hindcast.nc, scores.json, scores.md (default artifacts/hindcast/<start>_<end>)."),
+    tls_ca: Optional[Path] = typer.Option(None, "--tls-ca", help="PEM root certificate (enables TLS)."),
+    params: Path = ParamsOpt,
+) -> None:
+    """Forecast every day of a past period with the served model and score it next to persistence
+    and climatology (overall, per season, per basin)."""
+    import datetime as dt
+
+    from soilcast.serving.client import read_certificate
+    from soilcast.serving.hindcast import run_hindcast
+
+    cfg = _cfg(params)
+    try:
+        first, last = dt.date.fromisoformat(start), dt.date.fromisoformat(end)
+    except ValueError:
+        _fail(f"--start {start!r} / --end {end!r}: expected YYYY-MM-DD")
+    import grpc
+
+    try:
+        result = run_hindcast(cfg, server, first, last, out_dir, read_certificate(tls_ca))
+    except (ValueError, FileNotFoundError) as err:
+        _fail(f"hindcast: {err}")
+    except grpc.RpcError as err:
+        _fail(f"hindcast: {server}: {err.code().name}: {err.details()}")
+    typer.echo(f"hindcast {result['period']}: {result['n_days']} day(s), model {result['model']} "
+               f"version {result['version']}, {result['n_requests']} request(s) of up to {result['batch_size']} windows")
+    typer.echo(result["table"])
+    for path in result["files"]:
+        typer.echo(f"wrote {path}")

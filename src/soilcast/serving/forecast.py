@@ -113,9 +113,7 @@ def forecast_dataset(y: np.ndarray, tensors: Tensors, init: dt.date, lead_days: 
                "history": f"soilcast forecast, init {init}, served model version {version}",
                "lead_days": int(lead_days)},
     )
-    ds["crs"] = xr.DataArray(np.int32(0), attrs={
-        "grid_mapping_name": "latitude_longitude", "longitude_of_prime_meridian": 0.0,
-        "semi_major_axis": 6378137.0, "inverse_flattening": 298.257223563, "crs_wkt": _WGS84_WKT})
+    ds["crs"] = crs_variable()
     for name in data:
         ds[name].encoding["_FillValue"] = np.float32(np.nan)
     return ds
@@ -123,6 +121,15 @@ def forecast_dataset(y: np.ndarray, tensors: Tensors, init: dt.date, lead_days: 
 
 _WGS84_WKT = ('GEOGCS["WGS 84",DATUM["WGS_1984",SPHEROID["WGS 84",6378137,298.257223563]],'
               'PRIMEM["Greenwich",0],UNIT["degree",0.0174532925199433],AUTHORITY["EPSG","4326"]]')
+
+
+def crs_variable() -> Any:
+    """The CF grid-mapping variable (WGS 84 latitude/longitude) the data variables point to."""
+    import xarray as xr
+
+    return xr.DataArray(np.int32(0), attrs={
+        "grid_mapping_name": "latitude_longitude", "longitude_of_prime_meridian": 0.0,
+        "semi_major_axis": 6378137.0, "inverse_flattening": 298.257223563, "crs_wkt": _WGS84_WKT})
 
 
 def basin_table(y: np.ndarray, tensors: Tensors, clim: np.ndarray | None) -> pd.DataFrame:
