@@ -209,3 +209,16 @@ def test_ingest_cli(prepared_tiny, delivery, tmp_path):
     empty.mkdir()
     bad = CliRunner().invoke(app, ["ingest", str(empty), "--params", str(params)])
     assert bad.exit_code == 1 and "no .nc files" in bad.output
+
+
+def test_hidden_partial_downloads_are_skipped(prepared_tiny, delivery, tmp_path):
+    from soilcast.data.ingest import find_files
+
+    incoming = tmp_path / "in"
+    shutil.copytree(delivery, incoming)
+    (incoming / ".partial").mkdir()
+    (incoming / ".partial" / "tp_2014.nc").write_bytes(b"half a download")
+    (incoming / "era5" / ".sp_2014.nc").write_bytes(b"half a download")
+    assert len(find_files(incoming)) == 8
+    cfg = own_store(prepared_tiny, tmp_path / "a")
+    assert len(ingest(cfg, incoming).added) == 30

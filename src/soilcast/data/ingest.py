@@ -71,11 +71,13 @@ def _span(days: pd.DatetimeIndex) -> str:
 
 
 def find_files(raw_dir: Path) -> list[Path]:
-    """Every NetCDF file under ``raw_dir`` (sorted, so runs are reproducible)."""
+    """Every NetCDF file under ``raw_dir`` (sorted, so runs are reproducible); hidden files and
+    folders (partial downloads, atomic-write temporaries) are skipped."""
     raw_dir = Path(raw_dir)
     if not raw_dir.is_dir():
         raise DataError(f"{raw_dir}: ingest folder not found")
-    files = sorted(p for p in raw_dir.rglob("*.nc") if p.is_file() and not p.name.startswith("."))
+    files = sorted(p for p in raw_dir.rglob("*.nc") if p.is_file()
+                   and not any(part.startswith(".") for part in p.relative_to(raw_dir).parts))
     if not files:
         raise DataError(f"{raw_dir}: no .nc files to ingest")
     return files
