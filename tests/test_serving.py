@@ -381,7 +381,8 @@ def test_forecast_cli_writes_cf_netcdf_png_and_basin_means(tiny_cfg, synthetic_s
     assert ds["lat"].attrs["units"] == "degrees_north" and ds["lon"].attrs["units"] == "degrees_east"
     np.testing.assert_array_equal(sm.values[0], direct)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    west = float(np.nanmean(direct[t.basin_id == 1]))
+    w = np.cos(np.deg2rad(t.lat))[:, None] * (t.basin_id == 1)  # basin means are area-weighted
+    west = float(np.nansum(w * direct) / w[np.isfinite(direct)].sum())
     assert f"{west:.4f}" in run.output
 
 

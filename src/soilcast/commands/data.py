@@ -68,3 +68,49 @@ def plot_inputs(
         return draw(cfg, date, out or inputs_plot_dir(cfg) / f"{date}.png")
 
     typer.echo(f"plot -> {_run(step, params)}")
+
+
+def _day(value: str, option: str):
+    import datetime as dt
+
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        _fail(f"{option} {value!r}: expected YYYY-MM-DD")
+
+
+@app.command("ingest")
+def ingest(
+    raw_dir: Path = typer.Argument(..., help="Folder of newly delivered raw .nc files (any layout)."),
+    params: Path = ParamsOpt,
+) -> None:
+    """Validate, regrid and append new days to the tensor store (atomic, idempotent)."""
+    from soilcast.data.ingest import ingest as run
+
+    result = _run(lambda cfg: run(cfg, raw_dir), params)
+    if not len(result.added):
+        typer.echo(f"nothing to do: the {len(result.already)} delivered day(s) are already in "
+                   f"{result.store} with the same values")
+        return
+    typer.echo(f"ingested {len(result.added)} day(s) {result.added[0].date()}..{result.added[-1].date()} "
+               f"from {len({r['file'] for r in result.records})} file(s) into {result.store}"
+               + (f" ({len(result.already)} re-delivered day(s) identical)" if len(result.already) else ""))
+    typer.echo("record the new store version with `dvc commit -f stack` (then `dvc push`)")
+
+
+@app.command("demo-delivery")
+def demo_delivery(
+    out_dir: Path = typer.Argument(..., help="Folder for the delivery (e.g. data/incoming)."),
+    first: str = typer.Option(..., "--first", help="First new day, YYYY-MM-DD."),
+    last: str = typer.Option(..., "--last", help="Last new day, YYYY-MM-DD."),
+    params: Path = ParamsOpt,
+) -> None:
+    """Demo files for days after the period (continuing the demo), to try `soilcast ingest`."""
+    from soilcast.data.demo import generate_delivery
+
+    cfg = _cfg(params)
+    try:
+        files = generate_delivery(cfg, out_dir, _day(first, "--first"), _day(last, "--last"))
+    except ValueError as err:
+        _fail(str(err))
+    typer.echo(f"demo delivery: {len(files)} file(s) under {out_dir}")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from pathlib import Path
 from typing import Optional
@@ -67,31 +66,66 @@ def serve(
 @app.command("forecast")
 def forecast(
     server: str = typer.Option(..., "--server", help="Gateway or TF Serving HOST:PORT."),
-    date: str = typer.Option(..., "--date", help="Init date YYYY-MM-DD (last day of the input window)."),
-    out: list[Path] = typer.Option([], "--out", help="Output .nc (CF NetCDF) and/or .png (map); repeatable."),
+    date: str = typer.Option(..., "--date", help="Init date YYYY-MM-DD (last day of the input window) or 'latest'."),
+    out: list[Path] = typer.Option(
+        [], "--out", help="Output .nc (CF NetCDF), .tif (GeoTIFF), .csv (basin values) and/or .png (map); "
+                          "repeatable. Default: all four under artifacts/forecasts/<init>/."),
     tls_ca: Optional[Path] = typer.Option(None, "--tls-ca", help="PEM root certificate (enables TLS)."),
     params: Path = ParamsOpt,
 ) -> None:
-    """Forecast soil moisture valid at DATE + lead days and print basin means."""
+    """Forecast soil moisture valid at DATE + lead days; print the basin table."""
     from soilcast.serving.client import read_certificate
     from soilcast.serving.forecast import run_forecast
 
     cfg = _cfg(params)
-    try:
-        init = dt.date.fromisoformat(date)
-    except ValueError:
-        _fail(f"--date {date!r}: expected YYYY-MM-DD")
     import grpc
 
     try:
-        result = run_forecast(cfg, server, init, list(out), read_certificate(tls_ca))
+        result = run_forecast(cfg, server, date, list(out), read_certificate(tls_ca))
     except (ValueError, FileNotFoundError) as err:
         _fail(f"forecast: {err}")
     except grpc.RpcError as err:
         _fail(f"forecast: {server}: {err.code().name}: {err.details()}")
-    typer.echo(f"forecast init {result['init']} valid {result['valid']} (model version {result['version']})")
-    for name, value in result["basin_means"].items():
-        typer.echo(f"  {name:<30s} {value:.4f} m3/m3")
-    for path in out:
+    typer.echo(f"forecast init {result['init']} valid {result['valid']} (model version {result['version']}); "
+               "basin means, m3/m3 (anomaly vs training-years climatology):")
+    typer.echo(result["table"])
+    for path in result["files"]:
         typer.echo(f"wrote {path}")
-    typer.echo(json.dumps(result))
+    typer.echo(json.dumps({k: v for k, v in result.items() if k != "table"}))
+
+
+@app.command("hindcast")
+def hindcast(
+    server: str = typer.Option(..., "--server", help="Gateway or TF Serving HOST:PORT."),
+    start: str = typer.Option(..., "--start", help="First valid day YYYY-MM-DD."),
+    end: str = typer.Option(..., "--end", help="Last valid day YYYY-MM-DD."),
+    out_dir: Optional[Path] = typer.Option(
+        None, "--out-dir", help="Folder for hindcast.nc, scores.json, scores.md (default artifacts/hindcast/<start>_<end>)."),
+    tls_ca: Optional[Path] = typer.Option(None, "--tls-ca", help="PEM root certificate (enables TLS)."),
+    params: Path = ParamsOpt,
+) -> None:
+    """Forecast every day of a past period with the served model and score it next to persistence
+    and climatology (overall, per season, per basin)."""
+    import datetime as dt
+
+    from soilcast.serving.client import read_certificate
+    from soilcast.serving.hindcast import run_hindcast
+
+    cfg = _cfg(params)
+    try:
+        first, last = dt.date.fromisoformat(start), dt.date.fromisoformat(end)
+    except ValueError:
+        _fail(f"--start {start!r} / --end {end!r}: expected YYYY-MM-DD")
+    import grpc
+
+    try:
+        result = run_hindcast(cfg, server, first, last, out_dir, read_certificate(tls_ca))
+    except (ValueError, FileNotFoundError) as err:
+        _fail(f"hindcast: {err}")
+    except grpc.RpcError as err:
+        _fail(f"hindcast: {server}: {err.code().name}: {err.details()}")
+    typer.echo(f"hindcast {result['period']}: {result['n_days']} day(s), model {result['model']} "
+               f"version {result['version']}, {result['n_requests']} request(s) of up to {result['batch_size']} windows")
+    typer.echo(result["table"])
+    for path in result["files"]:
+        typer.echo(f"wrote {path}")

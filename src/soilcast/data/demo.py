@@ -228,3 +228,33 @@ def generate(cfg: Config, out_dir: Path) -> None:
         swvl1 = volumetric(bucket.storage, soil.geo.capacity, soil.geo.theta_res, soil.geo.theta_sat)
         _soil_file(cfg, out_dir, year, days, swvl1, soil)
         log.info("demo data: wrote %d", year)
+
+
+def generate_delivery(cfg: Config, out_dir: Path, first: dt.date, last: dt.date) -> list[Path]:
+    """Demo files for a delivery of new days ``first``..``last`` (for ``soilcast ingest``).
+
+    The generator is run from ``cfg.period.start`` to ``last`` in a temporary folder, so the
+    soil-moisture bucket continues the demo store's state, and the files of the years
+    ``first.year``..``last.year`` are copied to ``out_dir`` (a year that starts before
+    ``first`` is delivered whole: its earlier days re-deliver days already in the store).
+    """
+    import shutil
+    import tempfile
+
+    from soilcast.config import Period
+    from soilcast.data.readers import source_relpath
+
+    if last < first or first <= cfg.period.start:
+        raise ValueError(f"demo delivery {first}..{last}: expected {cfg.period.start} < first <= last")
+    longer = cfg.model_copy(update={"period": Period(start=cfg.period.start, end=last)})
+    out: list[Path] = []
+    with tempfile.TemporaryDirectory(prefix="demo_delivery_") as tmp:
+        generate(longer, Path(tmp))
+        for year in range(first.year, last.year + 1):
+            for spec in (*cfg.variables, cfg.target):
+                rel = source_relpath(cfg, spec, year)
+                dest = Path(out_dir) / rel
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(Path(tmp) / rel, dest)
+                out.append(dest)
+    return out

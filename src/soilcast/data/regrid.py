@@ -16,6 +16,7 @@ atomically.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -156,11 +157,35 @@ def _year_days(src, cfg: Config, year: int, spec: VariableSpec) -> xr.DataArray:
     return src.data.sel(time=want)
 
 
+def open_checked(cfg: Config, spec: VariableSpec, path: Path):
+    """``spec``'s variable in ``path``, normalised, after the checks regridding relies on
+    (the source covers the target cells, its units are the params' source units)."""
+    src = open_source(path, spec, accumulation_shift(cfg, spec))
+    check_covers(src.data, cfg.grid, path, cfg.regrid.min_coverage)
+    if unit_token(src.raw_units, f"{path}: {spec.source_name}") != unit_token(spec.source_units, "params"):
+        raise DataError(f"{path}: {spec.name} units {src.raw_units!r}, params expect {spec.source_units!r}")
+    return src
+
+
+def regrid_chunks(cfg: Config, spec: VariableSpec, da: xr.DataArray) -> Iterator[tuple[pd.DatetimeIndex, np.ndarray]]:
+    """(days, [t, H, W] float64 on the target grid in canonical units) for ``da``,
+    ``preprocess.time_chunk_days`` days at a time (memory stays flat in the file's length)."""
+    lat, lon = target_axes(cfg.grid)
+    scale, offset = conversion(spec)
+    step = cfg.preprocess.time_chunk_days
+    for i in range(0, da.sizes["time"], step):
+        sub = da.isel(time=slice(i, i + step))
+        values = np.asarray(sub.values, dtype=np.float64)  # one float64 copy, converted in place
+        values *= scale
+        values += offset
+        block = sub.copy(data=values)
+        yield pd.DatetimeIndex(block["time"].values), regrid_block(block, spec.regrid_method, lat, lon, overwrite=True)
+
+
 def regrid_variable(cfg: Config, spec: VariableSpec, out: Path, hashes: dict[str, str]) -> Path:
     """Regrid one variable, year file by year file, into ``out``; returns the file."""
     lat, lon = target_axes(cfg.grid)
     days = period_days(cfg)
-    scale, offset = conversion(spec)
     files = source_files(cfg, spec)
     attrs = {
         "variable": spec.name, "source_units": spec.source_units, "regrid_method": spec.regrid_method,
@@ -171,21 +196,11 @@ def regrid_variable(cfg: Config, spec: VariableSpec, out: Path, hashes: dict[str
     writer = _SliceWriter(out, spec, lat, lon, days, attrs)
     try:
         for year, path in files:
-            src = open_source(path, spec, accumulation_shift(cfg, spec))
-            check_covers(src.data, cfg.grid, path, cfg.regrid.min_coverage)
-            if unit_token(src.raw_units, f"{path}: {spec.source_name}") != unit_token(spec.source_units, "params"):
-                raise DataError(f"{path}: {spec.name} units {src.raw_units!r}, params expect {spec.source_units!r}")
-            da = _year_days(src, cfg, year, spec)
-            step = cfg.preprocess.time_chunk_days
-            for i in range(0, da.sizes["time"], step):
-                sub = da.isel(time=slice(i, i + step))
-                values = np.asarray(sub.values, dtype=np.float64)  # one float64 copy, converted in place
-                values *= scale
-                values += offset
-                block = sub.copy(data=values)
-                i0 = (pd.Timestamp(block["time"].values[0]) - days[0]).days
-                writer.write(i0, regrid_block(block, spec.regrid_method, lat, lon, overwrite=True))
-                written[i0 : i0 + block.sizes["time"]] = True
+            src = open_checked(cfg, spec, path)
+            for block_days, values in regrid_chunks(cfg, spec, _year_days(src, cfg, year, spec)):
+                i0 = (block_days[0] - days[0]).days
+                writer.write(i0, values)
+                written[i0 : i0 + len(block_days)] = True
             src.data.close()
     finally:
         writer.close()

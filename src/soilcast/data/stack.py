@@ -47,8 +47,8 @@ def _blocks(n: int, step: int):
 def _nan_in_mask(cfg: Config, das: dict[str, xr.DataArray], mask: np.ndarray) -> dict[str, np.ndarray]:
     """Per variable, (t, i, j) indices of NaN inside the mask (empty arrays when clean)."""
     found = {}
-    n = len(period_days(cfg))
     for name, da in das.items():
+        n = da.sizes["time"]
         hits = []
         for sl in _blocks(n, cfg.preprocess.time_chunk_days):
             t, i, j = np.nonzero(np.isnan(da.isel(time=sl).values) & mask)
@@ -82,11 +82,13 @@ def _nearest_fill(da: xr.DataArray, hits: np.ndarray, name: str) -> dict[tuple[i
     return out
 
 
-def _fills(cfg: Config, das: dict[str, xr.DataArray], mask: np.ndarray) -> dict[str, dict]:
+def apply_fill_rule(cfg: Config, das: dict[str, xr.DataArray], mask: np.ndarray) -> dict[str, dict]:
+    """``preprocess.fill_rule`` applied to NaN inside the mask of ``das`` (same time axis each):
+    raise (``fail``) or the filled series of the affected cells (``nearest_time``)."""
     hits = _nan_in_mask(cfg, das, mask)
     if not hits:
         return {}
-    days = period_days(cfg)
+    days = pd.DatetimeIndex(next(iter(das.values()))["time"].values)
     lat, lon = target_axes(cfg.grid)
     if cfg.preprocess.fill_rule == "fail":
         detail = "\n  ".join(_describe(k, v, days, lat, lon) for k, v in hits.items())
@@ -106,6 +108,31 @@ def _block(das, names: list[str], sl: slice, fills: dict, mask: np.ndarray | Non
     return block if mask is None else apply_mask(block, mask, copy=False)
 
 
+def stack_block(cfg: Config, das: dict[str, xr.DataArray], sl: slice, fills: dict,
+                mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """X [t, H, W, C] and Y [t, H, W, 1] of days ``sl`` of ``das``, as the store holds them.
+
+    The one place that decides how regridded fields become store tensors (fill rule, what is
+    masked): ``stack_tensors`` and ``soilcast.data.ingest`` both call it.
+    """
+    X = _block(das, cfg.variable_names, sl, fills, None)  # weather kept everywhere
+    Y = _block(das, [cfg.target.name], sl, fills, mask)
+    return X, Y
+
+
+STATIC = ["mask", "basin_id", "lat", "lon", "variable", "channel"]
+
+
+def append_days(store: Path, ds: xr.Dataset) -> None:
+    """Append the time block ``ds`` (a ``tensors_dataset``) to an existing store in place;
+    static variables are dropped (they are written once), the attributes are updated."""
+    with warnings.catch_warnings():
+        # zarr 3 warns that string coords and consolidated metadata are not in the v3 spec;
+        # the store is read back by xarray/zarr-python only.
+        warnings.filterwarnings("ignore", message=".*(Zarr V3 specification|Consolidated metadata).*")
+        ds.drop_vars(STATIC).to_zarr(store, append_dim="time", consolidated=True)
+
+
 def stack_tensors(cfg: Config, plots: bool = True) -> Path:
     """Write ``cfg.paths.processed`` from the regridded variables and the mask.
 
@@ -119,7 +146,7 @@ def stack_tensors(cfg: Config, plots: bool = True) -> Path:
     check_derived_from_validated(cfg, made_from, f"{regridded_dir(cfg)}")
     for s in specs:
         hashes.update(json.loads(das[s.name].attrs.get("input_hashes", "{}")))
-    fills = _fills(cfg, das, mask)
+    filled = apply_fill_rule(cfg, das, mask)
     days = period_days(cfg)
     lat, lon = target_axes(cfg.grid)
     attrs = {
@@ -138,16 +165,13 @@ def stack_tensors(cfg: Config, plots: bool = True) -> Path:
         # the store is read back by xarray/zarr-python only.
         warnings.filterwarnings("ignore", message=".*(Zarr V3 specification|Consolidated metadata).*")
         for k, sl in enumerate(_blocks(len(days), step)):
-            X = _block(das, cfg.variable_names, sl, fills, None)  # weather kept everywhere
-            Y = _block(das, [cfg.target.name], sl, fills, mask)
+            X, Y = stack_block(cfg, das, sl, filled, mask)
             ds = tensors_dataset(X, Y, mask, basin_id, days[sl], lat, lon, attrs)
             if k == 0:
                 enc = {v: {"chunks": (step, *ds[v].shape[1:])} for v in ("X", "Y")}
                 ds.to_zarr(tmp, mode="w", encoding=enc, consolidated=True)
             else:
-                ds.drop_vars(["mask", "basin_id", "lat", "lon", "variable", "channel"]).to_zarr(
-                    tmp, append_dim="time", consolidated=True
-                )
+                append_days(tmp, ds)
     for da in das.values():
         da.close()
     if plots:

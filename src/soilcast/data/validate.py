@@ -160,6 +160,16 @@ def _daily_summary(src, spec: VariableSpec, chunk_days: int) -> pd.DataFrame:
 def _check_file(cfg: Config, spec: VariableSpec, year: int, path: Path) -> tuple[list, pd.DataFrame | None]:
     if not path.is_file():
         return [_fail(path, spec, "file_present", f"missing file for year {year}")], None
+    return check_file(cfg, spec, path, days_in_year(cfg, year))
+
+
+def check_file(cfg: Config, spec: VariableSpec, path: Path, expected: pd.DatetimeIndex | None) -> tuple[list, pd.DataFrame | None]:
+    """Structural checks and the per-day summary table of one existing raw file.
+
+    ``expected``: the days the file must hold (its year's share of the period for the batch
+    stages); ``None`` for a delivery of new days (``soilcast ingest``), which must be complete
+    between its own first and last day. Summary rows of expected days get ``in_period``.
+    """
     try:
         src = open_source(path, spec, accumulation_shift(cfg, spec))
     except DataError as err:
@@ -178,13 +188,16 @@ def _check_file(cfg: Config, spec: VariableSpec, year: int, path: Path) -> tuple
         check_regular(src.data["lon"].values, path, "longitude (as -180..180)")
     except DataError as err:
         fails.append(_fail(path, spec, "regular_grid", str(err)))
-    fails += _time_checks(src, spec, days_in_year(cfg, year), _stamp_hint(cfg, spec))
+    if expected is None:
+        days = pd.DatetimeIndex(src.data["time"].values)
+        expected = pd.date_range(days.min(), days.max(), freq="D") if len(days) else days
+    fails += _time_checks(src, spec, expected, _stamp_hint(cfg, spec))
     try:
         table = _daily_summary(src, spec, cfg.preprocess.time_chunk_days)
         src.data.close()
     except Exception as err:  # a truncated file can fail only when the data are read
         return fails + [_fail(path, spec, "readable", f"{path}: data unreadable ({type(err).__name__}: {err})")], None
-    table["in_period"] = table["date"].isin(set(_dates(days_in_year(cfg, year))))
+    table["in_period"] = table["date"].isin(set(_dates(expected)))
     return fails, table
 
 
@@ -348,6 +361,34 @@ def run_validation(cfg: Config) -> dict[str, Any]:
     if failures:
         raise DataValidationError(human_summary(failures), failures, Path(cfg.validate_.report_dir) / REPORT_NAME)
     return report
+
+
+def validate_files(cfg: Config, files: list[tuple[VariableSpec, Path]]) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """The validate stage's checks (structural, then the GX suites per variable) on files that
+    are not tied to the period (``soilcast ingest``); returns (failures, {path: sha256}).
+    Writes no report: the stage's report describes the batch raw data only."""
+    import shutil
+    import tempfile
+
+    failures: list[dict[str, Any]] = []
+    hashes: dict[str, str] = {}
+    docs_tmp = Path(tempfile.mkdtemp(prefix="gx_docs_"))
+    try:
+        ctx = _gx_context(docs_tmp)
+        for spec in dict.fromkeys(s for s, _ in files):
+            tables = []
+            for path in (p for s, p in files if s is spec):
+                fails, table = check_file(cfg, spec, path, None)
+                failures += fails
+                if table is not None:
+                    tables.append(table)
+                    hashes[str(path)] = file_sha256(path)
+            if tables:
+                fails, _ = _run_gx(ctx, spec, pd.concat(tables, ignore_index=True), cfg.validate_.max_nan_fraction)
+                failures += fails
+    finally:
+        shutil.rmtree(docs_tmp, ignore_errors=True)
+    return failures, hashes
 
 
 def _write_report(cfg: Config, report: dict[str, Any], tables: list[pd.DataFrame], ctx, docs_tmp: Path) -> None:
