@@ -52,6 +52,7 @@ from typing import Any
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 REPO = Path(__file__).resolve().parents[1]
 ACCURACY_RTOL = 0.02
+MATH_FLAGS = {"avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16"}
 FLOPS_FORMULA = (
     "per layer per sample: fwd = 2*H*W*k^2*4F*(T*C_in + R*F), R = T-1 (ours) or T (stock); "
     "train step = 3*fwd; summed over the n_hidden_layers + 1 ConvLSTM2D layers"
@@ -63,8 +64,8 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--params", default=str(REPO / "params.yaml"))
     p.add_argument("--quick", action="store_true",
                    help="smoke run, < 60 s: 16x16, 16 filters, 1 hidden layer, no accuracy check")
-    p.add_argument("--precision", default="config", choices=["config", "float32", "mixed_bfloat16"],
-                   help="our arm's dtype policy (config = training.precision)")
+    p.add_argument("--precision", default="config", choices=["config", "auto", "float32", "mixed_bfloat16"],
+                   help="our arm's dtype policy (config = training.precision; auto as in training)")
     p.add_argument("--size", type=int, default=None, help="spatial size S (default 32; quick 16)")
     p.add_argument("--filters", type=int, default=None, help="override models.convlstm.filters")
     p.add_argument("--hidden-layers", type=int, default=None,
@@ -91,9 +92,11 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
 def _configs(args: argparse.Namespace) -> tuple[Any, Any]:
     """(ours, stock) configs from params.yaml; only the hook and the precision differ."""
     from soilcast.config import load_config, read_params
+    from soilcast.ml.precision import resolve_precision
 
     base = read_params(args.params)
-    precision = base["training"]["precision"] if args.precision == "config" else args.precision
+    args.precision_setting = base["training"]["precision"] if args.precision == "config" else args.precision
+    precision = resolve_precision(args.precision_setting)  # what training would run here
     conv = {"filters": args.filters} if args.filters else {}
     if args.hidden_layers:
         conv["n_hidden_layers"] = args.hidden_layers
@@ -252,6 +255,7 @@ def _median_ratio(a: list[float], b: list[float]) -> float:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     import keras
 
+    from soilcast.ml.precision import read_cpu_flags
     from soilcast.ml.windows import n_input_channels
 
     ours_cfg, stock_cfg = _configs(args)
@@ -278,6 +282,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                   "kernel_size": ours_cfg.models.convlstm.kernel_size,
                   "hidden_layers": ours_cfg.models.convlstm.n_hidden_layers},
         "precision": ours_cfg.training.precision,
+        "precision_setting": args.precision_setting,
+        "cpu_flags": sorted(read_cpu_flags() & MATH_FLAGS),  # the ones that decide fp32 vs bf16 speed
         "stock_precision": "float32",
         "steps_per_round": args.steps, "rounds": args.repeats,
         "ours_samples_per_s": med["ours"]["wall"],

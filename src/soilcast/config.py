@@ -221,7 +221,7 @@ class Training(_Strict):
     early_stopping_patience: int = Field(ge=1)
     reduce_lr_patience: int = Field(ge=1)
     reduce_lr_factor: float = Field(gt=0, lt=1)
-    precision: Literal["float32", "mixed_bfloat16", "mixed_float16"]
+    precision: Literal["auto", "float32", "mixed_bfloat16", "mixed_float16"]  # auto: soilcast.ml.precision
     patch_size: int = Field(ge=0)
 
 

@@ -42,6 +42,7 @@ from soilcast.ml.distribute import get_distribution
 from soilcast.ml.losses import MaskedMSE, forecast_mse, masked_sums
 from soilcast.ml.models.references import Climatology
 from soilcast.ml.models.registry import build_model
+from soilcast.ml.precision import with_resolved_precision
 from soilcast.ml.scaling import Scaler, mask_fill
 from soilcast.ml.windows import (
     Prepared,
@@ -172,6 +173,7 @@ def train_model(
 
 
 def _train(cfg, name, dist, final_dir: Path, out: Path, resume, verbose, extra) -> Path:
+    cfg = with_resolved_precision(cfg)  # auto -> this host's policy: built, fingerprinted, recorded
     t = load_tensors(cfg)
     scaler = fit_scaler(cfg, t)
     data = prepare(t, cfg, scaler)
