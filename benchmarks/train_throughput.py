@@ -32,6 +32,7 @@ from the same weights and train on the same batches of a learnable synthetic tas
 must agree within 2 %.
 
     .venv/bin/python benchmarks/train_throughput.py [--quick] [--precision mixed_bfloat16]
+    .venv/bin/python benchmarks/train_throughput.py --size 31 --channels 9   # the demo's full grid
 
 Prints one JSON object (and writes it to ``--out`` if given). Works with KERAS_BACKEND=jax
 (keras jit-compiles jax train steps by default; TensorFlow runs without XLA on CPU).
@@ -67,6 +68,9 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--precision", default="config", choices=["config", "auto", "float32", "mixed_bfloat16"],
                    help="our arm's dtype policy (config = training.precision; auto as in training)")
     p.add_argument("--size", type=int, default=None, help="spatial size S (default 32; quick 16)")
+    p.add_argument("--channels", type=int, default=None,
+                   help="input channels (default: the model's from params.yaml; 7 = the method's weather "
+                        "inputs, 9 = the full-grid demo's weather + antecedent soil moisture + mask)")
     p.add_argument("--filters", type=int, default=None, help="override models.convlstm.filters")
     p.add_argument("--hidden-layers", type=int, default=None,
                    help="override models.convlstm.n_hidden_layers (quick: 1, to cut tracing time)")
@@ -259,7 +263,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from soilcast.ml.windows import n_input_channels
 
     ours_cfg, stock_cfg = _configs(args)
-    shape = (ours_cfg.window.seq_len, args.size, args.size, n_input_channels(ours_cfg))
+    shape = (ours_cfg.window.seq_len, args.size, args.size, args.channels or n_input_channels(ours_cfg))
     batch = ours_cfg.training.batch_size
     load_start = os.getloadavg()
     peaks = _peaks(args.matmul_n)
