@@ -32,6 +32,7 @@ from the same weights and train on the same batches of a learnable synthetic tas
 must agree within 2 %.
 
     .venv/bin/python benchmarks/train_throughput.py [--quick] [--precision mixed_bfloat16]
+    .venv/bin/python benchmarks/train_throughput.py --size 31 --channels 9   # the demo's full grid
 
 Prints one JSON object (and writes it to ``--out`` if given). Works with KERAS_BACKEND=jax
 (keras jit-compiles jax train steps by default; TensorFlow runs without XLA on CPU).
@@ -52,6 +53,7 @@ from typing import Any
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 REPO = Path(__file__).resolve().parents[1]
 ACCURACY_RTOL = 0.02
+MATH_FLAGS = {"avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16"}
 FLOPS_FORMULA = (
     "per layer per sample: fwd = 2*H*W*k^2*4F*(T*C_in + R*F), R = T-1 (ours) or T (stock); "
     "train step = 3*fwd; summed over the n_hidden_layers + 1 ConvLSTM2D layers"
@@ -63,9 +65,12 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--params", default=str(REPO / "params.yaml"))
     p.add_argument("--quick", action="store_true",
                    help="smoke run, < 60 s: 16x16, 16 filters, 1 hidden layer, no accuracy check")
-    p.add_argument("--precision", default="config", choices=["config", "float32", "mixed_bfloat16"],
-                   help="our arm's dtype policy (config = training.precision)")
+    p.add_argument("--precision", default="config", choices=["config", "auto", "float32", "mixed_bfloat16"],
+                   help="our arm's dtype policy (config = training.precision; auto as in training)")
     p.add_argument("--size", type=int, default=None, help="spatial size S (default 32; quick 16)")
+    p.add_argument("--channels", type=int, default=None,
+                   help="input channels (default: the model's from params.yaml; 7 = the method's weather "
+                        "inputs, 9 = the full-grid demo's weather + antecedent soil moisture + mask)")
     p.add_argument("--filters", type=int, default=None, help="override models.convlstm.filters")
     p.add_argument("--hidden-layers", type=int, default=None,
                    help="override models.convlstm.n_hidden_layers (quick: 1, to cut tracing time)")
@@ -91,9 +96,11 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
 def _configs(args: argparse.Namespace) -> tuple[Any, Any]:
     """(ours, stock) configs from params.yaml; only the hook and the precision differ."""
     from soilcast.config import load_config, read_params
+    from soilcast.ml.precision import resolve_precision
 
     base = read_params(args.params)
-    precision = base["training"]["precision"] if args.precision == "config" else args.precision
+    args.precision_setting = base["training"]["precision"] if args.precision == "config" else args.precision
+    precision = resolve_precision(args.precision_setting)  # what training would run here
     conv = {"filters": args.filters} if args.filters else {}
     if args.hidden_layers:
         conv["n_hidden_layers"] = args.hidden_layers
@@ -252,10 +259,11 @@ def _median_ratio(a: list[float], b: list[float]) -> float:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     import keras
 
+    from soilcast.ml.precision import read_cpu_flags
     from soilcast.ml.windows import n_input_channels
 
     ours_cfg, stock_cfg = _configs(args)
-    shape = (ours_cfg.window.seq_len, args.size, args.size, n_input_channels(ours_cfg))
+    shape = (ours_cfg.window.seq_len, args.size, args.size, args.channels or n_input_channels(ours_cfg))
     batch = ours_cfg.training.batch_size
     load_start = os.getloadavg()
     peaks = _peaks(args.matmul_n)
@@ -278,6 +286,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                   "kernel_size": ours_cfg.models.convlstm.kernel_size,
                   "hidden_layers": ours_cfg.models.convlstm.n_hidden_layers},
         "precision": ours_cfg.training.precision,
+        "precision_setting": args.precision_setting,
+        "cpu_flags": sorted(read_cpu_flags() & MATH_FLAGS),  # the ones that decide fp32 vs bf16 speed
         "stock_precision": "float32",
         "steps_per_round": args.steps, "rounds": args.repeats,
         "ours_samples_per_s": med["ours"]["wall"],

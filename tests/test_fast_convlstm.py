@@ -115,6 +115,54 @@ def test_gradients_match_stock():
         assert _rel(got, want) <= F32_RTOL
 
 
+@pytest.mark.parametrize("kwargs", [
+    {"padding": "valid"},          # input conv shrinks the grid, recurrent stays "same"
+    {"strides": 2},                # input conv subsamples
+    {"dilation_rate": 2},
+    {"use_bias": False},           # fused path without a bias
+    {"recurrent_activation": "hard_sigmoid", "activation": "relu"},
+])
+def test_other_geometries_and_activations_match_stock(kwargs):
+    """Only stride 1 / dilation 1 / "same" fuses input and recurrent convolutions; the
+    other geometries take the all-steps input projection; both must equal the stock layer."""
+    kwargs = {"padding": "same", **kwargs}
+    rng = np.random.default_rng(3)
+    stock = keras.layers.ConvLSTM2D(4, 3, return_sequences=True, **kwargs)
+    fast = FastConvLSTM2D(4, 3, return_sequences=True, **kwargs)
+    stock.build(SHAPE)
+    fast.build(SHAPE)
+    weights = [rng.normal(0.0, 0.3, size=w.shape).astype("float32") for w in stock.get_weights()]
+    stock.set_weights(weights)
+    fast.set_weights(weights)
+    x = _x()
+    want = stock(x)
+    assert tuple(fast(x).shape) == tuple(want.shape)
+    assert _rel(fast(x), want) <= F32_RTOL
+    target = np.zeros(tuple(want.shape), "float32") + 0.1
+    for got, ref in zip(_loss_grads(fast, x, target), _loss_grads(stock, x, target), strict=True):
+        assert _rel(got, ref) <= F32_RTOL
+
+
+def test_mixed_bfloat16_gradients_and_state_dtypes():
+    stock, _ = _pair(return_sequences=True)
+    fast = FastConvLSTM2D(4, 3, padding="same", return_sequences=True, return_state=True,
+                          dtype="mixed_bfloat16")
+    fast.build(SHAPE)
+    fast.set_weights(stock.get_weights())
+    x = _x()
+    out, h, c = fast(x)
+    # outputs and states in the compute dtype, like the stock layer under this policy
+    assert {keras.backend.standardize_dtype(t.dtype) for t in (out, h, c)} == {"bfloat16"}
+    fast_seq = FastConvLSTM2D(4, 3, padding="same", return_sequences=True, dtype="mixed_bfloat16")
+    fast_seq.build(SHAPE)
+    fast_seq.set_weights(stock.get_weights())
+    target = _x(seed=2, shape=SHAPE[:-1] + (4,))
+    got = _loss_grads(fast_seq, x, target)
+    want = _loss_grads(stock, x, target)
+    for g, w in zip(got, want, strict=True):
+        assert _rel(keras.ops.cast(g, "float32"), w) <= BF16_RTOL
+
+
 def test_mixed_bfloat16_within_documented_tolerance():
     stock, _ = _pair(return_sequences=True)
     fast = FastConvLSTM2D(4, 3, padding="same", return_sequences=True, dtype="mixed_bfloat16")

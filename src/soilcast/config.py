@@ -282,7 +282,7 @@ class Training(_Strict):
     validation_steps: int = Field(ge=0)
     learning_rate: float = Field(gt=0)
     warmup_steps: int = Field(ge=0)  # linear warm-up, then cosine decay to 0 over the budget
-    precision: Literal["float32", "mixed_bfloat16", "mixed_float16"]
+    precision: Literal["auto", "float32", "mixed_bfloat16", "mixed_float16"]  # auto: soilcast.ml.precision
     patch_size: int = Field(ge=0)
 
 

@@ -132,7 +132,7 @@ def build_metadata(
         "basin_names": dict(attrs.get("basin_names", {})),
         "data_hashes": dict(attrs.get("input_hashes", {})),
         "split": cfg.split.model_dump(mode="json"),
-        "precision": cfg.training.precision,
+        "precision": (record or {}).get("precision", cfg.training.precision),  # as trained
         "test_metrics": test_metrics,
         "training_record": record or {},
     }
@@ -145,9 +145,13 @@ def load_physical_model(cfg: Config, name: str) -> Any:
     return physical_model(cfg, name)
 
 
-def rtol_for(cfg: Config) -> float:
-    """Tolerance of served vs in-memory outputs: looser when training ran in bfloat16/float16."""
-    return cfg.export.rtol_float32 if cfg.training.precision == "float32" else cfg.export.rtol_bfloat16
+def rtol_for(cfg: Config, precision: str | None = None) -> float:
+    """Tolerance of served vs in-memory outputs: looser when training ran in bfloat16/float16
+    (``precision``: the run record's resolved policy; the config's setting when unknown)."""
+    from soilcast.ml.precision import resolve_precision
+
+    used = precision or resolve_precision(cfg.training.precision)
+    return cfg.export.rtol_float32 if used == "float32" else cfg.export.rtol_bfloat16
 
 
 def canary_inputs(cfg: Config, tensors: Any) -> dict[str, np.ndarray]:
@@ -266,7 +270,7 @@ def export_blessed(cfg: Config) -> Path | None:
         staged = staging / str(version)
         write_savedmodel(model, staged, cfg, metadata, extras)
         report = infra.validate(
-            staged, canaries, expected, rtol_for(cfg), input_shapes(cfg), (OUTPUT, output_shape(cfg))
+            staged, canaries, expected, rtol_for(cfg, record.get("precision")), input_shapes(cfg), (OUTPUT, output_shape(cfg))
         )
         target = versions.publish(models_dir, staged, version)
     finally:

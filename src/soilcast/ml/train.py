@@ -45,6 +45,7 @@ from soilcast.ml.distribute import get_distribution
 from soilcast.ml.losses import MaskedMSE, forecast_mse, masked_sums
 from soilcast.ml.models.references import Climatology
 from soilcast.ml.models.registry import build_model
+from soilcast.ml.precision import with_resolved_precision
 from soilcast.ml.scaling import Scaler
 from soilcast.ml.windows import (
     Prepared,
@@ -204,6 +205,8 @@ def train_model(
 
 
 def _train(cfg, name, dist, final_dir: Path, out: Path, resume, verbose, extra) -> Path:
+    setting = cfg  # as params.yaml says (precision may be auto): what evaluation checks
+    cfg = with_resolved_precision(cfg)  # auto -> this host's policy: built, checkpointed, recorded
     t = load_tensors(cfg)
     scaler = fit_scaler(cfg, t)
     data = prepare(t, cfg, scaler)
@@ -214,9 +217,11 @@ def _train(cfg, name, dist, final_dir: Path, out: Path, resume, verbose, extra) 
     val_ends = evenly_spaced(val_all, cfg.training.validation_steps * batch or len(val_all))
     steps = cfg.training.steps_per_epoch or math.ceil(len(train_ends) / batch)
 
-    fp = run_fingerprint(cfg, name, t)
+    fp = run_fingerprint(setting, name, t)
+    # a checkpoint resumes only under the same resolved precision (another host may differ)
+    ckpt_fp = fingerprint({"run": fp, "precision": cfg.training.precision})
     ckpt_dir = final_dir / "checkpoints"
-    state = load_state(ckpt_dir, fp) if resume else None
+    state = load_state(ckpt_dir, ckpt_fp) if resume else None
     if state is None and dist.is_chief:
         shutil.rmtree(ckpt_dir, ignore_errors=True)
     initial_epoch = state[0]["epochs_done"] if state else 0
@@ -236,7 +241,7 @@ def _train(cfg, name, dist, final_dir: Path, out: Path, resume, verbose, extra) 
     twin = build_model(name, cfg, (L, H, W, C))  # full grid, local (outside the strategy)
 
     best_cb = BestWeights(SELECT_ON)
-    ckpt = EpochCheckpoint(ckpt_dir, fp, best_cb, state, history, write=dist.is_chief)
+    ckpt = EpochCheckpoint(ckpt_dir, ckpt_fp, best_cb, state, history, write=dist.is_chief)
     cbs = [FullGridValidation(twin, val_ds, history), best_cb, ckpt, *extra]
 
     t0 = time.perf_counter()

@@ -2,24 +2,37 @@
 
 Why: the stock layer runs a generic symbolic RNN loop whose cell does eight narrow
 convolutions per time step (input and recurrent, one per gate, ``F`` output channels each).
-On CPU that leaves most of the machine idle: small convolutions, per-step input work that
-does not depend on the recurrence, and loop bookkeeping. This layer keeps the stock layer's
-weights (same variables, shapes, order and names, so ``get_weights``/``set_weights`` and
-``.keras`` files are interchangeable) and reorganises the arithmetic:
+On CPU that leaves most of the machine idle: small convolutions, per-step loop bookkeeping
+and, under ``mixed_bfloat16``, element-wise gate arithmetic in bfloat16 (which oneDNN/Eigen
+run several times slower than float32 on CPUs). This layer keeps the stock layer's weights
+(same variables, shapes, order and names, so ``get_weights``/``set_weights`` and ``.keras``
+files are interchangeable) and reorganises the arithmetic:
 
-1. the input-to-hidden convolution for ALL time steps is one convolution over the
-   ``[batch*T, H, W, C]`` reshaped sequence with the full ``[k, k, C, 4F]`` kernel;
-2. each step does ONE recurrent convolution with the full ``[k, k, F, 4F]`` kernel (and
-   none at the first step when the initial state is the default zeros: it would add 0);
-3. the gate arithmetic is done once on the ``4F``-wide pre-activation;
-4. the time loop is a Python loop over the static ``T`` (unrolled in the traced graph), so
+1. each step does ONE convolution: the input ``x_t`` and the previous hidden state
+   ``h_{t-1}`` are concatenated along channels and convolved with the two kernels stacked
+   along their input axis (``[k, k, C + F, 4F]``), so the sum ``W*x + U*h`` happens inside
+   the convolution's accumulator instead of as a separate full-size addition, and the
+   matrix product is large enough (K = k*k*(C+F), N = 4F) for AMX/VNNI to run efficiently;
+   the first step convolves ``x_0`` alone when the initial state is the default zeros;
+2. the gate arithmetic runs in float32 on the ``4F``-wide pre-activation (one cast of the
+   convolution output per step; the bias is added there, in float32): under
+   ``mixed_bfloat16`` the convolutions run in bfloat16 with float32 accumulation (oneDNN's
+   AMX kernels on CPUs that have them), everything element-wise in float32, and the carry
+   ``c`` stays float32 across steps;
+3. the time loop is a Python loop over the static ``T`` (unrolled in the traced graph), so
    both the forward and the backward pass avoid a symbolic while-loop.
 
-Only ``keras.ops`` is used, so it runs on every Keras backend (TensorFlow, JAX). The compute
-dtype follows the layer's dtype policy (``mixed_bfloat16`` computes in bfloat16 with float32
-variables). Anything the fast path does not cover (masks, ``go_backwards``, dropout while
-training, ``channels_first``, a user-given or stateful initial state, unknown ``T``) falls
-back to the stock implementation, so the layer is a drop-in replacement in every case.
+Measured on a 2-core Sapphire Rapids (``benchmarks/README.md``): the per-step fused
+convolution beat one all-steps input convolution plus a per-step recurrent one (the
+previous design; its large input convolution's backward pass ran at half the speed of the
+per-step ones), and float32 gates beat bfloat16 gates. Where the convolution geometry of
+the input differs from the recurrent one (strides, dilation, ``valid`` padding) the input
+convolution is done for all steps at once and the recurrent one per step.
+
+Only ``keras.ops`` is used, so it runs on every Keras backend (TensorFlow, JAX). Anything the
+fast path does not cover (masks, ``go_backwards``, dropout while training,
+``channels_first``, a user-given or stateful initial state, unknown ``T``) falls back to the
+stock implementation, so the layer is a drop-in replacement in every case.
 """
 
 from __future__ import annotations
@@ -70,21 +83,39 @@ class FastConvLSTM2D(keras.layers.ConvLSTM2D):
         kernel = ops.cast(cell.kernel, dtype)
         recurrent_kernel = ops.cast(cell.recurrent_kernel, dtype)
         x = ops.cast(sequences, dtype)
-
-        # unstack (gradient: one stack) rather than z_in[:, t] slices, whose gradients are
+        fused = self._same_geometry()
+        # unstack (gradient: one stack) rather than x[:, t] slices, whose gradients are
         # T full-size zero-padded tensors summed together.
-        z_steps = ops.unstack(self._input_projection(x, kernel), num=n_steps, axis=1)
+        if fused:
+            steps = ops.unstack(x, num=n_steps, axis=1)
+            both = ops.concatenate([kernel, recurrent_kernel], axis=-2)  # [k, k, C+F, 4F]
+        else:
+            steps = ops.unstack(self._input_projection(x, kernel), num=n_steps, axis=1)
         h = c = None
         outputs = []
-        for z in z_steps:
-            if h is not None:
-                z = z + ops.conv(h, recurrent_kernel, strides=1, padding="same")
+        for step in steps:
+            if fused and h is None:
+                z = ops.conv(step, kernel, strides=1, padding="same")
+            elif fused:
+                z = ops.conv(ops.concatenate([step, h], axis=-1), both, strides=1, padding="same")
+            elif h is None:
+                z = step
+            else:
+                z = step + ops.conv(h, recurrent_kernel, strides=1, padding="same")
             h, c = self._gates(z, c)
+            h = ops.cast(h, dtype)
             outputs.append(h)
-        return ops.stack(outputs, axis=1), h, c
+        return ops.stack(outputs, axis=1), h, ops.cast(c, dtype)
+
+    def _same_geometry(self) -> bool:
+        """The input convolution is geometrically the recurrent one (stride 1, dilation 1,
+        ``same``), so both can be one convolution over the concatenated channels."""
+        cell = self.cell
+        return (cell.padding == "same" and all(s == 1 for s in cell.strides)
+                and all(d == 1 for d in cell.dilation_rate))
 
     def _input_projection(self, x, kernel):
-        """One convolution over all time steps at once, bias added once."""
+        """One convolution over all time steps at once (used when strides/dilation differ)."""
         cell = self.cell
         shape = ops.shape(x)
         batch, n_steps = shape[0], x.shape[1]
@@ -97,13 +128,17 @@ class FastConvLSTM2D(keras.layers.ConvLSTM2D):
             data_format="channels_last",
             dilation_rate=cell.dilation_rate,
         )
-        if cell.use_bias:
-            z = z + ops.cast(cell.bias, z.dtype)
         return ops.reshape(z, (batch, n_steps) + tuple(z.shape[1:]))
 
     def _gates(self, z, c_prev):
-        """Gate order i, f, c, o as in Keras; ``c_prev is None`` means a zero carry."""
+        """Gate order i, f, c, o as in Keras; ``c_prev is None`` means a zero carry.
+
+        In float32 whatever the compute dtype (bias added here), returns float32 (h, c).
+        """
         cell = self.cell
+        z = ops.cast(z, "float32")
+        if cell.use_bias:
+            z = z + ops.cast(cell.bias, "float32")
         z_i, z_f, z_c, z_o = ops.split(z, 4, axis=-1)
         i = cell.recurrent_activation(z_i)
         o = cell.recurrent_activation(z_o)

@@ -8,6 +8,7 @@ from collections.abc import Callable
 import keras
 
 from soilcast.config import NETWORKS, Config
+from soilcast.ml.precision import resolve_precision
 from soilcast.ml.models.cnn_td import build_cnn_td
 from soilcast.ml.models.convlstm import build_convlstm
 from soilcast.ml.models.dense import build_fc
@@ -34,7 +35,7 @@ def build_model(name: str, cfg: Config, input_shape: tuple) -> keras.Model:
     if len(input_shape) != 4:
         raise ValueError(f"input_shape must be (L, H, W, C) (got {input_shape})")
     previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(cfg.training.precision)
+    keras.config.set_dtype_policy(resolve_precision(cfg.training.precision))
     try:
         return BUILDERS[name](cfg, tuple(input_shape))
     finally:
