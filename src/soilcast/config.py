@@ -111,11 +111,16 @@ class VariableSpec(_Strict):
     accumulated: bool
     regrid_method: RegridMethod
     valid_range: tuple[float, float]
+    # What the value can physically be, in canonical units: the gateway refuses requests (and
+    # never serves soil moisture) outside it. valid_range is in source units, for raw files.
+    physical_range: tuple[float, float]
 
     @model_validator(mode="after")
     def _range(self) -> "VariableSpec":
         if self.valid_range[1] <= self.valid_range[0]:
             raise ValueError(f"valid_range of {self.name} is empty")
+        if self.physical_range[1] <= self.physical_range[0]:
+            raise ValueError(f"physical_range of {self.name} is empty")
         return self
 
 
@@ -249,6 +254,7 @@ class Serving(_Strict):
     model_name: str
     poll_seconds: float = Field(gt=0)
     max_message_mb: int = Field(ge=1)
+    max_batch: int = Field(ge=1)  # windows per Predict; also bounds a request's decoded size
     max_workers: int = Field(ge=1)
     max_concurrent_rpcs: int = Field(ge=1)
     drift_window: int = Field(ge=2)
