@@ -89,6 +89,19 @@ def _raw_request(cfg, array=None, name="soilcast", **spec):
     return req
 
 
+def _broadcast_request(cfg, batch):
+    """A ~100-byte Predict claiming ``batch`` windows through TensorProto's one-value shortcut."""
+    from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
+
+    req = _raw_request(cfg)
+    dims = [batch, cfg.window.seq_len, *cfg.grid.shape, len(cfg.variables)]
+    req.inputs["meteo"].CopyFrom(tensor_pb2.TensorProto(
+        dtype=types_pb2.DT_FLOAT, float_val=[0.0],
+        tensor_shape=tensor_shape_pb2.TensorShapeProto(dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=d)
+                                                            for d in dims])))
+    return req
+
+
 def _bad_cases(cfg):
     rng = np.random.default_rng(3)
     x = meteo(cfg, rng)
@@ -112,6 +125,11 @@ def _bad_cases(cfg):
                           "unknown_version", "'stable'"),
         "oversized": (_raw_request(cfg, np.concatenate([x] * 30)), grpc.StatusCode.RESOURCE_EXHAUSTED,
                       "oversized", "exceeds the limit of 1048576 bytes"),
+        # 2 MB decoded from a ~100-byte message: the limit applies to what decoding allocates
+        "decoded_oversized": (_broadcast_request(cfg, 40), grpc.StatusCode.RESOURCE_EXHAUSTED, "oversized",
+                              f"decode to {40 * x.nbytes} bytes (40 windows), over the limit of 1048576 "
+                              "bytes (serving.max_message_mb)"),
+        "batch": (_broadcast_request(cfg, 512), ok, "batch", "exceeds the limit of 64 (serving.max_batch)"),
     }
 
 
@@ -135,6 +153,35 @@ def test_bad_inputs_get_the_right_status_and_are_counted(served):
     assert np.isnan(x[0, :, ~grid_mask(served.cfg)]).all()
     assert stub.Predict(_raw_request(served.cfg, x), timeout=30).model_spec.version.value == 1
     channel.close()
+
+
+def test_claimed_shape_is_refused_before_it_is_allocated(served):
+    """Issue 12.1: float_val=[0] with a huge claimed shape is never decoded (tracemalloc sees
+    numpy's allocations), whether the batch is over max_batch or only the decoded size is."""
+    import tracemalloc
+
+    from soilcast.serving.models import read_info
+    from soilcast.serving.validation import RequestError, RequestLimits, decode_inputs
+
+    cfg = served.cfg
+    info = read_info(cfg.paths.models_dir / "1")
+    limits = RequestLimits.from_config(cfg)
+    window = 4 * cfg.window.seq_len * cfg.grid.shape[0] * cfg.grid.shape[1] * len(cfg.variables)
+    for batch, code in ((60, grpc.StatusCode.RESOURCE_EXHAUSTED), (10**9, grpc.StatusCode.INVALID_ARGUMENT)):
+        req = _broadcast_request(cfg, batch)
+        assert req.ByteSize() < 200 and batch * window > 2 * limits.max_bytes
+        tracemalloc.start()
+        try:
+            with pytest.raises(RequestError) as err:
+                decode_inputs(req.inputs, info, limits)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert err.value.code == code, err.value.message
+        assert peak < window, f"{peak} bytes allocated for a refused request"
+    # the shortcut itself still works within the limits
+    ok = decode_inputs(_broadcast_request(cfg, 2).inputs, info, limits)
+    assert ok["meteo"].shape == (2, cfg.window.seq_len, *cfg.grid.shape, 7) and not ok["meteo"].any()
 
 
 def test_client_disconnecting_mid_call_is_counted_and_harmless(served, monkeypatch):

@@ -10,7 +10,10 @@ semantics). Two backends:
   served version from the same model base path (``cfg.paths.models_dir``, mounted read-only).
 
 Sizes: requests up to ``serving.max_message_mb`` are read; bigger ones are refused with
-RESOURCE_EXHAUSTED and counted. gRPC's own transport limit sits at TRANSPORT_HEADROOM times
+RESOURCE_EXHAUSTED and counted. The same limit bounds the *decoded* inputs (claimed shape x
+dtype, checked before anything is allocated) and ``serving.max_batch`` the windows per request
+(INVALID_ARGUMENT), so a tiny message using TensorProto's one-value shortcut cannot make the
+gateway allocate gigabytes. gRPC's own transport limit sits at TRANSPORT_HEADROOM times
 that, so a hostile client cannot make the gateway buffer unbounded data (beyond it gRPC
 refuses the message itself, uncounted). Concurrency: ``max_workers`` threads and at most
 ``max_concurrent_rpcs`` RPCs in flight (more get RESOURCE_EXHAUSTED from gRPC).
@@ -46,7 +49,7 @@ from soilcast.serving.models import (
 )
 from soilcast.serving.telemetry import Telemetry
 from soilcast.serving.tensors import TensorDecodeError, from_ndarray, to_ndarray
-from soilcast.serving.validation import RequestError, decode_inputs
+from soilcast.serving.validation import RequestError, RequestLimits, decode_inputs
 
 log = logging.getLogger("soilcast.serving.gateway")
 
@@ -116,8 +119,8 @@ def metadata_response(model_name: str, info: ModelInfo, fields: list[str]) -> An
 class EmbeddedBackend:
     """Serves versions loaded in this process."""
 
-    def __init__(self, repo: ModelRepository, model_name: str) -> None:
-        self.repo, self.model_name = repo, model_name
+    def __init__(self, repo: ModelRepository, model_name: str, limits: RequestLimits) -> None:
+        self.repo, self.model_name, self.limits = repo, model_name, limits
 
     def _resolve(self, spec: Any):
         version, label = _spec_target(spec, self.model_name)
@@ -131,7 +134,7 @@ class EmbeddedBackend:
     def predict(self, request: Any, timeout: float | None):
         model = self._resolve(request.model_spec)
         _check_signature_name(request.model_spec.signature_name)
-        arrays = decode_inputs(request.inputs, model.info)
+        arrays = decode_inputs(request.inputs, model.info, self.limits)
         _check_output_filter(request.output_filter)
         y = model.predict(arrays)
         resp = predict_pb2.PredictResponse()
@@ -179,7 +182,9 @@ def _check_output_filter(output_filter: Any) -> None:
 class ProxyBackend:
     """Forwards to an upstream TF Serving; validates and reads references from local disk."""
 
-    def __init__(self, upstream: str, models_dir: Path, model_name: str, max_bytes: int) -> None:
+    def __init__(self, upstream: str, models_dir: Path, model_name: str, limits: RequestLimits) -> None:
+        max_bytes = limits.max_bytes
+        self.limits = limits
         opts = [("grpc.max_send_message_length", max_bytes), ("grpc.max_receive_message_length", max_bytes)]
         self.channel = grpc.insecure_channel(upstream, options=opts)
         self.predict_stub = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
@@ -211,7 +216,7 @@ class ProxyBackend:
     def predict(self, request: Any, timeout: float | None):
         version, _label = _spec_target(request.model_spec, self.model_name)
         info = self.info(version)
-        arrays = decode_inputs(request.inputs, info) if info else None
+        arrays = decode_inputs(request.inputs, info, self.limits) if info else None
         resp = self._forward(self.predict_stub.Predict, request, timeout)
         served = self.info(resp.model_spec.version.value) or info
         y = None
@@ -221,7 +226,10 @@ class ProxyBackend:
             except TensorDecodeError as err:
                 log.warning("proxy: cannot decode upstream output for drift: %s", err)
         if served is not None and arrays is None:
-            arrays = {INPUT: to_ndarray(request.inputs[INPUT])}
+            try:
+                arrays = {INPUT: to_ndarray(request.inputs[INPUT], max_bytes=self.limits.max_bytes)}
+            except TensorDecodeError as err:
+                log.warning("proxy: request not decoded for drift: %s", err)
         return resp, served, arrays, y
 
     def metadata(self, request: Any, timeout: float | None):
@@ -337,16 +345,17 @@ class Gateway:
             raise ValueError("TLS needs both --tls-cert and --tls-key")
         self.tls = (Path(tls_cert), Path(tls_key)) if tls_cert else None
         self.max_bytes = s.max_message_mb * MiB
+        limits = RequestLimits.from_config(cfg)
         self.telemetry = Telemetry()
         self.drift = DriftMonitor(s.drift_window, s.drift_sample_cells, s.psi_epsilon, cfg.seed,
                                   self.telemetry.publish_drift, self.telemetry.drift_dropped.inc,
                                   s.drift_interval_seconds) if drift else None
         self.repo: ModelRepository | None = None
         if upstream:
-            self.backend: Any = ProxyBackend(upstream, cfg.paths.models_dir, s.model_name, self.max_bytes)
+            self.backend: Any = ProxyBackend(upstream, cfg.paths.models_dir, s.model_name, limits)
         else:
             self.repo = ModelRepository(cfg.paths.models_dir, s.poll_seconds, self._on_model_event)
-            self.backend = EmbeddedBackend(self.repo, s.model_name)
+            self.backend = EmbeddedBackend(self.repo, s.model_name, limits)
         self.server: grpc.Server | None = None
         self._watcher: threading.Thread | None = None
         self.grpc_port = self.metrics_port = 0

@@ -5,7 +5,8 @@ Names (all ``soilcast_``-prefixed; alert rules in ``serving/prometheus/alerts.ym
 
 - ``requests_total{method,code}``, ``request_latency_seconds{method}`` (histogram)
 - ``invalid_requests_total{reason}``: rejected inputs by reason (rank, shape, dtype,
-  nonfinite, empty, unknown_input, malformed, unknown_model, unknown_version, oversized, ...)
+  nonfinite, empty, unknown_input, malformed, unknown_model, unknown_version, oversized (wire
+  or decoded size), batch (over serving.max_batch), ...)
 - ``nonfinite_input_values_total{variable}``: NaN/inf values found inside the mask
 - ``drift_psi{kind,variable}``, ``drift_mean_shift{kind,variable}``,
   ``drift_window_requests``, ``drift_dropped_total``

@@ -11,13 +11,15 @@ NaN or +-inf *inside* the mask is rejected with INVALID_ARGUMENT naming the vari
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
 
 import grpc
 import numpy as np
 from tensorflow.core.framework import types_pb2
 
 from soilcast.serving.models import ModelInfo
-from soilcast.serving.tensors import TensorDecodeError, dtype_name, proto_shape, to_ndarray
+from soilcast.serving.tensors import TensorDecodeError, decoded_nbytes, dtype_name, proto_shape, to_ndarray
 
 
 class RequestError(Exception):
@@ -26,6 +28,22 @@ class RequestError(Exception):
         super().__init__(message)
         self.code, self.reason, self.message = code, reason, message
         self.nonfinite = nonfinite or {}
+
+
+@dataclass(frozen=True)
+class RequestLimits:
+    """Bounds on one Predict request, all checked on claimed shapes before any allocation.
+
+    ``max_bytes`` bounds the *decoded* inputs together (shape x dtype), not the wire size:
+    TensorProto's one-value ``float_val`` shortcut makes a 100-byte message claim gigabytes.
+    """
+
+    max_bytes: int
+    max_batch: int
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> "RequestLimits":
+        return cls(max_bytes=cfg.serving.max_message_mb << 20, max_batch=cfg.serving.max_batch)
 
 
 def _bad(reason: str, message: str, **kw) -> RequestError:
@@ -48,8 +66,20 @@ def _nonfinite_inside(name: str, x: np.ndarray, info: ModelInfo) -> dict[str, in
     return {name: int(inside.sum())}
 
 
-def decode_inputs(inputs: Mapping, info: ModelInfo) -> dict[str, np.ndarray]:
-    """Check names, dtypes, shapes and finiteness; return the decoded arrays."""
+def _check_sizes(inputs: Mapping, info: ModelInfo, limits: RequestLimits, batch: int) -> None:
+    """Batch and decoded-size limits, from the claimed shapes (nothing decoded yet)."""
+    if batch > limits.max_batch:
+        raise _bad("batch", f"batch of {batch} windows exceeds the limit of {limits.max_batch} "
+                            f"(serving.max_batch); split the request")
+    nbytes = sum(decoded_nbytes(inputs[name]) for name in info.inputs)
+    if nbytes > limits.max_bytes:
+        raise RequestError(grpc.StatusCode.RESOURCE_EXHAUSTED, "oversized",
+                           f"inputs decode to {nbytes} bytes ({batch} windows), over the limit of "
+                           f"{limits.max_bytes} bytes (serving.max_message_mb); split the request")
+
+
+def decode_inputs(inputs: Mapping, info: ModelInfo, limits: RequestLimits) -> dict[str, np.ndarray]:
+    """Check names, dtypes, shapes, sizes and finiteness; return the decoded arrays."""
     if not inputs:
         raise _bad("empty", f"empty request: expected inputs {expected(info)}")
     unknown = sorted(set(inputs) - set(info.inputs))
@@ -72,8 +102,10 @@ def decode_inputs(inputs: Mapping, info: ModelInfo) -> dict[str, np.ndarray]:
             raise _bad("shape", f"input {name!r} has shape {list(shape)}; expected "
                                 f"[batch>=1, {', '.join(map(str, want))}]: {expected(info)}")
         batch = shape[0]
+    _check_sizes(inputs, info, limits, batch)
+    for name in info.inputs:
         try:
-            arrays[name] = to_ndarray(proto)
+            arrays[name] = to_ndarray(inputs[name], max_bytes=limits.max_bytes)
         except TensorDecodeError as err:
             raise _bad("malformed", f"input {name!r}: {err}") from None
     bad: dict[str, int] = {}
