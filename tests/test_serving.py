@@ -317,6 +317,19 @@ def test_proxy_mode_forwards_and_still_records_drift(served):
         assert (("soilcast_drift_psi", (("kind", "input"), ("variable", "t2m"))) in samples)
 
 
+def test_second_gateway_on_a_held_port_fails_clearly(served):
+    """Issue 12.2: gRPC's default SO_REUSEPORT let a second gateway share the port silently."""
+    from soilcast.serving.gateway import Gateway
+
+    second = Gateway(served.cfg, grpc_port=served.grpc_port)
+    with pytest.raises(OSError) as err:
+        second.start()
+    assert f"gRPC port {served.grpc_port} on 127.0.0.1 is already in use" in str(err.value)
+    assert second.server is None and second.telemetry._http is None  # nothing left listening
+    with client(served) as c:  # the first one still serves every connection
+        assert c.predict(meteo(served.cfg, np.random.default_rng(14))).shape[0] == 1
+
+
 def test_proxy_with_upstream_down_reports_no_model_and_unavailable(served):
     import socket
 

@@ -330,6 +330,21 @@ class SizeLimit(grpc.ServerInterceptor):
 
 
 # ---------------------------------------------------------------------------- gateway
+def _port_in_use(host: str, port: int) -> bool:
+    """Whether ``host:port`` is held by another socket (a probe bind, released at once)."""
+    import errno
+    import socket
+
+    if port == 0:
+        return False
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind((host, port))
+    except OSError as err:
+        return err.errno == errno.EADDRINUSE
+    return False
+
+
 class Gateway:
     """Server + metrics endpoint + model repository (embedded) + drift monitor, as one unit."""
 
@@ -383,33 +398,57 @@ class Gateway:
         n = request_bytes(self.cfg.window.seq_len, h, w, len(self.cfg.variables))
         return f"one window [1, {self.cfg.window.seq_len}, {h}, {w}, {len(self.cfg.variables)}] is {n} bytes"
 
-    def start(self) -> "Gateway":
+    def _bind(self) -> grpc.Server:
+        """The gRPC server bound to its port (not started); a held port fails here, clearly.
+
+        ``grpc.so_reuseport`` is off: with gRPC's default a second gateway on a held port
+        started without error and the kernel split new connections between the two.
+        """
         s = self.cfg.serving
-        self.metrics_port = self.telemetry.serve(self.host, self._ports[1])
-        if self.repo is not None:
-            self.repo.start()
-        else:
-            self._watch_upstream()
         server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=s.max_workers, thread_name_prefix="soilcast-grpc"),
             interceptors=[SizeLimit(self.max_bytes, self.telemetry, self._hint())],
             options=[("grpc.max_receive_message_length", TRANSPORT_HEADROOM * self.max_bytes),
-                     ("grpc.max_send_message_length", self.max_bytes)],
+                     ("grpc.max_send_message_length", self.max_bytes),
+                     ("grpc.so_reuseport", 0)],
             maximum_concurrent_rpcs=s.max_concurrent_rpcs,
         )
         servicer = Servicer(self.backend, self.telemetry, self.drift)
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(servicer, server)
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(servicer, server)
         address = f"{self.host}:{self._ports[0]}"
-        if self.tls:
-            creds = grpc.ssl_server_credentials([(self.tls[1].read_bytes(), self.tls[0].read_bytes())])
-            self.grpc_port = server.add_secure_port(address, creds)
+        try:
+            if self.tls:
+                creds = grpc.ssl_server_credentials([(self.tls[1].read_bytes(), self.tls[0].read_bytes())])
+                self.grpc_port = server.add_secure_port(address, creds)
+            else:
+                self.grpc_port = server.add_insecure_port(address)
+        except RuntimeError as err:  # grpcio reports a failed bind this way
+            self.grpc_port = 0
+            detail = str(err)
         else:
-            self.grpc_port = server.add_insecure_port(address)
+            detail = ""
         if not self.grpc_port:
-            raise OSError(f"cannot bind gRPC to {address}")
-        server.start()
-        self.server = server
+            if _port_in_use(self.host, self._ports[0]):
+                raise OSError(f"gRPC port {self._ports[0]} on {self.host} is already in use (another "
+                              "gateway or TF Serving?); stop it or choose another with --port / "
+                              "serving.grpc_port")
+            raise OSError(f"cannot bind gRPC to {address}: {detail}")
+        return server
+
+    def start(self) -> "Gateway":
+        """Bind the gRPC port first (fails fast), then metrics, models and serving."""
+        try:
+            self.server = self._bind()
+            self.metrics_port = self.telemetry.serve(self.host, self._ports[1])
+            if self.repo is not None:
+                self.repo.start()
+            else:
+                self._watch_upstream()
+            self.server.start()
+        except BaseException:
+            self.stop(grace=0)  # release whatever was taken before the failure
+            raise
         return self
 
     def _publish_upstream_state(self) -> None:
