@@ -46,9 +46,9 @@ def grid_mask(cfg: Config) -> np.ndarray:
 
 
 def meteo(cfg: Config, rng: np.random.Generator, batch: int = 1, **shift: float) -> np.ndarray:
-    """Requests as a client cuts them from the store: [batch, L, H, W, C], NaN outside mask."""
+    """Requests as a client cuts them from the store: [batch, L, H, W, C], weather everywhere."""
     return synthetic_meteo(rng, (batch, cfg.window.seq_len, *cfg.grid.shape), cfg.variable_names,
-                           grid_mask(cfg), **shift)
+                           None, **shift)
 
 
 def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

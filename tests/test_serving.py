@@ -30,6 +30,23 @@ def served(tmp_path_factory):
         yield gw
 
 
+@pytest.fixture
+def weather_store(tiny_cfg):
+    """The synthetic store under the current contract: weather finite over the whole grid
+    (cells outside the mask get that day's basin mean where the generator left NaN)."""
+    from soilcast.data.store import write_tensors
+    from tests._synthetic import synthetic_dataset
+
+    ds = synthetic_dataset(tiny_cfg)
+    X = ds["X"].values
+    gap = ~np.isfinite(X)
+    if gap.any():
+        X = np.where(gap, np.nanmean(X, axis=(1, 2), keepdims=True), X)
+        ds["X"] = (ds["X"].dims, X.astype(np.float32))
+    write_tensors(tiny_cfg.paths.processed, ds)
+    return tiny_cfg.paths.processed
+
+
 def test_full_india_window_fits_the_message_limit():
     from soilcast.serving.gateway import request_bytes
 
@@ -107,8 +124,12 @@ def _bad_cases(cfg):
     x = meteo(cfg, rng)
     mask = grid_mask(cfg)
     i, j = np.argwhere(mask)[0]
+    o, p = np.argwhere(~mask)[0]
     nan_in = x.copy(); nan_in[0, 2, i, j, 1] = np.nan
     inf_in = x.copy(); inf_in[0, 0, i, j, 0] = np.inf
+    nan_out = x.copy(); nan_out[0, 1, o, p, 6] = np.nan  # weather covers the whole grid now
+    hot = x.copy(); hot[0, 3, i, j, 1] = 1e6  # issue 12.3: t2m = 1e6 K ...
+    dry = x.copy(); dry[0, :, mask, 0] = -50.0  # ... and tp = -50 mm/day were served
     ok = grpc.StatusCode.INVALID_ARGUMENT
     return {
         "rank": (_raw_request(cfg, x[0]), ok, "rank", "expected rank 5"),
@@ -116,6 +137,12 @@ def _bad_cases(cfg):
         "dtype": (_raw_request(cfg, x.astype(np.float64)), ok, "dtype", "expected DT_FLOAT"),
         "nan_inside_mask": (_raw_request(cfg, nan_in), ok, "nonfinite", "{'t2m': 1}"),
         "inf_inside_mask": (_raw_request(cfg, inf_in), ok, "nonfinite", "{'tp': 1}"),
+        "nan_outside_mask": (_raw_request(cfg, nan_out), ok, "nonfinite", "{'sp': 1}"),
+        "t2m_impossible": (_raw_request(cfg, hot), ok, "out_of_range",
+                           "t2m: 1 values in [1e+06, 1e+06] K, physical range [150, 350] K"),
+        "tp_negative": (_raw_request(cfg, dry), ok, "out_of_range",
+                        f"tp: {cfg.window.seq_len * int(mask.sum())} values in [-50, -50] mm/day, "
+                        "physical range [0, 2000] mm/day"),
         "empty": (_raw_request(cfg), ok, "empty", "expected inputs 'meteo' float32"),
         "unknown_model": (_raw_request(cfg, x, name="other"), grpc.StatusCode.NOT_FOUND,
                           "unknown_model", "serves 'soilcast'"),
@@ -148,9 +175,9 @@ def test_bad_inputs_get_the_right_status_and_are_counted(served):
         assert after == before + 1, case
     samples = scrape(served.metrics_port)
     assert metric(samples, "soilcast_nonfinite_input_values_total", variable="t2m") >= 1
-    # NaN outside the mask is the store's convention and is accepted; the server is still up.
+    # Outside the mask any finite weather is accepted (sea, neighbours): no range check there.
     x = meteo(served.cfg, np.random.default_rng(4))
-    assert np.isnan(x[0, :, ~grid_mask(served.cfg)]).all()
+    x[0, :, ~grid_mask(served.cfg), 1] = 1e6
     assert stub.Predict(_raw_request(served.cfg, x), timeout=30).model_spec.version.value == 1
     channel.close()
 
@@ -179,9 +206,48 @@ def test_claimed_shape_is_refused_before_it_is_allocated(served):
             tracemalloc.stop()
         assert err.value.code == code, err.value.message
         assert peak < window, f"{peak} bytes allocated for a refused request"
-    # the shortcut itself still works within the limits
-    ok = decode_inputs(_broadcast_request(cfg, 2).inputs, info, limits)
-    assert ok["meteo"].shape == (2, cfg.window.seq_len, *cfg.grid.shape, 7) and not ok["meteo"].any()
+    # the shortcut itself still decodes within the limits (and then meets the range check)
+    with pytest.raises(RequestError, match="t2m: .* values in \\[0, 0\\] K"):
+        decode_inputs(_broadcast_request(cfg, 2).inputs, info, limits)
+
+
+def test_antecedent_soil_moisture_is_checked_against_the_target_range(served):
+    """NaN outside the mask is soil moisture's convention; inside it, [0, 0.8] m3/m3."""
+    import dataclasses
+
+    from soilcast.serving.models import read_info
+    from soilcast.serving.tensors import from_ndarray
+    from soilcast.serving.validation import RequestError, RequestLimits, decode_inputs
+
+    cfg, mask = served.cfg, grid_mask(served.cfg)
+    info = read_info(cfg.paths.models_dir / "1")
+    info = dataclasses.replace(info, inputs={**info.inputs, "antecedent_soil_moisture": info.inputs["meteo"][:3]})
+    x = meteo(cfg, np.random.default_rng(15))
+    sm = np.where(mask, 0.3, np.nan).astype(np.float32)[None, None].repeat(cfg.window.seq_len, 1)
+    limits = RequestLimits.from_config(cfg)
+    req = _raw_request(cfg, x)
+    req.inputs["antecedent_soil_moisture"].CopyFrom(from_ndarray(sm))
+    assert set(decode_inputs(req.inputs, info, limits)) == {"meteo", "antecedent_soil_moisture"}
+    wet = sm.copy()
+    wet[0, -1, mask] = 1.5  # a percentage sent as a fraction's unit mix-up, say
+    req.inputs["antecedent_soil_moisture"].CopyFrom(from_ndarray(wet))
+    with pytest.raises(RequestError, match=r"antecedent_soil_moisture: \d+ values in \[1.5, 1.5\] m3/m3, "
+                                           r"physical range \[0, 0.8\] m3/m3") as err:
+        decode_inputs(req.inputs, info, limits)
+    assert err.value.reason == "out_of_range"
+
+
+def test_served_soil_moisture_never_leaves_the_physical_range(tmp_path):
+    """A model answering outside the target's physical range is clipped and counted."""
+    cfg = tiny_config(tmp_path, {"target": {"physical_range": [0.0, 0.2]}})
+    publish(cfg, 1)  # the stand-in answers up to 0.5 m3/m3
+    mask = grid_mask(cfg)
+    with gateway(cfg) as gw, client(gw) as c:
+        y = c.predict(meteo(cfg, np.random.default_rng(16), batch=2))
+        clipped = metric(scrape(gw.metrics_port), "soilcast_output_clipped_values_total")
+    assert y[:, mask].max() == pytest.approx(0.2) and y[:, mask].min() >= 0.0
+    assert np.isnan(y[:, ~mask]).all()
+    assert clipped == (y[:, mask] == np.float32(0.2)).sum() > 0
 
 
 def test_client_disconnecting_mid_call_is_counted_and_harmless(served, monkeypatch):
@@ -409,7 +475,7 @@ def test_serve_cli_reports_ports_and_stops_on_sigterm(served, tmp_path):
     assert seen == {"shape": (1, *served.cfg.grid.shape), "loaded": 1}
 
 
-def test_forecast_cli_writes_cf_netcdf_png_and_basin_means(tiny_cfg, synthetic_store, tmp_path):
+def test_forecast_cli_writes_cf_netcdf_png_and_basin_means(tiny_cfg, weather_store, tmp_path):
     import xarray as xr
     from typer.testing import CliRunner
 
@@ -417,7 +483,7 @@ def test_forecast_cli_writes_cf_netcdf_png_and_basin_means(tiny_cfg, synthetic_s
     from soilcast.data.store import open_tensors
     from soilcast.serving.standin import write_standin
 
-    cfg, t = tiny_cfg, open_tensors(synthetic_store)
+    cfg, t = tiny_cfg, open_tensors(weather_store)
     write_standin(cfg.paths.models_dir / "1", seq_len=cfg.window.seq_len, lat=t.lat, lon=t.lon,
                   mask=t.mask, variables=t.variables, units=t.attrs["units"], psi_bins=cfg.serving.psi_bins)
     params = tmp_path / "params.yaml"
@@ -445,7 +511,7 @@ def test_forecast_cli_writes_cf_netcdf_png_and_basin_means(tiny_cfg, synthetic_s
     assert f"{west:.4f}" in run.output
 
 
-def test_gateway_serves_a_savedmodel_written_by_the_exporter(tiny_cfg, synthetic_store):
+def test_gateway_serves_a_savedmodel_written_by_the_exporter(tiny_cfg, weather_store):
     """Contract check against the real writer (soilcast.export.savedmodel), not the stand-in."""
     import json
 
@@ -454,7 +520,7 @@ def test_gateway_serves_a_savedmodel_written_by_the_exporter(tiny_cfg, synthetic
     from soilcast.export.drift_reference import drift_reference
     from tests.test_export import physical_stub
 
-    cfg, t = tiny_cfg, open_tensors(synthetic_store)
+    cfg, t = tiny_cfg, open_tensors(weather_store)
     model = physical_stub(cfg, t.mask)
     meta = savedmodel.build_metadata(cfg, t, "stub", 1, {"rmse": 0.02})
     savedmodel.write_savedmodel(model, cfg.paths.models_dir / "1", cfg, meta,

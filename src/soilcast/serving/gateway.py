@@ -49,7 +49,7 @@ from soilcast.serving.models import (
 )
 from soilcast.serving.telemetry import Telemetry
 from soilcast.serving.tensors import TensorDecodeError, from_ndarray, to_ndarray
-from soilcast.serving.validation import RequestError, RequestLimits, decode_inputs
+from soilcast.serving.validation import RequestError, RequestLimits, bound_output, decode_inputs
 
 log = logging.getLogger("soilcast.serving.gateway")
 
@@ -255,8 +255,21 @@ class Servicer(prediction_service_pb2_grpc.PredictionServiceServicer,
                model_service_pb2_grpc.ModelServiceServicer):
     """Thin gRPC shell: times, counts and maps errors to status codes around the backend."""
 
-    def __init__(self, backend: Any, telemetry: Telemetry, drift: DriftMonitor | None) -> None:
-        self.backend, self.telemetry, self.drift = backend, telemetry, drift
+    def __init__(self, backend: Any, telemetry: Telemetry, drift: DriftMonitor | None,
+                 limits: RequestLimits) -> None:
+        self.backend, self.telemetry, self.drift, self.limits = backend, telemetry, drift, limits
+
+    def _bounded(self, resp: Any, info: ModelInfo | None, y: np.ndarray | None) -> np.ndarray | None:
+        """Never serve soil moisture outside its physical range (clip, count, log)."""
+        if y is None or info is None:
+            return y
+        y, n = bound_output(y, info.mask, self.limits)
+        if n:
+            self.telemetry.clipped.inc(n)
+            log.warning("version %s served %d soil-moisture values outside %s; clipped",
+                        info.version, n, list(self.limits.output_range))
+            resp.outputs[OUTPUT].CopyFrom(from_ndarray(np.asarray(y, np.float32)))
+        return y
 
     def _call(self, method: str, context: Any, fn: Callable[[float | None], Any]) -> Any:
         t0 = time.perf_counter()
@@ -283,6 +296,7 @@ class Servicer(prediction_service_pb2_grpc.PredictionServiceServicer,
     def Predict(self, request, context):
         def run(timeout):
             resp, info, arrays, y = self.backend.predict(request, timeout)
+            y = self._bounded(resp, info, y)
             if self.drift is not None and info is not None and info.reference is not None and arrays:
                 self.drift.submit(info.version, info.reference, info.mask, arrays[INPUT], y)
             return resp
@@ -360,7 +374,7 @@ class Gateway:
             raise ValueError("TLS needs both --tls-cert and --tls-key")
         self.tls = (Path(tls_cert), Path(tls_key)) if tls_cert else None
         self.max_bytes = s.max_message_mb * MiB
-        limits = RequestLimits.from_config(cfg)
+        self.limits = limits = RequestLimits.from_config(cfg)
         self.telemetry = Telemetry()
         self.drift = DriftMonitor(s.drift_window, s.drift_sample_cells, s.psi_epsilon, cfg.seed,
                                   self.telemetry.publish_drift, self.telemetry.drift_dropped.inc,
@@ -413,7 +427,7 @@ class Gateway:
                      ("grpc.so_reuseport", 0)],
             maximum_concurrent_rpcs=s.max_concurrent_rpcs,
         )
-        servicer = Servicer(self.backend, self.telemetry, self.drift)
+        servicer = Servicer(self.backend, self.telemetry, self.drift, self.limits)
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(servicer, server)
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(servicer, server)
         address = f"{self.host}:{self._ports[0]}"

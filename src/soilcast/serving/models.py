@@ -143,13 +143,15 @@ def _check_signature(fn: Any, info: ModelInfo) -> None:
 
 
 def warmup_inputs(info: ModelInfo) -> dict[str, np.ndarray]:
-    """One plausible request: reference means (or zeros) inside the mask, NaN outside."""
+    """One plausible request: weather at the reference means (or zeros) over the whole grid,
+    antecedent soil moisture zero inside the mask and NaN outside (as the store holds it)."""
     out = {}
     for name, shape in info.inputs.items():
         x = np.zeros((1, *shape), np.float32)
         if name == INPUT and info.reference is not None:
             x[...] = np.asarray([d.mean for d in info.reference.inputs], np.float32)
-        x[:, :, ~info.mask] = np.nan
+        if name != INPUT:
+            x[:, :, ~info.mask] = np.nan
         out[name] = x
     return out
 

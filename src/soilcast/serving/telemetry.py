@@ -7,7 +7,10 @@ Names (all ``soilcast_``-prefixed; alert rules in ``serving/prometheus/alerts.ym
 - ``invalid_requests_total{reason}``: rejected inputs by reason (rank, shape, dtype,
   nonfinite, empty, unknown_input, malformed, unknown_model, unknown_version, oversized (wire
   or decoded size), batch (over serving.max_batch), ...)
-- ``nonfinite_input_values_total{variable}``: NaN/inf values found inside the mask
+- ``nonfinite_input_values_total{variable}``: NaN/inf input values (anywhere in the weather,
+  inside the mask in antecedent soil moisture)
+- ``output_clipped_values_total``: served soil moisture outside its physical range, clipped
+  (the exported graph clips already: any count is a model bug)
 - ``drift_psi{kind,variable}``, ``drift_mean_shift{kind,variable}``,
   ``drift_window_requests``, ``drift_dropped_total``
 - ``model_info{model,version,...}`` (Info), ``model_loaded`` (1 when a version serves),
@@ -37,7 +40,10 @@ class Telemetry:
         self.invalid = Counter("soilcast_invalid_requests", "Rejected requests by reason",
                                ["reason"], registry=r)
         self.nonfinite = Counter("soilcast_nonfinite_input_values",
-                                 "NaN/inf input values inside the mask", ["variable"], registry=r)
+                                 "NaN/inf input values", ["variable"], registry=r)
+        self.clipped = Counter("soilcast_output_clipped_values",
+                               "Served soil moisture values outside the physical range, clipped",
+                               registry=r)
         self.psi = Gauge("soilcast_drift_psi", "PSI of the recent window vs the training reference",
                          ["kind", "variable"], registry=r)
         self.mean_shift = Gauge("soilcast_drift_mean_shift",
