@@ -322,6 +322,32 @@ def test_hot_reload_drops_nothing_and_refuses_broken_versions(tmp_path):
             assert c.last_version == 2
 
 
+def test_a_version_completed_after_a_non_atomic_copy_loads(tmp_path):
+    """Issue 12.4: the refusal was keyed on the directory and saved_model.pb only, so a copy
+    whose variables landed after the first poll stayed refused for good."""
+    import shutil
+
+    from soilcast.serving.models import ModelRepository
+
+    cfg = tiny_config(tmp_path)
+    good = publish(cfg, 1)
+    models = Path(cfg.paths.models_dir)
+    partial = models / "2"
+    shutil.copytree(good, partial, ignore=lambda d, names: names if Path(d).name == "variables" else [])
+    events = []
+    repo = ModelRepository(models, poll_seconds=3600, listener=lambda e, v, d: events.append((e, v)))
+    repo.poll()
+    assert sorted(repo.served) == [1] and 2 in repo.refused and ("refused", 2) in events
+    repo.poll()
+    assert events.count(("refused", 2)) == 1  # unchanged: not retried every poll
+    stamps = (partial.stat().st_mtime_ns, (partial / "saved_model.pb").stat().st_mtime_ns)
+    for f in (good / "variables").iterdir():  # the copy completes (copy2 keeps the old mtimes)
+        shutil.copy2(f, partial / "variables" / f.name)
+    assert (partial.stat().st_mtime_ns, (partial / "saved_model.pb").stat().st_mtime_ns) == stamps
+    repo.poll()
+    assert sorted(repo.served) == [1, 2] and 2 not in repo.refused and ("loaded", 2) in events
+
+
 def test_no_model_yet_is_unavailable_then_served(tmp_path):
     cfg = tiny_config(tmp_path)
     with gateway(cfg) as gw:

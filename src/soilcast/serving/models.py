@@ -182,9 +182,20 @@ def load_version(version_dir: Path) -> LoadedModel:
     return model
 
 
-def _stamp(version_dir: Path) -> float:
-    pb = version_dir / "saved_model.pb"
-    return max(version_dir.stat().st_mtime, pb.stat().st_mtime if pb.exists() else 0.0)
+def _stamp(version_dir: Path) -> tuple[int, int, int]:
+    """Fingerprint of everything under a version: (newest mtime_ns, file count, total bytes).
+
+    A refused version is retried when this changes. Looking at the directory and
+    ``saved_model.pb`` alone missed a copy that completed later inside ``variables/`` (a
+    non-atomic publish), leaving the version refused for good.
+    """
+    newest, count, size = version_dir.stat().st_mtime_ns, 0, 0
+    for path in version_dir.rglob("*"):
+        st = path.stat()
+        newest = max(newest, st.st_mtime_ns)
+        if path.is_file():
+            count, size = count + 1, size + st.st_size
+    return newest, count, size
 
 
 # (event, version, detail): loaded | refused | unloaded, then swapped (newest or -1) per poll
@@ -201,7 +212,7 @@ class ModelRepository:
         self._listener = listener or (lambda *a: None)
         self._loader = loader
         self.served: dict[int, LoadedModel] = {}
-        self.refused: dict[int, tuple[float, str]] = {}
+        self.refused: dict[int, tuple[tuple[int, int, int], str]] = {}
         self._lock = threading.Lock()  # one poll at a time; readers never take it
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
