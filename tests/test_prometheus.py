@@ -79,6 +79,29 @@ def test_k8s_manifests_mirror_compose():
     assert cm["data"]["alerts.yml"] == (PROM / "alerts.yml").read_text()
 
 
+def test_serving_containers_run_unprivileged():
+    """Issue 12.5: every serving Deployment runs as non-root with no privileges, capabilities
+    or writable root file system, and the TF Serving image switches to a non-root USER."""
+    deployments = [d for f in sorted((SERVING / "k8s").glob("*.yaml")) for d in _yaml_docs(f)
+                   if d["kind"] == "Deployment"]
+    assert {d["metadata"]["name"] for d in deployments} >= {"tfserving", "gateway", "prometheus"}
+    for d in deployments:
+        pod = d["spec"]["template"]["spec"]
+        name = d["metadata"]["name"]
+        assert pod["securityContext"]["runAsNonRoot"] is True, name
+        assert pod["securityContext"]["runAsUser"] > 0, name
+        for c in pod["containers"]:
+            sc = c.get("securityContext", {})
+            assert sc.get("allowPrivilegeEscalation") is False, (name, c["name"])
+            assert sc.get("readOnlyRootFilesystem") is True, (name, c["name"])
+            assert sc.get("capabilities", {}).get("drop") == ["ALL"], (name, c["name"])
+            assert not sc.get("capabilities", {}).get("add"), (name, c["name"])
+    users = re.findall(r"^USER\s+(\S+)", (SERVING / "Dockerfile.serving").read_text(), re.M)
+    assert users and users[-1].split(":")[0] not in ("root", "0"), users
+    tfs = next(d for d in deployments if d["metadata"]["name"] == "tfserving")
+    assert users[-1].split(":")[0] == str(tfs["spec"]["template"]["spec"]["securityContext"]["runAsUser"])
+
+
 def _promtool(*args: str) -> subprocess.CompletedProcess:
     if shutil.which("promtool") is None:
         pytest.skip("promtool not installed (CI installs the 'prometheus' package, which provides it)")
