@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> dict:
         for name in args.grids.split(","):
             models = args.model_dir or Path(tmp) / name / "models"
             cfg = load_config(args.params, {"paths": {"models_dir": str(models)},
-                                            "serving": {"grpc_port": 0, "metrics_port": 0}})
+                                            "serving": {"grpc_port": 0, "rest_port": 0, "metrics_port": 0}})
             grid = grids[name] or cfg.grid
             results[name] = bench_grid(cfg, name, grid, args.model_dir, args)
     print(json.dumps(results, indent=2))

@@ -48,6 +48,7 @@ def test_compose_runs_tfserving_gateway_proxy_and_prometheus():
     assert all(p.startswith("127.0.0.1:") for p in published), published
     assert f"127.0.0.1:{s.grpc_port}:{s.grpc_port}" in services["gateway"]["ports"]
     assert f"127.0.0.1:{s.metrics_port}:{s.metrics_port}" in services["gateway"]["ports"]
+    assert f"127.0.0.1:{s.rest_port}:{s.rest_port}" in services["gateway"]["ports"]
     assert (SERVING / services["tfserving"]["build"]["dockerfile"].split("/", 1)[1]).is_file()
 
 
@@ -74,6 +75,12 @@ def test_k8s_manifests_mirror_compose():
     gw = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "gateway")
     args = gw["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args[args.index("--upstream") + 1] == "tfserving:8500"
+    container = gw["spec"]["template"]["spec"]["containers"][0]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    s = load_config(PARAMS).serving
+    assert ports == {"grpc": s.grpc_port, "rest": s.rest_port, "metrics": s.metrics_port}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "rest"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": "rest"}
     cm = next(d for d in docs if d["kind"] == "ConfigMap")
     assert cm["data"]["prometheus.yml"] == (PROM / "prometheus.yml").read_text()
     assert cm["data"]["alerts.yml"] == (PROM / "alerts.yml").read_text()

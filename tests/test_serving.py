@@ -250,6 +250,80 @@ def test_served_soil_moisture_never_leaves_the_physical_range(tmp_path):
     assert clipped == (y[:, mask] == np.float32(0.2)).sum() > 0
 
 
+def _http(gw, method, path, body=None, raw=None):
+    """(status, JSON answer, headers) of one plain HTTP call to the gateway's REST port."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+    req = urllib.request.Request(f"http://127.0.0.1:{gw.rest_port}{path}", data=data, method=method,
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status, json.loads(resp.read()), dict(resp.headers)
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read()), dict(err.headers)
+
+
+def test_rest_api_status_metadata_and_predict_match_grpc(served):
+    """Issue 14.4: TF Serving's REST API on serving.rest_port, same model call as gRPC."""
+    cfg = served.cfg
+    for path in ("/v1/models/soilcast", "/v1/models/soilcast/versions/1", "/v1/models/soilcast/labels/stable"):
+        status, body, _ = _http(served, "GET", path)
+        assert status == 200, body
+        assert body["model_version_status"] == [
+            {"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}]
+    status, md, _ = _http(served, "GET", "/v1/models/soilcast/metadata")
+    assert status == 200 and md["model_spec"]["version"] == "1"
+    sig = md["metadata"]["signature_def"]["signature_def"]["serving_default"]
+    h, w = cfg.grid.shape
+    assert [int(d["size"]) for d in sig["inputs"]["meteo"]["tensor_shape"]["dim"]] == [-1, cfg.window.seq_len, h, w, 7]
+    assert md["metadata"]["soilcast_metadata"]["variables"] == cfg.variable_names
+    x = meteo(cfg, np.random.default_rng(20), batch=2)
+    with client(served) as c:
+        expected = c.predict(x)
+    status, cols, headers = _http(served, "POST", "/v1/models/soilcast:predict", {"inputs": x.tolist()})
+    assert status == 200 and headers["X-Model-Version"] == "1"
+    status, rows, _ = _http(served, "POST", "/v1/models/soilcast/versions/1:predict",
+                            {"signature_name": "serving_default", "instances": [{"meteo": w_.tolist()} for w_ in x]})
+    assert status == 200
+    status, bare, _ = _http(served, "POST", "/v1/models/soilcast/labels/stable:predict", {"instances": x.tolist()})
+    assert status == 200
+    for got in (cols["outputs"], rows["predictions"], bare["predictions"]):
+        np.testing.assert_allclose(np.asarray(got, np.float32), expected, rtol=1e-6, atol=1e-6)
+        assert np.array_equal(np.isnan(np.asarray(got, np.float32)), np.isnan(expected))
+
+
+def test_rest_api_errors_are_json_with_the_right_status_and_counted(served):
+    cfg = served.cfg
+    x = meteo(cfg, np.random.default_rng(21))
+    hot = x.copy()
+    hot[0, 0, grid_mask(cfg), 1] = 1e6
+    predict = "/v1/models/soilcast:predict"
+    cases = [
+        ("POST", predict, {"inputs": x[:, :, :-1].tolist()}, None, 400, "expected [batch>=1", "shape"),
+        ("POST", predict, {"inputs": hot.tolist()}, None, 400, "physical range [150, 350] K", "out_of_range"),
+        ("POST", predict, {"instances": [[1, 2], [3]]}, None, 400, "not a rectangular array", "bad_json"),
+        ("POST", predict, {"inputs": 1, "instances": 1}, None, 400, "exactly one of", "bad_json"),
+        ("POST", predict, None, b"{not json", 400, "body is not JSON", "bad_json"),
+        ("POST", "/v1/models/other:predict", {"inputs": x.tolist()}, None, 404, "serves 'soilcast'", "unknown_model"),
+        ("POST", "/v1/models/soilcast/versions/9:predict", {"inputs": x.tolist()}, None, 404, "available: [1]",
+         "unknown_version"),
+        ("GET", "/v1/models/soilcast/versions/x", None, None, 400, "not a non-negative integer", "bad_spec"),
+        ("POST", predict, None, b" " * (2 << 20), 413, "exceeds the limit of 1048576 bytes", "oversized"),
+    ]
+    for method, path, body, raw, code, hint, reason in cases:
+        before = metric(scrape(served.metrics_port), "soilcast_invalid_requests_total", reason=reason)
+        status, answer, _ = _http(served, method, path, body, raw)
+        assert (status, set(answer)) == (code, {"error"}), (path, hint, answer)
+        assert hint in answer["error"], (hint, answer)
+        assert metric(scrape(served.metrics_port), "soilcast_invalid_requests_total", reason=reason) == before + 1
+    assert _http(served, "GET", "/v1/nothing")[0] == 404
+    assert _http(served, "GET", "/v2/health/live")[:2] == (200, {"live": True})
+    assert _http(served, "GET", "/v2/health/ready")[:2] == (200, {"ready": True})
+
+
 def test_client_disconnecting_mid_call_is_counted_and_harmless(served, monkeypatch):
     backend = served.backend
     real = backend.predict
@@ -355,8 +429,14 @@ def test_no_model_yet_is_unavailable_then_served(tmp_path):
         with client(gw) as c, pytest.raises(grpc.RpcError) as err:
             c.predict(meteo(cfg, np.random.default_rng(8)))
         assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert _http(gw, "GET", "/v2/health/ready")[:2] == (503, {"ready": False})
+        assert _http(gw, "GET", "/v2/health/live")[0] == 200
+        status, answer, _ = _http(gw, "POST", "/v1/models/soilcast:predict",
+                                  {"inputs": meteo(cfg, np.random.default_rng(8)).tolist()})
+        assert status == 503 and "no version loaded" in answer["error"]
         publish(cfg, 1)
         wait_for(lambda: metric(scrape(gw.metrics_port), "soilcast_model_loaded") == 1)
+        assert _http(gw, "GET", "/v2/health/ready")[0] == 200
 
 
 def test_load_8_clients_x_100_requests_at_demo_grid(tmp_path):
@@ -471,11 +551,18 @@ def test_tls(served, tmp_path):
             assert c.predict(meteo(served.cfg, np.random.default_rng(11))).shape[0] == 1
         with client(gw) as plain, pytest.raises(grpc.RpcError):
             plain.status()
+        import ssl
+        import urllib.request
+
+        ctx = ssl.create_default_context(cafile=str(cert))
+        url = f"https://127.0.0.1:{gw.rest_port}/v2/health/ready"
+        assert urllib.request.urlopen(url, context=ctx, timeout=30).status == 200  # REST shares the TLS
 
 
 def test_serve_cli_reports_ports_and_stops_on_sigterm(served, tmp_path):
     """The real ``soilcast serve`` command (in-process: a second TF import would cost ~30 s)."""
     import json
+    import urllib.request
 
     from typer.testing import CliRunner
 
@@ -490,6 +577,8 @@ def test_serve_cli_reports_ports_and_stops_on_sigterm(served, tmp_path):
         with client_for(f"127.0.0.1:{info['grpc_port']}") as c:
             seen["shape"] = c.predict(meteo(served.cfg, np.random.default_rng(12))).shape
         seen["loaded"] = metric(scrape(info["metrics_port"]), "soilcast_model_loaded")
+        seen["ready"] = urllib.request.urlopen(f"http://127.0.0.1:{info['rest_port']}/v2/health/ready",
+                                               timeout=30).status
         os.kill(os.getpid(), signal.SIGTERM)
 
     driver = threading.Thread(target=drive)
@@ -498,7 +587,8 @@ def test_serve_cli_reports_ports_and_stops_on_sigterm(served, tmp_path):
     driver.join()
     assert result.exit_code == 0, result.output
     assert "gRPC on 127.0.0.1:" in result.output and "stopped" in result.output
-    assert seen == {"shape": (1, *served.cfg.grid.shape), "loaded": 1}
+    assert seen == {"shape": (1, *served.cfg.grid.shape), "loaded": 1, "ready": 200}
+    assert "REST on http://127.0.0.1:" in result.output
 
 
 def test_forecast_cli_writes_cf_netcdf_png_and_basin_means(tiny_cfg, weather_store, tmp_path):

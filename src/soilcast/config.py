@@ -250,6 +250,7 @@ class Export(_Strict):
 class Serving(_Strict):
     host: str
     grpc_port: int = Field(ge=0, le=65535)
+    rest_port: int = Field(ge=0, le=65535)  # TF Serving's REST API + /v2/health
     metrics_port: int = Field(ge=0, le=65535)
     model_name: str
     poll_seconds: float = Field(gt=0)

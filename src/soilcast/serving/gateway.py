@@ -47,6 +47,7 @@ from soilcast.serving.drift import DriftMonitor
 from soilcast.serving.models import (
     INPUT, OUTPUT, SIGNATURE, ModelInfo, ModelLoadError, ModelRepository, VersionNotFound, read_info,
 )
+from soilcast.serving.rest import RestApi, RestServer
 from soilcast.serving.telemetry import Telemetry
 from soilcast.serving.tensors import TensorDecodeError, from_ndarray, to_ndarray
 from soilcast.serving.validation import RequestError, RequestLimits, bound_output, decode_inputs
@@ -271,43 +272,68 @@ class Servicer(prediction_service_pb2_grpc.PredictionServiceServicer,
             resp.outputs[OUTPUT].CopyFrom(from_ndarray(np.asarray(y, np.float32)))
         return y
 
-    def _call(self, method: str, context: Any, fn: Callable[[float | None], Any]) -> Any:
+    def handle(self, method: str, request: Any, timeout: float | None,
+               is_active: Callable[[], bool] = lambda: True) -> Any:
+        """Run ``method`` on a TF Serving request proto: the one path gRPC and REST share.
+
+        Times and counts the call; raises :class:`RequestError` (INTERNAL for anything
+        unexpected, so one request never takes the server down).
+        """
         t0 = time.perf_counter()
         code = grpc.StatusCode.OK
         try:
-            return fn(context.time_remaining())
+            return self._methods[method](request, timeout)
         except RequestError as err:
             code = err.code
-            if err.reason:
-                self.telemetry.invalid.labels(err.reason).inc()
-            for variable, n in err.nonfinite.items():
-                self.telemetry.nonfinite.labels(variable).inc(n)
-            context.abort(err.code, err.message)
-        except Exception as err:  # never let one request take the server down
+            self._count_invalid(err)
+            raise
+        except Exception as err:
             code = grpc.StatusCode.INTERNAL
             log.exception("%s failed", method)
-            context.abort(grpc.StatusCode.INTERNAL, f"{method}: {type(err).__name__}: {err}")
+            raise RequestError(code, None, f"{method}: {type(err).__name__}: {err}") from err
         finally:
-            if code == grpc.StatusCode.OK and not context.is_active():
+            if code == grpc.StatusCode.OK and not is_active():
                 code = grpc.StatusCode.CANCELLED
             self.telemetry.requests.labels(method, code.name).inc()
             self.telemetry.latency.labels(method).observe(time.perf_counter() - t0)
 
-    def Predict(self, request, context):
-        def run(timeout):
-            resp, info, arrays, y = self.backend.predict(request, timeout)
-            y = self._bounded(resp, info, y)
-            if self.drift is not None and info is not None and info.reference is not None and arrays:
-                self.drift.submit(info.version, info.reference, info.mask, arrays[INPUT], y)
-            return resp
+    def _count_invalid(self, err: RequestError) -> None:
+        if err.reason:
+            self.telemetry.invalid.labels(err.reason).inc()
+        for variable, n in err.nonfinite.items():
+            self.telemetry.nonfinite.labels(variable).inc(n)
 
-        return self._call("Predict", context, run)
+    def reject(self, method: str, err: RequestError) -> None:
+        """Count a request the transport refused before :meth:`handle` (REST: bad JSON, size)."""
+        self._count_invalid(err)
+        self.telemetry.requests.labels(method, err.code.name).inc()
+
+    @property
+    def _methods(self) -> dict[str, Callable[[Any, float | None], Any]]:
+        return {"Predict": self._predict, "GetModelMetadata": self.backend.metadata,
+                "GetModelStatus": self.backend.status}
+
+    def _predict(self, request: Any, timeout: float | None) -> Any:
+        resp, info, arrays, y = self.backend.predict(request, timeout)
+        y = self._bounded(resp, info, y)
+        if self.drift is not None and info is not None and info.reference is not None and arrays:
+            self.drift.submit(info.version, info.reference, info.mask, arrays[INPUT], y)
+        return resp
+
+    def _grpc(self, method: str, request: Any, context: Any) -> Any:
+        try:
+            return self.handle(method, request, context.time_remaining(), context.is_active)
+        except RequestError as err:
+            context.abort(err.code, err.message)
+
+    def Predict(self, request, context):
+        return self._grpc("Predict", request, context)
 
     def GetModelMetadata(self, request, context):
-        return self._call("GetModelMetadata", context, lambda t: self.backend.metadata(request, t))
+        return self._grpc("GetModelMetadata", request, context)
 
     def GetModelStatus(self, request, context):
-        return self._call("GetModelStatus", context, lambda t: self.backend.status(request, t))
+        return self._grpc("GetModelStatus", request, context)
 
 
 class _Oversized:
@@ -364,12 +390,14 @@ class Gateway:
 
     def __init__(self, cfg: Config, upstream: str | None = None, *, host: str | None = None,
                  grpc_port: int | None = None, metrics_port: int | None = None,
+                 rest_port: int | None = None,
                  tls_cert: Path | None = None, tls_key: Path | None = None, drift: bool = True) -> None:
         s = cfg.serving
         self.cfg, self.upstream = cfg, upstream
         self.host = host or s.host
         self._ports = (s.grpc_port if grpc_port is None else grpc_port,
-                       s.metrics_port if metrics_port is None else metrics_port)
+                       s.metrics_port if metrics_port is None else metrics_port,
+                       s.rest_port if rest_port is None else rest_port)
         if (tls_cert is None) != (tls_key is None):
             raise ValueError("TLS needs both --tls-cert and --tls-key")
         self.tls = (Path(tls_cert), Path(tls_key)) if tls_cert else None
@@ -386,8 +414,10 @@ class Gateway:
             self.repo = ModelRepository(cfg.paths.models_dir, s.poll_seconds, self._on_model_event)
             self.backend = EmbeddedBackend(self.repo, s.model_name, limits)
         self.server: grpc.Server | None = None
+        self.rest: RestServer | None = None
         self._watcher: threading.Thread | None = None
-        self.grpc_port = self.metrics_port = 0
+        self._upstream_ready = False
+        self.grpc_port = self.metrics_port = self.rest_port = 0
 
     def _on_model_event(self, event: str, version: int, detail: str) -> None:
         if event == "swapped":
@@ -427,7 +457,7 @@ class Gateway:
                      ("grpc.so_reuseport", 0)],
             maximum_concurrent_rpcs=s.max_concurrent_rpcs,
         )
-        servicer = Servicer(self.backend, self.telemetry, self.drift, self.limits)
+        servicer = self.servicer = Servicer(self.backend, self.telemetry, self.drift, self.limits)
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(servicer, server)
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(servicer, server)
         address = f"{self.host}:{self._ports[0]}"
@@ -451,22 +481,34 @@ class Gateway:
         return server
 
     def start(self) -> "Gateway":
-        """Bind the gRPC port first (fails fast), then metrics, models and serving."""
+        """Bind the gRPC and REST ports first (fail fast), then metrics, models and serving."""
         try:
             self.server = self._bind()
+            api = RestApi(self.servicer.handle, self.servicer.reject, self.ready, self.max_bytes,
+                          self.cfg.serving.max_concurrent_rpcs)
+            self.rest = RestServer(api, self.host, self._ports[2], self.tls)
+            self.rest_port = self.rest.port
             self.metrics_port = self.telemetry.serve(self.host, self._ports[1])
             if self.repo is not None:
                 self.repo.start()
             else:
                 self._watch_upstream()
             self.server.start()
+            self.rest.start()
         except BaseException:
             self.stop(grace=0)  # release whatever was taken before the failure
             raise
         return self
 
+    def ready(self) -> bool:
+        """Whether a model version serves (Kubernetes readiness, /v2/health/ready)."""
+        if self.repo is not None:
+            return bool(self.repo.served)
+        return self._upstream_ready
+
     def _publish_upstream_state(self) -> None:
         versions = self.backend.upstream_versions(timeout=self.cfg.serving.poll_seconds)
+        self._upstream_ready = bool(versions)
         info = self.backend.info(versions[-1]) if versions else None
         model = str(info.metadata.get("model", "")) if info else ""
         self.telemetry.model_state({"model": model, "name": self.cfg.serving.model_name,
@@ -491,6 +533,9 @@ class Gateway:
     def stop(self, grace: float | None = None) -> None:
         """Stop accepting calls, let in-flight ones finish for ``grace`` seconds, release all."""
         grace = self.cfg.serving.shutdown_grace_seconds if grace is None else grace
+        if self.rest is not None:
+            self.rest.stop()
+            self.rest = None
         if self.server is not None:
             self.server.stop(grace).wait()
             self.server = None
