@@ -64,7 +64,11 @@ def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 
 def metric(samples: dict, sample: str, default: float = 0.0, **labels: str) -> float:
-    return samples.get((sample, tuple(sorted(labels.items()))), default)
+    """Sum of the samples named ``sample`` whose labels include ``labels`` (PromQL's
+    ``sum(sample{labels})``); ``default`` when none matches."""
+    want = set(labels.items())
+    values = [v for (name, lab), v in samples.items() if name == sample and want <= set(lab)]
+    return sum(values) if values else default
 
 
 def wait_for(predicate, timeout: float = 20.0, interval: float = 0.05) -> Any:

@@ -422,6 +422,71 @@ def test_a_version_completed_after_a_non_atomic_copy_loads(tmp_path):
     assert sorted(repo.served) == [1, 2] and 2 not in repo.refused and ("loaded", 2) in events
 
 
+def test_labels_route_canary_and_stable_independently_on_both_apis(tmp_path):
+    """Issue 14.5: a new export lands as canary, stable keeps the champion until promoted."""
+    from google.protobuf import text_format
+    from tensorflow_serving.config import model_server_config_pb2
+    from typer.testing import CliRunner
+
+    from soilcast.cli import app
+    from soilcast.export.versions import land_as_canary
+
+    cfg = tiny_config(tmp_path)
+    models = Path(cfg.paths.models_dir)
+    publish(cfg, 1, offset=0.0)
+    assert land_as_canary(models, 1, "soilcast") == {"stable": 1, "canary": 1}
+    publish(cfg, 2, offset=1.0)
+    assert land_as_canary(models, 2, "soilcast") == {"stable": 1, "canary": 2}
+    tfs = text_format.Parse((models / "models.config").read_text(), model_server_config_pb2.ModelServerConfig())
+    model = tfs.model_config_list.config[0]  # what TF Serving reads: both versions, both labels
+    assert list(model.model_version_policy.specific.versions) == [1, 2]
+    assert dict(model.version_labels) == {"stable": 1, "canary": 2} and model.name == "soilcast"
+    params = tmp_path / "params.yaml"
+    save_config(cfg, params)
+    x = meteo(cfg, np.random.default_rng(30))
+    with gateway(cfg) as gw:
+        wait_for(lambda: sorted(gw.repo.served) == [1, 2])
+        with client(gw) as c:
+            c.predict(x)
+            assert c.last_version == 1  # naming nothing gets stable, not the newest
+        with client(gw, version_label="canary") as c:
+            c.predict(x)
+            assert c.last_version == 2
+        rest = {lab: _http(gw, "POST", f"/v1/models/soilcast/labels/{lab}:predict", {"inputs": x.tolist()})
+                for lab in ("stable", "canary")}
+        assert {lab: r[2]["X-Model-Version"] for lab, r in rest.items()} == {"stable": "1", "canary": "2"}
+        status = _http(gw, "GET", "/v1/models/soilcast/labels/canary")[1]["model_version_status"]
+        assert [s_["version"] for s_ in status] == ["2"]
+        assert gw.drift.flush(30)
+        samples = scrape(gw.metrics_port)
+        assert metric(samples, "soilcast_requests_total", method="Predict", code="OK", version_label="canary") == 2
+        assert metric(samples, "soilcast_drift_window_requests") >= 1
+        assert metric(samples, "soilcast_drift_psi", None, kind="input", variable="t2m", version="2",
+                      version_label="canary") is not None
+        bad = CliRunner().invoke(app, ["promote", "7", "--label", "stable", "--params", str(params)])
+        assert bad.exit_code == 1 and "version 7 is not published" in bad.output
+        bad = CliRunner().invoke(app, ["promote", "2", "--label", "beta", "--params", str(params)])
+        assert bad.exit_code == 1 and "expected one of ['stable', 'canary']" in bad.output
+        ok = CliRunner().invoke(app, ["promote", "2", "--label", "stable", "--params", str(params)])
+        assert ok.exit_code == 0, ok.output
+        with client(gw) as c:
+            wait_for(lambda: c.predict(x) is not None and c.last_version == 2)
+
+
+def test_rollback_repoints_labels_and_prune_keeps_labelled_versions(tmp_path):
+    from soilcast.export.versions import prune, rollback
+    from soilcast.serving.labels import read_labels, write_labels
+
+    models = tmp_path / "models"
+    for v in (1, 2, 3, 4, 5):
+        (models / str(v)).mkdir(parents=True)
+    write_labels(models, {"stable": 1, "canary": 5}, "soilcast")
+    assert prune(models, keep=2) == [2, 3]  # 1 is stable: kept beside the newest two
+    assert sorted(int(p.name) for p in models.iterdir() if p.name.isdigit()) == [1, 4, 5]
+    rollback(models, to=4)
+    assert read_labels(models) == {"stable": 1, "canary": 4}
+
+
 def test_no_model_yet_is_unavailable_then_served(tmp_path):
     cfg = tiny_config(tmp_path)
     with gateway(cfg) as gw:
@@ -486,7 +551,7 @@ def test_proxy_mode_forwards_and_still_records_drift(served):
         assert metric(samples, "soilcast_model_loaded") == 1  # mirrored from upstream's status
         assert metric(samples, "soilcast_model_info", model="standin", name="soilcast", version="1") == 1
         assert metric(samples, "soilcast_drift_window_requests") == 2  # one per forecast window
-        assert (("soilcast_drift_psi", (("kind", "input"), ("variable", "t2m"))) in samples)
+        assert metric(samples, "soilcast_drift_psi", None, kind="input", variable="t2m", version="1") is not None
 
 
 def test_second_gateway_on_a_held_port_fails_clearly(served):

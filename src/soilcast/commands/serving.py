@@ -98,3 +98,24 @@ def forecast(
     for path in out:
         typer.echo(f"wrote {path}")
     typer.echo(json.dumps(result))
+
+
+@app.command("promote")
+def promote_cmd(
+    version: int = typer.Argument(..., help="Published version the label should point at."),
+    label: str = typer.Option(..., "--label", help="stable | canary"),
+    params: Path = ParamsOpt,
+) -> None:
+    """Point a version label at VERSION in <models_dir>/models.config (atomically).
+
+    TF Serving (polling that file) and the gateway route `version_label` with it; a request
+    naming no version gets `stable`. A new export lands as `canary`.
+    """
+    from soilcast.serving.labels import LabelError, labels_path, promote
+
+    cfg = _cfg(params)
+    try:
+        labels = promote(cfg.paths.models_dir, version, label, cfg.serving.model_name)
+    except LabelError as err:
+        _fail(f"promote: {err}")
+    typer.echo(f"{label} -> version {version}; labels now {labels} (wrote {labels_path(cfg.paths.models_dir)})")

@@ -173,6 +173,12 @@ class EmbeddedBackend:
         return resp
 
 
+def _label(request: Any) -> str:
+    """The version label a request asked for ('' when it named none or a number)."""
+    spec = getattr(request, "model_spec", None)
+    return str(spec.version_label) if spec is not None else ""
+
+
 def _check_output_filter(output_filter: Any) -> None:
     unknown = [o for o in output_filter if o != OUTPUT]
     if unknown:
@@ -214,8 +220,31 @@ class ProxyBackend:
         except grpc.RpcError as err:
             raise RequestError(err.code(), None, f"upstream {self.upstream}: {err.details()}") from None
 
+    def file_labels(self) -> dict[str, int] | None:
+        """Labels from the shared models.config (what the upstream TF Serving reads too)."""
+        from soilcast.serving.labels import LabelError, read_labels
+
+        try:
+            return read_labels(self.models_dir)
+        except (LabelError, OSError) as err:
+            log.warning("proxy: %s", err)
+            return None
+
+    def label_of(self, version: int) -> str:
+        labels = self.file_labels() or {}
+        return next((k for k in ("stable", "canary") if labels.get(k) == version), "")
+
     def predict(self, request: Any, timeout: float | None):
-        version, _label = _spec_target(request.model_spec, self.model_name)
+        version, label = _spec_target(request.model_spec, self.model_name)
+        labels = self.file_labels()
+        if version is None and not label and labels and "stable" in labels:
+            # same default as the embedded gateway: a request naming nothing gets stable
+            routed = predict_pb2.PredictRequest()
+            routed.CopyFrom(request)
+            routed.model_spec.version_label = "stable"
+            request, version = routed, labels["stable"]
+        elif label and labels and label in labels:
+            version = labels[label]
         info = self.info(version)
         arrays = decode_inputs(request.inputs, info, self.limits) if info else None
         resp = self._forward(self.predict_stub.Predict, request, timeout)
@@ -294,7 +323,7 @@ class Servicer(prediction_service_pb2_grpc.PredictionServiceServicer,
         finally:
             if code == grpc.StatusCode.OK and not is_active():
                 code = grpc.StatusCode.CANCELLED
-            self.telemetry.requests.labels(method, code.name).inc()
+            self.telemetry.requests.labels(method, code.name, _label(request)).inc()
             self.telemetry.latency.labels(method).observe(time.perf_counter() - t0)
 
     def _count_invalid(self, err: RequestError) -> None:
@@ -306,7 +335,7 @@ class Servicer(prediction_service_pb2_grpc.PredictionServiceServicer,
     def reject(self, method: str, err: RequestError) -> None:
         """Count a request the transport refused before :meth:`handle` (REST: bad JSON, size)."""
         self._count_invalid(err)
-        self.telemetry.requests.labels(method, err.code.name).inc()
+        self.telemetry.requests.labels(method, err.code.name, "").inc()
 
     @property
     def _methods(self) -> dict[str, Callable[[Any, float | None], Any]]:
@@ -360,7 +389,7 @@ class SizeLimit(grpc.ServerInterceptor):
         def checked_behaviour(request, context):
             if isinstance(request, _Oversized):
                 self.telemetry.invalid.labels("oversized").inc()
-                self.telemetry.requests.labels(method, "RESOURCE_EXHAUSTED").inc()
+                self.telemetry.requests.labels(method, "RESOURCE_EXHAUSTED", "").inc()
                 context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
                               f"request of {request.nbytes} bytes exceeds the limit of {self.limit} "
                               f"bytes (serving.max_message_mb); {self.hint}")
@@ -410,9 +439,11 @@ class Gateway:
         self.repo: ModelRepository | None = None
         if upstream:
             self.backend: Any = ProxyBackend(upstream, cfg.paths.models_dir, s.model_name, limits)
+            self.telemetry.label_of = self.backend.label_of
         else:
             self.repo = ModelRepository(cfg.paths.models_dir, s.poll_seconds, self._on_model_event)
             self.backend = EmbeddedBackend(self.repo, s.model_name, limits)
+            self.telemetry.label_of = self.repo.label_of
         self.server: grpc.Server | None = None
         self.rest: RestServer | None = None
         self._watcher: threading.Thread | None = None
@@ -422,6 +453,8 @@ class Gateway:
     def _on_model_event(self, event: str, version: int, detail: str) -> None:
         if event == "swapped":
             self._publish_model_state()
+        elif event == "labels":
+            log.info("version labels now %s", detail)
         elif event == "refused":
             self.telemetry.load_failures.inc()
             log.error("model version %s refused, older versions keep serving: %s", version, detail)

@@ -8,12 +8,12 @@ is *refused* (logged, counted, reported by GetModelStatus) and the versions alre
 keep serving. The served set is an immutable mapping swapped in one assignment, so a request
 that already picked its version finishes on it: swaps drop nothing.
 
-Version labels (TF Serving's ``version_label``), kept simple: ``stable`` and ``canary`` both
-mean the newest loaded version (the gate blesses a model before export, so there is no
-separate canary stage), ``previous`` the one before it (for side-by-side checks and rollback
-drills). The embedded gateway keeps every version present on disk loaded (the exporter
-prunes to ``export.keep_versions``), whereas TF Serving with ``serving/models.config`` loads
-only the newest.
+Version labels (TF Serving's ``version_label``) come from ``<models_dir>/models.config``
+(:mod:`soilcast.serving.labels`), re-read on every poll: ``stable`` (what a request naming
+no version gets) and ``canary`` are independent, ``previous`` is the second-newest loaded
+version. Without that file both labels mean the newest version. The embedded gateway keeps
+every version present on disk loaded (the exporter prunes to ``export.keep_versions``),
+whereas TF Serving loads only the labelled ones.
 """
 
 from __future__ import annotations
@@ -36,7 +36,6 @@ log = logging.getLogger("soilcast.serving.models")
 EXTRA = "assets.extra"
 METADATA_JSON = "soilcast_metadata.json"
 DRIFT_JSON = "drift_reference.json"
-LABELS = ("stable", "canary", "previous")
 
 
 class ModelLoadError(RuntimeError):
@@ -213,6 +212,7 @@ class ModelRepository:
         self._loader = loader
         self.served: dict[int, LoadedModel] = {}
         self.refused: dict[int, tuple[tuple[int, int, int], str]] = {}
+        self.file_labels: dict[str, int] | None = None
         self._lock = threading.Lock()  # one poll at a time; readers never take it
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -222,9 +222,22 @@ class ModelRepository:
             return {}
         return {int(p.name): p for p in self.models_dir.iterdir() if p.is_dir() and p.name.isdigit()}
 
+    def _read_labels(self) -> None:
+        from soilcast.serving.labels import LabelError, read_labels
+
+        try:
+            labels = read_labels(self.models_dir)
+        except (LabelError, OSError) as err:  # keep routing with the last good map
+            log.error("version labels not updated: %s", err)
+            return
+        if labels != self.file_labels:
+            self._listener("labels", -1, str(labels))
+        self.file_labels = labels
+
     def poll(self) -> None:
         """Load new versions, unload vanished ones, then swap the served set atomically."""
         with self._lock:
+            self._read_labels()
             disk = self._on_disk()
             served = {v: m for v, m in self.served.items() if v in disk}
             for v in sorted(set(self.served) - set(served)):
@@ -265,26 +278,32 @@ class ModelRepository:
             self._thread.join()
 
     def labels(self, served: dict[int, LoadedModel] | None = None) -> dict[str, int]:
-        versions = sorted(self.served if served is None else served)
-        out: dict[str, int] = {}
-        if versions:
-            out["stable"] = out["canary"] = versions[-1]
-        if len(versions) > 1:
-            out["previous"] = versions[-2]
-        return out
+        from soilcast.serving.labels import effective_labels
+
+        return effective_labels(self.file_labels, sorted(self.served if served is None else served))
+
+    def label_of(self, version: int) -> str:
+        """The label a version serves under ('' if none; ``stable`` wins over ``canary``)."""
+        labels = self.labels()
+        return next((k for k in ("stable", "canary", "previous") if labels.get(k) == version), "")
 
     def resolve(self, version: int | None = None, label: str | None = None) -> LoadedModel:
-        """The version a request asks for (newest when it names none)."""
+        """The version a request asks for: by number, by label, else ``stable`` (newest when
+        no labels file exists or stable is not loaded)."""
         served = self.served  # one read: the set cannot change under this request
         if not served:
             raise VersionNotFound(f"no version loaded yet from {self.models_dir}")
+        labels = self.labels(served)
         if label:
-            labels = self.labels(served)
             if label not in labels:
                 raise VersionNotFound(f"unknown version label {label!r}; available: {labels}")
             version = labels[label]
+            if version not in served:
+                raise VersionNotFound(f"version label {label!r} points at version {version}, which is "
+                                      f"not loaded; available: {sorted(served)}")
         if version is None:
-            return served[max(served)]
+            stable = labels.get("stable")
+            return served[stable] if stable in served else served[max(served)]
         if version not in served:
             raise VersionNotFound(f"version {version} is not loaded; available: {sorted(served)}")
         return served[version]
