@@ -487,6 +487,37 @@ def test_rollback_repoints_labels_and_prune_keeps_labelled_versions(tmp_path):
     assert read_labels(models) == {"stable": 1, "canary": 4}
 
 
+def test_warmup_file_is_tf_serving_format_and_replayed_before_serving(tmp_path, caplog):
+    """Issue 14.6: export writes assets.extra/tf_serving_warmup_requests (TFRecord of
+    PredictionLog); the gateway replays it before the version serves, and refuses a broken one."""
+    import logging
+
+    import tensorflow as tf
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    from soilcast.export.warmup import MAX_RECORDS, read_warmup, write_warmup
+
+    cfg = tiny_config(tmp_path)
+    version = publish(cfg, 1)
+    x = meteo(cfg, np.random.default_rng(40), batch=3)
+    path = write_warmup(version, {"meteo": x}, "soilcast")
+    assert path == version / "assets.extra" / "tf_serving_warmup_requests"
+    logs = [prediction_log_pb2.PredictionLog.FromString(r)
+            for r in tf.data.TFRecordDataset(str(path)).as_numpy_iterator()]  # as TF Serving reads it
+    assert len(logs) == 3 and all(lg.predict_log.request.model_spec.name == "soilcast" for lg in logs)
+    np.testing.assert_array_equal(np.concatenate([r["meteo"] for r in read_warmup(version)]), x)
+    with pytest.raises(ValueError, match="at most 1000"):
+        write_warmup(version, {"meteo": np.zeros((MAX_RECORDS + 1, 1), np.float32)}, "soilcast")
+    broken = publish(cfg, 2)
+    (broken / "assets.extra" / "tf_serving_warmup_requests").write_bytes(b"not a tfrecord at all")
+    with caplog.at_level(logging.INFO, logger="soilcast.serving.models"):
+        with gateway(cfg) as gw, client(gw) as c:
+            status = {s_["version"]: s_ for s_ in c.status()}
+    assert status[1]["state"] == "AVAILABLE"
+    assert "replayed 3 warm-up requests from assets.extra/tf_serving_warmup_requests" in caplog.text
+    assert status[2]["state"] == "END" and "warm-up file unreadable" in status[2]["error_message"]
+
+
 def test_no_model_yet_is_unavailable_then_served(tmp_path):
     cfg = tiny_config(tmp_path)
     with gateway(cfg) as gw:

@@ -178,7 +178,41 @@ def load_version(version_dir: Path) -> LoadedModel:
     if not np.isfinite(y[0][info.mask]).all():
         raise ModelLoadError(f"{version_dir}: warm-up prediction is non-finite in "
                              f"{int((~np.isfinite(y[0][info.mask])).sum())} mask cells")
+    replay_warmup(model)
     return model
+
+
+def replay_warmup(model: LoadedModel) -> int:
+    """Replay the version's TF Serving warm-up records (if any) before it serves, as TF
+    Serving does with ``--enable_model_warmup``, so the first real request is not the slow
+    one; a record that fails or answers non-finite inside the mask refuses the version."""
+    import time
+
+    from soilcast.export.warmup import WARMUP_FILE, read_warmup
+
+    info = model.info
+    try:
+        records = read_warmup(info.path)
+    except ValueError as err:
+        raise ModelLoadError(f"{info.path}: warm-up file unreadable: {err}") from None
+    if not records:
+        return 0
+    t0 = time.perf_counter()
+    for i, inputs in enumerate(records):
+        if set(inputs) != set(info.inputs):
+            raise ModelLoadError(f"{info.path / WARMUP_FILE}: record {i} has inputs {sorted(inputs)}, "
+                                 f"expected {sorted(info.inputs)}")
+        try:
+            y = model.predict(inputs)
+        except Exception as err:
+            raise ModelLoadError(f"{info.path / WARMUP_FILE}: record {i} failed: "
+                                 f"{type(err).__name__}: {err}") from None
+        if not np.isfinite(y[:, info.mask]).all():
+            raise ModelLoadError(f"{info.path / WARMUP_FILE}: record {i} answered non-finite soil moisture "
+                                 "inside the mask")
+    log.info("version %s: replayed %d warm-up requests from %s in %.2f s", info.version, len(records),
+             WARMUP_FILE, time.perf_counter() - t0)
+    return len(records)
 
 
 def _stamp(version_dir: Path) -> tuple[int, int, int]:
