@@ -518,6 +518,45 @@ def test_warmup_file_is_tf_serving_format_and_replayed_before_serving(tmp_path, 
     assert status[2]["state"] == "END" and "warm-up file unreadable" in status[2]["error_message"]
 
 
+def test_batching_merges_concurrent_predicts_into_one_model_call(tmp_path):
+    """Issue 15.3: with max_batch_size = the windows sent, the batch closes on size (the long
+    timeout is only a bound), so exactly one model call serves all four clients."""
+    import tensorflow as tf
+
+    cfg = tiny_config(tmp_path, {"serving": {"batching": {
+        "enabled": True, "max_batch_size": 4, "batch_timeout_micros": 30_000_000, "num_batch_threads": 1}}})
+    publish(cfg, 1)
+    xs = [meteo(cfg, np.random.default_rng(50 + i)) for i in range(4)]
+    out: dict[int, np.ndarray] = {}
+    with gateway(cfg) as gw:
+
+        def call(i):
+            with client(gw) as c:
+                out[i] = c.predict(xs[i])
+
+        threads = [threading.Thread(target=call, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert (gw.batcher.batches, gw.batcher.windows) == (1, 4)
+        with client(gw) as c:  # a request already at max_batch_size runs on its own, at once
+            big = c.predict(np.concatenate(xs))
+        assert gw.batcher.batches == 1
+    fn = tf.saved_model.load(str(cfg.paths.models_dir / "1")).signatures["serving_default"]
+    for i, x in enumerate(xs):
+        np.testing.assert_allclose(out[i], fn(meteo=tf.constant(x))["soil_moisture"].numpy(), rtol=1e-6)
+        np.testing.assert_allclose(big[i : i + 1], out[i], rtol=1e-6)
+
+
+def test_committed_batching_parameters_file_matches_params():
+    from soilcast.serving.batching import render_batching_parameters
+
+    text = (Path(__file__).resolve().parents[1] / "serving" / "batching_parameters.txt").read_text()
+    assert text == render_batching_parameters(load_config(PARAMS).serving.batching), (
+        "serving/batching_parameters.txt is stale: run `soilcast batching-config`")
+
+
 def test_no_model_yet_is_unavailable_then_served(tmp_path):
     cfg = tiny_config(tmp_path)
     with gateway(cfg) as gw:

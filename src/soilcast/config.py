@@ -247,6 +247,16 @@ class Export(_Strict):
     canary_windows: int = Field(ge=1)
 
 
+class Batching(_Strict):
+    """Server-side batching (embedded gateway, and TF Serving's batching_parameters_file)."""
+
+    enabled: bool
+    max_batch_size: int = Field(ge=1)
+    batch_timeout_micros: int = Field(ge=0)
+    num_batch_threads: int = Field(ge=1)
+    max_enqueued_batches: int = Field(ge=1)
+
+
 class Serving(_Strict):
     host: str
     grpc_port: int = Field(ge=0, le=65535)
@@ -264,6 +274,7 @@ class Serving(_Strict):
     drift_sample_cells: int = Field(ge=1)
     drift_interval_seconds: float = Field(gt=0)
     shutdown_grace_seconds: float = Field(ge=0)
+    batching: Batching
 
 
 class Pipeline(_Strict):

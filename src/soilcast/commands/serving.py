@@ -119,3 +119,18 @@ def promote_cmd(
     except LabelError as err:
         _fail(f"promote: {err}")
     typer.echo(f"{label} -> version {version}; labels now {labels} (wrote {labels_path(cfg.paths.models_dir)})")
+
+
+@app.command("batching-config")
+def batching_config_cmd(
+    out: Path = typer.Option(Path("serving/batching_parameters.txt"), "--out",
+                             help="Where to write TF Serving's --batching_parameters_file."),
+    params: Path = ParamsOpt,
+) -> None:
+    """Write serving.batching from params.yaml as TF Serving's batching_parameters_file."""
+    from soilcast.io.atomic import atomic_write_text
+    from soilcast.serving.batching import render_batching_parameters
+
+    cfg = _cfg(params)
+    atomic_write_text(out, render_batching_parameters(cfg.serving.batching))
+    typer.echo(f"wrote {out}")

@@ -43,6 +43,7 @@ from tensorflow_serving.apis import (
 )
 
 from soilcast.config import Config
+from soilcast.serving.batching import Batcher
 from soilcast.serving.drift import DriftMonitor
 from soilcast.serving.models import (
     INPUT, OUTPUT, SIGNATURE, ModelInfo, ModelLoadError, ModelRepository, VersionNotFound, read_info,
@@ -120,8 +121,9 @@ def metadata_response(model_name: str, info: ModelInfo, fields: list[str]) -> An
 class EmbeddedBackend:
     """Serves versions loaded in this process."""
 
-    def __init__(self, repo: ModelRepository, model_name: str, limits: RequestLimits) -> None:
-        self.repo, self.model_name, self.limits = repo, model_name, limits
+    def __init__(self, repo: ModelRepository, model_name: str, limits: RequestLimits,
+                 batcher: Batcher | None = None) -> None:
+        self.repo, self.model_name, self.limits, self.batcher = repo, model_name, limits, batcher
 
     def _resolve(self, spec: Any):
         version, label = _spec_target(spec, self.model_name)
@@ -137,7 +139,7 @@ class EmbeddedBackend:
         _check_signature_name(request.model_spec.signature_name)
         arrays = decode_inputs(request.inputs, model.info, self.limits)
         _check_output_filter(request.output_filter)
-        y = model.predict(arrays)
+        y = self.batcher.predict(model, arrays) if self.batcher else model.predict(arrays)
         resp = predict_pb2.PredictResponse()
         resp.model_spec.name = self.model_name
         resp.model_spec.version.value = model.version
@@ -437,12 +439,16 @@ class Gateway:
                                   self.telemetry.publish_drift, self.telemetry.drift_dropped.inc,
                                   s.drift_interval_seconds) if drift else None
         self.repo: ModelRepository | None = None
+        self.batcher: Batcher | None = None
         if upstream:
             self.backend: Any = ProxyBackend(upstream, cfg.paths.models_dir, s.model_name, limits)
             self.telemetry.label_of = self.backend.label_of
         else:
             self.repo = ModelRepository(cfg.paths.models_dir, s.poll_seconds, self._on_model_event)
-            self.backend = EmbeddedBackend(self.repo, s.model_name, limits)
+            b = s.batching
+            self.batcher = Batcher(b.max_batch_size, b.batch_timeout_micros, b.num_batch_threads,
+                                   b.max_enqueued_batches) if b.enabled else None
+            self.backend = EmbeddedBackend(self.repo, s.model_name, limits, self.batcher)
             self.telemetry.label_of = self.repo.label_of
         self.server: grpc.Server | None = None
         self.rest: RestServer | None = None
@@ -574,6 +580,9 @@ class Gateway:
             self.server = None
         if self.repo is not None:
             self.repo.stop()
+        if self.batcher is not None:
+            self.batcher.stop()
+            self.batcher = None
         if self._watcher is not None:
             self._watch_stop.set()
             self._watcher.join()
