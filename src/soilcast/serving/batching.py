@@ -82,13 +82,16 @@ class Batcher:
         batch, size = [first], first.n
         deadline = first.enqueued + self.timeout
         while size < self.max_batch:
-            remaining = deadline - time.perf_counter()
-            if remaining <= 0:
-                break
-            try:
-                item = self._queue.get(timeout=remaining)
+            try:  # requests already waiting join at once, whatever the deadline (a backlog)
+                item = self._queue.get_nowait()
             except queue.Empty:
-                break
+                remaining = deadline - time.perf_counter()
+                if remaining <= 0:
+                    break
+                try:
+                    item = self._queue.get(timeout=remaining)
+                except queue.Empty:
+                    break
             if item is None:  # stop: finish this batch, let the worker see the sentinel again
                 self._queue.put(None)
                 break
