@@ -549,6 +549,31 @@ def test_batching_merges_concurrent_predicts_into_one_model_call(tmp_path):
         np.testing.assert_allclose(big[i : i + 1], out[i], rtol=1e-6)
 
 
+def test_batching_drains_a_backlog_into_one_call_whatever_the_timeout(tmp_path):
+    """Requests queued while the workers were busy join one batch even with a zero timeout."""
+    from soilcast.serving.batching import Batcher
+    from soilcast.serving.models import load_version
+
+    cfg = tiny_config(tmp_path)
+    model = load_version(publish(cfg, 1))
+    xs = [{"meteo": meteo(cfg, np.random.default_rng(60 + i))} for i in range(4)]
+    batcher = Batcher(max_batch_size=8, batch_timeout_micros=0, num_batch_threads=1,
+                      max_enqueued_batches=1, start=False)
+    out: dict[int, np.ndarray] = {}
+    threads = [threading.Thread(target=lambda i=i: out.__setitem__(i, batcher.predict(model, xs[i])))
+               for i in range(4)]
+    for t in threads:
+        t.start()
+    wait_for(lambda: batcher.pending() == 4)  # a backlog, as behind a busy worker
+    batcher.start()
+    for t in threads:
+        t.join()
+    batcher.stop()
+    assert (batcher.batches, batcher.windows) == (1, 4)
+    for i, x in enumerate(xs):
+        np.testing.assert_allclose(out[i], model.predict(x), rtol=1e-6)
+
+
 def test_committed_batching_parameters_file_matches_params():
     from soilcast.serving.batching import render_batching_parameters
 
@@ -616,11 +641,15 @@ def test_proxy_mode_forwards_and_still_records_drift(served):
             assert err.value.code() == grpc.StatusCode.NOT_FOUND  # TF Serving's answer, forwarded
         with client(served) as direct:
             np.testing.assert_array_equal(y, direct.predict(x))
+        status, rest, _ = _http(proxy, "POST", "/v1/models/soilcast:predict", {"inputs": x.tolist()})
+        assert status == 200  # REST in front of TF Serving's gRPC, same validation
+        np.testing.assert_allclose(np.asarray(rest["outputs"], np.float32), y, rtol=1e-6)
+        assert _http(proxy, "GET", "/v2/health/ready")[0] == 200
         proxy.drift.flush(10)
         samples = scrape(proxy.metrics_port)
         assert metric(samples, "soilcast_model_loaded") == 1  # mirrored from upstream's status
         assert metric(samples, "soilcast_model_info", model="standin", name="soilcast", version="1") == 1
-        assert metric(samples, "soilcast_drift_window_requests") == 2  # one per forecast window
+        assert metric(samples, "soilcast_drift_window_requests") == 4  # 2 windows by gRPC, 2 by REST
         assert metric(samples, "soilcast_drift_psi", None, kind="input", variable="t2m", version="1") is not None
 
 
@@ -645,6 +674,7 @@ def test_proxy_with_upstream_down_reports_no_model_and_unavailable(served):
         dead = f"127.0.0.1:{sock.getsockname()[1]}"
     with gateway(served.cfg, upstream=dead) as proxy:
         assert metric(scrape(proxy.metrics_port), "soilcast_model_loaded") == 0
+        assert _http(proxy, "GET", "/v2/health/ready")[:2] == (503, {"ready": False})
         with client(proxy) as c, pytest.raises(grpc.RpcError) as err:
             c.predict(meteo(served.cfg, np.random.default_rng(13)))
         assert err.value.code() == grpc.StatusCode.UNAVAILABLE and dead in err.value.details()

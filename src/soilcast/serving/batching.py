@@ -51,7 +51,7 @@ class Batcher:
     """Merge concurrent ``model.predict(arrays)`` calls; thread-safe, bounded, stoppable."""
 
     def __init__(self, max_batch_size: int, batch_timeout_micros: int, num_batch_threads: int,
-                 max_enqueued_batches: int) -> None:
+                 max_enqueued_batches: int, start: bool = True) -> None:
         self.max_batch = max_batch_size
         self.timeout = batch_timeout_micros / 1e6
         self._queue: queue.Queue[_Item | None] = queue.Queue(maxsize=max_enqueued_batches * max_batch_size)
@@ -59,8 +59,16 @@ class Batcher:
                          for i in range(num_batch_threads)]
         self.batches = self.windows = 0  # model calls made and windows they carried
         self._count = threading.Lock()
+        if start:
+            self.start()
+
+    def start(self) -> None:
         for t in self._workers:
             t.start()
+
+    def pending(self) -> int:
+        """Windows' requests waiting for a worker."""
+        return self._queue.qsize()
 
     def predict(self, model: Any, arrays: dict[str, np.ndarray]) -> np.ndarray:
         n = int(next(iter(arrays.values())).shape[0])
