@@ -474,13 +474,15 @@ def test_labels_route_canary_and_stable_independently_on_both_apis(tmp_path):
 
 
 def test_rollback_repoints_labels_and_prune_keeps_labelled_versions(tmp_path):
-    from soilcast.export.versions import prune, rollback
+    from soilcast.export.versions import champion_version, prune, rollback
     from soilcast.serving.labels import read_labels, write_labels
 
     models = tmp_path / "models"
     for v in (1, 2, 3, 4, 5):
         (models / str(v)).mkdir(parents=True)
+    assert champion_version(models) == 5  # no labels yet: the newest
     write_labels(models, {"stable": 1, "canary": 5}, "soilcast")
+    assert champion_version(models) == 1  # the gate must beat stable, not the canary
     assert prune(models, keep=2) == [2, 3]  # 1 is stable: kept beside the newest two
     assert sorted(int(p.name) for p in models.iterdir() if p.name.isdigit()) == [1, 4, 5]
     rollback(models, to=4)

@@ -95,6 +95,15 @@ def land_as_canary(models_dir: Path, version: int, model_name: str) -> dict[str,
     return land(models_dir, version, model_name)
 
 
+def champion_version(models_dir: Path) -> int | None:
+    """The version serving ``stable`` (the champion a new model must beat): the stable label
+    when labels exist and point at a published version, else the newest version."""
+    from soilcast.serving.labels import read_labels
+
+    stable = (read_labels(models_dir) or {}).get("stable")
+    return stable if stable in list_versions(models_dir) else latest_version(models_dir)
+
+
 def _labelled(models_dir: Path) -> set[int]:
     from soilcast.serving.labels import read_labels
 
