@@ -1,4 +1,4 @@
-"""Predict latency and throughput of the soilcast gateway, drift monitoring off vs on.
+"""Predict latency and throughput of the soilcast gateway: drift off vs on, batching off vs on.
 
 Grids: the demo grid (params.yaml ``grid``, 31x31) and the 0.25 deg India grid (129x135).
 Model: the contract-conforming stand-in (``soilcast.serving.standin``) unless ``--model-dir``
@@ -6,12 +6,17 @@ points at an exported version, so the numbers isolate the gateway (decode, valid
 call, encode, drift) from the network's compute. Client and server share this process and
 talk gRPC over 127.0.0.1.
 
-Method: two gateways (drift off / on) serve the same model; sequential latency is measured in
+Drift: two gateways (drift off / on) serve the same model; sequential latency is measured in
 alternating blocks so both see the same machine load, and each drift-on block waits for the
 drift queue to drain before the next block starts (drift work is never hidden in the other
 arm). Throughput: ``--clients`` concurrent clients, wall time including the drift backlog.
 
-    .venv/bin/python benchmarks/serve_latency.py [--quick]        # prints one JSON object
+Batching (``serving.batching``): two gateways (drift off, batching off / on) serve the same
+model to 1, 8 and 16 concurrent clients (one window per request); for each, requests/s and
+the p50/p99 of per-request latency, the two arms alternated in rounds so both see the same
+load; ``windows_per_model_call`` shows how much merging happened.
+
+    .venv/bin/python benchmarks/serve_latency.py [--quick] [--mode drift|batching|all]
 """
 
 from __future__ import annotations
@@ -90,19 +95,110 @@ def _throughput(gateway: Any, x: Any, n_clients: int, per_client: int) -> dict[s
             "drift_dropped": dropped}
 
 
+def _request(info: Any) -> dict[str, Any]:
+    """One window in the contract: weather over the whole grid, antecedent soil moisture
+    (when the model takes it) 0.25 inside the mask and NaN outside."""
+    import numpy as np
+
+    from soilcast.serving.standin import synthetic_meteo
+
+    L, h, w, _c = info.inputs["meteo"]
+    out = {"meteo": synthetic_meteo(np.random.default_rng(0), (1, L, h, w), info.variables, None)}
+    for name, shape in info.inputs.items():
+        if name != "meteo":
+            out[name] = np.where(info.mask, 0.25, np.nan).astype(np.float32)[None, None].repeat(shape[0], 1)
+    return out
+
+
+def _clients_run(gateway: Any, inputs: dict[str, Any], n_clients: int, per_client: int) -> dict[str, Any]:
+    from soilcast.serving.client import SoilcastClient
+
+    latencies: list[float] = []
+    errors: list[Exception] = []
+    lock = threading.Lock()
+    x, extra = inputs["meteo"], {k: v for k, v in inputs.items() if k != "meteo"}
+
+    def worker() -> None:
+        mine = []
+        with SoilcastClient(gateway.target, max_message_bytes=gateway.max_bytes) as c:
+            c.predict(x, **extra)  # channel and first call outside the measurement
+            start.wait()
+            for _ in range(per_client):
+                t0 = time.perf_counter()
+                try:
+                    c.predict(x, **extra)
+                except Exception as err:  # counted and reported
+                    errors.append(err)
+                mine.append(time.perf_counter() - t0)
+        with lock:
+            latencies.extend(mine)
+
+    start = threading.Event()
+    threads = [threading.Thread(target=worker) for _ in range(n_clients)]
+    for t in threads:
+        t.start()
+    time.sleep(0.5)  # let every client connect and warm up
+    t0 = time.perf_counter()
+    start.set()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    return {"requests_per_s": round(n_clients * per_client / wall, 1), **_percentiles(latencies),
+            "errors": len(errors)}
+
+
+def bench_batching(cfg: Any, grid: Any, model_dir: Path | None, args: argparse.Namespace) -> dict:
+    from soilcast.config import load_config
+    from soilcast.serving.gateway import Gateway
+    from soilcast.serving.models import read_info
+    from soilcast.serving.standin import write_standin_for
+
+    if model_dir is None and not any(p.name.isdigit() for p in Path(cfg.paths.models_dir).glob("*")):
+        write_standin_for(cfg, 1, grid=grid)
+    info = read_info(Path(cfg.paths.models_dir) / max(
+        (p.name for p in Path(cfg.paths.models_dir).iterdir() if p.name.isdigit()), key=int))
+    inputs = _request(info)
+    on_cfg = cfg.model_copy(update={"serving": cfg.serving.model_copy(update={
+        "batching": cfg.serving.batching.model_copy(update={"enabled": True})})})
+    off_cfg = cfg.model_copy(update={"serving": cfg.serving.model_copy(update={
+        "batching": cfg.serving.batching.model_copy(update={"enabled": False})})})
+    gws = {"batching_off": Gateway(off_cfg, drift=False).start(), "batching_on": Gateway(on_cfg, drift=False).start()}
+    b = cfg.serving.batching
+    out: dict[str, Any] = {"grid": f"{info.mask.shape[0]}x{info.mask.shape[1]}", "max_workers": cfg.serving.max_workers,
+                           "batching": b.model_dump()}
+    try:
+        for n in args.batch_clients:
+            runs: dict[str, list[dict[str, Any]]] = {k: [] for k in gws}
+            for _ in range(args.rounds):
+                for k, g in gws.items():
+                    before = (g.batcher.batches, g.batcher.windows) if g.batcher else (0, 0)
+                    r = _clients_run(g, inputs, n, args.batch_per_client)
+                    if g.batcher:
+                        calls, windows = g.batcher.batches - before[0], g.batcher.windows - before[1]
+                        r["windows_per_model_call"] = round(windows / max(calls, 1), 2)
+                    runs[k].append(r)
+            row = {k: max(v, key=lambda r: r["requests_per_s"]) for k, v in runs.items()}  # best round
+            row["speedup"] = round(row["batching_on"]["requests_per_s"] / row["batching_off"]["requests_per_s"], 2)
+            out[f"{n}_clients"] = row
+        return out
+    finally:
+        for g in gws.values():
+            g.stop(grace=0)
+
+
 def bench_grid(cfg: Any, name: str, grid: Any, model_dir: Path | None, args: argparse.Namespace) -> dict:
     import numpy as np
 
     from soilcast.serving.gateway import Gateway, request_bytes
     from soilcast.serving.models import read_info
-    from soilcast.serving.standin import synthetic_meteo, write_standin_for
+    from soilcast.serving.standin import write_standin_for
 
     if model_dir is None:
         write_standin_for(cfg, 1, grid=grid)
     info = read_info(Path(cfg.paths.models_dir) / max(
         (p.name for p in Path(cfg.paths.models_dir).iterdir() if p.name.isdigit()), key=int))
     L, h, w, c = info.inputs["meteo"]
-    x = synthetic_meteo(np.random.default_rng(0), (1, L, h, w), info.variables, info.mask)
+    x = _request(info)["meteo"]
     gws = {"drift_off": Gateway(cfg, drift=False).start(), "drift_on": Gateway(cfg, drift=True).start()}
     try:
         lat = _latency(gws, x, args.blocks, args.per_block)
@@ -124,9 +220,13 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--model-dir", type=Path, default=None,
                     help="a models base path with exported versions (default: stand-in model)")
     ap.add_argument("--grids", default="demo,india025", help="comma list of demo, india025")
+    ap.add_argument("--mode", default="all", choices=["drift", "batching", "all"])
+    ap.add_argument("--max-workers", type=int, default=None, help="override serving.max_workers")
     args = ap.parse_args(argv)
     args.blocks, args.per_block = (4, 10) if args.quick else (10, 30)
     args.clients, args.per_client = (4, 10) if args.quick else (8, 50)
+    args.batch_clients, args.rounds = (1, 8, 16), (1 if args.quick else 2)
+    args.batch_per_client = 10 if args.quick else 40
     sys.path.insert(0, str(REPO / "src"))
     from soilcast.config import GridSpec, load_config
 
@@ -136,10 +236,15 @@ def main(argv: list[str] | None = None) -> dict:
     with tempfile.TemporaryDirectory(prefix="soilcast-bench-") as tmp:
         for name in args.grids.split(","):
             models = args.model_dir or Path(tmp) / name / "models"
-            cfg = load_config(args.params, {"paths": {"models_dir": str(models)},
-                                            "serving": {"grpc_port": 0, "metrics_port": 0}})
+            serving = {"grpc_port": 0, "rest_port": 0, "metrics_port": 0}
+            if args.max_workers:
+                serving["max_workers"] = args.max_workers
+            cfg = load_config(args.params, {"paths": {"models_dir": str(models)}, "serving": serving})
             grid = grids[name] or cfg.grid
-            results[name] = bench_grid(cfg, name, grid, args.model_dir, args)
+            if args.mode in ("drift", "all"):
+                results[name] = bench_grid(cfg, name, grid, args.model_dir, args)
+            if args.mode in ("batching", "all"):
+                results[f"{name}_batching"] = bench_batching(cfg, grid, args.model_dir, args)
     print(json.dumps(results, indent=2))
     return results
 

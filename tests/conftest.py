@@ -38,7 +38,7 @@ TINY: dict[str, Any] = {
     },
     "training": {"epochs": 2, "batch_size": 4, "steps_per_epoch": 3, "validation_steps": 2, "patch_size": 8, "precision": "float32"},
     "export": {"keep_versions": 2},
-    "serving": {"grpc_port": 0, "metrics_port": 0, "poll_seconds": 0.2},
+    "serving": {"grpc_port": 0, "rest_port": 0, "metrics_port": 0, "poll_seconds": 0.2},
 }
 
 

@@ -46,9 +46,9 @@ def grid_mask(cfg: Config) -> np.ndarray:
 
 
 def meteo(cfg: Config, rng: np.random.Generator, batch: int = 1, **shift: float) -> np.ndarray:
-    """Requests as a client cuts them from the store: [batch, L, H, W, C], NaN outside mask."""
+    """Requests as a client cuts them from the store: [batch, L, H, W, C], weather everywhere."""
     return synthetic_meteo(rng, (batch, cfg.window.seq_len, *cfg.grid.shape), cfg.variable_names,
-                           grid_mask(cfg), **shift)
+                           None, **shift)
 
 
 def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -64,7 +64,11 @@ def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 
 def metric(samples: dict, sample: str, default: float = 0.0, **labels: str) -> float:
-    return samples.get((sample, tuple(sorted(labels.items()))), default)
+    """Sum of the samples named ``sample`` whose labels include ``labels`` (PromQL's
+    ``sum(sample{labels})``); ``default`` when none matches."""
+    want = set(labels.items())
+    values = [v for (name, lab), v in samples.items() if name == sample and want <= set(lab)]
+    return sum(values) if values else default
 
 
 def wait_for(predicate, timeout: float = 20.0, interval: float = 0.05) -> Any:

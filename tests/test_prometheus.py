@@ -48,6 +48,7 @@ def test_compose_runs_tfserving_gateway_proxy_and_prometheus():
     assert all(p.startswith("127.0.0.1:") for p in published), published
     assert f"127.0.0.1:{s.grpc_port}:{s.grpc_port}" in services["gateway"]["ports"]
     assert f"127.0.0.1:{s.metrics_port}:{s.metrics_port}" in services["gateway"]["ports"]
+    assert f"127.0.0.1:{s.rest_port}:{s.rest_port}" in services["gateway"]["ports"]
     assert (SERVING / services["tfserving"]["build"]["dockerfile"].split("/", 1)[1]).is_file()
 
 
@@ -74,6 +75,12 @@ def test_k8s_manifests_mirror_compose():
     gw = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "gateway")
     args = gw["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args[args.index("--upstream") + 1] == "tfserving:8500"
+    container = gw["spec"]["template"]["spec"]["containers"][0]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    s = load_config(PARAMS).serving
+    assert ports == {"grpc": s.grpc_port, "rest": s.rest_port, "metrics": s.metrics_port}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "rest"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": "rest"}
     cm = next(d for d in docs if d["kind"] == "ConfigMap")
     assert cm["data"]["prometheus.yml"] == (PROM / "prometheus.yml").read_text()
     assert cm["data"]["alerts.yml"] == (PROM / "alerts.yml").read_text()
@@ -89,6 +96,30 @@ def _need(binary: str) -> str:
     if path is None:
         pytest.fail(f"{binary} not found on PATH: {INSTALL}", pytrace=False)
     return path
+
+
+def test_serving_containers_run_unprivileged():
+    """Issue 12.5: every serving Deployment runs as non-root with no privileges, capabilities
+    or writable root file system, and the TF Serving image switches to a non-root USER."""
+    deployments = [d for f in sorted((SERVING / "k8s").glob("*.yaml")) for d in _yaml_docs(f)
+                   if d["kind"] == "Deployment"]
+    assert {d["metadata"]["name"] for d in deployments} >= {"tfserving", "gateway", "prometheus"}
+    for d in deployments:
+        pod = d["spec"]["template"]["spec"]
+        name = d["metadata"]["name"]
+        assert pod["securityContext"]["runAsNonRoot"] is True, name
+        assert pod["securityContext"]["runAsUser"] > 0, name
+        for c in pod["containers"]:
+            sc = c.get("securityContext", {})
+            assert sc.get("allowPrivilegeEscalation") is False, (name, c["name"])
+            assert sc.get("readOnlyRootFilesystem") is True, (name, c["name"])
+            assert sc.get("capabilities", {}).get("drop") == ["ALL"], (name, c["name"])
+            assert not sc.get("capabilities", {}).get("add"), (name, c["name"])
+    users = re.findall(r"^USER\s+(\S+)", (SERVING / "Dockerfile.serving").read_text(), re.M)
+    assert users and users[-1].split(":")[0] not in ("root", "0"), users
+    tfs = next(d for d in deployments if d["metadata"]["name"] == "tfserving")
+    assert users[-1].split(":")[0] == str(tfs["spec"]["template"]["spec"]["securityContext"]["runAsUser"])
+
 
 
 def _promtool(*args: str) -> subprocess.CompletedProcess:

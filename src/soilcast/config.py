@@ -130,11 +130,16 @@ class VariableSpec(_Strict):
     accumulated: bool
     regrid_method: RegridMethod
     valid_range: FloatPair
+    # What the value can physically be, in canonical units: the gateway refuses requests (and
+    # never serves soil moisture) outside it. valid_range is in source units, for raw files.
+    physical_range: FloatPair
 
     @model_validator(mode="after")
     def _range(self) -> "VariableSpec":
         if self.valid_range[1] <= self.valid_range[0]:
             raise ValueError(f"valid_range of {self.name} is empty")
+        if self.physical_range[1] <= self.physical_range[0]:
+            raise ValueError(f"physical_range of {self.name} is empty")
         return self
 
 
@@ -312,13 +317,25 @@ class Export(_Strict):
     canary_windows: int = Field(ge=1)
 
 
+class Batching(_Strict):
+    """Server-side batching (embedded gateway, and TF Serving's batching_parameters_file)."""
+
+    enabled: bool
+    max_batch_size: int = Field(ge=1)
+    batch_timeout_micros: int = Field(ge=0)
+    num_batch_threads: int = Field(ge=1)
+    max_enqueued_batches: int = Field(ge=1)
+
+
 class Serving(_Strict):
     host: str
     grpc_port: int = Field(ge=0, le=65535)
+    rest_port: int = Field(ge=0, le=65535)  # TF Serving's REST API + /v2/health
     metrics_port: int = Field(ge=0, le=65535)
     model_name: str
     poll_seconds: float = Field(gt=0)
     max_message_mb: int = Field(ge=1)
+    max_batch: int = Field(ge=1)  # windows per Predict; also bounds a request's decoded size
     max_workers: int = Field(ge=1)
     max_concurrent_rpcs: int = Field(ge=1)
     drift_window: int = Field(ge=2)
@@ -327,6 +344,7 @@ class Serving(_Strict):
     drift_sample_cells: int = Field(ge=1)
     drift_interval_seconds: float = Field(gt=0)
     shutdown_grace_seconds: float = Field(ge=0)
+    batching: Batching
 
 
 class Pipeline(_Strict):

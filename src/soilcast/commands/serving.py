@@ -18,15 +18,17 @@ def serve(
         None, "--upstream", help="Proxy mode: forward to this TF Serving HOST:PORT (else embedded)."),
     host: Optional[str] = typer.Option(None, "--host", help="Bind address (default serving.host)."),
     port: Optional[int] = typer.Option(None, "--port", help="gRPC port (default serving.grpc_port; 0 = free)."),
+    rest_port: Optional[int] = typer.Option(
+        None, "--rest-port", help="REST API port (default serving.rest_port; 0 = free)."),
     metrics_port: Optional[int] = typer.Option(
         None, "--metrics-port", help="Prometheus port (default serving.metrics_port; 0 = free)."),
     tls_cert: Optional[Path] = typer.Option(None, "--tls-cert", help="PEM certificate (enables TLS)."),
     tls_key: Optional[Path] = typer.Option(None, "--tls-key", help="PEM private key for --tls-cert."),
     no_drift: bool = typer.Option(False, "--no-drift", help="Disable drift monitoring."),
     ready_file: Optional[Path] = typer.Option(
-        None, "--ready-file", help="Write {grpc_port, metrics_port} JSON here once serving."),
+        None, "--ready-file", help="Write {grpc_port, rest_port, metrics_port} JSON here once serving."),
 ) -> None:
-    """Serve forecasts over gRPC (TF Serving API) with Prometheus metrics; SIGTERM stops cleanly."""
+    """Serve forecasts over gRPC and REST (TF Serving APIs) with Prometheus metrics; SIGTERM stops cleanly."""
     import logging
     import signal
     import sys
@@ -37,7 +39,7 @@ def serve(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cfg = _cfg(params)
     try:
-        gateway = Gateway(cfg, upstream, host=host, grpc_port=port, metrics_port=metrics_port,
+        gateway = Gateway(cfg, upstream, host=host, grpc_port=port, metrics_port=metrics_port, rest_port=rest_port,
                           tls_cert=tls_cert, tls_key=tls_key, drift=not no_drift).start()
     except (OSError, ValueError) as err:
         _fail(f"serve: {err}")
@@ -46,13 +48,14 @@ def serve(
     try:
         mode = f"proxy -> {upstream}" if upstream else f"embedded, models from {cfg.paths.models_dir}"
         typer.echo(f"soilcast gateway: gRPC on {gateway.host}:{gateway.grpc_port} ({mode}); "
+                   f"REST on http://{gateway.host}:{gateway.rest_port}/v1/models/{cfg.serving.model_name}; "
                    f"metrics on http://{gateway.host}:{gateway.metrics_port}/metrics")
         sys.stdout.flush()
         if ready_file:
             from soilcast.io.atomic import atomic_write_json
 
             atomic_write_json(ready_file, {"host": gateway.host, "grpc_port": gateway.grpc_port,
-                                           "metrics_port": gateway.metrics_port})
+                                           "rest_port": gateway.rest_port, "metrics_port": gateway.metrics_port})
         while not stop.wait(0.5):  # short waits keep the main thread responsive to signals
             pass
         typer.echo(f"soilcast gateway: stopping (grace {cfg.serving.shutdown_grace_seconds}s)")
@@ -129,3 +132,39 @@ def hindcast(
     typer.echo(result["table"])
     for path in result["files"]:
         typer.echo(f"wrote {path}")
+
+
+@app.command("promote")
+def promote_cmd(
+    version: int = typer.Argument(..., help="Published version the label should point at."),
+    label: str = typer.Option(..., "--label", help="stable | canary"),
+    params: Path = ParamsOpt,
+) -> None:
+    """Point a version label at VERSION in <models_dir>/models.config (atomically).
+
+    TF Serving (polling that file) and the gateway route `version_label` with it; a request
+    naming no version gets `stable`. A new export lands as `canary`.
+    """
+    from soilcast.serving.labels import LabelError, labels_path, promote
+
+    cfg = _cfg(params)
+    try:
+        labels = promote(cfg.paths.models_dir, version, label, cfg.serving.model_name)
+    except LabelError as err:
+        _fail(f"promote: {err}")
+    typer.echo(f"{label} -> version {version}; labels now {labels} (wrote {labels_path(cfg.paths.models_dir)})")
+
+
+@app.command("batching-config")
+def batching_config_cmd(
+    out: Path = typer.Option(Path("serving/batching_parameters.txt"), "--out",
+                             help="Where to write TF Serving's --batching_parameters_file."),
+    params: Path = ParamsOpt,
+) -> None:
+    """Write serving.batching from params.yaml as TF Serving's batching_parameters_file."""
+    from soilcast.io.atomic import atomic_write_text
+    from soilcast.serving.batching import render_batching_parameters
+
+    cfg = _cfg(params)
+    atomic_write_text(out, render_batching_parameters(cfg.serving.batching))
+    typer.echo(f"wrote {out}")

@@ -8,7 +8,7 @@ all on the validation years, all must pass (TFX Evaluator-style value and change
 2. value vs persistence: 1 - MSE/MSE_pers >= ``cfg.gate.min_skill_vs_persistence`` whenever
    the model reads antecedent soil moisture (then "tomorrow = today" is free, and a forecast
    that loses to it has no value for an operator);
-3. change: when a champion is served (newest version under ``cfg.paths.models_dir``), it is
+3. change: when a champion is served (the version labelled ``stable``, else the newest), it is
    re-scored on the same validation windows and the winner's primary metric may be worse by
    at most ``cfg.gate.max_regression`` (relative). A champion that cannot be re-scored (files
    broken, other inputs, or a grid that no longer matches the data) blocks the promotion:
@@ -138,9 +138,9 @@ def _change_check(out: dict[str, Any], winner: str, score: float, primary: str,
 
 def champion_numbers(cfg: Config, scorer: ChampionScorer | None = None) -> dict[str, Any] | None:
     """Re-score the newest served version on the validation years, or None when nothing is served."""
-    from soilcast.export.versions import latest_version, read_metadata
+    from soilcast.export.versions import champion_version, read_metadata
 
-    version = latest_version(cfg.paths.models_dir)
+    version = champion_version(cfg.paths.models_dir)  # the one serving `stable`
     if version is None:
         return None
     version_dir = cfg.paths.models_dir / str(version)

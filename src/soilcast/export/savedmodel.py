@@ -9,7 +9,9 @@ Signatures (the serving contract):
 - ``metadata``: no inputs -> ``metadata`` string scalar holding the metadata JSON.
 
 Files beside the graph in ``assets.extra/``: ``soilcast_metadata.json`` (same JSON),
-``drift_reference.json`` and ``model_card.md``.
+``drift_reference.json``, ``model_card.md`` and ``tf_serving_warmup_requests`` (TF Serving's
+warm-up file, the canary windows; replayed before a version serves). A new version lands
+as the ``canary`` label; ``stable`` keeps the champion until ``soilcast promote``.
 
 Flow of :func:`export_blessed`: read the gate's blessing -> build the physical model ->
 write it to a staging directory outside the served base path -> infra-validate it in a fresh
@@ -269,15 +271,19 @@ def export_blessed(cfg: Config) -> Path | None:
     try:
         staged = staging / str(version)
         write_savedmodel(model, staged, cfg, metadata, extras)
+        from soilcast.export.warmup import write_warmup
+
+        write_warmup(staged, canaries, cfg.serving.model_name)  # replayed before it serves
         report = infra.validate(
             staged, canaries, expected, rtol_for(cfg, record.get("precision")), input_shapes(cfg), (OUTPUT, output_shape(cfg))
         )
         target = versions.publish(models_dir, staged, version)
+        labels = versions.land_as_canary(models_dir, version, cfg.serving.model_name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     pruned = versions.prune(models_dir, cfg.export.keep_versions)
     atomic_write_json(export_json_path(cfg), {
         "status": "exported", "model": name, "version": version, "path": str(target),
-        "infra_validation": report, "pruned_versions": pruned,
+        "infra_validation": report, "pruned_versions": pruned, "labels": labels,
     })
     return target

@@ -87,13 +87,40 @@ def publish(models_dir: Path, staged: Path, version: int) -> Path:
     return target
 
 
+def land_as_canary(models_dir: Path, version: int, model_name: str) -> dict[str, int]:
+    """Label a just-published ``version`` ``canary`` (``stable`` keeps the champion) in
+    ``<models_dir>/models.config``; call right after :func:`publish`."""
+    from soilcast.serving.labels import land_as_canary as land
+
+    return land(models_dir, version, model_name)
+
+
+def champion_version(models_dir: Path) -> int | None:
+    """The version serving ``stable`` (the champion a new model must beat): the stable label
+    when labels exist and point at a published version, else the newest version."""
+    from soilcast.serving.labels import read_labels
+
+    stable = (read_labels(models_dir) or {}).get("stable")
+    return stable if stable in list_versions(models_dir) else latest_version(models_dir)
+
+
+def _labelled(models_dir: Path) -> set[int]:
+    from soilcast.serving.labels import read_labels
+
+    return set((read_labels(models_dir) or {}).values())
+
+
 def prune(models_dir: Path, keep: int) -> list[int]:
-    """Delete all but the newest ``keep`` served (and rolled-back) versions; return removed."""
+    """Delete all but the newest ``keep`` served (and rolled-back) versions; return removed.
+    A version a label points at is never deleted (stable may be older than ``keep`` canaries)."""
     models_dir = Path(models_dir)
     removed: list[int] = []
+    labelled = _labelled(models_dir)
     for root in (models_dir, models_dir / ROLLED_BACK):
         versions = _numeric_dirs(root)
         for v in versions[: max(len(versions) - keep, 0)]:
+            if root == models_dir and v in labelled:
+                continue
             shutil.rmtree(root / str(v))
             if root == models_dir:
                 removed.append(v)
@@ -123,7 +150,15 @@ def rollback(models_dir: Path, to: int | None = None) -> dict[str, Any]:
         if dest.exists():
             shutil.rmtree(dest)
         os.replace(models_dir / str(v), dest)
+    _repoint_labels(models_dir, set(hidden), to)
     return {"serving": to, "rolled_back": sorted(hidden), "high_water": high_water(models_dir)}
+
+
+def _repoint_labels(models_dir: Path, gone: set[int], to: int) -> None:
+    """Labels that pointed at rolled-back versions now point at ``to`` (if labels exist)."""
+    from soilcast.serving.labels import repoint
+
+    repoint(models_dir, gone, to)
 
 
 def read_metadata(version_dir: Path) -> dict[str, Any]:

@@ -10,7 +10,10 @@ semantics). Two backends:
   served version from the same model base path (``cfg.paths.models_dir``, mounted read-only).
 
 Sizes: requests up to ``serving.max_message_mb`` are read; bigger ones are refused with
-RESOURCE_EXHAUSTED and counted. gRPC's own transport limit sits at TRANSPORT_HEADROOM times
+RESOURCE_EXHAUSTED and counted. The same limit bounds the *decoded* inputs (claimed shape x
+dtype, checked before anything is allocated) and ``serving.max_batch`` the windows per request
+(INVALID_ARGUMENT), so a tiny message using TensorProto's one-value shortcut cannot make the
+gateway allocate gigabytes. gRPC's own transport limit sits at TRANSPORT_HEADROOM times
 that, so a hostile client cannot make the gateway buffer unbounded data (beyond it gRPC
 refuses the message itself, uncounted). Concurrency: ``max_workers`` threads and at most
 ``max_concurrent_rpcs`` RPCs in flight (more get RESOURCE_EXHAUSTED from gRPC).
@@ -40,13 +43,15 @@ from tensorflow_serving.apis import (
 )
 
 from soilcast.config import Config
+from soilcast.serving.batching import Batcher
 from soilcast.serving.drift import DriftMonitor
 from soilcast.serving.models import (
     INPUT, OUTPUT, SIGNATURE, ModelInfo, ModelLoadError, ModelRepository, VersionNotFound, read_info,
 )
+from soilcast.serving.rest import RestApi, RestServer
 from soilcast.serving.telemetry import Telemetry
 from soilcast.serving.tensors import TensorDecodeError, from_ndarray, to_ndarray
-from soilcast.serving.validation import RequestError, decode_inputs
+from soilcast.serving.validation import RequestError, RequestLimits, bound_output, decode_inputs
 
 log = logging.getLogger("soilcast.serving.gateway")
 
@@ -116,8 +121,9 @@ def metadata_response(model_name: str, info: ModelInfo, fields: list[str]) -> An
 class EmbeddedBackend:
     """Serves versions loaded in this process."""
 
-    def __init__(self, repo: ModelRepository, model_name: str) -> None:
-        self.repo, self.model_name = repo, model_name
+    def __init__(self, repo: ModelRepository, model_name: str, limits: RequestLimits,
+                 batcher: Batcher | None = None) -> None:
+        self.repo, self.model_name, self.limits, self.batcher = repo, model_name, limits, batcher
 
     def _resolve(self, spec: Any):
         version, label = _spec_target(spec, self.model_name)
@@ -131,9 +137,9 @@ class EmbeddedBackend:
     def predict(self, request: Any, timeout: float | None):
         model = self._resolve(request.model_spec)
         _check_signature_name(request.model_spec.signature_name)
-        arrays = decode_inputs(request.inputs, model.info)
+        arrays = decode_inputs(request.inputs, model.info, self.limits)
         _check_output_filter(request.output_filter)
-        y = model.predict(arrays)
+        y = self.batcher.predict(model, arrays) if self.batcher else model.predict(arrays)
         resp = predict_pb2.PredictResponse()
         resp.model_spec.name = self.model_name
         resp.model_spec.version.value = model.version
@@ -169,6 +175,12 @@ class EmbeddedBackend:
         return resp
 
 
+def _label(request: Any) -> str:
+    """The version label a request asked for ('' when it named none or a number)."""
+    spec = getattr(request, "model_spec", None)
+    return str(spec.version_label) if spec is not None else ""
+
+
 def _check_output_filter(output_filter: Any) -> None:
     unknown = [o for o in output_filter if o != OUTPUT]
     if unknown:
@@ -179,7 +191,9 @@ def _check_output_filter(output_filter: Any) -> None:
 class ProxyBackend:
     """Forwards to an upstream TF Serving; validates and reads references from local disk."""
 
-    def __init__(self, upstream: str, models_dir: Path, model_name: str, max_bytes: int) -> None:
+    def __init__(self, upstream: str, models_dir: Path, model_name: str, limits: RequestLimits) -> None:
+        max_bytes = limits.max_bytes
+        self.limits = limits
         opts = [("grpc.max_send_message_length", max_bytes), ("grpc.max_receive_message_length", max_bytes)]
         self.channel = grpc.insecure_channel(upstream, options=opts)
         self.predict_stub = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
@@ -208,10 +222,33 @@ class ProxyBackend:
         except grpc.RpcError as err:
             raise RequestError(err.code(), None, f"upstream {self.upstream}: {err.details()}") from None
 
+    def file_labels(self) -> dict[str, int] | None:
+        """Labels from the shared models.config (what the upstream TF Serving reads too)."""
+        from soilcast.serving.labels import LabelError, read_labels
+
+        try:
+            return read_labels(self.models_dir)
+        except (LabelError, OSError) as err:
+            log.warning("proxy: %s", err)
+            return None
+
+    def label_of(self, version: int) -> str:
+        labels = self.file_labels() or {}
+        return next((k for k in ("stable", "canary") if labels.get(k) == version), "")
+
     def predict(self, request: Any, timeout: float | None):
-        version, _label = _spec_target(request.model_spec, self.model_name)
+        version, label = _spec_target(request.model_spec, self.model_name)
+        labels = self.file_labels()
+        if version is None and not label and labels and "stable" in labels:
+            # same default as the embedded gateway: a request naming nothing gets stable
+            routed = predict_pb2.PredictRequest()
+            routed.CopyFrom(request)
+            routed.model_spec.version_label = "stable"
+            request, version = routed, labels["stable"]
+        elif label and labels and label in labels:
+            version = labels[label]
         info = self.info(version)
-        arrays = decode_inputs(request.inputs, info) if info else None
+        arrays = decode_inputs(request.inputs, info, self.limits) if info else None
         resp = self._forward(self.predict_stub.Predict, request, timeout)
         served = self.info(resp.model_spec.version.value) or info
         y = None
@@ -221,7 +258,10 @@ class ProxyBackend:
             except TensorDecodeError as err:
                 log.warning("proxy: cannot decode upstream output for drift: %s", err)
         if served is not None and arrays is None:
-            arrays = {INPUT: to_ndarray(request.inputs[INPUT])}
+            try:
+                arrays = {INPUT: to_ndarray(request.inputs[INPUT], max_bytes=self.limits.max_bytes)}
+            except TensorDecodeError as err:
+                log.warning("proxy: request not decoded for drift: %s", err)
         return resp, served, arrays, y
 
     def metadata(self, request: Any, timeout: float | None):
@@ -247,45 +287,84 @@ class Servicer(prediction_service_pb2_grpc.PredictionServiceServicer,
                model_service_pb2_grpc.ModelServiceServicer):
     """Thin gRPC shell: times, counts and maps errors to status codes around the backend."""
 
-    def __init__(self, backend: Any, telemetry: Telemetry, drift: DriftMonitor | None) -> None:
-        self.backend, self.telemetry, self.drift = backend, telemetry, drift
+    def __init__(self, backend: Any, telemetry: Telemetry, drift: DriftMonitor | None,
+                 limits: RequestLimits) -> None:
+        self.backend, self.telemetry, self.drift, self.limits = backend, telemetry, drift, limits
 
-    def _call(self, method: str, context: Any, fn: Callable[[float | None], Any]) -> Any:
+    def _bounded(self, resp: Any, info: ModelInfo | None, y: np.ndarray | None) -> np.ndarray | None:
+        """Never serve soil moisture outside its physical range (clip, count, log)."""
+        if y is None or info is None:
+            return y
+        y, n = bound_output(y, info.mask, self.limits)
+        if n:
+            self.telemetry.clipped.inc(n)
+            log.warning("version %s served %d soil-moisture values outside %s; clipped",
+                        info.version, n, list(self.limits.output_range))
+            resp.outputs[OUTPUT].CopyFrom(from_ndarray(np.asarray(y, np.float32)))
+        return y
+
+    def handle(self, method: str, request: Any, timeout: float | None,
+               is_active: Callable[[], bool] = lambda: True) -> Any:
+        """Run ``method`` on a TF Serving request proto: the one path gRPC and REST share.
+
+        Times and counts the call; raises :class:`RequestError` (INTERNAL for anything
+        unexpected, so one request never takes the server down).
+        """
         t0 = time.perf_counter()
         code = grpc.StatusCode.OK
         try:
-            return fn(context.time_remaining())
+            return self._methods[method](request, timeout)
         except RequestError as err:
             code = err.code
-            if err.reason:
-                self.telemetry.invalid.labels(err.reason).inc()
-            for variable, n in err.nonfinite.items():
-                self.telemetry.nonfinite.labels(variable).inc(n)
-            context.abort(err.code, err.message)
-        except Exception as err:  # never let one request take the server down
+            self._count_invalid(err)
+            raise
+        except Exception as err:
             code = grpc.StatusCode.INTERNAL
             log.exception("%s failed", method)
-            context.abort(grpc.StatusCode.INTERNAL, f"{method}: {type(err).__name__}: {err}")
+            raise RequestError(code, None, f"{method}: {type(err).__name__}: {err}") from err
         finally:
-            if code == grpc.StatusCode.OK and not context.is_active():
+            if code == grpc.StatusCode.OK and not is_active():
                 code = grpc.StatusCode.CANCELLED
-            self.telemetry.requests.labels(method, code.name).inc()
+            self.telemetry.requests.labels(method, code.name, _label(request)).inc()
             self.telemetry.latency.labels(method).observe(time.perf_counter() - t0)
 
-    def Predict(self, request, context):
-        def run(timeout):
-            resp, info, arrays, y = self.backend.predict(request, timeout)
-            if self.drift is not None and info is not None and info.reference is not None and arrays:
-                self.drift.submit(info.version, info.reference, info.mask, arrays[INPUT], y)
-            return resp
+    def _count_invalid(self, err: RequestError) -> None:
+        if err.reason:
+            self.telemetry.invalid.labels(err.reason).inc()
+        for variable, n in err.nonfinite.items():
+            self.telemetry.nonfinite.labels(variable).inc(n)
 
-        return self._call("Predict", context, run)
+    def reject(self, method: str, err: RequestError) -> None:
+        """Count a request the transport refused before :meth:`handle` (REST: bad JSON, size)."""
+        self._count_invalid(err)
+        self.telemetry.requests.labels(method, err.code.name, "").inc()
+
+    @property
+    def _methods(self) -> dict[str, Callable[[Any, float | None], Any]]:
+        return {"Predict": self._predict, "GetModelMetadata": self.backend.metadata,
+                "GetModelStatus": self.backend.status}
+
+    def _predict(self, request: Any, timeout: float | None) -> Any:
+        resp, info, arrays, y = self.backend.predict(request, timeout)
+        y = self._bounded(resp, info, y)
+        if self.drift is not None and info is not None and info.reference is not None and arrays:
+            self.drift.submit(info.version, info.reference, info.mask, arrays[INPUT], y)
+        return resp
+
+    def _grpc(self, method: str, request: Any, context: Any) -> Any:
+        try:
+            return self.handle(method, request, context.time_remaining(), context.is_active)
+        except RequestError as err:
+            context.abort(err.code, err.message)
+
+    def Predict(self, request, context):
+        return self._grpc("Predict", request, context)
 
     def GetModelMetadata(self, request, context):
-        return self._call("GetModelMetadata", context, lambda t: self.backend.metadata(request, t))
+        return self._grpc("GetModelMetadata", request, context)
 
     def GetModelStatus(self, request, context):
-        return self._call("GetModelStatus", context, lambda t: self.backend.status(request, t))
+        return self._grpc("GetModelStatus", request, context)
 
 
 class _Oversized:
@@ -312,7 +391,7 @@ class SizeLimit(grpc.ServerInterceptor):
         def checked_behaviour(request, context):
             if isinstance(request, _Oversized):
                 self.telemetry.invalid.labels("oversized").inc()
-                self.telemetry.requests.labels(method, "RESOURCE_EXHAUSTED").inc()
+                self.telemetry.requests.labels(method, "RESOURCE_EXHAUSTED", "").inc()
                 context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
                               f"request of {request.nbytes} bytes exceeds the limit of {self.limit} "
                               f"bytes (serving.max_message_mb); {self.hint}")
@@ -322,38 +401,66 @@ class SizeLimit(grpc.ServerInterceptor):
 
 
 # ---------------------------------------------------------------------------- gateway
+def _port_in_use(host: str, port: int) -> bool:
+    """Whether ``host:port`` is held by another socket (a probe bind, released at once)."""
+    import errno
+    import socket
+
+    if port == 0:
+        return False
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind((host, port))
+    except OSError as err:
+        return err.errno == errno.EADDRINUSE
+    return False
+
+
 class Gateway:
     """Server + metrics endpoint + model repository (embedded) + drift monitor, as one unit."""
 
     def __init__(self, cfg: Config, upstream: str | None = None, *, host: str | None = None,
                  grpc_port: int | None = None, metrics_port: int | None = None,
+                 rest_port: int | None = None,
                  tls_cert: Path | None = None, tls_key: Path | None = None, drift: bool = True) -> None:
         s = cfg.serving
         self.cfg, self.upstream = cfg, upstream
         self.host = host or s.host
         self._ports = (s.grpc_port if grpc_port is None else grpc_port,
-                       s.metrics_port if metrics_port is None else metrics_port)
+                       s.metrics_port if metrics_port is None else metrics_port,
+                       s.rest_port if rest_port is None else rest_port)
         if (tls_cert is None) != (tls_key is None):
             raise ValueError("TLS needs both --tls-cert and --tls-key")
         self.tls = (Path(tls_cert), Path(tls_key)) if tls_cert else None
         self.max_bytes = s.max_message_mb * MiB
+        self.limits = limits = RequestLimits.from_config(cfg)
         self.telemetry = Telemetry()
         self.drift = DriftMonitor(s.drift_window, s.drift_sample_cells, s.psi_epsilon, cfg.seed,
                                   self.telemetry.publish_drift, self.telemetry.drift_dropped.inc,
                                   s.drift_interval_seconds) if drift else None
         self.repo: ModelRepository | None = None
+        self.batcher: Batcher | None = None
         if upstream:
-            self.backend: Any = ProxyBackend(upstream, cfg.paths.models_dir, s.model_name, self.max_bytes)
+            self.backend: Any = ProxyBackend(upstream, cfg.paths.models_dir, s.model_name, limits)
+            self.telemetry.label_of = self.backend.label_of
         else:
             self.repo = ModelRepository(cfg.paths.models_dir, s.poll_seconds, self._on_model_event)
-            self.backend = EmbeddedBackend(self.repo, s.model_name)
+            b = s.batching
+            self.batcher = Batcher(b.max_batch_size, b.batch_timeout_micros, b.num_batch_threads,
+                                   b.max_enqueued_batches) if b.enabled else None
+            self.backend = EmbeddedBackend(self.repo, s.model_name, limits, self.batcher)
+            self.telemetry.label_of = self.repo.label_of
         self.server: grpc.Server | None = None
+        self.rest: RestServer | None = None
         self._watcher: threading.Thread | None = None
-        self.grpc_port = self.metrics_port = 0
+        self._upstream_ready = False
+        self.grpc_port = self.metrics_port = self.rest_port = 0
 
     def _on_model_event(self, event: str, version: int, detail: str) -> None:
         if event == "swapped":
             self._publish_model_state()
+        elif event == "labels":
+            log.info("version labels now %s", detail)
         elif event == "refused":
             self.telemetry.load_failures.inc()
             log.error("model version %s refused, older versions keep serving: %s", version, detail)
@@ -374,37 +481,73 @@ class Gateway:
         n = request_bytes(self.cfg.window.seq_len, h, w, len(self.cfg.variables))
         return f"one window [1, {self.cfg.window.seq_len}, {h}, {w}, {len(self.cfg.variables)}] is {n} bytes"
 
-    def start(self) -> "Gateway":
+    def _bind(self) -> grpc.Server:
+        """The gRPC server bound to its port (not started); a held port fails here, clearly.
+
+        ``grpc.so_reuseport`` is off: with gRPC's default a second gateway on a held port
+        started without error and the kernel split new connections between the two.
+        """
         s = self.cfg.serving
-        self.metrics_port = self.telemetry.serve(self.host, self._ports[1])
-        if self.repo is not None:
-            self.repo.start()
-        else:
-            self._watch_upstream()
         server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=s.max_workers, thread_name_prefix="soilcast-grpc"),
             interceptors=[SizeLimit(self.max_bytes, self.telemetry, self._hint())],
             options=[("grpc.max_receive_message_length", TRANSPORT_HEADROOM * self.max_bytes),
-                     ("grpc.max_send_message_length", self.max_bytes)],
+                     ("grpc.max_send_message_length", self.max_bytes),
+                     ("grpc.so_reuseport", 0)],
             maximum_concurrent_rpcs=s.max_concurrent_rpcs,
         )
-        servicer = Servicer(self.backend, self.telemetry, self.drift)
+        servicer = self.servicer = Servicer(self.backend, self.telemetry, self.drift, self.limits)
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(servicer, server)
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(servicer, server)
         address = f"{self.host}:{self._ports[0]}"
-        if self.tls:
-            creds = grpc.ssl_server_credentials([(self.tls[1].read_bytes(), self.tls[0].read_bytes())])
-            self.grpc_port = server.add_secure_port(address, creds)
+        try:
+            if self.tls:
+                creds = grpc.ssl_server_credentials([(self.tls[1].read_bytes(), self.tls[0].read_bytes())])
+                self.grpc_port = server.add_secure_port(address, creds)
+            else:
+                self.grpc_port = server.add_insecure_port(address)
+        except RuntimeError as err:  # grpcio reports a failed bind this way
+            self.grpc_port = 0
+            detail = str(err)
         else:
-            self.grpc_port = server.add_insecure_port(address)
+            detail = ""
         if not self.grpc_port:
-            raise OSError(f"cannot bind gRPC to {address}")
-        server.start()
-        self.server = server
+            if _port_in_use(self.host, self._ports[0]):
+                raise OSError(f"gRPC port {self._ports[0]} on {self.host} is already in use (another "
+                              "gateway or TF Serving?); stop it or choose another with --port / "
+                              "serving.grpc_port")
+            raise OSError(f"cannot bind gRPC to {address}: {detail}")
+        return server
+
+    def start(self) -> "Gateway":
+        """Bind the gRPC and REST ports first (fail fast), then metrics, models and serving."""
+        try:
+            self.server = self._bind()
+            api = RestApi(self.servicer.handle, self.servicer.reject, self.ready, self.max_bytes,
+                          self.cfg.serving.max_concurrent_rpcs)
+            self.rest = RestServer(api, self.host, self._ports[2], self.tls)
+            self.rest_port = self.rest.port
+            self.metrics_port = self.telemetry.serve(self.host, self._ports[1])
+            if self.repo is not None:
+                self.repo.start()
+            else:
+                self._watch_upstream()
+            self.server.start()
+            self.rest.start()
+        except BaseException:
+            self.stop(grace=0)  # release whatever was taken before the failure
+            raise
         return self
+
+    def ready(self) -> bool:
+        """Whether a model version serves (Kubernetes readiness, /v2/health/ready)."""
+        if self.repo is not None:
+            return bool(self.repo.served)
+        return self._upstream_ready
 
     def _publish_upstream_state(self) -> None:
         versions = self.backend.upstream_versions(timeout=self.cfg.serving.poll_seconds)
+        self._upstream_ready = bool(versions)
         info = self.backend.info(versions[-1]) if versions else None
         model = str(info.metadata.get("model", "")) if info else ""
         self.telemetry.model_state({"model": model, "name": self.cfg.serving.model_name,
@@ -429,11 +572,17 @@ class Gateway:
     def stop(self, grace: float | None = None) -> None:
         """Stop accepting calls, let in-flight ones finish for ``grace`` seconds, release all."""
         grace = self.cfg.serving.shutdown_grace_seconds if grace is None else grace
+        if self.rest is not None:
+            self.rest.stop()
+            self.rest = None
         if self.server is not None:
             self.server.stop(grace).wait()
             self.server = None
         if self.repo is not None:
             self.repo.stop()
+        if self.batcher is not None:
+            self.batcher.stop()
+            self.batcher = None
         if self._watcher is not None:
             self._watch_stop.set()
             self._watcher.join()

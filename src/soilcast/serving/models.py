@@ -8,12 +8,12 @@ is *refused* (logged, counted, reported by GetModelStatus) and the versions alre
 keep serving. The served set is an immutable mapping swapped in one assignment, so a request
 that already picked its version finishes on it: swaps drop nothing.
 
-Version labels (TF Serving's ``version_label``), kept simple: ``stable`` and ``canary`` both
-mean the newest loaded version (the gate blesses a model before export, so there is no
-separate canary stage), ``previous`` the one before it (for side-by-side checks and rollback
-drills). The embedded gateway keeps every version present on disk loaded (the exporter
-prunes to ``export.keep_versions``), whereas TF Serving with ``serving/models.config`` loads
-only the newest.
+Version labels (TF Serving's ``version_label``) come from ``<models_dir>/models.config``
+(:mod:`soilcast.serving.labels`), re-read on every poll: ``stable`` (what a request naming
+no version gets) and ``canary`` are independent, ``previous`` is the second-newest loaded
+version. Without that file both labels mean the newest version. The embedded gateway keeps
+every version present on disk loaded (the exporter prunes to ``export.keep_versions``),
+whereas TF Serving loads only the labelled ones.
 """
 
 from __future__ import annotations
@@ -36,7 +36,6 @@ log = logging.getLogger("soilcast.serving.models")
 EXTRA = "assets.extra"
 METADATA_JSON = "soilcast_metadata.json"
 DRIFT_JSON = "drift_reference.json"
-LABELS = ("stable", "canary", "previous")
 
 
 class ModelLoadError(RuntimeError):
@@ -143,13 +142,15 @@ def _check_signature(fn: Any, info: ModelInfo) -> None:
 
 
 def warmup_inputs(info: ModelInfo) -> dict[str, np.ndarray]:
-    """One plausible request: reference means (or zeros) inside the mask, NaN outside."""
+    """One plausible request: weather at the reference means (or zeros) over the whole grid,
+    antecedent soil moisture zero inside the mask and NaN outside (as the store holds it)."""
     out = {}
     for name, shape in info.inputs.items():
         x = np.zeros((1, *shape), np.float32)
         if name == INPUT and info.reference is not None:
             x[...] = np.asarray([d.mean for d in info.reference.inputs], np.float32)
-        x[:, :, ~info.mask] = np.nan
+        if name != INPUT:
+            x[:, :, ~info.mask] = np.nan
         out[name] = x
     return out
 
@@ -177,12 +178,57 @@ def load_version(version_dir: Path) -> LoadedModel:
     if not np.isfinite(y[0][info.mask]).all():
         raise ModelLoadError(f"{version_dir}: warm-up prediction is non-finite in "
                              f"{int((~np.isfinite(y[0][info.mask])).sum())} mask cells")
+    replay_warmup(model)
     return model
 
 
-def _stamp(version_dir: Path) -> float:
-    pb = version_dir / "saved_model.pb"
-    return max(version_dir.stat().st_mtime, pb.stat().st_mtime if pb.exists() else 0.0)
+def replay_warmup(model: LoadedModel) -> int:
+    """Replay the version's TF Serving warm-up records (if any) before it serves, as TF
+    Serving does with ``--enable_model_warmup``, so the first real request is not the slow
+    one; a record that fails or answers non-finite inside the mask refuses the version."""
+    import time
+
+    from soilcast.export.warmup import WARMUP_FILE, read_warmup
+
+    info = model.info
+    try:
+        records = read_warmup(info.path)
+    except ValueError as err:
+        raise ModelLoadError(f"{info.path}: warm-up file unreadable: {err}") from None
+    if not records:
+        return 0
+    t0 = time.perf_counter()
+    for i, inputs in enumerate(records):
+        if set(inputs) != set(info.inputs):
+            raise ModelLoadError(f"{info.path / WARMUP_FILE}: record {i} has inputs {sorted(inputs)}, "
+                                 f"expected {sorted(info.inputs)}")
+        try:
+            y = model.predict(inputs)
+        except Exception as err:
+            raise ModelLoadError(f"{info.path / WARMUP_FILE}: record {i} failed: "
+                                 f"{type(err).__name__}: {err}") from None
+        if not np.isfinite(y[:, info.mask]).all():
+            raise ModelLoadError(f"{info.path / WARMUP_FILE}: record {i} answered non-finite soil moisture "
+                                 "inside the mask")
+    log.info("version %s: replayed %d warm-up requests from %s in %.2f s", info.version, len(records),
+             WARMUP_FILE, time.perf_counter() - t0)
+    return len(records)
+
+
+def _stamp(version_dir: Path) -> tuple[int, int, int]:
+    """Fingerprint of everything under a version: (newest mtime_ns, file count, total bytes).
+
+    A refused version is retried when this changes. Looking at the directory and
+    ``saved_model.pb`` alone missed a copy that completed later inside ``variables/`` (a
+    non-atomic publish), leaving the version refused for good.
+    """
+    newest, count, size = version_dir.stat().st_mtime_ns, 0, 0
+    for path in version_dir.rglob("*"):
+        st = path.stat()
+        newest = max(newest, st.st_mtime_ns)
+        if path.is_file():
+            count, size = count + 1, size + st.st_size
+    return newest, count, size
 
 
 # (event, version, detail): loaded | refused | unloaded, then swapped (newest or -1) per poll
@@ -199,7 +245,8 @@ class ModelRepository:
         self._listener = listener or (lambda *a: None)
         self._loader = loader
         self.served: dict[int, LoadedModel] = {}
-        self.refused: dict[int, tuple[float, str]] = {}
+        self.refused: dict[int, tuple[tuple[int, int, int], str]] = {}
+        self.file_labels: dict[str, int] | None = None
         self._lock = threading.Lock()  # one poll at a time; readers never take it
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -209,9 +256,22 @@ class ModelRepository:
             return {}
         return {int(p.name): p for p in self.models_dir.iterdir() if p.is_dir() and p.name.isdigit()}
 
+    def _read_labels(self) -> None:
+        from soilcast.serving.labels import LabelError, read_labels
+
+        try:
+            labels = read_labels(self.models_dir)
+        except (LabelError, OSError) as err:  # keep routing with the last good map
+            log.error("version labels not updated: %s", err)
+            return
+        if labels != self.file_labels:
+            self._listener("labels", -1, str(labels))
+        self.file_labels = labels
+
     def poll(self) -> None:
         """Load new versions, unload vanished ones, then swap the served set atomically."""
         with self._lock:
+            self._read_labels()
             disk = self._on_disk()
             served = {v: m for v, m in self.served.items() if v in disk}
             for v in sorted(set(self.served) - set(served)):
@@ -252,26 +312,32 @@ class ModelRepository:
             self._thread.join()
 
     def labels(self, served: dict[int, LoadedModel] | None = None) -> dict[str, int]:
-        versions = sorted(self.served if served is None else served)
-        out: dict[str, int] = {}
-        if versions:
-            out["stable"] = out["canary"] = versions[-1]
-        if len(versions) > 1:
-            out["previous"] = versions[-2]
-        return out
+        from soilcast.serving.labels import effective_labels
+
+        return effective_labels(self.file_labels, sorted(self.served if served is None else served))
+
+    def label_of(self, version: int) -> str:
+        """The label a version serves under ('' if none; ``stable`` wins over ``canary``)."""
+        labels = self.labels()
+        return next((k for k in ("stable", "canary", "previous") if labels.get(k) == version), "")
 
     def resolve(self, version: int | None = None, label: str | None = None) -> LoadedModel:
-        """The version a request asks for (newest when it names none)."""
+        """The version a request asks for: by number, by label, else ``stable`` (newest when
+        no labels file exists or stable is not loaded)."""
         served = self.served  # one read: the set cannot change under this request
         if not served:
             raise VersionNotFound(f"no version loaded yet from {self.models_dir}")
+        labels = self.labels(served)
         if label:
-            labels = self.labels(served)
             if label not in labels:
                 raise VersionNotFound(f"unknown version label {label!r}; available: {labels}")
             version = labels[label]
+            if version not in served:
+                raise VersionNotFound(f"version label {label!r} points at version {version}, which is "
+                                      f"not loaded; available: {sorted(served)}")
         if version is None:
-            return served[max(served)]
+            stable = labels.get("stable")
+            return served[stable] if stable in served else served[max(served)]
         if version not in served:
             raise VersionNotFound(f"version {version} is not loaded; available: {sorted(served)}")
         return served[version]

@@ -26,6 +26,7 @@ CLIMATE = {
     "sp": ("normal", 960.0, 30.0),
 }
 WET_DAY_SHARE = 0.5
+NON_NEGATIVE = ("tp", "ssrd")
 WEIGHTS = {"tp": 0.8, "t2m": -0.5, "d2m": 0.4, "u10": 0.0, "v10": 0.0, "ssrd": -0.3, "sp": 0.1}
 SM_MAX = 0.5
 
@@ -39,7 +40,8 @@ def demo_mask(h: int, w: int) -> np.ndarray:
 def synthetic_meteo(rng: np.random.Generator, shape: tuple[int, ...], variables: list[str],
                     mask: np.ndarray | None = None, t2m_shift: float = 0.0,
                     rain_factor: float = 1.0) -> np.ndarray:
-    """Draws [..., H, W, C] from :data:`CLIMATE` (NaN outside ``mask``), optionally shifted."""
+    """Draws [..., H, W, C] from :data:`CLIMATE` (NaN outside ``mask`` when one is given, as
+    the drift reference's training values), optionally shifted."""
     out = np.empty((*shape, len(variables)), np.float32)
     for c, name in enumerate(variables):
         kind, a, b = CLIMATE[name]
@@ -48,6 +50,8 @@ def synthetic_meteo(rng: np.random.Generator, shape: tuple[int, ...], variables:
             out[..., c] = np.where(wet, rng.gamma(a, b, shape), 0.0) * rain_factor
         else:
             out[..., c] = rng.normal(a, b, shape) + (t2m_shift if name == "t2m" else 0.0)
+        if name in NON_NEGATIVE:  # a normal's far tail would be physically impossible
+            out[..., c] = np.maximum(out[..., c], 0.0)
     if mask is not None:
         out[..., ~mask, :] = np.nan
     return out

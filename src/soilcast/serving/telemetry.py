@@ -3,11 +3,17 @@ one process, e.g. in tests, without clashing in the global default registry).
 
 Names (all ``soilcast_``-prefixed; alert rules in ``serving/prometheus/alerts.yml`` use them):
 
-- ``requests_total{method,code}``, ``request_latency_seconds{method}`` (histogram)
+- ``requests_total{method,code,version_label}`` (the label the request asked for, '' when it
+  named none), ``request_latency_seconds{method}`` (histogram)
 - ``invalid_requests_total{reason}``: rejected inputs by reason (rank, shape, dtype,
-  nonfinite, empty, unknown_input, malformed, unknown_model, unknown_version, oversized, ...)
-- ``nonfinite_input_values_total{variable}``: NaN/inf values found inside the mask
-- ``drift_psi{kind,variable}``, ``drift_mean_shift{kind,variable}``,
+  nonfinite, empty, unknown_input, malformed, unknown_model, unknown_version, oversized (wire
+  or decoded size), batch (over serving.max_batch), ...)
+- ``nonfinite_input_values_total{variable}``: NaN/inf input values (anywhere in the weather,
+  inside the mask in antecedent soil moisture)
+- ``output_clipped_values_total``: served soil moisture outside its physical range, clipped
+  (the exported graph clips already: any count is a model bug)
+- ``drift_psi{kind,variable,version,version_label}``, ``drift_mean_shift{...same}`` (one
+  series per served version; ``version_label`` is stable/canary/previous or ''),
   ``drift_window_requests``, ``drift_dropped_total``
 - ``model_info{model,version,...}`` (Info), ``model_loaded`` (1 when a version serves),
   ``model_versions_loaded``, ``model_load_failures_total``
@@ -16,7 +22,7 @@ Names (all ``soilcast_``-prefixed; alert rules in ``serving/prometheus/alerts.ym
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, start_http_server
 
@@ -29,19 +35,23 @@ class Telemetry:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.requests = Counter("soilcast_requests", "gRPC requests by method and status code",
-                                ["method", "code"], registry=r)
+        self.requests = Counter("soilcast_requests", "gRPC and REST requests by method and status code",
+                                ["method", "code", "version_label"], registry=r)
         self.latency = Histogram("soilcast_request_latency_seconds", "gRPC handling time",
                                  ["method"], buckets=LATENCY_BUCKETS, registry=r)
         self.invalid = Counter("soilcast_invalid_requests", "Rejected requests by reason",
                                ["reason"], registry=r)
         self.nonfinite = Counter("soilcast_nonfinite_input_values",
-                                 "NaN/inf input values inside the mask", ["variable"], registry=r)
+                                 "NaN/inf input values", ["variable"], registry=r)
+        self.clipped = Counter("soilcast_output_clipped_values",
+                               "Served soil moisture values outside the physical range, clipped",
+                               registry=r)
         self.psi = Gauge("soilcast_drift_psi", "PSI of the recent window vs the training reference",
-                         ["kind", "variable"], registry=r)
+                         ["kind", "variable", "version", "version_label"], registry=r)
         self.mean_shift = Gauge("soilcast_drift_mean_shift",
                                 "(window mean - reference mean) / reference std",
-                                ["kind", "variable"], registry=r)
+                                ["kind", "variable", "version", "version_label"], registry=r)
+        self.label_of: Callable[[int], str] = lambda version: ""  # set by the gateway
         self.window = Gauge("soilcast_drift_window_requests", "Forecast windows (batch elements) in the drift window",
                             registry=r)
         self.drift_dropped = Counter("soilcast_drift_dropped",
@@ -69,11 +79,12 @@ class Telemetry:
 
     def publish_drift(self, version: int, stats: dict[tuple[str, str], dict[str, float]],
                       n_requests: int) -> None:
+        label = self.label_of(version)
         for (kind, variable), s in stats.items():
             if not math.isnan(s["psi"]):
-                self.psi.labels(kind, variable).set(s["psi"])
+                self.psi.labels(kind, variable, str(version), label).set(s["psi"])
             if not math.isnan(s["mean_shift"]):
-                self.mean_shift.labels(kind, variable).set(s["mean_shift"])
+                self.mean_shift.labels(kind, variable, str(version), label).set(s["mean_shift"])
         self.window.set(n_requests)
 
     def model_state(self, newest: dict[str, str] | None, n_versions: int) -> None:

@@ -7,6 +7,8 @@ every client and cost a copy through Python lists for ``*_val`` fields. Here the
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 
@@ -41,15 +43,41 @@ def proto_shape(proto: tensor_pb2.TensorProto) -> tuple[int, ...]:
     return tuple(int(d.size) for d in proto.tensor_shape.dim)
 
 
-def to_ndarray(proto: tensor_pb2.TensorProto) -> np.ndarray:
-    """Decode ``proto``; raise :class:`TensorDecodeError` naming what disagrees."""
+class TensorTooLarge(TensorDecodeError):
+    """The shape a TensorProto claims decodes to more bytes than allowed."""
+
+    def __init__(self, nbytes: int, limit: int, shape: tuple[int, ...], dtype: int) -> None:
+        super().__init__(f"shape {list(shape)} of {dtype_name(dtype)} decodes to {nbytes} bytes, "
+                         f"over the limit of {limit} bytes")
+        self.nbytes, self.limit = nbytes, limit
+
+
+def decoded_nbytes(proto: tensor_pb2.TensorProto) -> int:
+    """Bytes ``proto`` decodes to, from its claimed shape alone (exact: Python ints, no overflow).
+
+    This is what decoding allocates, whatever the wire size: the one-value ``*_val`` shortcut
+    lets a few bytes claim gigabytes, so limits must be checked on this, not on the message.
+    """
+    itemsize = np.dtype(_NUMPY_OF[proto.dtype]).itemsize if proto.dtype in _NUMPY_OF else 1
+    return math.prod(max(d, 0) for d in proto_shape(proto)) * itemsize
+
+
+def to_ndarray(proto: tensor_pb2.TensorProto, max_bytes: int | None = None) -> np.ndarray:
+    """Decode ``proto``; raise :class:`TensorDecodeError` naming what disagrees.
+
+    ``max_bytes`` bounds the decoded size, checked on the claimed shape before anything is
+    allocated (:class:`TensorTooLarge`).
+    """
     if proto.dtype not in _NUMPY_OF:
         raise TensorDecodeError(f"unsupported dtype {dtype_name(proto.dtype)}")
     np_dtype = np.dtype(_NUMPY_OF[proto.dtype])
     shape = proto_shape(proto)
     if any(d < 0 for d in shape):
         raise TensorDecodeError(f"shape {list(shape)} has unknown (-1) dimensions")
-    n = int(np.prod(shape, dtype=np.int64))
+    nbytes = decoded_nbytes(proto)
+    if max_bytes is not None and nbytes > max_bytes:
+        raise TensorTooLarge(nbytes, max_bytes, shape, proto.dtype)
+    n = nbytes // np_dtype.itemsize
     if proto.tensor_content:
         if len(proto.tensor_content) != n * np_dtype.itemsize:
             raise TensorDecodeError(

@@ -3,21 +3,32 @@
 Every rejection is a :class:`RequestError` carrying the gRPC status, a short ``reason`` (the
 label of ``soilcast_invalid_requests_total``) and a message that says what was expected.
 
-NaN policy: clients send windows cut from the tensor store, which holds NaN exactly outside
-the basin mask, so non-finite values *outside* the mask are accepted (the model masks them);
-NaN or +-inf *inside* the mask is rejected with INVALID_ARGUMENT naming the variables.
+Value policy (the store keeps weather over the whole grid; the basin mask restricts soil
+moisture only):
+
+- ``meteo`` must be finite everywhere; outside the mask any finite value is accepted (weather
+  over sea or neighbouring countries), inside it each variable must lie in its
+  ``physical_range`` (canonical units, params.yaml), e.g. t2m in [150, 350] K;
+- ``antecedent_soil_moisture`` may be NaN outside the mask (soil moisture is undefined over
+  sea) and must lie in the target's ``physical_range`` inside it.
+
+Violations are INVALID_ARGUMENT naming the variables (reasons ``nonfinite`` and
+``out_of_range``). :func:`bound_output` keeps served soil moisture inside its physical range.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
 
 import grpc
 import numpy as np
 from tensorflow.core.framework import types_pb2
 
+from soilcast.contract import ANTECEDENT, INPUT
 from soilcast.serving.models import ModelInfo
-from soilcast.serving.tensors import TensorDecodeError, dtype_name, proto_shape, to_ndarray
+from soilcast.serving.tensors import TensorDecodeError, decoded_nbytes, dtype_name, proto_shape, to_ndarray
 
 
 class RequestError(Exception):
@@ -28,28 +39,113 @@ class RequestError(Exception):
         self.nonfinite = nonfinite or {}
 
 
+@dataclass(frozen=True)
+class RequestLimits:
+    """Bounds on one Predict request, all checked on claimed shapes before any allocation.
+
+    ``max_bytes`` bounds the *decoded* inputs together (shape x dtype), not the wire size:
+    TensorProto's one-value ``float_val`` shortcut makes a 100-byte message claim gigabytes.
+    """
+
+    max_bytes: int
+    max_batch: int
+    ranges: Mapping[str, tuple[float, float]]  # variable (or input) name -> physical range
+    units: Mapping[str, str]
+    output_range: tuple[float, float]
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> "RequestLimits":
+        specs = {v.name: v for v in cfg.variables} | {ANTECEDENT: cfg.target}
+        return cls(max_bytes=cfg.serving.max_message_mb << 20, max_batch=cfg.serving.max_batch,
+                   ranges={n: tuple(v.physical_range) for n, v in specs.items()},
+                   units={n: v.canonical_units for n, v in specs.items()},
+                   output_range=tuple(cfg.target.physical_range))
+
+
 def _bad(reason: str, message: str, **kw) -> RequestError:
     return RequestError(grpc.StatusCode.INVALID_ARGUMENT, reason, message, **kw)
 
 
 def expected(info: ModelInfo) -> str:
     parts = [f"{n!r} float32 [batch, {', '.join(map(str, s))}]" for n, s in info.inputs.items()]
-    return f"{' and '.join(parts)} (variables {info.variables}, NaN allowed only outside the mask)"
+    return (f"{' and '.join(parts)} (variables {info.variables}; weather finite over the whole grid, "
+            "inside the mask within physical ranges)")
 
 
-def _nonfinite_inside(name: str, x: np.ndarray, info: ModelInfo) -> dict[str, int]:
-    """Count NaN/inf inside the mask, per variable (``meteo``) or for the whole input."""
-    inside = ~np.isfinite(x) & info.mask.reshape((1, 1, *info.mask.shape) + (1,) * (x.ndim - 4))
-    if not inside.any():
+def _mask_of(x: np.ndarray, info: ModelInfo) -> np.ndarray:
+    return info.mask.reshape((1, 1, *info.mask.shape) + (1,) * (x.ndim - 4))
+
+
+def _nonfinite(name: str, x: np.ndarray, info: ModelInfo) -> dict[str, int]:
+    """NaN/inf counts per variable: anywhere in ``meteo``, inside the mask for soil moisture."""
+    bad = ~np.isfinite(x)
+    if name != INPUT:
+        bad &= _mask_of(x, info)
+    if not bad.any():
         return {}
     if x.ndim == 5:
-        per = inside.sum(axis=(0, 1, 2, 3))
+        per = bad.sum(axis=(0, 1, 2, 3))
         return {v: int(n) for v, n in zip(info.variables, per) if n}
-    return {name: int(inside.sum())}
+    return {name: int(bad.sum())}
 
 
-def decode_inputs(inputs: Mapping, info: ModelInfo) -> dict[str, np.ndarray]:
-    """Check names, dtypes, shapes and finiteness; return the decoded arrays."""
+def _out_of_range(name: str, x: np.ndarray, info: ModelInfo, limits: RequestLimits) -> list[str]:
+    """One line per variable with values outside its physical range inside the mask."""
+    inside = x[:, :, info.mask]  # [B, L, cells(, C)]: only basin cells are range-checked
+    columns = ([(v, inside[..., c]) for c, v in enumerate(info.variables)] if x.ndim == 5
+               else [(name, inside)])
+    problems = []
+    for var, vals in columns:
+        if var not in limits.ranges:
+            continue  # a variable params.yaml does not know: nothing to check it against
+        lo, hi = limits.ranges[var]
+        out = (vals < lo) | (vals > hi)
+        if out.any():
+            u = limits.units.get(var, "")
+            problems.append(f"{var}: {int(out.sum())} values in [{vals[out].min():g}, {vals[out].max():g}] "
+                            f"{u}, physical range [{lo:g}, {hi:g}] {u}")
+    return problems
+
+
+def _check_values(arrays: Mapping[str, np.ndarray], info: ModelInfo, limits: RequestLimits) -> None:
+    bad: dict[str, int] = {}
+    for name, x in arrays.items():
+        bad.update(_nonfinite(name, x, info))
+    if bad:
+        raise _bad("nonfinite", f"NaN/inf values {bad}: weather ({INPUT!r}) must be finite over the whole "
+                                f"grid, {ANTECEDENT!r} inside the basin mask", nonfinite=bad)
+    problems = [p for name, x in arrays.items() for p in _out_of_range(name, x, info, limits)]
+    if problems:
+        raise _bad("out_of_range", "physically impossible values inside the basin mask (canonical "
+                                   f"units; check the unit conversion): {'; '.join(problems)}")
+
+
+def bound_output(y: np.ndarray, mask: np.ndarray, limits: RequestLimits) -> tuple[np.ndarray, int]:
+    """``y`` clipped to the soil-moisture physical range, and how many mask values it moved.
+
+    The exported graph already clips; this is the gateway's guarantee that no client ever
+    receives impossible soil moisture (a nonzero count means a model bug worth an alert).
+    """
+    lo, hi = limits.output_range
+    inside = y[:, mask] if y.shape[1:] == mask.shape else y
+    n = int(((inside < lo) | (inside > hi)).sum())
+    return (np.clip(y, lo, hi) if n else y), n
+
+
+def _check_sizes(inputs: Mapping, info: ModelInfo, limits: RequestLimits, batch: int) -> None:
+    """Batch and decoded-size limits, from the claimed shapes (nothing decoded yet)."""
+    if batch > limits.max_batch:
+        raise _bad("batch", f"batch of {batch} windows exceeds the limit of {limits.max_batch} "
+                            f"(serving.max_batch); split the request")
+    nbytes = sum(decoded_nbytes(inputs[name]) for name in info.inputs)
+    if nbytes > limits.max_bytes:
+        raise RequestError(grpc.StatusCode.RESOURCE_EXHAUSTED, "oversized",
+                           f"inputs decode to {nbytes} bytes ({batch} windows), over the limit of "
+                           f"{limits.max_bytes} bytes (serving.max_message_mb); split the request")
+
+
+def decode_inputs(inputs: Mapping, info: ModelInfo, limits: RequestLimits) -> dict[str, np.ndarray]:
+    """Check names, dtypes, shapes, sizes and finiteness; return the decoded arrays."""
     if not inputs:
         raise _bad("empty", f"empty request: expected inputs {expected(info)}")
     unknown = sorted(set(inputs) - set(info.inputs))
@@ -72,14 +168,11 @@ def decode_inputs(inputs: Mapping, info: ModelInfo) -> dict[str, np.ndarray]:
             raise _bad("shape", f"input {name!r} has shape {list(shape)}; expected "
                                 f"[batch>=1, {', '.join(map(str, want))}]: {expected(info)}")
         batch = shape[0]
+    _check_sizes(inputs, info, limits, batch)
+    for name in info.inputs:
         try:
-            arrays[name] = to_ndarray(proto)
+            arrays[name] = to_ndarray(inputs[name], max_bytes=limits.max_bytes)
         except TensorDecodeError as err:
             raise _bad("malformed", f"input {name!r}: {err}") from None
-    bad: dict[str, int] = {}
-    for name, x in arrays.items():
-        bad.update(_nonfinite_inside(name, x, info))
-    if bad:
-        raise _bad("nonfinite", f"NaN/inf inside the basin mask: {bad} values; every mask cell must be "
-                                "finite (NaN is allowed only outside the mask)", nonfinite=bad)
+    _check_values(arrays, info, limits)
     return arrays
