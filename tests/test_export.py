@@ -258,3 +258,72 @@ def test_a_rolled_back_model_is_not_pushed_again(tmp_path, monkeypatch):
     assert export_blessed(cfg) is None  # the pipeline re-runs with the same "bad" weights
     assert "rolled back as version 2" in json.loads(export_json_path(cfg).read_text())["status"]
     assert versions.list_versions(cfg.paths.models_dir) == [1]
+
+
+# ----------------------------------------------------------------- forecast products
+
+
+def test_products_signature_matches_independent_numpy(exported):
+    """basin_mean = numpy cos-lat weighted mean; anomaly = forecast - climatology(valid day);
+    percentile/drought class = the numpy twin of the in-graph tables; metadata labels columns."""
+    import pandas as pd
+    import tensorflow as tf
+
+    from soilcast.export.products import product_tables, products_numpy
+    from soilcast.ml.models.references import Climatology, calendar_bin
+
+    cfg, model, tensors, path, _ = exported
+    loaded = tf.saved_model.load(str(path))
+    x = _window(cfg, tensors, 3)
+    valid = pd.DatetimeIndex(["2019-01-01", "2019-07-15", "2019-12-31"])
+    doy = calendar_bin(valid).astype(np.int32)
+    out = {k: v.numpy() for k, v in loaded.signatures["forecast_products"](
+        meteo=tf.constant(x), valid_day_of_year=tf.constant(doy)).items()}
+    y = np.asarray(model(x))
+    np.testing.assert_allclose(out["soil_moisture"], y, rtol=1e-6)
+    meta = json.loads((path / "assets.extra" / "soilcast_metadata.json").read_text())
+    ids = [b["id"] for b in meta["basins"]]
+    assert ids == sorted(int(b) for b in np.unique(tensors.basin_id[tensors.mask]) if b)
+    assert ids and meta["products"]["basins"] == meta["basins"] and out["basin_mean"].shape == (3, len(ids))
+    cos = np.cos(np.deg2rad(tensors.lat))[:, None] * np.ones(tensors.mask.shape)
+    for k, bid in enumerate(ids):
+        cells = (tensors.basin_id == bid) & tensors.mask
+        want = (y[:, cells] * cos[cells]).sum(axis=1) / cos[cells].sum()
+        np.testing.assert_allclose(out["basin_mean"][:, k], want, rtol=1e-5)
+    clim = Climatology.from_config(cfg, tensors.Y, tensors.time).predict(valid)
+    np.testing.assert_allclose(out["anomaly"][:, tensors.mask], (y - clim)[:, tensors.mask], rtol=1e-5, atol=1e-7)
+    assert np.isnan(out["anomaly"][:, ~tensors.mask]).all()
+    ref = products_numpy(y, doy, product_tables(cfg, tensors))
+    np.testing.assert_allclose(out["percentile"], ref["percentile"], atol=1e-3)
+    assert out["drought_class"].dtype == np.int32
+    assert np.isnan(out["percentile"][:, ~tensors.mask]).all() and (out["drought_class"][:, ~tensors.mask] == -1).all()
+    # the old contract is untouched: serving_default still answers soil_moisture only
+    old = loaded.signatures["serving_default"](meteo=tf.constant(x))
+    assert list(old) == ["soil_moisture"]
+    with pytest.raises(Exception):  # a day beyond the 366-day calendar is refused
+        loaded.signatures["forecast_products"](meteo=tf.constant(x), valid_day_of_year=tf.constant([0, 1, 366], tf.int32))
+
+
+def test_percentile_and_drought_class_on_a_constructed_example():
+    """One cell whose training distribution is uniform 0..1: the quantiles are 0, .05, ...,
+    so a forecast of 0.01 is percentile 1 (D4), 0.04 -> 4 (D3), 0.25 -> 25 (D0), 0.5 -> none."""
+    import keras
+
+    from soilcast.contract import drought_class
+    from soilcast.export.products import ProductTables, products_layer
+
+    q = np.linspace(0.0, 1.0, 21, dtype=np.float32)
+    quants = np.broadcast_to(q[None, :, None, None], (73, 21, 1, 2)).copy()
+    quants[:, :, 0, 1] = np.nan  # the second cell is outside the mask
+    tables = ProductTables(np.array([1]), np.array([[1.0], [0.0]], np.float32),
+                           np.full((366, 1, 2), 0.3, np.float32), quants)
+    layer = products_layer(tables)
+    y = np.array([[[0.01, np.nan]], [[0.04, np.nan]], [[0.08, np.nan]], [[0.15, np.nan]],
+                  [[0.25, np.nan]], [[0.5, np.nan]], [[-0.1, np.nan]], [[1.2, np.nan]]], np.float32)
+    out = {k: keras.ops.convert_to_numpy(v) for k, v in layer(y, np.arange(8, dtype=np.int32) * 40).items()}
+    np.testing.assert_allclose(out["percentile"][:, 0, 0], [1, 4, 8, 15, 25, 50, 0, 100], atol=1e-4)
+    assert out["drought_class"][:, 0, 0].tolist() == [4, 3, 2, 1, 0, -1, 4, -1]
+    assert (out["drought_class"][:, 0, 1] == -1).all() and np.isnan(out["percentile"][:, 0, 1]).all()
+    np.testing.assert_allclose(out["anomaly"][:, 0, 0], y[:, 0, 0] - 0.3, rtol=1e-6)
+    np.testing.assert_allclose(out["basin_mean"][:, 0], y[:, 0, 0], rtol=1e-6)
+    assert drought_class([2.0, 2.01, 5.0, 10.0, 20.0, 30.0, 30.01, np.nan]).tolist() == [4, 3, 3, 2, 1, 0, -1, -1]
