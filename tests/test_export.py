@@ -327,3 +327,47 @@ def test_percentile_and_drought_class_on_a_constructed_example():
     np.testing.assert_allclose(out["anomaly"][:, 0, 0], y[:, 0, 0] - 0.3, rtol=1e-6)
     np.testing.assert_allclose(out["basin_mean"][:, 0], y[:, 0, 0], rtol=1e-6)
     assert drought_class([2.0, 2.01, 5.0, 10.0, 20.0, 30.0, 30.01, np.nan]).tolist() == [4, 3, 3, 2, 1, 0, -1, -1]
+
+
+def test_products_pass_through_grpc_and_rest_and_old_clients_still_work(exported):
+    """The exported products reach clients over both APIs (output_filter honoured), equal
+    to the SavedModel's own answer; a plain serving_default request answers soil moisture only."""
+    import urllib.error
+    import urllib.request
+
+    import grpc
+
+    from tests.serving_helpers import client, gateway
+
+    cfg, model, tensors, path, _ = exported
+    x = _window(cfg, tensors, 2)
+    doy = np.array([10, 200], np.int32)
+    with gateway(cfg) as gw, client(gw) as c:
+        old = c.predict(x)
+        np.testing.assert_allclose(old, np.asarray(model(x)), rtol=1e-5)
+        got = c.predict_products(x, doy)
+        assert sorted(got) == sorted(["soil_moisture", "basin_mean", "anomaly", "percentile", "drought_class"])
+        assert got["drought_class"].dtype == np.int32 and got["basin_mean"].shape[0] == 2
+        np.testing.assert_allclose(got["soil_moisture"], old, rtol=1e-6)
+        only = c.predict_products(x, doy, outputs=("basin_mean",))
+        assert list(only) == ["basin_mean"]
+        np.testing.assert_allclose(only["basin_mean"], got["basin_mean"], rtol=1e-6)
+        with pytest.raises(grpc.RpcError) as err:
+            c.predict_products(x, np.array([10, 400], np.int32))
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "0..365" in err.value.details()
+        body = json.dumps({"signature_name": "forecast_products",
+                           "inputs": {"meteo": x.tolist(), "valid_day_of_year": doy.tolist()}}).encode()
+        req = urllib.request.Request(f"http://127.0.0.1:{gw.rest_port}/v1/models/{cfg.serving.model_name}:predict",
+                                     data=body, method="POST")
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            outs = json.loads(resp.read())["outputs"]
+        np.testing.assert_allclose(np.asarray(outs["basin_mean"], float), got["basin_mean"], rtol=1e-6)
+        assert np.asarray(outs["drought_class"]).tolist() == got["drought_class"].tolist()
+        old_body = json.dumps({"inputs": x.tolist()}).encode()
+        req = urllib.request.Request(f"http://127.0.0.1:{gw.rest_port}/v1/models/{cfg.serving.model_name}:predict",
+                                     data=old_body, method="POST")
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            assert np.asarray(json.loads(resp.read())["outputs"], float).shape == (2, *cfg.grid.shape)
+        sig = c.signature("forecast_products")
+        assert sorted(sig["inputs"]) == ["meteo", "valid_day_of_year"] and "percentile" in sig["outputs"]
+        assert sorted(c.signature()["outputs"]) == ["soil_moisture"]
