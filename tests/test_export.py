@@ -371,3 +371,33 @@ def test_products_pass_through_grpc_and_rest_and_old_clients_still_work(exported
         sig = c.signature("forecast_products")
         assert sorted(sig["inputs"]) == ["meteo", "valid_day_of_year"] and "percentile" in sig["outputs"]
         assert sorted(c.signature()["outputs"]) == ["soil_moisture"]
+
+
+def test_forecast_cli_reads_the_served_products(exported, tmp_path):
+    """`soilcast forecast` against a version with forecast_products: the basin table is the
+    served basin_mean, the anomaly the served anomaly's basin mean, and the NetCDF carries the
+    served percentile and drought class."""
+    import pandas as pd
+    import xarray as xr
+
+    from soilcast.ml.models.references import calendar_bin
+    from soilcast.serving.forecast import input_window, resolve_init, run_forecast
+    from tests.serving_helpers import client, gateway
+
+    cfg, model, tensors, path, _ = exported
+    with gateway(cfg) as gw:
+        result = run_forecast(cfg, gw.target, "latest", [tmp_path / "f.nc", tmp_path / "f.csv"])
+        init = resolve_init(tensors, "latest")
+        x = input_window(tensors, init, cfg.window.seq_len)["meteo"]
+        valid = pd.Timestamp(init) + pd.Timedelta(days=cfg.window.lead_days)
+        with client(gw) as c:
+            served = c.predict_products(x, calendar_bin(pd.DatetimeIndex([valid])))
+    table = pd.read_csv(tmp_path / "f.csv")
+    np.testing.assert_allclose(table["soil_moisture"], served["basin_mean"][0], atol=1e-6)  # CSV: 6 decimals
+    ds = xr.open_dataset(tmp_path / "f.nc")
+    np.testing.assert_allclose(ds["soil_moisture_anomaly"].values[0], served["anomaly"][0], rtol=1e-6)
+    assert np.array_equal(ds["drought_class"].values[0], served["drought_class"][0])
+    w = np.cos(np.deg2rad(tensors.lat))[:, None] * np.ones(tensors.mask.shape)
+    cells = (tensors.basin_id == table["basin_id"][0]) & tensors.mask
+    assert table["anomaly"][0] == pytest.approx((served["anomaly"][0][cells] * w[cells]).sum() / w[cells].sum(), abs=1e-6)
+    assert result["basins"][0]["soil_moisture"] == pytest.approx(float(served["basin_mean"][0, 0]), rel=1e-6)
