@@ -401,3 +401,24 @@ def test_forecast_cli_reads_the_served_products(exported, tmp_path):
     cells = (tensors.basin_id == table["basin_id"][0]) & tensors.mask
     assert table["anomaly"][0] == pytest.approx((served["anomaly"][0][cells] * w[cells]).sum() / w[cells].sum(), abs=1e-6)
     assert result["basins"][0]["soil_moisture"] == pytest.approx(float(served["basin_mean"][0, 0]), rel=1e-6)
+
+
+def test_dated_requests_are_judged_against_the_monthly_reference(exported):
+    """Drift metrics say which reference they used: dated (forecast_products) traffic the
+    monthly one, plain serving_default traffic the all-year fallback."""
+    from tests.serving_helpers import client, gateway, metric, scrape
+
+    cfg, model, tensors, path, _ = exported
+    x = _window(cfg, tensors, 2)
+    with gateway(cfg) as gw, client(gw) as c:
+        c.predict_products(x, np.array([190, 200], np.int32))
+        assert gw.drift.flush(30)
+        s = scrape(gw.metrics_port)
+        assert metric(s, "soilcast_drift_psi", default=-1, kind="prediction", reference="monthly") >= 0
+        assert metric(s, "soilcast_drift_psi", default=-1, kind="input", reference="all_year") == -1
+    with gateway(cfg) as gw, client(gw) as c:
+        c.predict(x)
+        assert gw.drift.flush(30)
+        s = scrape(gw.metrics_port)
+        assert metric(s, "soilcast_drift_psi", default=-1, kind="input", reference="all_year") >= 0
+        assert metric(s, "soilcast_drift_psi", default=-1, kind="input", reference="monthly") == -1

@@ -45,7 +45,7 @@ from tensorflow_serving.apis import (
 from soilcast.config import Config
 from soilcast.contract import BASIN_MEAN, DROUGHT_CLASS, PRODUCT_OUTPUTS, PRODUCTS_SIGNATURE, VALID_DOY
 from soilcast.serving.batching import Batcher
-from soilcast.serving.drift import DriftMonitor
+from soilcast.serving.drift import DriftMonitor, drift_months
 from soilcast.serving.models import (
     INPUT, OUTPUT, SIGNATURE, ModelInfo, ModelLoadError, ModelRepository, VersionNotFound, read_info,
 )
@@ -403,7 +403,9 @@ class Servicer(prediction_service_pb2_grpc.PredictionServiceServicer,
         resp, info, arrays, y = self.backend.predict(request, timeout)
         y = self._bounded(resp, info, y)
         if self.drift is not None and info is not None and info.reference is not None and arrays:
-            self.drift.submit(info.version, info.reference, info.mask, arrays[INPUT], y)
+            months = drift_months(arrays.get(VALID_DOY), int(info.metadata.get("lead_days", 0)),
+                                  len(arrays[INPUT]))
+            self.drift.submit(info.version, info.reference, info.mask, arrays[INPUT], y, months)
         return resp
 
     def _grpc(self, method: str, request: Any, context: Any) -> Any:
