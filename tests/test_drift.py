@@ -203,3 +203,17 @@ def test_a_shifted_prediction_distribution_raises_prediction_psi(tmp_path):
     assert good.stats()[key]["psi"] < 0.1 and dry.stats()[key]["psi"] > 0.25
     assert dry.stats()[("input", "t2m")]["psi"] < 0.1  # the inputs did not move
     assert dry.stats()[key]["mean_shift"] < -1.0
+
+
+def test_switching_reference_leaves_no_stale_series():
+    """When a version's traffic moves from undated to dated, its all_year series goes away, so
+    an old all-season PSI cannot keep an alert firing."""
+    from soilcast.serving.telemetry import Telemetry
+
+    t = Telemetry()
+    key = ("input", "t2m")
+    t.publish_drift(1, {key: {"psi": 0.4, "mean_shift": 1.0, "reference": "all_year"}}, 5)
+    t.publish_drift(1, {key: {"psi": 0.02, "mean_shift": 0.0, "reference": "monthly"}}, 5)
+    samples = {(s.name, s.labels.get("reference")): s.value
+               for fam in t.registry.collect() for s in fam.samples if s.name == "soilcast_drift_psi"}
+    assert samples == {("soilcast_drift_psi", "monthly"): 0.02}

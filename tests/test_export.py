@@ -422,3 +422,26 @@ def test_dated_requests_are_judged_against_the_monthly_reference(exported):
         s = scrape(gw.metrics_port)
         assert metric(s, "soilcast_drift_psi", default=-1, kind="input", reference="all_year") >= 0
         assert metric(s, "soilcast_drift_psi", default=-1, kind="input", reference="monthly") == -1
+
+
+def test_products_through_the_proxy_gateway(exported):
+    """In front of an upstream server the proxy forwards forecast_products unchanged, still
+    validates the date, and judges drift against the monthly reference."""
+    import grpc
+
+    from tests.serving_helpers import client, gateway, metric, scrape
+
+    cfg, model, tensors, path, _ = exported
+    x = _window(cfg, tensors, 2)
+    with gateway(cfg) as up, gateway(cfg, upstream=up.target) as proxy, client(proxy) as c, client(up) as direct:
+        got = c.predict_products(x, np.array([100, 101], np.int32))
+        want = direct.predict_products(x, np.array([100, 101], np.int32))
+        assert sorted(got) == sorted(want)
+        for k in want:
+            np.testing.assert_array_equal(got[k], want[k])
+        with pytest.raises(grpc.RpcError) as err:
+            c.predict_products(x, np.array([100], np.int32))  # one day for two windows
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "expected [2]" in err.value.details()
+        assert proxy.drift.flush(30)
+        assert metric(scrape(proxy.metrics_port), "soilcast_drift_psi", default=-1, kind="input",
+                      reference="monthly") >= 0

@@ -83,9 +83,9 @@ def _days_near_bins(window_days: int) -> np.ndarray:
 
 def seasonal_quantiles(Y: np.ndarray, time: Any, mask: np.ndarray, window_days: int) -> np.ndarray:
     """[73, 21, H, W] quantiles of ``Y`` [N, H, W] (training days) per 5-day bin and mask cell."""
-    from soilcast.ml.models.references import calendar_bin
-
     import pandas as pd
+
+    from soilcast.ml.models.references import calendar_bin
 
     mask = np.asarray(mask, bool)
     y = np.asarray(Y, np.float32)[:, mask]  # [N, cells]
@@ -97,7 +97,7 @@ def seasonal_quantiles(Y: np.ndarray, time: Any, mask: np.ndarray, window_days: 
         if not rows.any():
             continue
         with np.errstate(all="ignore"):
-            q = np.nanquantile(y[rows], QUANTILE_LEVELS / 100.0, axis=0) if y.shape[1] else y[:0]
+            q = np.nanquantile(y[rows], QUANTILE_LEVELS / 100.0, axis=0)
         out[j][:, mask] = q
     if np.isnan(out[:, :, mask]).all(axis=(1, 2)).any():
         empty = np.flatnonzero(np.isnan(out[:, :, mask]).all(axis=(1, 2)))
