@@ -445,3 +445,21 @@ def test_products_through_the_proxy_gateway(exported):
         assert proxy.drift.flush(30)
         assert metric(scrape(proxy.metrics_port), "soilcast_drift_psi", default=-1, kind="input",
                       reference="monthly") >= 0
+
+
+def test_a_version_without_products_answers_failed_precondition(tmp_path):
+    """Older versions (no forecast_products) keep serving serving_default; asking them for
+    products is FAILED_PRECONDITION naming the signature to use, not an internal error."""
+    import grpc
+
+    from tests.serving_helpers import client, gateway, meteo, publish
+
+    cfg = tiny_config(tmp_path)
+    publish(cfg, 1)  # the stand-in: serving_default only
+    x = meteo(cfg, np.random.default_rng(0))
+    with gateway(cfg, drift=False) as gw, client(gw) as c:
+        assert c.predict(x).shape == (1, *cfg.grid.shape)
+        with pytest.raises(grpc.RpcError) as err:
+            c.predict_products(x, np.array([3], np.int32))
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "forecast_products" in err.value.details() and "serving_default" in err.value.details()

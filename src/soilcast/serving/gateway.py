@@ -179,6 +179,10 @@ class EmbeddedBackend:
     def predict(self, request: Any, timeout: float | None):
         model = self._resolve(request.model_spec)
         products = _check_signature_name(request.model_spec.signature_name)
+        if products and model.products_fn is None:
+            raise RequestError(grpc.StatusCode.FAILED_PRECONDITION, "no_products",
+                               f"version {model.version} has no {PRODUCTS_SIGNATURE!r} signature; "
+                               f"use {SIGNATURE!r}")
         arrays, doy = decode_request(request, model.info, self.limits, products)
         wanted = _check_output_filter(request.output_filter, products)
         resp = predict_pb2.PredictResponse()
