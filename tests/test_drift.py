@@ -122,3 +122,98 @@ def test_gateway_psi_stays_low_in_distribution_and_flags_shifted_inputs(tmp_path
         assert max(shifted[v] for v in ("d2m", "u10", "v10", "ssrd", "sp")) < 0.1
         assert pred > calm_pred
         assert metric(scrape(gw.metrics_port), "soilcast_drift_window_requests") == 32
+
+
+# ------------------------------------------------------------ seasonal reference (issue 14.7)
+
+
+def _seasonal_store(cfg, rng, years=(2010, 2011)):
+    """A tensors-like store whose t2m, rain and soil moisture follow a monsoon cycle: hot,
+    wet and moist in June-September, cooler and dry otherwise."""
+    import pandas as pd
+    from types import SimpleNamespace
+
+    time = pd.date_range(f"{years[0]}-01-01", f"{years[1]}-12-31", freq="D")
+    monsoon = np.isin(time.month, [6, 7, 8, 9])[:, None, None]
+    h = w = 6
+    X = np.zeros((len(time), h, w, len(cfg.variable_names)), np.float32)
+    for c, name in enumerate(cfg.variable_names):
+        X[..., c] = rng.normal(0.0, 1.0, (len(time), h, w))
+    c_t, c_p = cfg.variable_names.index("t2m"), cfg.variable_names.index("tp")
+    X[..., c_t] = np.where(monsoon, rng.normal(302, 3, (len(time), h, w)), rng.normal(290, 5, (len(time), h, w)))
+    X[..., c_p] = np.where(monsoon, rng.gamma(2.0, 8.0, (len(time), h, w)), rng.gamma(0.3, 2.0, (len(time), h, w)))
+    Y = np.where(monsoon, rng.normal(0.35, 0.03, (len(time), h, w)), rng.normal(0.15, 0.03, (len(time), h, w)))
+    return SimpleNamespace(time=time, mask=np.ones((h, w), bool), X=X, Y=Y[..., None].astype(np.float32),
+                           variables=cfg.variable_names, attrs={"units": {}}), monsoon[:, 0, 0]
+
+
+def test_monsoon_traffic_is_no_drift_against_the_monsoon_reference(tmp_path):
+    """July traffic from the training climate: PSI < 0.1 against the July reference, drift
+    against the all-season reference (the old behaviour, still used for undated requests)."""
+    import json
+
+    from soilcast.export.drift_reference import drift_reference
+    from soilcast.serving.drift import drift_months
+
+    rng = np.random.default_rng(5)
+    cfg = tiny_config(tmp_path, {"split": {"train_years": [2010, 2011], "val_years": [2012, 2012],
+                                           "test_years": [2013, 2013]}})
+    store, monsoon = _seasonal_store(cfg, rng)
+    raw = json.loads(json.dumps(drift_reference(cfg, store)))  # as shipped
+    assert sorted(raw["t2m"]["monthly"], key=int) == [str(m) for m in range(1, 13)]
+    ref = DriftReference.from_json(raw, cfg.variable_names)
+    live, _ = _seasonal_store(cfg, np.random.default_rng(6), years=(2019, 2019))
+    july = np.flatnonzero(live.time.month == 7)
+    cells = np.arange(36)
+    x = np.stack([live.X[d - cfg.window.seq_len + 1 : d + 1] for d in july])  # windows ending in July
+    valid = (live.time[july] + np.timedelta64(cfg.window.lead_days, "D"))
+    from soilcast.ml.models.references import calendar_bin
+
+    months = drift_months(calendar_bin(valid), cfg.window.lead_days, len(july))
+    assert (months == 7).all() and (drift_months(None, 1, 3) == 0).all()
+    dated, undated = (DriftWindow(ref, size=64, epsilon=1e-4) for _ in range(2))
+    dated.add(summarise(ref, x, live.Y[july + 1, ..., 0], cells, months))
+    undated.add(summarise(ref, x, live.Y[july + 1, ..., 0], cells, None))
+    d, u = dated.stats(), undated.stats()
+    for v in ("t2m", "tp"):
+        assert d[("input", v)]["psi"] < 0.1 and u[("input", v)]["psi"] > 0.25, (v, d, u)
+    assert d[("prediction", "soil_moisture")]["psi"] < 0.1 < u[("prediction", "soil_moisture")]["psi"]
+    assert d[("input", "t2m")]["reference"] == "monthly" and u[("input", "t2m")]["reference"] == "all_year"
+    assert abs(d[("input", "t2m")]["mean_shift"]) < 0.2
+
+
+def test_a_shifted_prediction_distribution_raises_prediction_psi(tmp_path):
+    """Same July weather, but the model serves soil moisture 0.08 m3/m3 too dry: the
+    prediction PSI against the July target distribution jumps past the critical band."""
+    from soilcast.export.drift_reference import drift_reference
+
+    rng = np.random.default_rng(7)
+    cfg = tiny_config(tmp_path, {"split": {"train_years": [2010, 2011], "val_years": [2012, 2012],
+                                           "test_years": [2013, 2013]}})
+    store, _ = _seasonal_store(cfg, rng)
+    ref = DriftReference.from_json(drift_reference(cfg, store), cfg.variable_names)
+    live, _ = _seasonal_store(cfg, np.random.default_rng(8), years=(2019, 2019))
+    july = np.flatnonzero(live.time.month == 7)
+    x = live.X[july][:, None]  # one-day windows: only the newest day counts anyway
+    months = np.full(len(july), 7)
+    good, dry = (DriftWindow(ref, size=64, epsilon=1e-4) for _ in range(2))
+    good.add(summarise(ref, x, live.Y[july, ..., 0], np.arange(36), months))
+    dry.add(summarise(ref, x, live.Y[july, ..., 0] - 0.08, np.arange(36), months))
+    key = ("prediction", "soil_moisture")
+    assert good.stats()[key]["psi"] < 0.1 and dry.stats()[key]["psi"] > 0.25
+    assert dry.stats()[("input", "t2m")]["psi"] < 0.1  # the inputs did not move
+    assert dry.stats()[key]["mean_shift"] < -1.0
+
+
+def test_switching_reference_leaves_no_stale_series():
+    """When a version's traffic moves from undated to dated, its all_year series goes away, so
+    an old all-season PSI cannot keep an alert firing."""
+    from soilcast.serving.telemetry import Telemetry
+
+    t = Telemetry()
+    key = ("input", "t2m")
+    t.publish_drift(1, {key: {"psi": 0.4, "mean_shift": 1.0, "reference": "all_year"}}, 5)
+    t.publish_drift(1, {key: {"psi": 0.02, "mean_shift": 0.0, "reference": "monthly"}}, 5)
+    samples = {(s.name, s.labels.get("reference")): s.value
+               for fam in t.registry.collect() for s in fam.samples if s.name == "soilcast_drift_psi"}
+    assert samples == {("soilcast_drift_psi", "monthly"): 0.02}

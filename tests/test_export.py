@@ -258,3 +258,208 @@ def test_a_rolled_back_model_is_not_pushed_again(tmp_path, monkeypatch):
     assert export_blessed(cfg) is None  # the pipeline re-runs with the same "bad" weights
     assert "rolled back as version 2" in json.loads(export_json_path(cfg).read_text())["status"]
     assert versions.list_versions(cfg.paths.models_dir) == [1]
+
+
+# ----------------------------------------------------------------- forecast products
+
+
+def test_products_signature_matches_independent_numpy(exported):
+    """basin_mean = numpy cos-lat weighted mean; anomaly = forecast - climatology(valid day);
+    percentile/drought class = the numpy twin of the in-graph tables; metadata labels columns."""
+    import pandas as pd
+    import tensorflow as tf
+
+    from soilcast.export.products import product_tables, products_numpy
+    from soilcast.ml.models.references import Climatology, calendar_bin
+
+    cfg, model, tensors, path, _ = exported
+    loaded = tf.saved_model.load(str(path))
+    x = _window(cfg, tensors, 3)
+    valid = pd.DatetimeIndex(["2019-01-01", "2019-07-15", "2019-12-31"])
+    doy = calendar_bin(valid).astype(np.int32)
+    out = {k: v.numpy() for k, v in loaded.signatures["forecast_products"](
+        meteo=tf.constant(x), valid_day_of_year=tf.constant(doy)).items()}
+    y = np.asarray(model(x))
+    np.testing.assert_allclose(out["soil_moisture"], y, rtol=1e-6)
+    meta = json.loads((path / "assets.extra" / "soilcast_metadata.json").read_text())
+    ids = [b["id"] for b in meta["basins"]]
+    assert ids == sorted(int(b) for b in np.unique(tensors.basin_id[tensors.mask]) if b)
+    assert ids and meta["products"]["basins"] == meta["basins"] and out["basin_mean"].shape == (3, len(ids))
+    cos = np.cos(np.deg2rad(tensors.lat))[:, None] * np.ones(tensors.mask.shape)
+    for k, bid in enumerate(ids):
+        cells = (tensors.basin_id == bid) & tensors.mask
+        want = (y[:, cells] * cos[cells]).sum(axis=1) / cos[cells].sum()
+        np.testing.assert_allclose(out["basin_mean"][:, k], want, rtol=1e-5)
+    clim = Climatology.from_config(cfg, tensors.Y, tensors.time).predict(valid)
+    np.testing.assert_allclose(out["anomaly"][:, tensors.mask], (y - clim)[:, tensors.mask], rtol=1e-5, atol=1e-7)
+    assert np.isnan(out["anomaly"][:, ~tensors.mask]).all()
+    ref = products_numpy(y, doy, product_tables(cfg, tensors))
+    np.testing.assert_allclose(out["percentile"], ref["percentile"], atol=1e-3)
+    assert out["drought_class"].dtype == np.int32
+    assert np.isnan(out["percentile"][:, ~tensors.mask]).all() and (out["drought_class"][:, ~tensors.mask] == -1).all()
+    # the old contract is untouched: serving_default still answers soil_moisture only
+    old = loaded.signatures["serving_default"](meteo=tf.constant(x))
+    assert list(old) == ["soil_moisture"]
+    with pytest.raises(Exception):  # a day beyond the 366-day calendar is refused
+        loaded.signatures["forecast_products"](meteo=tf.constant(x), valid_day_of_year=tf.constant([0, 1, 366], tf.int32))
+
+
+def test_percentile_and_drought_class_on_a_constructed_example():
+    """One cell whose training distribution is uniform 0..1: the quantiles are 0, .05, ...,
+    so a forecast of 0.01 is percentile 1 (D4), 0.04 -> 4 (D3), 0.25 -> 25 (D0), 0.5 -> none."""
+    import keras
+
+    from soilcast.contract import drought_class
+    from soilcast.export.products import ProductTables, products_layer
+
+    q = np.linspace(0.0, 1.0, 21, dtype=np.float32)
+    quants = np.broadcast_to(q[None, :, None, None], (73, 21, 1, 2)).copy()
+    quants[:, :, 0, 1] = np.nan  # the second cell is outside the mask
+    tables = ProductTables(np.array([1]), np.array([[1.0], [0.0]], np.float32),
+                           np.full((366, 1, 2), 0.3, np.float32), quants)
+    layer = products_layer(tables)
+    y = np.array([[[0.01, np.nan]], [[0.04, np.nan]], [[0.08, np.nan]], [[0.15, np.nan]],
+                  [[0.25, np.nan]], [[0.5, np.nan]], [[-0.1, np.nan]], [[1.2, np.nan]]], np.float32)
+    out = {k: keras.ops.convert_to_numpy(v) for k, v in layer(y, np.arange(8, dtype=np.int32) * 40).items()}
+    np.testing.assert_allclose(out["percentile"][:, 0, 0], [1, 4, 8, 15, 25, 50, 0, 100], atol=1e-4)
+    assert out["drought_class"][:, 0, 0].tolist() == [4, 3, 2, 1, 0, -1, 4, -1]
+    assert (out["drought_class"][:, 0, 1] == -1).all() and np.isnan(out["percentile"][:, 0, 1]).all()
+    np.testing.assert_allclose(out["anomaly"][:, 0, 0], y[:, 0, 0] - 0.3, rtol=1e-6)
+    np.testing.assert_allclose(out["basin_mean"][:, 0], y[:, 0, 0], rtol=1e-6)
+    assert drought_class([2.0, 2.01, 5.0, 10.0, 20.0, 30.0, 30.01, np.nan]).tolist() == [4, 3, 3, 2, 1, 0, -1, -1]
+
+
+def test_products_pass_through_grpc_and_rest_and_old_clients_still_work(exported):
+    """The exported products reach clients over both APIs (output_filter honoured), equal
+    to the SavedModel's own answer; a plain serving_default request answers soil moisture only."""
+    import urllib.error
+    import urllib.request
+
+    import grpc
+
+    from tests.serving_helpers import client, gateway
+
+    cfg, model, tensors, path, _ = exported
+    x = _window(cfg, tensors, 2)
+    doy = np.array([10, 200], np.int32)
+    with gateway(cfg) as gw, client(gw) as c:
+        old = c.predict(x)
+        np.testing.assert_allclose(old, np.asarray(model(x)), rtol=1e-5)
+        got = c.predict_products(x, doy)
+        assert sorted(got) == sorted(["soil_moisture", "basin_mean", "anomaly", "percentile", "drought_class"])
+        assert got["drought_class"].dtype == np.int32 and got["basin_mean"].shape[0] == 2
+        np.testing.assert_allclose(got["soil_moisture"], old, rtol=1e-6)
+        only = c.predict_products(x, doy, outputs=("basin_mean",))
+        assert list(only) == ["basin_mean"]
+        np.testing.assert_allclose(only["basin_mean"], got["basin_mean"], rtol=1e-6)
+        with pytest.raises(grpc.RpcError) as err:
+            c.predict_products(x, np.array([10, 400], np.int32))
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "0..365" in err.value.details()
+        body = json.dumps({"signature_name": "forecast_products",
+                           "inputs": {"meteo": x.tolist(), "valid_day_of_year": doy.tolist()}}).encode()
+        req = urllib.request.Request(f"http://127.0.0.1:{gw.rest_port}/v1/models/{cfg.serving.model_name}:predict",
+                                     data=body, method="POST")
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            outs = json.loads(resp.read())["outputs"]
+        np.testing.assert_allclose(np.asarray(outs["basin_mean"], float), got["basin_mean"], rtol=1e-6)
+        assert np.asarray(outs["drought_class"]).tolist() == got["drought_class"].tolist()
+        old_body = json.dumps({"inputs": x.tolist()}).encode()
+        req = urllib.request.Request(f"http://127.0.0.1:{gw.rest_port}/v1/models/{cfg.serving.model_name}:predict",
+                                     data=old_body, method="POST")
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            assert np.asarray(json.loads(resp.read())["outputs"], float).shape == (2, *cfg.grid.shape)
+        sig = c.signature("forecast_products")
+        assert sorted(sig["inputs"]) == ["meteo", "valid_day_of_year"] and "percentile" in sig["outputs"]
+        assert sorted(c.signature()["outputs"]) == ["soil_moisture"]
+
+
+def test_forecast_cli_reads_the_served_products(exported, tmp_path):
+    """`soilcast forecast` against a version with forecast_products: the basin table is the
+    served basin_mean, the anomaly the served anomaly's basin mean, and the NetCDF carries the
+    served percentile and drought class."""
+    import pandas as pd
+    import xarray as xr
+
+    from soilcast.ml.models.references import calendar_bin
+    from soilcast.serving.forecast import input_window, resolve_init, run_forecast
+    from tests.serving_helpers import client, gateway
+
+    cfg, model, tensors, path, _ = exported
+    with gateway(cfg) as gw:
+        result = run_forecast(cfg, gw.target, "latest", [tmp_path / "f.nc", tmp_path / "f.csv"])
+        init = resolve_init(tensors, "latest")
+        x = input_window(tensors, init, cfg.window.seq_len)["meteo"]
+        valid = pd.Timestamp(init) + pd.Timedelta(days=cfg.window.lead_days)
+        with client(gw) as c:
+            served = c.predict_products(x, calendar_bin(pd.DatetimeIndex([valid])))
+    table = pd.read_csv(tmp_path / "f.csv")
+    np.testing.assert_allclose(table["soil_moisture"], served["basin_mean"][0], atol=1e-6)  # CSV: 6 decimals
+    ds = xr.open_dataset(tmp_path / "f.nc")
+    np.testing.assert_allclose(ds["soil_moisture_anomaly"].values[0], served["anomaly"][0], rtol=1e-6)
+    assert np.array_equal(ds["drought_class"].values[0], served["drought_class"][0])
+    w = np.cos(np.deg2rad(tensors.lat))[:, None] * np.ones(tensors.mask.shape)
+    cells = (tensors.basin_id == table["basin_id"][0]) & tensors.mask
+    assert table["anomaly"][0] == pytest.approx((served["anomaly"][0][cells] * w[cells]).sum() / w[cells].sum(), abs=1e-6)
+    assert result["basins"][0]["soil_moisture"] == pytest.approx(float(served["basin_mean"][0, 0]), rel=1e-6)
+
+
+def test_dated_requests_are_judged_against_the_monthly_reference(exported):
+    """Drift metrics say which reference they used: dated (forecast_products) traffic the
+    monthly one, plain serving_default traffic the all-year fallback."""
+    from tests.serving_helpers import client, gateway, metric, scrape
+
+    cfg, model, tensors, path, _ = exported
+    x = _window(cfg, tensors, 2)
+    with gateway(cfg) as gw, client(gw) as c:
+        c.predict_products(x, np.array([190, 200], np.int32))
+        assert gw.drift.flush(30)
+        s = scrape(gw.metrics_port)
+        assert metric(s, "soilcast_drift_psi", default=-1, kind="prediction", reference="monthly") >= 0
+        assert metric(s, "soilcast_drift_psi", default=-1, kind="input", reference="all_year") == -1
+    with gateway(cfg) as gw, client(gw) as c:
+        c.predict(x)
+        assert gw.drift.flush(30)
+        s = scrape(gw.metrics_port)
+        assert metric(s, "soilcast_drift_psi", default=-1, kind="input", reference="all_year") >= 0
+        assert metric(s, "soilcast_drift_psi", default=-1, kind="input", reference="monthly") == -1
+
+
+def test_products_through_the_proxy_gateway(exported):
+    """In front of an upstream server the proxy forwards forecast_products unchanged, still
+    validates the date, and judges drift against the monthly reference."""
+    import grpc
+
+    from tests.serving_helpers import client, gateway, metric, scrape
+
+    cfg, model, tensors, path, _ = exported
+    x = _window(cfg, tensors, 2)
+    with gateway(cfg) as up, gateway(cfg, upstream=up.target) as proxy, client(proxy) as c, client(up) as direct:
+        got = c.predict_products(x, np.array([100, 101], np.int32))
+        want = direct.predict_products(x, np.array([100, 101], np.int32))
+        assert sorted(got) == sorted(want)
+        for k in want:
+            np.testing.assert_array_equal(got[k], want[k])
+        with pytest.raises(grpc.RpcError) as err:
+            c.predict_products(x, np.array([100], np.int32))  # one day for two windows
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "expected [2]" in err.value.details()
+        assert proxy.drift.flush(30)
+        assert metric(scrape(proxy.metrics_port), "soilcast_drift_psi", default=-1, kind="input",
+                      reference="monthly") >= 0
+
+
+def test_a_version_without_products_answers_failed_precondition(tmp_path):
+    """Older versions (no forecast_products) keep serving serving_default; asking them for
+    products is FAILED_PRECONDITION naming the signature to use, not an internal error."""
+    import grpc
+
+    from tests.serving_helpers import client, gateway, meteo, publish
+
+    cfg = tiny_config(tmp_path)
+    publish(cfg, 1)  # the stand-in: serving_default only
+    x = meteo(cfg, np.random.default_rng(0))
+    with gateway(cfg, drift=False) as gw, client(gw) as c:
+        assert c.predict(x).shape == (1, *cfg.grid.shape)
+        with pytest.raises(grpc.RpcError) as err:
+            c.predict_products(x, np.array([3], np.int32))
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "forecast_products" in err.value.details() and "serving_default" in err.value.details()

@@ -134,7 +134,8 @@ def test_alert_rules_pass_promtool_unit_tests():
     assert run.returncode == 0, run.stdout + run.stderr
     rules = {r.get("alert") for g in yaml.safe_load((PROM / "alerts.yml").read_text())["groups"]
              for r in g["rules"]}
-    assert {"SoilcastDriftWarning", "SoilcastDriftCritical", "SoilcastHighErrorRatio",
+    assert {"SoilcastDriftWarning", "SoilcastDriftCritical", "SoilcastPredictionDriftWarning",
+            "SoilcastPredictionDriftCritical", "SoilcastDriftWithoutDates", "SoilcastHighErrorRatio",
             "SoilcastNoModelLoaded", "SoilcastGatewayDown"} <= rules
 
 

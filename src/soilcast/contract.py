@@ -5,6 +5,16 @@ The SavedModel's ``serving_default`` takes ``meteo`` [batch, L, H, W, 7] in cano
 returns ``soil_moisture`` [batch, H, W] (m3/m3, NaN outside the basin mask, within the
 target's physical range). ``meteo`` carries real weather over the whole grid, inside and
 outside the mask. Kept free of TensorFlow and Keras (numpy only) so light clients import it.
+
+A second signature, ``forecast_products``, takes the same inputs plus ``valid_day_of_year``
+int32 [batch] (0-based day on the 366-day leap calendar of the forecast's valid date, see
+:func:`soilcast.ml.models.references.calendar_bin`) and returns what forecasters read, all
+computed in the graph: ``soil_moisture``, ``basin_mean`` [batch, n_basins] (cos-latitude
+area-weighted, columns in the metadata's ``basins`` order), ``anomaly`` (forecast minus the
+training-years climatology of the valid day), ``percentile`` (0-100, of the forecast in the
+training-years distribution for that time of year) and ``drought_class`` int32 (US Drought
+Monitor style, :data:`DROUGHT_CLASSES`; -1 = none or outside the mask). ``serving_default``
+is unchanged, so clients that only read ``soil_moisture`` keep working.
 """
 
 from __future__ import annotations
@@ -18,6 +28,30 @@ SIGNATURE = "serving_default"
 INPUT = "meteo"
 ANTECEDENT = "antecedent_soil_moisture"
 OUTPUT = "soil_moisture"
+
+PRODUCTS_SIGNATURE = "forecast_products"
+VALID_DOY = "valid_day_of_year"
+BASIN_MEAN = "basin_mean"
+ANOMALY = "anomaly"
+PERCENTILE = "percentile"
+DROUGHT_CLASS = "drought_class"
+PRODUCT_OUTPUTS = (OUTPUT, BASIN_MEAN, ANOMALY, PERCENTILE, DROUGHT_CLASS)
+N_CALENDAR_DAYS = 366
+
+# US Drought Monitor style classes on the forecast percentile p: class -> (lo, hi], p in
+# percent. p <= 2 is D4 (exceptional) ... 20 < p <= 30 is D0 (abnormally dry); above 30: -1.
+DROUGHT_CLASSES = {4: (0.0, 2.0), 3: (2.0, 5.0), 2: (5.0, 10.0), 1: (10.0, 20.0), 0: (20.0, 30.0)}
+DROUGHT_UPPER = (2.0, 5.0, 10.0, 20.0, 30.0)  # class = 4 - #(p > bound); 5 bounds passed = -1
+NO_DROUGHT = -1
+
+
+def drought_class(percentile: Any) -> np.ndarray:
+    """int32 drought class (4 = D4 ... 0 = D0, -1 = none) of percentiles; NaN -> -1.
+
+    The numpy twin of the in-graph classification (tests and light clients use it)."""
+    p = np.asarray(percentile, np.float64)
+    passed = sum((p > b).astype(np.int32) for b in DROUGHT_UPPER)
+    return np.where(np.isfinite(p), 4 - passed, NO_DROUGHT).astype(np.int32)
 
 
 def serving_inputs(X: Any, Y: Any, ends: Sequence[int], seq_len: int, antecedent: bool) -> dict[str, np.ndarray]:

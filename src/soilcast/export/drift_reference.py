@@ -6,7 +6,14 @@ holding ``{"soil_moisture": {...}}`` (observed target over the same cells and ye
 distribution a well-behaved model's output should follow). Each entry::
 
     {"edges": [psi_bins + 1 quantile edges], "proportions": [psi_bins], "mean", "std",
-     "units", "n", "binning": "right_open_clipped"}
+     "units", "n", "binning": "right_open_clipped",
+     "monthly": {"1": {"proportions", "mean", "std", "n"}, ..., "12": {...}}}
+
+``monthly`` holds the same variable's distribution on the training days of each calendar
+month, binned on the all-year ``edges`` (so the months mix: a drift window holding July and
+August requests is compared with the average of the two), 12 histograms per variable; a
+month without training days is left out (consumers fall back to the all-year shares).
+The gateway compares each request window with the month of its last input day.
 
 Binning convention (``bin_index``): value x falls in bin ``searchsorted(edges, x, "right") - 1``
 clipped to ``[0, psi_bins - 1]``, i.e. bins are [e_i, e_{i+1}) and values below/above the
@@ -59,8 +66,23 @@ def distribution(values: np.ndarray, n_bins: int, units: str) -> dict[str, Any]:
     }
 
 
+def with_months(dist: dict[str, Any], values: np.ndarray, months: np.ndarray) -> dict[str, Any]:
+    """``dist`` plus the ``monthly`` shares of ``values`` [days, cells] (``months`` [days],
+    1-12) on ``dist``'s edges."""
+    edges = np.asarray(dist["edges"], np.float64)
+    monthly: dict[str, Any] = {}
+    for m in range(1, 13):
+        v = np.asarray(values[months == m], np.float64).ravel()
+        v = v[np.isfinite(v)]
+        if v.size:
+            monthly[str(m)] = {"proportions": bin_proportions(v, edges).tolist(), "mean": float(v.mean()),
+                               "std": float(v.std()), "n": int(v.size)}
+    return {**dist, "monthly": monthly}
+
+
 def drift_reference(cfg: Any, tensors: Any) -> dict[str, Any]:
-    """Reference for every input variable and the target, over mask cells and train years."""
+    """Reference for every input variable and the target, over mask cells and train years,
+    all-year and per calendar month."""
     lo, hi = cfg.split.train_years
     years = tensors.time.year
     rows = np.flatnonzero((years >= lo) & (years <= hi))
@@ -70,12 +92,12 @@ def drift_reference(cfg: Any, tensors: Any) -> dict[str, Any]:
     units = dict(tensors.attrs.get("units", {}))
     out: dict[str, Any] = {}
     X = tensors.X[rows[0] : rows[-1] + 1]
+    months = np.asarray(tensors.time.month)[rows[0] : rows[-1] + 1]
     for c, name in enumerate(tensors.variables):
         values = np.asarray(X[..., c])[:, mask]
         unit = units.get(name, next(v.canonical_units for v in cfg.variables if v.name == name))
-        out[name] = distribution(values, cfg.serving.psi_bins, unit)
+        out[name] = with_months(distribution(values, cfg.serving.psi_bins, unit), values, months)
     target = np.asarray(tensors.Y[rows[0] : rows[-1] + 1, ..., 0])[:, mask]
-    out["prediction"] = {
-        "soil_moisture": distribution(target, cfg.serving.psi_bins, cfg.target.canonical_units)
-    }
+    dist = distribution(target, cfg.serving.psi_bins, cfg.target.canonical_units)
+    out["prediction"] = {"soil_moisture": with_months(dist, target, months)}
     return out

@@ -6,6 +6,12 @@ Signatures (the serving contract):
   -> ``soil_moisture`` float32 [batch, H, W] in m3/m3, NaN outside the basin mask.
   The dtype is enforced by the signature; the shape by ``tf.ensure_shape`` inside it (TF
   signatures alone do not reject a wrong H or W).
+- ``forecast_products``: the same inputs plus ``valid_day_of_year`` int32 [batch] (0-based
+  day of the valid date on the 366-day leap calendar) -> ``soil_moisture``, ``basin_mean``
+  [batch, n_basins] (columns: metadata ``basins``), ``anomaly``, ``percentile`` and
+  ``drought_class`` (see :mod:`soilcast.export.products`). A second signature rather than an
+  optional input (TF signatures have none), so ``serving_default`` and its clients are
+  untouched.
 - ``metadata``: no inputs -> ``metadata`` string scalar holding the metadata JSON.
 
 Files beside the graph in ``assets.extra/``: ``soilcast_metadata.json`` (same JSON),
@@ -29,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from soilcast.config import Config
-from soilcast.contract import ANTECEDENT, INPUT, OUTPUT
+from soilcast.contract import ANTECEDENT, INPUT, OUTPUT, PRODUCTS_SIGNATURE, VALID_DOY
 
 EXTRA = "assets.extra"
 METADATA_JSON = "soilcast_metadata.json"
@@ -63,9 +69,11 @@ def call_model(model: Any, inputs: dict[str, Any]) -> Any:
 
 
 def write_savedmodel(
-    model: Any, path: Path, cfg: Config, metadata: dict[str, Any], extras: dict[str, str]
+    model: Any, path: Path, cfg: Config, metadata: dict[str, Any], extras: dict[str, str],
+    tables: Any = None,
 ) -> None:
-    """Write ``model`` as a SavedModel with the two signatures and the extra files."""
+    """Write ``model`` as a SavedModel with its signatures and the extra files; with
+    ``tables`` (:class:`soilcast.export.products.ProductTables`) also ``forecast_products``."""
     import keras
     import tensorflow as tf
 
@@ -93,6 +101,8 @@ def write_savedmodel(
     archive = keras.export.ExportArchive()
     archive.track(model)
     archive.add_endpoint("serving_default", fn, input_signature=specs)
+    if tables is not None:
+        _add_products(archive, model, tables, shapes, specs)
     archive.add_endpoint("metadata", lambda: {"metadata": tf.constant(meta_text)}, input_signature=[])
     archive.write_out(str(path), verbose=False)
     extra = Path(path) / EXTRA
@@ -100,6 +110,39 @@ def write_savedmodel(
     (extra / METADATA_JSON).write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
     for name, text in extras.items():
         (extra / name).write_text(text)
+
+
+def _add_products(archive: Any, model: Any, tables: Any, shapes: dict, specs: list) -> None:
+    """The ``forecast_products`` endpoint: the served forecast through the products layer."""
+    import tensorflow as tf
+
+    from soilcast.contract import N_CALENDAR_DAYS
+    from soilcast.export.products import products_layer
+
+    layer = products_layer(tables)
+    archive.track(layer)
+    names = list(shapes)
+
+    def products(*tensors: Any) -> dict[str, Any]:
+        *grids, doy = tensors
+        checked = {n: tf.ensure_shape(t, shapes[n]) for n, t in zip(names, grids)}
+        doy = tf.ensure_shape(doy, (None,))
+        with tf.control_dependencies([
+            tf.debugging.assert_equal(tf.shape(doy)[0], tf.shape(grids[0])[0],
+                                      message=f"{VALID_DOY} needs one day per window"),
+            tf.debugging.assert_non_negative(doy, message=f"{VALID_DOY} must be 0..{N_CALENDAR_DAYS - 1}"),
+            tf.debugging.assert_less(doy, N_CALENDAR_DAYS, message=f"{VALID_DOY} must be 0..{N_CALENDAR_DAYS - 1}"),
+        ]):
+            y = tf.cast(call_model(model, checked), tf.float32)
+            return layer(y, doy)
+
+    if len(names) == 1:
+        fn = lambda meteo, valid_day_of_year: products(meteo, valid_day_of_year)  # noqa: E731
+    else:
+        fn = lambda meteo, antecedent_soil_moisture, valid_day_of_year: products(  # noqa: E731
+            meteo, antecedent_soil_moisture, valid_day_of_year)
+    archive.add_endpoint(PRODUCTS_SIGNATURE, fn,
+                         input_signature=[*specs, tf.TensorSpec((None,), tf.int32, name=VALID_DOY)])
 
 
 def build_metadata(
@@ -132,11 +175,41 @@ def build_metadata(
         },
         "mask": np.asarray(tensors.mask, bool).astype(int).tolist(),
         "basin_names": dict(attrs.get("basin_names", {})),
+        "basins": basin_order(tensors),
         "data_hashes": dict(attrs.get("input_hashes", {})),
         "split": cfg.split.model_dump(mode="json"),
         "precision": (record or {}).get("precision", cfg.training.precision),  # as trained
         "test_metrics": test_metrics,
         "training_record": record or {},
+    }
+
+
+def basin_order(tensors: Any) -> list[dict[str, Any]]:
+    """Sorted basin ids inside the mask with their names: the columns of ``basin_mean``."""
+    names = {str(k): v for k, v in dict(tensors.attrs.get("basin_names", {})).items()}
+    ids = np.unique(np.asarray(tensors.basin_id)[np.asarray(tensors.mask, bool)])
+    return [{"id": int(b), "name": names.get(str(int(b)), f"basin {int(b)}")} for b in ids if b != 0]
+
+
+def products_metadata(cfg: Config, tables: Any, basins: list[dict[str, Any]]) -> dict[str, Any]:
+    """How a client reads ``forecast_products``: its input, the basin column order, the
+    drought classes and where the tables came from."""
+    from soilcast.contract import (
+        BASIN_MEAN, DROUGHT_CLASSES, N_CALENDAR_DAYS, NO_DROUGHT, PRODUCT_OUTPUTS,
+    )
+    from soilcast.export.products import N_QUANTILE_BINS, QUANTILE_DAYS, QUANTILE_LEVELS
+
+    return {
+        "signature": PRODUCTS_SIGNATURE,
+        "extra_input": {VALID_DOY: {"dtype": "int32", "shape": [None], "range": [0, N_CALENDAR_DAYS - 1],
+                                    "calendar": "0-based day of the valid date on a 366-day leap calendar"}},
+        "outputs": list(PRODUCT_OUTPUTS),
+        "basins": basins,  # the columns of basin_mean, in order
+        BASIN_MEAN: "cos(latitude) area-weighted mean over each basin's mask cells",
+        "climatology": {"years": list(cfg.split.train_years), "window_days": cfg.climatology.window_days},
+        "percentile": {"bins": N_QUANTILE_BINS, "bin_days": QUANTILE_DAYS,
+                       "levels": [float(v) for v in QUANTILE_LEVELS], "table_bytes": tables.nbytes},
+        "drought_classes": {f"D{k}": list(v) for k, v in DROUGHT_CLASSES.items()} | {"none": NO_DROUGHT},
     }
 
 
@@ -259,8 +332,14 @@ def export_blessed(cfg: Config) -> Path | None:
         return None
     model = load_physical_model(cfg, name)
     version = versions.next_version(models_dir)
+    from soilcast.export.products import product_tables
+
+    tables = product_tables(cfg, tensors)
     metadata = build_metadata(cfg, tensors, name, version, metrics[name]["overall"], record)
     metadata["fingerprint"] = fingerprint
+    if [b["id"] for b in metadata["basins"]] != tables.basin_ids.tolist():
+        raise RuntimeError(f"basin order {metadata['basins']} differs from the products' {tables.basin_ids}")
+    metadata["products"] = products_metadata(cfg, tables, metadata["basins"])
     extras = {
         DRIFT_JSON: json.dumps(drift_reference(cfg, tensors), indent=1) + "\n",
         CARD_MD: render_card(cfg, metadata, metrics, blessing),
@@ -270,7 +349,7 @@ def export_blessed(cfg: Config) -> Path | None:
     staging = versions.staging_dir(models_dir.parent)  # outside the served base path
     try:
         staged = staging / str(version)
-        write_savedmodel(model, staged, cfg, metadata, extras)
+        write_savedmodel(model, staged, cfg, metadata, extras, tables)
         from soilcast.export.warmup import write_warmup
 
         write_warmup(staged, canaries, cfg.serving.model_name)  # replayed before it serves

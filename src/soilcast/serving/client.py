@@ -16,7 +16,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from soilcast.contract import INPUT, OUTPUT, SIGNATURE
+from soilcast.contract import INPUT, OUTPUT, PRODUCTS_SIGNATURE, SIGNATURE, VALID_DOY
 from soilcast.serving.tensors import from_ndarray, to_ndarray
 
 DEFAULT_MODEL = "soilcast"
@@ -74,6 +74,19 @@ class SoilcastClient:
         y = to_ndarray(resp.outputs[OUTPUT])
         return y[0] if single else y
 
+    def predict_products(self, meteo: np.ndarray, valid_day_of_year: Any,
+                         outputs: tuple[str, ...] = (), **extra: np.ndarray) -> dict[str, np.ndarray]:
+        """``forecast_products`` for ``meteo`` [batch, L, H, W, 7] and the valid days
+        (0-based, leap calendar; one per window): soil moisture, basin means, anomaly,
+        percentile and drought class as computed in the served graph (``outputs``: a filter)."""
+        req = self.predict_request(meteo, **extra)
+        req.model_spec.signature_name = PRODUCTS_SIGNATURE
+        req.inputs[VALID_DOY].CopyFrom(from_ndarray(np.asarray(valid_day_of_year, np.int32).reshape(-1)))
+        req.output_filter.extend(outputs)
+        resp = self.predictions.Predict(req, timeout=self.timeout)
+        self.last_version = resp.model_spec.version.value
+        return {name: to_ndarray(t) for name, t in resp.outputs.items()}
+
     def metadata(self) -> dict[str, Any]:
         """The served version's soilcast metadata (grid, variables, units, ...) + version."""
         req = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["soilcast_metadata"])
@@ -87,14 +100,16 @@ class SoilcastClient:
         out["served_version"] = resp.model_spec.version.value
         return out
 
-    def signature(self) -> dict[str, Any]:
-        """Input/output names, dtypes and shapes as TF Serving reports them."""
+    def signature(self, name: str = SIGNATURE) -> dict[str, Any]:
+        """Input/output names, dtypes and shapes of signature ``name`` as TF Serving reports them."""
         req = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
         self._spec(req.model_spec)
         resp = self.predictions.GetModelMetadata(req, timeout=self.timeout)
         sdm = get_model_metadata_pb2.SignatureDefMap()
         resp.metadata["signature_def"].Unpack(sdm)
-        sig = sdm.signature_def[SIGNATURE]
+        if name not in sdm.signature_def:
+            raise KeyError(f"signature {name!r} not served (has {sorted(sdm.signature_def)})")
+        sig = sdm.signature_def[name]
 
         def desc(ti: Any) -> dict[str, Any]:
             return {"dtype": ti.dtype, "shape": [d.size for d in ti.tensor_shape.dim]}

@@ -9,6 +9,18 @@ Two statistics per variable, over a sliding window of the most recent requests:
   Rule of thumb: < 0.1 stable, 0.1-0.25 drifting, > 0.25 shifted.
 - standardised mean shift ``(mean_live - mean_ref) / std_ref``.
 
+Seasonal reference: a reference distribution carries, besides its all-year shares, one set
+of shares per calendar month (training days of that month, on the same edges). Each forecast
+window is tagged with the month of its last input day (from the request's
+``valid_day_of_year`` minus the model's ``lead_days``; 0 when the request carries no date),
+and the window's PSI is taken against the mix of the monthly references of the windows it
+holds (the all-year one for undated windows), so a stream of monsoon requests is compared
+with the monsoon months, not with the whole year. The metric label ``reference`` says which:
+``monthly`` (every window dated), ``all_year`` (none dated, or the version has no monthly
+reference) or ``mixed``. The prediction's reference is the observed target of the same
+training days, so prediction drift is the served forecast against what soil moisture does in
+that month.
+
 Inputs are judged over mask cells only (NaN outside the mask is the store's convention),
 predictions over their finite cells; the window counts forecast windows (batch elements),
 each represented by its newest day. To stay off the request path the gateway hands each
@@ -33,6 +45,20 @@ import numpy as np
 log = logging.getLogger("soilcast.serving.drift")
 
 PREDICTION = "soil_moisture"
+N_MONTHS = 12
+UNDATED = 0  # month tag of a window whose request carried no date
+# month (1-12) of each 0-based day of the 366-day leap calendar (a leap year's days)
+MONTH_OF_DAY = np.array([(np.datetime64("2000-01-01") + np.timedelta64(d, "D")).astype(object).month
+                         for d in range(366)], np.int64)
+
+
+def drift_months(valid_day_of_year: np.ndarray | None, lead_days: int, batch: int) -> np.ndarray:
+    """Month (1-12) of each window's last input day (valid day - lead on the leap
+    calendar), or :data:`UNDATED` for every window when the request carried no date."""
+    if valid_day_of_year is None:
+        return np.full(batch, UNDATED, np.int64)
+    last = (np.asarray(valid_day_of_year, np.int64).reshape(-1) - int(lead_days)) % 366
+    return MONTH_OF_DAY[last]
 
 
 @dataclass(frozen=True)
@@ -43,6 +69,11 @@ class Distribution:
     proportions: np.ndarray
     mean: float
     std: float
+    # row 0 all-year, rows 1-12 the months (all-year where a month has no reference)
+    by_month: np.ndarray | None = None  # [13, bins]
+    month_mean: np.ndarray | None = None  # [13]
+    month_std: np.ndarray | None = None  # [13]
+    monthly: bool = False  # the reference shipped monthly shares
 
     @classmethod
     def from_json(cls, name: str, d: dict[str, Any]) -> "Distribution":
@@ -53,7 +84,32 @@ class Distribution:
                 f"drift reference for {name!r}: expected len(edges) = len(proportions) + 1, "
                 f"got {edges.size} edges and {props.size} proportions"
             )
-        return cls(edges, props, float(d["mean"]), float(d["std"]))
+        mean, std = float(d["mean"]), float(d["std"])
+        by_month = np.tile(props, (N_MONTHS + 1, 1))
+        m_mean, m_std = np.full(N_MONTHS + 1, mean), np.full(N_MONTHS + 1, std)
+        monthly = d.get("monthly") or {}
+        for key, m in monthly.items():
+            month = int(key)
+            p = np.asarray(m["proportions"], np.float64)
+            if not 1 <= month <= N_MONTHS or p.shape != props.shape:
+                raise ValueError(f"drift reference for {name!r}: monthly[{key!r}] needs a month 1-12 and "
+                                 f"{props.size} proportions, got {p.size}")
+            by_month[month], m_mean[month], m_std[month] = p, float(m["mean"]), float(m["std"])
+        return cls(edges, props, mean, std, by_month, m_mean, m_std, bool(monthly))
+
+    def expected(self, month_counts: np.ndarray) -> tuple[np.ndarray, float, float]:
+        """Reference shares, mean and std for a window holding ``month_counts`` [13]
+        windows of each month tag: the mix of those months' references."""
+        by_month = self.by_month if self.by_month is not None else np.tile(self.proportions, (N_MONTHS + 1, 1))
+        mm = self.month_mean if self.month_mean is not None else np.full(N_MONTHS + 1, self.mean)
+        ms = self.month_std if self.month_std is not None else np.full(N_MONTHS + 1, self.std)
+        w = np.asarray(month_counts, np.float64)
+        if w.sum() <= 0:
+            return self.proportions, self.mean, self.std
+        w = w / w.sum()
+        mean = float(w @ mm)
+        var = float(w @ (ms**2 + mm**2)) - mean**2
+        return w @ by_month, mean, float(np.sqrt(max(var, 0.0)))
 
 
 @dataclass(frozen=True)
@@ -86,6 +142,10 @@ class DriftReference:
     def distributions(self) -> list[Distribution]:
         return list(self.inputs) + ([self.prediction] if self.prediction else [])
 
+    @property
+    def monthly(self) -> bool:
+        return all(d.monthly for d in self.distributions)
+
 
 def psi(live_counts: np.ndarray, reference: np.ndarray, epsilon: float) -> float:
     """PSI of live bin counts against reference shares, both floored at ``epsilon``."""
@@ -104,10 +164,12 @@ class _Summary:
     counts: np.ndarray  # [series, bins]
     sums: np.ndarray  # [series]
     n: np.ndarray  # [series]
+    months: np.ndarray = field(default_factory=lambda: np.zeros(N_MONTHS + 1))  # windows per month tag
 
 
 def summarise_batch(
-    ref: DriftReference, xs: list[np.ndarray], ys: list[np.ndarray | None], cells: np.ndarray
+    ref: DriftReference, xs: list[np.ndarray], ys: list[np.ndarray | None], cells: np.ndarray,
+    months: list[np.ndarray | None] | None = None,
 ) -> list[_Summary]:
     """One summary per forecast window in the requests ``xs`` ([B, L, H, W, C] each) and
     their predictions ``ys`` ([B, H, W] or None), over the flat ``cells``.
@@ -138,13 +200,18 @@ def summarise_batch(
     counts = np.bincount(idx[finite], minlength=n_series * k * nb).reshape(n_series, k, nb)
     sums = np.where(finite, values, 0.0).sum(axis=-1, dtype=np.float64)  # [S, K]
     n = finite.sum(axis=-1)
-    return [_Summary(counts[:, i].astype(float), sums[:, i], n[:, i].astype(float)) for i in range(k)]
+    tags = np.concatenate([np.full(len(x), UNDATED) if m is None else np.asarray(m).reshape(-1)
+                           for x, m in zip(xs, months or [None] * len(xs))]).astype(np.int64)
+    onehot = np.eye(N_MONTHS + 1)[tags]
+    return [_Summary(counts[:, i].astype(float), sums[:, i], n[:, i].astype(float), onehot[i]) for i in range(k)]
 
 
-def summarise(ref: DriftReference, x: np.ndarray, y: np.ndarray | None, cells: np.ndarray) -> _Summary:
+def summarise(ref: DriftReference, x: np.ndarray, y: np.ndarray | None, cells: np.ndarray,
+              months: np.ndarray | None = None) -> _Summary:
     """The summed statistics of all windows in one request (see :func:`summarise_batch`)."""
-    parts = summarise_batch(ref, [x], [y], cells)
-    return _Summary(sum(p.counts for p in parts), sum(p.sums for p in parts), sum(p.n for p in parts))
+    parts = summarise_batch(ref, [x], [y], cells, [months])
+    return _Summary(sum(p.counts for p in parts), sum(p.sums for p in parts), sum(p.n for p in parts),
+                    sum(p.months for p in parts))
 
 
 @dataclass
@@ -158,6 +225,7 @@ class DriftWindow:
     _counts: np.ndarray | None = None
     _sums: np.ndarray | None = None
     _n: np.ndarray | None = None
+    _months: np.ndarray = field(default_factory=lambda: np.zeros(N_MONTHS + 1))
 
     def add(self, s: _Summary) -> None:
         if self._counts is None:
@@ -166,29 +234,43 @@ class DriftWindow:
         self._counts += s.counts
         self._sums += s.sums
         self._n += s.n
+        self._months += s.months
         while len(self._items) > self.size:
             old = self._items.popleft()
             self._counts -= old.counts
             self._sums -= old.sums
             self._n -= old.n
+            self._months -= old.months
+
+    @property
+    def reference(self) -> str:
+        """Which reference the window is judged against: monthly, all_year or mixed."""
+        undated, total = self._months[UNDATED], self._months.sum()
+        if not self.ref.monthly or undated >= total:
+            return "all_year"
+        return "monthly" if undated <= 0 else "mixed"
 
     def __len__(self) -> int:
         return len(self._items)
 
-    def stats(self) -> dict[tuple[str, str], dict[str, float]]:
-        """{(kind, variable): {"psi", "mean_shift"}} over the current window."""
-        out: dict[tuple[str, str], dict[str, float]] = {}
+    def stats(self) -> dict[tuple[str, str], dict[str, Any]]:
+        """{(kind, variable): {"psi", "mean_shift", "reference"}} over the current window,
+        against the mix of the monthly references of the windows it holds."""
+        out: dict[tuple[str, str], dict[str, Any]] = {}
         if self._counts is None:
             return out
+        months = self._months if self.ref.monthly else np.eye(N_MONTHS + 1)[UNDATED]
         for i, (key, dist) in enumerate(zip(self.ref.names, self.ref.distributions)):
             counts = self._counts[i, : dist.proportions.size]
+            props, ref_mean, ref_std = dist.expected(months)
             mean = self._sums[i] / self._n[i] if self._n[i] > 0 else float("nan")
-            shift = (mean - dist.mean) / dist.std if dist.std > 0 else float("nan")
-            out[key] = {"psi": psi(counts, dist.proportions, self.epsilon), "mean_shift": float(shift)}
+            shift = (mean - ref_mean) / ref_std if ref_std > 0 else float("nan")
+            out[key] = {"psi": psi(counts, props, self.epsilon), "mean_shift": float(shift),
+                        "reference": self.reference}
         return out
 
 
-Publisher = Callable[[int, dict[tuple[str, str], dict[str, float]], int], None]
+Publisher = Callable[[int, dict[tuple[str, str], dict[str, Any]], int], None]
 
 
 class DriftMonitor:
@@ -218,10 +300,11 @@ class DriftMonitor:
         self._thread.start()
 
     def submit(self, version: int, ref: DriftReference, mask: np.ndarray,
-               x: np.ndarray, y: np.ndarray | None) -> bool:
-        """Queue one request for drift; skip (and count) it when the queue is full."""
+               x: np.ndarray, y: np.ndarray | None, months: np.ndarray | None = None) -> bool:
+        """Queue one request for drift (``months``: each window's month tag, see
+        :func:`drift_months`; None = undated); skip (and count) it when the queue is full."""
         try:
-            self._queue.put_nowait((version, ref, mask, x, y))
+            self._queue.put_nowait((version, ref, mask, x, y, months))
             return True
         except queue.Full:
             if self._on_drop:
@@ -290,7 +373,7 @@ class DriftMonitor:
             if win is None or win.ref is not ref:
                 win = self._windows[version] = DriftWindow(ref, self.window, self.epsilon)
             for summary in summarise_batch(ref, [g[3] for g in group], [g[4] for g in group],
-                                           self._sample(version, mask)):
+                                           self._sample(version, mask), [g[5] for g in group]):
                 win.add(summary)
         if items:
             newest = max(self._windows)

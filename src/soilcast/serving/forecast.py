@@ -9,6 +9,11 @@ north-up) for GIS users, a CSV of basin values and the map. Basin values are cos
 area-weighted means over each basin's mask cells; the anomaly is against the training-years
 climatology of the valid day (``soilcast.ml.models.references.Climatology``, the reference
 the evaluation scores against), left empty when the store holds no training year.
+
+When the served version exports ``forecast_products`` (its metadata has ``products``), the
+basin means, anomaly, percentile and drought class are the SERVED ones (computed in the
+graph, so every client reads the same numbers); the client computes them itself only for
+older versions.
 """
 
 from __future__ import annotations
@@ -21,7 +26,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from soilcast.contract import ANTECEDENT, INPUT, serving_inputs
+from soilcast.contract import (
+    ANOMALY, ANTECEDENT, BASIN_MEAN, DROUGHT_CLASS, INPUT, OUTPUT, PERCENTILE, serving_inputs,
+)
 from soilcast.data.store import Tensors
 
 
@@ -123,6 +130,18 @@ _WGS84_WKT = ('GEOGCS["WGS 84",DATUM["WGS_1984",SPHEROID["WGS 84",6378137,298.25
               'PRIMEM["Greenwich",0],UNIT["degree",0.0174532925199433],AUTHORITY["EPSG","4326"]]')
 
 
+def add_served_products(ds: Any, served: dict[str, Any]) -> None:
+    """Percentile and drought class (US Drought Monitor style) from the served graph."""
+    grid = {"grid_mapping": "crs", "coordinates": "forecast_reference_time forecast_period"}
+    ds[PERCENTILE] = (("time", "lat", "lon"), np.asarray(served[PERCENTILE], np.float32)[None], {
+        "units": "percent", "long_name": "percentile of the forecast in the training-years "
+        "distribution for the time of year", **grid})
+    ds[PERCENTILE].encoding["_FillValue"] = np.float32(np.nan)
+    ds[DROUGHT_CLASS] = (("time", "lat", "lon"), np.asarray(served[DROUGHT_CLASS], np.int32)[None], {
+        "long_name": "drought class (US Drought Monitor style)", "flag_values": np.arange(-1, 5, dtype=np.int32),
+        "flag_meanings": "none D0_abnormally_dry D1_moderate D2_severe D3_extreme D4_exceptional", **grid})
+
+
 def crs_variable() -> Any:
     """The CF grid-mapping variable (WGS 84 latitude/longitude) the data variables point to."""
     import xarray as xr
@@ -132,10 +151,33 @@ def crs_variable() -> Any:
         "semi_major_axis": 6378137.0, "inverse_flattening": 298.257223563, "crs_wkt": _WGS84_WKT})
 
 
-def basin_table(y: np.ndarray, tensors: Tensors, clim: np.ndarray | None) -> pd.DataFrame:
+def served_products(client: Any, meta: dict[str, Any], window: dict[str, np.ndarray],
+                    valid: dt.date) -> tuple[np.ndarray, dict[str, np.ndarray] | None]:
+    """(forecast [H, W], served products of the single window or None for an old version)."""
+    from soilcast.ml.models.references import calendar_bin
+
+    meteo = window.pop(INPUT)
+    if not meta.get("products"):
+        return client.predict(meteo, **window)[0], None
+    doy = calendar_bin(pd.DatetimeIndex([pd.Timestamp(valid)])).astype(np.int32)
+    out = client.predict_products(meteo, doy, **window)  # the window is a batch of one
+    out = {k: v[0] for k, v in out.items()}
+    out["basins"] = [int(b["id"]) for b in meta["products"]["basins"]]
+    return out.pop(OUTPUT), out
+
+
+def basin_table(y: np.ndarray, tensors: Tensors, clim: np.ndarray | None,
+                served: dict[str, Any] | None = None) -> pd.DataFrame:
     """Per basin: id, name, cells, area-weighted (cos latitude) mean forecast, and the same
-    mean of the climatology and of the anomaly when the climatology is known."""
+    mean of the climatology and of the anomaly when the climatology is known.
+
+    With ``served`` products (``basin_mean`` in the ``basins`` order and the ``anomaly``
+    grid from the served graph) the forecast column is the served basin mean and the anomaly
+    the weighted mean of the served anomaly (climatology = their difference)."""
     from soilcast.evaluation.metrics import area_weights
+
+    if served is not None:
+        return _served_table(tensors, served)
 
     names = {str(k): v for k, v in dict(tensors.attrs.get("basin_names", {})).items()}
     weights = area_weights(tensors.lat, tensors.mask)
@@ -153,6 +195,23 @@ def basin_table(y: np.ndarray, tensors: Tensors, clim: np.ndarray | None) -> pd.
         rows.append({"basin_id": bid, "basin": names.get(str(bid), f"basin {bid}"),
                      "cells": int((tensors.basin_id == bid).sum()), "soil_moisture": sm,
                      "climatology": c, "anomaly": sm - c})
+    return pd.DataFrame(rows, columns=["basin_id", "basin", "cells", "soil_moisture", "climatology", "anomaly"])
+
+
+def _served_table(tensors: Tensors, served: dict[str, Any]) -> pd.DataFrame:
+    from soilcast.evaluation.metrics import area_weights
+
+    names = {str(k): v for k, v in dict(tensors.attrs.get("basin_names", {})).items()}
+    weights = area_weights(tensors.lat, tensors.mask)
+    anomaly = np.asarray(served[ANOMALY], np.float64)
+    rows = []
+    for bid, sm in zip(served["basins"], np.asarray(served[BASIN_MEAN], np.float64)):
+        w = np.where(tensors.basin_id == bid, weights, 0.0)
+        ok = np.isfinite(anomaly) & (w > 0)
+        a = float(np.sum(w[ok] * anomaly[ok]) / np.sum(w[ok])) if ok.any() else float("nan")
+        rows.append({"basin_id": int(bid), "basin": names.get(str(bid), f"basin {bid}"),
+                     "cells": int((tensors.basin_id == bid).sum()), "soil_moisture": float(sm),
+                     "climatology": float(sm) - a, "anomaly": a})
     return pd.DataFrame(rows, columns=["basin_id", "basin", "cells", "soil_moisture", "climatology", "anomaly"])
 
 
@@ -257,13 +316,16 @@ def run_forecast(cfg: Any, server: str, date: str | dt.date, outputs: list[Path]
         meta = client.metadata()
         check_compatible(meta, tensors)
         window = input_window(tensors, init, int(meta["seq_len"]), bool(meta.get(ANTECEDENT)))
-        y = client.predict(window.pop(INPUT), **window)[0]
+        lead = int(meta["lead_days"])
+        valid = init + dt.timedelta(days=lead)
+        y, served = served_products(client, meta, window, valid)
         version = client.last_version
-    lead = int(meta["lead_days"])
-    valid = init + dt.timedelta(days=lead)
-    clim = climatology_of(cfg, tensors, valid)
+    # the served anomaly defines the climatology the server used; older versions: the client's
+    clim = (y - served[ANOMALY]) if served is not None else climatology_of(cfg, tensors, valid)
     ds = forecast_dataset(y, tensors, init, lead, version, str(meta.get("model", "")), clim)
-    table = basin_table(y, tensors, clim)
+    if served is not None:
+        add_served_products(ds, served)
+    table = basin_table(y, tensors, clim, served)
     outputs = list(outputs) if outputs else default_outputs(forecast_dir(cfg, init))
     for out in outputs:
         kind = SUFFIXES[Path(out).suffix.lower()]

@@ -43,15 +43,18 @@ from tensorflow_serving.apis import (
 )
 
 from soilcast.config import Config
+from soilcast.contract import BASIN_MEAN, DROUGHT_CLASS, PRODUCT_OUTPUTS, PRODUCTS_SIGNATURE, VALID_DOY
 from soilcast.serving.batching import Batcher
-from soilcast.serving.drift import DriftMonitor
+from soilcast.serving.drift import DriftMonitor, drift_months
 from soilcast.serving.models import (
     INPUT, OUTPUT, SIGNATURE, ModelInfo, ModelLoadError, ModelRepository, VersionNotFound, read_info,
 )
 from soilcast.serving.rest import RestApi, RestServer
 from soilcast.serving.telemetry import Telemetry
 from soilcast.serving.tensors import TensorDecodeError, from_ndarray, to_ndarray
-from soilcast.serving.validation import RequestError, RequestLimits, bound_output, decode_inputs
+from soilcast.serving.validation import (
+    RequestError, RequestLimits, bound_output, decode_day_of_year, decode_inputs, split_products_input,
+)
 
 log = logging.getLogger("soilcast.serving.gateway")
 
@@ -79,10 +82,17 @@ def _spec_target(spec: Any, model_name: str) -> tuple[int | None, str | None]:
     return (spec.version.value if has_version else None), (spec.version_label or None)
 
 
-def _check_signature_name(name: str) -> None:
-    if name not in ("", SIGNATURE):
+def _check_signature_name(name: str) -> bool:
+    """True for ``forecast_products``, False for ``serving_default`` (or none named)."""
+    if name not in ("", SIGNATURE, PRODUCTS_SIGNATURE):
         raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, "unknown_signature",
-                           f"serving signature {name!r} not found; expected {SIGNATURE!r}")
+                           f"serving signature {name!r} not found; expected {SIGNATURE!r} "
+                           f"or {PRODUCTS_SIGNATURE!r}")
+    return name == PRODUCTS_SIGNATURE
+
+
+def _products_of(info: ModelInfo) -> bool:
+    return bool(info.metadata.get("products"))
 
 
 def _tensor_info(name: str, shape: tuple[int | None, ...]) -> meta_graph_pb2.TensorInfo:
@@ -111,10 +121,42 @@ def metadata_response(model_name: str, info: ModelInfo, fields: list[str]) -> An
         sig.outputs[OUTPUT].CopyFrom(_tensor_info(f"StatefulPartitionedCall:0", (None, *info.mask.shape)))
         sdm = get_model_metadata_pb2.SignatureDefMap()
         sdm.signature_def[SIGNATURE].CopyFrom(sig)
+        if _products_of(info):
+            sdm.signature_def[PRODUCTS_SIGNATURE].CopyFrom(_products_signature(info))
         resp.metadata[FIELD_SIGNATURE].Pack(sdm)
     if FIELD_SOILCAST in fields:
         resp.metadata[FIELD_SOILCAST].Pack(wrappers_pb2.StringValue(value=json.dumps(info.metadata)))
     return resp
+
+
+def _products_signature(info: ModelInfo) -> meta_graph_pb2.SignatureDef:
+    sig = meta_graph_pb2.SignatureDef(method_name="tensorflow/serving/predict")
+    for name, shape in info.inputs.items():
+        sig.inputs[name].CopyFrom(_tensor_info(f"{PRODUCTS_SIGNATURE}_{name}:0", (None, *shape)))
+    doy = _tensor_info(f"{PRODUCTS_SIGNATURE}_{VALID_DOY}:0", (None,))
+    doy.dtype = types_pb2.DT_INT32
+    sig.inputs[VALID_DOY].CopyFrom(doy)
+    n_basins = len(info.metadata["products"].get("basins", []))
+    shapes = {BASIN_MEAN: (None, n_basins)}
+    for i, name in enumerate(PRODUCT_OUTPUTS):
+        ti = _tensor_info(f"StatefulPartitionedCall:{i}", shapes.get(name, (None, *info.mask.shape)))
+        if name == DROUGHT_CLASS:
+            ti.dtype = types_pb2.DT_INT32
+        sig.outputs[name].CopyFrom(ti)
+    return sig
+
+
+def decode_request(request: Any, info: ModelInfo, limits: RequestLimits,
+                   products: bool) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    """(grid arrays, valid days or None), validated as the signature asked for."""
+    if products and not _products_of(info):
+        raise RequestError(grpc.StatusCode.FAILED_PRECONDITION, "no_products",
+                           f"version {info.version} was exported without {PRODUCTS_SIGNATURE!r}; "
+                           f"use {SIGNATURE!r}")
+    grids, doy_proto = split_products_input(request.inputs, products)
+    arrays = decode_inputs(grids, info, limits)
+    doy = decode_day_of_year(doy_proto, len(arrays[INPUT])) if products else None
+    return arrays, doy
 
 
 # ---------------------------------------------------------------------------- backends
@@ -136,16 +178,26 @@ class EmbeddedBackend:
 
     def predict(self, request: Any, timeout: float | None):
         model = self._resolve(request.model_spec)
-        _check_signature_name(request.model_spec.signature_name)
-        arrays = decode_inputs(request.inputs, model.info, self.limits)
-        _check_output_filter(request.output_filter)
-        y = self.batcher.predict(model, arrays) if self.batcher else model.predict(arrays)
+        products = _check_signature_name(request.model_spec.signature_name)
+        if products and model.products_fn is None:
+            raise RequestError(grpc.StatusCode.FAILED_PRECONDITION, "no_products",
+                               f"version {model.version} has no {PRODUCTS_SIGNATURE!r} signature; "
+                               f"use {SIGNATURE!r}")
+        arrays, doy = decode_request(request, model.info, self.limits, products)
+        wanted = _check_output_filter(request.output_filter, products)
         resp = predict_pb2.PredictResponse()
         resp.model_spec.name = self.model_name
         resp.model_spec.version.value = model.version
-        resp.model_spec.signature_name = SIGNATURE
-        resp.outputs[OUTPUT].CopyFrom(from_ndarray(np.asarray(y, np.float32)))
-        return resp, model.info, arrays, y
+        resp.model_spec.signature_name = PRODUCTS_SIGNATURE if products else SIGNATURE
+        if products:  # not batched: a rarer, richer call
+            out = model.predict_products(arrays, doy)
+            y = out[OUTPUT]
+            for name in wanted:
+                resp.outputs[name].CopyFrom(from_ndarray(out[name]))
+        else:
+            y = self.batcher.predict(model, arrays) if self.batcher else model.predict(arrays)
+            resp.outputs[OUTPUT].CopyFrom(from_ndarray(np.asarray(y, np.float32)))
+        return resp, model.info, arrays | ({VALID_DOY: doy} if products else {}), y
 
     def metadata(self, request: Any, timeout: float | None):
         model = self._resolve(request.model_spec)
@@ -181,11 +233,14 @@ def _label(request: Any) -> str:
     return str(spec.version_label) if spec is not None else ""
 
 
-def _check_output_filter(output_filter: Any) -> None:
-    unknown = [o for o in output_filter if o != OUTPUT]
+def _check_output_filter(output_filter: Any, products: bool = False) -> list[str]:
+    """The outputs to answer with (all of the signature's when the filter is empty)."""
+    known = list(PRODUCT_OUTPUTS) if products else [OUTPUT]
+    unknown = [o for o in output_filter if o not in known]
     if unknown:
         raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, "bad_output_filter",
-                           f"output_filter names {unknown}; the only output is {OUTPUT!r}")
+                           f"output_filter names {unknown}; the outputs are {known}")
+    return [o for o in known if o in output_filter] or known
 
 
 class ProxyBackend:
@@ -247,14 +302,18 @@ class ProxyBackend:
             request, version = routed, labels["stable"]
         elif label and labels and label in labels:
             version = labels[label]
+        products = request.model_spec.signature_name == PRODUCTS_SIGNATURE  # upstream judges others
         info = self.info(version)
-        arrays = decode_inputs(request.inputs, info, self.limits) if info else None
+        arrays = None
+        if info:
+            arrays, doy = decode_request(request, info, self.limits, products)
+            arrays = arrays | ({VALID_DOY: doy} if products else {})
         resp = self._forward(self.predict_stub.Predict, request, timeout)
         served = self.info(resp.model_spec.version.value) or info
         y = None
         if OUTPUT in resp.outputs:
             try:
-                y = to_ndarray(resp.outputs[OUTPUT])
+                y = to_ndarray(resp.outputs[OUTPUT], max_bytes=self.limits.max_bytes)
             except TensorDecodeError as err:
                 log.warning("proxy: cannot decode upstream output for drift: %s", err)
         if served is not None and arrays is None:
@@ -348,7 +407,9 @@ class Servicer(prediction_service_pb2_grpc.PredictionServiceServicer,
         resp, info, arrays, y = self.backend.predict(request, timeout)
         y = self._bounded(resp, info, y)
         if self.drift is not None and info is not None and info.reference is not None and arrays:
-            self.drift.submit(info.version, info.reference, info.mask, arrays[INPUT], y)
+            months = drift_months(arrays.get(VALID_DOY), int(info.metadata.get("lead_days", 0)),
+                                  len(arrays[INPUT]))
+            self.drift.submit(info.version, info.reference, info.mask, arrays[INPUT], y, months)
         return resp
 
     def _grpc(self, method: str, request: Any, context: Any) -> Any:

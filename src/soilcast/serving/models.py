@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from soilcast.contract import ANTECEDENT, INPUT, OUTPUT, SIGNATURE
+from soilcast.contract import ANTECEDENT, INPUT, OUTPUT, PRODUCTS_SIGNATURE, SIGNATURE, VALID_DOY
 from soilcast.serving.drift import DriftReference
 
 log = logging.getLogger("soilcast.serving.models")
@@ -113,6 +113,7 @@ class LoadedModel:
     info: ModelInfo
     fn: Any
     module: Any = field(repr=False)  # keeps the loaded object (and its variables) alive
+    products_fn: Any = field(default=None, repr=False)  # ``forecast_products`` when exported
 
     @property
     def version(self) -> int:
@@ -123,6 +124,13 @@ class LoadedModel:
 
         out = self.fn(**{k: tf.constant(v) for k, v in inputs.items()})
         return out[OUTPUT].numpy()
+
+    def predict_products(self, inputs: dict[str, np.ndarray], doy: np.ndarray) -> dict[str, np.ndarray]:
+        """Every ``forecast_products`` output for the grids ``inputs`` and valid days ``doy``."""
+        import tensorflow as tf
+
+        args = {k: tf.constant(v) for k, v in inputs.items()} | {VALID_DOY: tf.constant(doy, tf.int32)}
+        return {k: v.numpy() for k, v in self.products_fn(**args).items()}
 
 
 def _check_signature(fn: Any, info: ModelInfo) -> None:
@@ -166,7 +174,7 @@ def load_version(version_dir: Path) -> LoadedModel:
         raise ModelLoadError(f"{version_dir}: SavedModel does not load: {type(err).__name__}: {err}") from None
     if SIGNATURE not in module.signatures:
         raise ModelLoadError(f"{version_dir}: no {SIGNATURE!r} signature (has {list(module.signatures)})")
-    model = LoadedModel(info, module.signatures[SIGNATURE], module)
+    model = LoadedModel(info, module.signatures[SIGNATURE], module, module.signatures.get(PRODUCTS_SIGNATURE))
     _check_signature(model.fn, info)
     try:
         y = model.predict(warmup_inputs(info))

@@ -34,7 +34,7 @@ import numpy as np
 from google.protobuf import json_format, wrappers_pb2
 from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, predict_pb2
 
-from soilcast.contract import INPUT, OUTPUT
+from soilcast.contract import INPUT, VALID_DOY
 from soilcast.serving.tensors import from_ndarray, to_ndarray
 from soilcast.serving.validation import RequestError
 
@@ -115,8 +115,28 @@ def predict_request(body: bytes, name: str, version: str | None, label: str | No
     _spec(req.model_spec, name, version, label)
     req.model_spec.signature_name = signature
     for input_name, array in arrays.items():
-        req.inputs[input_name].CopyFrom(from_ndarray(array))
+        req.inputs[input_name].CopyFrom(from_ndarray(_day_of_year(array) if input_name == VALID_DOY else array))
     return req, rows
+
+
+def _day_of_year(array: np.ndarray) -> np.ndarray:
+    """JSON numbers -> int32 days; a fractional or non-finite day is a bad request."""
+    if not np.isfinite(array).all() or (array != np.round(array)).any():
+        raise _bad(f"{VALID_DOY!r} must hold whole days (0..365), got {array.ravel()[:5].tolist()}")
+    return array.astype(np.int32)
+
+
+def predict_json(resp: Any, rows: bool) -> dict[str, Any]:
+    """TF Serving's REST answer: one output is a bare array, several a dict by name
+    (row format: one dict per window)."""
+    outs = {name: to_ndarray(t) for name, t in resp.outputs.items()}
+    if len(outs) == 1:
+        y = next(iter(outs.values())).tolist()
+        return {"predictions": y} if rows else {"outputs": y}
+    if rows:
+        n = len(next(iter(outs.values())))
+        return {"predictions": [{k: v[i].tolist() for k, v in outs.items()} for i in range(n)]}
+    return {"outputs": {k: v.tolist() for k, v in outs.items()}}
 
 
 def _status_json(resp: Any) -> dict[str, Any]:
@@ -178,9 +198,8 @@ class RestApi:
             return 404, {"error": f"no such resource: POST {path} (predict is POST /v1/models/NAME:predict)"}, {}
         req, rows = self._parsed("Predict", lambda: predict_request(body, m["name"], m["version"], m["label"]))
         resp = self.handle("Predict", req, None)
-        y = to_ndarray(resp.outputs[OUTPUT]).tolist()
         headers = {"X-Model-Version": str(resp.model_spec.version.value)}
-        return 200, ({"predictions": y} if rows else {"outputs": y}), headers
+        return 200, predict_json(resp, rows), headers
 
 
 def _handler(api: RestApi) -> type[BaseHTTPRequestHandler]:

@@ -12,8 +12,10 @@ Names (all ``soilcast_``-prefixed; alert rules in ``serving/prometheus/alerts.ym
   inside the mask in antecedent soil moisture)
 - ``output_clipped_values_total``: served soil moisture outside its physical range, clipped
   (the exported graph clips already: any count is a model bug)
-- ``drift_psi{kind,variable,version,version_label}``, ``drift_mean_shift{...same}`` (one
-  series per served version; ``version_label`` is stable/canary/previous or ''),
+- ``drift_psi{kind,variable,version,version_label,reference}``, ``drift_mean_shift{...same}``
+  (one series per served version; ``version_label`` is stable/canary/previous or '';
+  ``kind`` input or prediction; ``reference`` monthly / all_year (no date in the requests,
+  or no monthly reference) / mixed, see :mod:`soilcast.serving.drift`),
   ``drift_window_requests``, ``drift_dropped_total``
 - ``model_info{model,version,...}`` (Info), ``model_loaded`` (1 when a version serves),
   ``model_versions_loaded``, ``model_load_failures_total``
@@ -26,6 +28,7 @@ from typing import Any, Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, start_http_server
 
+REFERENCES = ("monthly", "all_year", "mixed")  # values of the drift metrics' ``reference`` label
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -47,10 +50,10 @@ class Telemetry:
                                "Served soil moisture values outside the physical range, clipped",
                                registry=r)
         self.psi = Gauge("soilcast_drift_psi", "PSI of the recent window vs the training reference",
-                         ["kind", "variable", "version", "version_label"], registry=r)
+                         ["kind", "variable", "version", "version_label", "reference"], registry=r)
         self.mean_shift = Gauge("soilcast_drift_mean_shift",
                                 "(window mean - reference mean) / reference std",
-                                ["kind", "variable", "version", "version_label"], registry=r)
+                                ["kind", "variable", "version", "version_label", "reference"], registry=r)
         self.label_of: Callable[[int], str] = lambda version: ""  # set by the gateway
         self.window = Gauge("soilcast_drift_window_requests", "Forecast windows (batch elements) in the drift window",
                             registry=r)
@@ -77,14 +80,20 @@ class Telemetry:
             self._http.server_close()
             self._http = None
 
-    def publish_drift(self, version: int, stats: dict[tuple[str, str], dict[str, float]],
+    def publish_drift(self, version: int, stats: dict[tuple[str, str], dict[str, Any]],
                       n_requests: int) -> None:
         label = self.label_of(version)
         for (kind, variable), s in stats.items():
-            if not math.isnan(s["psi"]):
-                self.psi.labels(kind, variable, str(version), label).set(s["psi"])
-            if not math.isnan(s["mean_shift"]):
-                self.mean_shift.labels(kind, variable, str(version), label).set(s["mean_shift"])
+            reference = str(s.get("reference", "all_year"))
+            for gauge, key in ((self.psi, "psi"), (self.mean_shift, "mean_shift")):
+                for other in REFERENCES:  # one series per variable: drop the stale reference
+                    if other != reference:
+                        try:
+                            gauge.remove(kind, variable, str(version), label, other)
+                        except KeyError:
+                            pass
+                if not math.isnan(s[key]):
+                    gauge.labels(kind, variable, str(version), label, reference).set(s[key])
         self.window.set(n_requests)
 
     def model_state(self, newest: dict[str, str] | None, n_versions: int) -> None:

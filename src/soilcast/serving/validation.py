@@ -26,7 +26,7 @@ import grpc
 import numpy as np
 from tensorflow.core.framework import types_pb2
 
-from soilcast.contract import ANTECEDENT, INPUT
+from soilcast.contract import ANTECEDENT, INPUT, N_CALENDAR_DAYS, VALID_DOY
 from soilcast.serving.models import ModelInfo
 from soilcast.serving.tensors import TensorDecodeError, decoded_nbytes, dtype_name, proto_shape, to_ndarray
 
@@ -176,3 +176,31 @@ def decode_inputs(inputs: Mapping, info: ModelInfo, limits: RequestLimits) -> di
             raise _bad("malformed", f"input {name!r}: {err}") from None
     _check_values(arrays, info, limits)
     return arrays
+
+
+def split_products_input(inputs: Mapping, products: bool) -> tuple[dict, Any]:
+    """(grid inputs, the ``valid_day_of_year`` proto or None): the date travels beside the
+    grids only in ``forecast_products`` requests; anywhere else it is an unknown input."""
+    grids = {k: v for k, v in inputs.items() if not (products and k == VALID_DOY)}
+    if products and VALID_DOY not in inputs:
+        raise _bad("unknown_input", f"forecast_products needs {VALID_DOY!r} int32 [batch] (0-based "
+                                    f"day of the valid date on the {N_CALENDAR_DAYS}-day leap calendar)")
+    return grids, (inputs[VALID_DOY] if products else None)
+
+
+def decode_day_of_year(proto: Any, batch: int) -> np.ndarray:
+    """``valid_day_of_year``: int32 (int64 accepted) [batch], each in 0..365."""
+    if proto.dtype not in (types_pb2.DT_INT32, types_pb2.DT_INT64):
+        raise _bad("dtype", f"input {VALID_DOY!r} has dtype {dtype_name(proto.dtype)}; expected DT_INT32")
+    shape = proto_shape(proto)
+    if tuple(shape) != (batch,):
+        raise _bad("shape", f"input {VALID_DOY!r} has shape {list(shape)}; expected [{batch}] "
+                            f"(one valid day per window)")
+    try:
+        doy = to_ndarray(proto, max_bytes=8 * max(batch, 1)).astype(np.int32)
+    except TensorDecodeError as err:
+        raise _bad("malformed", f"input {VALID_DOY!r}: {err}") from None
+    bad = doy[(doy < 0) | (doy >= N_CALENDAR_DAYS)]
+    if bad.size:
+        raise _bad("out_of_range", f"input {VALID_DOY!r} has {bad[:5].tolist()}; expected 0..{N_CALENDAR_DAYS - 1}")
+    return doy

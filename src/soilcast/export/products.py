@@ -1,0 +1,195 @@
+"""What forecasters read, computed inside the exported graph (``forecast_products``).
+
+Every client (gRPC, REST, the CLI, a GIS plug-in) gets the same basin means, anomalies,
+percentiles and drought classes because they are part of the SavedModel, not of each
+client. The tables are fitted here from the store's TRAINING years only:
+
+* ``basins``: the sorted nonzero basin ids, and a membership matrix [H*W, n_basins] holding
+  each mask cell's cos(latitude) weight in its basin's column (basin mean = weighted sum /
+  weight of the cells with a finite forecast);
+* ``climatology`` [366, H, W]: :class:`soilcast.ml.models.references.Climatology` (the same
+  one evaluation scores against), indexed by the valid day's calendar bin;
+* ``quantiles`` [73, 21, H, W]: per 5-day calendar bin (bin ``doy // 5``; the last bin holds
+  days 360-365) and mask cell, the 0, 5, ..., 100 % quantiles of training-years soil moisture
+  on the days within ``climatology.window_days // 2`` of that bin's days (circular). On
+  73 bins x 21 quantiles the table costs 73 * 21 * H * W * 4 bytes (6.1 kB per cell: 7.9 MB
+  for a 36 x 36 grid), against 366 bins that would be five times that.
+
+The percentile is the piecewise-linear position of the forecast between those quantiles
+(0 below the minimum, 100 above the maximum); the drought class follows
+:data:`soilcast.contract.DROUGHT_CLASSES`. The tables are layer weights (non-trainable), so
+they land in the SavedModel's variables, not in the graph proto.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from soilcast.contract import (
+    ANOMALY, BASIN_MEAN, DROUGHT_CLASS, DROUGHT_UPPER, N_CALENDAR_DAYS, OUTPUT, PERCENTILE,
+)
+
+QUANTILE_DAYS = 5  # width of a percentile calendar bin
+N_QUANTILE_BINS = N_CALENDAR_DAYS // QUANTILE_DAYS  # 73; the last bin takes the 6th day
+QUANTILE_LEVELS = np.linspace(0.0, 100.0, 21)  # percent, 5 % steps
+
+
+@dataclass(frozen=True)
+class ProductTables:
+    """The constants of the products graph (numpy; see the module docstring)."""
+
+    basin_ids: np.ndarray  # [K] int
+    membership: np.ndarray  # [H*W, K] float32 cos-lat weight of each mask cell in its basin
+    climatology: np.ndarray  # [366, H, W] float32
+    quantiles: np.ndarray  # [73, 21, H, W] float32, NaN outside the mask
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.membership.nbytes + self.climatology.nbytes + self.quantiles.nbytes)
+
+
+def quantile_bin(doy: Any) -> Any:
+    """5-day percentile bin of 0-based leap-calendar days (numpy or tensor)."""
+    return np.minimum(np.asarray(doy) // QUANTILE_DAYS, N_QUANTILE_BINS - 1)
+
+
+def basin_membership(basin_id: np.ndarray, mask: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(sorted basin ids, [H*W, K] cos-latitude weight of each mask cell in its basin)."""
+    basin_id = np.asarray(basin_id)
+    mask = np.asarray(mask, bool)
+    ids = np.array(sorted(int(b) for b in np.unique(basin_id[mask]) if b != 0), dtype=np.int64)
+    if ids.size == 0:
+        raise ValueError("forecast products: the basin-id raster has no nonzero id inside the mask")
+    w = np.where(mask, np.cos(np.deg2rad(np.asarray(lat, np.float64)))[:, None], 0.0)
+    member = (basin_id.ravel()[:, None] == ids[None, :]) * w.ravel()[:, None]
+    return ids, member.astype(np.float32)
+
+
+def _days_near_bins(window_days: int) -> np.ndarray:
+    """[73, 366] bool: calendar day d is within window_days // 2 of quantile bin j's days."""
+    half = window_days // 2
+    days = np.arange(N_CALENDAR_DAYS)
+    bins = quantile_bin(days)
+    near = np.zeros((N_QUANTILE_BINS, N_CALENDAR_DAYS), bool)
+    for j in range(N_QUANTILE_BINS):
+        span = days[bins == j]
+        diff = np.abs(days[:, None] - span[None, :])
+        near[j] = np.minimum(diff, N_CALENDAR_DAYS - diff).min(axis=1) <= half
+    return near
+
+
+def seasonal_quantiles(Y: np.ndarray, time: Any, mask: np.ndarray, window_days: int) -> np.ndarray:
+    """[73, 21, H, W] quantiles of ``Y`` [N, H, W] (training days) per 5-day bin and mask cell."""
+    import pandas as pd
+
+    from soilcast.ml.models.references import calendar_bin
+
+    mask = np.asarray(mask, bool)
+    y = np.asarray(Y, np.float32)[:, mask]  # [N, cells]
+    day = calendar_bin(pd.DatetimeIndex(time))
+    near = _days_near_bins(window_days)
+    out = np.full((N_QUANTILE_BINS, QUANTILE_LEVELS.size, *mask.shape), np.nan, np.float32)
+    for j in range(N_QUANTILE_BINS):
+        rows = near[j][day]
+        if not rows.any():
+            continue
+        with np.errstate(all="ignore"):
+            q = np.nanquantile(y[rows], QUANTILE_LEVELS / 100.0, axis=0)
+        out[j][:, mask] = q
+    if np.isnan(out[:, :, mask]).all(axis=(1, 2)).any():
+        empty = np.flatnonzero(np.isnan(out[:, :, mask]).all(axis=(1, 2)))
+        raise ValueError(f"forecast products: no training day for percentile bins {empty.tolist()} "
+                         f"(window_days={window_days}); widen climatology.window_days or add years")
+    return out
+
+
+def product_tables(cfg: Any, tensors: Any) -> ProductTables:
+    """Fit the tables from the store's training years (cfg.split.train_years)."""
+    from soilcast.ml.models.references import Climatology
+    from soilcast.ml.windows import split_slice
+
+    time = tensors.time
+    sl = split_slice(time, cfg.split.train_years)
+    Y = np.asarray(tensors.Y[sl], np.float32)
+    Y = Y[..., 0] if Y.ndim == 4 else Y
+    if Y.shape[0] == 0:
+        lo, hi = cfg.split.train_years
+        raise ValueError(f"forecast products: the tensor store has no days in train years {lo}-{hi}")
+    mask = np.asarray(tensors.mask, bool)
+    clim = Climatology.fit(tensors.Y, time, cfg.split.train_years, cfg.climatology.window_days).values
+    ids, member = basin_membership(tensors.basin_id, mask, tensors.lat)
+    quants = seasonal_quantiles(np.where(mask, Y, np.nan), time[sl], mask, cfg.climatology.window_days)
+    return ProductTables(ids, member, np.where(mask, clim, np.nan).astype(np.float32), quants)
+
+
+def products_layer(tables: ProductTables) -> Any:
+    """A Keras layer holding the tables as non-trainable weights, callable in the graph."""
+    import keras
+    from keras import ops
+
+    class ForecastProducts(keras.layers.Layer):
+        """(soil_moisture [b, H, W], valid_day_of_year [b] int32) -> the products dict."""
+
+        def __init__(self) -> None:
+            super().__init__(name="forecast_products", dtype="float32", trainable=False)
+            self.member = self._const("basin_membership", tables.membership)
+            self.clim = self._const("climatology", tables.climatology)
+            self.quant = self._const("seasonal_quantiles", tables.quantiles)
+            self.step = float(QUANTILE_LEVELS[1] - QUANTILE_LEVELS[0])
+            self.built = True
+
+        def _const(self, name: str, value: np.ndarray) -> Any:
+            w = self.add_weight(shape=value.shape, initializer="zeros", trainable=False, name=name,
+                                dtype="float32")
+            w.assign(np.asarray(value, np.float32))
+            return w
+
+        def call(self, y: Any, doy: Any) -> dict[str, Any]:
+            y = ops.cast(y, "float32")
+            doy = ops.cast(doy, "int32")
+            b, h, w = ops.shape(y)[0], y.shape[1], y.shape[2]
+            finite = ops.isfinite(y)
+            flat = ops.reshape(ops.where(finite, y, 0.0), (b, h * w))
+            weight = ops.matmul(ops.reshape(ops.cast(finite, "float32"), (b, h * w)), self.member)
+            basin_mean = ops.matmul(flat, self.member) / weight  # 0/0 -> NaN for an empty basin
+            anomaly = y - ops.take(self.clim, doy, axis=0)
+            q = ops.take(self.quant, ops.minimum(doy // QUANTILE_DAYS, N_QUANTILE_BINS - 1), axis=0)
+            lo, hi = q[:, :-1], q[:, 1:]  # [b, 20, H, W]
+            yy = y[:, None]
+            width = hi - lo
+            safe = ops.where(width > 0, width, 1.0)
+            frac = ops.where(width > 0, ops.clip((yy - lo) / safe, 0.0, 1.0),
+                             ops.cast(yy >= hi, "float32"))
+            pct = ops.sum(frac, axis=1) * self.step
+            ok = finite & ops.all(ops.isfinite(q), axis=1)
+            pct = ops.where(ok, pct, float("nan"))
+            passed = sum(ops.cast(pct > bound, "int32") for bound in DROUGHT_UPPER)
+            cls = ops.where(ok, 4 - passed, -1)
+            return {OUTPUT: y, BASIN_MEAN: basin_mean, ANOMALY: anomaly, PERCENTILE: pct,
+                    DROUGHT_CLASS: ops.cast(cls, "int32")}
+
+    return ForecastProducts()
+
+
+def products_numpy(y: np.ndarray, doy: np.ndarray, tables: ProductTables) -> dict[str, np.ndarray]:
+    """The same products in numpy (independent reference for tests and light clients)."""
+    from soilcast.contract import drought_class
+
+    y = np.asarray(y, np.float64)
+    doy = np.asarray(doy, np.int64)
+    member = tables.membership.astype(np.float64)
+    fin = np.isfinite(y).reshape(len(y), -1)
+    with np.errstate(all="ignore"):
+        bm = (np.where(fin, y.reshape(len(y), -1), 0.0) @ member) / (fin @ member)
+    q = tables.quantiles[quantile_bin(doy)].astype(np.float64)  # [b, 21, H, W]
+    pct = np.full(y.shape, np.nan)
+    for i in range(len(y)):
+        for r, c in zip(*np.nonzero(np.isfinite(y[i]) & np.isfinite(q[i]).all(axis=0))):
+            xs = q[i, :, r, c]
+            v = y[i, r, c]
+            pct[i, r, c] = 0.0 if v < xs[0] else 100.0 if v >= xs[-1] else np.interp(v, xs, QUANTILE_LEVELS)
+    return {OUTPUT: y, BASIN_MEAN: bm, ANOMALY: y - tables.climatology[doy], PERCENTILE: pct,
+            DROUGHT_CLASS: drought_class(pct)}
