@@ -41,16 +41,23 @@ def weighted_basin_mean(field: np.ndarray, t, basin: int) -> float:
     return float(np.sum(w[ok] * field[ok]) / np.sum(w[ok]))
 
 
-def test_forecast_latest_writes_netcdf_geotiff_csv_map(tiny_cfg, synthetic_store, tmp_path):
-    import rasterio
-
-    cfg, t = tiny_cfg, open_tensors(synthetic_store)
+def forecast_latest(cfg, t, tmp_path, last_day: str):
+    """`soilcast forecast --date latest` against a stand-in gateway, and a direct Predict of
+    the window ending ``last_day`` for comparison."""
     publish_standin(cfg, t)
     params = tmp_path / "params.yaml"
     save_config(cfg, params)
     with gateway(cfg) as gw:
         run = CliRunner().invoke(app, ["forecast", "--server", gw.target, "--date", "latest", "--params", str(params)])
-        direct = direct_predict(gw, cfg, t, "2013-12-31")
+        direct = direct_predict(gw, cfg, t, last_day)
+    return run, direct
+
+
+def test_forecast_latest_writes_netcdf_geotiff_csv_map(tiny_cfg, synthetic_store, tmp_path):
+    import rasterio
+
+    cfg, t = tiny_cfg, open_tensors(synthetic_store)
+    run, direct = forecast_latest(cfg, t, tmp_path, "2013-12-31")
     assert run.exit_code == 0, run.output
     assert "init 2013-12-31 valid 2014-01-01" in run.output
     out = cfg.paths.artifacts_dir / "forecasts" / "2013-12-31"
@@ -139,12 +146,7 @@ def test_forecast_latest_after_ingest(prepared_tiny, tmp_path):
     generate_delivery(prepared_tiny, tmp_path / "incoming", dt.date(2014, 1, 1), dt.date(2014, 1, 30))
     ingest(cfg, tmp_path / "incoming")
     t = open_tensors(cfg.paths.processed)
-    publish_standin(cfg, t)
-    params = tmp_path / "params.yaml"
-    save_config(cfg, params)
-    with gateway(cfg) as gw:
-        run = CliRunner().invoke(app, ["forecast", "--server", gw.target, "--date", "latest", "--params", str(params)])
-        direct = direct_predict(gw, cfg, t, "2014-01-30")
+    run, direct = forecast_latest(cfg, t, tmp_path, "2014-01-30")
     assert run.exit_code == 0, run.output
     assert "init 2014-01-30 valid 2014-01-31" in run.output
     nc = xr.open_dataset(cfg.paths.artifacts_dir / "forecasts" / "2014-01-30" / "forecast.nc")
