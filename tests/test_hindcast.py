@@ -96,3 +96,12 @@ def test_hindcast_refuses_days_without_history_or_observation(served):
                                          "--end", "2010-02-01", "--params", str(params)])
     for run in (late, early):
         assert run.exit_code == 1 and "valid days must lie in 2010-01-08..2013-12-31" in run.output, run.output
+
+
+def test_requests_never_exceed_the_gateways_batch_limit():
+    """A demo-sized message limit holds 122 windows; the gateway takes serving.max_batch."""
+    from soilcast.serving.hindcast import batch_size
+
+    assert batch_size(7, (31, 31), 8, 64) > 64
+    assert batch_size(7, (31, 31), 8, 64, max_batch=64) == 64
+    assert batch_size(7, (31, 31), 8, 1, max_batch=64) == batch_size(7, (31, 31), 8, 1)

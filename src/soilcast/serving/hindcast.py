@@ -8,7 +8,8 @@ monsoon / rest) and per basin, with the evaluation's own scoring
 (:func:`soilcast.evaluation.evaluate.score` over :mod:`soilcast.evaluation.metrics`).
 
 Dates are VALID dates (the days scored); each forecast is issued ``lead_days`` earlier. Each
-request carries as many windows as fit in half of ``serving.max_message_mb``.
+request carries as many windows as fit in half of ``serving.max_message_mb`` (and at most
+``serving.max_batch``).
 
 Outputs (default ``artifacts/hindcast/<start>_<end>/``): ``hindcast.nc`` (CF-1.8; forecast,
 observed, persistence and climatology on (time, lat, lon)), ``scores.json`` and ``scores.md``.
@@ -49,10 +50,13 @@ def window_ends(tensors: Tensors, start: dt.date, end: dt.date, seq_len: int, le
     return time.get_indexer(inits).astype(np.int64)
 
 
-def batch_size(seq_len: int, shape: tuple[int, int], channels: int, max_message_mb: int) -> int:
-    """Windows per request: half the gRPC message limit, so headers and outputs fit too."""
+def batch_size(seq_len: int, shape: tuple[int, int], channels: int, max_message_mb: int,
+               max_batch: int | None = None) -> int:
+    """Windows per request: half the gRPC message limit (so headers and outputs fit too),
+    and at most the gateway's ``serving.max_batch``."""
     per_window = seq_len * shape[0] * shape[1] * channels * 4
-    return max(1, (max_message_mb << 20) // 2 // per_window)
+    n = max(1, (max_message_mb << 20) // 2 // per_window)
+    return n if max_batch is None else min(n, max_batch)
 
 
 def request_forecasts(client: Any, block: Tensors, ends: np.ndarray, seq_len: int, antecedent: bool,
@@ -141,7 +145,8 @@ def run_hindcast(cfg: Any, server: str, start: dt.date, end: dt.date, out_dir: P
         ends = window_ends(t, start, end, L, lead)
         lo, hi = int(ends[0]) - L + 1, int(ends[-1]) + lead + 1
         block = replace(t, X=np.asarray(t.X[lo:hi]), Y=np.asarray(t.Y[lo:hi]), time=t.time[lo:hi])
-        batch = batch_size(L, t.mask.shape, len(t.variables) + int(antecedent), cfg.serving.max_message_mb)
+        batch = batch_size(L, t.mask.shape, len(t.variables) + int(antecedent), cfg.serving.max_message_mb,
+                           cfg.serving.max_batch)
         pred, n_requests = request_forecasts(client, block, ends - lo, L, antecedent, batch)
         version = client.last_version
     Y = np.asarray(t.Y)
