@@ -145,7 +145,8 @@ def promote_cmd(
     TF Serving (polling that file) and the gateway route `version_label` with it; a request
     naming no version gets `stable`. A new export lands as `canary`.
     """
-    from soilcast.serving.labels import LabelError, labels_path, promote
+    from soilcast.export.versions import promote
+    from soilcast.serving.labels import LabelError, labels_path
 
     cfg = load_cfg(params)
     try:
