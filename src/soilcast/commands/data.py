@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from soilcast.commands.common import ParamsOpt, app, fail, load_cfg, pipeline_app
-
 from pathlib import Path
 from typing import Optional
 
 import typer
+
+from soilcast.commands.common import ParamsOpt, app, fail, load_cfg
 
 
 @app.command("check-config")
@@ -84,7 +84,8 @@ def plot_inputs(
     params: Path = ParamsOpt,
 ) -> None:
     """Draw the seven inputs and soil moisture on one day with basin outlines."""
-    from soilcast.data.plots import inputs_plot_dir, plot_inputs as draw
+    from soilcast.data.plots import inputs_plot_dir
+    from soilcast.data.plots import plot_inputs as draw
 
     def step(cfg):
         return draw(cfg, date, out or inputs_plot_dir(cfg) / f"{date}.png")

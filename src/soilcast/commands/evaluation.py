@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from soilcast.commands.common import ParamsOpt, app, fail, load_cfg, pipeline_app
+from soilcast.commands.common import ParamsOpt, app, fail, load_cfg
 
 NOT_BLESSED_EXIT = 3
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from soilcast.commands.common import ParamsOpt, app, fail, load_cfg, pipeline_app
+from soilcast.commands.common import ParamsOpt, app, fail, load_cfg
 
 
 @app.command("train")

@@ -7,7 +7,7 @@ from typing import Any, Optional
 
 import typer
 
-from soilcast.commands.common import ParamsOpt, app, fail, load_cfg, pipeline_app
+from soilcast.commands.common import ParamsOpt, fail, load_cfg, pipeline_app
 
 ArgOpt = typer.Option(
     None, "--arg", "-a",
