@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: demo paper test install data lock clean-demo prometheus
+.PHONY: demo paper test lint install data lock clean-demo prometheus
 
 install: $(STAMP)
 
@@ -31,7 +31,10 @@ paper: data
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/dvc exp run -S window.antecedent_soil_moisture=false -S window.target=state
 	cat artifacts/eval/leaderboard.md
 
-test: $(STAMP) prometheus
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks components pipelines
+
+test: $(STAMP) lint prometheus
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -q
 
 # The monitoring tests run promtool and a real Prometheus: install them when missing and the

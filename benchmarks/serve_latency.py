@@ -148,7 +148,6 @@ def _clients_run(gateway: Any, inputs: dict[str, Any], n_clients: int, per_clien
 
 
 def bench_batching(cfg: Any, grid: Any, model_dir: Path | None, args: argparse.Namespace) -> dict:
-    from soilcast.config import load_config
     from soilcast.serving.gateway import Gateway
     from soilcast.serving.models import read_info
     from soilcast.serving.standin import write_standin_for
@@ -187,8 +186,6 @@ def bench_batching(cfg: Any, grid: Any, model_dir: Path | None, args: argparse.N
 
 
 def bench_grid(cfg: Any, name: str, grid: Any, model_dir: Path | None, args: argparse.Namespace) -> dict:
-    import numpy as np
-
     from soilcast.serving.gateway import Gateway, request_bytes
     from soilcast.serving.models import read_info
     from soilcast.serving.standin import write_standin_for

@@ -25,10 +25,10 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # the components package lives at the repository root
     sys.path.insert(0, str(REPO))
 
+from components import make_components  # noqa: E402
 from kfp import dsl  # noqa: E402
 from kfp.dsl import Artifact, Dataset, Input, Model  # noqa: E402
 
-from components import make_components  # noqa: E402
 from soilcast.config import config_from_dict, read_params  # noqa: E402
 from soilcast.pipeline.runtime import dump_params  # noqa: E402
 

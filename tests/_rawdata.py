@@ -17,9 +17,9 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from tests.conftest import tiny_config
 from soilcast.config import Config, VariableSpec
 from soilcast.data.readers import accumulation_shift, all_specs, days_in_year, source_path
+from tests.conftest import tiny_config
 
 # Source-unit value on valid day index d (spatially constant).
 RAMPS = {

@@ -11,7 +11,7 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-from soilcast.config import Config, deep_merge, load_config  # noqa: E402
+from soilcast.config import Config, deep_merge, load_config
 
 REPO = Path(__file__).resolve().parents[1]
 PARAMS = REPO / "params.yaml"

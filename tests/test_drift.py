@@ -130,8 +130,9 @@ def test_gateway_psi_stays_low_in_distribution_and_flags_shifted_inputs(tmp_path
 def _seasonal_store(cfg, rng, years=(2010, 2011)):
     """A tensors-like store whose t2m, rain and soil moisture follow a monsoon cycle: hot,
     wet and moist in June-September, cooler and dry otherwise."""
-    import pandas as pd
     from types import SimpleNamespace
+
+    import pandas as pd
 
     time = pd.date_range(f"{years[0]}-01-01", f"{years[1]}-12-31", freq="D")
     monsoon = np.isin(time.month, [6, 7, 8, 9])[:, None, None]

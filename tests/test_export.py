@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import tiny_config
 from soilcast.config import Config
 from soilcast.export import infra, savedmodel, versions
 from soilcast.export.savedmodel import export_blessed, export_json_path
+from tests.conftest import tiny_config
 
 
 def physical_stub(cfg: Config, mask: np.ndarray):
@@ -62,8 +62,8 @@ def bless(cfg: Config, blessed: bool = True, winner: str = "fc") -> None:
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    from tests._synthetic import write_synthetic_store
     from soilcast.data.store import open_tensors
+    from tests._synthetic import write_synthetic_store
 
     cfg = tiny_config(tmp_path_factory.mktemp("export"))
     write_synthetic_store(cfg)

@@ -52,3 +52,15 @@ def test_test_target_depends_on_prometheus_and_monitoring_tests_never_skip():
     assert "command -v promtool" in dry.stdout  # the prerequisite runs before pytest
     text = (REPO / "tests" / "test_prometheus.py").read_text()
     assert "pytest.skip" not in text and "importorskip" not in text
+
+
+def test_make_test_runs_the_linter_before_the_suite(tmp_path):
+    venv = tmp_path / "venv"
+    venv.mkdir()
+    (venv / ".installed").touch()  # newer than requirements.lock: no install step
+    res = subprocess.run([MAKE, "-n", "-C", str(REPO), "test", f"VENV={venv}"],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    lint = res.stdout.find(f"{venv}/bin/ruff check src tests benchmarks components pipelines")
+    suite = res.stdout.find("-m pytest")
+    assert 0 <= lint < suite, res.stdout

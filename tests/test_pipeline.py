@@ -15,10 +15,10 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from tests.conftest import PARAMS, REPO
 from soilcast.cli import app
 from soilcast.config import load_config
 from soilcast.pipeline import build, client
+from tests.conftest import PARAMS, REPO
 
 COMPILED = REPO / "pipelines" / "soilcast_pipeline.yaml"
 

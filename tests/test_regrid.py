@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 import xarray as xr
 
-from tests._rawdata import EXPECTED, passed_report, small_config, write_raw, write_var
 from soilcast.data.readers import DataError, cell_edges, check_covers, open_source
 from soilcast.data.regrid import conservative, regrid_all, regrid_block, regridded_path
+from tests._rawdata import EXPECTED, passed_report, small_config, write_raw, write_var
 
 
 def _block(values, lat, lon):
@@ -79,7 +79,7 @@ def test_0_360_and_minus180_180_sources_identical(tmp_path, small_cfg_factory, m
     lat = np.arange(20.0, -20.01, -1.0)
     lon360 = np.arange(0.0, 360.0, 1.0)
     lon180 = np.arange(-180.0, 180.0, 1.0)
-    f = lambda lo: 280 + np.cos(np.radians(lo))[None, None, :] + 0.1 * lat[None, :, None]  # noqa: E731
+    f = lambda lo: 280 + np.cos(np.radians(lo))[None, None, :] + 0.1 * lat[None, :, None]
     stamps = pd.date_range("2010-01-01", periods=2)
     write_var(tmp_path / "a.nc", "t2m", "K", stamps, lat, lon360, np.repeat(f(lon360), 2, 0))
     write_var(tmp_path / "b.nc", "t2m", "K", stamps, lat, lon180, np.repeat(f(lon180), 2, 0))

@@ -15,7 +15,16 @@ import pytest
 from soilcast.config import load_config, save_config
 from tests.conftest import PARAMS, tiny_config
 from tests.serving_helpers import (
-    client, client_for, gateway, grid_mask, meteo, metric, publish, publish_broken, scrape, wait_for,
+    client,
+    client_for,
+    gateway,
+    grid_mask,
+    meteo,
+    metric,
+    publish,
+    publish_broken,
+    scrape,
+    wait_for,
 )
 
 pytestmark = pytest.mark.timeout(120)
@@ -91,8 +100,9 @@ def test_metadata_and_status_describe_the_grid(served):
 
 
 def _raw_request(cfg, array=None, name="soilcast", **spec):
-    from soilcast.serving.tensors import from_ndarray
     from tensorflow_serving.apis import predict_pb2
+
+    from soilcast.serving.tensors import from_ndarray
 
     req = predict_pb2.PredictRequest()
     req.model_spec.name = name
@@ -686,12 +696,12 @@ def test_proxy_with_upstream_down_reports_no_model_and_unavailable(served):
 
 def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
     import datetime as dt
+    import ipaddress
 
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
-    import ipaddress
 
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])

@@ -480,7 +480,7 @@ YamlLoader.add_implicit_resolver(
 
 def yaml_load(text: str) -> Any:
     """Parse params text (YAML or JSON) the one way every entry point does."""
-    return yaml.load(text, Loader=YamlLoader)  # noqa: S506 (a SafeLoader subclass)
+    return yaml.load(text, Loader=YamlLoader)  # a SafeLoader subclass
 
 
 def read_params(path: str | Path = DEFAULT_PARAMS) -> dict[str, Any]:

@@ -1,1 +1,1 @@
-"""CLI command groups, one module per area; each registers its commands on ``soilcast.cli.app``."""
+"""CLI command groups, one module per area; each registers its commands on ``soilcast.commands.common.app``."""

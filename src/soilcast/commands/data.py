@@ -2,23 +2,45 @@
 
 from __future__ import annotations
 
-from soilcast.cli import app, pipeline_app, ParamsOpt, _cfg, _fail  # noqa: F401
-
 from pathlib import Path
 from typing import Optional
 
 import typer
+
+from soilcast.commands.common import ParamsOpt, app, fail, load_cfg
+
+
+@app.command("check-config")
+def check_config(params: Path = ParamsOpt) -> None:
+    """Validate params.yaml and print the resolved grid and period."""
+    cfg = load_cfg(params)
+    h, w = cfg.grid.shape
+    typer.echo(
+        f"{params}: ok - period {cfg.period.start}..{cfg.period.end} ({cfg.period.n_days} days), "
+        f"grid {h}x{w} at {cfg.grid.res} deg, {len(cfg.variables)} variables"
+    )
+
+
+@app.command("demo-data")
+def demo_data(
+    out_dir: Path = typer.Argument(..., help="Folder for the raw demo files (e.g. data/raw)."),
+    params: Path = ParamsOpt,
+) -> None:
+    """Generate the physically based demo dataset (ERA5/ERA5-Land-like NetCDF + basins)."""
+    from soilcast.data.demo import generate
+
+    generate(load_cfg(params), out_dir)
 
 
 def _run(step, params: Path):
     """Run one data step; turn data errors into a short message and a non-zero exit."""
     from soilcast.data.readers import DataError
 
-    cfg = _cfg(params)
+    cfg = load_cfg(params)
     try:
         return step(cfg)
     except DataError as err:
-        _fail(str(err))
+        fail(str(err))
 
 
 @app.command("validate")
@@ -28,7 +50,7 @@ def validate(params: Path = ParamsOpt) -> None:
 
     report = _run(run_validation, params)
     typer.echo(f"validation passed: {report['n_files']} files; report in "
-               f"{_cfg(params).validate_.report_dir}/{REPORT_NAME}")
+               f"{load_cfg(params).validate_.report_dir}/{REPORT_NAME}")
 
 
 @app.command("regrid")
@@ -62,7 +84,8 @@ def plot_inputs(
     params: Path = ParamsOpt,
 ) -> None:
     """Draw the seven inputs and soil moisture on one day with basin outlines."""
-    from soilcast.data.plots import inputs_plot_dir, plot_inputs as draw
+    from soilcast.data.plots import inputs_plot_dir
+    from soilcast.data.plots import plot_inputs as draw
 
     def step(cfg):
         return draw(cfg, date, out or inputs_plot_dir(cfg) / f"{date}.png")
@@ -76,7 +99,7 @@ def _day(value: str, option: str):
     try:
         return dt.date.fromisoformat(value)
     except ValueError:
-        _fail(f"{option} {value!r}: expected YYYY-MM-DD")
+        fail(f"{option} {value!r}: expected YYYY-MM-DD")
 
 
 @app.command("ingest")
@@ -108,9 +131,9 @@ def demo_delivery(
     """Demo files for days after the period (continuing the demo), to try `soilcast ingest`."""
     from soilcast.data.demo import generate_delivery
 
-    cfg = _cfg(params)
+    cfg = load_cfg(params)
     try:
         files = generate_delivery(cfg, out_dir, _day(first, "--first"), _day(last, "--last"))
     except ValueError as err:
-        _fail(str(err))
+        fail(str(err))
     typer.echo(f"demo delivery: {len(files)} file(s) under {out_dir}")

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from soilcast.cli import app, pipeline_app, ParamsOpt, _cfg, _fail  # noqa: F401
+from soilcast.commands.common import ParamsOpt, app, fail, load_cfg
 
 NOT_BLESSED_EXIT = 3
 
@@ -17,11 +17,11 @@ def evaluate_cmd(params: Path = ParamsOpt) -> None:
     """Score all trained networks and both references on the test years."""
     from soilcast.evaluation.evaluate import eval_dir, evaluate
 
-    cfg = _cfg(params)
+    cfg = load_cfg(params)
     try:
         metrics = evaluate(cfg)
     except (FileNotFoundError, ValueError) as err:
-        _fail(str(err))
+        fail(str(err))
     for name, m in metrics.items():
         if m.get("status") == "ok":
             o = m["overall"]
@@ -44,11 +44,11 @@ def gate_cmd(
     """
     from soilcast.evaluation.gate import blessing_path, run_gate
 
-    cfg = _cfg(params)
+    cfg = load_cfg(params)
     try:
         decision = run_gate(cfg)
     except (FileNotFoundError, ValueError) as err:
-        _fail(str(err))
+        fail(str(err))
     verdict = "BLESSED" if decision["blessed"] else "NOT blessed"
     typer.echo(f"{verdict}: winner {decision.get('winner')}")
     for reason in decision["reasons"]:
@@ -67,13 +67,13 @@ def export_cmd(params: Path = ParamsOpt) -> None:
     from soilcast.export.infra import InfraValidationError
     from soilcast.export.savedmodel import export_blessed, export_json_path
 
-    cfg = _cfg(params)
+    cfg = load_cfg(params)
     try:
         path = export_blessed(cfg)
     except InfraValidationError as err:
-        _fail(f"infra validation failed, nothing pushed: {err}")
+        fail(f"infra validation failed, nothing pushed: {err}")
     except (FileNotFoundError, ValueError, RuntimeError) as err:
-        _fail(str(err))
+        fail(str(err))
     import json
 
     status = json.loads(export_json_path(cfg).read_text())["status"]
@@ -95,11 +95,11 @@ def rollback_cmd(
     """
     from soilcast.export.versions import rollback
 
-    cfg = _cfg(params)
+    cfg = load_cfg(params)
     try:
         result = rollback(cfg.paths.models_dir, to)
     except ValueError as err:
-        _fail(str(err))
+        fail(str(err))
     typer.echo(
         f"now serving version {result['serving']}; rolled back {result['rolled_back']} "
         f"(kept under {cfg.paths.models_dir / '.rolled_back'})"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from soilcast.cli import app, pipeline_app, ParamsOpt, _cfg, _fail  # noqa: F401
+from soilcast.commands.common import ParamsOpt, app, fail, load_cfg
 
 
 @app.command("train")
@@ -20,15 +20,15 @@ def train(
     """Train one network; resumes an interrupted run from its last epoch checkpoint."""
     from soilcast.config import NETWORKS
 
-    cfg = _cfg(params)
+    cfg = load_cfg(params)
     if model not in NETWORKS:
-        _fail(f"--model must be one of {', '.join(NETWORKS)} (got {model!r})", 2)
+        fail(f"--model must be one of {', '.join(NETWORKS)} (got {model!r})", 2)
     from soilcast.ml.train import train_model
 
     try:
         out = train_model(cfg, model, resume=not fresh, verbose=0 if quiet else "auto")
     except (FileNotFoundError, ValueError) as err:
-        _fail(str(err))
+        fail(str(err))
     from soilcast.ml.distribute import get_distribution
 
     dist = get_distribution()

@@ -7,7 +7,7 @@ from typing import Any, Optional
 
 import typer
 
-from soilcast.cli import app, pipeline_app, ParamsOpt, _cfg, _fail  # noqa: F401
+from soilcast.commands.common import ParamsOpt, fail, load_cfg, pipeline_app
 
 ArgOpt = typer.Option(
     None, "--arg", "-a",
@@ -23,7 +23,7 @@ def _arguments(pairs: Optional[list[str]]) -> dict[str, Any]:
     for pair in pairs or []:
         name, sep, value = pair.partition("=")
         if not sep or not name:
-            _fail(f"--arg {pair!r}: expected NAME=VALUE")
+            fail(f"--arg {pair!r}: expected NAME=VALUE")
         out[name.strip()] = yaml.safe_load(value)
     return out
 
@@ -35,8 +35,8 @@ def _checked(pairs: Optional[list[str]], params: Path) -> dict[str, Any]:
     try:
         return coerce_arguments(_arguments(pairs), load_raw(params))
     except ValueError as err:
-        _fail(str(err))
-        raise  # unreachable: _fail exits
+        fail(str(err))
+        raise  # unreachable: fail exits
 
 
 def _package(package: Optional[Path]) -> Path:
@@ -54,11 +54,11 @@ def compile_cmd(
     """Compile the Kubeflow pipeline to IR YAML (image and defaults from params.yaml)."""
     from soilcast.pipeline.build import compile_pipeline, compiled_is_fresh, default_compiled
 
-    _cfg(params)
+    load_cfg(params)
     out = out or default_compiled()
     if check:
         if not compiled_is_fresh(params, out):
-            _fail(f"{out} is stale: run `soilcast pipeline compile`")
+            fail(f"{out} is stale: run `soilcast pipeline compile`")
         typer.echo(f"{out}: up to date")
         return
     typer.echo(f"compiled {compile_pipeline(params, out)}")
@@ -77,12 +77,12 @@ def run_local_cmd(
     from soilcast.config import read_params
     from soilcast.pipeline.local import run_local, tiny_overrides
 
-    _cfg(params)
+    load_cfg(params)
     extra = None if full else (read_params(overrides) if overrides else tiny_overrides())
     try:
         args = _checked(arg, params)
     except ValueError as err:
-        _fail(str(err))
+        fail(str(err))
     result = run_local(params, out, overrides=extra, arguments=args, cache=cache)
     typer.echo(f"pipeline finished in {result.seconds:.0f}s; outputs under {result.pipeline_root}")
     if result.version_dir is None:
@@ -104,12 +104,12 @@ def submit_cmd(
     """Start one run of the compiled pipeline on a Kubeflow cluster."""
     from soilcast.pipeline.client import ScheduleError, submit
 
-    cfg = _cfg(params)
+    cfg = load_cfg(params)
     try:
         done = submit(host, _package(package), experiment or cfg.pipeline.experiment,
                       arguments=_checked(arg, params), run_name=run_name, namespace=namespace)
     except ScheduleError as err:
-        _fail(str(err))
+        fail(str(err))
     typer.echo(f"submitted run {done.run_id} in experiment {done.experiment}")
 
 
@@ -127,12 +127,12 @@ def schedule_cmd(
     """Schedule the compiled pipeline as a recurring run (never two at once, no backfill)."""
     from soilcast.pipeline.client import ScheduleError, schedule
 
-    cfg = _cfg(params)
+    cfg = load_cfg(params)
     try:
         done = schedule(host, _package(package), cron, experiment or cfg.pipeline.experiment,
                         job_name=name, pipeline_name="soilcast", arguments=_checked(arg, params),
                         namespace=namespace)
     except ScheduleError as err:
-        _fail(str(err))
+        fail(str(err))
     typer.echo(f"recurring run {done.recurring_run_id} ({done.cron}) of pipeline version "
                f"{done.version_id} in experiment {done.experiment_id}")

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from soilcast.cli import app, pipeline_app, ParamsOpt, _cfg, _fail  # noqa: F401
+from soilcast.commands.common import ParamsOpt, app, fail, load_cfg
 
 
 @app.command("serve")
@@ -37,12 +37,12 @@ def serve(
     from soilcast.serving.gateway import Gateway
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    cfg = _cfg(params)
+    cfg = load_cfg(params)
     try:
         gateway = Gateway(cfg, upstream, host=host, grpc_port=port, metrics_port=metrics_port, rest_port=rest_port,
                           tls_cert=tls_cert, tls_key=tls_key, drift=not no_drift).start()
     except (OSError, ValueError) as err:
-        _fail(f"serve: {err}")
+        fail(f"serve: {err}")
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
@@ -80,15 +80,15 @@ def forecast(
     from soilcast.serving.client import read_certificate
     from soilcast.serving.forecast import run_forecast
 
-    cfg = _cfg(params)
+    cfg = load_cfg(params)
     import grpc
 
     try:
         result = run_forecast(cfg, server, date, list(out), read_certificate(tls_ca))
     except (ValueError, FileNotFoundError) as err:
-        _fail(f"forecast: {err}")
+        fail(f"forecast: {err}")
     except grpc.RpcError as err:
-        _fail(f"forecast: {server}: {err.code().name}: {err.details()}")
+        fail(f"forecast: {server}: {err.code().name}: {err.details()}")
     typer.echo(f"forecast init {result['init']} valid {result['valid']} (model version {result['version']}); "
                "basin means, m3/m3 (anomaly vs training-years climatology):")
     typer.echo(result["table"])
@@ -114,19 +114,19 @@ def hindcast(
     from soilcast.serving.client import read_certificate
     from soilcast.serving.hindcast import run_hindcast
 
-    cfg = _cfg(params)
+    cfg = load_cfg(params)
     try:
         first, last = dt.date.fromisoformat(start), dt.date.fromisoformat(end)
     except ValueError:
-        _fail(f"--start {start!r} / --end {end!r}: expected YYYY-MM-DD")
+        fail(f"--start {start!r} / --end {end!r}: expected YYYY-MM-DD")
     import grpc
 
     try:
         result = run_hindcast(cfg, server, first, last, out_dir, read_certificate(tls_ca))
     except (ValueError, FileNotFoundError) as err:
-        _fail(f"hindcast: {err}")
+        fail(f"hindcast: {err}")
     except grpc.RpcError as err:
-        _fail(f"hindcast: {server}: {err.code().name}: {err.details()}")
+        fail(f"hindcast: {server}: {err.code().name}: {err.details()}")
     typer.echo(f"hindcast {result['period']}: {result['n_days']} day(s), model {result['model']} "
                f"version {result['version']}, {result['n_requests']} request(s) of up to {result['batch_size']} windows")
     typer.echo(result["table"])
@@ -145,13 +145,14 @@ def promote_cmd(
     TF Serving (polling that file) and the gateway route `version_label` with it; a request
     naming no version gets `stable`. A new export lands as `canary`.
     """
-    from soilcast.serving.labels import LabelError, labels_path, promote
+    from soilcast.export.versions import promote
+    from soilcast.serving.labels import LabelError, labels_path
 
-    cfg = _cfg(params)
+    cfg = load_cfg(params)
     try:
         labels = promote(cfg.paths.models_dir, version, label, cfg.serving.model_name)
     except LabelError as err:
-        _fail(f"promote: {err}")
+        fail(f"promote: {err}")
     typer.echo(f"{label} -> version {version}; labels now {labels} (wrote {labels_path(cfg.paths.models_dir)})")
 
 
@@ -165,6 +166,6 @@ def batching_config_cmd(
     from soilcast.io.atomic import atomic_write_text
     from soilcast.serving.batching import render_batching_parameters
 
-    cfg = _cfg(params)
+    cfg = load_cfg(params)
     atomic_write_text(out, render_batching_parameters(cfg.serving.batching))
     typer.echo(f"wrote {out}")

@@ -43,12 +43,12 @@ from typing import Callable
 import numpy as np
 import xarray as xr
 
-from soilcast.config import Config, GridSpec, VariableSpec
+from soilcast.config import Config, GridSpec
 from soilcast.data.demo_bucket import bucket_model, priestley_taylor_pet, volumetric
 from soilcast.data.demo_geography import Geography, geography
 from soilcast.data.demo_regions import write_demo_regions
-from soilcast.data.readers import accumulation_shift, source_relpath
 from soilcast.data.demo_weather import Weather, daily_weather, draw_textures, draw_year
+from soilcast.data.readers import accumulation_shift, source_relpath
 from soilcast.io.atomic import atomic_path
 
 log = logging.getLogger(__name__)

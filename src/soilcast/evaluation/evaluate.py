@@ -28,9 +28,7 @@ import numpy as np
 from soilcast.config import NETWORKS, REFERENCES, Config
 from soilcast.contract import ANTECEDENT, OUTPUT
 from soilcast.evaluation.metrics import all_metrics, area_weights, finite_or_none
-
-MONSOON_MONTHS = (6, 7, 8, 9)  # JJAS: the Indian south-west monsoon, by definition
-SEASONS = ("monsoon_jjas", "rest")
+from soilcast.evaluation.seasons import season_rows
 
 
 def eval_dir(cfg: Config) -> Path:
@@ -54,11 +52,6 @@ def stale_reason(cfg: Config, name: str, tensors: Any) -> str | None:
                 f"current params.yaml and {cfg.paths.processed} (record fingerprint "
                 f"{str(record.get('fingerprint'))[:12]}); rerun `soilcast train --model {name}`")
     return None
-
-
-def season_rows(valid_time: Any) -> dict[str, np.ndarray]:
-    monsoon = np.isin(np.asarray(valid_time.month), MONSOON_MONTHS)
-    return {"monsoon_jjas": monsoon, "rest": ~monsoon}
 
 
 def basin_names(cfg: Config, basin_id: np.ndarray) -> dict[int, str]:

@@ -150,7 +150,7 @@ def champion_numbers(cfg: Config, scorer: ChampionScorer | None = None) -> dict[
         if scorer is None:
             from soilcast.evaluation.evaluate import score_savedmodel as scorer
         out.update(scorer(cfg, version_dir))
-    except Exception as err:  # noqa: BLE001 - any failure is recorded and fails closed
+    except Exception as err:  # any failure is recorded and fails closed
         out["error"] = f"{type(err).__name__}: {err}"
     return out
 

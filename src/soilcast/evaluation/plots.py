@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from soilcast.evaluation.evaluate import season_rows
+from soilcast.evaluation.seasons import season_rows
 
 
 def _plt() -> Any:

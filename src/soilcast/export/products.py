@@ -29,7 +29,13 @@ from typing import Any
 import numpy as np
 
 from soilcast.contract import (
-    ANOMALY, BASIN_MEAN, DROUGHT_CLASS, DROUGHT_UPPER, N_CALENDAR_DAYS, OUTPUT, PERCENTILE,
+    ANOMALY,
+    BASIN_MEAN,
+    DROUGHT_CLASS,
+    DROUGHT_UPPER,
+    N_CALENDAR_DAYS,
+    OUTPUT,
+    PERCENTILE,
 )
 
 QUANTILE_DAYS = 5  # width of a percentile calendar bin

@@ -195,7 +195,11 @@ def products_metadata(cfg: Config, tables: Any, basins: list[dict[str, Any]]) ->
     """How a client reads ``forecast_products``: its input, the basin column order, the
     drought classes and where the tables came from."""
     from soilcast.contract import (
-        BASIN_MEAN, DROUGHT_CLASSES, N_CALENDAR_DAYS, NO_DROUGHT, PRODUCT_OUTPUTS,
+        BASIN_MEAN,
+        DROUGHT_CLASSES,
+        N_CALENDAR_DAYS,
+        NO_DROUGHT,
+        PRODUCT_OUTPUTS,
     )
     from soilcast.export.products import N_QUANTILE_BINS, QUANTILE_DAYS, QUANTILE_LEVELS
 

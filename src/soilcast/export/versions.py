@@ -88,11 +88,52 @@ def publish(models_dir: Path, staged: Path, version: int) -> Path:
 
 
 def land_as_canary(models_dir: Path, version: int, model_name: str) -> dict[str, int]:
-    """Label a just-published ``version`` ``canary`` (``stable`` keeps the champion) in
-    ``<models_dir>/models.config``; call right after :func:`publish`."""
-    from soilcast.serving.labels import land_as_canary as land
+    """Label a just-published ``version`` ``canary`` in ``<models_dir>/models.config``; call right
+    after :func:`publish`. ``stable`` keeps the champion (the newest version before it when no
+    labels existed yet, or ``version`` if it is the first)."""
+    from soilcast.serving.labels import PROMOTABLE, read_labels, write_labels
 
-    return land(models_dir, version, model_name)
+    labels = read_labels(models_dir)
+    if labels is None:
+        older = [v for v in list_versions(models_dir) if v < version]
+        labels = {"stable": older[-1] if older else version}
+    labels = {k: v for k, v in labels.items() if k in PROMOTABLE}
+    labels.setdefault("stable", version)
+    labels["canary"] = version
+    write_labels(models_dir, labels, model_name)
+    return labels
+
+
+def _current_labels(models_dir: Path) -> dict[str, int]:
+    from soilcast.serving.labels import PROMOTABLE, effective_labels, read_labels
+
+    labels = read_labels(models_dir)
+    if labels is not None:
+        return {k: v for k, v in labels.items() if k in PROMOTABLE}
+    return effective_labels(None, list_versions(models_dir)[-1:])
+
+
+def promote(models_dir: Path, version: int, label: str, model_name: str) -> dict[str, int]:
+    """Point ``label`` at ``version`` (published, metadata readable); return the new map."""
+    from soilcast.serving.labels import PROMOTABLE, LabelError, write_labels
+    from soilcast.serving.models import ModelLoadError, read_info
+
+    if label not in PROMOTABLE:
+        raise LabelError(f"label {label!r}: expected one of {list(PROMOTABLE)}")
+    versions = list_versions(models_dir)
+    if version not in versions:
+        raise LabelError(f"{models_dir}: version {version} is not published (versions: {versions}); "
+                         "a label may only point at a loaded version")
+    try:
+        read_info(Path(models_dir) / str(version))
+    except ModelLoadError as err:
+        raise LabelError(f"version {version} cannot serve: {err}") from None
+    labels = _current_labels(models_dir)
+    labels[label] = version
+    labels.setdefault("stable", version)
+    labels.setdefault("canary", labels["stable"])
+    write_labels(models_dir, labels, model_name)
+    return labels
 
 
 def champion_version(models_dir: Path) -> int | None:

@@ -24,8 +24,8 @@ import numpy as np
 import pandas as pd
 from keras import ops
 
-import soilcast.ml.losses  # noqa: F401  (registers custom objects for loading)
-import soilcast.ml.models.layers  # noqa: F401
+import soilcast.ml.losses  # registers custom objects for loading
+import soilcast.ml.models.layers  # (idem)
 from soilcast.config import NETWORKS, REFERENCES, Config
 from soilcast.ml.models.references import Climatology, persistence
 from soilcast.ml.scaling import Scaler, mask_fill

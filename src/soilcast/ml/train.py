@@ -55,9 +55,9 @@ from soilcast.ml.windows import (
     gather,
     n_input_channels,
     prepare,
-    target_of_day,
     split_ends,
     split_slice,
+    target_of_day,
 )
 
 HISTORY_COLUMNS = ["epoch", "loss", "forecast_mse", "val_loss", "val_forecast_mse", "learning_rate", "seconds"]

@@ -17,7 +17,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-
 from soilcast.config import Config, ConfigError, config_from_dict, deep_merge, yaml_load
 
 TENSORS_STORE = "tensors.zarr"  # name of the zarr store inside a tensors Dataset artifact

@@ -41,7 +41,6 @@ from typing import Any
 
 import numpy as np
 
-
 log = logging.getLogger("soilcast.serving.drift")
 
 PREDICTION = "soil_moisture"

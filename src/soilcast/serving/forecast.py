@@ -27,7 +27,14 @@ import numpy as np
 import pandas as pd
 
 from soilcast.contract import (
-    ANOMALY, ANTECEDENT, BASIN_MEAN, DROUGHT_CLASS, INPUT, OUTPUT, PERCENTILE, serving_inputs,
+    ANOMALY,
+    ANTECEDENT,
+    BASIN_MEAN,
+    DROUGHT_CLASS,
+    INPUT,
+    OUTPUT,
+    PERCENTILE,
+    serving_inputs,
 )
 from soilcast.data.store import Tensors
 

@@ -47,13 +47,25 @@ from soilcast.contract import BASIN_MEAN, DROUGHT_CLASS, PRODUCT_OUTPUTS, PRODUC
 from soilcast.serving.batching import Batcher
 from soilcast.serving.drift import DriftMonitor, drift_months
 from soilcast.serving.models import (
-    INPUT, OUTPUT, SIGNATURE, ModelInfo, ModelLoadError, ModelRepository, VersionNotFound, read_info,
+    INPUT,
+    OUTPUT,
+    SIGNATURE,
+    ModelInfo,
+    ModelLoadError,
+    ModelRepository,
+    VersionNotFound,
+    read_info,
 )
 from soilcast.serving.rest import RestApi, RestServer
 from soilcast.serving.telemetry import Telemetry
 from soilcast.serving.tensors import TensorDecodeError, from_ndarray, to_ndarray
 from soilcast.serving.validation import (
-    RequestError, RequestLimits, bound_output, decode_day_of_year, decode_inputs, split_products_input,
+    RequestError,
+    RequestLimits,
+    bound_output,
+    decode_day_of_year,
+    decode_inputs,
+    split_products_input,
 )
 
 log = logging.getLogger("soilcast.serving.gateway")
@@ -118,7 +130,7 @@ def metadata_response(model_name: str, info: ModelInfo, fields: list[str]) -> An
         sig = meta_graph_pb2.SignatureDef(method_name="tensorflow/serving/predict")
         for name, shape in info.inputs.items():
             sig.inputs[name].CopyFrom(_tensor_info(f"{SIGNATURE}_{name}:0", (None, *shape)))
-        sig.outputs[OUTPUT].CopyFrom(_tensor_info(f"StatefulPartitionedCall:0", (None, *info.mask.shape)))
+        sig.outputs[OUTPUT].CopyFrom(_tensor_info("StatefulPartitionedCall:0", (None, *info.mask.shape)))
         sdm = get_model_metadata_pb2.SignatureDefMap()
         sdm.signature_def[SIGNATURE].CopyFrom(sig)
         if _products_of(info):

@@ -1,12 +1,16 @@
 """Version labels (``stable``, ``canary``) kept as TF Serving keeps them: in a models.config.
 
+This module reads and writes the file; the operations that move labels over the published
+versions live with the version bookkeeping in :mod:`soilcast.export.versions`.
+
 The file is ``<models_dir>/models.config`` (a TF Serving ``ModelServerConfig`` text proto),
 beside the version directories, so TF Serving (``--model_config_file`` pointing at it, polled
 with ``--model_config_file_poll_wait_seconds``) and the embedded gateway read one truth:
 
-- a new export lands as ``canary``; ``stable`` keeps the champion (:func:`land_as_canary`);
-- ``soilcast promote VERSION --label canary|stable`` moves one label (:func:`promote`), only
-  to a published version whose metadata reads;
+- a new export lands as ``canary``; ``stable`` keeps the champion
+  (:func:`soilcast.export.versions.land_as_canary`);
+- ``soilcast promote VERSION --label canary|stable`` moves one label
+  (:func:`soilcast.export.versions.promote`), only to a published version whose metadata reads;
 - TF Serving loads exactly the labelled versions (``specific`` policy); the embedded gateway
   loads every version on disk and routes ``version_label`` with the same map (plus
   ``previous``, the second-newest loaded version, for side-by-side checks);
@@ -86,56 +90,6 @@ def write_labels(models_dir: Path, labels: dict[str, int], model_name: str) -> P
     path = labels_path(models_dir)
     atomic_write_text(path, render(labels, model_name))
     return path
-
-
-def _published(models_dir: Path) -> list[int]:
-    from soilcast.export.versions import list_versions
-
-    return list_versions(models_dir)
-
-
-def _current(models_dir: Path) -> dict[str, int]:
-    labels = read_labels(models_dir)
-    if labels is not None:
-        return {k: v for k, v in labels.items() if k in PROMOTABLE}
-    versions = _published(models_dir)
-    return effective_labels(None, versions[-1:])
-
-
-def promote(models_dir: Path, version: int, label: str, model_name: str) -> dict[str, int]:
-    """Point ``label`` at ``version`` (published, metadata readable); return the new map."""
-    from soilcast.serving.models import ModelLoadError, read_info
-
-    if label not in PROMOTABLE:
-        raise LabelError(f"label {label!r}: expected one of {list(PROMOTABLE)}")
-    versions = _published(models_dir)
-    if version not in versions:
-        raise LabelError(f"{models_dir}: version {version} is not published (versions: {versions}); "
-                         "a label may only point at a loaded version")
-    try:
-        read_info(Path(models_dir) / str(version))
-    except ModelLoadError as err:
-        raise LabelError(f"version {version} cannot serve: {err}") from None
-    labels = _current(models_dir)
-    labels[label] = version
-    labels.setdefault("stable", version)
-    labels.setdefault("canary", labels["stable"])
-    write_labels(models_dir, labels, model_name)
-    return labels
-
-
-def land_as_canary(models_dir: Path, version: int, model_name: str) -> dict[str, int]:
-    """A freshly published ``version`` becomes ``canary``; ``stable`` keeps the champion
-    (the newest version before it when no labels existed yet, or ``version`` if it is the first)."""
-    labels = read_labels(models_dir)
-    if labels is None:
-        older = [v for v in _published(models_dir) if v < version]
-        labels = {"stable": older[-1] if older else version}
-    labels = {k: v for k, v in labels.items() if k in PROMOTABLE}
-    labels.setdefault("stable", version)
-    labels["canary"] = version
-    write_labels(models_dir, labels, model_name)
-    return labels
 
 
 def repoint(models_dir: Path, gone: set[int], to: int) -> dict[str, int] | None:

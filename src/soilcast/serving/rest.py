@@ -241,10 +241,10 @@ def _handler(api: RestApi) -> type[BaseHTTPRequestHandler]:
                     return
                 length -= len(got)
 
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        def do_GET(self) -> None:  # http.server's naming
             self._run(lambda: api.get(self.path.split("?", 1)[0]))
 
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             length = self.headers.get("Content-Length")
             if length is None or not length.isdigit():
                 self.close_connection = True
@@ -260,7 +260,7 @@ def _handler(api: RestApi) -> type[BaseHTTPRequestHandler]:
             body = self.rfile.read(int(length))
             self._run(lambda: api.post(self.path.split("?", 1)[0], body))
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: Any) -> None:
             log.debug("%s %s", self.address_string(), format % args)
 
     return Handler

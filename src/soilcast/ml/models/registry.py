@@ -8,11 +8,11 @@ from collections.abc import Callable
 import keras
 
 from soilcast.config import NETWORKS, Config
-from soilcast.ml.precision import resolve_precision
 from soilcast.ml.models.cnn_td import build_cnn_td
 from soilcast.ml.models.convlstm import build_convlstm
 from soilcast.ml.models.dense import build_fc
 from soilcast.ml.models.recurrent import build_gru, build_lstm
+from soilcast.ml.precision import resolve_precision
 
 BUILDERS: dict[str, Callable[[Config, tuple], keras.Model]] = {
     "convlstm": build_convlstm,

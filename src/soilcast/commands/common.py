@@ -1,0 +1,39 @@
+"""What every command module shares: the typer apps and the helpers that load params or fail.
+
+Kept apart from ``soilcast.cli`` so that command modules import it without importing the
+assembler that imports them (no cycle).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from soilcast.config import DEFAULT_PARAMS, Config, ConfigError, load_config
+
+app = typer.Typer(
+    help="soilcast: daily soil-moisture forecasts over India's river basins.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+pipeline_app = typer.Typer(help="Kubeflow pipeline: compile, run locally, submit, schedule.")
+app.add_typer(pipeline_app, name="pipeline")
+
+ParamsOpt = typer.Option(DEFAULT_PARAMS, "--params", "-p", help="params.yaml to use.")
+
+
+def load_cfg(params: Path) -> Config:
+    """Load params.yaml, or print the validation error and exit 2 (a usage error, not a crash)."""
+    try:
+        return load_config(params)
+    except ConfigError as err:
+        typer.secho(str(err), fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from None
+
+
+def fail(message: str, code: int = 1) -> None:
+    """Print ``message`` in red on stderr and exit with ``code``."""
+    typer.secho(message, fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
