@@ -78,7 +78,7 @@ def test_physical_model_masks_its_output_and_fills_uncovered_cells(trained):
     holes = meteo.copy()
     holes[:, :, ~t.mask] = np.nan  # cells a source does not cover: the documented fill rule
     assert np.isfinite(np.asarray(pm.predict_on_batch(holes))[:, t.mask]).all()
-    lo, hi = cfg.target.valid_range
+    lo, hi = cfg.target.physical_range
     assert lo <= np.nanmin(out) and np.nanmax(out) <= hi  # physical units (m3/m3)
 
 

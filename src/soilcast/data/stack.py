@@ -144,8 +144,7 @@ def stack_tensors(cfg: Config, plots: bool = True) -> Path:
     das = {s.name: open_regridded(cfg, s) for s in specs}
     made_from = {k: v for s in specs for k, v in json.loads(das[s.name].attrs.get("input_hashes", "{}")).items()}
     check_derived_from_validated(cfg, made_from, f"{regridded_dir(cfg)}")
-    for s in specs:
-        hashes.update(json.loads(das[s.name].attrs.get("input_hashes", "{}")))
+    hashes.update(made_from)
     filled = apply_fill_rule(cfg, das, mask)
     days = period_days(cfg)
     lat, lon = target_axes(cfg.grid)

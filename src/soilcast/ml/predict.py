@@ -134,7 +134,7 @@ def physical_model(cfg: Config, name: str) -> keras.Model:
     files = run_files(cfg, name)
     grid = json.loads(files["grid"].read_text())
     scaling = Scaler.load(files["scaling"]).to_dict()
-    return wrap_physical(load_network(cfg, name), scaling, grid, list(cfg.target.valid_range), name)
+    return wrap_physical(load_network(cfg, name), scaling, grid, list(cfg.target.physical_range), name)
 
 
 def wrap_physical(net: keras.Model, scaling: dict[str, Any], grid: dict[str, Any],
@@ -226,7 +226,7 @@ def _linear_forecasts(cfg: Config, t: Any, ends: np.ndarray) -> np.ndarray:
     p = cfg.linear_reference
     ref = LinearReference.fit(data, split_ends(cfg, t.time, "train"), p.lags, p.ridge)
     z = ref.predict(data, ends)[:, None, :, :, None]  # [N, 1, H, W, 1] like a network's last step
-    head = ForecastToPhysical(scaler.to_dict(), t.mask.astype(int).tolist(), list(cfg.target.valid_range))
+    head = ForecastToPhysical(scaler.to_dict(), t.mask.astype(int).tolist(), list(cfg.target.physical_range))
     if scaler.target_kind == "increment":
         sm = np.asarray(t.Y[ends, ..., 0], dtype=np.float32)[:, None]
         return ops.convert_to_numpy(head([z, sm]))
