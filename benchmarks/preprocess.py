@@ -2,7 +2,7 @@
 
 Measured pipeline: the project's own stage functions, ``regrid.regrid_all`` (chunked,
 exact conservative weights, written slice by slice) -> ``clip.build_mask`` ->
-``stack.stack_tensors(plots=False)`` (block-wise into zarr). Baseline ("naive"): the
+``stack.stack_tensors`` (no plots) (block-wise into zarr). Baseline ("naive"): the
 load-everything xarray way on the same files: ``xr.open_mfdataset`` per variable, ``.load()``
 all years, unit conversion, one ``DataArray.interp`` onto the target grid (bilinear, so its
 numbers are not identical to the conservative pipeline's; it is a cost baseline), the same
@@ -46,6 +46,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+
+def L(cfg: Any) -> Any:
+    """The default tree of ``cfg`` (inputs and outputs of the stage functions measured)."""
+    from soilcast.layout import Layout
+
+    return Layout.from_config(cfg)
+
+
 REPO = Path(__file__).resolve().parents[1]
 FIRST_YEAR = 2010
 COARSE_GRID = {"lat_min": 7.5, "lat_max": 37.5, "lon_min": 67.5, "lon_max": 97.5, "res": 2.0}
@@ -78,14 +86,14 @@ def make_config(spec: dict[str, Any]) -> Any:
 def raw_bytes(cfg: Any) -> int:
     from soilcast.data.readers import all_specs, source_path
 
-    return sum(source_path(cfg, s, y).stat().st_size for s in all_specs(cfg) for y in cfg.period.years)
+    return sum(source_path(cfg, L(cfg).raw_dir, s, y).stat().st_size for s in all_specs(cfg) for y in cfg.period.years)
 
 
 def raw_complete(cfg: Any) -> bool:
     from soilcast.data.readers import all_specs, source_path
 
     return Path(cfg.basins.path).is_file() and all(
-        source_path(cfg, s, y).is_file() for s in all_specs(cfg) for y in cfg.period.years)
+        source_path(cfg, L(cfg).raw_dir, s, y).is_file() for s in all_specs(cfg) for y in cfg.period.years)
 
 
 # ----------------------------------------------------------------------------- child jobs
@@ -105,7 +113,7 @@ def job_validate(cfg: Any) -> dict[str, Any]:
 
     base = _rss_mb()
     t0 = time.perf_counter()
-    run_validation(cfg)
+    run_validation(cfg, L(cfg).raw_dir, L(cfg).report_dir)
     return {"seconds": time.perf_counter() - t0, "baseline_rss_mb": base}
 
 
@@ -114,7 +122,7 @@ def job_regrid(cfg: Any) -> dict[str, Any]:
 
     base = _rss_mb()
     t0 = time.perf_counter()
-    regrid_all(cfg)
+    regrid_all(cfg, L(cfg).raw_dir, L(cfg).report_dir, L(cfg).regridded_dir)
     return {"seconds": time.perf_counter() - t0, "baseline_rss_mb": base}
 
 
@@ -125,8 +133,8 @@ def job_stack(cfg: Any) -> dict[str, Any]:
 
     base = _rss_mb()
     t0 = time.perf_counter()
-    build_mask(cfg)
-    stack_tensors(cfg, plots=False)
+    build_mask(cfg, L(cfg).basins, L(cfg).mask_file, raw_dir=L(cfg).raw_dir)
+    stack_tensors(cfg, L(cfg).regridded_dir, L(cfg).mask_file, L(cfg).report_dir, L(cfg).tensors)
     return {"seconds": time.perf_counter() - t0, "baseline_rss_mb": base}
 
 
@@ -172,7 +180,7 @@ def job_generate_era5land(cfg: Any, target_mb: float) -> dict[str, Any]:
             ds = xr.Dataset({spec.source_name: (("time", "latitude", "longitude"), values,
                                                 {"units": spec.source_units})},
                             coords={"time": stamps, "latitude": lat, "longitude": lon})
-            path = source_path(cfg, spec, year)
+            path = source_path(cfg, L(cfg).raw_dir, spec, year)
             path.parent.mkdir(parents=True, exist_ok=True)
             ds.to_netcdf(path, engine="netcdf4")
     g = era5land_grid(side)
@@ -194,11 +202,11 @@ def job_pipeline(cfg: Any) -> dict[str, Any]:
 
     base = _rss_mb()
     t0 = time.perf_counter()
-    regrid_all(cfg)
+    regrid_all(cfg, L(cfg).raw_dir, L(cfg).report_dir, L(cfg).regridded_dir)
     t1 = time.perf_counter()
-    build_mask(cfg)
+    build_mask(cfg, L(cfg).basins, L(cfg).mask_file, raw_dir=L(cfg).raw_dir)
     t2 = time.perf_counter()
-    stack_tensors(cfg, plots=False)
+    stack_tensors(cfg, L(cfg).regridded_dir, L(cfg).mask_file, L(cfg).report_dir, L(cfg).tensors)
     t3 = time.perf_counter()
     return {"seconds": t3 - t0, "stage_seconds": {"regrid": t1 - t0, "clip": t2 - t1, "stack": t3 - t2},
             "baseline_rss_mb": base}
@@ -215,7 +223,7 @@ def _naive_variable(cfg: Any, spec: Any, lat: Any, lon: Any, days: Any) -> Any:
         names = {"valid_time": "time", "latitude": "lat", "longitude": "lon"}
         return ds.rename({k: v for k, v in names.items() if k in ds.dims})
 
-    files = [source_path(cfg, spec, y) for y in cfg.period.years]
+    files = [source_path(cfg, L(cfg).raw_dir, spec, y) for y in cfg.period.years]
     with xr.open_mfdataset(files, preprocess=std, combine="nested", concat_dim="time",
                            engine="netcdf4") as ds:
         da = ds[spec.source_name].load()  # everything, all years, at once
@@ -243,14 +251,14 @@ def job_naive(cfg: Any) -> dict[str, Any]:
     lat, lon = target_axes(cfg.grid)
     days = period_days(cfg)
     fields = {s.name: _naive_variable(cfg, s, lat, lon, days) for s in all_specs(cfg)}
-    build_mask(cfg)
-    mask, basin_id, names, _ = load_mask(cfg)
+    build_mask(cfg, L(cfg).basins, L(cfg).mask_file, raw_dir=L(cfg).raw_dir)
+    mask, basin_id, names, _ = load_mask(cfg, L(cfg).mask_file)
     X = apply_mask(np.stack([fields[n] for n in cfg.variable_names], axis=-1), mask)
     Y = apply_mask(fields[cfg.target.name][..., None], mask)
     attrs = {"variables": cfg.variable_names, "target": cfg.target.name,
              "units": {s.name: s.canonical_units for s in all_specs(cfg)},
              "basin_names": {str(k): v for k, v in names.items()}, "input_hashes": {}}
-    write_tensors(Path(cfg.paths.processed), tensors_dataset(X, Y, mask, basin_id, days, lat, lon, attrs))
+    write_tensors(L(cfg).tensors, tensors_dataset(X, Y, mask, basin_id, days, lat, lon, attrs))
     return {"seconds": time.perf_counter() - t0, "baseline_rss_mb": base}
 
 

@@ -8,16 +8,16 @@ from kfp.dsl import Artifact, Dataset, Input, Output
 def configure(params: str, period_start: str, period_end: str, grid_lat_min: float,
               grid_lat_max: float, grid_lon_min: float, grid_lon_max: float, grid_res: float,
               models: list, epochs: int, overrides: dict) -> str:
-    """Apply the pipeline parameters to the params YAML and validate it before any work."""
+    """Apply the pipeline parameters to the params YAML and validate it before any work.
+
+    The named arguments are the ``configure`` rows of soilcast.pipeline.parameters (a test
+    keeps this signature equal to that table).
+    """
     from soilcast.config import deep_merge
     from soilcast.pipeline import runtime
+    from soilcast.pipeline.parameters import nested
 
-    named = {
-        "period": {"start": period_start, "end": period_end},
-        "grid": {"lat_min": grid_lat_min, "lat_max": grid_lat_max, "lon_min": grid_lon_min,
-                 "lon_max": grid_lon_max, "res": grid_res},
-        "training": {"models": models, "epochs": epochs},
-    }
+    named = nested(dict(locals()), "configure")
     return runtime.resolve_params(params, deep_merge(named, overrides))
 
 
@@ -38,8 +38,8 @@ def validate(config: str, raw: Input[Dataset], report: Output[Artifact]):
     from soilcast.data.validate import run_validation
     from soilcast.pipeline import runtime
 
-    cfg = runtime.step_config(config, raw_dir=raw.path, report_dir=report.path)
-    report.metadata.update(runtime.validation_summary(run_validation(cfg)))
+    result = run_validation(runtime.step_config(config), raw.path, report.path)
+    report.metadata.update(runtime.validation_summary(result))
 
 
 def regrid(config: str, raw: Input[Dataset], report: Input[Artifact],
@@ -48,11 +48,8 @@ def regrid(config: str, raw: Input[Dataset], report: Input[Artifact],
     from soilcast.data.regrid import regrid_all
     from soilcast.pipeline import runtime
 
-    cfg = runtime.step_config(config, raw_dir=raw.path, report_dir=report.path,
-                              interim_dir=regridded.path)
-    out = regrid_all(cfg)
+    out = regrid_all(runtime.step_config(config), raw.path, report.path, regridded.path)
     regridded.metadata.update(runtime.describe_tree(out))
-    regridded.metadata["folder"] = out.name
 
 
 def clip(config: str, raw: Input[Dataset], mask: Output[Dataset]):
@@ -60,21 +57,20 @@ def clip(config: str, raw: Input[Dataset], mask: Output[Dataset]):
     from soilcast.data.clip import build_mask
     from soilcast.pipeline import runtime
 
-    cfg = runtime.step_config(config, raw_dir=raw.path, interim_dir=mask.path)
-    out = build_mask(cfg)
+    cfg = runtime.step_config(config)
+    build_mask(cfg, runtime.basins_in(cfg, raw.path), mask.path, raw_dir=raw.path)
     mask.metadata.update(runtime.describe_tree(mask.path))
-    mask.metadata["file"] = out.name
 
 
 def stack(config: str, regridded: Input[Dataset], mask: Input[Dataset], report: Input[Artifact],
-          tensors: Output[Dataset], input_plots: Output[Artifact]):
-    """Stack regridded inputs and the mask into the X/Y tensor store (checked against the report)."""
+          raw: Input[Dataset], tensors: Output[Dataset], input_plots: Output[Artifact]):
+    """Stack regridded inputs and the mask into the X/Y tensor store (checked against the
+    report); the input maps carry the basin outlines from the raw data."""
     from soilcast.data.stack import stack_tensors
+    from soilcast.layout import tensors_in
     from soilcast.pipeline import runtime
 
-    interim = runtime.link_children(runtime.scratch_dir("interim"), [regridded.path, mask.path])
-    cfg = runtime.step_config(config, interim_dir=str(interim), report_dir=report.path,
-                              processed=runtime.tensors_store(tensors.path),
-                              artifacts_dir=input_plots.path)
-    store = stack_tensors(cfg)
+    cfg = runtime.step_config(config)
+    store = stack_tensors(cfg, regridded.path, mask.path, report.path, tensors_in(tensors.path),
+                          plots=(runtime.basins_in(cfg, raw.path), input_plots.path))
     tensors.metadata.update(runtime.describe_tensors(store))

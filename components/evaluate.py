@@ -12,19 +12,17 @@ def evaluate(config: str, tensors: Input[Dataset], models: Input[List[Model]],
              leaderboard: Output[Markdown]):
     """Score every trained network and the references on the validation and test years."""
     from soilcast.evaluation.evaluate import evaluate as run_evaluate
+    from soilcast.layout import EvalDir, tensors_in
     from soilcast.pipeline import runtime
 
-    runs = runtime.train_runs([m.path for m in models])
-    arts = runtime.stage_artifacts(runtime.scratch_dir("artifacts"), runs=runs)
-    cfg = runtime.step_config(config, processed=runtime.tensors_store(tensors.path),
-                              artifacts_dir=str(arts))
-    result = run_evaluate(cfg)
-    runtime.publish(arts / "eval", evaluation.path)
+    runs = dict(runtime.run_of(m.path) for m in models)
+    out = EvalDir(evaluation.path)
+    result = run_evaluate(runtime.step_config(config), tensors_in(tensors.path), runs, out)
     values = runtime.overall_metrics(result)
     for key, value in sorted(values.items()):
         metrics.log_metric(key, value)
     runtime.write_metrics_file(metrics.path, values)
-    runtime.copy_file(arts / "eval" / "leaderboard.md", leaderboard.path)
+    runtime.copy_file(out.leaderboard, leaderboard.path)
     evaluation.metadata["models"] = sorted(runs)
 
 
@@ -39,27 +37,26 @@ def gate(config: str, tensors: Input[Dataset], evaluation: Input[Artifact],
 
     The champion is read from ``serving_models_dir`` (the TF Serving model repository); when
     empty there is no champion; otherwise the champion is re-scored on ``tensors``. The
-    winner's run folder is passed on as ``candidate``.
+    winner's run folder is passed on as ``candidate``. The thresholds are the ``gate`` rows
+    of soilcast.pipeline.parameters (a test keeps them equal).
     """
     from collections import namedtuple
+    from pathlib import Path
 
     from soilcast.evaluation.gate import run_gate
+    from soilcast.layout import EvalDir, tensors_in
     from soilcast.pipeline import runtime
+    from soilcast.pipeline.parameters import nested
 
-    arts = runtime.stage_artifacts(runtime.scratch_dir("artifacts"), subdirs=[evaluation.path])
-    thresholds = {"gate": {"min_skill_vs_climatology": min_skill_vs_climatology,
-                           "min_skill_vs_persistence": min_skill_vs_persistence,
-                           "max_regression": max_regression}}
-    cfg = runtime.step_config(config, processed=runtime.tensors_store(tensors.path),
-                              artifacts_dir=str(arts), models_dir=serving_models_dir or None,
-                              overrides=thresholds)
-    result = run_gate(cfg)
-    runtime.publish(arts / "gate", blessing.path)
+    cfg = runtime.step_config(config, overrides=nested(dict(locals()), "gate"))
+    models_dir = Path(serving_models_dir) if serving_models_dir else runtime.scratch_dir("no-champion")
+    result = run_gate(cfg, EvalDir(evaluation.path).metrics, tensors_in(tensors.path), models_dir,
+                      Path(blessing.path))
     blessing.metadata.update(runtime.gate_summary(result))
     winner = str(result.get("winner") or "")
-    runs = runtime.train_runs([m.path for m in models])
+    runs = dict(runtime.run_of(m.path) for m in models)
     runtime.ensure_dir(candidate.path)  # an output must exist even when nothing won
     if winner in runs:
-        runtime.publish(runs[winner], candidate.path, name=f"train/{winner}")
+        runtime.copy_tree(runs[winner].root, candidate.path)
         candidate.metadata["model_name"] = winner
     return namedtuple("GateOutputs", "blessed winner")(bool(result["blessed"]), winner)

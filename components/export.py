@@ -17,22 +17,21 @@ def export(config: str, tensors: Input[Dataset], candidate: Input[Model],
     from pathlib import Path
 
     from soilcast.export.savedmodel import export_blessed
+    from soilcast.layout import EvalDir, tensors_in
     from soilcast.pipeline import runtime
 
-    arts = runtime.stage_artifacts(runtime.scratch_dir("artifacts"),
-                                   subdirs=[candidate.path, evaluation.path, blessing.path])
-    own_repo = str(Path(model.path) / runtime.MODELS_SUBDIR)
-    cfg = runtime.step_config(config, processed=runtime.tensors_store(tensors.path),
-                              artifacts_dir=str(arts),
-                              models_dir=serving_models_dir or own_repo)
-    version_dir = export_blessed(cfg)
+    own_repo = Path(model.path) / runtime.MODELS_SUBDIR
+    record = runtime.scratch_file("export-record")  # read back into the artifact's metadata
+    version_dir = export_blessed(
+        runtime.step_config(config), Path(blessing.path), EvalDir(evaluation.path).metrics,
+        dict([runtime.run_of(candidate.path)]), tensors_in(tensors.path),
+        Path(serving_models_dir) if serving_models_dir else own_repo, record)
     if version_dir is None:
         raise RuntimeError("export ran under a blessing but exported nothing")
     if serving_models_dir:
-        runtime.publish(version_dir, own_repo)
+        runtime.copy_tree(version_dir, own_repo / version_dir.name)
     model.metadata.update(runtime.describe_tree(version_dir))
-    model.metadata["export"] = runtime.metadata(
-        json.loads((arts / "export" / "export.json").read_text()))
+    model.metadata["export"] = runtime.metadata(json.loads(record.read_text()))
     model.metadata["version"] = int(version_dir.name)
     model.metadata["version_dir"] = str(version_dir)
     model.metadata["winner"] = candidate.metadata.get("model_name", "")

@@ -4,10 +4,12 @@ ingest -> validate -> regrid ─┐
        └─────────── clip ─────┴─> stack -> train (one GPU task per network, in parallel)
                                     -> evaluate -> gate -> [blessed] export (+ infra validation)
 
-Pipeline parameters cover the period, grid (one float per bound: dict defaults would make
-the compiled YAML's bytes depend on hash order), model list, epochs and the gate thresholds; any
+Pipeline parameters cover the period, grid, model list, epochs and the gate thresholds (the
+one table :data:`soilcast.pipeline.parameters.PARAMETERS` maps them to params.yaml keys); any
 other knob goes through ``overrides`` (a nested mapping merged over params.yaml). Defaults are
 params.yaml's values at compile time, and the image is params.yaml's ``pipeline.image``.
+Components call the stage functions with their artifact paths, as ``dvc repro`` calls them
+with the paths dvc.yaml spells.
 
 The thresholds reach only the gate, so re-running with a stricter gate reuses every cached
 step before it. Gate and export read/write the serving model repository (state outside the
@@ -25,43 +27,46 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # the components package lives at the repository root
     sys.path.insert(0, str(REPO))
 
+import inspect  # noqa: E402
+
 from components import make_components  # noqa: E402
 from kfp import dsl  # noqa: E402
 from kfp.dsl import Artifact, Dataset, Input, Model  # noqa: E402
 
 from soilcast.config import config_from_dict, read_params  # noqa: E402
+from soilcast.pipeline import parameters  # noqa: E402
 from soilcast.pipeline.runtime import dump_params  # noqa: E402
 
 PIPELINE_NAME = "soilcast"
 GPU_RESOURCE = "nvidia.com/gpu"
-GRID_KEYS = ("lat_min", "lat_max", "lon_min", "lon_max", "res")
+# Pipeline parameters that are not params.yaml keys: (name, type, default).
+RUN_INPUTS = (("overrides", dict, {}), ("raw_uri", str, ""), ("data_version", str, ""),
+              ("serving_models_dir", str, ""))
 
 
 def pipeline_arguments(raw: Dict[str, Any]) -> Dict[str, Any]:
     """Pipeline-parameter values that reproduce the params mapping ``raw`` exactly."""
-    cfg = config_from_dict(raw)
-    return {
-        "params": dump_params(raw),
-        "period_start": cfg.period.start.isoformat(),
-        "period_end": cfg.period.end.isoformat(),
-        **{f"grid_{k}": float(getattr(cfg.grid, k)) for k in GRID_KEYS},
-        "models": list(cfg.training.models),
-        "epochs": cfg.training.epochs,
-        "min_skill_vs_climatology": float(cfg.gate.min_skill_vs_climatology),
-        "min_skill_vs_persistence": float(cfg.gate.min_skill_vs_persistence),
-        "max_regression": float(cfg.gate.max_regression),
-        "overrides": {},
-        "raw_uri": "",
-        "data_version": "",
-        "serving_models_dir": "",
-    }
+    config_from_dict(raw)  # fail here, naming the key, rather than inside the run
+    return {"params": dump_params(raw), **parameters.defaults(raw),
+            **{name: default for name, _, default in RUN_INPUTS}}
+
+
+def _signature(defaults: Dict[str, Any]) -> inspect.Signature:
+    """The pipeline's parameters, typed and with defaults, in the table's order."""
+    kinds = {"params": str, **{p.name: p.kind for p in parameters.PARAMETERS},
+             **{name: kind for name, kind, _ in RUN_INPUTS}}
+    return inspect.Signature(
+        [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=defaults[n], annotation=kinds[n])
+         for n in kinds],
+        return_annotation=bool,
+    )
 
 
 def build_pipeline(raw: Dict[str, Any]) -> Callable:
     """The pipeline for a params mapping: its image, resources and parameter defaults."""
     cfg = config_from_dict(raw)
     c = make_components(cfg.pipeline.image)
-    d = pipeline_arguments(raw)
+    signature = _signature(pipeline_arguments(raw))
 
     @dsl.pipeline(name="train-networks", description="One GPU training task per network.")
     def train_networks(config: str, tensors: Input[Dataset], models: list) -> List[Model]:
@@ -90,54 +95,38 @@ def build_pipeline(raw: Dict[str, Any]) -> Callable:
                      serving_models_dir=serving_models_dir,
                      ).set_display_name("export").set_caching_options(False)
 
-    @dsl.pipeline(name=PIPELINE_NAME,
-                  description="Daily soil-moisture forecasting over India's river basins.")
-    def soilcast_pipeline(
-        params: str = d["params"],
-        period_start: str = d["period_start"],
-        period_end: str = d["period_end"],
-        grid_lat_min: float = d["grid_lat_min"],
-        grid_lat_max: float = d["grid_lat_max"],
-        grid_lon_min: float = d["grid_lon_min"],
-        grid_lon_max: float = d["grid_lon_max"],
-        grid_res: float = d["grid_res"],
-        models: list = d["models"],
-        epochs: int = d["epochs"],
-        min_skill_vs_climatology: float = d["min_skill_vs_climatology"],
-        min_skill_vs_persistence: float = d["min_skill_vs_persistence"],
-        max_regression: float = d["max_regression"],
-        overrides: dict = d["overrides"],
-        raw_uri: str = d["raw_uri"],
-        data_version: str = d["data_version"],
-        serving_models_dir: str = d["serving_models_dir"],
-    ) -> bool:
-        conf = c.configure(params=params, period_start=period_start, period_end=period_end,
-                           grid_lat_min=grid_lat_min, grid_lat_max=grid_lat_max,
-                           grid_lon_min=grid_lon_min, grid_lon_max=grid_lon_max,
-                           grid_res=grid_res, models=models, epochs=epochs, overrides=overrides)
+    def soilcast_pipeline(*values):
+        # kfp calls the pipeline function with one channel per parameter, in signature order
+        v = dict(zip(signature.parameters, values))
+
+        def step_args(step: str) -> Dict[str, Any]:
+            return {p.name: v[p.name] for p in parameters.of_step(step)}
+
+        conf = c.configure(params=v["params"], overrides=v["overrides"], **step_args("configure"))
         config = conf.output
-        raw_data = c.ingest(config=config, raw_uri=raw_uri, data_version=data_version)
+        raw_data = c.ingest(config=config, raw_uri=v["raw_uri"], data_version=v["data_version"])
         report = c.validate(config=config, raw=raw_data.outputs["raw"])
         regridded = c.regrid(config=config, raw=raw_data.outputs["raw"],
                              report=report.outputs["report"])
         mask = c.clip(config=config, raw=raw_data.outputs["raw"])
         stacked = c.stack(config=config, regridded=regridded.outputs["regridded"],
-                          mask=mask.outputs["mask"], report=report.outputs["report"])
+                          mask=mask.outputs["mask"], report=report.outputs["report"],
+                          raw=raw_data.outputs["raw"])
         tensors = stacked.outputs["tensors"]
-        trained = train_networks(config=config, tensors=tensors, models=models)
+        trained = train_networks(config=config, tensors=tensors, models=v["models"])
         scored = c.evaluate(config=config, tensors=tensors, models=trained.output)
         gate = c.gate(config=config, tensors=tensors, evaluation=scored.outputs["evaluation"],
-                      models=trained.output,
-                      min_skill_vs_climatology=min_skill_vs_climatology,
-                      min_skill_vs_persistence=min_skill_vs_persistence,
-                      max_regression=max_regression, serving_models_dir=serving_models_dir,
-                      ).set_caching_options(False)
+                      models=trained.output, serving_models_dir=v["serving_models_dir"],
+                      **step_args("gate")).set_caching_options(False)
         publish(blessed=gate.outputs["blessed"], config=config, tensors=tensors,
                 candidate=gate.outputs["candidate"], evaluation=scored.outputs["evaluation"],
-                blessing=gate.outputs["blessing"], serving_models_dir=serving_models_dir)
+                blessing=gate.outputs["blessing"], serving_models_dir=v["serving_models_dir"])
         return gate.outputs["blessed"]
 
-    return soilcast_pipeline
+    soilcast_pipeline.__signature__ = signature  # parameters from the one table
+    return dsl.pipeline(name=PIPELINE_NAME,
+                        description="Daily soil-moisture forecasting over India's river basins.",
+                        )(soilcast_pipeline)
 
 
 # Module-level pipeline for kfp tooling (``kfp dsl compile --py``): params.yaml's defaults.

@@ -18,7 +18,8 @@ import pandas as pd
 import xarray as xr
 
 from soilcast.config import Config, VariableSpec
-from soilcast.data.readers import accumulation_shift, all_specs, days_in_year, source_path
+from soilcast.data.readers import accumulation_shift, all_specs, days_in_year
+from tests._stages import source_path
 from tests.conftest import tiny_config
 
 # Source-unit value on valid day index d (spatially constant).
@@ -115,10 +116,12 @@ def passed_report(cfg: Config) -> None:
     """A minimal passing validation report on the raw files as they are now (skips GX)."""
     from soilcast.data.readers import hash_key, source_files
     from soilcast.data.store import file_sha256
-    from soilcast.data.validate import REPORT_NAME
     from soilcast.io.atomic import atomic_write_json
+    from soilcast.layout import Layout
 
-    hashes = {hash_key(cfg, p): file_sha256(p) for spec in all_specs(cfg) for _, p in source_files(cfg, spec)}
-    atomic_write_json(Path(cfg.validate_.report_dir) / REPORT_NAME, {
+    lay = Layout.from_config(cfg)
+    hashes = {hash_key(lay.raw_dir, p): file_sha256(p) for spec in all_specs(cfg)
+              for _, p in source_files(cfg, lay.raw_dir, spec)}
+    atomic_write_json(lay.report.report, {
         "status": "passed", "period": f"{cfg.period.start}..{cfg.period.end}", "input_hashes": hashes,
     })

@@ -81,11 +81,8 @@ def prepared_tiny(tmp_path_factory: pytest.TempPathFactory) -> Config:
 
     Returns its Config: ``cfg.paths.processed`` is a real tensors.zarr (2010-2013, 16x16).
     """
-    from soilcast.data.clip import build_mask
     from soilcast.data.demo import generate
-    from soilcast.data.regrid import regrid_all
-    from soilcast.data.stack import stack_tensors
-    from soilcast.data.validate import run_validation
+    from tests._stages import build_mask, regrid_all, run_validation, stack_tensors
 
     cfg = tiny_config(tmp_path_factory.mktemp("prepared_tiny"))
     generate(cfg, cfg.paths.raw_dir)

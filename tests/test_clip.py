@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from soilcast.data.clip import apply_mask, build_mask, load_mask, mask_path, rasterize
+from soilcast.data.clip import apply_mask, rasterize
 from soilcast.data.readers import DataError
 from tests._rawdata import small_config, write_basins
+from tests._stages import build_mask, load_mask, mask_path
 
 LAT = np.arange(10.5, 15.6, 1.0)  # cell edges at integers
 LON = np.arange(70.5, 75.6, 1.0)

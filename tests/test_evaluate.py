@@ -13,8 +13,7 @@ from soilcast.config import NETWORKS
 
 @pytest.fixture(scope="module")
 def evaluated(tmp_path_factory):
-    from soilcast.evaluation.evaluate import evaluate
-    from soilcast.ml.train import train_model
+    from tests._stages import evaluate, train_model
     from tests._synthetic import write_synthetic_store
     from tests.conftest import tiny_config
 
@@ -66,7 +65,7 @@ def test_a_model_trained_with_other_params_is_refused(evaluated, tmp_path):
     """A leftover model.keras from another config is never scored silently."""
     import shutil
 
-    from soilcast.evaluation.evaluate import evaluate
+    from tests._stages import evaluate
     from tests.conftest import tiny_config
 
     cfg, _ = evaluated

@@ -15,7 +15,7 @@ import pytest
 
 from soilcast.config import Config
 from soilcast.export import infra, savedmodel, versions
-from soilcast.export.savedmodel import export_blessed, export_json_path
+from tests._stages import export_blessed, export_json_path, run_dir
 from tests.conftest import tiny_config
 
 
@@ -71,7 +71,7 @@ def exported(tmp_path_factory):
     model = physical_stub(cfg, tensors.mask)
     bless(cfg)
     mp = pytest.MonkeyPatch()
-    mp.setattr(savedmodel, "load_physical_model", lambda c, name: model)
+    mp.setattr(savedmodel, "load_physical_model", lambda c, run, name: model)
     path = export_blessed(cfg)
     yield cfg, model, tensors, path, mp
     mp.undo()
@@ -138,9 +138,10 @@ def test_signature_rejects_wrong_dtype_and_shape(exported):
 
 
 def test_champion_rescoring_matches_in_memory_scores(exported):
-    from soilcast.evaluation.evaluate import score_savedmodel, window_inputs
+    from soilcast.evaluation.evaluate import window_inputs
     from soilcast.evaluation.metrics import all_metrics, area_weights
     from soilcast.ml.windows import split_ends
+    from tests._stages import score_savedmodel
 
     cfg, model, tensors, path, _ = exported
     ends = split_ends(cfg, tensors.time, "test")
@@ -251,7 +252,7 @@ def test_a_rolled_back_model_is_not_pushed_again(tmp_path, monkeypatch):
         weights.write_bytes(blob)
         staged = versions.staging_dir(cfg.paths.models_dir.parent) / str(v)
         (staged / "assets.extra").mkdir(parents=True)
-        meta = {"model": "fc", "fingerprint": savedmodel.model_fingerprint(cfg, "fc", tensors)}
+        meta = {"model": "fc", "fingerprint": savedmodel.model_fingerprint(cfg, run_dir(cfg, "fc"), "fc", tensors)}
         (staged / "assets.extra" / "soilcast_metadata.json").write_text(json.dumps(meta))
         versions.publish(cfg.paths.models_dir, staged, v)
     versions.rollback(cfg.paths.models_dir)  # operator withdraws version 2 ("bad")
@@ -381,7 +382,8 @@ def test_forecast_cli_reads_the_served_products(exported, tmp_path):
     import xarray as xr
 
     from soilcast.ml.models.references import calendar_bin
-    from soilcast.serving.forecast import input_window, resolve_init, run_forecast
+    from soilcast.serving.forecast import input_window, resolve_init
+    from tests._stages import run_forecast
     from tests.serving_helpers import client, gateway
 
     cfg, model, tensors, path, _ = exported

@@ -117,7 +117,7 @@ def test_without_training_years_no_anomaly(tiny_cfg, synthetic_store, tmp_path):
     """A store that lacks the training years has no climatology: values only, anomaly n/a."""
     import rasterio
 
-    from soilcast.serving.forecast import run_forecast
+    from tests._stages import run_forecast
 
     cfg, t = tiny_cfg, open_tensors(synthetic_store)
     ds = xr.open_zarr(synthetic_store).sel(time=slice("2012-01-01", None)).load()
@@ -138,7 +138,7 @@ def test_without_training_years_no_anomaly(tiny_cfg, synthetic_store, tmp_path):
 def test_forecast_latest_after_ingest(prepared_tiny, tmp_path):
     """The operational loop: ingest 30 new days, then 'latest' forecasts the day after them."""
     from soilcast.data.demo import generate_delivery
-    from soilcast.data.ingest import ingest
+    from tests._stages import ingest
     from tests.conftest import tiny_config
 
     cfg = tiny_config(tmp_path)

@@ -10,7 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from soilcast.config import Config, save_config
-from soilcast.evaluation.gate import blessing_path, decide, metrics_path, pick_winner, run_gate
+from soilcast.evaluation.gate import decide, pick_winner
+from tests._stages import blessing_path, metrics_path, run_gate
 
 
 def _entry(rmse: float, skill: float, kind: str = "network") -> dict:

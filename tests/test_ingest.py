@@ -20,9 +20,10 @@ import pytest
 import xarray as xr
 
 from soilcast.config import save_config
-from soilcast.data.ingest import INGESTED_ATTR, ingest
-from soilcast.data.readers import DataError, all_specs, source_path
+from soilcast.data.ingest import INGESTED_ATTR
+from soilcast.data.readers import DataError, all_specs
 from soilcast.data.store import open_tensors
+from tests._stages import ingest, source_path
 from tests.conftest import tiny_config
 
 NEW_LAST = dt.date(2014, 1, 30)
@@ -111,8 +112,8 @@ def test_new_days_appended_then_same_files_are_nothing_to_do(prepared_tiny, deli
 def test_store_longer_than_period_keeps_the_splits(prepared_tiny, delivery, tmp_path):
     """Training and evaluation read the store by split years: ingested days join no split."""
     from soilcast.ml.models.references import Climatology
-    from soilcast.ml.train import load_tensors
     from soilcast.ml.windows import split_ends
+    from tests._stages import load_tensors
 
     cfg = own_store(prepared_tiny, tmp_path)
     ingest(cfg, delivery)

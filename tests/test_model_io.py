@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 
 from soilcast.ml.model_io import CorruptModelError
-from soilcast.ml.predict import load_network, run_files
+from tests._stages import load_network, run_dir
 
 
 def _saved(cfg, name: str):
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
-    path = run_files(cfg, name)["model"]
+    path = run_dir(cfg, name).model
     path.parent.mkdir(parents=True)
     model.save(path)
     return model, path

@@ -81,7 +81,7 @@ def test_params_yaml_defaults_to_auto(tmp_path):
 def test_training_under_auto_builds_logs_and_records_the_resolved_policy(tmp_path, caplog):
     cfg = tiny_config(tmp_path, {"training": {"precision": "auto", "epochs": 1, "steps_per_epoch": 2}})
     write_synthetic_store(cfg)
-    from soilcast.ml.train import train_model
+    from tests._stages import train_model
 
     expected = resolve_precision("auto")
     with caplog.at_level(logging.INFO, logger="soilcast.ml.precision"):

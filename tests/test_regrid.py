@@ -11,8 +11,9 @@ import pytest
 import xarray as xr
 
 from soilcast.data.readers import DataError, cell_edges, check_covers, open_source
-from soilcast.data.regrid import conservative, regrid_all, regrid_block, regridded_path
+from soilcast.data.regrid import conservative, regrid_block
 from tests._rawdata import EXPECTED, passed_report, small_config, write_raw, write_var
+from tests._stages import regrid_all, regridded_path
 
 
 def _block(values, lat, lon):
@@ -169,8 +170,8 @@ def test_min_coverage_at_the_corners_is_the_product_of_both_axes():
 
 def test_box_ending_at_the_outermost_centres_needs_min_coverage(tmp_path):
     """Refused at 1.0 with the option and the grid change that would work; accepted at 0.5."""
-    from soilcast.data.readers import source_path
     from tests._rawdata import field
+    from tests._stages import source_path
 
     base = small_config(tmp_path)
     tp = next(v for v in base.to_dict()["variables"] if v["name"] == "tp")

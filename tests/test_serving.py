@@ -818,7 +818,7 @@ def test_gateway_serves_a_savedmodel_written_by_the_exporter(tiny_cfg, weather_s
     model = physical_stub(cfg, t.mask)
     meta = savedmodel.build_metadata(cfg, t, "stub", 1, {"rmse": 0.02})
     savedmodel.write_savedmodel(model, cfg.paths.models_dir / "1", cfg, meta,
-                                {savedmodel.DRIFT_JSON: json.dumps(drift_reference(cfg, t))})
+                                {"drift_reference": json.dumps(drift_reference(cfg, t))})
     i = t.time.get_loc(np.datetime64("2013-03-01"))
     x = t.X[i - cfg.window.seq_len + 1 : i + 1][None]
     with gateway(cfg) as gw, client(gw) as c:

@@ -136,8 +136,7 @@ def _metrics(val_pers_skill: float) -> dict:
 
 
 def test_gate_refuses_a_winner_worse_than_persistence_and_nothing_is_exported(tmp_path):
-    from soilcast.evaluation.gate import metrics_path, run_gate
-    from soilcast.export.savedmodel import export_blessed, export_json_path
+    from tests._stages import export_blessed, export_json_path, metrics_path, run_gate
 
     cfg = tiny_config(tmp_path, INCREMENT)
     metrics_path(cfg).parent.mkdir(parents=True)

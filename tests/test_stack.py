@@ -10,12 +10,10 @@ import numpy as np
 import pytest
 import zarr
 
-from soilcast.data.clip import build_mask
 from soilcast.data.readers import DataError
-from soilcast.data.regrid import regrid_all, regridded_path
-from soilcast.data.stack import stack_tensors
 from soilcast.data.store import open_tensors
 from tests._rawdata import EXPECTED, passed_report, small_config, write_raw
+from tests._stages import build_mask, mask_path, regrid_all, regridded_path, stack_tensors
 
 
 @pytest.fixture(scope="module")
@@ -187,12 +185,12 @@ def _leftovers(target: Path) -> list[Path]:
 
 
 def test_stages_remove_stale_temporaries_of_their_outputs(tmp_path):
-    from soilcast.data.regrid import regridded_dir
+    from tests._stages import regridded_dir
 
     cfg = small_config(tmp_path)
     write_raw(cfg)
     passed_report(cfg)
-    stale = [*_leftovers(regridded_dir(cfg)), *_leftovers(Path(cfg.paths.interim_dir) / "mask.nc"),
+    stale = [*_leftovers(regridded_dir(cfg)), *_leftovers(mask_path(cfg)),
              *_leftovers(Path(cfg.paths.processed))]
     other = Path(cfg.paths.interim_dir) / ".notes.abc.tmp"  # not an output of these stages: kept
     other.write_text("keep")

@@ -16,8 +16,7 @@ import pytest
 
 from soilcast.config import save_config
 from soilcast.data.store import open_tensors
-from soilcast.ml.predict import physical_model, predict_split
-from soilcast.ml.train import train_model
+from tests._stages import physical_model, predict_split, train_model
 from tests._synthetic import write_synthetic_store
 from tests.conftest import REPO, tiny_config
 

@@ -14,9 +14,10 @@ import pandas as pd
 import pytest
 import xarray as xr
 
-from soilcast.data.readers import DataError, source_path
-from soilcast.data.validate import DataValidationError, run_validation
+from soilcast.data.readers import DataError
+from soilcast.data.validate import DataValidationError
 from tests._rawdata import MET_LAT, MET_LON, SM_LAT, SM_LON, field, small_config, write_raw, write_var
+from tests._stages import run_validation, source_path
 
 
 def _spec(cfg, name):
@@ -140,7 +141,7 @@ def test_failure_writes_report_and_blocks_downstream(broken):
     assert report["status"] == "failed" and len(report["failures"]) == len(err.failures)
     for name in ("tp_2011.nc", "furlongs", "2011-03-10", "2011-07-04", "sp_2011.nc"):
         assert name in str(err)  # the short human summary names them
-    from soilcast.data.regrid import regrid_all
+    from tests._stages import regrid_all
 
     with pytest.raises(DataError, match="failed validation"):
         regrid_all(cfg)
@@ -199,9 +200,7 @@ def test_cli_exits_nonzero_with_summary(broken, tmp_path):
 def test_stages_refuse_raw_files_changed_since_validation(tmp_path):
     """Replacing a raw file after `validate` passed: regrid refuses naming it; stack refuses
     regridded data made from files other than the ones last validated."""
-    from soilcast.data.clip import build_mask
-    from soilcast.data.regrid import regrid_all
-    from soilcast.data.stack import stack_tensors
+    from tests._stages import build_mask, regrid_all, stack_tensors
 
     cfg = small_config(tmp_path)
     tp = next(v for v in cfg.to_dict()["variables"] if v["name"] == "tp")
@@ -241,8 +240,8 @@ def test_validate_removes_stale_temporaries_of_its_report(tmp_path):
 def test_daily_statistics_stamping(tmp_path):
     """CDS daily statistics stamp a day's total on the day itself: read as end_of_period, every
     year lacks 31 December and validation names the option; with period_start all is right."""
-    from soilcast.data.regrid import regrid_all, regridded_path
     from tests._rawdata import EXPECTED
+    from tests._stages import regrid_all, regridded_path
 
     base = small_config(tmp_path)
     tp = next(v for v in base.to_dict()["variables"] if v["name"] == "tp")

@@ -7,6 +7,7 @@ assembler that imports them (no cycle).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -22,6 +23,15 @@ pipeline_app = typer.Typer(help="Kubeflow pipeline: compile, run locally, submit
 app.add_typer(pipeline_app, name="pipeline")
 
 ParamsOpt = typer.Option(DEFAULT_PARAMS, "--params", "-p", help="params.yaml to use.")
+
+
+def path_opt(flag: str, what: str) -> Any:
+    """A stage input/output option; unset means the default tree (``Layout.from_config``)."""
+    return typer.Option(None, flag, help=f"{what} (default: from params.yaml's paths).")
+
+
+def pick(given: Path | None, default: Path) -> Path:
+    return default if given is None else Path(given)
 
 
 def load_cfg(params: Path) -> Config:

@@ -1,4 +1,9 @@
-"""CLI commands for the data area (thin: parse arguments, call the package, report)."""
+"""CLI commands for the data area (thin: parse arguments, call the package, report).
+
+Every stage command takes its inputs and outputs as options; left out, they come from the
+default tree (:meth:`soilcast.layout.Layout.from_config`), so ``soilcast regrid`` alone
+works and ``dvc.yaml`` spells them out.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,8 @@ from typing import Optional
 
 import typer
 
-from soilcast.commands.common import ParamsOpt, app, fail, load_cfg
+from soilcast.commands.common import ParamsOpt, app, fail, load_cfg, path_opt, pick
+from soilcast.layout import Layout
 
 
 @app.command("check-config")
@@ -33,62 +39,94 @@ def demo_data(
 
 
 def _run(step, params: Path):
-    """Run one data step; turn data errors into a short message and a non-zero exit."""
+    """Run one data step on (config, default layout); turn data errors into a short message
+    and a non-zero exit."""
     from soilcast.data.readers import DataError
 
     cfg = load_cfg(params)
     try:
-        return step(cfg)
+        return step(cfg, Layout.from_config(cfg))
     except DataError as err:
         fail(str(err))
 
 
-@app.command("validate")
-def validate(params: Path = ParamsOpt) -> None:
-    """Validate the raw files (GX suites on per-day summaries); non-zero exit on failure."""
-    from soilcast.data.validate import REPORT_NAME, run_validation
+RawOpt = path_opt("--raw", "Folder of raw files (the sources' folders under it)")
+ReportOpt = path_opt("--report", "Validation report folder")
+RegriddedOpt = path_opt("--regridded", "Folder of regridded variables")
+MaskOpt = path_opt("--mask", "Basin mask file")
+BasinsOpt = path_opt("--basins", "Basins file (GeoJSON/GeoPackage)")
+TensorsOpt = path_opt("--tensors", "Tensor store (zarr folder)")
+PlotsOpt = path_opt("--plots", "Folder for the input maps")
 
-    report = _run(run_validation, params)
-    typer.echo(f"validation passed: {report['n_files']} files; report in "
-               f"{load_cfg(params).validate_.report_dir}/{REPORT_NAME}")
+
+@app.command("validate")
+def validate(params: Path = ParamsOpt, raw: Optional[Path] = RawOpt, report: Optional[Path] = ReportOpt) -> None:
+    """Validate the raw files (GX suites on per-day summaries); non-zero exit on failure."""
+    from soilcast.data.validate import run_validation
+    from soilcast.layout import ReportDir
+
+    def step(cfg, lay):
+        out = pick(report, lay.report_dir)
+        return run_validation(cfg, pick(raw, lay.raw_dir), out), ReportDir(out).report
+
+    result, where = _run(step, params)
+    typer.echo(f"validation passed: {result['n_files']} files; report in {where}")
 
 
 @app.command("regrid")
-def regrid(params: Path = ParamsOpt) -> None:
+def regrid(params: Path = ParamsOpt, raw: Optional[Path] = RawOpt, report: Optional[Path] = ReportOpt,
+           out: Optional[Path] = path_opt("--out", "Output folder of regridded variables")) -> None:
     """Regrid every source to the target grid in canonical units."""
     from soilcast.data.regrid import regrid_all
 
-    typer.echo(f"regridded -> {_run(regrid_all, params)}")
+    def step(cfg, lay):
+        return regrid_all(cfg, pick(raw, lay.raw_dir), pick(report, lay.report_dir), pick(out, lay.regridded_dir))
+
+    typer.echo(f"regridded -> {_run(step, params)}")
 
 
 @app.command("clip")
-def clip(params: Path = ParamsOpt) -> None:
-    """Rasterise the basins onto the target grid (mask + basin ids)."""
+def clip(params: Path = ParamsOpt, basins: Optional[Path] = BasinsOpt, raw: Optional[Path] = RawOpt,
+         out: Optional[Path] = path_opt("--out", "Output mask file")) -> None:
+    """Rasterise the basins onto the target grid (mask + basin ids); --raw only names the
+    basins file in the provenance record."""
     from soilcast.data.clip import build_mask
 
-    typer.echo(f"mask -> {_run(build_mask, params)}")
+    def step(cfg, lay):
+        return build_mask(cfg, pick(basins, lay.basins), pick(out, lay.mask_file), raw_dir=pick(raw, lay.raw_dir))
+
+    typer.echo(f"mask -> {_run(step, params)}")
 
 
 @app.command("stack")
-def stack(params: Path = ParamsOpt) -> None:
+def stack(params: Path = ParamsOpt, regridded: Optional[Path] = RegriddedOpt, mask: Optional[Path] = MaskOpt,
+          report: Optional[Path] = ReportOpt, basins: Optional[Path] = BasinsOpt,
+          out: Optional[Path] = path_opt("--out", "Output tensor store"), plots: Optional[Path] = PlotsOpt) -> None:
     """Stack regridded inputs, target and mask into the tensor store (+ input plots)."""
     from soilcast.data.stack import stack_tensors
 
-    typer.echo(f"tensors -> {_run(stack_tensors, params)}")
+    def step(cfg, lay):
+        return stack_tensors(cfg, pick(regridded, lay.regridded_dir), pick(mask, lay.mask_file),
+                             pick(report, lay.report_dir), pick(out, lay.tensors),
+                             plots=(pick(basins, lay.basins), pick(plots, lay.input_plots)))
+
+    typer.echo(f"tensors -> {_run(step, params)}")
 
 
 @app.command("plot-inputs")
 def plot_inputs(
     date: str = typer.Option(..., "--date", help="Day to draw, YYYY-MM-DD."),
-    out: Optional[Path] = typer.Option(None, "--out", help="PNG path (default artifacts/plots/inputs/<date>.png)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="PNG path (default <input plots folder>/<date>.png)."),
     params: Path = ParamsOpt,
+    tensors: Optional[Path] = TensorsOpt,
+    basins: Optional[Path] = BasinsOpt,
 ) -> None:
     """Draw the seven inputs and soil moisture on one day with basin outlines."""
-    from soilcast.data.plots import inputs_plot_dir
     from soilcast.data.plots import plot_inputs as draw
 
-    def step(cfg):
-        return draw(cfg, date, out or inputs_plot_dir(cfg) / f"{date}.png")
+    def step(cfg, lay):
+        return draw(cfg, pick(tensors, lay.tensors), pick(basins, lay.basins), date,
+                    out or lay.input_plots / f"{date}.png")
 
     typer.echo(f"plot -> {_run(step, params)}")
 
@@ -106,11 +144,12 @@ def _day(value: str, option: str):
 def ingest(
     raw_dir: Path = typer.Argument(..., help="Folder of newly delivered raw .nc files (any layout)."),
     params: Path = ParamsOpt,
+    tensors: Optional[Path] = TensorsOpt,
 ) -> None:
     """Validate, regrid and append new days to the tensor store (atomic, idempotent)."""
     from soilcast.data.ingest import ingest as run
 
-    result = _run(lambda cfg: run(cfg, raw_dir), params)
+    result = _run(lambda cfg, lay: run(cfg, raw_dir, pick(tensors, lay.tensors)), params)
     if not len(result.added):
         typer.echo(f"nothing to do: the {len(result.already)} delivered day(s) are already in "
                    f"{result.store} with the same values")

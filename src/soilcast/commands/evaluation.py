@@ -7,19 +7,37 @@ from typing import Optional
 
 import typer
 
-from soilcast.commands.common import ParamsOpt, app, fail, load_cfg
+from soilcast.commands.common import ParamsOpt, app, fail, load_cfg, path_opt, pick
+from soilcast.layout import EvalDir, Layout
 
 NOT_BLESSED_EXIT = 3
+TensorsOpt = path_opt("--tensors", "Tensor store (zarr folder)")
+TrainOpt = path_opt("--train", "Folder of the networks' run folders (<train>/<model>/)")
+MetricsOpt = path_opt("--metrics", "Evaluation metrics file")
+ModelsOpt = path_opt("--models", "TF Serving model base path (versions)")
+
+
+def _runs(cfg, lay: Layout, train: Path | None) -> dict:
+    """Run folder of every network under the train folder (a missing one is skipped later)."""
+    from soilcast.config import NETWORKS
+    from soilcast.layout import RunDir
+
+    root = pick(train, lay.train_dir)
+    return {name: RunDir(root / name) for name in NETWORKS}
 
 
 @app.command("evaluate")
-def evaluate_cmd(params: Path = ParamsOpt) -> None:
+def evaluate_cmd(params: Path = ParamsOpt, tensors: Optional[Path] = TensorsOpt,
+                 train: Optional[Path] = TrainOpt,
+                 out: Optional[Path] = path_opt("--out", "Output folder (metrics, leaderboard, plots)")) -> None:
     """Score all trained networks and both references on the test years."""
-    from soilcast.evaluation.evaluate import eval_dir, evaluate
+    from soilcast.evaluation.evaluate import evaluate
 
     cfg = load_cfg(params)
+    lay = Layout.from_config(cfg)
+    where = EvalDir(pick(out, lay.eval_dir))
     try:
-        metrics = evaluate(cfg)
+        metrics = evaluate(cfg, pick(tensors, lay.tensors), _runs(cfg, lay, train), where)
     except (FileNotFoundError, ValueError) as err:
         fail(str(err))
     for name, m in metrics.items():
@@ -28,7 +46,7 @@ def evaluate_cmd(params: Path = ParamsOpt) -> None:
             typer.echo(f"{name:12s} rmse {o['rmse']:.4f}  skill_vs_clim {o.get('skill_vs_climatology')}")
         else:
             typer.echo(f"{name:12s} skipped ({m.get('reason')})")
-    typer.echo(f"wrote {eval_dir(cfg) / 'metrics.json'} and {eval_dir(cfg) / 'leaderboard.md'}")
+    typer.echo(f"wrote {where.metrics} and {where.leaderboard}")
 
 
 @app.command("gate")
@@ -37,48 +55,67 @@ def gate_cmd(
     no_fail: bool = typer.Option(
         False, "--no-fail", help="Exit 0 even when not blessed (DVC: let export record it)."
     ),
+    metrics: Optional[Path] = MetricsOpt,
+    tensors: Optional[Path] = TensorsOpt,
+    models: Optional[Path] = ModelsOpt,
+    out: Optional[Path] = path_opt("--out", "Output decision file"),
 ) -> None:
     """Bless the best network if it beats climatology and the served champion.
 
     Exit status: 0 blessed, 3 not blessed (0 with --no-fail), 1 on errors.
     """
-    from soilcast.evaluation.gate import blessing_path, run_gate
+    from soilcast.evaluation.gate import run_gate
 
     cfg = load_cfg(params)
+    lay = Layout.from_config(cfg)
+    where = pick(out, lay.blessing)
     try:
-        decision = run_gate(cfg)
+        decision = run_gate(cfg, pick(metrics, lay.evaluation.metrics), pick(tensors, lay.tensors),
+                            pick(models, lay.models_dir), where)
     except (FileNotFoundError, ValueError) as err:
         fail(str(err))
     verdict = "BLESSED" if decision["blessed"] else "NOT blessed"
     typer.echo(f"{verdict}: winner {decision.get('winner')}")
     for reason in decision["reasons"]:
         typer.echo(f"  - {reason}")
-    typer.echo(f"wrote {blessing_path(cfg)}")
+    typer.echo(f"wrote {where}")
     if not decision["blessed"] and not no_fail:
         raise typer.Exit(NOT_BLESSED_EXIT)
 
 
 @app.command("export")
-def export_cmd(params: Path = ParamsOpt) -> None:
+def export_cmd(
+    params: Path = ParamsOpt,
+    blessing: Optional[Path] = path_opt("--blessing", "The gate's decision file"),
+    metrics: Optional[Path] = MetricsOpt,
+    train: Optional[Path] = TrainOpt,
+    tensors: Optional[Path] = TensorsOpt,
+    models: Optional[Path] = ModelsOpt,
+    out: Optional[Path] = path_opt("--out", "Output export record"),
+) -> None:
     """Export the blessed model to the next TF Serving version (after infra validation)."""
     import os
 
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")  # a SavedModel is a TF artifact
     from soilcast.export.infra import InfraValidationError
-    from soilcast.export.savedmodel import export_blessed, export_json_path
+    from soilcast.export.savedmodel import export_blessed
 
     cfg = load_cfg(params)
+    lay = Layout.from_config(cfg)
+    where = pick(out, lay.export_record)
     try:
-        path = export_blessed(cfg)
+        path = export_blessed(cfg, pick(blessing, lay.blessing), pick(metrics, lay.evaluation.metrics),
+                              _runs(cfg, lay, train), pick(tensors, lay.tensors),
+                              pick(models, lay.models_dir), where)
     except InfraValidationError as err:
         fail(f"infra validation failed, nothing pushed: {err}")
     except (FileNotFoundError, ValueError, RuntimeError) as err:
         fail(str(err))
     import json
 
-    status = json.loads(export_json_path(cfg).read_text())["status"]
+    status = json.loads(where.read_text())["status"]
     typer.echo(f"{status}: {path}" if path else "not blessed, nothing exported")
-    typer.echo(f"wrote {export_json_path(cfg)}")
+    typer.echo(f"wrote {where}")
 
 
 @app.command("rollback")
@@ -93,14 +130,14 @@ def rollback_cmd(
     Nothing is deleted and version numbers are never reused: the next export gets a number
     above every version ever exported.
     """
-    from soilcast.export.versions import rollback
+    from soilcast.export.versions import ROLLED_BACK, rollback
 
-    cfg = load_cfg(params)
+    models_dir = Layout.from_config(load_cfg(params)).models_dir
     try:
-        result = rollback(cfg.paths.models_dir, to)
+        result = rollback(models_dir, to)
     except ValueError as err:
         fail(str(err))
     typer.echo(
         f"now serving version {result['serving']}; rolled back {result['rolled_back']} "
-        f"(kept under {cfg.paths.models_dir / '.rolled_back'})"
+        f"(kept under {models_dir / ROLLED_BACK})"
     )

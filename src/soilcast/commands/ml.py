@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Optional
 
 import typer
 
-from soilcast.commands.common import ParamsOpt, app, fail, load_cfg
+from soilcast.commands.common import ParamsOpt, app, fail, load_cfg, path_opt, pick
+from soilcast.layout import Layout, RunDir
 
 
 @app.command("train")
@@ -16,6 +18,8 @@ def train(
     params: Path = ParamsOpt,
     fresh: bool = typer.Option(False, "--fresh", help="Ignore an interrupted run's checkpoints."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    tensors: Optional[Path] = path_opt("--tensors", "Tensor store (zarr folder)"),
+    out: Optional[Path] = path_opt("--out", "Run folder of this network"),
 ) -> None:
     """Train one network; resumes an interrupted run from its last epoch checkpoint."""
     from soilcast.config import NETWORKS
@@ -25,8 +29,11 @@ def train(
         fail(f"--model must be one of {', '.join(NETWORKS)} (got {model!r})", 2)
     from soilcast.ml.train import train_model
 
+    lay = Layout.from_config(cfg)
+    run = RunDir(pick(out, lay.run(model).root))
     try:
-        out = train_model(cfg, model, resume=not fresh, verbose=0 if quiet else "auto")
+        out = train_model(cfg, model, pick(tensors, lay.tensors), run, resume=not fresh,
+                          verbose=0 if quiet else "auto")
     except (FileNotFoundError, ValueError) as err:
         fail(str(err))
     from soilcast.ml.distribute import get_distribution
@@ -35,7 +42,7 @@ def train(
     if not dist.is_chief:  # the chief writes the artifacts
         typer.echo(f"{model}: worker {dist.worker_index} done")
         return
-    rec = json.loads((out / "record.json").read_text())
+    rec = json.loads(run.record.read_text())
     val = rec["val"]
     typer.echo(
         f"{model}: {rec['epochs']} epochs, {rec['wall_time_s']:.0f} s -> {out}\n"

@@ -9,6 +9,7 @@ from typing import Optional
 import typer
 
 from soilcast.commands.common import ParamsOpt, app, fail, load_cfg
+from soilcast.layout import Layout
 
 
 @app.command("serve")
@@ -46,7 +47,7 @@ def serve(
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        mode = f"proxy -> {upstream}" if upstream else f"embedded, models from {cfg.paths.models_dir}"
+        mode = f"proxy -> {upstream}" if upstream else f"embedded, models from {Layout.from_config(cfg).models_dir}"
         typer.echo(f"soilcast gateway: gRPC on {gateway.host}:{gateway.grpc_port} ({mode}); "
                    f"REST on http://{gateway.host}:{gateway.rest_port}/v1/models/{cfg.serving.model_name}; "
                    f"metrics on http://{gateway.host}:{gateway.metrics_port}/metrics")
@@ -84,7 +85,7 @@ def forecast(
     import grpc
 
     try:
-        result = run_forecast(cfg, server, date, list(out), read_certificate(tls_ca))
+        result = run_forecast(cfg, Layout.from_config(cfg), server, date, list(out), read_certificate(tls_ca))
     except (ValueError, FileNotFoundError) as err:
         fail(f"forecast: {err}")
     except grpc.RpcError as err:
@@ -122,7 +123,7 @@ def hindcast(
     import grpc
 
     try:
-        result = run_hindcast(cfg, server, first, last, out_dir, read_certificate(tls_ca))
+        result = run_hindcast(cfg, Layout.from_config(cfg), server, first, last, out_dir, read_certificate(tls_ca))
     except (ValueError, FileNotFoundError) as err:
         fail(f"hindcast: {err}")
     except grpc.RpcError as err:
@@ -150,10 +151,11 @@ def promote_cmd(
 
     cfg = load_cfg(params)
     try:
-        labels = promote(cfg.paths.models_dir, version, label, cfg.serving.model_name)
+        models_dir = Layout.from_config(cfg).models_dir
+        labels = promote(models_dir, version, label, cfg.serving.model_name)
     except LabelError as err:
         fail(f"promote: {err}")
-    typer.echo(f"{label} -> version {version}; labels now {labels} (wrote {labels_path(cfg.paths.models_dir)})")
+    typer.echo(f"{label} -> version {version}; labels now {labels} (wrote {labels_path(models_dir)})")
 
 
 @app.command("batching-config")

@@ -9,7 +9,7 @@ Invalid geometries are rejected with an error naming the feature and shapely's r
 rather than repaired: ``make_valid`` can silently change a basin's area, and a basin file is
 a curated input that should be fixed at its source.
 
-Output ``<interim_dir>/mask.nc``: ``mask`` (int8 0/1, lat x lon), ``basin_id`` (int32,
+Output (the mask file, ``Layout.mask_file`` under DVC): ``mask`` (int8 0/1, lat x lon), ``basin_id`` (int32,
 0 outside), coords ``lat``/``lon``; attrs ``basin_names`` (JSON id -> name), ``cell_rule``,
 ``min_fraction``, ``input_hashes`` (JSON, the basins file's sha256).
 """
@@ -27,19 +27,13 @@ from soilcast.data.readers import DataError, cell_edges, hash_key, target_axes
 from soilcast.data.store import file_sha256
 from soilcast.io.atomic import atomic_path, remove_stale_temporaries
 
-MASK_NAME = "mask.nc"
 
-
-def mask_path(cfg: Config) -> Path:
-    return Path(cfg.paths.interim_dir) / MASK_NAME
-
-
-def read_basins(cfg: Config):
+def read_basins(cfg: Config, basins_path: Path):
     """Read and check the basins file; return a GeoDataFrame in EPSG:4326 sorted by id."""
     import geopandas as gpd
     import shapely
 
-    path = Path(cfg.basins.path)
+    path = Path(basins_path)
     if not path.is_file():
         raise DataError(f"{path}: basins file not found")
     try:
@@ -93,26 +87,31 @@ def rasterize(geoms, rule: str, min_fraction: float, lat: np.ndarray, lon: np.nd
     return index
 
 
-def basin_raster(cfg: Config) -> tuple[np.ndarray, dict[int, str], object]:
+def basin_raster(cfg: Config, basins_path: Path) -> tuple[np.ndarray, dict[int, str], object]:
     """(basin_id raster, {id: name}, the GeoDataFrame) for the configured grid and rule."""
-    gdf = read_basins(cfg)
+    gdf = read_basins(cfg, basins_path)
     lat, lon = target_axes(cfg.grid)
     idx = rasterize(gdf.geometry, cfg.basins.cell_rule, cfg.basins.min_fraction, lat, lon)
     ids = np.concatenate([[0], gdf[cfg.basins.id_field].to_numpy(np.int32)])
     raster = ids[idx].astype(np.int32)
     if not (raster > 0).any():
         raise DataError(
-            f"{cfg.basins.path}: no basin covers any target cell (grid lat {lat[0]}..{lat[-1]}, "
+            f"{basins_path}: no basin covers any target cell (grid lat {lat[0]}..{lat[-1]}, "
             f"lon {lon[0]}..{lon[-1]}, rule {cfg.basins.cell_rule})"
         )
     names = {int(i): str(n) for i, n in zip(gdf[cfg.basins.id_field], gdf[cfg.basins.name_field])}
     return raster, names, gdf
 
 
-def build_mask(cfg: Config) -> Path:
-    """Rasterise the basins onto the target grid and write ``mask.nc`` atomically."""
-    remove_stale_temporaries(mask_path(cfg))
-    raster, names, _ = basin_raster(cfg)
+def build_mask(cfg: Config, basins_path: Path, out_file: Path, *, raw_dir: Path) -> Path:
+    """Rasterise the basins file onto the target grid and write the mask ``out_file`` atomically.
+
+    ``raw_dir`` is not read: it names the basins file in the provenance record (relative to
+    the raw folder, as every raw input is named).
+    """
+    out = Path(out_file)
+    remove_stale_temporaries(out)
+    raster, names, _ = basin_raster(cfg, basins_path)
     lat, lon = target_axes(cfg.grid)
     present = {i: n for i, n in names.items() if (raster == i).any()}
     ds = xr.Dataset(
@@ -125,18 +124,17 @@ def build_mask(cfg: Config) -> Path:
             "basin_names": json.dumps(present),
             "cell_rule": cfg.basins.cell_rule,
             "min_fraction": cfg.basins.min_fraction,
-            "input_hashes": json.dumps({hash_key(cfg, cfg.basins.path): file_sha256(cfg.basins.path)}),
+            "input_hashes": json.dumps({hash_key(raw_dir, basins_path): file_sha256(basins_path)}),
         },
     )
-    out = mask_path(cfg)
     with atomic_path(out) as tmp:
         ds.to_netcdf(tmp, engine="netcdf4")
     return out
 
 
-def load_mask(cfg: Config) -> tuple[np.ndarray, np.ndarray, dict[int, str], dict[str, str]]:
+def load_mask(cfg: Config, mask_file: Path) -> tuple[np.ndarray, np.ndarray, dict[int, str], dict[str, str]]:
     """(mask bool, basin_id int32, names, input hashes), checked against the configured grid."""
-    path = mask_path(cfg)
+    path = Path(mask_file)
     if not path.is_file():
         raise DataError(f"{path}: mask not found (run 'soilcast clip')")
     with xr.open_dataset(path, engine="netcdf4") as ds:

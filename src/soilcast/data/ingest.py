@@ -169,9 +169,8 @@ def delivery_tensors(cfg: Config, deliveries: dict[str, Delivery], mask: np.ndar
     return stack_block(cfg, das, slice(None), filled, mask)
 
 
-def check_store(cfg: Config, t: Any) -> None:
-    """The store must be the one these params describe (variables, target, grid)."""
-    src = cfg.paths.processed
+def check_store(cfg: Config, t: Any, src: Path) -> None:
+    """The store ``src`` must be the one these params describe (variables, target, grid)."""
     if t.variables != cfg.variable_names:
         raise DataError(f"{src}: variables {t.variables} differ from params {cfg.variable_names}")
     lat, lon = target_axes(cfg.grid)
@@ -223,17 +222,17 @@ def provenance(raw_dir: Path, deliveries: dict[str, Delivery], days: pd.Datetime
     return records
 
 
-def ingest(cfg: Config, raw_dir: Path) -> IngestResult:
-    """Validate, regrid and append the new days under ``raw_dir`` to ``cfg.paths.processed``."""
+def ingest(cfg: Config, raw_dir: Path, store: Path) -> IngestResult:
+    """Validate, regrid and append the new days under ``raw_dir`` to the tensor ``store``."""
     from soilcast.data.stack import append_days
     from soilcast.io.atomic import atomic_path
 
-    store = Path(cfg.paths.processed)
+    store = Path(store)
     try:
         t = open_tensors(store, load=False)
     except FileNotFoundError as err:
         raise DataError(str(err)) from None
-    check_store(cfg, t)
+    check_store(cfg, t, store)
     pairs = assign_variables(cfg, find_files(raw_dir))
     hashes = validate(cfg, pairs)
     deliveries = {s.name: regrid_delivery(cfg, s, [p for q, p in pairs if q is s]) for s in all_specs(cfg)}

@@ -21,12 +21,9 @@ DRY = (4, 15)
 PANEL_COLS = 4
 
 
-def inputs_plot_dir(cfg: Config) -> Path:
-    return Path(cfg.paths.artifacts_dir) / "plots" / "inputs"
-
-
-def plot_inputs(cfg: Config, date: str | dt.date, out: Path) -> Path:
-    """Render the seven inputs and the target on ``date`` into ``out`` (PNG), atomically."""
+def plot_inputs(cfg: Config, store: Path, basins_path: Path, date: str | dt.date, out: Path) -> Path:
+    """Render the inputs and the target of tensor ``store`` on ``date`` into ``out`` (PNG),
+    atomically, with the outlines of ``basins_path``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -36,9 +33,9 @@ def plot_inputs(cfg: Config, date: str | dt.date, out: Path) -> Path:
     from soilcast.io.atomic import atomic_path
 
     day = pd.Timestamp(date)
-    if not Path(cfg.paths.processed).exists():
-        raise DataError(f"{cfg.paths.processed}: tensor store not found (run 'soilcast stack')")
-    with xr.open_zarr(cfg.paths.processed, consolidated=None) as ds:
+    if not Path(store).exists():
+        raise DataError(f"{store}: tensor store not found (run 'soilcast stack')")
+    with xr.open_zarr(store, consolidated=None) as ds:
         if day not in pd.DatetimeIndex(ds["time"].values):
             raise DataError(f"{date}: not in the tensor store's period {cfg.period.start}..{cfg.period.end}")
         X = ds["X"].sel(time=day).values
@@ -49,7 +46,7 @@ def plot_inputs(cfg: Config, date: str | dt.date, out: Path) -> Path:
     fields = [X[..., k] for k in range(X.shape[-1])] + [Y]
     rows = int(np.ceil(len(fields) / PANEL_COLS))
     fig, axes = plt.subplots(rows, PANEL_COLS, figsize=(4 * PANEL_COLS, 3.6 * rows), squeeze=False)
-    outlines = _outlines(cfg)
+    outlines = _outlines(cfg, basins_path)
     for ax, name, field in zip(axes.flat, names, fields):
         im = ax.pcolormesh(lon, lat, field, shading="nearest", cmap="YlGnBu" if name in ("tp", names[-1]) else "viridis")
         for x, y in outlines:
@@ -72,14 +69,14 @@ def plot_inputs(cfg: Config, date: str | dt.date, out: Path) -> Path:
     return out
 
 
-def _outlines(cfg: Config) -> list[tuple[np.ndarray, np.ndarray]]:
+def _outlines(cfg: Config, basins_path: Path) -> list[tuple[np.ndarray, np.ndarray]]:
     """Basin boundary lines as coordinate arrays (plain ax.plot is far faster than GeoPandas)."""
     import shapely
 
     from soilcast.data.clip import read_basins
 
     try:
-        gdf = read_basins(cfg)
+        gdf = read_basins(cfg, basins_path)
     except DataError:
         return []
     lines = []
@@ -99,9 +96,9 @@ def representative_day(cfg: Config, month_day: tuple[int, int]) -> dt.date:
     return cfg.period.end
 
 
-def save_stage_plots(cfg: Config) -> list[Path]:
-    out = inputs_plot_dir(cfg)
+def save_stage_plots(cfg: Config, store: Path, basins_path: Path, out_dir: Path) -> list[Path]:
+    """The stack stage's two input maps (a monsoon and a dry day) into ``out_dir``."""
     return [
-        plot_inputs(cfg, representative_day(cfg, MONSOON), out / "monsoon.png"),
-        plot_inputs(cfg, representative_day(cfg, DRY), out / "dry.png"),
+        plot_inputs(cfg, store, basins_path, representative_day(cfg, day), Path(out_dir) / f"{name}.png")
+        for name, day in (("monsoon", MONSOON), ("dry", DRY))
     ]

@@ -99,15 +99,15 @@ def source_relpath(cfg: Config, spec: VariableSpec, year: int) -> Path:
     return Path(src.folder) / src.pattern.format(var=spec.source_name, year=year)
 
 
-def source_path(cfg: Config, spec: VariableSpec, year: int) -> Path:
-    return Path(cfg.paths.raw_dir) / source_relpath(cfg, spec, year)
+def source_path(cfg: Config, raw_dir: Path, spec: VariableSpec, year: int) -> Path:
+    return Path(raw_dir) / source_relpath(cfg, spec, year)
 
 
-def source_files(cfg: Config, spec: VariableSpec) -> list[tuple[int, Path]]:
-    """(year, path) for every year of the period; a missing file is an error naming it."""
+def source_files(cfg: Config, raw_dir: Path, spec: VariableSpec) -> list[tuple[int, Path]]:
+    """(year, path) under ``raw_dir`` for every year of the period; a missing file is an error naming it."""
     out = []
     for year in cfg.period.years:
-        path = source_path(cfg, spec, year)
+        path = source_path(cfg, raw_dir, spec, year)
         if not path.is_file():
             raise DataError(
                 f"{path}: missing source file for variable {spec.name}, year {year} "
@@ -117,10 +117,13 @@ def source_files(cfg: Config, spec: VariableSpec) -> list[tuple[int, Path]]:
     return out
 
 
-def hash_key(cfg: Config, path: Path) -> str:
-    """Name a hashed input relative to the raw directory when it lives there."""
+def hash_key(raw_dir: Path, path: Path) -> str:
+    """Name a hashed input relative to the raw directory when it lives there.
+
+    Why: the same raw files under another folder (a Kubeflow artifact) keep the same names.
+    """
     try:
-        return str(Path(path).resolve().relative_to(Path(cfg.paths.raw_dir).resolve()))
+        return str(Path(path).resolve().relative_to(Path(raw_dir).resolve()))
     except ValueError:
         return str(path)
 

@@ -7,7 +7,7 @@ degrees) and the area-weighted mean over any union of target cells is preserved 
 (xarray-regrid's conservative scheme approximates each source cell's latitude weight by its
 centre and so drifts by ~1e-6 relative; we use it for ``linear`` and ``nearest``.)
 
-Output: ``<interim_dir>/regridded/<name>.nc`` per variable (dims time, lat, lon; float32;
+Output: one ``<name>.nc`` per variable in the output folder (:func:`soilcast.layout.regridded_file`) (dims time, lat, lon; float32;
 canonical units; attrs ``input_hashes`` JSON), written slice by slice into a preallocated
 NetCDF so memory does not grow with the number of years; the directory is swapped in
 atomically.
@@ -41,17 +41,9 @@ from soilcast.data.readers import (
 )
 from soilcast.data.validate import passed_report, validated_hashes
 from soilcast.io.atomic import atomic_path, remove_stale_temporaries
+from soilcast.layout import regridded_file
 
-REGRIDDED = "regridded"
 TIME_UNITS = "days since 1970-01-01"
-
-
-def regridded_dir(cfg: Config) -> Path:
-    return Path(cfg.paths.interim_dir) / REGRIDDED
-
-
-def regridded_path(cfg: Config, name: str, root: Path | None = None) -> Path:
-    return (root or regridded_dir(cfg)) / f"{name}.nc"
 
 
 def overlap_weights(src: np.ndarray, tgt: np.ndarray, spherical: bool) -> np.ndarray:
@@ -182,15 +174,15 @@ def regrid_chunks(cfg: Config, spec: VariableSpec, da: xr.DataArray) -> Iterator
         yield pd.DatetimeIndex(block["time"].values), regrid_block(block, spec.regrid_method, lat, lon, overwrite=True)
 
 
-def regrid_variable(cfg: Config, spec: VariableSpec, out: Path, hashes: dict[str, str]) -> Path:
-    """Regrid one variable, year file by year file, into ``out``; returns the file."""
+def regrid_variable(cfg: Config, raw_dir: Path, spec: VariableSpec, out: Path, hashes: dict[str, str]) -> Path:
+    """Regrid one variable, year file by year file under ``raw_dir``, into ``out``; returns the file."""
     lat, lon = target_axes(cfg.grid)
     days = period_days(cfg)
-    files = source_files(cfg, spec)
+    files = source_files(cfg, raw_dir, spec)
     attrs = {
         "variable": spec.name, "source_units": spec.source_units, "regrid_method": spec.regrid_method,
         "accumulated_shift_days": accumulation_shift(cfg, spec),
-        "input_hashes": {hash_key(cfg, p): hashes[hash_key(cfg, p)] for _, p in files},
+        "input_hashes": {hash_key(raw_dir, p): hashes[hash_key(raw_dir, p)] for _, p in files},
     }
     written = np.zeros(len(days), dtype=bool)
     writer = _SliceWriter(out, spec, lat, lon, days, attrs)
@@ -209,22 +201,24 @@ def regrid_variable(cfg: Config, spec: VariableSpec, out: Path, hashes: dict[str
     return out
 
 
-def regrid_all(cfg: Config) -> Path:
-    """Regrid all inputs and the target; requires a passing report on exactly these raw files."""
-    remove_stale_temporaries(regridded_dir(cfg))
-    passed_report(cfg)  # "run validate" comes before any missing-file error
-    hashes = validated_hashes(cfg, [p for spec in all_specs(cfg) for _, p in source_files(cfg, spec)])
-    target = regridded_dir(cfg)
+def regrid_all(cfg: Config, raw_dir: Path, report_dir: Path, out_dir: Path) -> Path:
+    """Regrid all inputs and the target under ``raw_dir`` into ``out_dir`` (swapped in
+    atomically); requires a passing report in ``report_dir`` on exactly these raw files."""
+    target = Path(out_dir)
+    remove_stale_temporaries(target)
+    passed_report(cfg, report_dir)  # "run validate" comes before any missing-file error
+    files = [p for spec in all_specs(cfg) for _, p in source_files(cfg, raw_dir, spec)]
+    hashes = validated_hashes(cfg, raw_dir, report_dir, files)
     with atomic_path(target) as tmp:
         tmp.mkdir(parents=True)
         for spec in all_specs(cfg):
-            regrid_variable(cfg, spec, regridded_path(cfg, spec.name, tmp), hashes)
+            regrid_variable(cfg, raw_dir, spec, regridded_file(tmp, spec.name), hashes)
     return target
 
 
-def open_regridded(cfg: Config, spec: VariableSpec, grid: GridSpec | None = None) -> xr.DataArray:
+def open_regridded(cfg: Config, regridded_dir: Path, spec: VariableSpec, grid: GridSpec | None = None) -> xr.DataArray:
     """Open a regridded variable lazily, checking it matches the configured grid and period."""
-    path = regridded_path(cfg, spec.name)
+    path = regridded_file(regridded_dir, spec.name)
     if not path.is_file():
         raise DataError(f"{path}: regridded {spec.name} not found (run 'soilcast regrid')")
     ds = xr.open_dataset(path, engine="netcdf4", cache=False)

@@ -1,4 +1,4 @@
-"""Stack the regridded variables and the mask into the tensor store ``tensors.zarr``.
+"""Stack the regridded variables and the mask into the tensor store (a zarr folder).
 
 Streams: ``preprocess.time_chunk_days`` days at a time are read from the regridded NetCDFs
 and appended to a zarr store in a temporary directory that is renamed into place
@@ -31,7 +31,7 @@ import xarray as xr
 from soilcast.config import Config, VariableSpec
 from soilcast.data.clip import apply_mask, load_mask
 from soilcast.data.readers import DataError, all_specs, period_days, target_axes
-from soilcast.data.regrid import open_regridded, regridded_dir
+from soilcast.data.regrid import open_regridded
 from soilcast.data.store import tensors_dataset
 from soilcast.data.validate import check_derived_from_validated
 from soilcast.io.atomic import atomic_path, remove_stale_temporaries
@@ -133,17 +133,28 @@ def append_days(store: Path, ds: xr.Dataset) -> None:
         ds.drop_vars(STATIC).to_zarr(store, append_dim="time", consolidated=True)
 
 
-def stack_tensors(cfg: Config, plots: bool = True) -> Path:
-    """Write ``cfg.paths.processed`` from the regridded variables and the mask.
+def stack_tensors(
+    cfg: Config,
+    regridded_dir: Path,
+    mask_file: Path,
+    report_dir: Path,
+    out_store: Path,
+    *,
+    plots: tuple[Path, Path] | None = None,
+) -> Path:
+    """Write the tensor store ``out_store`` from the regridded variables and the mask; the
+    regridded files must come from the raw files last validated (``report_dir``).
 
-    ``plots`` also saves the monsoon/dry input maps (the DVC stage always does).
+    ``plots`` = (basins file, folder): also save the monsoon/dry input maps with the basin
+    outlines there (the DVC stage always does).
     """
-    remove_stale_temporaries(Path(cfg.paths.processed))
-    mask, basin_id, names, hashes = load_mask(cfg)
+    out = Path(out_store)
+    remove_stale_temporaries(out)
+    mask, basin_id, names, hashes = load_mask(cfg, mask_file)
     specs: list[VariableSpec] = all_specs(cfg)
-    das = {s.name: open_regridded(cfg, s) for s in specs}
+    das = {s.name: open_regridded(cfg, regridded_dir, s) for s in specs}
     made_from = {k: v for s in specs for k, v in json.loads(das[s.name].attrs.get("input_hashes", "{}")).items()}
-    check_derived_from_validated(cfg, made_from, f"{regridded_dir(cfg)}")
+    check_derived_from_validated(cfg, report_dir, made_from, f"{regridded_dir}")
     hashes.update(made_from)
     filled = apply_fill_rule(cfg, das, mask)
     days = period_days(cfg)
@@ -158,7 +169,6 @@ def stack_tensors(cfg: Config, plots: bool = True) -> Path:
         "masked": "Y only (X keeps real values over the whole grid)",
     }
     step = cfg.preprocess.time_chunk_days
-    out = Path(cfg.paths.processed)
     with atomic_path(out) as tmp, warnings.catch_warnings():
         # zarr 3 warns that string coords and consolidated metadata are not in the v3 spec;
         # the store is read back by xarray/zarr-python only.
@@ -173,8 +183,8 @@ def stack_tensors(cfg: Config, plots: bool = True) -> Path:
                 append_days(tmp, ds)
     for da in das.values():
         da.close()
-    if plots:
+    if plots is not None:
         from soilcast.data.plots import save_stage_plots
 
-        save_stage_plots(cfg)
+        save_stage_plots(cfg, out, *plots)
     return out

@@ -11,8 +11,9 @@ The NaN share is computed over the source file's own domain, excluding cells tha
 on every day of the file (ERA5-Land writes the sea as permanently missing). It deliberately
 ignores ``grid``: validation must not rerun when only the target grid changes.
 
-The full report (``report.json``, ``daily_summary.csv``, ``report.html``) is always written to
-``cfg.validate_.report_dir``; on any failure :class:`DataValidationError` is raised afterwards.
+The full report (:class:`soilcast.layout.ReportDir`: JSON, daily summary CSV, HTML, GX data
+docs) is always written to the report folder; on any failure :class:`DataValidationError` is
+raised afterwards.
 """
 
 from __future__ import annotations
@@ -43,11 +44,8 @@ from soilcast.data.readers import (
 )
 from soilcast.data.store import file_sha256
 from soilcast.io.atomic import atomic_path, atomic_write_json, atomic_write_text, remove_stale_temporaries
+from soilcast.layout import ReportDir
 
-REPORT_NAME = "report.json"
-SUMMARY_NAME = "daily_summary.csv"
-HTML_NAME = "report.html"
-DOCS_NAME = "data_docs"  # GX data docs site (index.html), built offline
 DOCS_SITE = "soilcast"
 MAX_LISTED = 10  # offending values/dates quoted per failure in messages
 
@@ -288,7 +286,7 @@ def _plain(value: Any) -> Any:
     return None if pd.isna(value) else float(value)
 
 
-def _render_html(report: dict[str, Any]) -> str:
+def _render_html(report: dict[str, Any], docs: str) -> str:
     esc = html.escape
     rows = "".join(
         f"<tr><td>{esc(f['file'])}</td><td>{esc(f['variable'])}</td><td>{esc(f['check'])}</td>"
@@ -304,7 +302,7 @@ def _render_html(report: dict[str, Any]) -> str:
         "<!doctype html><html><head><meta charset='utf-8'><title>soilcast validation</title></head>"
         f"<body><h1>Raw data validation: {esc(report['status'])}</h1>"
         f"<p>period {esc(report['period'])}; {report['n_files']} files; "
-        f"great-expectations data docs: <a href='{DOCS_NAME}/index.html'>{DOCS_NAME}/index.html</a></p>"
+        f"great-expectations data docs: <a href='{docs}/index.html'>{docs}/index.html</a></p>"
         "<h2>Failures</h2><table border=1><tr><th>file</th><th>variable</th><th>check</th><th>details</th></tr>"
         f"{rows}</table><h2>Expectation suites (per-day summary tables)</h2>"
         "<table border=1><tr><th>variable</th><th>expectation</th><th>column</th><th>result</th></tr>"
@@ -320,10 +318,12 @@ def human_summary(failures: list[dict[str, Any]], limit: int = MAX_LISTED) -> st
     return "\n".join(lines)
 
 
-def run_validation(cfg: Config) -> dict[str, Any]:
-    """Validate every raw met and target file of the period; write the report; raise on failure."""
-    for name in (REPORT_NAME, SUMMARY_NAME, HTML_NAME, DOCS_NAME):
-        remove_stale_temporaries(Path(cfg.validate_.report_dir) / name)
+def run_validation(cfg: Config, raw_dir: Path, report_dir: Path) -> dict[str, Any]:
+    """Validate every raw met and target file of the period under ``raw_dir``; write the
+    report into ``report_dir``; raise on failure."""
+    out = ReportDir(Path(report_dir))
+    for path in (out.report, out.summary, out.html, out.data_docs):
+        remove_stale_temporaries(path)
     failures: list[dict[str, Any]] = []
     tables: list[pd.DataFrame] = []
     hashes: dict[str, str] = {}
@@ -336,13 +336,13 @@ def run_validation(cfg: Config) -> dict[str, Any]:
     for spec in all_specs(cfg):
         var_tables = []
         for year in cfg.period.years:
-            path = source_path(cfg, spec, year)
+            path = source_path(cfg, raw_dir, spec, year)
             n_files += 1
             fails, table = _check_file(cfg, spec, year, path)
             failures += fails
             if table is not None:
                 var_tables.append(table)
-                hashes[hash_key(cfg, path)] = file_sha256(path)
+                hashes[hash_key(raw_dir, path)] = file_sha256(path)
         if var_tables:
             table = pd.concat(var_tables, ignore_index=True)
             tables.append(table)
@@ -357,9 +357,9 @@ def run_validation(cfg: Config) -> dict[str, Any]:
         "expectations": expectations,
         "input_hashes": hashes,
     }
-    _write_report(cfg, report, tables, ctx, docs_tmp)
+    _write_report(out, report, tables, ctx, docs_tmp)
     if failures:
-        raise DataValidationError(human_summary(failures), failures, Path(cfg.validate_.report_dir) / REPORT_NAME)
+        raise DataValidationError(human_summary(failures), failures, out.report)
     return report
 
 
@@ -391,28 +391,27 @@ def validate_files(cfg: Config, files: list[tuple[VariableSpec, Path]]) -> tuple
     return failures, hashes
 
 
-def _write_report(cfg: Config, report: dict[str, Any], tables: list[pd.DataFrame], ctx, docs_tmp: Path) -> None:
-    """report.json, daily_summary.csv, report.html and GX data docs (data_docs/index.html)."""
+def _write_report(out: ReportDir, report: dict[str, Any], tables: list[pd.DataFrame], ctx, docs_tmp: Path) -> None:
+    """The report JSON, daily summary CSV, HTML page and GX data docs (``<data_docs>/index.html``)."""
     import shutil
 
-    out = Path(cfg.validate_.report_dir)
     try:
         ctx.build_data_docs(site_names=[DOCS_SITE])
-        with atomic_path(out / DOCS_NAME) as tmp:
+        with atomic_path(out.data_docs) as tmp:
             shutil.copytree(docs_tmp, tmp)
     finally:
         shutil.rmtree(docs_tmp, ignore_errors=True)
     summary = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
-    atomic_write_text(out / SUMMARY_NAME, summary.to_csv(index=False))
-    atomic_write_text(out / HTML_NAME, _render_html(report))
-    atomic_write_json(out / REPORT_NAME, report)
+    atomic_write_text(out.summary, summary.to_csv(index=False))
+    atomic_write_text(out.html, _render_html(report, out.data_docs.name))
+    atomic_write_json(out.report, report)
 
 
-def passed_report(cfg: Config) -> dict[str, Any]:
-    """The validation report, insisting it exists, passed and covers the params period."""
+def passed_report(cfg: Config, report_dir: Path) -> dict[str, Any]:
+    """The validation report in ``report_dir``, insisting it exists, passed and covers the params period."""
     import json
 
-    path = Path(cfg.validate_.report_dir) / REPORT_NAME
+    path = ReportDir(Path(report_dir)).report
     if not path.is_file():
         raise DataError(f"{path}: no validation report (run 'soilcast validate' first)")
     report = json.loads(path.read_text())
@@ -426,19 +425,19 @@ def passed_report(cfg: Config) -> dict[str, Any]:
     return report
 
 
-def validated_hashes(cfg: Config, paths: Iterable[Path]) -> dict[str, str]:
+def validated_hashes(cfg: Config, raw_dir: Path, report_dir: Path, paths: Iterable[Path]) -> dict[str, str]:
     """Hash each raw file once and insist it is byte for byte the file validation passed.
 
     Why: a stage run directly (CLI, not ``dvc repro``) after a raw file was replaced must not
     derive anything from data nobody checked; the report's sha256 per file is the proof.
     Returns ``{hash_key: sha256}`` of ``paths`` for the stage's own provenance record.
     """
-    report = passed_report(cfg)
+    report = passed_report(cfg, report_dir)
     validated = report.get("input_hashes", {})
-    where = Path(cfg.validate_.report_dir) / REPORT_NAME
+    where = ReportDir(Path(report_dir)).report
     out: dict[str, str] = {}
     for path in paths:
-        key, now = hash_key(cfg, path), file_sha256(path)
+        key, now = hash_key(raw_dir, path), file_sha256(path)
         then = validated.get(key)
         if then is None:
             raise DataError(f"{path}: not among the files validated in {where}; rerun 'soilcast validate'")
@@ -451,13 +450,13 @@ def validated_hashes(cfg: Config, paths: Iterable[Path]) -> dict[str, str]:
     return out
 
 
-def check_derived_from_validated(cfg: Config, recorded: dict[str, str], what: str) -> None:
+def check_derived_from_validated(cfg: Config, report_dir: Path, recorded: dict[str, str], what: str) -> None:
     """Insist an intermediate (``what``) was made from exactly the raw files last validated.
 
     Why: after ``validate`` passes on new raw files, a stage reading intermediates made from
     the old ones would mix data generations; the recorded hashes tell.
     """
-    validated = passed_report(cfg).get("input_hashes", {})
+    validated = passed_report(cfg, report_dir).get("input_hashes", {})
     stale = sorted(k for k, v in recorded.items() if validated.get(k) != v)
     if stale:
         raise DataError(

@@ -5,7 +5,7 @@ gate use; the TEST scores (``overall``, ``seasons``, ``basins``) are for reporti
 The references persistence, climatology and linear (a per-cell ridge regression) are scored
 beside every network. A network whose training record does not match the current config
 and tensor store (a leftover of an earlier run) is refused, not scored, and the reason is
-written into metrics.json and the leaderboard.
+written into the metrics file and the leaderboard.
 
 All models are scored on the same windows (``soilcast.ml.predict.predict_split``) over
 mask cells only, weighted by cos(latitude) so a cell counts by its area. Seasons split the
@@ -13,13 +13,14 @@ forecast (valid) dates into the JJAS south-west monsoon and the rest of the year
 scores use the two reference forecasts (persistence, training-period climatology), and the
 anomaly correlation is taken against that same climatology.
 
-A network with no trained run under ``artifacts/train/<name>/`` is reported as skipped,
-so a config that trains only some networks still evaluates.
+A network with no trained run folder among the ``runs`` given is reported as skipped, so a
+config that trains only some networks still evaluates.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,38 +30,31 @@ from soilcast.config import NETWORKS, REFERENCES, Config
 from soilcast.contract import ANTECEDENT, OUTPUT
 from soilcast.evaluation.metrics import all_metrics, area_weights, finite_or_none
 from soilcast.evaluation.seasons import season_rows
+from soilcast.layout import EvalDir, RunDir
 
 
-def eval_dir(cfg: Config) -> Path:
-    return cfg.paths.artifacts_dir / "eval"
-
-
-def is_trained(cfg: Config, name: str) -> bool:
-    return (cfg.paths.artifacts_dir / "train" / name / "model.keras").is_file()
-
-
-def stale_reason(cfg: Config, name: str, tensors: Any) -> str | None:
-    """Why the trained run of ``name`` must not be scored, or None when it is current."""
+def stale_reason(cfg: Config, store: Path, run: RunDir, name: str, tensors: Any) -> str | None:
+    """Why the trained ``run`` of ``name`` must not be scored, or None when it is current."""
     from soilcast.ml.train import run_fingerprint
 
-    path = cfg.paths.artifacts_dir / "train" / name / "record.json"
+    path = run.record
     if not path.is_file():
         return f"{path} missing: the run did not finish (rerun `soilcast train --model {name}`)"
     record = json.loads(path.read_text())
     if record.get("fingerprint") != run_fingerprint(cfg, name, tensors):
-        return (f"{path.parent / 'model.keras'} was trained with other params or data than the "
-                f"current params.yaml and {cfg.paths.processed} (record fingerprint "
+        return (f"{run.model} was trained with other params or data than the "
+                f"current params.yaml and {store} (record fingerprint "
                 f"{str(record.get('fingerprint'))[:12]}); rerun `soilcast train --model {name}`")
     return None
 
 
-def basin_names(cfg: Config, basin_id: np.ndarray) -> dict[int, str]:
+def basin_names(store: Path, basin_id: np.ndarray) -> dict[int, str]:
     """Basin id -> name from the tensor store's attributes (ids as names when absent)."""
     from soilcast.data.store import open_tensors
 
     names = {}
     try:
-        names = {int(k): str(v) for k, v in open_tensors(cfg.paths.processed, load=False).attrs.get("basin_names", {}).items()}
+        names = {int(k): str(v) for k, v in open_tensors(store, load=False).attrs.get("basin_names", {}).items()}
     except FileNotFoundError:
         pass
     ids = sorted(int(b) for b in np.unique(basin_id) if b > 0)
@@ -102,47 +96,50 @@ def _check_aligned(ref: Any, fc: Any) -> None:
         )
 
 
-def collect_forecasts(cfg: Config, split: str = "test") -> tuple[dict[str, Any], dict[str, str]]:
+def collect_forecasts(cfg: Config, store: Path, runs: Mapping[str, RunDir],
+                      split: str = "test") -> tuple[dict[str, Any], dict[str, str]]:
     """Forecasts of the references and every current trained network; skipped ones with why."""
     from soilcast.ml.predict import predict_split
     from soilcast.ml.train import load_tensors
 
-    forecasts = {name: predict_split(cfg, name, split) for name in REFERENCES}
-    tensors = load_tensors(cfg)
+    forecasts = {name: predict_split(cfg, store, name, split) for name in REFERENCES}
+    tensors = load_tensors(cfg, store)
     skipped: dict[str, str] = {}
     for name in NETWORKS:
-        if not is_trained(cfg, name):
-            skipped[name] = f"not trained: {cfg.paths.artifacts_dir / 'train' / name / 'model.keras'} missing"
+        run = runs.get(name)
+        if run is None or not run.model.is_file():
+            where = run.model if run is not None else f"no run folder for {name}"
+            skipped[name] = f"not trained: {where} missing"
             continue
-        if (why := stale_reason(cfg, name, tensors)) is not None:
+        if (why := stale_reason(cfg, store, run, name, tensors)) is not None:
             skipped[name] = f"refused: {why}"
             continue
-        forecasts[name] = predict_split(cfg, name, split)
+        forecasts[name] = predict_split(cfg, store, name, split, run)
         _check_aligned(forecasts["climatology"], forecasts[name])
     return forecasts, skipped
 
 
-def evaluate(cfg: Config) -> dict[str, Any]:
-    """Score all models; write metrics.json, leaderboard.md and plots; return the metrics."""
+def evaluate(cfg: Config, tensors: Path, runs: Mapping[str, RunDir], out: EvalDir) -> dict[str, Any]:
+    """Score the references and the networks trained in ``runs`` (name -> run folder) on the
+    tensor store ``tensors``; write metrics, leaderboard and plots into ``out``; return the metrics."""
     from soilcast.evaluation.plots import write_plots
     from soilcast.io.atomic import atomic_write_json, atomic_write_text
 
-    val_fc, _ = collect_forecasts(cfg, "val")
+    val_fc, _ = collect_forecasts(cfg, tensors, runs, "val")
     vw = area_weights(val_fc["climatology"].lat, val_fc["climatology"].mask)
     val = {n: overall_block(f, vw, val_fc["climatology"], val_fc["persistence"]) for n, f in val_fc.items()}
     del val_fc
-    forecasts, skipped = collect_forecasts(cfg, "test")
+    forecasts, skipped = collect_forecasts(cfg, tensors, runs, "test")
     clim, pers = forecasts["climatology"], forecasts["persistence"]
     weights = area_weights(clim.lat, clim.mask)
-    basins = basin_names(cfg, clim.basin_id)
+    basins = basin_names(tensors, clim.basin_id)
     metrics: dict[str, Any] = {
         name: score(fc, weights, clim, pers, basins, val.get(name)) for name, fc in forecasts.items()
     }
     metrics.update({name: {"status": "skipped", "reason": why} for name, why in skipped.items()})
-    out = eval_dir(cfg)
-    atomic_write_json(out / "metrics.json", metrics)
-    atomic_write_text(out / "leaderboard.md", leaderboard(metrics, cfg.gate.primary_metric))
-    write_plots(forecasts, metrics, basins, out / "plots")
+    atomic_write_json(out.metrics, metrics)
+    atomic_write_text(out.leaderboard, leaderboard(metrics, cfg.gate.primary_metric))
+    write_plots(forecasts, metrics, basins, out.plots)
     return metrics
 
 
@@ -183,16 +180,16 @@ def window_inputs(cfg: Config, tensors: Any, ends: np.ndarray, antecedent: bool)
     return serving_inputs(tensors.X, tensors.Y, ends, cfg.window.seq_len, antecedent)
 
 
-def score_savedmodel(cfg: Config, version_dir: Path, split: str = "val") -> dict[str, float]:
-    """Re-score a served SavedModel on the current windows of ``split`` (overall,
-    area-weighted); the gate compares it with candidates on the validation years."""
+def score_savedmodel(cfg: Config, store: Path, version_dir: Path, split: str = "val") -> dict[str, float]:
+    """Re-score a served SavedModel on the windows of ``split`` of the tensor ``store``
+    (overall, area-weighted); the gate compares it with candidates on the validation years."""
     import tensorflow as tf
 
     from soilcast.data.store import open_tensors
     from soilcast.export.versions import read_metadata
 
     meta = read_metadata(version_dir)
-    t = open_tensors(cfg.paths.processed, load=False)
+    t = open_tensors(store, load=False)
     if list(meta.get("variables", [])) != cfg.variable_names:
         raise ValueError(
             f"{version_dir}: the champion was trained on other inputs {meta.get('variables')} "
@@ -230,9 +227,3 @@ def load_split_block(cfg: Config, t: Any, split: str) -> tuple[Any, np.ndarray]:
     block = replace(t, X=np.asarray(t.X[lo:hi]), Y=np.asarray(t.Y[lo:hi]), time=t.time[lo:hi])
     return block, ends - lo
 
-
-def load_metrics(cfg: Config) -> dict[str, Any]:
-    path = eval_dir(cfg) / "metrics.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: evaluation metrics not found (run the 'evaluate' stage first)")
-    return json.loads(path.read_text())

@@ -15,8 +15,8 @@ all on the validation years, all must pass (TFX Evaluator-style value and change
    fail closed, with the reason.
 
 The linear reference's scores are recorded beside the winner's (``beats_linear``), so the
-decision shows whether the network earns its compute. The decision is written to
-``artifacts/gate/blessing.json``; the export stage reads it.
+decision shows whether the network earns its compute. The decision is written to the
+blessing file (``Layout.blessing``); the export stage reads it.
 """
 
 from __future__ import annotations
@@ -30,14 +30,6 @@ from soilcast.config import NETWORKS, Config
 
 ChampionScorer = Callable[[Config, Path], dict[str, float]]
 SKILLS = ("skill_vs_climatology", "skill_vs_persistence")
-
-
-def metrics_path(cfg: Config) -> Path:
-    return cfg.paths.artifacts_dir / "eval" / "metrics.json"
-
-
-def blessing_path(cfg: Config) -> Path:
-    return cfg.paths.artifacts_dir / "gate" / "blessing.json"
 
 
 def _val(entry: Mapping[str, Any] | None) -> Mapping[str, Any]:
@@ -136,36 +128,44 @@ def _change_check(out: dict[str, Any], winner: str, score: float, primary: str,
     return ok
 
 
-def champion_numbers(cfg: Config, scorer: ChampionScorer | None = None) -> dict[str, Any] | None:
-    """Re-score the newest served version on the validation years, or None when nothing is served."""
+def champion_numbers(cfg: Config, tensors: Path, models_dir: Path,
+                     scorer: ChampionScorer | None = None) -> dict[str, Any] | None:
+    """Re-score the served champion under ``models_dir`` on the validation years of the
+    tensor store ``tensors``, or None when nothing is served."""
     from soilcast.export.versions import champion_version, read_metadata
+    from soilcast.layout import bundle
 
-    version = champion_version(cfg.paths.models_dir)  # the one serving `stable`
+    version = champion_version(models_dir)  # the one serving `stable`
     if version is None:
         return None
-    version_dir = cfg.paths.models_dir / str(version)
+    version_dir = bundle(models_dir, version).root
     out: dict[str, Any] = {"version": version, "path": str(version_dir)}
     try:
         out["model"] = read_metadata(version_dir).get("model")
         if scorer is None:
-            from soilcast.evaluation.evaluate import score_savedmodel as scorer
+            from soilcast.evaluation.evaluate import score_savedmodel
+
+            def scorer(c: Config, v: Path) -> dict[str, float]:
+                return score_savedmodel(c, tensors, v)
         out.update(scorer(cfg, version_dir))
     except Exception as err:  # any failure is recorded and fails closed
         out["error"] = f"{type(err).__name__}: {err}"
     return out
 
 
-def run_gate(cfg: Config, scorer: ChampionScorer | None = None) -> dict[str, Any]:
-    """Read the evaluation metrics, decide, write ``blessing.json`` and return the decision."""
+def run_gate(cfg: Config, metrics_file: Path, tensors: Path, models_dir: Path, out_file: Path,
+             scorer: ChampionScorer | None = None) -> dict[str, Any]:
+    """Read the evaluation ``metrics_file``, re-score the champion served from ``models_dir``
+    on ``tensors``, decide, write the decision to ``out_file`` and return it."""
     import json
 
     from soilcast.io.atomic import atomic_write_json
 
-    path = metrics_path(cfg)
+    path = Path(metrics_file)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: evaluation metrics not found (run the 'evaluate' stage first)")
     metrics = json.loads(path.read_text())
-    champion = champion_numbers(cfg, scorer)
+    champion = champion_numbers(cfg, tensors, models_dir, scorer)
     decision = decide(
         metrics,
         cfg.gate.primary_metric,
@@ -175,5 +175,5 @@ def run_gate(cfg: Config, scorer: ChampionScorer | None = None) -> dict[str, Any
         cfg.gate.min_skill_vs_persistence if cfg.window.antecedent_soil_moisture else None,
     )
     decision["metrics_file"] = str(path)
-    atomic_write_json(blessing_path(cfg), decision)
+    atomic_write_json(Path(out_file), decision)
     return decision

@@ -14,14 +14,15 @@ Signatures (the serving contract):
   untouched.
 - ``metadata``: no inputs -> ``metadata`` string scalar holding the metadata JSON.
 
-Files beside the graph in ``assets.extra/``: ``soilcast_metadata.json`` (same JSON),
-``drift_reference.json``, ``model_card.md`` and ``tf_serving_warmup_requests`` (TF Serving's
-warm-up file, the canary windows; replayed before a version serves). A new version lands
+Files beside the graph (:class:`soilcast.layout.Bundle`): the metadata (same JSON), the
+drift reference, the model card and TF Serving's warm-up file (the canary windows; replayed
+before a version serves). A new version lands
 as the ``canary`` label; ``stable`` keeps the champion until ``soilcast promote``.
 
 Flow of :func:`export_blessed`: read the gate's blessing -> build the physical model ->
 write it to a staging directory outside the served base path -> infra-validate it in a fresh
 process -> rename it into ``<models_dir>/<next version>`` -> prune old versions.
+Every input and output is an argument (:func:`export_blessed`); the layout names the files.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -36,15 +38,7 @@ import numpy as np
 
 from soilcast.config import Config
 from soilcast.contract import ANTECEDENT, INPUT, OUTPUT, PRODUCTS_SIGNATURE, VALID_DOY
-
-EXTRA = "assets.extra"
-METADATA_JSON = "soilcast_metadata.json"
-DRIFT_JSON = "drift_reference.json"
-CARD_MD = "model_card.md"
-
-
-def export_json_path(cfg: Config) -> Path:
-    return cfg.paths.artifacts_dir / "export" / "export.json"
+from soilcast.layout import Bundle, RunDir, bundle
 
 
 def input_shapes(cfg: Config) -> dict[str, tuple[int | None, ...]]:
@@ -105,11 +99,11 @@ def write_savedmodel(
         _add_products(archive, model, tables, shapes, specs)
     archive.add_endpoint("metadata", lambda: {"metadata": tf.constant(meta_text)}, input_signature=[])
     archive.write_out(str(path), verbose=False)
-    extra = Path(path) / EXTRA
-    extra.mkdir(parents=True, exist_ok=True)
-    (extra / METADATA_JSON).write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
-    for name, text in extras.items():
-        (extra / name).write_text(text)
+    files = Bundle(Path(path))
+    files.extra.mkdir(parents=True, exist_ok=True)
+    files.metadata.write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
+    for name, text in extras.items():  # keyed by Bundle attribute: "drift_reference", "card"
+        getattr(files, name).write_text(text)
 
 
 def _add_products(archive: Any, model: Any, tables: Any, shapes: dict, specs: list) -> None:
@@ -217,11 +211,11 @@ def products_metadata(cfg: Config, tables: Any, basins: list[dict[str, Any]]) ->
     }
 
 
-def load_physical_model(cfg: Config, name: str) -> Any:
+def load_physical_model(cfg: Config, run: RunDir, name: str) -> Any:
     """The trained network wrapped in physical units (the ML area's graph, not rebuilt here)."""
     from soilcast.ml.predict import physical_model
 
-    return physical_model(cfg, name)
+    return physical_model(cfg, run, name)
 
 
 def rtol_for(cfg: Config, precision: str | None = None) -> float:
@@ -243,11 +237,11 @@ def canary_inputs(cfg: Config, tensors: Any) -> dict[str, np.ndarray]:
     return window_inputs(cfg, block, ends, cfg.window.antecedent_soil_moisture)
 
 
-def model_fingerprint(cfg: Config, name: str, tensors: Any) -> dict[str, Any]:
+def model_fingerprint(cfg: Config, run: RunDir, name: str, tensors: Any) -> dict[str, Any]:
     """What makes an export unique: the trained file, its data and the serving contract."""
     from soilcast.data.store import file_sha256
 
-    model_file = cfg.paths.artifacts_dir / "train" / name / "model.keras"
+    model_file = run.model
     return {
         "model": name,
         "model_sha256": file_sha256(model_file) if model_file.is_file() else None,
@@ -264,7 +258,7 @@ def serving_same_model(models_dir: Path, fingerprint: dict[str, Any]) -> int | N
     if version is None or fingerprint.get("model_sha256") is None:
         return None
     try:
-        served = read_metadata(Path(models_dir) / str(version)).get("fingerprint")
+        served = read_metadata(bundle(models_dir, version).root).get("fingerprint")
     except (FileNotFoundError, ValueError):
         return None
     return version if served == fingerprint else None
@@ -291,50 +285,60 @@ def _read_json(path: Path, what: str) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def export_blessed(cfg: Config) -> Path | None:
-    """Export, validate and publish the gate's winner.
+def export_blessed(
+    cfg: Config,
+    blessing_file: Path,
+    metrics_file: Path,
+    runs: Mapping[str, RunDir],
+    tensors_store: Path,
+    models_dir: Path,
+    out_file: Path,
+) -> Path | None:
+    """Export, validate and publish the gate's winner (its run folder from ``runs``) into
+    the TF Serving base path ``models_dir``; record what happened in ``out_file``.
 
-    Returns the version directory, or None with a 'skipped' record in export.json when the
-    gate did not bless or the model was rolled back earlier. Re-exporting the model the
-    newest version already serves is a no-op that returns that version.
+    Returns the version directory, or None with a 'skipped' record when the gate did not
+    bless or the model was rolled back earlier. Re-exporting the model the newest version
+    already serves is a no-op that returns that version.
     """
     from soilcast.data.store import open_tensors
-    from soilcast.evaluation.gate import blessing_path
     from soilcast.export import infra, versions
     from soilcast.export.card import render_card
     from soilcast.export.drift_reference import drift_reference
     from soilcast.io.atomic import atomic_write_json
 
-    blessing = _read_json(blessing_path(cfg), "gate decision (run the 'gate' stage first)")
+    blessing = _read_json(Path(blessing_file), "gate decision (run the 'gate' stage first)")
     if not blessing.get("blessed"):
-        atomic_write_json(export_json_path(cfg), {
+        atomic_write_json(out_file, {
             "status": "skipped: not blessed", "winner": blessing.get("winner"),
             "reasons": blessing.get("reasons", []), "version": None, "path": None,
         })
         return None
     name = blessing["winner"]
-    metrics = _read_json(cfg.paths.artifacts_dir / "eval" / "metrics.json", "evaluation metrics")
-    record_path = cfg.paths.artifacts_dir / "train" / name / "record.json"
-    record = json.loads(record_path.read_text()) if record_path.is_file() else {}
-    tensors = open_tensors(cfg.paths.processed, load=False)
-    models_dir = Path(cfg.paths.models_dir)
-    fingerprint = model_fingerprint(cfg, name, tensors)
+    metrics = _read_json(Path(metrics_file), "evaluation metrics")
+    if name not in runs:
+        raise FileNotFoundError(f"blessed winner {name}: no run folder given (have {sorted(runs)})")
+    run = runs[name]
+    record = json.loads(run.record.read_text()) if run.record.is_file() else {}
+    tensors = open_tensors(tensors_store, load=False)
+    models_dir = Path(models_dir)
+    fingerprint = model_fingerprint(cfg, run, name, tensors)
     same = serving_same_model(models_dir, fingerprint)
     if same is not None:
-        atomic_write_json(export_json_path(cfg), {
+        atomic_write_json(out_file, {
             "status": f"skipped: version {same} already serves this model", "model": name,
-            "version": same, "path": str(models_dir / str(same)),
+            "version": same, "path": str(bundle(models_dir, same).root),
         })
-        return models_dir / str(same)
+        return bundle(models_dir, same).root
     withdrawn = rolled_back_same_model(models_dir, fingerprint)
     if withdrawn is not None:
-        atomic_write_json(export_json_path(cfg), {
+        atomic_write_json(out_file, {
             "status": f"skipped: this model was rolled back as version {withdrawn}", "model": name,
             "version": None, "path": None,
             "hint": f"retrain, or delete {models_dir / versions.ROLLED_BACK / str(withdrawn)} to allow it again",
         })
         return None
-    model = load_physical_model(cfg, name)
+    model = load_physical_model(cfg, run, name)
     version = versions.next_version(models_dir)
     from soilcast.export.products import product_tables
 
@@ -345,8 +349,8 @@ def export_blessed(cfg: Config) -> Path | None:
         raise RuntimeError(f"basin order {metadata['basins']} differs from the products' {tables.basin_ids}")
     metadata["products"] = products_metadata(cfg, tables, metadata["basins"])
     extras = {
-        DRIFT_JSON: json.dumps(drift_reference(cfg, tensors), indent=1) + "\n",
-        CARD_MD: render_card(cfg, metadata, metrics, blessing),
+        "drift_reference": json.dumps(drift_reference(cfg, tensors), indent=1) + "\n",
+        "card": render_card(cfg, metadata, metrics, blessing),
     }
     canaries = canary_inputs(cfg, tensors)
     expected = np.asarray(call_model(model, canaries), dtype=np.float32)
@@ -365,7 +369,7 @@ def export_blessed(cfg: Config) -> Path | None:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     pruned = versions.prune(models_dir, cfg.export.keep_versions)
-    atomic_write_json(export_json_path(cfg), {
+    atomic_write_json(out_file, {
         "status": "exported", "model": name, "version": version, "path": str(target),
         "infra_validation": report, "pruned_versions": pruned, "labels": labels,
     })

@@ -1,4 +1,4 @@
-"""Version bookkeeping for the TF Serving model base path (``cfg.paths.models_dir``).
+"""Version bookkeeping for the TF Serving model base path (``Layout.models_dir``).
 
 TF Serving watches ``<base_path>/<integer>/`` and, with its default "latest" policy, serves
 the highest integer it finds; names that are not integers are ignored. That gives the rules:
@@ -28,7 +28,6 @@ from typing import Any
 HIGH_WATER = ".versions_high_water"
 ROLLED_BACK = ".rolled_back"
 STAGING_PREFIX = ".staging-"
-METADATA_FILE = "assets.extra/soilcast_metadata.json"
 
 
 def _numeric_dirs(root: Path) -> list[int]:
@@ -204,7 +203,9 @@ def _repoint_labels(models_dir: Path, gone: set[int], to: int) -> None:
 
 def read_metadata(version_dir: Path) -> dict[str, Any]:
     """The soilcast metadata JSON written beside a SavedModel."""
-    path = Path(version_dir) / METADATA_FILE
+    from soilcast.layout import Bundle
+
+    path = Bundle(Path(version_dir)).metadata
     if not path.is_file():
         raise FileNotFoundError(f"{path}: SavedModel has no soilcast metadata")
     return json.loads(path.read_text())

@@ -1,4 +1,4 @@
-"""TF Serving warm-up records: ``assets.extra/tf_serving_warmup_requests`` in a version.
+"""TF Serving warm-up records: the warm-up file of a version (:attr:`soilcast.layout.Bundle.warmup`).
 
 TF Serving (``--enable_model_warmup``) replays this file before it reports a version
 AVAILABLE, so the first real request does not pay for graph tracing, kernel selection and
@@ -16,13 +16,13 @@ from pathlib import Path
 import numpy as np
 
 from soilcast.contract import SIGNATURE
+from soilcast.layout import Bundle
 
-WARMUP_FILE = "assets.extra/tf_serving_warmup_requests"
 MAX_RECORDS = 1000  # TF Serving refuses more
 
 
 def warmup_path(version_dir: Path) -> Path:
-    return Path(version_dir) / WARMUP_FILE
+    return Bundle(Path(version_dir)).warmup
 
 
 def write_warmup(version_dir: Path, inputs: Mapping[str, np.ndarray], model_name: str) -> Path:

@@ -27,6 +27,7 @@ from keras import ops
 import soilcast.ml.losses  # registers custom objects for loading
 import soilcast.ml.models.layers  # (idem)
 from soilcast.config import NETWORKS, REFERENCES, Config
+from soilcast.layout import RunDir
 from soilcast.ml.models.references import Climatology, persistence
 from soilcast.ml.scaling import Scaler, mask_fill
 from soilcast.ml.windows import SplitName, split_ends
@@ -114,14 +115,8 @@ class ForecastToPhysical(_Scaled):
         return (s[0], s[2], s[3])
 
 
-def run_files(cfg: Config, name: str) -> dict[str, Path]:
-    d = Path(cfg.paths.artifacts_dir) / "train" / name
-    return {k: d / f for k, f in (("dir", ""), ("model", "model.keras"), ("scaling", "scaling.json"),
-                                  ("grid", "grid.json"), ("record", "record.json"))}
-
-
-def load_network(cfg: Config, name: str) -> keras.Model:
-    path = run_files(cfg, name)["model"]
+def load_network(run: RunDir, name: str) -> keras.Model:
+    path = run.model
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no trained model (run `soilcast train --model {name}`)")
     from soilcast.ml.model_io import load_keras_model  # names a corrupt archive and what to rerun
@@ -129,12 +124,11 @@ def load_network(cfg: Config, name: str) -> keras.Model:
     return load_keras_model(path, name, compile=False)
 
 
-def physical_model(cfg: Config, name: str) -> keras.Model:
-    """Trained network ``name`` wrapped from physical inputs to physical forecasts."""
-    files = run_files(cfg, name)
-    grid = json.loads(files["grid"].read_text())
-    scaling = Scaler.load(files["scaling"]).to_dict()
-    return wrap_physical(load_network(cfg, name), scaling, grid, list(cfg.target.physical_range), name)
+def physical_model(cfg: Config, run: RunDir, name: str) -> keras.Model:
+    """Trained network ``name`` (run folder ``run``) wrapped from physical inputs to physical forecasts."""
+    grid = json.loads(run.grid.read_text())
+    scaling = Scaler.load(run.scaling).to_dict()
+    return wrap_physical(load_network(run, name), scaling, grid, list(cfg.target.physical_range), name)
 
 
 def wrap_physical(net: keras.Model, scaling: dict[str, Any], grid: dict[str, Any],
@@ -169,15 +163,16 @@ class Forecasts:
     model: str = ""
 
 
-def predict_split(cfg: Config, name: str, split: SplitName = "test") -> Forecasts:
-    """Forecasts of ``name`` (the networks and the references persistence, climatology and
-    linear) for every window of ``split``; all share the same windows, so their scores are
-    comparable."""
+def predict_split(cfg: Config, store: Path, name: str, split: SplitName = "test",
+                  run: RunDir | None = None) -> Forecasts:
+    """Forecasts of ``name`` (a network trained in ``run``, or one of the references
+    persistence, climatology and linear) for every window of ``split`` of the tensor
+    ``store``; all share the same windows, so their scores are comparable."""
     from soilcast.ml.train import load_tensors
 
     if name not in NETWORKS + REFERENCES:
         raise ValueError(f"unknown model {name!r}; expected one of {list(NETWORKS + REFERENCES)}")
-    t = load_tensors(cfg)
+    t = load_tensors(cfg, store)
     lead = cfg.window.lead_days
     ends = split_ends(cfg, t.time, split)
     if name == "persistence":
@@ -187,7 +182,9 @@ def predict_split(cfg: Config, name: str, split: SplitName = "test") -> Forecast
     elif name == "linear":
         pred = _linear_forecasts(cfg, t, ends)
     else:
-        pred = _network_forecasts(cfg, name, t, ends)
+        if run is None:
+            raise ValueError(f"network {name}: predict_split needs its run folder")
+        pred = _network_forecasts(cfg, run, name, t, ends)
     pred = np.where(t.mask, pred, np.nan).astype(np.float32)
     return Forecasts(
         pred=pred,
@@ -202,10 +199,10 @@ def predict_split(cfg: Config, name: str, split: SplitName = "test") -> Forecast
     )
 
 
-def _network_forecasts(cfg: Config, name: str, t: Any, ends: np.ndarray) -> np.ndarray:
+def _network_forecasts(cfg: Config, run: RunDir, name: str, t: Any, ends: np.ndarray) -> np.ndarray:
     from soilcast.contract import serving_inputs
 
-    pm = physical_model(cfg, name)
+    pm = physical_model(cfg, run, name)
     L, b = cfg.window.seq_len, cfg.training.batch_size
     with_sm = cfg.window.antecedent_soil_moisture
     out = []

@@ -1,4 +1,4 @@
-"""Train one network: ``train_model(cfg, name) -> artifacts/train/<name>/``.
+"""Train one network: ``train_model(cfg, name, tensors, run) -> run`` (a :class:`RunDir`).
 
 Why it is organised this way:
 
@@ -7,13 +7,13 @@ Why it is organised this way:
   training and at inference). Patches remain possible for grids too large for memory.
   Validation always runs on the FULL grid with a twin network built for it (ConvLSTM2D
   needs static spatial shapes; weights are copied each epoch); the twin is what is saved
-  as ``model.keras``.
+  as the run's model file.
 * A fixed budget: ``epochs x steps_per_epoch`` optimizer steps under a linear warm-up then
   cosine decay to zero. No plateau heuristics: model selection keeps the epoch with the
   lowest validation MSE of the forecast step (``val_forecast_mse``, the step that is scored
   and served), computed exactly over all chosen windows.
 * persistence and climatology are scored on the SAME validation windows in the same
-  target space, so ``record.json`` says at once whether the network has skill.
+  target space, so the run's record says at once whether the network has skill.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ import numpy as np
 from soilcast.config import NETWORKS, Config
 from soilcast.data.store import Tensors, open_tensors
 from soilcast.io.atomic import atomic_path, atomic_write_json, atomic_write_text
+from soilcast.layout import RunDir
 from soilcast.ml.checkpoint import (
     BestWeights,
     EpochCheckpoint,
@@ -64,14 +65,10 @@ HISTORY_COLUMNS = ["epoch", "loss", "forecast_mse", "val_loss", "val_forecast_ms
 SELECT_ON = "val_forecast_mse"
 
 
-def run_dir(cfg: Config, name: str) -> Path:
-    return Path(cfg.paths.artifacts_dir) / "train" / name
-
-
-def load_tensors(cfg: Config) -> Tensors:
-    """Open the store and check it matches what the config promises."""
-    t = open_tensors(cfg.paths.processed)
-    src = str(cfg.paths.processed)
+def load_tensors(cfg: Config, store: Path) -> Tensors:
+    """Open the tensor ``store`` and check it matches what the config promises."""
+    t = open_tensors(store)
+    src = str(store)
     if t.variables != cfg.variable_names:
         raise ValueError(f"{src}: variables {t.variables} differ from params.yaml {cfg.variable_names}")
     if t.X.ndim != 4 or t.Y.shape != t.X.shape[:3] + (1,) or t.mask.shape != t.X.shape[1:3]:
@@ -185,29 +182,31 @@ def _compile(model: keras.Model, cfg: Config, steps_per_epoch: int) -> None:
 def train_model(
     cfg: Config,
     name: str,
+    tensors: Path,
+    run: RunDir,
     *,
     resume: bool = True,
     verbose: Any = "auto",
     callbacks: tuple[keras.callbacks.Callback, ...] = (),
 ) -> Path:
-    """Train network ``name``; write model.keras, record.json, scaling.json, grid.json,
-    history.csv, learning_curve.png and checkpoints/ under ``artifacts/train/<name>``."""
+    """Train network ``name`` on the tensor store ``tensors``; write the model, record,
+    scaling, grid, history, learning curve and checkpoints into ``run`` (returns its folder)."""
     if name not in NETWORKS:
         raise ValueError(f"unknown network {name!r}; expected one of {list(NETWORKS)}")
     dist = get_distribution()  # before any TensorFlow op (multi-worker requirement)
-    final_dir = run_dir(cfg, name)
+    final_dir = Path(run.root)
     out = final_dir if dist.is_chief else Path(tempfile.mkdtemp(prefix=f"soilcast-worker{dist.worker_index}-"))
     try:
-        return _train(cfg, name, dist, final_dir, out, resume, verbose, callbacks)
+        return _train(cfg, name, Path(tensors), dist, final_dir, out, resume, verbose, callbacks)
     finally:
         if out != final_dir:
             shutil.rmtree(out, ignore_errors=True)
 
 
-def _train(cfg, name, dist, final_dir: Path, out: Path, resume, verbose, extra) -> Path:
+def _train(cfg, name, store: Path, dist, final_dir: Path, out: Path, resume, verbose, extra) -> Path:
     setting = cfg  # as params.yaml says (precision may be auto): what evaluation checks
     cfg = with_resolved_precision(cfg)  # auto -> this host's policy: built, checkpointed, recorded
-    t = load_tensors(cfg)
+    t = load_tensors(cfg, store)
     scaler = fit_scaler(cfg, t)
     data = prepare(t, cfg, scaler)
     T, H, W, _ = t.X.shape
@@ -220,7 +219,7 @@ def _train(cfg, name, dist, final_dir: Path, out: Path, resume, verbose, extra) 
     fp = run_fingerprint(setting, name, t)
     # a checkpoint resumes only under the same resolved precision (another host may differ)
     ckpt_fp = fingerprint({"run": fp, "precision": cfg.training.precision})
-    ckpt_dir = final_dir / "checkpoints"
+    ckpt_dir = RunDir(final_dir).checkpoints
     state = load_state(ckpt_dir, ckpt_fp) if resume else None
     if state is None and dist.is_chief:
         shutil.rmtree(ckpt_dir, ignore_errors=True)
@@ -263,7 +262,7 @@ def _train(cfg, name, dist, final_dir: Path, out: Path, resume, verbose, extra) 
     record = {
         "model": name,
         "config": cfg.to_dict(),
-        "data": {"store": str(cfg.paths.processed), "input_hashes": t.attrs.get("input_hashes"),
+        "data": {"store": str(store), "input_hashes": t.attrs.get("input_hashes"),
                  "shape": list(t.X.shape)},
         "fingerprint": fp,
         "epochs": len(history),
@@ -288,20 +287,20 @@ def _train(cfg, name, dist, final_dir: Path, out: Path, resume, verbose, extra) 
         "val": {name: best, **refs},
         "val_space": f"scaled {cfg.window.target} target, masked MSE; window = whole target window, forecast = last step",
     }
-    _write_outputs(out, cfg, name, twin, scaler, t, history, record)
+    _write_outputs(RunDir(out), cfg, name, twin, scaler, t, history, record)
     return final_dir
 
 
-def _write_outputs(out: Path, cfg: Config, name: str, twin: keras.Model, scaler: Scaler,
+def _write_outputs(out: RunDir, cfg: Config, name: str, twin: keras.Model, scaler: Scaler,
                    t: Tensors, history: list[dict[str, float]], record: dict[str, Any]) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out / "model.keras") as tmp:
+    out.root.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out.model) as tmp:
         twin.save(tmp)
-    scaler.save(out / "scaling.json")
-    atomic_write_json(out / "grid.json", grid_info(cfg, name, t))
-    atomic_write_text(out / "history.csv", history_csv(history))
-    write_learning_curve(out / "learning_curve.png", history, record["val"], name)
-    atomic_write_json(out / "record.json", record)
+    scaler.save(out.scaling)
+    atomic_write_json(out.grid, grid_info(cfg, name, t))
+    atomic_write_text(out.history, history_csv(history))
+    write_learning_curve(out.learning_curve, history, record["val"], name)
+    atomic_write_json(out.record, record)
 
 
 def grid_info(cfg: Config, name: str, t: Tensors) -> dict[str, Any]:

@@ -1,10 +1,9 @@
-"""What a Kubeflow component needs at run time: a config routed into artifact directories.
+"""What a Kubeflow component needs at run time: the config from the pipeline's params text,
+where the raw-data artifact keeps the basins file, and metadata for the artifacts.
 
-Every stage function reads and writes only under ``cfg.paths.*``, ``cfg.basins.path`` and
-``cfg.validate_.report_dir``. A component therefore runs a stage by building the config from
-the pipeline's YAML string with those paths pointed at its input/output artifacts; paths a
-step does not route go to a private scratch folder, so nothing ever lands in the working
-directory of the container by accident.
+Stage functions take their inputs and outputs as arguments, so a component passes its
+artifact paths straight in (``regrid_all(cfg, raw.path, report.path, regridded.path)``);
+nothing here rebuilds DVC's tree.
 """
 
 from __future__ import annotations
@@ -18,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from soilcast.config import Config, ConfigError, config_from_dict, deep_merge, yaml_load
+from soilcast.layout import Layout, RunDir, relocate
 
-TENSORS_STORE = "tensors.zarr"  # name of the zarr store inside a tensors Dataset artifact
 MODELS_SUBDIR = "soilcast"  # model repository inside an exported Model artifact
 HOME_ENV = "SOILCAST_HOME"  # where relative resource paths (data/static/...) resolve
 
@@ -59,123 +58,59 @@ def _resource(path: str) -> str:
     return path
 
 
-def _basins_under(raw: dict[str, Any], raw_dir: str) -> str:
-    """Where the basins file sits inside a raw-data artifact (same place as under raw_dir)."""
-    basins = Path(raw["basins"]["path"])
+def step_config(text: str, overrides: dict[str, Any] | None = None) -> Config:
+    """The pipeline's config (plus step-only ``overrides``, e.g. the gate's thresholds)."""
+    raw = deep_merge(load_params(text), overrides or {})
+    raw = deep_merge(raw, {"demo": {"india_outline": _resource(str(raw["demo"]["india_outline"]))}})
+    return config_from_dict(raw, source="pipeline params")
+
+
+def basins_in(cfg: Config, raw_artifact: str | Path) -> Path:
+    """Where the basins file sits inside a raw-data artifact (its place under ``paths.raw_dir``)."""
+    lay = Layout.from_config(cfg)
     try:
-        rel = basins.relative_to(Path(raw["paths"]["raw_dir"]))
+        return relocate(lay.basins, lay.raw_dir, raw_artifact)
     except ValueError:
         raise ConfigError(
-            f"basins.path ({basins}) must lie under paths.raw_dir ({raw['paths']['raw_dir']}) "
+            f"basins.path ({lay.basins}) must lie under paths.raw_dir ({lay.raw_dir}) "
             "so that the raw-data artifact carries it"
         ) from None
-    return str(Path(raw_dir) / rel)
-
-
-def step_config(
-    text: str,
-    *,
-    raw_dir: str | None = None,
-    interim_dir: str | None = None,
-    processed: str | None = None,
-    artifacts_dir: str | None = None,
-    models_dir: str | None = None,
-    report_dir: str | None = None,
-    overrides: dict[str, Any] | None = None,
-) -> Config:
-    """The pipeline config with its paths routed into the given artifact directories."""
-    raw = load_params(text)
-    scratch = Path(tempfile.mkdtemp(prefix="soilcast-step-"))
-    routed = {
-        "paths": {
-            "raw_dir": raw_dir or str(scratch / "raw"),
-            "interim_dir": interim_dir or str(scratch / "interim"),
-            "processed": processed or str(scratch / "processed" / TENSORS_STORE),
-            "artifacts_dir": artifacts_dir or str(scratch / "artifacts"),
-            "models_dir": models_dir or str(scratch / "models"),
-        },
-        "validate": {"report_dir": report_dir or str(scratch / "validate")},
-        "demo": {"india_outline": _resource(str(raw["demo"]["india_outline"]))},
-    }
-    if raw_dir:
-        routed["basins"] = {"path": _basins_under(raw, raw_dir)}
-    merged = deep_merge(deep_merge(raw, overrides or {}), routed)
-    return config_from_dict(merged, source="pipeline params")
 
 
 def scratch_dir(prefix: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=f"soilcast-{prefix}-"))
 
 
-def tensors_store(artifact_path: str) -> str:
-    return str(Path(artifact_path) / TENSORS_STORE)
+def scratch_file(prefix: str) -> Path:
+    """A path for a file nobody else writes (in a fresh private folder)."""
+    return scratch_dir(prefix) / prefix
 
 
-def link_children(target: Path, sources: list[str | Path]) -> Path:
-    """Make ``target`` hold symlinks to every entry of each source folder.
-
-    Stages that read several upstream outputs from ONE folder (stack reads
-    ``interim/regridded`` and ``interim/mask.nc``) get them without copying data.
-    """
-    target.mkdir(parents=True, exist_ok=True)
-    for source in sources:
-        for child in sorted(Path(source).iterdir()):
-            link = target / child.name
-            if link.exists() or link.is_symlink():
-                raise FileExistsError(f"{child}: two upstream artifacts both provide {link.name}")
-            link.symlink_to(child.resolve(), target_is_directory=child.is_dir())
-    return target
+def run_of(artifact_path: str | Path) -> tuple[str, RunDir]:
+    """(network name, run folder) of a trained Model artifact, the name from its record."""
+    run = RunDir(Path(artifact_path))
+    if not run.record.is_file():
+        raise FileNotFoundError(f"{artifact_path}: not a training run (no {run.record.name})")
+    return str(json.loads(run.record.read_text())["model"]), run
 
 
-def train_runs(model_paths: list[str]) -> dict[str, Path]:
-    """Map model name -> run directory over trained Model artifacts (``<path>/train/<name>``)."""
-    runs: dict[str, Path] = {}
-    for path in model_paths:
-        train_dir = Path(path) / "train"
-        found = sorted(p for p in train_dir.iterdir() if p.is_dir()) if train_dir.is_dir() else []
-        if len(found) != 1:
-            raise FileNotFoundError(f"{path}: expected exactly one train/<model> run, found {found}")
-        runs[found[0].name] = found[0]
-    return runs
+def copy_tree(src: str | Path, dest: str | Path) -> Path:
+    """Copy a folder into an output artifact (the gate's candidate: the winner's run)."""
+    shutil.copytree(src, dest, dirs_exist_ok=True)
+    return Path(dest)
 
 
-def stage_artifacts(
-    root: Path,
-    runs: dict[str, Path] | None = None,
-    subdirs: list[str | Path] | None = None,
-) -> Path:
-    """Build an ``artifacts_dir`` view: ``train/<name>`` links plus linked upstream folders.
-
-    ``subdirs`` are artifact folders whose children (``eval/``, ``gate/``) are linked in, so a
-    stage finds exactly the layout ``dvc repro`` gives it under ``artifacts/``.
-    """
-    root.mkdir(parents=True, exist_ok=True)
-    if runs:
-        train = root / "train"
-        train.mkdir()
-        for name, run in sorted(runs.items()):
-            (train / name).symlink_to(Path(run).resolve(), target_is_directory=True)
-    link_children(root, list(subdirs or []))
-    return root
-
-
-def publish(src: Path, artifact_path: str, name: str | None = None) -> Path:
-    """Copy a stage's output folder or file into an output artifact (dereferencing links)."""
-    dest = Path(artifact_path) / (name or Path(src).name)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    if Path(src).is_dir():
-        shutil.copytree(src, dest, symlinks=False, dirs_exist_ok=True)
-    else:
-        shutil.copy2(src, dest)
-    return dest
+def _files(root: Path) -> list[Path]:
+    return [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
 
 
 def tree_hash(root: str | Path) -> str:
-    """SHA-256 over relative paths and bytes of every file: a content address for lineage."""
+    """SHA-256 over relative paths and bytes of every file (or of one file): a content
+    address for lineage."""
     digest = hashlib.sha256()
     root = Path(root)
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        digest.update(path.relative_to(root).as_posix().encode())
+    for path in _files(root):
+        digest.update((path.relative_to(root).as_posix() if path != root else "").encode())
         with path.open("rb") as fh:
             for block in iter(lambda: fh.read(1 << 20), b""):
                 digest.update(block)
@@ -184,7 +119,7 @@ def tree_hash(root: str | Path) -> str:
 
 def describe_tree(root: str | Path) -> dict[str, Any]:
     root = Path(root)
-    files = [p for p in root.rglob("*") if p.is_file()]
+    files = _files(root)
     return {
         "sha256": tree_hash(root),
         "n_files": len(files),
@@ -241,8 +176,8 @@ def write_metrics_file(path: str, values: dict[str, float]) -> None:
 def ingest(text: str, raw_uri: str, out_path: str) -> dict[str, Any]:
     """Fill a raw-data artifact: copy ``raw_uri`` (a folder or fsspec URL) or generate demo data.
 
-    The layout inside the artifact is the layout under ``paths.raw_dir`` (era5/, era5land/,
-    basins/), so every later step reads it by pointing ``raw_dir`` at the artifact.
+    The layout inside the artifact is the layout under ``paths.raw_dir`` (the sources'
+    folders, basins/), so every later step takes the artifact as its raw folder.
     """
     out = Path(out_path)
     if raw_uri:
@@ -257,13 +192,13 @@ def ingest(text: str, raw_uri: str, out_path: str) -> dict[str, Any]:
     else:
         from soilcast.data.demo import generate
 
-        cfg = step_config(text, raw_dir=str(out))
-        generate(cfg, out)
+        generate(step_config(text), out)
         source = "demo"
     return {"source": source, **describe_tree(out)}
 
 
 def copy_file(src: str | Path, dest: str | Path) -> None:
+    """Copy one file into an output artifact (the leaderboard into its Markdown artifact)."""
     Path(dest).parent.mkdir(parents=True, exist_ok=True)
     shutil.copy2(src, dest)
 

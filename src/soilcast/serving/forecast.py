@@ -301,22 +301,18 @@ def default_outputs(out_dir: Path) -> list[Path]:
     return [Path(out_dir) / f"forecast{suffix}" for suffix in (".nc", ".tif", ".csv", ".png")]
 
 
-def forecast_dir(cfg: Any, init: dt.date) -> Path:
-    return Path(cfg.paths.artifacts_dir) / "forecasts" / str(init)
-
-
-def run_forecast(cfg: Any, server: str, date: str | dt.date, outputs: list[Path] | None = None,
+def run_forecast(cfg: Any, layout: Any, server: str, date: str | dt.date, outputs: list[Path] | None = None,
                  root_certificates: bytes | None = None) -> dict[str, Any]:
-    """Forecast from ``date`` (a day in the store or ``latest``) via the server and write the
-    products: ``outputs`` by suffix (.nc, .tif/.tiff, .csv, .png), or all four under
-    ``artifacts/forecasts/<init>/`` when none are given."""
+    """Forecast from ``date`` (a day in ``layout.tensors`` or ``latest``) via the server and
+    write the products: ``outputs`` by suffix (.nc, .tif/.tiff, .csv, .png), or all four
+    under ``<layout.forecasts_dir>/<init>/`` when none are given."""
     from soilcast.data.store import open_tensors
     from soilcast.serving.client import SoilcastClient
 
     bad = [str(o) for o in outputs or [] if Path(o).suffix.lower() not in SUFFIXES]
     if bad:
         raise ValueError(f"outputs {bad}: each must end in one of {sorted(SUFFIXES)}")
-    tensors = open_tensors(cfg.paths.processed, load=False)
+    tensors = open_tensors(layout.tensors, load=False)
     init = resolve_init(tensors, date)
     with SoilcastClient(server, cfg.serving.model_name, root_certificates=root_certificates,
                         max_message_bytes=cfg.serving.max_message_mb << 20) as client:
@@ -333,7 +329,7 @@ def run_forecast(cfg: Any, server: str, date: str | dt.date, outputs: list[Path]
     if served is not None:
         add_served_products(ds, served)
     table = basin_table(y, tensors, clim, served)
-    outputs = list(outputs) if outputs else default_outputs(forecast_dir(cfg, init))
+    outputs = list(outputs) if outputs else default_outputs(Path(layout.forecasts_dir) / str(init))
     for out in outputs:
         kind = SUFFIXES[Path(out).suffix.lower()]
         if kind == "netcdf":
@@ -343,7 +339,7 @@ def run_forecast(cfg: Any, server: str, date: str | dt.date, outputs: list[Path]
         elif kind == "csv":
             write_csv(table, out, init, valid)
         else:
-            plot_forecast(ds, tensors.basin_id, out, cfg.basins.path)
+            plot_forecast(ds, tensors.basin_id, out, layout.basins)
     return {"init": str(init), "valid": str(valid), "version": version,
             "basins": json.loads(table.to_json(orient="records")),
             "table": format_table(table), "files": [str(o) for o in outputs]}

@@ -7,7 +7,7 @@ semantics). Two backends:
   hot-reloaded every ``serving.poll_seconds``);
 - proxy (``upstream="host:8500"``): requests are forwarded to a real TF Serving; the gateway
   still validates inputs and records drift, reading the metadata and drift reference of the
-  served version from the same model base path (``cfg.paths.models_dir``, mounted read-only).
+  served version from the same model base path (``Layout.models_dir``, mounted read-only).
 
 Sizes: requests up to ``serving.max_message_mb`` are read; bigger ones are refused with
 RESOURCE_EXHAUSTED and counted. The same limit bounds the *decoded* inputs (claimed shape x
@@ -495,8 +495,12 @@ class Gateway:
     def __init__(self, cfg: Config, upstream: str | None = None, *, host: str | None = None,
                  grpc_port: int | None = None, metrics_port: int | None = None,
                  rest_port: int | None = None,
-                 tls_cert: Path | None = None, tls_key: Path | None = None, drift: bool = True) -> None:
+                 tls_cert: Path | None = None, tls_key: Path | None = None, drift: bool = True,
+                 models_dir: Path | None = None) -> None:
+        from soilcast.layout import Layout
+
         s = cfg.serving
+        models_dir = Layout.from_config(cfg).models_dir if models_dir is None else Path(models_dir)
         self.cfg, self.upstream = cfg, upstream
         self.host = host or s.host
         self._ports = (s.grpc_port if grpc_port is None else grpc_port,
@@ -514,10 +518,10 @@ class Gateway:
         self.repo: ModelRepository | None = None
         self.batcher: Batcher | None = None
         if upstream:
-            self.backend: Any = ProxyBackend(upstream, cfg.paths.models_dir, s.model_name, limits)
+            self.backend: Any = ProxyBackend(upstream, models_dir, s.model_name, limits)
             self.telemetry.label_of = self.backend.label_of
         else:
-            self.repo = ModelRepository(cfg.paths.models_dir, s.poll_seconds, self._on_model_event)
+            self.repo = ModelRepository(models_dir, s.poll_seconds, self._on_model_event)
             b = s.batching
             self.batcher = Batcher(b.max_batch_size, b.batch_timeout_micros, b.num_batch_threads,
                                    b.max_enqueued_batches) if b.enabled else None

@@ -31,10 +31,6 @@ COLUMNS = ("rmse", "mae", "bias", "ubrmse", "r2", "kge", "acc", "skill_vs_climat
 REFERENCES = ("persistence", "climatology")
 
 
-def hindcast_dir(cfg: Any, start: dt.date, end: dt.date) -> Path:
-    return Path(cfg.paths.artifacts_dir) / "hindcast" / f"{start}_{end}"
-
-
 def window_ends(tensors: Tensors, start: dt.date, end: dt.date, seq_len: int, lead: int) -> np.ndarray:
     """Store indices of the init days whose forecasts are valid ``start``..``end``; each must
     have ``seq_len`` days of history and an observation on its valid day."""
@@ -122,9 +118,11 @@ def score_table(scores: dict[str, Any], period: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_hindcast(cfg: Any, server: str, start: dt.date, end: dt.date, out_dir: Path | None = None,
+def run_hindcast(cfg: Any, layout: Any, server: str, start: dt.date, end: dt.date, out_dir: Path | None = None,
                  root_certificates: bytes | None = None) -> dict[str, Any]:
-    """Hindcast ``start``..``end`` (valid dates) with the served model; write and return the scores."""
+    """Hindcast ``start``..``end`` (valid dates) on ``layout.tensors`` with the served model;
+    write the scores into ``out_dir`` (default ``<layout.hindcasts_dir>/<start>_<end>``) and
+    return them."""
     from dataclasses import replace
 
     from soilcast.data.store import open_tensors
@@ -136,7 +134,7 @@ def run_hindcast(cfg: Any, server: str, start: dt.date, end: dt.date, out_dir: P
     from soilcast.serving.client import SoilcastClient
     from soilcast.serving.forecast import check_compatible
 
-    t = open_tensors(cfg.paths.processed, load=False)
+    t = open_tensors(layout.tensors, load=False)
     with SoilcastClient(server, cfg.serving.model_name, root_certificates=root_certificates,
                         max_message_bytes=cfg.serving.max_message_mb << 20) as client:
         meta = client.metadata()
@@ -167,13 +165,13 @@ def run_hindcast(cfg: Any, server: str, start: dt.date, end: dt.date, out_dir: P
            "persistence": Forecasts(pred=masked(persistence(Y[..., 0], ends)), model="persistence", **common),
            "climatology": Forecasts(pred=masked(clim.predict(valid)), model="climatology", **common)}
     weights = area_weights(t.lat, t.mask)
-    basins = basin_names(cfg, t.basin_id)
+    basins = basin_names(layout.tensors, t.basin_id)
     label = f"{model} v{version}"
     scores = {(label if k == "served" else k): score(fc, weights, fcs["climatology"], fcs["persistence"], basins)
               for k, fc in fcs.items()}
     period = f"{start}..{end}"
     table = score_table(scores, period)
-    out = Path(out_dir) if out_dir else hindcast_dir(cfg, start, end)
+    out = Path(out_dir) if out_dir else Path(layout.hindcasts_dir) / f"{start}_{end}"
     with atomic_path(out / "hindcast.nc") as tmp:
         archive_dataset(fcs, lead, model, version).to_netcdf(tmp, engine="h5netcdf")
     summary = {"period": period, "model": model, "version": version, "lead_days": lead,

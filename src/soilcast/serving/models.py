@@ -1,4 +1,4 @@
-"""Model versions under ``cfg.paths.models_dir``: reading, validating, hot-reloading.
+"""Model versions under the model base path (``Layout.models_dir``): reading, validating, hot-reloading.
 
 Mirrors TF Serving's file-system source: every integer sub-directory is a version, others
 (staging, ``.rolled_back``) are ignored. Each poll loads versions that appeared and unloads
@@ -29,13 +29,10 @@ from typing import Any
 import numpy as np
 
 from soilcast.contract import ANTECEDENT, INPUT, OUTPUT, PRODUCTS_SIGNATURE, SIGNATURE, VALID_DOY
+from soilcast.layout import Bundle
 from soilcast.serving.drift import DriftReference
 
 log = logging.getLogger("soilcast.serving.models")
-
-EXTRA = "assets.extra"
-METADATA_JSON = "soilcast_metadata.json"
-DRIFT_JSON = "drift_reference.json"
 
 
 class ModelLoadError(RuntimeError):
@@ -69,7 +66,7 @@ class ModelInfo:
 
 def _read_json(path: Path) -> dict[str, Any]:
     if not path.is_file():
-        raise ModelLoadError(f"{path}: missing (every soilcast SavedModel ships it in {EXTRA}/)")
+        raise ModelLoadError(f"{path}: missing (every soilcast SavedModel ships it in {path.parent.name}/)")
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as err:
@@ -79,13 +76,14 @@ def _read_json(path: Path) -> dict[str, Any]:
 def read_info(version_dir: Path) -> ModelInfo:
     """Parse the metadata and drift reference beside a SavedModel (no TensorFlow needed)."""
     version_dir = Path(version_dir)
-    meta = _read_json(version_dir / EXTRA / METADATA_JSON)
+    files = Bundle(version_dir)
+    meta = _read_json(files.metadata)
     try:
         lat, lon = meta["grid"]["lat"], meta["grid"]["lon"]
         variables, seq_len = list(meta["variables"]), int(meta["seq_len"])
         mask = np.asarray(meta["mask"], dtype=bool)
     except (KeyError, TypeError, ValueError) as err:
-        raise ModelLoadError(f"{version_dir / EXTRA / METADATA_JSON}: lacks {err}") from None
+        raise ModelLoadError(f"{files.metadata}: lacks {err}") from None
     if mask.shape != (len(lat), len(lon)):
         raise ModelLoadError(
             f"{version_dir}: mask shape {mask.shape} does not match grid {len(lat)}x{len(lon)}"
@@ -95,7 +93,7 @@ def read_info(version_dir: Path) -> ModelInfo:
     if meta.get(ANTECEDENT):
         inputs[ANTECEDENT] = (seq_len, h, w)
     reference = None
-    drift_path = version_dir / EXTRA / DRIFT_JSON
+    drift_path = files.drift_reference
     if drift_path.is_file():
         try:
             reference = DriftReference.from_json(_read_json(drift_path), variables)
@@ -196,9 +194,10 @@ def replay_warmup(model: LoadedModel) -> int:
     one; a record that fails or answers non-finite inside the mask refuses the version."""
     import time
 
-    from soilcast.export.warmup import WARMUP_FILE, read_warmup
+    from soilcast.export.warmup import read_warmup
 
     info = model.info
+    warmup = Bundle(info.path).warmup
     try:
         records = read_warmup(info.path)
     except ValueError as err:
@@ -208,18 +207,18 @@ def replay_warmup(model: LoadedModel) -> int:
     t0 = time.perf_counter()
     for i, inputs in enumerate(records):
         if set(inputs) != set(info.inputs):
-            raise ModelLoadError(f"{info.path / WARMUP_FILE}: record {i} has inputs {sorted(inputs)}, "
+            raise ModelLoadError(f"{warmup}: record {i} has inputs {sorted(inputs)}, "
                                  f"expected {sorted(info.inputs)}")
         try:
             y = model.predict(inputs)
         except Exception as err:
-            raise ModelLoadError(f"{info.path / WARMUP_FILE}: record {i} failed: "
+            raise ModelLoadError(f"{warmup}: record {i} failed: "
                                  f"{type(err).__name__}: {err}") from None
         if not np.isfinite(y[:, info.mask]).all():
-            raise ModelLoadError(f"{info.path / WARMUP_FILE}: record {i} answered non-finite soil moisture "
+            raise ModelLoadError(f"{warmup}: record {i} answered non-finite soil moisture "
                                  "inside the mask")
     log.info("version %s: replayed %d warm-up requests from %s in %.2f s", info.version, len(records),
-             WARMUP_FILE, time.perf_counter() - t0)
+             warmup, time.perf_counter() - t0)
     return len(records)
 
 

@@ -124,19 +124,23 @@ def write_standin(version_dir: Path, *, seq_len: int, lat: np.ndarray, lon: np.n
     }
     with atomic_path(version_dir) as tmp:
         _save_graph(tmp, (seq_len, h, w, len(variables)), mask, variables, offset)
-        extra = tmp / "assets.extra"
-        extra.mkdir(parents=True, exist_ok=True)
-        (extra / "soilcast_metadata.json").write_text(json.dumps(metadata))
-        (extra / "drift_reference.json").write_text(json.dumps(reference))
+        from soilcast.layout import Bundle
+
+        files = Bundle(tmp)
+        files.extra.mkdir(parents=True, exist_ok=True)
+        files.metadata.write_text(json.dumps(metadata))
+        files.drift_reference.write_text(json.dumps(reference))
     return version_dir
 
 
 def write_standin_for(cfg: Any, version: int, offset: float = 0.0, grid: Any = None) -> Path:
-    """A stand-in version under ``cfg.paths.models_dir`` on ``grid`` (default ``cfg.grid``)."""
+    """A stand-in version under the default layout's models folder on ``grid`` (default ``cfg.grid``)."""
+    from soilcast.layout import Layout
+
     grid = grid or cfg.grid
     lat, lon = np.asarray(grid.lats), np.asarray(grid.lons)
     return write_standin(
-        Path(cfg.paths.models_dir) / str(version), seq_len=cfg.window.seq_len, lat=lat, lon=lon,
+        Layout.from_config(cfg).version(version).root, seq_len=cfg.window.seq_len, lat=lat, lon=lon,
         mask=demo_mask(len(lat), len(lon)), variables=cfg.variable_names,
         units={v.name: v.canonical_units for v in cfg.variables}, psi_bins=cfg.serving.psi_bins,
         offset=offset, seed=cfg.seed + version, lead_days=cfg.window.lead_days,

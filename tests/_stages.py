@@ -1,0 +1,159 @@
+"""The stage functions on a config's default tree, as the CLI runs them without options.
+
+Stage functions take every input and output as an argument; most tests build their data in
+the default tree (:meth:`Layout.from_config`) of a tmp config, so these wrappers pass that
+tree's paths, the way ``soilcast <stage>`` does. They keep the names of the functions they
+call, so a test reads as before; the arguments are exactly the CLI's defaults.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from soilcast.config import NETWORKS, Config
+from soilcast.layout import Layout, RunDir, regridded_file
+
+
+def layout(cfg: Config) -> Layout:
+    return Layout.from_config(cfg)
+
+
+def run_validation(cfg: Config) -> dict[str, Any]:
+    from soilcast.data.validate import run_validation as run
+
+    lay = layout(cfg)
+    return run(cfg, lay.raw_dir, lay.report_dir)
+
+
+def regrid_all(cfg: Config) -> Path:
+    from soilcast.data.regrid import regrid_all as run
+
+    lay = layout(cfg)
+    return run(cfg, lay.raw_dir, lay.report_dir, lay.regridded_dir)
+
+
+def build_mask(cfg: Config) -> Path:
+    from soilcast.data.clip import build_mask as run
+
+    lay = layout(cfg)
+    return run(cfg, lay.basins, lay.mask_file, raw_dir=lay.raw_dir)
+
+
+def stack_tensors(cfg: Config, plots: bool = True) -> Path:
+    from soilcast.data.stack import stack_tensors as run
+
+    lay = layout(cfg)
+    return run(cfg, lay.regridded_dir, lay.mask_file, lay.report_dir, lay.tensors,
+               plots=(lay.basins, lay.input_plots) if plots else None)
+
+
+def load_mask(cfg: Config):
+    from soilcast.data.clip import load_mask as load
+
+    return load(cfg, layout(cfg).mask_file)
+
+
+def mask_path(cfg: Config) -> Path:
+    return layout(cfg).mask_file
+
+
+def regridded_dir(cfg: Config) -> Path:
+    return layout(cfg).regridded_dir
+
+
+def regridded_path(cfg: Config, name: str) -> Path:
+    return regridded_file(layout(cfg).regridded_dir, name)
+
+
+def source_path(cfg: Config, spec: Any, year: int) -> Path:
+    from soilcast.data.readers import source_path as path
+
+    return path(cfg, layout(cfg).raw_dir, spec, year)
+
+
+def ingest(cfg: Config, raw_dir: Path):
+    from soilcast.data.ingest import ingest as run
+
+    return run(cfg, raw_dir, layout(cfg).tensors)
+
+
+def train_model(cfg: Config, name: str, **kwargs: Any) -> Path:
+    from soilcast.ml.train import train_model as run
+
+    lay = layout(cfg)
+    return run(cfg, name, lay.tensors, lay.run(name), **kwargs)
+
+
+def load_tensors(cfg: Config):
+    from soilcast.ml.train import load_tensors as load
+
+    return load(cfg, layout(cfg).tensors)
+
+
+def run_dir(cfg: Config, name: str) -> RunDir:
+    return layout(cfg).run(name)
+
+
+def physical_model(cfg: Config, name: str):
+    from soilcast.ml.predict import physical_model as build
+
+    return build(cfg, layout(cfg).run(name), name)
+
+
+def predict_split(cfg: Config, name: str, split: str = "test"):
+    from soilcast.ml.predict import predict_split as predict
+
+    return predict(cfg, layout(cfg).tensors, name, split, layout(cfg).run(name))
+
+
+def load_network(cfg: Config, name: str):
+    from soilcast.ml.predict import load_network as load
+
+    return load(layout(cfg).run(name), name)
+
+
+def evaluate(cfg: Config) -> dict[str, Any]:
+    from soilcast.evaluation.evaluate import evaluate as run
+
+    lay = layout(cfg)
+    return run(cfg, lay.tensors, lay.runs(NETWORKS), lay.evaluation)
+
+
+def metrics_path(cfg: Config) -> Path:
+    return layout(cfg).evaluation.metrics
+
+
+def blessing_path(cfg: Config) -> Path:
+    return layout(cfg).blessing
+
+
+def run_gate(cfg: Config, scorer: Any = None) -> dict[str, Any]:
+    from soilcast.evaluation.gate import run_gate as run
+
+    lay = layout(cfg)
+    return run(cfg, lay.evaluation.metrics, lay.tensors, lay.models_dir, lay.blessing, scorer)
+
+
+def score_savedmodel(cfg: Config, version_dir: Path, split: str = "val") -> dict[str, float]:
+    from soilcast.evaluation.evaluate import score_savedmodel as score
+
+    return score(cfg, layout(cfg).tensors, version_dir, split)
+
+
+def export_json_path(cfg: Config) -> Path:
+    return layout(cfg).export_record
+
+
+def export_blessed(cfg: Config) -> Path | None:
+    from soilcast.export.savedmodel import export_blessed as run
+
+    lay = layout(cfg)
+    return run(cfg, lay.blessing, lay.evaluation.metrics, lay.runs(NETWORKS), lay.tensors,
+               lay.models_dir, lay.export_record)
+
+
+def run_forecast(cfg: Config, server: str, date: Any, outputs: Any = None):
+    from soilcast.serving.forecast import run_forecast as run
+
+    return run(cfg, layout(cfg), server, date, outputs)
