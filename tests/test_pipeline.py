@@ -350,7 +350,7 @@ def test_run_local_exports_a_servable_model_and_a_stricter_gate_exports_nothing(
     store = run_dir / "stack" / "tensors" / "tensors.zarr"
     _canary(first.version_dir, store)
     meta = json.loads((first.version_dir / "assets.extra/soilcast_metadata.json").read_text())
-    blessing = json.loads((run_dir / "gate" / "blessing" / "gate" / "blessing.json").read_text())
+    blessing = json.loads((run_dir / "gate" / "blessing").read_text())
     assert meta["model"] == blessing["winner"] in E2E_MODELS
     # the export's Model artifact carries the same version for lineage
     assert (run_dir / "export" / "model" / "soilcast" / "1" / "saved_model.pb").is_file()
@@ -370,7 +370,7 @@ def test_run_local_exports_a_servable_model_and_a_stricter_gate_exports_nothing(
 
 
 # --------------------------------------------------------------------------------------
-# Runtime helpers the components use to route artifacts through the config.
+# Runtime helpers the components use: the step's config, the basins in the raw artifact.
 
 
 def _params_text(tmp_path: Path) -> str:
@@ -380,20 +380,17 @@ def _params_text(tmp_path: Path) -> str:
     return dump_params(load_raw(PARAMS))
 
 
-def test_step_config_routes_paths_into_artifacts_and_the_rest_into_scratch(tmp_path):
+def test_step_config_applies_step_overrides_and_finds_basins_in_the_raw_artifact(tmp_path):
+    from soilcast.config import ConfigError
     from soilcast.pipeline import runtime
 
     text = _params_text(tmp_path)
-    cfg = runtime.step_config(text, raw_dir=str(tmp_path / "raw"),
-                              artifacts_dir=str(tmp_path / "art"),
-                              overrides={"gate": {"min_skill_vs_climatology": 0.5}})
-    assert cfg.paths.raw_dir == tmp_path / "raw"
-    assert cfg.paths.artifacts_dir == tmp_path / "art"
-    assert cfg.basins.path == tmp_path / "raw" / "basins" / "demo_regions.geojson"
+    cfg = runtime.step_config(text, overrides={"gate": {"min_skill_vs_climatology": 0.5}})
     assert cfg.gate.min_skill_vs_climatology == 0.5
-    for unrouted in (cfg.paths.interim_dir, cfg.paths.models_dir, cfg.validate_.report_dir):
-        assert Path(unrouted).is_absolute() and "soilcast-step-" in str(unrouted)
-        assert not str(unrouted).startswith(str(REPO))
+    assert runtime.basins_in(cfg, tmp_path / "raw") == tmp_path / "raw" / "basins" / "demo_regions.geojson"
+    outside = runtime.step_config(text, overrides={"basins": {"path": "/elsewhere/b.geojson"}})
+    with pytest.raises(ConfigError, match="must lie under paths.raw_dir"):
+        runtime.basins_in(outside, tmp_path / "raw")
 
 
 def test_resolved_params_are_validated_and_stable(tmp_path):
@@ -423,23 +420,16 @@ def test_ingest_copies_a_raw_folder_and_hashes_it(tmp_path):
         runtime.ingest(_params_text(tmp_path), str(tmp_path / "missing"), str(tmp_path / "o2"))
 
 
-def test_staged_artifacts_give_stages_the_dvc_layout(tmp_path):
+def test_run_of_names_a_model_artifact_from_its_record(tmp_path):
+    from soilcast.layout import RunDir
     from soilcast.pipeline import runtime
 
-    models = []
-    for name in ("fc", "lstm"):
-        run = tmp_path / f"model-{name}" / "train" / name
-        run.mkdir(parents=True)
-        (run / "model.keras").write_text(name)
-        models.append(str(tmp_path / f"model-{name}"))
-    evaluation = tmp_path / "evaluation"
-    (evaluation / "eval").mkdir(parents=True)
-    runs = runtime.train_runs(models)
-    arts = runtime.stage_artifacts(tmp_path / "arts", runs=runs, subdirs=[evaluation])
-    assert (arts / "train" / "lstm" / "model.keras").read_text() == "lstm"
-    assert (arts / "eval").is_dir()
-    with pytest.raises(FileExistsError, match="eval"):
-        runtime.link_children(arts, [evaluation])
+    run = RunDir(tmp_path / "model")
+    run.root.mkdir()
+    run.record.write_text(json.dumps({"model": "lstm"}))
+    assert runtime.run_of(run.root) == ("lstm", run)
+    with pytest.raises(FileNotFoundError, match="not a training run"):
+        runtime.run_of(tmp_path)
 
 
 def test_unknown_or_mistyped_arguments_fail_before_calling_the_server(kfp_stub):
