@@ -23,10 +23,18 @@ TENSORS_STORE = "tensors.zarr"  # the zarr store inside a tensors folder (Kubefl
 
 
 @dataclass(frozen=True)
-class ReportDir:
-    """The validate stage's output folder."""
+class _Folder:
+    """A folder whose files have fixed names; ``root`` may be given as a string (a KFP path)."""
 
     root: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))
+
+
+@dataclass(frozen=True)
+class ReportDir(_Folder):
+    """The validate stage's output folder."""
 
     @property
     def report(self) -> Path:
@@ -46,10 +54,8 @@ class ReportDir:
 
 
 @dataclass(frozen=True)
-class RunDir:
+class RunDir(_Folder):
     """One network's training run folder (``train/<model>/`` under DVC, a Model artifact in KFP)."""
-
-    root: Path
 
     @property
     def model(self) -> Path:
@@ -81,10 +87,8 @@ class RunDir:
 
 
 @dataclass(frozen=True)
-class EvalDir:
+class EvalDir(_Folder):
     """The evaluate stage's output folder."""
-
-    root: Path
 
     @property
     def metrics(self) -> Path:
@@ -100,13 +104,11 @@ class EvalDir:
 
 
 @dataclass(frozen=True)
-class Bundle:
+class Bundle(_Folder):
     """One exported version ``<models_dir>/<v>/`` as TF Serving loads it, plus soilcast's files.
 
     The signature and tensor names inside the graph stay in :mod:`soilcast.contract`.
     """
-
-    root: Path
 
     @property
     def saved_model(self) -> Path:
