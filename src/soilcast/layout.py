@@ -104,6 +104,23 @@ class EvalDir(_Folder):
 
 
 @dataclass(frozen=True)
+class HindcastDir(_Folder):
+    """One hindcast's output folder (``soilcast hindcast``)."""
+
+    @property
+    def archive(self) -> Path:
+        return self.root / "hindcast.nc"
+
+    @property
+    def scores(self) -> Path:
+        return self.root / "scores.json"
+
+    @property
+    def table(self) -> Path:
+        return self.root / "scores.md"
+
+
+@dataclass(frozen=True)
 class Bundle(_Folder):
     """One exported version ``<models_dir>/<v>/`` as TF Serving loads it, plus soilcast's files.
 

@@ -171,11 +171,13 @@ def run_hindcast(cfg: Any, layout: Any, server: str, start: dt.date, end: dt.dat
               for k, fc in fcs.items()}
     period = f"{start}..{end}"
     table = score_table(scores, period)
-    out = Path(out_dir) if out_dir else Path(layout.hindcasts_dir) / f"{start}_{end}"
-    with atomic_path(out / "hindcast.nc") as tmp:
+    from soilcast.layout import HindcastDir
+
+    out = HindcastDir(Path(out_dir) if out_dir else Path(layout.hindcasts_dir) / f"{start}_{end}")
+    with atomic_path(out.archive) as tmp:
         archive_dataset(fcs, lead, model, version).to_netcdf(tmp, engine="h5netcdf")
     summary = {"period": period, "model": model, "version": version, "lead_days": lead,
                "n_days": int(len(ends)), "n_requests": n_requests, "batch_size": batch, "scores": scores}
-    atomic_write_json(out / "scores.json", summary)
-    atomic_write_text(out / "scores.md", table)
-    return {**summary, "table": table, "files": [str(out / f) for f in ("hindcast.nc", "scores.json", "scores.md")]}
+    atomic_write_json(out.scores, summary)
+    atomic_write_text(out.table, table)
+    return {**summary, "table": table, "files": [str(p) for p in (out.archive, out.scores, out.table)]}

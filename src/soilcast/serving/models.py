@@ -218,7 +218,7 @@ def replay_warmup(model: LoadedModel) -> int:
             raise ModelLoadError(f"{warmup}: record {i} answered non-finite soil moisture "
                                  "inside the mask")
     log.info("version %s: replayed %d warm-up requests from %s in %.2f s", info.version, len(records),
-             warmup, time.perf_counter() - t0)
+             warmup.relative_to(info.path), time.perf_counter() - t0)
     return len(records)
 
 
