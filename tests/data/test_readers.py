@@ -50,7 +50,8 @@ def test_sub_daily_stamps_fall_on_their_day():
 
 
 def test_only_accumulations_of_end_of_period_sources_are_shifted(tmp_path):
-    cfg = small_config(tmp_path)
+    stamped = {"accumulation_stamp": "end_of_period"}
+    cfg = small_config(tmp_path, {"sources": {"met": stamped, "target": stamped}})
     assert {s.name: accumulation_shift(cfg, s) for s in all_specs(cfg)} == {
         s.name: int(s.accumulated) for s in all_specs(cfg)}
     assert accumulation_shift(cfg, spec_of(cfg, "tp")) == 1 and accumulation_shift(cfg, spec_of(cfg, "t2m")) == 0
