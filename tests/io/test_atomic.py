@@ -159,3 +159,27 @@ def test_a_dangling_old_link_is_removed(tmp_path):
     os.symlink(tmp_path / "gone", tmp_path / ".models.old")
     assert [p.name for p in remove_stale_temporaries(target)] == [".models.old"]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_symlinked_directory_target_is_written_through_and_the_link_stays(tmp_path):
+    disk = tmp_path / "big-disk" / "tensors.zarr"  # the user keeps the store elsewhere
+    disk.mkdir(parents=True)
+    (disk / "old").write_text("v1")
+    link = tmp_path / "processed" / "tensors.zarr"
+    link.parent.mkdir()
+    link.symlink_to(disk, target_is_directory=True)
+    with atomic_path(link) as tmp:
+        tmp.mkdir()
+        (tmp / "new").write_text("v2")
+    assert link.is_symlink() and link.resolve() == disk.resolve()
+    assert _tree(disk) == {"new": "v2"} and _siblings(disk) == ["tensors.zarr"]
+    assert _siblings(link) == ["tensors.zarr"]
+
+
+def test_a_run_killed_between_the_renames_gets_its_old_directory_back(tmp_path):
+    target = tmp_path / "tensors.zarr"
+    old = tmp_path / ".tensors.zarr.old"  # the first rename happened, the second did not
+    old.mkdir()
+    (old / "ok").write_text("current")
+    assert [p.name for p in remove_stale_temporaries(target)] == []
+    assert _tree(target) == {"ok": "current"} and _siblings(target) == ["tensors.zarr"]
