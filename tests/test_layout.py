@@ -15,7 +15,8 @@ import yaml
 
 from soilcast.config import deep_merge, load_config, read_params
 from soilcast.layout import Bundle, Layout, RunDir, relocate
-from tests.conftest import PARAMS, REPO, TINY
+from soilcast.testing.config import TINY
+from tests.conftest import PARAMS, REPO
 
 DVC_STAGES = ("validate", "regrid", "clip", "stack", "train", "evaluate", "gate", "export")
 

@@ -190,7 +190,7 @@ def ingest(text: str, raw_uri: str, out_path: str) -> dict[str, Any]:
         fs.get(root.rstrip("/") + "/", str(out) + "/", recursive=True)
         source = raw_uri
     else:
-        from soilcast.data.demo import generate
+        from soilcast.demo.generate import generate
 
         generate(step_config(text), out)
         source = "demo"
