@@ -99,7 +99,7 @@ def test_dvc_repro_runs_with_raw_folders_renamed_in_params_only(tmp_path):
     renamed = {
         "paths": {"raw_dir": "inputs", "interim_dir": "work", "processed": "store/t.zarr"},
         "sources": {"met": {"folder": "reanalysis"}, "target": {"folder": "soil"}},
-        "basins": {"path": "inputs/regions/demo_regions.geojson"},
+        "basins": {"path": "inputs/basins/demo_regions.geojson"},  # where the demo writes it
         "validate": {"report_dir": "reports/validate"},
         "demo": {"india_outline": str(REPO / "data/static/india-ne110m.geojson")},
     }
@@ -114,10 +114,9 @@ def test_dvc_repro_runs_with_raw_folders_renamed_in_params_only(tmp_path):
         return subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
 
     assert run("git", "init", "-q").returncode == 0 and run(_dvc(), "init", "-q").returncode == 0
-    demo = run("soilcast", "demo-data", "inputs")
+    demo = run("soilcast", "demo-data")  # into paths.raw_dir, the sources' folders under it
     assert demo.returncode == 0, demo.stderr
-    (tmp_path / "inputs" / "regions").mkdir()  # the basins where params.yaml now says
-    shutil.move(tmp_path / "inputs" / "basins" / "demo_regions.geojson", tmp_path / "inputs" / "regions")
+    assert {p.name for p in (tmp_path / "inputs").iterdir()} == {"reanalysis", "soil", "basins"}
     repro = run(_dvc(), "repro", "stack")
     assert repro.returncode == 0, repro.stdout[-3000:] + repro.stderr[-3000:]
     for stage in ("validate", "regrid", "clip", "stack"):

@@ -29,13 +29,15 @@ def check_config(params: Path = ParamsOpt) -> None:
 
 @app.command("demo-data")
 def demo_data(
-    out_dir: Path = typer.Argument(..., help="Folder for the raw demo files (e.g. data/raw)."),
+    out_dir: Optional[Path] = typer.Argument(
+        None, help="Folder for the raw demo files (default: params.yaml's paths.raw_dir)."),
     params: Path = ParamsOpt,
 ) -> None:
     """Generate the physically based demo dataset (ERA5/ERA5-Land-like NetCDF + basins)."""
     from soilcast.demo.generate import generate
 
-    generate(load_cfg(params), out_dir)
+    cfg = load_cfg(params)
+    generate(cfg, pick(out_dir, Layout.from_config(cfg).raw_dir))
 
 
 def _run(step, params: Path):
