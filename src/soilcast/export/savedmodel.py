@@ -1,7 +1,8 @@
 """Export the blessed model as a versioned TF Serving SavedModel.
 
 Signatures (the serving contract):
-- ``serving_default``: ``meteo`` float32 [batch, L, H, W, 7] in canonical physical units
+- ``serving_default``: ``meteo`` float32 [batch, L, H, W, C] (one channel per params
+  variable) in canonical physical units
   (plus ``antecedent_soil_moisture`` float32 [batch, L, H, W] when the config uses it)
   -> ``soil_moisture`` float32 [batch, H, W] in m3/m3, NaN outside the basin mask.
   The dtype is enforced by the signature; the shape by ``tf.ensure_shape`` inside it (TF
