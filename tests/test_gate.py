@@ -31,10 +31,11 @@ def write_metrics(cfg: Config, **models: dict) -> dict:
     return metrics
 
 
-def add_champion(cfg: Config, version: int = 1, model: str = "lstm") -> Path:
+def add_champion(cfg: Config, version: int = 1, model: str = "lstm", variables: list[str] | None = None) -> Path:
     d = cfg.paths.models_dir / str(version) / "assets.extra"
     d.mkdir(parents=True)
-    (d / "soilcast_metadata.json").write_text(json.dumps({"model": model, "version": version}))
+    names = cfg.variable_names if variables is None else variables
+    (d / "soilcast_metadata.json").write_text(json.dumps({"model": model, "version": version, "variables": names}))
     return d.parent
 
 
@@ -98,6 +99,34 @@ def test_unscorable_champion_fails_closed(tiny_cfg):
 
     d = run_gate(tiny_cfg, scorer=broken)
     assert not d["blessed"] and "grid mismatch" in d["champion"]["error"]
+
+
+def test_champion_on_other_inputs_is_not_compared(tiny_cfg):
+    """Other inputs: no re-scoring (it would fail late in TF); the thresholds alone decide."""
+    add_champion(tiny_cfg, variables=tiny_cfg.variable_names[:-1])
+
+    def must_not_run(cfg, version_dir):
+        raise AssertionError("a champion on other inputs must not be re-scored")
+
+    write_metrics(tiny_cfg, convlstm=_entry(0.04, 0.3))
+    d = run_gate(tiny_cfg, scorer=must_not_run)
+    assert d["blessed"] and "error" not in d["champion"] and "champion_score" not in d
+    why = d["champion"]["incomparable"]
+    assert "trained on other inputs" in why
+    assert str(tiny_cfg.variable_names[:-1]) in why and str(tiny_cfg.variable_names) in why
+    assert any("cannot be compared" in r and "thresholds alone decide" in r for r in d["reasons"])
+    saved = json.loads(blessing_path(tiny_cfg).read_text())
+    assert saved["champion"]["incomparable"] == why
+    write_metrics(tiny_cfg, convlstm=_entry(0.065, -0.08))  # ... and they still bind
+    assert not run_gate(tiny_cfg, scorer=must_not_run)["blessed"]
+
+
+def test_champion_without_a_variable_list_fails_closed(tiny_cfg):
+    d = add_champion(tiny_cfg) / "assets.extra" / "soilcast_metadata.json"
+    d.write_text(json.dumps({"model": "lstm", "version": 1}))
+    write_metrics(tiny_cfg, convlstm=_entry(0.04, 0.3))
+    decision = run_gate(tiny_cfg, scorer=fixed_scorer(0.05))
+    assert not decision["blessed"] and "no 'variables'" in decision["champion"]["error"]
 
 
 def test_no_trained_network_is_not_blessed():

@@ -11,8 +11,10 @@ all on the validation years, all must pass (TFX Evaluator-style value and change
 3. change: when a champion is served (the version labelled ``stable``, else the newest), it is
    re-scored on the same validation windows and the winner's primary metric may be worse by
    at most ``cfg.gate.max_regression`` (relative). A champion that cannot be re-scored (files
-   broken, other inputs, or a grid that no longer matches the data) blocks the promotion:
-   fail closed, with the reason.
+   broken, or a grid that no longer matches the data) blocks the promotion: fail closed,
+   with the reason. A champion trained on other input variables than params' (its bundle's
+   metadata lists them) cannot be compared at all: the decision records that, and the value
+   thresholds alone decide (the change of inputs is the point of the new model).
 
 The linear reference's scores are recorded beside the winner's (``beats_linear``), so the
 decision shows whether the network earns its compute. The decision is written to
@@ -117,6 +119,12 @@ def _change_check(out: dict[str, Any], winner: str, score: float, primary: str,
     if champion is None:
         out["reasons"].append("no served champion: the value thresholds alone decide")
         return True
+    if "incomparable" in champion:
+        out["reasons"].append(
+            f"champion version {champion.get('version')} ({champion.get('model')}) cannot be compared: "
+            f"{champion['incomparable']}; the value thresholds alone decide"
+        )
+        return True
     if "error" in champion:
         out["reasons"].append(
             f"champion version {champion.get('version')} could not be re-scored "
@@ -146,13 +154,28 @@ def champion_numbers(cfg: Config, scorer: ChampionScorer | None = None) -> dict[
     version_dir = cfg.paths.models_dir / str(version)
     out: dict[str, Any] = {"version": version, "path": str(version_dir)}
     try:
-        out["model"] = read_metadata(version_dir).get("model")
+        meta = read_metadata(version_dir)
+        out["model"] = meta.get("model")
+        if (why := other_inputs(cfg, version_dir, meta)) is not None:
+            out["incomparable"] = why
+            return out
         if scorer is None:
             from soilcast.evaluation.evaluate import score_savedmodel as scorer
         out.update(scorer(cfg, version_dir))
     except Exception as err:  # any failure is recorded and fails closed
         out["error"] = f"{type(err).__name__}: {err}"
     return out
+
+
+def other_inputs(cfg: Config, version_dir: Path, meta: Mapping[str, Any]) -> str | None:
+    """Why the champion's inputs differ from params' variables, or None when they match."""
+    if "variables" not in meta:
+        raise ValueError(f"{version_dir}: metadata has no 'variables' (a broken bundle)")
+    theirs = list(meta["variables"])
+    if theirs == cfg.variable_names:
+        return None
+    return (f"the champion was trained on other inputs {theirs} than params.yaml's variables "
+            f"{cfg.variable_names}")
 
 
 def run_gate(cfg: Config, scorer: ChampionScorer | None = None) -> dict[str, Any]:
