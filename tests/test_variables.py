@@ -91,14 +91,14 @@ def test_training_and_evaluation_see_eight_inputs(chain):
     assert scaler.log1p == (True,) + (False,) * 7  # transform: log1p for tp only, as params say
     assert json.loads((run / "grid.json").read_text())["variables"] == cfg.variable_names
     metrics = json.loads((cfg.paths.artifacts_dir / "eval" / "metrics.json").read_text())
-    assert metrics["fc"]["status"] == "ok", metrics["fc"]
+    assert metrics["fc"]["status"] == "ok", metrics["fc"]  # scored, not refused
 
 
 def test_gate_does_not_compare_with_a_champion_on_seven_inputs(chain):
     cfg, decision, _ = chain
-    why = decision["champion"]["incomparable"]
-    assert decision["champion"]["version"] == 1 and "trained on other inputs" in why and "'tcc'" in why
-    assert decision["blessed"], decision["reasons"]
+    why = decision.champion["incomparable"]
+    assert decision.champion["version"] == 1 and "trained on other inputs" in why and "'tcc'" in why
+    assert decision.blessed, decision.reasons
 
 
 def test_export_has_eight_channels(chain):

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from soilcast.config import NETWORKS, Config
+from soilcast.records import Decision, Leaderboard
 
 ChampionScorer = Callable[[Config, Path], dict[str, float]]
 SKILLS = ("skill_vs_climatology", "skill_vs_persistence")
@@ -42,16 +43,11 @@ def blessing_path(cfg: Config) -> Path:
     return cfg.paths.artifacts_dir / "gate" / "blessing.json"
 
 
-def _val(entry: Mapping[str, Any] | None) -> Mapping[str, Any]:
-    entry = entry or {}
-    return (entry.get("val") or {}) if entry.get("status") == "ok" else {}
-
-
-def pick_winner(metrics: Mapping[str, Any], primary: str) -> tuple[str | None, dict[str, float]]:
+def pick_winner(metrics: Leaderboard, primary: str) -> tuple[str | None, dict[str, float]]:
     """The network with the lowest finite VALIDATION primary metric (gate metrics are errors)."""
     scores: dict[str, float] = {}
     for name in NETWORKS:
-        value = _val(metrics.get(name)).get(primary)
+        value = metrics.val_of(name).get(primary)
         if value is not None and math.isfinite(value):
             scores[name] = float(value)
     if not scores:
@@ -68,13 +64,13 @@ def _threshold(out: dict[str, Any], winner: str, val: Mapping[str, Any], key: st
 
 
 def decide(
-    metrics: Mapping[str, Any],
+    metrics: Leaderboard,
     primary: str,
     min_skill: float,
     max_regression: float,
     champion: Mapping[str, Any] | None,
     min_skill_vs_persistence: float | None = None,
-) -> dict[str, Any]:
+) -> Decision:
     """Pure decision from the evaluation metrics and the champion's re-scored numbers.
 
     ``champion`` is None (nothing served) or ``{"version", "model", primary: value}`` or
@@ -95,14 +91,14 @@ def decide(
     }
     if winner is None:
         out.update(blessed=False, reasons=["no trained network has a finite validation " + primary])
-        return out
-    val, test = _val(metrics[winner]), metrics[winner].get("overall") or {}
+        return Decision.from_json(out, "gate decision")
+    val, test = metrics.val_of(winner), metrics.overall_of(winner)
     out["winner_score"] = scores[winner]
     out["validation"] = {k: val.get(k) for k in (primary, *SKILLS)}
     out["test"] = {k: test.get(k) for k in (primary, *SKILLS)}
     out.update({k: val.get(k) for k in SKILLS})
-    linear = _val(metrics.get("linear")).get(primary)
-    out["linear_reference"] = {"validation": linear, "test": (metrics.get("linear", {}).get("overall") or {}).get(primary)}
+    linear = metrics.val_of("linear").get(primary)
+    out["linear_reference"] = {"validation": linear, "test": metrics.overall_of("linear").get(primary)}
     out["beats_linear"] = None if linear is None else bool(scores[winner] < linear)
     value_ok = _threshold(out, winner, val, "skill_vs_climatology", min_skill)
     if min_skill_vs_persistence is not None:
@@ -111,7 +107,7 @@ def decide(
         out["reasons"].append("persistence threshold not enforced: the model reads no soil moisture")
     change_ok = _change_check(out, winner, scores[winner], primary, max_regression, champion)
     out["blessed"] = bool(value_ok and change_ok)
-    return out
+    return Decision.from_json(out, "gate decision")
 
 
 def _change_check(out: dict[str, Any], winner: str, score: float, primary: str,
@@ -178,16 +174,10 @@ def other_inputs(cfg: Config, version_dir: Path, meta: Mapping[str, Any]) -> str
             f"{cfg.variable_names}")
 
 
-def run_gate(cfg: Config, scorer: ChampionScorer | None = None) -> dict[str, Any]:
+def run_gate(cfg: Config, scorer: ChampionScorer | None = None) -> Decision:
     """Read the evaluation metrics, decide, write ``blessing.json`` and return the decision."""
-    import json
-
-    from soilcast.io.atomic import atomic_write_json
-
     path = metrics_path(cfg)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: evaluation metrics not found (run the 'evaluate' stage first)")
-    metrics = json.loads(path.read_text())
+    metrics = Leaderboard.read(path, "run the 'evaluate' stage first")
     champion = champion_numbers(cfg, scorer)
     decision = decide(
         metrics,
@@ -197,6 +187,6 @@ def run_gate(cfg: Config, scorer: ChampionScorer | None = None) -> dict[str, Any
         champion,
         cfg.gate.min_skill_vs_persistence if cfg.window.antecedent_soil_moisture else None,
     )
-    decision["metrics_file"] = str(path)
-    atomic_write_json(blessing_path(cfg), decision)
+    decision.metrics_file = str(path)
+    decision.write(blessing_path(cfg))
     return decision

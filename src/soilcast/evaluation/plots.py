@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from soilcast.evaluation.seasons import season_rows
+from soilcast.records import Leaderboard
 
 
 def _plt() -> Any:
@@ -92,15 +93,16 @@ def plot_day_maps(forecasts: dict[str, Any], out: Path) -> None:
         _save(fig, out / f"obs_vs_forecast_{label}.png")
 
 
-def plot_basin_skill(metrics: dict[str, Any], basins: dict[int, str], out: Path) -> None:
+def plot_basin_skill(metrics: Leaderboard, basins: dict[int, str], out: Path) -> None:
     plt = _plt()
-    names = [n for n, m in metrics.items() if m.get("status") == "ok" and n != "climatology"]
+    scored = metrics.scored()
+    names = [n for n in scored if n != "climatology"]
     labels = list(basins.values())
     width = 0.8 / max(len(names), 1)
     fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(labels) * max(len(names), 1) * 0.4), 4))
     x = np.arange(len(labels))
     for i, name in enumerate(names):
-        vals = [metrics[name]["basins"].get(b, {}).get("skill_vs_climatology") for b in labels]
+        vals = [scored[name].basins.get(b, {}).get("skill_vs_climatology") for b in labels]
         ax.bar(x + i * width, [np.nan if v is None else v for v in vals], width, label=name)
     ax.axhline(0.0, color="k", lw=0.8)
     ax.set_xticks(x + width * (len(names) - 1) / 2, labels, rotation=30, ha="right")
@@ -137,7 +139,7 @@ def plot_timeseries(forecasts: dict[str, Any], basins: dict[int, str], out: Path
     _save(fig, out / "timeseries.png")
 
 
-def write_plots(forecasts: dict[str, Any], metrics: dict[str, Any], basins: dict[int, str], out: Path) -> None:
+def write_plots(forecasts: dict[str, Any], metrics: Leaderboard, basins: dict[int, str], out: Path) -> None:
     """All evaluation figures into ``out`` (replacing what an earlier run left)."""
     import shutil
 
