@@ -83,6 +83,7 @@ def test_the_store_has_eight_channels(chain):
 
 def test_training_and_evaluation_see_eight_inputs(chain):
     from soilcast.ml.scaling import Scaler
+    from soilcast.records import TrainRecord
 
     cfg, _, _ = chain
     run = cfg.paths.artifacts_dir / "train" / "fc"
@@ -92,6 +93,9 @@ def test_training_and_evaluation_see_eight_inputs(chain):
     assert json.loads((run / "grid.json").read_text())["variables"] == cfg.variable_names
     metrics = json.loads((cfg.paths.artifacts_dir / "eval" / "metrics.json").read_text())
     assert metrics["fc"]["status"] == "ok", metrics["fc"]  # scored, not refused
+    record = json.loads((run / "record.json").read_text())
+    assert record["data"]["shape"][-1] == 8
+    assert TrainRecord.read(run / "record.json").to_json() == record  # the typed record is the file
 
 
 def test_gate_does_not_compare_with_a_champion_on_seven_inputs(chain):
