@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from soilcast.config import Config, load_config
-from tests.conftest import PARAMS, tiny_config
+from soilcast.testing.config import tiny_config
+from tests.conftest import PARAMS
 
 # Total cloud cover as ERA5 delivers it; the demo weather model has cloud.
 TCC = {"name": "tcc", "source_name": "tcc", "source_units": "(0 - 1)", "canonical_units": "1",
@@ -38,15 +39,15 @@ def seven_and_eight(root: Path) -> tuple[Config, Config]:
 def chain(tmp_path_factory):
     """The whole chain on the 8-variable config, a 7-variable stand-in served beforehand."""
     from soilcast.data.clip import build_mask
-    from soilcast.data.demo import generate
     from soilcast.data.regrid import regrid_all
     from soilcast.data.stack import stack_tensors
     from soilcast.data.validate import run_validation
+    from soilcast.demo.generate import generate
     from soilcast.evaluation.evaluate import evaluate
     from soilcast.evaluation.gate import run_gate
     from soilcast.export.savedmodel import export_blessed
     from soilcast.ml.train import train_model
-    from soilcast.serving.standin import write_standin_for
+    from soilcast.testing.standin import write_standin_for
 
     seven, cfg = seven_and_eight(tmp_path_factory.mktemp("eight"))
     write_standin_for(seven, 1)  # the champion, trained on the seven
@@ -62,7 +63,7 @@ def chain(tmp_path_factory):
 
 
 def test_demo_generator_names_a_variable_it_cannot_make(tmp_path):
-    from soilcast.data.demo import generate
+    from soilcast.demo.generate import generate
 
     odd = {**TCC, "name": "lai", "source_name": "lai"}
     cfg = tiny_config(tmp_path, {"variables": [*load_config(PARAMS).to_dict()["variables"], odd]})
@@ -120,7 +121,7 @@ def test_gateway_serves_eight_and_refuses_seven(chain):
     from soilcast.data.store import open_tensors
     from soilcast.evaluation.evaluate import window_inputs
     from soilcast.ml.windows import split_ends
-    from tests.serving_helpers import client, gateway
+    from soilcast.testing.serving import client, gateway
 
     cfg, _, _ = chain
     t = open_tensors(cfg.paths.processed)

@@ -1,0 +1,220 @@
+"""Drift statistics: PSI / mean shift maths, the window, the monitor, and the gateway's gauges."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from soilcast.export.drift_reference import distribution
+from soilcast.serving.drift import DriftMonitor, DriftReference, DriftWindow, psi, summarise
+from soilcast.testing.config import tiny_config
+from soilcast.testing.serving import client, gateway, meteo, metric, publish, scrape
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def test_psi_is_zero_for_identical_shares_and_matches_the_formula():
+    q = np.array([0.25, 0.25, 0.5])
+    assert psi(q * 1000, q, 1e-4) == pytest.approx(0.0)
+    live = np.array([50.0, 0.0, 50.0])  # the empty bin is floored at epsilon
+    p = np.array([0.5, 1e-4, 0.5])
+    assert psi(live, q, 1e-4) == pytest.approx(np.sum((p - q) * np.log(p / q)))
+    assert np.isnan(psi(np.zeros(3), q, 1e-4))
+
+
+def _reference(rng, n=20000):
+    t2m = rng.normal(295, 8, n)
+    tp = np.where(rng.random(n) < 0.5, rng.gamma(0.8, 6, n), 0.0)
+    return DriftReference.from_json({"t2m": distribution(t2m, 10, "K"), "tp": distribution(tp, 10, "mm/day")},
+                                    ["t2m", "tp"])
+
+
+def test_window_keeps_only_the_last_requests_and_reports_mean_shift():
+    rng = np.random.default_rng(0)
+    ref = _reference(rng)
+    win = DriftWindow(ref, size=3, epsilon=1e-4)
+    cells = np.arange(16)
+    for shift in (50.0, 0.0, 0.0, 0.0):  # the first (very shifted) request falls out
+        x = np.stack([rng.normal(295 + shift, 8, (1, 4, 4, 4)),
+                      np.where(rng.random((1, 4, 4, 4)) < 0.5, rng.gamma(0.8, 6, (1, 4, 4, 4)), 0.0)], -1)
+        win.add(summarise(ref, x, None, cells))
+    stats = win.stats()
+    assert len(win) == 3 and set(stats) == {("input", "t2m"), ("input", "tp")}
+    assert abs(stats[("input", "t2m")]["mean_shift"]) < 0.5
+    assert stats[("input", "t2m")]["psi"] < 0.25
+
+
+def test_vectorised_binning_matches_the_exporter_convention():
+    from soilcast.export.drift_reference import bin_proportions
+
+    rng = np.random.default_rng(5)
+    ref = _reference(rng)
+    x = np.stack([rng.normal(300, 12, (3, 2, 10, 10)),
+                  np.where(rng.random((3, 2, 10, 10)) < 0.5, rng.gamma(0.8, 6, (3, 2, 10, 10)), 0.0)], -1)
+    x[0, -1, 0, 0, 0] = np.nan
+    s = summarise(ref, x, None, np.arange(100))
+    for i, d in enumerate(ref.inputs):
+        newest = x[:, -1, ..., i]
+        np.testing.assert_allclose(s.counts[i] / s.n[i], bin_proportions(newest, d.edges))
+        assert s.n[i] == np.isfinite(newest).sum()
+
+
+def test_reference_shape_errors_name_the_variable():
+    with pytest.raises(ValueError, match="'t2m'.*3 edges and 3 proportions"):
+        DriftReference.from_json({"t2m": {"edges": [0, 1, 2], "proportions": [0.3, 0.3, 0.4],
+                                          "mean": 0, "std": 1}}, ["t2m"])
+    with pytest.raises(ValueError, match=r"lacks variables \['sp'\]"):
+        DriftReference.from_json({}, ["sp"])
+
+
+def test_monitor_never_blocks_the_request_path():
+    """A stuck publisher fills the bounded queue; submits then drop (counted) instead of wait."""
+    rng = np.random.default_rng(1)
+    ref, gate, dropped = _reference(rng), threading.Event(), []
+    monitor = DriftMonitor(window=2, sample_cells=8, epsilon=1e-4, seed=0,
+                           publish=lambda *a: gate.wait(), on_drop=lambda: dropped.append(1), interval=0.01)
+    x = rng.normal(295, 8, (1, 2, 4, 4, 2))
+    mask = np.ones((4, 4), bool)
+    results = [monitor.submit(1, ref, mask, x, None) for _ in range(6)]
+    assert results[:2] == [True, True] and not all(results) and len(dropped) == results.count(False)
+    gate.set()
+    assert monitor.flush(10)
+    monitor.stop()
+
+
+def test_sampling_caps_cells_per_request():
+    ref = _reference(np.random.default_rng(2))
+    monitor = DriftMonitor(window=4, sample_cells=5, epsilon=1e-4, seed=0, publish=lambda *a: None,
+                           interval=0.01)
+    mask = np.ones((6, 6), bool)
+    monitor.submit(1, ref, mask, np.full((1, 3, 6, 6, 2), 295.0), None)
+    assert monitor.flush(10)
+    assert monitor._windows[1]._n[0] == 5  # the newest day of the window x 5 sampled cells
+    monitor.stop()
+
+
+def test_gateway_psi_stays_low_in_distribution_and_flags_shifted_inputs(tmp_path):
+    cfg = tiny_config(tmp_path, {"serving": {"drift_window": 32}})
+    publish(cfg, 1)
+    rng = np.random.default_rng(3)
+    with gateway(cfg) as gw, client(gw) as c:
+
+        def run(n, **shift):
+            for _ in range(n):
+                c.predict(meteo(cfg, rng, **shift))
+            assert gw.drift.flush(30)
+            s = scrape(gw.metrics_port)
+            return ({v: metric(s, "soilcast_drift_psi", kind="input", variable=v) for v in cfg.variable_names},
+                    {v: metric(s, "soilcast_drift_mean_shift", kind="input", variable=v) for v in cfg.variable_names},
+                    metric(s, "soilcast_drift_psi", kind="prediction", variable="soil_moisture"))
+
+        calm, calm_shift, calm_pred = run(32)
+        assert max(calm.values()) < 0.1, calm
+        assert max(abs(v) for v in calm_shift.values()) < 0.1 and calm_pred < 0.1
+        shifted, shift, pred = run(32, t2m_shift=5.0, rain_factor=2.0)  # the window now holds only these
+        # +5 K is a 0.6-sigma shift of t2m: critical. Doubling rain amounts leaves the dry half
+        # of the days at 0, so tp's PSI is diluted to the warning band; its mean shift is large.
+        assert shifted["t2m"] > 0.25 and shifted["tp"] > 0.1, shifted
+        assert max(shifted.values()) > 0.25
+        assert shift["t2m"] == pytest.approx(5.0 / 8.0, abs=0.1) and shift["tp"] > 0.5
+        assert max(shifted[v] for v in ("d2m", "u10", "v10", "ssrd", "sp")) < 0.1
+        assert pred > calm_pred
+        assert metric(scrape(gw.metrics_port), "soilcast_drift_window_requests") == 32
+
+
+# ------------------------------------------------------------ seasonal reference (issue 14.7)
+
+
+def _seasonal_store(cfg, rng, years=(2010, 2011)):
+    """A tensors-like store whose t2m, rain and soil moisture follow a monsoon cycle: hot,
+    wet and moist in June-September, cooler and dry otherwise."""
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    time = pd.date_range(f"{years[0]}-01-01", f"{years[1]}-12-31", freq="D")
+    monsoon = np.isin(time.month, [6, 7, 8, 9])[:, None, None]
+    h = w = 6
+    X = np.zeros((len(time), h, w, len(cfg.variable_names)), np.float32)
+    for c, name in enumerate(cfg.variable_names):
+        X[..., c] = rng.normal(0.0, 1.0, (len(time), h, w))
+    c_t, c_p = cfg.variable_names.index("t2m"), cfg.variable_names.index("tp")
+    X[..., c_t] = np.where(monsoon, rng.normal(302, 3, (len(time), h, w)), rng.normal(290, 5, (len(time), h, w)))
+    X[..., c_p] = np.where(monsoon, rng.gamma(2.0, 8.0, (len(time), h, w)), rng.gamma(0.3, 2.0, (len(time), h, w)))
+    Y = np.where(monsoon, rng.normal(0.35, 0.03, (len(time), h, w)), rng.normal(0.15, 0.03, (len(time), h, w)))
+    return SimpleNamespace(time=time, mask=np.ones((h, w), bool), X=X, Y=Y[..., None].astype(np.float32),
+                           variables=cfg.variable_names, attrs={"units": {}}), monsoon[:, 0, 0]
+
+
+def test_monsoon_traffic_is_no_drift_against_the_monsoon_reference(tmp_path):
+    """July traffic from the training climate: PSI < 0.1 against the July reference, drift
+    against the all-season reference (the old behaviour, still used for undated requests)."""
+    import json
+
+    from soilcast.export.drift_reference import drift_reference
+    from soilcast.serving.drift import drift_months
+
+    rng = np.random.default_rng(5)
+    cfg = tiny_config(tmp_path, {"split": {"train_years": [2010, 2011], "val_years": [2012, 2012],
+                                           "test_years": [2013, 2013]}})
+    store, monsoon = _seasonal_store(cfg, rng)
+    raw = json.loads(json.dumps(drift_reference(cfg, store)))  # as shipped
+    assert sorted(raw["t2m"]["monthly"], key=int) == [str(m) for m in range(1, 13)]
+    ref = DriftReference.from_json(raw, cfg.variable_names)
+    live, _ = _seasonal_store(cfg, np.random.default_rng(6), years=(2019, 2019))
+    july = np.flatnonzero(live.time.month == 7)
+    cells = np.arange(36)
+    x = np.stack([live.X[d - cfg.window.seq_len + 1 : d + 1] for d in july])  # windows ending in July
+    valid = (live.time[july] + np.timedelta64(cfg.window.lead_days, "D"))
+    from soilcast.ml.models.references import calendar_bin
+
+    months = drift_months(calendar_bin(valid), cfg.window.lead_days, len(july))
+    assert (months == 7).all() and (drift_months(None, 1, 3) == 0).all()
+    dated, undated = (DriftWindow(ref, size=64, epsilon=1e-4) for _ in range(2))
+    dated.add(summarise(ref, x, live.Y[july + 1, ..., 0], cells, months))
+    undated.add(summarise(ref, x, live.Y[july + 1, ..., 0], cells, None))
+    d, u = dated.stats(), undated.stats()
+    for v in ("t2m", "tp"):
+        assert d[("input", v)]["psi"] < 0.1 and u[("input", v)]["psi"] > 0.25, (v, d, u)
+    assert d[("prediction", "soil_moisture")]["psi"] < 0.1 < u[("prediction", "soil_moisture")]["psi"]
+    assert d[("input", "t2m")]["reference"] == "monthly" and u[("input", "t2m")]["reference"] == "all_year"
+    assert abs(d[("input", "t2m")]["mean_shift"]) < 0.2
+
+
+def test_a_shifted_prediction_distribution_raises_prediction_psi(tmp_path):
+    """Same July weather, but the model serves soil moisture 0.08 m3/m3 too dry: the
+    prediction PSI against the July target distribution jumps past the critical band."""
+    from soilcast.export.drift_reference import drift_reference
+
+    rng = np.random.default_rng(7)
+    cfg = tiny_config(tmp_path, {"split": {"train_years": [2010, 2011], "val_years": [2012, 2012],
+                                           "test_years": [2013, 2013]}})
+    store, _ = _seasonal_store(cfg, rng)
+    ref = DriftReference.from_json(drift_reference(cfg, store), cfg.variable_names)
+    live, _ = _seasonal_store(cfg, np.random.default_rng(8), years=(2019, 2019))
+    july = np.flatnonzero(live.time.month == 7)
+    x = live.X[july][:, None]  # one-day windows: only the newest day counts anyway
+    months = np.full(len(july), 7)
+    good, dry = (DriftWindow(ref, size=64, epsilon=1e-4) for _ in range(2))
+    good.add(summarise(ref, x, live.Y[july, ..., 0], np.arange(36), months))
+    dry.add(summarise(ref, x, live.Y[july, ..., 0] - 0.08, np.arange(36), months))
+    key = ("prediction", "soil_moisture")
+    assert good.stats()[key]["psi"] < 0.1 and dry.stats()[key]["psi"] > 0.25
+    assert dry.stats()[("input", "t2m")]["psi"] < 0.1  # the inputs did not move
+    assert dry.stats()[key]["mean_shift"] < -1.0
+
+
+def test_switching_reference_leaves_no_stale_series():
+    """When a version's traffic moves from undated to dated, its all_year series goes away, so
+    an old all-season PSI cannot keep an alert firing."""
+    from soilcast.serving.telemetry import Telemetry
+
+    t = Telemetry()
+    key = ("input", "t2m")
+    t.publish_drift(1, {key: {"psi": 0.4, "mean_shift": 1.0, "reference": "all_year"}}, 5)
+    t.publish_drift(1, {key: {"psi": 0.02, "mean_shift": 0.0, "reference": "monthly"}}, 5)
+    samples = {(s.name, s.labels.get("reference")): s.value
+               for fam in t.registry.collect() for s in fam.samples if s.name == "soilcast_drift_psi"}
+    assert samples == {("soilcast_drift_psi", "monthly"): 0.02}

@@ -1,0 +1,194 @@
+"""Monitoring configuration: alert rules (promtool), deploy configs, and a real Prometheus."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import socket
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from soilcast.config import load_config
+from soilcast.testing.config import tiny_config
+from soilcast.testing.serving import client, gateway, meteo, publish
+from tests.conftest import PARAMS, REPO
+
+pytestmark = pytest.mark.timeout(120)
+SERVING = REPO / "serving"
+PROM = SERVING / "prometheus"
+
+
+def _yaml_docs(path: Path) -> list:
+    return [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
+
+
+def test_every_serving_yaml_parses():
+    files = sorted(SERVING.rglob("*.yml")) + sorted(SERVING.rglob("*.yaml"))
+    assert {f.name for f in files} >= {"alerts.yml", "alerts_test.yml", "prometheus.yml",
+                                       "docker-compose.yml", "gateway.yaml", "tfserving.yaml"}
+    for f in files:
+        assert _yaml_docs(f), f
+
+
+def test_compose_runs_tfserving_gateway_proxy_and_prometheus():
+    compose = yaml.safe_load((SERVING / "docker-compose.yml").read_text())
+    services = compose["services"]
+    assert set(services) == {"tfserving", "gateway", "prometheus"}
+    cmd = services["gateway"]["command"]
+    assert cmd[:2] == ["soilcast", "serve"] and cmd[cmd.index("--upstream") + 1] == "tfserving:8500"
+    s = load_config(PARAMS).serving
+    published = [p for svc in services.values() for p in svc.get("ports", [])]
+    assert all(p.startswith("127.0.0.1:") for p in published), published
+    assert f"127.0.0.1:{s.grpc_port}:{s.grpc_port}" in services["gateway"]["ports"]
+    assert f"127.0.0.1:{s.metrics_port}:{s.metrics_port}" in services["gateway"]["ports"]
+    assert f"127.0.0.1:{s.rest_port}:{s.rest_port}" in services["gateway"]["ports"]
+    assert (SERVING / services["tfserving"]["build"]["dockerfile"].split("/", 1)[1]).is_file()
+
+
+def test_prometheus_scrapes_gateway_and_tfserving_on_configured_ports():
+    cfg = yaml.safe_load((PROM / "prometheus.yml").read_text())
+    jobs = {j["job_name"]: j for j in cfg["scrape_configs"]}
+    s = load_config(PARAMS).serving
+    assert jobs["soilcast-gateway"]["static_configs"][0]["targets"] == [f"gateway:{s.metrics_port}"]
+    assert jobs["tfserving"]["metrics_path"] == "/monitoring/prometheus/metrics"
+    assert jobs["tfserving"]["static_configs"][0]["targets"] == ["tfserving:8501"]
+    text = (SERVING / "monitoring.config").read_text()
+    assert re.search(r'prometheus_config\s*\{\s*enable:\s*true\s*path:\s*"/monitoring/prometheus/metrics"\s*\}', text)
+
+
+def test_k8s_manifests_mirror_compose():
+    docs = [d for f in sorted((SERVING / "k8s").glob("*.yaml")) if f.name != "kustomization.yaml"
+            for d in _yaml_docs(f)]
+    kinds = {(d["kind"], d["metadata"]["name"]) for d in docs}
+    assert {("Deployment", "tfserving"), ("Service", "tfserving"), ("Deployment", "gateway"),
+            ("Service", "gateway"), ("Deployment", "prometheus"), ("ConfigMap", "prometheus-config"),
+            ("PersistentVolumeClaim", "soilcast-models"), ("Namespace", "soilcast")} <= kinds
+    listed = set(yaml.safe_load((SERVING / "k8s" / "kustomization.yaml").read_text())["resources"])
+    assert listed == {f.name for f in (SERVING / "k8s").glob("*.yaml")} - {"kustomization.yaml"}
+    gw = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "gateway")
+    args = gw["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--upstream") + 1] == "tfserving:8500"
+    container = gw["spec"]["template"]["spec"]["containers"][0]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    s = load_config(PARAMS).serving
+    assert ports == {"grpc": s.grpc_port, "rest": s.rest_port, "metrics": s.metrics_port}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "rest"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": "rest"}
+    cm = next(d for d in docs if d["kind"] == "ConfigMap")
+    assert cm["data"]["prometheus.yml"] == (PROM / "prometheus.yml").read_text()
+    assert cm["data"]["alerts.yml"] == (PROM / "alerts.yml").read_text()
+
+
+INSTALL = ("install it: `apt-get install -y prometheus` (Debian/Ubuntu; `make test` does this when run as "
+           "root), or put the Prometheus release binaries on PATH")
+
+
+def _need(binary: str) -> str:
+    """The binary's path; a missing one fails the test (never a silent skip of the monitoring checks)."""
+    path = shutil.which(binary)
+    if path is None:
+        pytest.fail(f"{binary} not found on PATH: {INSTALL}", pytrace=False)
+    return path
+
+
+def test_serving_containers_run_unprivileged():
+    """Issue 12.5: every serving Deployment runs as non-root with no privileges, capabilities
+    or writable root file system, and the TF Serving image switches to a non-root USER."""
+    deployments = [d for f in sorted((SERVING / "k8s").glob("*.yaml")) for d in _yaml_docs(f)
+                   if d["kind"] == "Deployment"]
+    assert {d["metadata"]["name"] for d in deployments} >= {"tfserving", "gateway", "prometheus"}
+    for d in deployments:
+        pod = d["spec"]["template"]["spec"]
+        name = d["metadata"]["name"]
+        assert pod["securityContext"]["runAsNonRoot"] is True, name
+        assert pod["securityContext"]["runAsUser"] > 0, name
+        for c in pod["containers"]:
+            sc = c.get("securityContext", {})
+            assert sc.get("allowPrivilegeEscalation") is False, (name, c["name"])
+            assert sc.get("readOnlyRootFilesystem") is True, (name, c["name"])
+            assert sc.get("capabilities", {}).get("drop") == ["ALL"], (name, c["name"])
+            assert not sc.get("capabilities", {}).get("add"), (name, c["name"])
+    users = re.findall(r"^USER\s+(\S+)", (SERVING / "Dockerfile.serving").read_text(), re.M)
+    assert users and users[-1].split(":")[0] not in ("root", "0"), users
+    tfs = next(d for d in deployments if d["metadata"]["name"] == "tfserving")
+    assert users[-1].split(":")[0] == str(tfs["spec"]["template"]["spec"]["securityContext"]["runAsUser"])
+
+
+
+def _promtool(*args: str) -> subprocess.CompletedProcess:
+    _need("promtool")
+    return subprocess.run(["promtool", *args], capture_output=True, text=True, cwd=REPO, timeout=60)
+
+
+def test_alert_rules_pass_promtool_unit_tests():
+    check = _promtool("check", "rules", str(PROM / "alerts.yml"))
+    assert check.returncode == 0, check.stdout + check.stderr
+    run = _promtool("test", "rules", str(PROM / "alerts_test.yml"))
+    assert run.returncode == 0, run.stdout + run.stderr
+    rules = {r.get("alert") for g in yaml.safe_load((PROM / "alerts.yml").read_text())["groups"]
+             for r in g["rules"]}
+    assert {"SoilcastDriftWarning", "SoilcastDriftCritical", "SoilcastPredictionDriftWarning",
+            "SoilcastPredictionDriftCritical", "SoilcastDriftWithoutDates", "SoilcastHighErrorRatio",
+            "SoilcastNoModelLoaded", "SoilcastGatewayDown"} <= rules
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _query(port: int, promql: str) -> list:
+    url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
+    return json.loads(urllib.request.urlopen(url, timeout=5).read())["data"]["result"]
+
+
+def test_real_prometheus_scrapes_the_drift_series(tmp_path):
+    binary = _need("prometheus")
+    cfg = tiny_config(tmp_path)
+    publish(cfg, 1)
+    with gateway(cfg) as gw:
+        with client(gw) as c:
+            for i in range(4):
+                c.predict(meteo(cfg, np.random.default_rng(i)))
+        assert gw.drift.flush(30)
+        config = {
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "rule_files": [str(PROM / "alerts.yml")],
+            "scrape_configs": [{"job_name": "soilcast-gateway",
+                                "static_configs": [{"targets": [f"127.0.0.1:{gw.metrics_port}"]}]}],
+        }
+        (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+        port = _free_port()
+        proc = subprocess.Popen(
+            [binary, f"--config.file={tmp_path / 'prometheus.yml'}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+             f"--web.listen-address=127.0.0.1:{port}"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline, result = time.monotonic() + 60, []
+            while time.monotonic() < deadline and not result:
+                time.sleep(1)
+                assert proc.poll() is None, proc.stderr.read()
+                try:
+                    result = _query(port, 'soilcast_drift_psi{kind="input"}')
+                except OSError:
+                    continue
+            variables = {r["metric"]["variable"] for r in result}
+            assert variables == set(cfg.variable_names), result
+            assert all(r["metric"]["job"] == "soilcast-gateway" for r in result)
+            assert float(_query(port, 'up{job="soilcast-gateway"}')[0]["value"][1]) == 1
+            assert float(_query(port, "soilcast_model_loaded")[0]["value"][1]) == 1
+            groups = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/rules", timeout=5)
+                                .read())["data"]["groups"]
+            assert {g["name"] for g in groups} == {"soilcast-drift", "soilcast-serving"}
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
