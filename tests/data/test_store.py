@@ -145,3 +145,11 @@ def test_synthetic_store_honours_the_contract(synthetic_store, tiny_cfg):
     assert np.isfinite(t.X).all()
     np.testing.assert_array_equal(t.basin_id > 0, t.mask)
     assert t.time[0].date() == tiny_cfg.period.start and len(t.time) == tiny_cfg.period.n_days
+
+
+@pytest.mark.parametrize("key", ["variables", "target"])
+def test_attrs_must_name_the_inputs_and_the_target(key):
+    a = _arrays()
+    a["attrs"] = {k: v for k, v in a["attrs"].items() if k != key}
+    with pytest.raises(ValueError, match=rf"attrs lack \['{key}'\]"):
+        tensors_dataset(**a)
