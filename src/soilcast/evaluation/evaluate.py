@@ -146,7 +146,7 @@ def evaluate(cfg: Config) -> Leaderboard:
     out = eval_dir(cfg)
     metrics.write(out / "metrics.json")
     atomic_write_text(out / "leaderboard.md", leaderboard(metrics, cfg.gate.primary_metric))
-    write_plots(forecasts, metrics, basins, out / "plots")
+    write_plots(forecasts, metrics, basins, out / "plots", cfg.target.colormap)
     return metrics
 
 
