@@ -11,7 +11,7 @@ import copy
 import datetime as dt
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, ValidationError, model_validator
@@ -141,6 +141,12 @@ class VariableSpec(_Strict):
     physical_range: FloatPair
     transform: Transform  # before standardisation (inputs; the target is min-max scaled)
     colormap: str = Field(min_length=1)  # matplotlib colour map of its maps (plots)
+    # keys that change how results look, not what is computed (trained runs stay valid)
+    PRESENTATION: ClassVar[tuple[str, ...]] = ("colormap",)
+
+    def science_dict(self) -> dict[str, Any]:
+        """The spec without its presentation keys: what a trained run depends on."""
+        return self.model_dump(mode="json", exclude=set(self.PRESENTATION))
 
     @model_validator(mode="after")
     def _range(self) -> "VariableSpec":

@@ -90,7 +90,9 @@ def run_fingerprint(cfg: Config, name: str, t: Tensors) -> str:
     """Hash of everything a trained run depends on: the config sections it reads and the
     store's input hashes and shape. Evaluation refuses a model whose record differs."""
     d = cfg.to_dict()
-    parts = {k: d[k] for k in ("seed", "split", "window", "scaling", "training", "variables", "target")}
+    parts = {k: d[k] for k in ("seed", "split", "window", "scaling", "training")}
+    parts["variables"] = [v.science_dict() for v in cfg.variables]  # a new colour map retrains nothing
+    parts["target"] = cfg.target.science_dict()
     parts["model"] = {"name": name, **d["models"][name]}
     parts["data"] = t.attrs.get("input_hashes")
     parts["shape"] = list(t.X.shape)
