@@ -53,10 +53,10 @@ def gate(config: str, tensors: Input[Dataset], evaluation: Input[Artifact],
     result = run_gate(cfg, EvalDir(evaluation.path).metrics, tensors_in(tensors.path), models_dir,
                       Path(blessing.path))
     blessing.metadata.update(runtime.gate_summary(result))
-    winner = str(result.get("winner") or "")
+    winner = result.winner or ""
     runs = dict(runtime.run_of(m.path) for m in models)
     runtime.ensure_dir(candidate.path)  # an output must exist even when nothing won
     if winner in runs:
         runtime.copy_tree(runs[winner].root, candidate.path)
         candidate.metadata["model_name"] = winner
-    return namedtuple("GateOutputs", "blessed winner")(bool(result["blessed"]), winner)
+    return namedtuple("GateOutputs", "blessed winner")(result.blessed, winner)

@@ -8,15 +8,14 @@ from kfp.dsl import Dataset, Input, Metrics, Model, Output
 def train(config: str, tensors: Input[Dataset], model_name: str, model: Output[Model],
           metrics: Output[Metrics]):
     """Train ``model_name`` on the tensor store; the Model artifact is its run folder."""
-    import json
-
     from soilcast.layout import RunDir, tensors_in
     from soilcast.ml.train import train_model
     from soilcast.pipeline import runtime
+    from soilcast.records import TrainRecord
 
     run = RunDir(model.path)
     train_model(runtime.step_config(config), model_name, tensors_in(tensors.path), run)
-    meta, values = runtime.train_summary(json.loads(run.record.read_text()))
+    meta, values = runtime.train_summary(TrainRecord.read(run.record))
     model.metadata.update(meta)
     model.metadata["model_name"] = model_name
     model.metadata["tensors_sha256"] = tensors.metadata.get("sha256", "")

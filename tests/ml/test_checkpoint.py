@@ -186,8 +186,12 @@ def test_a_run_with_other_params_or_data_is_another_run(tmp_path):
     same = [
         run_fingerprint(tiny_config(tmp_path, {"serving": {"poll_seconds": 9.0}}), "gru", _tensors(data)),
         run_fingerprint(tiny_config(tmp_path, {"models": {"fc": {"units": [16]}}}), "gru", _tensors(data)),
+        # a colour map changes plots only: the trained run stays valid
+        run_fingerprint(tiny_config(tmp_path, {"target": {"colormap": "viridis"}}), "gru", _tensors(data)),
+        run_fingerprint(_recoloured(tmp_path), "gru", _tensors(data)),
     ]
     other = [
+        run_fingerprint(tiny_config(tmp_path, {"target": {"physical_range": [0.0, 0.7]}}), "gru", _tensors(data)),
         run_fingerprint(tiny_config(tmp_path, {"training": {"epochs": 3}}), "gru", _tensors(data)),
         run_fingerprint(tiny_config(tmp_path, {"seed": base.seed + 1}), "gru", _tensors(data)),
         run_fingerprint(tiny_config(tmp_path, {"models": {"gru": {"units": 8}}}), "gru", _tensors(data)),
@@ -195,5 +199,12 @@ def test_a_run_with_other_params_or_data_is_another_run(tmp_path):
         run_fingerprint(base, "gru", _tensors({"era5/tp_2010.nc": "ab"})),
         run_fingerprint(base, "gru", _tensors(data, days=11)),
     ]
-    assert same == [fp, fp]
+    assert same == [fp] * len(same)
     assert len({fp, *other}) == 1 + len(other)
+
+
+def _recoloured(root):
+    """The tiny config with another colour map on its first input variable."""
+    variables = [v.model_dump(mode="json") for v in tiny_config(root).variables]
+    variables[0]["colormap"] = "magma"
+    return tiny_config(root, {"variables": variables})

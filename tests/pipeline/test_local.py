@@ -423,10 +423,11 @@ def test_ingest_copies_a_raw_folder_and_hashes_it(tmp_path):
 def test_run_of_names_a_model_artifact_from_its_record(tmp_path):
     from soilcast.layout import RunDir
     from soilcast.pipeline import runtime
+    from tests.test_records import train_record
 
     run = RunDir(tmp_path / "model")
     run.root.mkdir()
-    run.record.write_text(json.dumps({"model": "lstm"}))
+    run.record.write_text(json.dumps({**train_record(), "model": "lstm"}))
     assert runtime.run_of(run.root) == ("lstm", run)
     with pytest.raises(FileNotFoundError, match="not a training run"):
         runtime.run_of(tmp_path)

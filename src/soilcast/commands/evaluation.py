@@ -32,6 +32,7 @@ def evaluate_cmd(params: Path = ParamsOpt, tensors: Optional[Path] = TensorsOpt,
                  out: Optional[Path] = path_opt("--out", "Output folder (metrics, leaderboard, plots)")) -> None:
     """Score all trained networks and both references on the test years."""
     from soilcast.evaluation.evaluate import evaluate
+    from soilcast.records import Scored
 
     cfg = load_cfg(params)
     lay = Layout.from_config(cfg)
@@ -41,11 +42,11 @@ def evaluate_cmd(params: Path = ParamsOpt, tensors: Optional[Path] = TensorsOpt,
     except (FileNotFoundError, ValueError) as err:
         fail(str(err))
     for name, m in metrics.items():
-        if m.get("status") == "ok":
-            o = m["overall"]
+        if isinstance(m, Scored):
+            o = m.overall
             typer.echo(f"{name:12s} rmse {o['rmse']:.4f}  skill_vs_clim {o.get('skill_vs_climatology')}")
         else:
-            typer.echo(f"{name:12s} skipped ({m.get('reason')})")
+            typer.echo(f"{name:12s} skipped ({m.reason})")
     typer.echo(f"wrote {where.metrics} and {where.leaderboard}")
 
 
@@ -74,12 +75,12 @@ def gate_cmd(
                             pick(models, lay.models_dir), where)
     except (FileNotFoundError, ValueError) as err:
         fail(str(err))
-    verdict = "BLESSED" if decision["blessed"] else "NOT blessed"
-    typer.echo(f"{verdict}: winner {decision.get('winner')}")
-    for reason in decision["reasons"]:
+    verdict = "BLESSED" if decision.blessed else "NOT blessed"
+    typer.echo(f"{verdict}: winner {decision.winner}")
+    for reason in decision.reasons:
         typer.echo(f"  - {reason}")
     typer.echo(f"wrote {where}")
-    if not decision["blessed"] and not no_fail:
+    if not decision.blessed and not no_fail:
         raise typer.Exit(NOT_BLESSED_EXIT)
 
 

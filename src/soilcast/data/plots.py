@@ -44,11 +44,12 @@ def plot_inputs(cfg: Config, store: Path, basins_path: Path, date: str | dt.date
         units = dict(ds.attrs["units"])
         names = list(ds.attrs["variables"]) + [ds.attrs["target"]]
     fields = [X[..., k] for k in range(X.shape[-1])] + [Y]
+    cmaps = colormaps(cfg, store, names)
     rows = int(np.ceil(len(fields) / PANEL_COLS))
     fig, axes = plt.subplots(rows, PANEL_COLS, figsize=(4 * PANEL_COLS, 3.6 * rows), squeeze=False)
     outlines = _outlines(cfg, basins_path)
     for ax, name, field in zip(axes.flat, names, fields):
-        im = ax.pcolormesh(lon, lat, field, shading="nearest", cmap="YlGnBu" if name in ("tp", names[-1]) else "viridis")
+        im = ax.pcolormesh(lon, lat, field, shading="nearest", cmap=cmaps[name])
         for x, y in outlines:
             ax.plot(x, y, color="k", linewidth=0.6)
         ax.set_title(f"{name} [{units.get(name, '')}]", fontsize=9)
@@ -67,6 +68,16 @@ def plot_inputs(cfg: Config, store: Path, basins_path: Path, date: str | dt.date
         fig.savefig(tmp, format="png", dpi=80)
     plt.close(fig)
     return out
+
+
+def colormaps(cfg: Config, store: Path, names: list[str]) -> dict[str, str]:
+    """Each field's colour map as params say (``variables[].colormap``, ``target.colormap``)."""
+    known = {s.name: s.colormap for s in (*cfg.variables, cfg.target)}
+    missing = [n for n in names if n not in known]
+    if missing:
+        raise DataError(f"{store}: fields {missing} are not in params variables/target "
+                        f"{sorted(known)} (re-run 'soilcast stack')")
+    return {n: known[n] for n in names}
 
 
 def _outlines(cfg: Config, basins_path: Path) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -19,7 +19,6 @@ config that trains only some networks still evaluates.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from soilcast.contract import ANTECEDENT, OUTPUT
 from soilcast.evaluation.metrics import all_metrics, area_weights, finite_or_none
 from soilcast.evaluation.seasons import season_rows
 from soilcast.layout import EvalDir, RunDir
+from soilcast.records import Leaderboard, RecordError, TrainRecord
 
 
 def stale_reason(cfg: Config, store: Path, run: RunDir, name: str, tensors: Any) -> str | None:
@@ -40,11 +40,14 @@ def stale_reason(cfg: Config, store: Path, run: RunDir, name: str, tensors: Any)
     path = run.record
     if not path.is_file():
         return f"{path} missing: the run did not finish (rerun `soilcast train --model {name}`)"
-    record = json.loads(path.read_text())
-    if record.get("fingerprint") != run_fingerprint(cfg, name, tensors):
+    try:
+        record = TrainRecord.read(path)
+    except RecordError as err:
+        return f"{err}\n(rerun `soilcast train --model {name}`)"
+    if record.fingerprint != run_fingerprint(cfg, name, tensors):
         return (f"{run.model} was trained with other params or data than the "
                 f"current params.yaml and {store} (record fingerprint "
-                f"{str(record.get('fingerprint'))[:12]}); rerun `soilcast train --model {name}`")
+                f"{record.fingerprint[:12]}); rerun `soilcast train --model {name}`")
     return None
 
 
@@ -119,11 +122,11 @@ def collect_forecasts(cfg: Config, store: Path, runs: Mapping[str, RunDir],
     return forecasts, skipped
 
 
-def evaluate(cfg: Config, tensors: Path, runs: Mapping[str, RunDir], out: EvalDir) -> dict[str, Any]:
+def evaluate(cfg: Config, tensors: Path, runs: Mapping[str, RunDir], out: EvalDir) -> Leaderboard:
     """Score the references and the networks trained in ``runs`` (name -> run folder) on the
     tensor store ``tensors``; write metrics, leaderboard and plots into ``out``; return the metrics."""
     from soilcast.evaluation.plots import write_plots
-    from soilcast.io.atomic import atomic_write_json, atomic_write_text
+    from soilcast.io.atomic import atomic_write_text
 
     val_fc, _ = collect_forecasts(cfg, tensors, runs, "val")
     vw = area_weights(val_fc["climatology"].lat, val_fc["climatology"].mask)
@@ -133,13 +136,14 @@ def evaluate(cfg: Config, tensors: Path, runs: Mapping[str, RunDir], out: EvalDi
     clim, pers = forecasts["climatology"], forecasts["persistence"]
     weights = area_weights(clim.lat, clim.mask)
     basins = basin_names(tensors, clim.basin_id)
-    metrics: dict[str, Any] = {
+    entries: dict[str, Any] = {
         name: score(fc, weights, clim, pers, basins, val.get(name)) for name, fc in forecasts.items()
     }
-    metrics.update({name: {"status": "skipped", "reason": why} for name, why in skipped.items()})
-    atomic_write_json(out.metrics, metrics)
+    entries.update({name: {"status": "skipped", "reason": why} for name, why in skipped.items()})
+    metrics = Leaderboard.from_json(entries, "evaluation metrics")
+    metrics.write(out.metrics)
     atomic_write_text(out.leaderboard, leaderboard(metrics, cfg.gate.primary_metric))
-    write_plots(forecasts, metrics, basins, out.plots)
+    write_plots(forecasts, metrics, basins, out.plots, cfg.target.colormap)
     return metrics
 
 
@@ -147,11 +151,11 @@ _COLUMNS = ("rmse", "mae", "bias", "ubrmse", "r2", "nse", "kge", "pearson_r", "a
             "skill_vs_climatology", "skill_vs_persistence")
 
 
-def leaderboard(metrics: dict[str, Any], primary: str) -> str:
+def leaderboard(metrics: Leaderboard, primary: str) -> str:
     """Markdown table of overall test metrics, best ``primary`` first, references included."""
-    ok = {n: m for n, m in metrics.items() if m.get("status") == "ok"}
+    ok = metrics.scored()
     inf = float("inf")
-    order = sorted(ok, key=lambda n: (ok[n]["overall"].get(primary) is None, ok[n]["overall"].get(primary) or inf, n))
+    order = sorted(ok, key=lambda n: (ok[n].overall.get(primary) is None, ok[n].overall.get(primary) or inf, n))
     lines = [
         f"# Test-period leaderboard (sorted by {primary}, lower is better)",
         "",
@@ -162,14 +166,14 @@ def leaderboard(metrics: dict[str, Any], primary: str) -> str:
         "|---|---|---|---|" + "---|" * len(_COLUMNS),
     ]
     for rank, name in enumerate(order, 1):
-        o = ok[name]["overall"]
-        v = (ok[name].get("val") or {}).get(primary)
+        o = ok[name].overall
+        v = (ok[name].val or {}).get(primary)
         cells = ["n/a" if o.get(c) is None else f"{o[c]:.4f}" for c in _COLUMNS]
-        lines.append(f"| {rank} | {name} | {ok[name]['kind']} | {'n/a' if v is None else f'{v:.4f}'} | "
+        lines.append(f"| {rank} | {name} | {ok[name].kind} | {'n/a' if v is None else f'{v:.4f}'} | "
                      + " | ".join(cells) + " |")
-    skipped = {n: m for n, m in metrics.items() if m.get("status") != "ok"}
+    skipped = metrics.skipped()
     if skipped:
-        lines += ["", "Skipped:", ""] + [f"- {n}: {m.get('reason')}" for n, m in skipped.items()]
+        lines += ["", "Skipped:", ""] + [f"- {n}: {m.reason}" for n, m in skipped.items()]
     return "\n".join(lines) + "\n"
 
 

@@ -60,6 +60,7 @@ from soilcast.ml.windows import (
     split_slice,
     target_of_day,
 )
+from soilcast.records import TrainRecord
 
 HISTORY_COLUMNS = ["epoch", "loss", "forecast_mse", "val_loss", "val_forecast_mse", "learning_rate", "seconds"]
 SELECT_ON = "val_forecast_mse"
@@ -86,7 +87,9 @@ def run_fingerprint(cfg: Config, name: str, t: Tensors) -> str:
     """Hash of everything a trained run depends on: the config sections it reads and the
     store's input hashes and shape. Evaluation refuses a model whose record differs."""
     d = cfg.to_dict()
-    parts = {k: d[k] for k in ("seed", "split", "window", "scaling", "training", "variables", "target")}
+    parts = {k: d[k] for k in ("seed", "split", "window", "scaling", "training")}
+    parts["variables"] = [v.science_dict() for v in cfg.variables]  # a new colour map retrains nothing
+    parts["target"] = cfg.target.science_dict()
     parts["model"] = {"name": name, **d["models"][name]}
     parts["data"] = t.attrs.get("input_hashes")
     parts["shape"] = list(t.X.shape)
@@ -259,7 +262,7 @@ def _train(cfg, name, store: Path, dist, final_dir: Path, out: Path, resume, ver
     best = score_network(twin, val_ds)
     refs = score_references(cfg, t, data, scaler, val_ends)
     epochs_run = len(history) - initial_epoch
-    record = {
+    record = TrainRecord.from_json({
         "model": name,
         "config": cfg.to_dict(),
         "data": {"store": str(store), "input_hashes": t.attrs.get("input_hashes"),
@@ -286,21 +289,21 @@ def _train(cfg, name, store: Path, dist, final_dir: Path, out: Path, resume, ver
         "target": cfg.window.target,
         "val": {name: best, **refs},
         "val_space": f"scaled {cfg.window.target} target, masked MSE; window = whole target window, forecast = last step",
-    }
+    }, f"training record of {name}")
     _write_outputs(RunDir(out), cfg, name, twin, scaler, t, history, record)
     return final_dir
 
 
 def _write_outputs(out: RunDir, cfg: Config, name: str, twin: keras.Model, scaler: Scaler,
-                   t: Tensors, history: list[dict[str, float]], record: dict[str, Any]) -> None:
+                   t: Tensors, history: list[dict[str, float]], record: TrainRecord) -> None:
     out.root.mkdir(parents=True, exist_ok=True)
     with atomic_path(out.model) as tmp:
         twin.save(tmp)
     scaler.save(out.scaling)
     atomic_write_json(out.grid, grid_info(cfg, name, t))
     atomic_write_text(out.history, history_csv(history))
-    write_learning_curve(out.learning_curve, history, record["val"], name)
-    atomic_write_json(out.record, record)
+    write_learning_curve(out.learning_curve, history, record.val, name)
+    record.write(out.record)
 
 
 def grid_info(cfg: Config, name: str, t: Tensors) -> dict[str, Any]:
