@@ -59,7 +59,9 @@ def tiny_config(root: Path, overrides: dict[str, Any] | None = None) -> Config:
     merged = deep_merge(TINY, paths)
     if overrides:
         merged = deep_merge(merged, overrides)
-    return load_config(PARAMS, merged)
+    from soilcast.ml.models import registry  # the networks' sections, as every entry point
+
+    return registry.check(load_config(PARAMS, merged), str(PARAMS))
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from soilcast.config import NETWORKS, Config
+from soilcast.config import Config
 
 ChampionScorer = Callable[[Config, Path], dict[str, float]]
 SKILLS = ("skill_vs_climatology", "skill_vs_persistence")
@@ -46,10 +46,13 @@ def _val(entry: Mapping[str, Any] | None) -> Mapping[str, Any]:
 
 
 def pick_winner(metrics: Mapping[str, Any], primary: str) -> tuple[str | None, dict[str, float]]:
-    """The network with the lowest finite VALIDATION primary metric (gate metrics are errors)."""
+    """The network with the lowest finite VALIDATION primary metric (gate metrics are errors,
+    see ``Gate.primary_metric``); networks are the entries evaluation marks ``kind: network``."""
     scores: dict[str, float] = {}
-    for name in NETWORKS:
-        value = _val(metrics.get(name)).get(primary)
+    for name, entry in metrics.items():
+        if entry.get("kind") != "network":
+            continue
+        value = _val(entry).get(primary)
         if value is not None and math.isfinite(value):
             scores[name] = float(value)
     if not scores:
