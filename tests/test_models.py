@@ -9,9 +9,9 @@ import pytest
 import tensorflow as tf
 
 from soilcast.ml.losses import MaskedMSE, forecast_mse
+from soilcast.ml.models import registry
 from soilcast.ml.models.convlstm import convlstm_layer_class
 from soilcast.ml.models.references import Climatology, calendar_bin, persistence
-from soilcast.ml.models import registry
 from soilcast.ml.models.registry import build_model
 from tests.conftest import tiny_config
 
