@@ -191,9 +191,19 @@ class Metric:
         return all(context.get(k) is not None for k in self.needs)
 
 
+def registry(*metrics: Metric) -> dict[str, Metric]:
+    """Metrics by name, in the given order; a name given twice is an error, not an overwrite."""
+    out: dict[str, Metric] = {}
+    for metric in metrics:
+        if metric.name in out:
+            raise ValueError(f"metric {metric.name!r} is registered twice")
+        out[metric.name] = metric
+    return out
+
+
 # Every metric, in leaderboard column order: the one list evaluation, the leaderboard and the
 # gate's ``primary_metric`` choices derive from.
-METRICS: dict[str, Metric] = {m.name: m for m in (
+METRICS: dict[str, Metric] = registry(
     Metric("rmse", True, rmse),
     Metric("mse", True, mse, leaderboard=False),
     Metric("mae", True, mae),
@@ -207,7 +217,7 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("skill_vs_climatology", False, lambda o, p, w, clim: skill_score(o, p, clim, w), needs=("clim",)),
     Metric("skill_vs_persistence", False, lambda o, p, w, persistence: skill_score(o, p, persistence, w),
            needs=("persistence",)),
-)}
+)
 LOWER_IS_BETTER = frozenset(n for n, m in METRICS.items() if m.lower_is_better)
 
 
