@@ -16,7 +16,7 @@ variables + swvl1) / wall seconds of the three stages. Validation (a prerequisit
 ``regrid_all``) runs in a separate, unmeasured subprocess first.
 
 Raw data: the repository's demo data (``data/raw``, 2010-2019) when it is complete, otherwise
-``soilcast.data.demo.generate`` into the work directory. N years = period 2010-01-01 ..
+``soilcast.demo.generate.generate`` into the work directory. N years = period 2010-01-01 ..
 (2009+N)-12-31. The period is replaced on the loaded config with ``model_copy`` because the
 split (train/val/test years) needs three calendar years and plays no part in these stages.
 
@@ -94,7 +94,7 @@ def _rss_mb() -> float:
 
 
 def job_generate(cfg: Any) -> dict[str, Any]:
-    from soilcast.data.demo import generate
+    from soilcast.demo.generate import generate
 
     generate(cfg, Path(cfg.paths.raw_dir))
     return {}

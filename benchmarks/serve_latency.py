@@ -1,7 +1,7 @@
 """Predict latency and throughput of the soilcast gateway: drift off vs on, batching off vs on.
 
 Grids: the demo grid (params.yaml ``grid``, 31x31) and the 0.25 deg India grid (129x135).
-Model: the contract-conforming stand-in (``soilcast.serving.standin``) unless ``--model-dir``
+Model: the contract-conforming stand-in (``soilcast.testing.standin``) unless ``--model-dir``
 points at an exported version, so the numbers isolate the gateway (decode, validation, TF
 call, encode, drift) from the network's compute. Client and server share this process and
 talk gRPC over 127.0.0.1.
@@ -100,7 +100,7 @@ def _request(info: Any) -> dict[str, Any]:
     (when the model takes it) 0.25 inside the mask and NaN outside."""
     import numpy as np
 
-    from soilcast.serving.standin import synthetic_meteo
+    from soilcast.testing.standin import synthetic_meteo
 
     L, h, w, _c = info.inputs["meteo"]
     out = {"meteo": synthetic_meteo(np.random.default_rng(0), (1, L, h, w), info.variables, None)}
@@ -150,7 +150,7 @@ def _clients_run(gateway: Any, inputs: dict[str, Any], n_clients: int, per_clien
 def bench_batching(cfg: Any, grid: Any, model_dir: Path | None, args: argparse.Namespace) -> dict:
     from soilcast.serving.gateway import Gateway
     from soilcast.serving.models import read_info
-    from soilcast.serving.standin import write_standin_for
+    from soilcast.testing.standin import write_standin_for
 
     if model_dir is None and not any(p.name.isdigit() for p in Path(cfg.paths.models_dir).glob("*")):
         write_standin_for(cfg, 1, grid=grid)
@@ -188,7 +188,7 @@ def bench_batching(cfg: Any, grid: Any, model_dir: Path | None, args: argparse.N
 def bench_grid(cfg: Any, name: str, grid: Any, model_dir: Path | None, args: argparse.Namespace) -> dict:
     from soilcast.serving.gateway import Gateway, request_bytes
     from soilcast.serving.models import read_info
-    from soilcast.serving.standin import write_standin_for
+    from soilcast.testing.standin import write_standin_for
 
     if model_dir is None:
         write_standin_for(cfg, 1, grid=grid)

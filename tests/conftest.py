@@ -4,64 +4,18 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-from soilcast.config import Config, deep_merge, load_config
+from soilcast.config import Config
+from soilcast.testing.config import PARAMS_ENV, tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
 PARAMS = REPO / "params.yaml"
-
-# Four years at 2 degrees: enough for train/val/test splits and a monsoon, small enough to
-# run the whole chain in seconds.
-TINY: dict[str, Any] = {
-    "period": {"start": "2010-01-01", "end": "2013-12-31"},
-    "demo": {
-        "met_grid": {"lat_min": 0.0, "lat_max": 42.0, "lon_min": 60.0, "lon_max": 105.0, "res": 1.5},
-        "sm_grid": {"lat_min": 4.0, "lat_max": 40.0, "lon_min": 64.0, "lon_max": 100.0, "res": 1.0},
-        "valid_time_years": [2013],
-    },
-    "grid": {"lat_min": 7.5, "lat_max": 37.5, "lon_min": 67.5, "lon_max": 97.5, "res": 2.0},
-    "split": {"train_years": [2010, 2011], "val_years": [2012, 2012], "test_years": [2013, 2013]},
-    # the method's 7-input contract; tests of the antecedent option switch it on explicitly
-    "window": {"antecedent_soil_moisture": False, "target": "state"},
-    "models": {
-        "convlstm": {"filters": 4},
-        "lstm": {"units": 4},
-        "gru": {"units": 4},
-        "fc": {"units": [8]},
-        "cnn_td": {"filters": 4, "lstm_units": 4},
-    },
-    "training": {"epochs": 2, "batch_size": 4, "steps_per_epoch": 3, "validation_steps": 2, "patch_size": 8, "precision": "float32"},
-    "export": {"keep_versions": 2},
-    "serving": {"grpc_port": 0, "rest_port": 0, "metrics_port": 0, "poll_seconds": 0.2},
-}
-
-
-def tiny_config(root: Path, overrides: dict[str, Any] | None = None) -> Config:
-    """The real params.yaml, shrunk by TINY, with every path moved under ``root``."""
-    paths = {
-        "paths": {
-            "raw_dir": str(root / "data/raw"),
-            "interim_dir": str(root / "data/interim"),
-            "processed": str(root / "data/processed/tensors.zarr"),
-            "artifacts_dir": str(root / "artifacts"),
-            "models_dir": str(root / "models/soilcast"),
-        },
-        "basins": {"path": str(root / "data/raw/basins/demo_regions.geojson")},
-        "validate": {"report_dir": str(root / "artifacts/validate")},
-        "demo": {"india_outline": str(REPO / "data/static/india-ne110m.geojson")},
-    }
-    merged = deep_merge(TINY, paths)
-    if overrides:
-        merged = deep_merge(merged, overrides)
-    from soilcast.ml.models import registry  # the networks' sections, as every entry point
-
-    return registry.check(load_config(PARAMS, merged), str(PARAMS))
+os.environ.setdefault(PARAMS_ENV, str(PARAMS))  # soilcast.testing shrinks this params.yaml
 
 
 @pytest.fixture
@@ -72,7 +26,7 @@ def tiny_cfg(tmp_path: Path) -> Config:
 @pytest.fixture
 def synthetic_store(tiny_cfg: Config) -> Path:
     """A synthetic tensors.zarr at ``tiny_cfg.paths.processed`` (16x16, 2010-2013, masked)."""
-    from tests._synthetic import write_synthetic_store
+    from soilcast.testing.synthetic import write_synthetic_store
 
     return write_synthetic_store(tiny_cfg)
 
@@ -84,10 +38,10 @@ def prepared_tiny(tmp_path_factory: pytest.TempPathFactory) -> Config:
     Returns its Config: ``cfg.paths.processed`` is a real tensors.zarr (2010-2013, 16x16).
     """
     from soilcast.data.clip import build_mask
-    from soilcast.data.demo import generate
     from soilcast.data.regrid import regrid_all
     from soilcast.data.stack import stack_tensors
     from soilcast.data.validate import run_validation
+    from soilcast.demo.generate import generate
 
     cfg = tiny_config(tmp_path_factory.mktemp("prepared_tiny"))
     generate(cfg, cfg.paths.raw_dir)

@@ -27,7 +27,7 @@ def demo_data(
     params: Path = ParamsOpt,
 ) -> None:
     """Generate the physically based demo dataset (ERA5/ERA5-Land-like NetCDF + basins)."""
-    from soilcast.data.demo import generate
+    from soilcast.demo.generate import generate
 
     generate(load_cfg(params, networks=False), out_dir)
 
@@ -130,7 +130,7 @@ def demo_delivery(
     params: Path = ParamsOpt,
 ) -> None:
     """Demo files for days after the period (continuing the demo), to try `soilcast ingest`."""
-    from soilcast.data.demo import generate_delivery
+    from soilcast.demo.generate import generate_delivery
 
     cfg = load_cfg(params, networks=False)
     try:

@@ -1,1 +1,1 @@
-"""Data preparation: demo generator, validation, regridding, clipping, stacking."""
+"""Data preparation: readers, validation, regridding, clipping, stacking, ingest (the demo generator is `soilcast.demo`)."""

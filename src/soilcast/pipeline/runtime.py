@@ -257,7 +257,7 @@ def ingest(text: str, raw_uri: str, out_path: str) -> dict[str, Any]:
         fs.get(root.rstrip("/") + "/", str(out) + "/", recursive=True)
         source = raw_uri
     else:
-        from soilcast.data.demo import generate
+        from soilcast.demo.generate import generate
 
         cfg = step_config(text, raw_dir=str(out))
         generate(cfg, out)

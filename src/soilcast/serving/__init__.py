@@ -4,5 +4,5 @@ Modules: ``tensors`` (TensorProto <-> numpy without the TF runtime), ``models`` 
 hot-reloading SavedModel versions), ``validation`` (what a Predict input must look like),
 ``drift`` (PSI / mean shift against the exported training reference), ``telemetry``
 (Prometheus metrics), ``gateway`` (the gRPC server), ``client`` and ``forecast`` (the
-caller's side), ``standin`` (a tiny contract-conforming SavedModel for tests and benchmarks).
+caller's side). The stand-in SavedModel for tests and benchmarks is ``soilcast.testing.standin``.
 """

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from soilcast.config import ConfigError
 from soilcast.ml.models import registry
-from tests.conftest import tiny_config
+from soilcast.testing.config import tiny_config
 
 TOY_MODULE = "tests.ml.models.toy_network"
 
@@ -70,7 +70,7 @@ def test_a_new_network_is_listed_trained_evaluated_and_blessed(tmp_path, toy):
     from soilcast.evaluation.evaluate import evaluate
     from soilcast.evaluation.gate import run_gate
     from soilcast.ml.train import train_model
-    from tests._synthetic import write_synthetic_store
+    from soilcast.testing.synthetic import write_synthetic_store
 
     help_text = CliRunner().invoke(app, ["train", "--help"], env={"COLUMNS": "200"}).output
     assert f"{', '.join(registry.names())}." in help_text and toy in registry.names()

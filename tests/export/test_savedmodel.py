@@ -16,7 +16,7 @@ import pytest
 from soilcast.config import Config
 from soilcast.export import infra, savedmodel, versions
 from soilcast.export.savedmodel import export_blessed, export_json_path
-from tests.conftest import tiny_config
+from soilcast.testing.config import tiny_config
 
 
 def physical_stub(cfg: Config, mask: np.ndarray):
@@ -63,7 +63,7 @@ def bless(cfg: Config, blessed: bool = True, winner: str = "fc") -> None:
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     from soilcast.data.store import open_tensors
-    from tests._synthetic import write_synthetic_store
+    from soilcast.testing.synthetic import write_synthetic_store
 
     cfg = tiny_config(tmp_path_factory.mktemp("export"))
     write_synthetic_store(cfg)
@@ -337,7 +337,7 @@ def test_products_pass_through_grpc_and_rest_and_old_clients_still_work(exported
 
     import grpc
 
-    from tests.serving_helpers import client, gateway
+    from soilcast.testing.serving import client, gateway
 
     cfg, model, tensors, path, _ = exported
     x = _window(cfg, tensors, 2)
@@ -382,7 +382,7 @@ def test_forecast_cli_reads_the_served_products(exported, tmp_path):
 
     from soilcast.ml.models.references import calendar_bin
     from soilcast.serving.forecast import input_window, resolve_init, run_forecast
-    from tests.serving_helpers import client, gateway
+    from soilcast.testing.serving import client, gateway
 
     cfg, model, tensors, path, _ = exported
     with gateway(cfg) as gw:
@@ -406,7 +406,7 @@ def test_forecast_cli_reads_the_served_products(exported, tmp_path):
 def test_dated_requests_are_judged_against_the_monthly_reference(exported):
     """Drift metrics say which reference they used: dated (forecast_products) traffic the
     monthly one, plain serving_default traffic the all-year fallback."""
-    from tests.serving_helpers import client, gateway, metric, scrape
+    from soilcast.testing.serving import client, gateway, metric, scrape
 
     cfg, model, tensors, path, _ = exported
     x = _window(cfg, tensors, 2)
@@ -429,7 +429,7 @@ def test_products_through_the_proxy_gateway(exported):
     validates the date, and judges drift against the monthly reference."""
     import grpc
 
-    from tests.serving_helpers import client, gateway, metric, scrape
+    from soilcast.testing.serving import client, gateway, metric, scrape
 
     cfg, model, tensors, path, _ = exported
     x = _window(cfg, tensors, 2)
@@ -452,7 +452,7 @@ def test_a_version_without_products_answers_failed_precondition(tmp_path):
     products is FAILED_PRECONDITION naming the signature to use, not an internal error."""
     import grpc
 
-    from tests.serving_helpers import client, gateway, meteo, publish
+    from soilcast.testing.serving import client, gateway, meteo, publish
 
     cfg = tiny_config(tmp_path)
     publish(cfg, 1)  # the stand-in: serving_default only

@@ -205,7 +205,7 @@ def test_flop_formula():
 
 def test_hook_selects_fast_layer_by_config(tmp_path):
     from soilcast.ml.models.convlstm import convlstm_layer_class
-    from tests.conftest import tiny_config
+    from soilcast.testing.config import tiny_config
 
     on = tiny_config(tmp_path, {"models": {"convlstm": {"fast_kernel": True}}})
     off = tiny_config(tmp_path, {"models": {"convlstm": {"fast_kernel": False}}})

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from soilcast.config import load_config, save_config
-from tests.conftest import PARAMS, tiny_config
-from tests.serving_helpers import (
+from soilcast.testing.config import tiny_config
+from soilcast.testing.serving import (
     client,
     client_for,
     gateway,
@@ -26,6 +26,7 @@ from tests.serving_helpers import (
     scrape,
     wait_for,
 )
+from tests.conftest import PARAMS
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -44,7 +45,7 @@ def weather_store(tiny_cfg):
     """The synthetic store under the current contract: weather finite over the whole grid
     (cells outside the mask get that day's basin mean where the generator left NaN)."""
     from soilcast.data.store import write_tensors
-    from tests._synthetic import synthetic_dataset
+    from soilcast.testing.synthetic import synthetic_dataset
 
     ds = synthetic_dataset(tiny_cfg)
     X = ds["X"].values
@@ -589,7 +590,7 @@ def test_batching_drains_a_backlog_into_one_call_whatever_the_timeout(tmp_path):
 def test_committed_batching_parameters_file_matches_params():
     from soilcast.serving.batching import render_batching_parameters
 
-    text = (Path(__file__).resolve().parents[1] / "serving" / "batching_parameters.txt").read_text()
+    text = (Path(__file__).resolve().parents[2] / "serving" / "batching_parameters.txt").read_text()
     assert text == render_batching_parameters(load_config(PARAMS).serving.batching), (
         "serving/batching_parameters.txt is stale: run `soilcast batching-config`")
 
@@ -774,7 +775,7 @@ def test_forecast_cli_writes_cf_netcdf_png_and_basin_means(tiny_cfg, weather_sto
 
     from soilcast.cli import app
     from soilcast.data.store import open_tensors
-    from soilcast.serving.standin import write_standin
+    from soilcast.testing.standin import write_standin
 
     cfg, t = tiny_cfg, open_tensors(weather_store)
     write_standin(cfg.paths.models_dir / "1", seq_len=cfg.window.seq_len, lat=t.lat, lon=t.lon,
@@ -812,7 +813,7 @@ def test_gateway_serves_a_savedmodel_written_by_the_exporter(tiny_cfg, weather_s
     from soilcast.data.store import open_tensors
     from soilcast.export import savedmodel
     from soilcast.export.drift_reference import drift_reference
-    from tests.test_export import physical_stub
+    from tests.export.test_savedmodel import physical_stub
 
     cfg, t = tiny_cfg, open_tensors(weather_store)
     model = physical_stub(cfg, t.mask)

@@ -13,7 +13,7 @@ from soilcast.ml.models import registry
 from soilcast.ml.models.convlstm import convlstm_layer_class
 from soilcast.ml.models.references import Climatology, calendar_bin, persistence
 from soilcast.ml.models.registry import build_model
-from tests.conftest import tiny_config
+from soilcast.testing.config import tiny_config
 
 SHAPE = (5, 6, 6, 7)  # L, H, W, C
 

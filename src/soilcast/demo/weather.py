@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from soilcast.data.demo_geography import Geography, sigmoid
+from soilcast.demo.geography import Geography, sigmoid
 
 DAYS_PER_YEAR = 365.25
 SOLAR_CONSTANT = 1367.0  # W m-2

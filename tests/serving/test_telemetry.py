@@ -17,8 +17,9 @@ import pytest
 import yaml
 
 from soilcast.config import load_config
-from tests.conftest import PARAMS, REPO, tiny_config
-from tests.serving_helpers import client, gateway, meteo, publish
+from soilcast.testing.config import tiny_config
+from soilcast.testing.serving import client, gateway, meteo, publish
+from tests.conftest import PARAMS, REPO
 
 pytestmark = pytest.mark.timeout(120)
 SERVING = REPO / "serving"

@@ -14,7 +14,7 @@ from soilcast.ml.models import registry
 from soilcast.ml.models.registry import build_model
 from soilcast.ml.predict import wrap_physical
 from soilcast.ml.windows import n_input_channels
-from tests.conftest import tiny_config
+from soilcast.testing.config import tiny_config
 
 INCREMENT = {"window": {"antecedent_soil_moisture": True, "target": "increment"}}
 L, H, W = 5, 6, 7

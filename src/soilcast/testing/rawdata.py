@@ -19,7 +19,7 @@ import xarray as xr
 
 from soilcast.config import Config, VariableSpec
 from soilcast.data.readers import accumulation_shift, all_specs, days_in_year, source_path
-from tests.conftest import tiny_config
+from soilcast.testing.config import tiny_config
 
 # Source-unit value on valid day index d (spatially constant).
 RAMPS = {

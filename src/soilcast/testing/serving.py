@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from soilcast.config import Config
-from soilcast.serving.standin import demo_mask, synthetic_meteo, write_standin_for
+from soilcast.testing.standin import demo_mask, synthetic_meteo, write_standin_for
 
 RAISE = object()
 

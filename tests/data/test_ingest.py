@@ -23,7 +23,7 @@ from soilcast.config import save_config
 from soilcast.data.ingest import INGESTED_ATTR, ingest
 from soilcast.data.readers import DataError, all_specs, source_path
 from soilcast.data.store import open_tensors
-from tests.conftest import tiny_config
+from soilcast.testing.config import tiny_config
 
 NEW_LAST = dt.date(2014, 1, 30)
 
@@ -40,7 +40,7 @@ def tree_digest(path: Path) -> str:
 @pytest.fixture(scope="module")
 def delivery(prepared_tiny, tmp_path_factory) -> Path:
     """The demo generator's files for 2014-01-01..30, continuing the tiny demo."""
-    from soilcast.data.demo import generate_delivery
+    from soilcast.demo.generate import generate_delivery
 
     out = tmp_path_factory.mktemp("delivery")
     files = generate_delivery(prepared_tiny, out, dt.date(2014, 1, 1), NEW_LAST)

@@ -23,15 +23,15 @@ from soilcast.data.store import open_tensors
 from soilcast.evaluation import metrics
 from soilcast.ml.models.references import Climatology
 from soilcast.serving.hindcast import batch_size
-from tests.conftest import tiny_config
-from tests.serving_helpers import client, gateway
-from tests.test_forecast import publish_standin
+from soilcast.testing.config import tiny_config
+from soilcast.testing.serving import client, gateway
+from tests.serving.test_forecast import publish_standin
 
 
 @pytest.fixture
 def served(tmp_path):
     """A 1 MB message limit: ~10 windows per request, so a season takes many requests."""
-    from tests._synthetic import write_synthetic_store
+    from soilcast.testing.synthetic import write_synthetic_store
 
     cfg = tiny_config(tmp_path, {"serving": {"max_message_mb": 1}})
     write_synthetic_store(cfg)

@@ -9,8 +9,8 @@ import pytest
 
 from soilcast.export.drift_reference import distribution
 from soilcast.serving.drift import DriftMonitor, DriftReference, DriftWindow, psi, summarise
-from tests.conftest import tiny_config
-from tests.serving_helpers import client, gateway, meteo, metric, publish, scrape
+from soilcast.testing.config import tiny_config
+from soilcast.testing.serving import client, gateway, meteo, metric, publish, scrape
 
 pytestmark = pytest.mark.timeout(120)
 

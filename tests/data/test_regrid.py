@@ -12,7 +12,7 @@ import xarray as xr
 
 from soilcast.data.readers import DataError, cell_edges, check_covers, open_source
 from soilcast.data.regrid import conservative, regrid_all, regrid_block, regridded_path
-from tests._rawdata import EXPECTED, passed_report, small_config, write_raw, write_var
+from soilcast.testing.rawdata import EXPECTED, passed_report, small_config, write_raw, write_var
 
 
 def _block(values, lat, lon):
@@ -170,7 +170,7 @@ def test_min_coverage_at_the_corners_is_the_product_of_both_axes():
 def test_box_ending_at_the_outermost_centres_needs_min_coverage(tmp_path):
     """Refused at 1.0 with the option and the grid change that would work; accepted at 0.5."""
     from soilcast.data.readers import source_path
-    from tests._rawdata import field
+    from soilcast.testing.rawdata import field
 
     base = small_config(tmp_path)
     tp = next(v for v in base.to_dict()["variables"] if v["name"] == "tp")

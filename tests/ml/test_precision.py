@@ -10,8 +10,8 @@ import keras
 import pytest
 
 from soilcast.ml.precision import read_cpu_flags, resolve_precision, with_resolved_precision
-from tests._synthetic import write_synthetic_store
-from tests.conftest import tiny_config
+from soilcast.testing.config import tiny_config
+from soilcast.testing.synthetic import write_synthetic_store
 
 SPR = {"fpu", "avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8"}
 GENOA = {"avx2", "avx512f", "avx512_bf16"}  # AVX-512 with bf16 dot products, no AMX

@@ -11,7 +11,7 @@ import xarray as xr
 
 from soilcast.data.clip import apply_mask, build_mask, load_mask, mask_path, rasterize
 from soilcast.data.readers import DataError
-from tests._rawdata import small_config, write_basins
+from soilcast.testing.rawdata import small_config, write_basins
 
 LAT = np.arange(10.5, 15.6, 1.0)  # cell edges at integers
 LON = np.arange(70.5, 75.6, 1.0)

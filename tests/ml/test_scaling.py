@@ -13,7 +13,7 @@ from soilcast.config import ConfigError
 from soilcast.data.store import open_tensors
 from soilcast.ml.scaling import Scaler
 from soilcast.ml.windows import prepare, split_slice
-from tests.conftest import tiny_config
+from soilcast.testing.config import tiny_config
 
 
 @pytest.fixture

@@ -15,8 +15,8 @@ from soilcast.ml.models import registry
 def evaluated(tmp_path_factory):
     from soilcast.evaluation.evaluate import evaluate
     from soilcast.ml.train import train_model
-    from tests._synthetic import write_synthetic_store
-    from tests.conftest import tiny_config
+    from soilcast.testing.config import tiny_config
+    from soilcast.testing.synthetic import write_synthetic_store
 
     cfg = tiny_config(tmp_path_factory.mktemp("evaluate"), {"training": {"epochs": 1, "steps_per_epoch": 2}})
     write_synthetic_store(cfg)
@@ -67,7 +67,7 @@ def test_a_model_trained_with_other_params_is_refused(evaluated, tmp_path):
     import shutil
 
     from soilcast.evaluation.evaluate import evaluate
-    from tests.conftest import tiny_config
+    from soilcast.testing.config import tiny_config
 
     cfg, _ = evaluated
     other = tiny_config(tmp_path, {"training": {"epochs": 1, "steps_per_epoch": 2, "learning_rate": 0.5}})

@@ -20,8 +20,8 @@ from soilcast.cli import app
 from soilcast.config import save_config
 from soilcast.data.store import open_tensors
 from soilcast.ml.models.references import Climatology
-from soilcast.serving.standin import write_standin
-from tests.serving_helpers import client, gateway
+from soilcast.testing.serving import client, gateway
+from soilcast.testing.standin import write_standin
 
 
 def publish_standin(cfg, t) -> None:
@@ -137,9 +137,9 @@ def test_without_training_years_no_anomaly(tiny_cfg, synthetic_store, tmp_path):
 
 def test_forecast_latest_after_ingest(prepared_tiny, tmp_path):
     """The operational loop: ingest 30 new days, then 'latest' forecasts the day after them."""
-    from soilcast.data.demo import generate_delivery
     from soilcast.data.ingest import ingest
-    from tests.conftest import tiny_config
+    from soilcast.demo.generate import generate_delivery
+    from soilcast.testing.config import tiny_config
 
     cfg = tiny_config(tmp_path)
     shutil.copytree(prepared_tiny.paths.processed, cfg.paths.processed)

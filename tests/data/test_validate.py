@@ -16,7 +16,7 @@ import xarray as xr
 
 from soilcast.data.readers import DataError, source_path
 from soilcast.data.validate import DataValidationError, run_validation
-from tests._rawdata import MET_LAT, MET_LON, SM_LAT, SM_LON, field, small_config, write_raw, write_var
+from soilcast.testing.rawdata import MET_LAT, MET_LON, SM_LAT, SM_LON, field, small_config, write_raw, write_var
 
 
 def _spec(cfg, name):
@@ -242,7 +242,7 @@ def test_daily_statistics_stamping(tmp_path):
     """CDS daily statistics stamp a day's total on the day itself: read as end_of_period, every
     year lacks 31 December and validation names the option; with period_start all is right."""
     from soilcast.data.regrid import regrid_all, regridded_path
-    from tests._rawdata import EXPECTED
+    from soilcast.testing.rawdata import EXPECTED
 
     base = small_config(tmp_path)
     tp = next(v for v in base.to_dict()["variables"] if v["name"] == "tp")

@@ -13,12 +13,12 @@ import shapely
 import xarray as xr
 
 from soilcast.config import Config
-from soilcast.data.demo import generate, round_mantissa
-from soilcast.data.demo_bucket import bucket_model, priestley_taylor_pet
-from soilcast.data.demo_geography import geography
-from soilcast.data.demo_weather import daily_weather, draw_textures, draw_year
 from soilcast.data.readers import source_relpath
-from tests.conftest import tiny_config
+from soilcast.demo.bucket import bucket_model, priestley_taylor_pet
+from soilcast.demo.generate import generate, round_mantissa
+from soilcast.demo.geography import geography
+from soilcast.demo.weather import daily_weather, draw_textures, draw_year
+from soilcast.testing.config import tiny_config
 
 JJAS = [6, 7, 8, 9]
 

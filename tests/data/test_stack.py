@@ -15,7 +15,7 @@ from soilcast.data.readers import DataError
 from soilcast.data.regrid import regrid_all, regridded_path
 from soilcast.data.stack import stack_tensors
 from soilcast.data.store import open_tensors
-from tests._rawdata import EXPECTED, passed_report, small_config, write_raw
+from soilcast.testing.rawdata import EXPECTED, passed_report, small_config, write_raw
 
 
 @pytest.fixture(scope="module")
@@ -128,7 +128,7 @@ def test_dvc_wiring_basins_and_grid():
     """Basins edits rerun clip + stack only; grid edits rerun regrid onwards, not validate."""
     import yaml
 
-    stages = yaml.safe_load((Path(__file__).parents[1] / "dvc.yaml").read_text())["stages"]
+    stages = yaml.safe_load((Path(__file__).parents[2] / "dvc.yaml").read_text())["stages"]
     for name in ("validate", "regrid"):
         assert not any("basins" in str(d) for d in stages[name]["deps"] + stages[name]["params"])
         assert "${paths.raw_dir}" not in stages[name]["deps"]
@@ -149,7 +149,7 @@ def test_dvc_reads_data_folders_from_params(tmp_path):
     import subprocess
     import sys
 
-    repo = Path(__file__).parents[1]
+    repo = Path(__file__).parents[2]
     beside = Path(sys.executable).parent / "dvc"  # installed with the project, in its venv
     dvc = str(beside) if beside.is_file() else shutil.which("dvc")
     assert dvc, "the dvc executable must be installed (it is in requirements.lock)"

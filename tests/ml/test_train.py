@@ -18,8 +18,9 @@ from soilcast.config import save_config
 from soilcast.data.store import open_tensors
 from soilcast.ml.predict import physical_model, predict_split
 from soilcast.ml.train import train_model
-from tests._synthetic import write_synthetic_store
-from tests.conftest import REPO, tiny_config
+from soilcast.testing.config import tiny_config
+from soilcast.testing.synthetic import write_synthetic_store
+from tests.conftest import REPO
 
 LEARN = {"training": {"epochs": 3, "steps_per_epoch": 6, "learning_rate": 0.01}}
 
