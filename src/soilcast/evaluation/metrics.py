@@ -218,7 +218,6 @@ METRICS: dict[str, Metric] = registry(
     Metric("skill_vs_persistence", False, lambda o, p, w, persistence: skill_score(o, p, persistence, w),
            needs=("persistence",)),
 )
-LOWER_IS_BETTER = frozenset(n for n, m in METRICS.items() if m.lower_is_better)
 
 
 def rankable(metric: Metric) -> bool:
