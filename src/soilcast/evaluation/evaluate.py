@@ -104,6 +104,13 @@ def _check_aligned(ref: Any, fc: Any) -> None:
         )
 
 
+def _context_names() -> dict[str, str]:
+    """Names of the references the metrics take as context: {"clim": ..., "persistence": ...}."""
+    from soilcast.ml.models.references import context_references
+
+    return {key: ref.name for key, ref in context_references().items()}
+
+
 def collect_forecasts(cfg: Config, split: str = "test") -> tuple[dict[str, Any], dict[str, str]]:
     """Forecasts of the references and every current trained network; skipped ones with why.
     Networks come in ``training.models`` order, then the other registered ones."""
@@ -124,7 +131,7 @@ def collect_forecasts(cfg: Config, split: str = "test") -> tuple[dict[str, Any],
             skipped[name] = f"refused: {why}"
             continue
         forecasts[name] = predict_split(cfg, name, split)
-        _check_aligned(forecasts["climatology"], forecasts[name])
+        _check_aligned(forecasts[_context_names()["clim"]], forecasts[name])
     return forecasts, skipped
 
 
@@ -133,12 +140,14 @@ def evaluate(cfg: Config) -> dict[str, Any]:
     from soilcast.evaluation.plots import write_plots
     from soilcast.io.atomic import atomic_write_json, atomic_write_text
 
+    ctx = _context_names()
     val_fc, _ = collect_forecasts(cfg, "val")
-    vw = area_weights(val_fc["climatology"].lat, val_fc["climatology"].mask)
-    val = {n: overall_block(f, vw, val_fc["climatology"], val_fc["persistence"]) for n, f in val_fc.items()}
-    del val_fc
+    vclim, vpers = val_fc[ctx["clim"]], val_fc[ctx["persistence"]]
+    vw = area_weights(vclim.lat, vclim.mask)
+    val = {n: overall_block(f, vw, vclim, vpers) for n, f in val_fc.items()}
+    del val_fc, vclim, vpers
     forecasts, skipped = collect_forecasts(cfg, "test")
-    clim, pers = forecasts["climatology"], forecasts["persistence"]
+    clim, pers = forecasts[ctx["clim"]], forecasts[ctx["persistence"]]
     weights = area_weights(clim.lat, clim.mask)
     basins = basin_names(cfg, clim.basin_id)
     metrics: dict[str, Any] = {

@@ -93,8 +93,11 @@ def plot_day_maps(forecasts: dict[str, Any], out: Path) -> None:
 
 
 def plot_basin_skill(metrics: dict[str, Any], basins: dict[int, str], out: Path) -> None:
+    from soilcast.ml.models.references import context_references
+
     plt = _plt()
-    names = [n for n, m in metrics.items() if m.get("status") == "ok" and n != "climatology"]
+    clim = context_references()["clim"].name  # the reference of this skill: zero by construction
+    names = [n for n, m in metrics.items() if m.get("status") == "ok" and n != clim]
     labels = list(basins.values())
     width = 0.8 / max(len(names), 1)
     fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(labels) * max(len(names), 1) * 0.4), 4))
