@@ -49,6 +49,9 @@ def tensors_dataset(
     attrs: dict[str, Any],
 ) -> xr.Dataset:
     """Build the store's Dataset; the single place that knows names, dims and dtypes."""
+    missing = [k for k in ("variables", "target") if k not in attrs]
+    if missing:
+        raise ValueError(f"tensor store attrs lack {missing}: the store names its inputs and target")
     variables = list(attrs["variables"])
     if X.shape[-1] != len(variables):
         raise ValueError(f"X has {X.shape[-1]} channels but attrs name {len(variables)} variables")
@@ -64,7 +67,7 @@ def tensors_dataset(
             "lat": np.asarray(lat, dtype=np.float64),
             "lon": np.asarray(lon, dtype=np.float64),
             "variable": variables,
-            "channel": [attrs.get("target", "swvl1")],
+            "channel": [attrs["target"]],
         },
         attrs=dict(attrs),
     )

@@ -18,9 +18,13 @@ def atomic_path(target: Path) -> Iterator[Path]:
     """Yield a temporary sibling path; on success rename it onto ``target``.
 
     Works for files and directories (zarr stores, SavedModels). The temporary lives in the
-    same directory so the final ``os.replace`` is atomic on one file system.
+    same directory so the final ``os.replace`` is atomic on one file system. A ``target``
+    that is a symlink to a directory (a store kept on a bigger disk) is written through: the
+    directory it points to is replaced and the link stays.
     """
     target = Path(target)
+    if target.is_symlink() and target.is_dir():
+        target = target.resolve()
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     tmp_target = tmp / target.name
@@ -44,13 +48,17 @@ def remove_stale_temporaries(target: Path) -> list[Path]:
     Why: a run killed mid-write leaves hidden ``.<name>.*.tmp`` (and ``.<name>.old``) siblings
     that no later run would otherwise remove (a store each, possibly gigabytes). A stage calls
     this on start for each of its outputs; two runs of one stage must not overlap (``dvc
-    repro`` holds a lock), since each would remove the other's temporary. Returns what went.
+    repro`` holds a lock), since each would remove the other's temporary. A run killed
+    between a directory's two renames left the previous version only as ``.<name>.old``:
+    that is put back in place, never deleted. Returns what went.
     """
     target = Path(target)
     if not target.parent.is_dir():
         return []
     stale = sorted(target.parent.glob(f".{glob.escape(target.name)}.*.tmp"))
     old = target.with_name(f".{target.name}.old")
+    if old.is_dir() and not old.is_symlink() and not (target.exists() or target.is_symlink()):
+        os.replace(old, target)  # killed between the two renames: .old is the only copy
     stale += [old] if old.exists() or old.is_symlink() else []
     for path in stale:
         if path.is_dir() and not path.is_symlink():

@@ -1,0 +1,130 @@
+"""The gRPC client against a real gateway over loopback: what the client adds on top of the
+protocol (batch axis, float32 requests, version pinning, metadata and signatures as dicts,
+message-size option) and how the server's refusals reach its caller."""
+
+from __future__ import annotations
+
+import grpc
+import numpy as np
+import pytest
+
+from soilcast.contract import PRODUCTS_SIGNATURE, SIGNATURE
+from soilcast.serving.client import SoilcastClient, read_certificate
+from soilcast.testing.config import tiny_config
+from soilcast.testing.serving import client, gateway, grid_mask, meteo, publish
+from soilcast.testing.standin import standin_numpy
+
+pytestmark = pytest.mark.timeout(120)
+
+OFFSETS = {1: 0.0, 2: 1.0}  # stand-in versions: same formula, shifted logits
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    cfg = tiny_config(tmp_path_factory.mktemp("client"))
+    for version, offset in OFFSETS.items():
+        publish(cfg, version, offset=offset)
+    with gateway(cfg) as gw:
+        yield gw
+
+
+def _expected(cfg, x, version):
+    return standin_numpy(x, grid_mask(cfg), cfg.variable_names, OFFSETS[version])
+
+
+def test_predict_answers_the_latest_version_for_every_window(served):
+    cfg = served.cfg
+    x = meteo(cfg, np.random.default_rng(1), batch=3)
+    with client(served) as c:
+        y = c.predict(x)
+        assert c.last_version == 2
+    assert y.shape == (3, *cfg.grid.shape) and y.dtype == np.float32
+    np.testing.assert_allclose(y, _expected(cfg, x, 2), rtol=1e-5, atol=1e-6)  # NaN where NaN
+
+
+def test_a_single_window_is_the_same_answer_as_a_batch_of_one(served):
+    x = meteo(served.cfg, np.random.default_rng(2), batch=2)
+    with client(served) as c:
+        batch = c.predict(x)
+        one = c.predict(x[1])
+    np.testing.assert_array_equal(one, batch[1])
+
+
+def test_float64_windows_are_sent_as_float32(served):
+    """The gateway refuses DT_DOUBLE; the client converts, so numpy's default dtype works."""
+    x = meteo(served.cfg, np.random.default_rng(3))
+    with client(served) as c:
+        np.testing.assert_array_equal(c.predict(x.astype(np.float64)), c.predict(x))
+
+
+def test_version_pinning_reaches_predict_metadata_and_status(served):
+    cfg = served.cfg
+    x = meteo(cfg, np.random.default_rng(4))
+    with client(served, version=1) as c:
+        y = c.predict(x)
+        assert c.last_version == 1
+        md, status = c.metadata(), c.status()
+    np.testing.assert_allclose(y, _expected(cfg, x, 1), rtol=1e-5, atol=1e-6)
+    assert md["served_version"] == 1 and md["offset"] == 0.0
+    assert [s["version"] for s in status] == [1] and status[0]["state"] == "AVAILABLE"
+    with client(served) as c:
+        assert [s["version"] for s in c.status()] == [1, 2] and c.metadata()["served_version"] == 2
+
+
+def test_metadata_and_signature_describe_what_to_send(served):
+    cfg = served.cfg
+    h, w = cfg.grid.shape
+    with client(served) as c:
+        md, sig = c.metadata(), c.signature(SIGNATURE)
+        with pytest.raises(KeyError, match=rf"signature '{PRODUCTS_SIGNATURE}' not served \(has \['{SIGNATURE}'\]\)"):
+            c.signature(PRODUCTS_SIGNATURE)  # the stand-in was exported without products
+    assert md["variables"] == cfg.variable_names and md["seq_len"] == cfg.window.seq_len
+    assert md["units"] == {**{v.name: v.canonical_units for v in cfg.variables}, "soil_moisture": "m3/m3"}
+    assert sig == {"inputs": {"meteo": {"dtype": 1, "shape": [-1, cfg.window.seq_len, h, w, len(cfg.variables)]}},
+                   "outputs": {"soil_moisture": {"dtype": 1, "shape": [-1, h, w]}}}  # 1: DT_FLOAT
+
+
+def _refusal(call) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as err:
+        call()
+    return err.value
+
+
+def test_refusals_reach_the_caller_with_the_servers_reason(served):
+    cfg = served.cfg
+    x = meteo(cfg, np.random.default_rng(5))
+    with client(served) as c:
+        err = _refusal(lambda: c.predict(x[..., :-1]))
+        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "expected [batch>=1" in err.details()
+        err = _refusal(lambda: c.predict_products(x, [180]))
+        assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert f"has no '{PRODUCTS_SIGNATURE}' signature; use '{SIGNATURE}'" in err.details()
+    with client(served, version=9) as c:
+        err = _refusal(lambda: c.predict(x))
+        assert err.code() == grpc.StatusCode.NOT_FOUND and "available: [1, 2]" in err.details()
+    with SoilcastClient(served.target, "other", timeout=30) as c:
+        err = _refusal(c.metadata)
+        assert err.code() == grpc.StatusCode.NOT_FOUND and "serves 'soilcast'" in err.details()
+
+
+def test_message_limit_applies_on_the_client_side(served):
+    x = meteo(served.cfg, np.random.default_rng(6))
+    with client(served) as c:
+        assert c.predict(x).shape[0] == 1
+    with SoilcastClient(served.target, served.cfg.serving.model_name, timeout=30, max_message_bytes=1024) as c:
+        err = _refusal(lambda: c.predict(x))
+    assert x.nbytes > 1024 and err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def test_a_closed_client_refuses_calls(served):
+    c = client(served)
+    with c:
+        c.status()
+    with pytest.raises(ValueError, match="closed channel"):
+        c.status()
+
+
+def test_read_certificate(tmp_path):
+    pem = tmp_path / "ca.pem"
+    pem.write_bytes(b"-----BEGIN CERTIFICATE-----\n")
+    assert read_certificate(pem) == pem.read_bytes() and read_certificate(None) is None
