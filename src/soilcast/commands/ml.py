@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import typer
 from typer.core import TyperCommand
@@ -17,7 +18,7 @@ class TrainCommand(TyperCommand):
     """``train --help`` lists the registered networks, looked up only when help is shown
     (the registry imports keras, which every other command should not pay for)."""
 
-    def format_help(self, ctx, formatter) -> None:  # noqa: ANN001 (click's types)
+    def format_help(self, ctx: Any, formatter: Any) -> None:
         from soilcast.ml.models import registry
 
         for param in self.params:

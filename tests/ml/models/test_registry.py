@@ -34,6 +34,13 @@ def test_real_networks_are_found_without_a_list():
     assert set(registry.names()) >= {"convlstm", "lstm", "gru", "fc", "cnn_td"}
 
 
+@pytest.mark.parametrize("name", registry.names())
+def test_network_params_have_no_defaults(name):
+    """Values come from params.yaml only, as for every other section."""
+    fields = registry.get(name).params.model_fields
+    assert fields and all(f.is_required() for f in fields.values())
+
+
 def test_a_registered_network_needs_its_section_and_valid_params(tmp_path, toy):
     with pytest.raises(ConfigError, match=f"models.{toy}: missing section"):
         tiny_config(tmp_path)

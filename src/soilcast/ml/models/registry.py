@@ -23,6 +23,7 @@ from pydantic import ValidationError
 
 from soilcast.config import Config, ConfigError, StrictSection, error_lines
 from soilcast.ml.models import discover
+from soilcast.ml.models.references import references
 from soilcast.ml.precision import resolve_precision
 
 Builder = Callable[[Config, Any, tuple], keras.Model]
@@ -90,6 +91,8 @@ def check(cfg: Config, source: str = "params") -> Config:
                 for n in cfg.training.models if n not in known]
     problems += [f"  models.{n}: unknown network; registered: {', '.join(known)}"
                  for n in cfg.models if n not in known]
+    problems += [f"  models.{n}: a network and a reference forecaster share this name"
+                 for n in known if n in references()]
     for name in known:
         try:
             params(cfg, name)
