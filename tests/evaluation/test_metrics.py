@@ -155,3 +155,11 @@ def test_gate_ranks_only_by_a_registered_error_metric():
         with pytest.raises(ConfigError) as err:
             load_config(PARAMS, {"gate": {"primary_metric": name}})
         assert f"gate.primary_metric: {why}" in str(err.value) and "rmse, mse, mae, ubrmse" in str(err.value)
+
+
+def test_report_subsets_name_registered_metrics():
+    """The hindcast table and the model card show chosen subsets: each must be a metric."""
+    from soilcast.export.card import _ROWS
+    from soilcast.serving.hindcast import COLUMNS
+
+    assert set(_ROWS) <= set(m.METRICS) and set(COLUMNS) <= set(m.METRICS)
