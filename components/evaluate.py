@@ -56,10 +56,10 @@ def gate(config: str, tensors: Input[Dataset], evaluation: Input[Artifact],
     result = run_gate(cfg)
     runtime.publish(arts / "gate", blessing.path)
     blessing.metadata.update(runtime.gate_summary(result))
-    winner = str(result.get("winner") or "")
+    winner = result.winner or ""
     runs = runtime.train_runs([m.path for m in models])
     runtime.ensure_dir(candidate.path)  # an output must exist even when nothing won
     if winner in runs:
         runtime.publish(runs[winner], candidate.path, name=f"train/{winner}")
         candidate.metadata["model_name"] = winner
-    return namedtuple("GateOutputs", "blessed winner")(bool(result["blessed"]), winner)
+    return namedtuple("GateOutputs", "blessed winner")(result.blessed, winner)

@@ -8,15 +8,14 @@ from kfp.dsl import Dataset, Input, Metrics, Model, Output
 def train(config: str, tensors: Input[Dataset], model_name: str, model: Output[Model],
           metrics: Output[Metrics]):
     """Train ``model_name`` on the tensor store; the run folder becomes the Model artifact."""
-    import json
-
     from soilcast.ml.train import train_model
     from soilcast.pipeline import runtime
+    from soilcast.records import TrainRecord
 
     cfg = runtime.step_config(config, processed=runtime.tensors_store(tensors.path),
                               artifacts_dir=model.path)
     run_dir = train_model(cfg, model_name)
-    meta, values = runtime.train_summary(json.loads((run_dir / "record.json").read_text()))
+    meta, values = runtime.train_summary(TrainRecord.read(run_dir / "record.json"))
     model.metadata.update(meta)
     model.metadata["model_name"] = model_name
     model.metadata["tensors_sha256"] = tensors.metadata.get("sha256", "")

@@ -143,3 +143,14 @@ def test_yaml_values_load_as_written_and_round_trip(tmp_path):
     assert "'2010-01-01'" in text
     (tmp_path / "q.yaml").write_text(text.replace("'2010-01-01'", "2010-01-01"))
     assert load_config(tmp_path / "q.yaml") == cfg  # an unquoted YAML date is a date too
+
+
+def test_variable_transforms_are_params_not_names():
+    cfg = load_config(PARAMS)
+    assert [v.name for v in cfg.variables if v.transform == "log1p"] == ["tp"]
+    variables = cfg.to_dict()["variables"]
+    variables[0]["transform"] = "sqrt"
+    with pytest.raises(ConfigError, match=r"variables\.0\.transform: Input should be 'none' or 'log1p'"):
+        load_config(PARAMS, {"variables": variables})
+    with pytest.raises(ConfigError, match=r"target\.transform is 'log1p': the target is min-max scaled"):
+        load_config(PARAMS, {"target": {"transform": "log1p"}})

@@ -134,9 +134,15 @@ class DemoConfig(_Strict):
 
 
 RegridMethod = Literal["conservative", "linear", "nearest"]
+# none: standardised as is; log1p: log(1 + max(x, 0)) first (heavy-tailed, mostly-zero inputs
+# such as precipitation). Applied by soilcast.ml.scaling, in training and inside the export.
+Transform = Literal["none", "log1p"]
 
 
 class VariableSpec(_Strict):
+    """One field read from raw files. Everything that differs between variables is a key
+    here, so code never special-cases a variable by its name."""
+
     name: str
     source_name: str
     source_units: str
@@ -147,6 +153,8 @@ class VariableSpec(_Strict):
     # What the value can physically be, in canonical units: the gateway refuses requests (and
     # never serves soil moisture) outside it. valid_range is in source units, for raw files.
     physical_range: FloatPair
+    transform: Transform  # before standardisation (inputs; the target is min-max scaled)
+    colormap: str = Field(min_length=1)  # matplotlib colour map of its maps (plots)
 
     @model_validator(mode="after")
     def _range(self) -> "VariableSpec":
@@ -244,7 +252,6 @@ class Window(_Strict):
 
 
 class Scaling(_Strict):
-    log1p_precip: bool
     target_range: FloatPair
     # window.target increment: this many training-years standard deviations of the change
     # map to 1 in the networks' output space
@@ -383,6 +390,11 @@ class Config(_Strict):
         names = [v.name for v in self.variables]
         if len(set(names)) != len(names):
             raise ValueError(f"variables: duplicate names in {names}")
+        if self.target.transform != "none":
+            raise ValueError(
+                f"target.transform is {self.target.transform!r}: the target is min-max scaled "
+                "(scaling.target_range), so only 'none' is meaningful"
+            )
         first, last = self.split.train_years[0], self.split.test_years[1]
         if first < self.period.start.year or last > self.period.end.year:
             raise ValueError(

@@ -1,6 +1,7 @@
 """The serving contract shared by export, evaluation and serving: one place for its names.
 
-The SavedModel's ``serving_default`` takes ``meteo`` [batch, L, H, W, 7] in canonical units
+The SavedModel's ``serving_default`` takes ``meteo`` [batch, L, H, W, C] (one channel per
+params variable, in order) in canonical units
 (and ``antecedent_soil_moisture`` [batch, L, H, W] when the model was trained with it) and
 returns ``soil_moisture`` [batch, H, W] (m3/m3, NaN outside the basin mask, within the
 target's physical range). ``meteo`` carries real weather over the whole grid, inside and

@@ -15,7 +15,7 @@ from soilcast.data.readers import DataError
 from soilcast.data.regrid import regrid_all, regridded_path
 from soilcast.data.stack import stack_tensors
 from soilcast.data.store import open_tensors
-from soilcast.testing.rawdata import EXPECTED, passed_report, small_config, write_raw
+from soilcast.testing.rawdata import EXPECTED, expected, passed_report, small_config, write_raw
 
 
 @pytest.fixture(scope="module")
@@ -61,9 +61,10 @@ def test_ramps_land_on_the_right_dates(stacked):
     """Day d of the store holds day d's values, incl. accumulations stamped at d+1 00 UTC."""
     t = open_tensors(stacked.paths.processed)
     d = np.arange(len(t.time))
-    for k, name in enumerate(t.variables):
-        np.testing.assert_allclose(t.X[:, t.mask, k], np.repeat(EXPECTED[name](d)[:, None], t.mask.sum(), 1),
-                                   rtol=1e-6, err_msg=name)
+    for k, spec in enumerate(stacked.variables):
+        assert t.variables[k] == spec.name
+        np.testing.assert_allclose(t.X[:, t.mask, k], np.repeat(expected(spec)(d)[:, None], t.mask.sum(), 1),
+                                   rtol=1e-6, err_msg=spec.name)
     np.testing.assert_allclose(t.Y[:, t.mask, 0], np.repeat(EXPECTED["swvl1"](d)[:, None], t.mask.sum(), 1), rtol=1e-6)
 
 

@@ -131,12 +131,15 @@ def test_every_metric_points_the_way_it_says():
 
 def test_all_metrics_and_the_leaderboard_cover_the_registry():
     from soilcast.evaluation.evaluate import leaderboard
+    from soilcast.records import Leaderboard
 
     obs = np.arange(12.0).reshape(3, 2, 2)
     out = m.all_metrics(obs, obs + 0.5, None, clim=obs * 0 + 5.0, persistence=obs + 1.0)
     assert set(out) == set(m.METRICS) | {"n"}
     assert set(m.all_metrics(obs, obs + 0.5)) == {n for n, x in m.METRICS.items() if not x.needs} | {"n"}
-    board = leaderboard({"x": {"status": "ok", "kind": "network", "overall": out, "val": out}}, "rmse")
+    entry = {"status": "ok", "kind": "network", "n_windows": 3, "valid_period": ["2013-01-01", "2013-01-03"],
+             "overall": m.finite_or_none(out), "seasons": {}, "basins": {}, "val": m.finite_or_none(out)}
+    board = leaderboard(Leaderboard.model_validate({"x": entry}), "rmse")
     header = next(line for line in board.splitlines() if line.startswith("| rank"))
     shown = [c.strip() for c in header.split("|")[5:-1]]
     assert shown == [n for n, x in m.METRICS.items() if x.leaderboard]

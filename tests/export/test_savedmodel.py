@@ -47,14 +47,20 @@ def bless(cfg: Config, blessed: bool = True, winner: str = "fc") -> None:
     ev = cfg.paths.artifacts_dir / "eval"
     ev.mkdir(parents=True, exist_ok=True)
     overall = {"rmse": 0.02, "skill_vs_climatology": 0.4}
+
+    def scored(kind: str, block: dict) -> dict:
+        return {"status": "ok", "kind": kind, "n_windows": 4, "valid_period": ["2013-01-08", "2013-12-31"],
+                "overall": block, "seasons": {}, "basins": {}, "val": block}
+
     (ev / "metrics.json").write_text(json.dumps({
-        winner: {"status": "ok", "kind": "network", "overall": overall},
-        "climatology": {"status": "ok", "kind": "reference", "overall": {"rmse": 0.03}},
+        winner: scored("network", overall), "climatology": scored("reference", {"rmse": 0.03}),
     }))
     gate = cfg.paths.artifacts_dir / "gate"
     gate.mkdir(parents=True, exist_ok=True)
     (gate / "blessing.json").write_text(json.dumps(
-        {"blessed": blessed, "winner": winner, "primary_metric": "rmse", "reasons": ["test"]}))
+        {"primary_metric": "rmse", "selected_on": "validation", "candidates": {winner: 0.02}, "winner": winner,
+         "thresholds": {}, "champion": None, "reasons": ["test"], "winner_score": 0.02,
+         "validation": overall, "test": overall, "blessed": blessed}))
     run = cfg.paths.artifacts_dir / "train" / winner
     run.mkdir(parents=True, exist_ok=True)
     (run / "model.keras").write_bytes(b"stand-in weights v1")  # fingerprinted by export

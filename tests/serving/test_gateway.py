@@ -62,7 +62,7 @@ def test_full_india_window_fits_the_message_limit():
 
     cfg = load_config(PARAMS)
     india = request_bytes(cfg.window.seq_len, 129, 135, len(cfg.variables))
-    assert india == 7 * cfg.window.seq_len * 129 * 135 * 4
+    assert india == len(cfg.variables) * cfg.window.seq_len * 129 * 135 * 4
     assert india < cfg.serving.max_message_mb * 2**20
 
 
@@ -95,7 +95,7 @@ def test_metadata_and_status_describe_the_grid(served):
     assert md["variables"] == cfg.variable_names and md["seq_len"] == cfg.window.seq_len
     assert np.array_equal(np.asarray(md["mask"], bool), grid_mask(cfg)) and md["served_version"] == 1
     h, w = cfg.grid.shape
-    assert sig["inputs"]["meteo"]["shape"] == [-1, cfg.window.seq_len, h, w, 7]
+    assert sig["inputs"]["meteo"]["shape"] == [-1, cfg.window.seq_len, h, w, len(cfg.variables)]
     assert sig["outputs"]["soil_moisture"]["shape"] == [-1, h, w]
     assert status == [{"version": 1, "state": "AVAILABLE", "error_code": 0, "error_message": ""}]
 
@@ -289,7 +289,7 @@ def test_rest_api_status_metadata_and_predict_match_grpc(served):
     assert status == 200 and md["model_spec"]["version"] == "1"
     sig = md["metadata"]["signature_def"]["signature_def"]["serving_default"]
     h, w = cfg.grid.shape
-    assert [int(d["size"]) for d in sig["inputs"]["meteo"]["tensor_shape"]["dim"]] == [-1, cfg.window.seq_len, h, w, 7]
+    assert [int(d["size"]) for d in sig["inputs"]["meteo"]["tensor_shape"]["dim"]] == [-1, cfg.window.seq_len, h, w, len(cfg.variables)]
     assert md["metadata"]["soilcast_metadata"]["variables"] == cfg.variable_names
     x = meteo(cfg, np.random.default_rng(20), batch=2)
     with client(served) as c:

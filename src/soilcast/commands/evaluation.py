@@ -16,6 +16,7 @@ NOT_BLESSED_EXIT = 3
 def evaluate_cmd(params: Path = ParamsOpt) -> None:
     """Score all trained networks and both references on the test years."""
     from soilcast.evaluation.evaluate import eval_dir, evaluate
+    from soilcast.records import Scored
 
     cfg = load_cfg(params)
     try:
@@ -23,11 +24,11 @@ def evaluate_cmd(params: Path = ParamsOpt) -> None:
     except (FileNotFoundError, ValueError) as err:
         fail(str(err))
     for name, m in metrics.items():
-        if m.get("status") == "ok":
-            o = m["overall"]
+        if isinstance(m, Scored):
+            o = m.overall
             typer.echo(f"{name:12s} rmse {o['rmse']:.4f}  skill_vs_clim {o.get('skill_vs_climatology')}")
         else:
-            typer.echo(f"{name:12s} skipped ({m.get('reason')})")
+            typer.echo(f"{name:12s} skipped ({m.reason})")
     typer.echo(f"wrote {eval_dir(cfg) / 'metrics.json'} and {eval_dir(cfg) / 'leaderboard.md'}")
 
 
@@ -49,12 +50,12 @@ def gate_cmd(
         decision = run_gate(cfg)
     except (FileNotFoundError, ValueError) as err:
         fail(str(err))
-    verdict = "BLESSED" if decision["blessed"] else "NOT blessed"
-    typer.echo(f"{verdict}: winner {decision.get('winner')}")
-    for reason in decision["reasons"]:
+    verdict = "BLESSED" if decision.blessed else "NOT blessed"
+    typer.echo(f"{verdict}: winner {decision.winner}")
+    for reason in decision.reasons:
         typer.echo(f"  - {reason}")
     typer.echo(f"wrote {blessing_path(cfg)}")
-    if not decision["blessed"] and not no_fail:
+    if not decision.blessed and not no_fail:
         raise typer.Exit(NOT_BLESSED_EXIT)
 
 

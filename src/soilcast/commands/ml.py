@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -52,10 +51,12 @@ def train(
     if not dist.is_chief:  # the chief writes the artifacts
         typer.echo(f"{model}: worker {dist.worker_index} done")
         return
-    rec = json.loads((out / "record.json").read_text())
-    val = rec["val"]
+    from soilcast.records import TrainRecord
+
+    rec = TrainRecord.read(out / "record.json")
+    val = rec.val
     typer.echo(
-        f"{model}: {rec['epochs']} epochs, {rec['wall_time_s']:.0f} s -> {out}\n"
+        f"{model}: {rec.epochs} epochs, {rec.wall_time_s:.0f} s -> {out}\n"
         f"  validation forecast MSE (scaled): {model} {val[model]['forecast_mse']:.4g}, "
         f"persistence {val['persistence']['forecast_mse']:.4g}, "
         f"climatology {val['climatology']['forecast_mse']:.4g}"

@@ -26,7 +26,7 @@ def inputs_plot_dir(cfg: Config) -> Path:
 
 
 def plot_inputs(cfg: Config, date: str | dt.date, out: Path) -> Path:
-    """Render the seven inputs and the target on ``date`` into ``out`` (PNG), atomically."""
+    """Render every input and the target on ``date`` into ``out`` (PNG), atomically."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -47,11 +47,12 @@ def plot_inputs(cfg: Config, date: str | dt.date, out: Path) -> Path:
         units = dict(ds.attrs["units"])
         names = list(ds.attrs["variables"]) + [ds.attrs["target"]]
     fields = [X[..., k] for k in range(X.shape[-1])] + [Y]
+    cmaps = colormaps(cfg, names)
     rows = int(np.ceil(len(fields) / PANEL_COLS))
     fig, axes = plt.subplots(rows, PANEL_COLS, figsize=(4 * PANEL_COLS, 3.6 * rows), squeeze=False)
     outlines = _outlines(cfg)
     for ax, name, field in zip(axes.flat, names, fields):
-        im = ax.pcolormesh(lon, lat, field, shading="nearest", cmap="YlGnBu" if name in ("tp", names[-1]) else "viridis")
+        im = ax.pcolormesh(lon, lat, field, shading="nearest", cmap=cmaps[name])
         for x, y in outlines:
             ax.plot(x, y, color="k", linewidth=0.6)
         ax.set_title(f"{name} [{units.get(name, '')}]", fontsize=9)
@@ -70,6 +71,16 @@ def plot_inputs(cfg: Config, date: str | dt.date, out: Path) -> Path:
         fig.savefig(tmp, format="png", dpi=80)
     plt.close(fig)
     return out
+
+
+def colormaps(cfg: Config, names: list[str]) -> dict[str, str]:
+    """Each field's colour map as params say (``variables[].colormap``, ``target.colormap``)."""
+    known = {s.name: s.colormap for s in (*cfg.variables, cfg.target)}
+    missing = [n for n in names if n not in known]
+    if missing:
+        raise DataError(f"{cfg.paths.processed}: fields {missing} are not in params variables/target "
+                        f"{sorted(known)} (re-run 'soilcast stack')")
+    return {n: known[n] for n in names}
 
 
 def _outlines(cfg: Config) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -40,6 +40,7 @@ UNIT_ALIASES: dict[str, str] = {
     "Pa": "Pa", "hPa": "hPa",
     "m**3 m**-3": "m3/m3", "m3 m-3": "m3/m3", "m3/m3": "m3/m3",
     "mm/day": "mm/day", "W/m2": "W/m2", "W m**-2": "W/m2",
+    "(0 - 1)": "1", "1": "1", "fraction": "1",  # dimensionless shares (ERA5 writes tcc "(0 - 1)")
 }
 
 # (source token, canonical token) -> (scale, offset): canonical = source * scale + offset.
@@ -53,6 +54,7 @@ CONVERSIONS: dict[tuple[str, str], tuple[float, float]] = {
     ("Pa", "hPa"): (0.01, 0.0),
     ("hPa", "hPa"): (1.0, 0.0),
     ("m3/m3", "m3/m3"): (1.0, 0.0),
+    ("1", "1"): (1.0, 0.0),
 }
 
 
@@ -75,7 +77,7 @@ def conversion(spec: VariableSpec, where: str = "params") -> tuple[float, float]
 
 
 def all_specs(cfg: Config) -> list[VariableSpec]:
-    """The seven inputs followed by the target: everything read from raw files."""
+    """The inputs (params variables) followed by the target: everything read from raw files."""
     return [*cfg.variables, cfg.target]
 
 

@@ -86,7 +86,8 @@ class _VarInfo:
     values: Callable[[Weather], np.ndarray]
 
 
-# What the generator can produce, in ERA5's units.
+# How the generator synthesises each variable it knows, in ERA5's units: params.yaml's
+# variables are looked up here by name (a variable not listed cannot be generated).
 MET_VARIABLES: dict[str, _VarInfo] = {
     "tp": _VarInfo("m", "Total precipitation", "lwe_thickness_of_precipitation_amount", lambda w: w.precip / 1000.0),
     "t2m": _VarInfo("K", "2 metre temperature", "air_temperature", lambda w: w.t2m),
@@ -98,6 +99,8 @@ MET_VARIABLES: dict[str, _VarInfo] = {
         "integral_wrt_time_of_surface_downwelling_shortwave_flux_in_air", lambda w: w.ssrd * SECONDS_PER_DAY,
     ),
     "sp": _VarInfo("Pa", "Surface pressure", "surface_air_pressure", lambda w: w.sp),
+    # not in params.yaml's inputs; the weather model's cloud, for a params file that adds it
+    "tcc": _VarInfo("(0 - 1)", "Total cloud cover", "cloud_area_fraction", lambda w: w.cloud),
 }
 SWVL1 = _VarInfo("m**3 m**-3", "Volumetric soil water layer 1", "volume_fraction_of_condensed_water_in_soil", lambda w: w)
 
@@ -121,7 +124,11 @@ def _check_variables(cfg: Config) -> None:
     for spec in cfg.variables:
         info = MET_VARIABLES.get(spec.name)
         if info is None:
-            raise ValueError(f"demo: cannot generate variable {spec.name!r}; known: {sorted(MET_VARIABLES)}")
+            raise ValueError(
+                f"demo: params variables lists {spec.name!r}, which the demo generator cannot "
+                f"synthesise (it knows {sorted(MET_VARIABLES)}; add it to soilcast.demo."
+                "generate.MET_VARIABLES, or use real data)"
+            )
         if spec.source_units != info.units:
             raise ValueError(f"demo: variables.{spec.name}.source_units is {spec.source_units!r}, expected {info.units!r}")
     if cfg.target.name != "swvl1" or cfg.target.source_units != SWVL1.units:

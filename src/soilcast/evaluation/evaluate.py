@@ -19,7 +19,6 @@ so a config that trains only some networks still evaluates.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ from soilcast.config import Config
 from soilcast.contract import ANTECEDENT, OUTPUT
 from soilcast.evaluation.metrics import METRICS, all_metrics, area_weights, finite_or_none
 from soilcast.evaluation.seasons import season_rows
+from soilcast.records import Leaderboard, RecordError, TrainRecord
 
 
 def eval_dir(cfg: Config) -> Path:
@@ -46,11 +46,14 @@ def stale_reason(cfg: Config, name: str, tensors: Any) -> str | None:
     path = cfg.paths.artifacts_dir / "train" / name / "record.json"
     if not path.is_file():
         return f"{path} missing: the run did not finish (rerun `soilcast train --model {name}`)"
-    record = json.loads(path.read_text())
-    if record.get("fingerprint") != run_fingerprint(cfg, name, tensors):
+    try:
+        record = TrainRecord.read(path)
+    except RecordError as err:
+        return f"{err}\n(rerun `soilcast train --model {name}`)"
+    if record.fingerprint != run_fingerprint(cfg, name, tensors):
         return (f"{path.parent / 'model.keras'} was trained with other params or data than the "
                 f"current params.yaml and {cfg.paths.processed} (record fingerprint "
-                f"{str(record.get('fingerprint'))[:12]}); rerun `soilcast train --model {name}`")
+                f"{record.fingerprint[:12]}); rerun `soilcast train --model {name}`")
     return None
 
 
@@ -135,10 +138,10 @@ def collect_forecasts(cfg: Config, split: str = "test") -> tuple[dict[str, Any],
     return forecasts, skipped
 
 
-def evaluate(cfg: Config) -> dict[str, Any]:
+def evaluate(cfg: Config) -> Leaderboard:
     """Score all models; write metrics.json, leaderboard.md and plots; return the metrics."""
     from soilcast.evaluation.plots import write_plots
-    from soilcast.io.atomic import atomic_write_json, atomic_write_text
+    from soilcast.io.atomic import atomic_write_text
 
     ctx = _context_names()
     val_fc, _ = collect_forecasts(cfg, "val")
@@ -150,25 +153,26 @@ def evaluate(cfg: Config) -> dict[str, Any]:
     clim, pers = forecasts[ctx["clim"]], forecasts[ctx["persistence"]]
     weights = area_weights(clim.lat, clim.mask)
     basins = basin_names(cfg, clim.basin_id)
-    metrics: dict[str, Any] = {
+    entries: dict[str, Any] = {
         name: score(fc, weights, clim, pers, basins, val.get(name)) for name, fc in forecasts.items()
     }
-    metrics.update({name: {"status": "skipped", "reason": why} for name, why in skipped.items()})
+    entries.update({name: {"status": "skipped", "reason": why} for name, why in skipped.items()})
+    metrics = Leaderboard.from_json(entries, "evaluation metrics")
     out = eval_dir(cfg)
-    atomic_write_json(out / "metrics.json", metrics)
+    metrics.write(out / "metrics.json")
     atomic_write_text(out / "leaderboard.md", leaderboard(metrics, cfg.gate.primary_metric))
-    write_plots(forecasts, metrics, basins, out / "plots")
+    write_plots(forecasts, metrics, basins, out / "plots", cfg.target.colormap)
     return metrics
 
 
 _COLUMNS = tuple(n for n, m in METRICS.items() if m.leaderboard)
 
 
-def leaderboard(metrics: dict[str, Any], primary: str) -> str:
+def leaderboard(metrics: Leaderboard, primary: str) -> str:
     """Markdown table of overall test metrics, best ``primary`` first, references included."""
-    ok = {n: m for n, m in metrics.items() if m.get("status") == "ok"}
+    ok = metrics.scored()
     inf = float("inf")
-    order = sorted(ok, key=lambda n: (ok[n]["overall"].get(primary) is None, ok[n]["overall"].get(primary) or inf, n))
+    order = sorted(ok, key=lambda n: (ok[n].overall.get(primary) is None, ok[n].overall.get(primary) or inf, n))
     lines = [
         f"# Test-period leaderboard (sorted by {primary}, lower is better)",
         "",
@@ -179,14 +183,14 @@ def leaderboard(metrics: dict[str, Any], primary: str) -> str:
         "|---|---|---|---|" + "---|" * len(_COLUMNS),
     ]
     for rank, name in enumerate(order, 1):
-        o = ok[name]["overall"]
-        v = (ok[name].get("val") or {}).get(primary)
+        o = ok[name].overall
+        v = (ok[name].val or {}).get(primary)
         cells = ["n/a" if o.get(c) is None else f"{o[c]:.4f}" for c in _COLUMNS]
-        lines.append(f"| {rank} | {name} | {ok[name]['kind']} | {'n/a' if v is None else f'{v:.4f}'} | "
+        lines.append(f"| {rank} | {name} | {ok[name].kind} | {'n/a' if v is None else f'{v:.4f}'} | "
                      + " | ".join(cells) + " |")
-    skipped = {n: m for n, m in metrics.items() if m.get("status") != "ok"}
+    skipped = metrics.skipped()
     if skipped:
-        lines += ["", "Skipped:", ""] + [f"- {n}: {m.get('reason')}" for n, m in skipped.items()]
+        lines += ["", "Skipped:", ""] + [f"- {n}: {m.reason}" for n, m in skipped.items()]
     return "\n".join(lines) + "\n"
 
 
@@ -245,8 +249,5 @@ def load_split_block(cfg: Config, t: Any, split: str) -> tuple[Any, np.ndarray]:
     return block, ends - lo
 
 
-def load_metrics(cfg: Config) -> dict[str, Any]:
-    path = eval_dir(cfg) / "metrics.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: evaluation metrics not found (run the 'evaluate' stage first)")
-    return json.loads(path.read_text())
+def load_metrics(cfg: Config) -> Leaderboard:
+    return Leaderboard.read(eval_dir(cfg) / "metrics.json", "run the 'evaluate' stage first")

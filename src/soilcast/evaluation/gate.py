@@ -11,8 +11,10 @@ all on the validation years, all must pass (TFX Evaluator-style value and change
 3. change: when a champion is served (the version labelled ``stable``, else the newest), it is
    re-scored on the same validation windows and the winner's primary metric may be worse by
    at most ``cfg.gate.max_regression`` (relative). A champion that cannot be re-scored (files
-   broken, other inputs, or a grid that no longer matches the data) blocks the promotion:
-   fail closed, with the reason.
+   broken, or a grid that no longer matches the data) blocks the promotion: fail closed,
+   with the reason. A champion trained on other input variables than params' (its bundle's
+   metadata lists them) cannot be compared at all: the decision records that, and the value
+   thresholds alone decide (the change of inputs is the point of the new model).
 
 The linear reference's scores are recorded beside the winner's (``beats_linear``), so the
 decision shows whether the network earns its compute. The decision is written to
@@ -27,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from soilcast.config import Config
+from soilcast.records import Decision, Leaderboard
 
 ChampionScorer = Callable[[Config, Path], dict[str, float]]
 SKILLS = ("skill_vs_climatology", "skill_vs_persistence")
@@ -40,19 +43,14 @@ def blessing_path(cfg: Config) -> Path:
     return cfg.paths.artifacts_dir / "gate" / "blessing.json"
 
 
-def _val(entry: Mapping[str, Any] | None) -> Mapping[str, Any]:
-    entry = entry or {}
-    return (entry.get("val") or {}) if entry.get("status") == "ok" else {}
-
-
-def pick_winner(metrics: Mapping[str, Any], primary: str) -> tuple[str | None, dict[str, float]]:
+def pick_winner(metrics: Leaderboard, primary: str) -> tuple[str | None, dict[str, float]]:
     """The network with the lowest finite VALIDATION primary metric (gate metrics are errors,
     see ``Gate.primary_metric``); networks are the entries evaluation marks ``kind: network``."""
     scores: dict[str, float] = {}
-    for name, entry in metrics.items():
-        if entry.get("kind") != "network":
+    for name, entry in metrics.scored().items():
+        if entry.kind != "network":
             continue
-        value = _val(entry).get(primary)
+        value = metrics.val_of(name).get(primary)
         if value is not None and math.isfinite(value):
             scores[name] = float(value)
     if not scores:
@@ -69,13 +67,13 @@ def _threshold(out: dict[str, Any], winner: str, val: Mapping[str, Any], key: st
 
 
 def decide(
-    metrics: Mapping[str, Any],
+    metrics: Leaderboard,
     primary: str,
     min_skill: float,
     max_regression: float,
     champion: Mapping[str, Any] | None,
     min_skill_vs_persistence: float | None = None,
-) -> dict[str, Any]:
+) -> Decision:
     """Pure decision from the evaluation metrics and the champion's re-scored numbers.
 
     ``champion`` is None (nothing served) or ``{"version", "model", primary: value}`` or
@@ -96,14 +94,14 @@ def decide(
     }
     if winner is None:
         out.update(blessed=False, reasons=["no trained network has a finite validation " + primary])
-        return out
-    val, test = _val(metrics[winner]), metrics[winner].get("overall") or {}
+        return Decision.from_json(out, "gate decision")
+    val, test = metrics.val_of(winner), metrics.overall_of(winner)
     out["winner_score"] = scores[winner]
     out["validation"] = {k: val.get(k) for k in (primary, *SKILLS)}
     out["test"] = {k: test.get(k) for k in (primary, *SKILLS)}
     out.update({k: val.get(k) for k in SKILLS})
-    linear = _val(metrics.get("linear")).get(primary)
-    out["linear_reference"] = {"validation": linear, "test": (metrics.get("linear", {}).get("overall") or {}).get(primary)}
+    linear = metrics.val_of("linear").get(primary)
+    out["linear_reference"] = {"validation": linear, "test": metrics.overall_of("linear").get(primary)}
     out["beats_linear"] = None if linear is None else bool(scores[winner] < linear)
     value_ok = _threshold(out, winner, val, "skill_vs_climatology", min_skill)
     if min_skill_vs_persistence is not None:
@@ -112,13 +110,19 @@ def decide(
         out["reasons"].append("persistence threshold not enforced: the model reads no soil moisture")
     change_ok = _change_check(out, winner, scores[winner], primary, max_regression, champion)
     out["blessed"] = bool(value_ok and change_ok)
-    return out
+    return Decision.from_json(out, "gate decision")
 
 
 def _change_check(out: dict[str, Any], winner: str, score: float, primary: str,
                   max_regression: float, champion: Mapping[str, Any] | None) -> bool:
     if champion is None:
         out["reasons"].append("no served champion: the value thresholds alone decide")
+        return True
+    if "incomparable" in champion:
+        out["reasons"].append(
+            f"champion version {champion.get('version')} ({champion.get('model')}) cannot be compared: "
+            f"{champion['incomparable']}; the value thresholds alone decide"
+        )
         return True
     if "error" in champion:
         out["reasons"].append(
@@ -149,7 +153,11 @@ def champion_numbers(cfg: Config, scorer: ChampionScorer | None = None) -> dict[
     version_dir = cfg.paths.models_dir / str(version)
     out: dict[str, Any] = {"version": version, "path": str(version_dir)}
     try:
-        out["model"] = read_metadata(version_dir).get("model")
+        meta = read_metadata(version_dir)
+        out["model"] = meta.get("model")
+        if (why := other_inputs(cfg, version_dir, meta)) is not None:
+            out["incomparable"] = why
+            return out
         if scorer is None:
             from soilcast.evaluation.evaluate import score_savedmodel as scorer
         out.update(scorer(cfg, version_dir))
@@ -158,16 +166,21 @@ def champion_numbers(cfg: Config, scorer: ChampionScorer | None = None) -> dict[
     return out
 
 
-def run_gate(cfg: Config, scorer: ChampionScorer | None = None) -> dict[str, Any]:
+def other_inputs(cfg: Config, version_dir: Path, meta: Mapping[str, Any]) -> str | None:
+    """Why the champion's inputs differ from params' variables, or None when they match."""
+    if "variables" not in meta:
+        raise ValueError(f"{version_dir}: metadata has no 'variables' (a broken bundle)")
+    theirs = list(meta["variables"])
+    if theirs == cfg.variable_names:
+        return None
+    return (f"the champion was trained on other inputs {theirs} than params.yaml's variables "
+            f"{cfg.variable_names}")
+
+
+def run_gate(cfg: Config, scorer: ChampionScorer | None = None) -> Decision:
     """Read the evaluation metrics, decide, write ``blessing.json`` and return the decision."""
-    import json
-
-    from soilcast.io.atomic import atomic_write_json
-
     path = metrics_path(cfg)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: evaluation metrics not found (run the 'evaluate' stage first)")
-    metrics = json.loads(path.read_text())
+    metrics = Leaderboard.read(path, "run the 'evaluate' stage first")
     champion = champion_numbers(cfg, scorer)
     decision = decide(
         metrics,
@@ -177,6 +190,6 @@ def run_gate(cfg: Config, scorer: ChampionScorer | None = None) -> dict[str, Any
         champion,
         cfg.gate.min_skill_vs_persistence if cfg.window.antecedent_soil_moisture else None,
     )
-    decision["metrics_file"] = str(path)
-    atomic_write_json(blessing_path(cfg), decision)
+    decision.metrics_file = str(path)
+    decision.write(blessing_path(cfg))
     return decision

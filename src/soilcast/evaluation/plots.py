@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from soilcast.evaluation.seasons import season_rows
+from soilcast.records import Leaderboard
 
 
 def _plt() -> Any:
@@ -72,7 +73,8 @@ def pick_days(fc: Any) -> dict[str, int]:
     return out
 
 
-def plot_day_maps(forecasts: dict[str, Any], out: Path) -> None:
+def plot_day_maps(forecasts: dict[str, Any], out: Path, cmap: str) -> None:
+    """Observed vs forecast soil moisture on a monsoon and a dry day (``cmap``: the target's)."""
     plt = _plt()
     ref = next(iter(forecasts.values()))
     for label, row in pick_days(ref).items():
@@ -83,7 +85,7 @@ def plot_day_maps(forecasts: dict[str, Any], out: Path) -> None:
         rows = -(-len(panels) // cols)
         fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.3 * rows), squeeze=False)
         for ax, (name, field) in zip(axes.flat, panels):
-            im = ax.imshow(field, origin="lower", extent=_extent(ref), vmin=vmin, vmax=vmax, cmap="YlGnBu")
+            im = ax.imshow(field, origin="lower", extent=_extent(ref), vmin=vmin, vmax=vmax, cmap=cmap)
             ax.set_title(name, fontsize=9)
         for ax in list(axes.flat)[len(panels):]:
             ax.axis("off")
@@ -92,18 +94,19 @@ def plot_day_maps(forecasts: dict[str, Any], out: Path) -> None:
         _save(fig, out / f"obs_vs_forecast_{label}.png")
 
 
-def plot_basin_skill(metrics: dict[str, Any], basins: dict[int, str], out: Path) -> None:
+def plot_basin_skill(metrics: Leaderboard, basins: dict[int, str], out: Path) -> None:
     from soilcast.ml.models.references import context_references
 
     plt = _plt()
+    scored = metrics.scored()
     clim = context_references()["clim"].name  # the reference of this skill: zero by construction
-    names = [n for n, m in metrics.items() if m.get("status") == "ok" and n != clim]
+    names = [n for n in scored if n != clim]
     labels = list(basins.values())
     width = 0.8 / max(len(names), 1)
     fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(labels) * max(len(names), 1) * 0.4), 4))
     x = np.arange(len(labels))
     for i, name in enumerate(names):
-        vals = [metrics[name]["basins"].get(b, {}).get("skill_vs_climatology") for b in labels]
+        vals = [scored[name].basins.get(b, {}).get("skill_vs_climatology") for b in labels]
         ax.bar(x + i * width, [np.nan if v is None else v for v in vals], width, label=name)
     ax.axhline(0.0, color="k", lw=0.8)
     ax.set_xticks(x + width * (len(names) - 1) / 2, labels, rotation=30, ha="right")
@@ -140,13 +143,15 @@ def plot_timeseries(forecasts: dict[str, Any], basins: dict[int, str], out: Path
     _save(fig, out / "timeseries.png")
 
 
-def write_plots(forecasts: dict[str, Any], metrics: dict[str, Any], basins: dict[int, str], out: Path) -> None:
-    """All evaluation figures into ``out`` (replacing what an earlier run left)."""
+def write_plots(forecasts: dict[str, Any], metrics: Leaderboard, basins: dict[int, str], out: Path,
+                target_cmap: str) -> None:
+    """All evaluation figures into ``out`` (replacing what an earlier run left); soil moisture
+    maps in ``target_cmap`` (params ``target.colormap``)."""
     import shutil
 
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
     plot_rmse_maps(forecasts, out)
-    plot_day_maps(forecasts, out)
+    plot_day_maps(forecasts, out, target_cmap)
     plot_basin_skill(metrics, basins, out)
     plot_timeseries(forecasts, basins, out)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from soilcast.config import Config
+from soilcast.records import Decision, Leaderboard
 
 _ROWS = ("rmse", "mae", "bias", "ubrmse", "r2", "nse", "kge", "acc", "skill_vs_climatology", "skill_vs_persistence")
 
@@ -17,16 +18,16 @@ def _fmt(value: Any) -> str:
     return "n/a" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
-def metrics_table(metrics: dict[str, Any], names: list[str]) -> str:
+def metrics_table(metrics: Leaderboard, names: list[str]) -> str:
     head = "| metric | " + " | ".join(names) + " |\n|---|" + "---|" * len(names) + "\n"
     rows = []
     for key in _ROWS:
-        cells = [_fmt(((metrics.get(n) or {}).get("overall") or {}).get(key)) for n in names]
+        cells = [_fmt(metrics.overall_of(n).get(key)) for n in names]
         rows.append(f"| {key} | " + " | ".join(cells) + " |")
     return head + "\n".join(rows) + "\n"
 
 
-def render_card(cfg: Config, metadata: dict[str, Any], metrics: dict[str, Any], blessing: dict[str, Any]) -> str:
+def render_card(cfg: Config, metadata: dict[str, Any], metrics: Leaderboard, blessing: Decision) -> str:
     """The model card text for one exported version."""
     model, version = metadata["model"], metadata["version"]
     lat, lon = metadata["grid"]["lat"], metadata["grid"]["lon"]
@@ -54,8 +55,8 @@ Cells outside the basin mask are NaN.
 
 ## Test-period metrics (area-weighted by cos(latitude), mask cells only)
 {metrics_table(metrics, names)}
-Promotion gate: {blessing.get("primary_metric")} winner `{blessing.get("winner")}`;
-{"; ".join(blessing.get("reasons", []))}.
+Promotion gate: {blessing.primary_metric} winner `{blessing.winner}`;
+{"; ".join(blessing.reasons)}.
 
 ## Intended use
 Research and operational demonstration of a daily soil-moisture nowcast/forecast service

@@ -1,7 +1,8 @@
 """Export the blessed model as a versioned TF Serving SavedModel.
 
 Signatures (the serving contract):
-- ``serving_default``: ``meteo`` float32 [batch, L, H, W, 7] in canonical physical units
+- ``serving_default``: ``meteo`` float32 [batch, L, H, W, C] (one channel per params
+  variable) in canonical physical units
   (plus ``antecedent_soil_moisture`` float32 [batch, L, H, W] when the config uses it)
   -> ``soil_moisture`` float32 [batch, H, W] in m3/m3, NaN outside the basin mask.
   The dtype is enforced by the signature; the shape by ``tf.ensure_shape`` inside it (TF
@@ -36,6 +37,7 @@ import numpy as np
 
 from soilcast.config import Config
 from soilcast.contract import ANTECEDENT, INPUT, OUTPUT, PRODUCTS_SIGNATURE, VALID_DOY
+from soilcast.records import Decision, Leaderboard, RecordError, TrainRecord
 
 EXTRA = "assets.extra"
 METADATA_JSON = "soilcast_metadata.json"
@@ -151,7 +153,7 @@ def build_metadata(
     model_name: str,
     version: int,
     test_metrics: dict[str, Any],
-    record: dict[str, Any] | None = None,
+    record: TrainRecord | None = None,
 ) -> dict[str, Any]:
     """Everything a client or monitor needs to use the model without reading the repo."""
     attrs = tensors.attrs
@@ -178,9 +180,9 @@ def build_metadata(
         "basins": basin_order(tensors),
         "data_hashes": dict(attrs.get("input_hashes", {})),
         "split": cfg.split.model_dump(mode="json"),
-        "precision": (record or {}).get("precision", cfg.training.precision),  # as trained
+        "precision": record.precision if record else cfg.training.precision,  # as trained
         "test_metrics": test_metrics,
-        "training_record": record or {},
+        "training_record": record.to_json() if record else {},
     }
 
 
@@ -285,12 +287,6 @@ def rolled_back_same_model(models_dir: Path, fingerprint: dict[str, Any]) -> int
     return None
 
 
-def _read_json(path: Path, what: str) -> dict[str, Any]:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: {what} not found")
-    return json.loads(path.read_text())
-
-
 def export_blessed(cfg: Config) -> Path | None:
     """Export, validate and publish the gate's winner.
 
@@ -305,17 +301,21 @@ def export_blessed(cfg: Config) -> Path | None:
     from soilcast.export.drift_reference import drift_reference
     from soilcast.io.atomic import atomic_write_json
 
-    blessing = _read_json(blessing_path(cfg), "gate decision (run the 'gate' stage first)")
-    if not blessing.get("blessed"):
+    blessing = Decision.read(blessing_path(cfg), "run the 'gate' stage first")
+    if not blessing.blessed or blessing.winner is None:
         atomic_write_json(export_json_path(cfg), {
-            "status": "skipped: not blessed", "winner": blessing.get("winner"),
-            "reasons": blessing.get("reasons", []), "version": None, "path": None,
+            "status": "skipped: not blessed", "winner": blessing.winner,
+            "reasons": blessing.reasons, "version": None, "path": None,
         })
         return None
-    name = blessing["winner"]
-    metrics = _read_json(cfg.paths.artifacts_dir / "eval" / "metrics.json", "evaluation metrics")
+    name = blessing.winner
+    metrics_file = cfg.paths.artifacts_dir / "eval" / "metrics.json"
+    metrics = Leaderboard.read(metrics_file)
+    if name not in metrics.scored():
+        raise RecordError(f"{metrics_file}: the gate's winner {name!r} was not scored "
+                          "(the metrics changed after the gate: rerun 'evaluate' and 'gate')")
     record_path = cfg.paths.artifacts_dir / "train" / name / "record.json"
-    record = json.loads(record_path.read_text()) if record_path.is_file() else {}
+    record = TrainRecord.read(record_path) if record_path.is_file() else None
     tensors = open_tensors(cfg.paths.processed, load=False)
     models_dir = Path(cfg.paths.models_dir)
     fingerprint = model_fingerprint(cfg, name, tensors)
@@ -339,7 +339,7 @@ def export_blessed(cfg: Config) -> Path | None:
     from soilcast.export.products import product_tables
 
     tables = product_tables(cfg, tensors)
-    metadata = build_metadata(cfg, tensors, name, version, metrics[name]["overall"], record)
+    metadata = build_metadata(cfg, tensors, name, version, metrics.scored()[name].overall, record)
     metadata["fingerprint"] = fingerprint
     if [b["id"] for b in metadata["basins"]] != tables.basin_ids.tolist():
         raise RuntimeError(f"basin order {metadata['basins']} differs from the products' {tables.basin_ids}")
@@ -358,7 +358,8 @@ def export_blessed(cfg: Config) -> Path | None:
 
         write_warmup(staged, canaries, cfg.serving.model_name)  # replayed before it serves
         report = infra.validate(
-            staged, canaries, expected, rtol_for(cfg, record.get("precision")), input_shapes(cfg), (OUTPUT, output_shape(cfg))
+            staged, canaries, expected, rtol_for(cfg, record.precision if record else None), input_shapes(cfg),
+            (OUTPUT, output_shape(cfg))
         )
         target = versions.publish(models_dir, staged, version)
         labels = versions.land_as_canary(models_dir, version, cfg.serving.model_name)

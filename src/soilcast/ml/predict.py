@@ -1,7 +1,7 @@
 """Forecasts in physical units: the one graph shared by evaluation and serving.
 
 :func:`physical_model` wraps a trained network between its scaling and un-scaling:
-``meteo`` [b, L, H, W, 7] (canonical units, real values over the whole grid) -> standardised
+``meteo`` [b, L, H, W, C] (C variables, canonical units, real values over the whole grid) -> standardised
 (+ antecedent soil moisture, + the basin mask as a channel) -> network -> last (forecast)
 step -> m3/m3 (for ``window.target: increment`` the forecast change is added to the last
 antecedent value, so a zero output is exactly persistence) -> clipped to the target's

@@ -6,8 +6,8 @@ Why this shape:
   and saved with each run as ``scaling.json`` so evaluation and serving apply exactly what
   training applied. Inputs use every finite cell of the grid (the networks read weather
   over the whole grid); the target uses MASK cells only (it is only defined there).
-* Inputs are standardised per variable (precipitation first through ``log1p``: it is
-  heavy-tailed and mostly zero). The one fill rule for cells the source does not cover:
+* Inputs are standardised per variable, first through the variable's ``transform`` in
+  params (``log1p`` for precipitation: it is heavy-tailed and mostly zero). The one fill rule for cells the source does not cover:
   a non-finite standardised input becomes 0, the training-years mean.
 * The soil-moisture STATE is min-max scaled into ``cfg.scaling.target_range`` (e.g.
   [-0.9, 0.9]): the ConvLSTM's output layer is a ``ConvLSTM2D`` with its default ``tanh``
@@ -34,8 +34,6 @@ from typing import Any
 import numpy as np
 
 from soilcast.config import Config
-
-PRECIP = "tp"
 
 
 @dataclass(frozen=True)
@@ -64,7 +62,7 @@ class Scaler:
         names = cfg.variable_names
         if X.shape[-1] != len(names):
             raise ValueError(f"X has {X.shape[-1]} channels, config names {len(names)}: {names}")
-        log1p = tuple(cfg.scaling.log1p_precip and n == PRECIP for n in names)
+        log1p = tuple(v.transform == "log1p" for v in cfg.variables)
         everywhere = np.ones_like(np.asarray(mask, dtype=bool))
         mean, std = _masked_moments(X, everywhere, train, np.asarray(log1p))
         ymin, ymax = _masked_range(Y, mask, train)

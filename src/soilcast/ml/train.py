@@ -59,6 +59,7 @@ from soilcast.ml.windows import (
     split_ends,
     split_slice,
 )
+from soilcast.records import TrainRecord
 
 HISTORY_COLUMNS = ["epoch", "loss", "forecast_mse", "val_loss", "val_forecast_mse", "learning_rate", "seconds"]
 SELECT_ON = "val_forecast_mse"
@@ -253,7 +254,7 @@ def _train(cfg, name, dist, final_dir: Path, out: Path, resume, verbose, extra) 
     best = score_network(twin, val_ds)
     refs = score_references(cfg, t, data, scaler, val_ends)
     epochs_run = len(history) - initial_epoch
-    record = {
+    record = TrainRecord.from_json({
         "model": name,
         "config": cfg.to_dict(),
         "data": {"store": str(cfg.paths.processed), "input_hashes": t.attrs.get("input_hashes"),
@@ -280,21 +281,21 @@ def _train(cfg, name, dist, final_dir: Path, out: Path, resume, verbose, extra) 
         "target": cfg.window.target,
         "val": {name: best, **refs},
         "val_space": f"scaled {cfg.window.target} target, masked MSE; window = whole target window, forecast = last step",
-    }
+    }, f"training record of {name}")
     _write_outputs(out, cfg, name, twin, scaler, t, history, record)
     return final_dir
 
 
 def _write_outputs(out: Path, cfg: Config, name: str, twin: keras.Model, scaler: Scaler,
-                   t: Tensors, history: list[dict[str, float]], record: dict[str, Any]) -> None:
+                   t: Tensors, history: list[dict[str, float]], record: TrainRecord) -> None:
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "model.keras") as tmp:
         twin.save(tmp)
     scaler.save(out / "scaling.json")
     atomic_write_json(out / "grid.json", grid_info(cfg, name, t))
     atomic_write_text(out / "history.csv", history_csv(history))
-    write_learning_curve(out / "learning_curve.png", history, record["val"], name)
-    atomic_write_json(out / "record.json", record)
+    write_learning_curve(out / "learning_curve.png", history, record.val, name)
+    record.write(out / "record.json")
 
 
 def grid_info(cfg: Config, name: str, t: Tensors) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from soilcast.config import Config, ConfigError, config_from_dict, deep_merge, yaml_load
+from soilcast.records import Decision, Leaderboard, TrainRecord
 
 TENSORS_STORE = "tensors.zarr"  # name of the zarr store inside a tensors Dataset artifact
 MODELS_SUBDIR = "soilcast"  # model repository inside an exported Model artifact
@@ -284,29 +285,33 @@ TRAIN_KEYS = ("model", "epochs", "best_epoch", "best_val_forecast_mse", "params"
               "keras_backend", "wall_time_s", "samples_per_s", "distribution", "data")
 
 
-def train_summary(record: dict[str, Any]) -> tuple[dict[str, Any], dict[str, float]]:
+def train_summary(record: TrainRecord) -> tuple[dict[str, Any], dict[str, float]]:
     """(Model metadata, metrics) from a training record, leaving out its embedded config."""
-    meta = metadata({k: record.get(k) for k in TRAIN_KEYS if k in record})
-    values = scalars({k: record[k] for k in ("best_val_forecast_mse", "epochs", "params", "wall_time_s")
-                      if isinstance(record.get(k), (int, float))})
-    values.update(scalars(record.get("val") or {}, prefix="val."))
+    written = record.to_json()
+    meta = metadata({k: written[k] for k in TRAIN_KEYS})
+    values = scalars({"best_val_forecast_mse": record.best_val_forecast_mse, "epochs": record.epochs,
+                      "params": record.params, "wall_time_s": record.wall_time_s})
+    values.update(scalars(record.val, prefix="val."))
     return meta, values
 
 
-def overall_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+def overall_metrics(metrics: Leaderboard) -> dict[str, float]:
     """``<model>.<metric>`` over the overall test scores of every evaluated model."""
     out: dict[str, float] = {}
-    for name, entry in sorted(metrics.items()):
-        if isinstance(entry, dict) and entry.get("status") == "ok":
-            out.update(scalars(entry.get("overall") or {}, prefix=f"{name}."))
+    for name, entry in sorted(metrics.scored().items()):
+        out.update(scalars(entry.overall, prefix=f"{name}."))
     return out
 
 
-def gate_summary(decision: dict[str, Any]) -> dict[str, Any]:
-    keys = ("blessed", "winner", "primary_metric", "winner_score", "skill_vs_climatology",
-            "skill_vs_persistence", "validation", "test", "beats_linear", "linear_reference",
-            "champion_score", "relative_change", "thresholds", "reasons", "candidates")
-    return metadata({k: decision.get(k) for k in keys if k in decision})
+GATE_KEYS = ("blessed", "winner", "primary_metric", "winner_score", "skill_vs_climatology",
+             "skill_vs_persistence", "validation", "test", "beats_linear", "linear_reference",
+             "champion_score", "relative_change", "thresholds", "reasons", "candidates")
+
+
+def gate_summary(decision: Decision) -> dict[str, Any]:
+    """The decision's headline keys (those it set) as pipeline metadata."""
+    written = decision.to_json()
+    return metadata({k: written[k] for k in GATE_KEYS if k in written})
 
 
 def ensure_dir(path: str | Path) -> Path:

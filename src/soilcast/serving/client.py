@@ -63,8 +63,8 @@ class SoilcastClient:
         return req
 
     def predict(self, meteo: np.ndarray, **extra: np.ndarray) -> np.ndarray:
-        """Soil moisture [batch, H, W] for ``meteo`` [batch, L, H, W, 7] (a single window
-        [L, H, W, 7] gets a batch axis added and removed)."""
+        """Soil moisture [batch, H, W] for ``meteo`` [batch, L, H, W, C] (a single window
+        [L, H, W, C] gets a batch axis added and removed)."""
         single = np.ndim(meteo) == 4
         if single:
             meteo = np.asarray(meteo)[None]
@@ -76,7 +76,7 @@ class SoilcastClient:
 
     def predict_products(self, meteo: np.ndarray, valid_day_of_year: Any,
                          outputs: tuple[str, ...] = (), **extra: np.ndarray) -> dict[str, np.ndarray]:
-        """``forecast_products`` for ``meteo`` [batch, L, H, W, 7] and the valid days
+        """``forecast_products`` for ``meteo`` [batch, L, H, W, C] and the valid days
         (0-based, leap calendar; one per window): soil moisture, basin means, anomaly,
         percentile and drought class as computed in the served graph (``outputs``: a filter)."""
         req = self.predict_request(meteo, **extra)

@@ -233,8 +233,9 @@ def basin_means(y: np.ndarray, tensors: Tensors) -> dict[str, float]:
     return dict(zip(table["basin"], table["soil_moisture"]))
 
 
-def plot_forecast(ds: Any, basin_id: np.ndarray, path: Path, basins_file: Path | None = None) -> None:
-    """A map of the forecast with basin outlines (from the basins file when it exists)."""
+def plot_forecast(ds: Any, basin_id: np.ndarray, path: Path, basins_file: Path | None, cmap: str) -> None:
+    """A map of the forecast with basin outlines (from the basins file when it exists), in
+    ``cmap`` (params ``target.colormap``)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -244,7 +245,7 @@ def plot_forecast(ds: Any, basin_id: np.ndarray, path: Path, basins_file: Path |
 
     lat, lon = ds["lat"].values, ds["lon"].values
     fig, ax = plt.subplots(figsize=(7, 6))
-    mesh = ax.pcolormesh(lon, lat, ds["soil_moisture"].values[0], shading="nearest", cmap="YlGnBu")
+    mesh = ax.pcolormesh(lon, lat, ds["soil_moisture"].values[0], shading="nearest", cmap=cmap)
     fig.colorbar(mesh, ax=ax, label="soil moisture (m3 m-3)")
     if basins_file is not None and Path(basins_file).is_file():
         import geopandas as gpd
@@ -343,7 +344,7 @@ def run_forecast(cfg: Any, server: str, date: str | dt.date, outputs: list[Path]
         elif kind == "csv":
             write_csv(table, out, init, valid)
         else:
-            plot_forecast(ds, tensors.basin_id, out, cfg.basins.path)
+            plot_forecast(ds, tensors.basin_id, out, cfg.basins.path, cfg.target.colormap)
     return {"init": str(init), "valid": str(valid), "version": version,
             "basins": json.loads(table.to_json(orient="records")),
             "table": format_table(table), "files": [str(o) for o in outputs]}

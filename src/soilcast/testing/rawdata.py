@@ -4,7 +4,9 @@ Every variable is spatially constant and a ramp in the *valid* day index d (days
 period start), so after the pipeline the expected tensor values are known exactly:
 tp = 0.1 (d+1) mm/day, ssrd = 100 + d W/m2, sp = 1000 - d/100 hPa, ..., swvl1 = 0.2 + 5e-4 d.
 Accumulations are stamped as the config's ``sources.*.accumulation_stamp`` says (the params:
-at the next day's 00 UTC, like ERA5).
+at the next day's 00 UTC, like ERA5). A params variable without a RAMPS entry gets a ramp
+inside its ``valid_range`` (:func:`ramp`), its expected value through the reader's unit
+conversion (:func:`expected`).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import pandas as pd
 import xarray as xr
 
 from soilcast.config import Config, VariableSpec
-from soilcast.data.readers import accumulation_shift, all_specs, days_in_year, source_path
+from soilcast.data.readers import accumulation_shift, all_specs, conversion, days_in_year, source_path
 from soilcast.testing.config import tiny_config
 
 # Source-unit value on valid day index d (spatially constant).
@@ -43,6 +45,25 @@ EXPECTED = {
     "sp": lambda d: 1000.0 - d / 100.0,
     "swvl1": lambda d: 0.2 + 5e-4 * d,
 }
+
+RAMP_START, RAMP_SLOPE = 0.25, 1e-4  # a derived ramp: share of valid_range at d = 0, per day
+
+
+def ramp(spec: VariableSpec):
+    """Source-unit value of ``spec`` on valid day index d: RAMPS, else a ramp inside valid_range."""
+    if spec.name in RAMPS:
+        return RAMPS[spec.name]
+    lo, hi = spec.valid_range
+    return lambda d: lo + (hi - lo) * (RAMP_START + RAMP_SLOPE * d)
+
+
+def expected(spec: VariableSpec):
+    """Canonical-unit value of ``spec`` on valid day index d (EXPECTED, else converted)."""
+    if spec.name in EXPECTED:
+        return EXPECTED[spec.name]
+    scale, offset = conversion(spec)
+    return lambda d: ramp(spec)(d) * scale + offset
+
 
 SMALL: dict[str, Any] = {
     "period": {"start": "2010-12-29", "end": "2012-01-02"},
@@ -78,7 +99,7 @@ def field(cfg: Config, spec: VariableSpec, year: int, lat, lon):
     """(stamps, values) of the year file for ``spec``: the period's days of that year."""
     days = days_in_year(cfg, year)
     d = (days - pd.Timestamp(cfg.period.start)).days.values.astype(float)
-    values = np.broadcast_to(RAMPS[spec.name](d)[:, None, None], (len(d), len(lat), len(lon))).copy()
+    values = np.broadcast_to(ramp(spec)(d)[:, None, None], (len(d), len(lat), len(lon))).copy()
     if spec.name == "swvl1":
         values[:, lat > SEA_LAT, :] = np.nan
     stamps = days + pd.Timedelta(days=accumulation_shift(cfg, spec))  # as the params' sources say

@@ -47,7 +47,7 @@ def grid_mask(cfg: Config) -> np.ndarray:
 
 def meteo(cfg: Config, rng: np.random.Generator, batch: int = 1, **shift: float) -> np.ndarray:
     """Requests as a client cuts them from the store: [batch, L, H, W, C], weather everywhere."""
-    return synthetic_meteo(rng, (batch, cfg.window.seq_len, *cfg.grid.shape), cfg.variable_names,
+    return synthetic_meteo(rng, (batch, cfg.window.seq_len, *cfg.grid.shape), cfg.variables,
                            None, **shift)
 
 

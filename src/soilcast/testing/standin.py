@@ -12,11 +12,13 @@ reference built with the exporter's own :func:`distribution`.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from soilcast.config import VariableSpec
 from soilcast.export.drift_reference import distribution
 
 # name: (kind, a, b) -> normal(mean=a, std=b) or wet-day gamma(shape=a, scale=b); canonical units
@@ -29,6 +31,35 @@ WET_DAY_SHARE = 0.5
 NON_NEGATIVE = ("tp", "ssrd")
 WEIGHTS = {"tp": 0.8, "t2m": -0.5, "d2m": 0.4, "u10": 0.0, "v10": 0.0, "ssrd": -0.3, "sp": 0.1}
 SM_MAX = 0.5
+# A variable without a CLIMATE entry (given as its params VariableSpec): normal around the
+# middle of its physical_range with this share of the range as std, no weight in the formula.
+RANGE_STD_SHARE = 1.0 / 8.0
+
+Variables = Sequence[str | VariableSpec]
+
+
+def _name(v: str | VariableSpec) -> str:
+    return v if isinstance(v, str) else v.name
+
+
+def names_of(variables: Variables) -> list[str]:
+    return [_name(v) for v in variables]
+
+
+def _climate(v: str | VariableSpec) -> tuple[str, float, float]:
+    """How the stand-in draws ``v``: its CLIMATE entry, else one derived from its params."""
+    name = _name(v)
+    if name in CLIMATE:
+        return CLIMATE[name]
+    if isinstance(v, str):
+        raise ValueError(f"stand-in: no climate for variable {name!r} (known: {sorted(CLIMATE)}); "
+                         "pass its VariableSpec from params to derive one from physical_range")
+    lo, hi = v.physical_range
+    return ("normal", (lo + hi) / 2.0, (hi - lo) * RANGE_STD_SHARE)
+
+
+def _weight(v: str | VariableSpec) -> float:
+    return WEIGHTS.get(_name(v), 0.0)  # a variable the formula does not know does not move it
 
 
 def demo_mask(h: int, w: int) -> np.ndarray:
@@ -37,14 +68,17 @@ def demo_mask(h: int, w: int) -> np.ndarray:
     return ((yy - (h - 1) / 2) / (h / 2)) ** 2 + ((xx - (w - 1) / 2) / (w / 2)) ** 2 < 0.9
 
 
-def synthetic_meteo(rng: np.random.Generator, shape: tuple[int, ...], variables: list[str],
+def synthetic_meteo(rng: np.random.Generator, shape: tuple[int, ...], variables: Variables,
                     mask: np.ndarray | None = None, t2m_shift: float = 0.0,
                     rain_factor: float = 1.0) -> np.ndarray:
     """Draws [..., H, W, C] from :data:`CLIMATE` (NaN outside ``mask`` when one is given, as
-    the drift reference's training values), optionally shifted."""
+    the drift reference's training values), optionally shifted. ``variables``: names, or the
+    params' VariableSpecs (then a variable CLIMATE does not know is drawn inside its
+    physical_range)."""
     out = np.empty((*shape, len(variables)), np.float32)
-    for c, name in enumerate(variables):
-        kind, a, b = CLIMATE[name]
+    for c, v in enumerate(variables):
+        name = _name(v)
+        kind, a, b = _climate(v)
         if kind == "rain":
             wet = rng.random(shape) < WET_DAY_SHARE
             out[..., c] = np.where(wet, rng.gamma(a, b, shape), 0.0) * rain_factor
@@ -52,26 +86,28 @@ def synthetic_meteo(rng: np.random.Generator, shape: tuple[int, ...], variables:
             out[..., c] = rng.normal(a, b, shape) + (t2m_shift if name == "t2m" else 0.0)
         if name in NON_NEGATIVE:  # a normal's far tail would be physically impossible
             out[..., c] = np.maximum(out[..., c], 0.0)
+        elif name not in CLIMATE:  # derived climate: keep its tails physical too
+            out[..., c] = np.clip(out[..., c], *v.physical_range)
     if mask is not None:
         out[..., ~mask, :] = np.nan
     return out
 
 
-def _coefficients(variables: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    mean = np.array([CLIMATE[v][1] * (CLIMATE[v][2] * WET_DAY_SHARE if CLIMATE[v][0] == "rain" else 1)
-                     for v in variables], np.float32)
-    std = np.array([CLIMATE[v][2] for v in variables], np.float32)
-    return mean, std, np.array([WEIGHTS[v] for v in variables], np.float32)
+def _coefficients(variables: Variables) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    climates = [_climate(v) for v in variables]
+    mean = np.array([a * (b * WET_DAY_SHARE if kind == "rain" else 1) for kind, a, b in climates], np.float32)
+    std = np.array([b for _, _, b in climates], np.float32)
+    return mean, std, np.array([_weight(v) for v in variables], np.float32)
 
 
-def standin_numpy(meteo: np.ndarray, mask: np.ndarray, variables: list[str], offset: float) -> np.ndarray:
+def standin_numpy(meteo: np.ndarray, mask: np.ndarray, variables: Variables, offset: float) -> np.ndarray:
     """The stand-in's formula in numpy ([B, L, H, W, C] -> [B, H, W])."""
     mean, std, weight = _coefficients(variables)
     z = np.nan_to_num((meteo - mean) / std).mean(axis=1) @ weight + offset
     return np.where(mask, SM_MAX / (1 + np.exp(-z)), np.nan).astype(np.float32)
 
 
-def _save_graph(path: Path, shape: tuple[int, ...], mask: np.ndarray, variables: list[str],
+def _save_graph(path: Path, shape: tuple[int, ...], mask: np.ndarray, variables: Variables,
                 offset: float) -> None:
     import tensorflow as tf
 
@@ -94,7 +130,7 @@ def _save_graph(path: Path, shape: tuple[int, ...], mask: np.ndarray, variables:
 
 
 def write_standin(version_dir: Path, *, seq_len: int, lat: np.ndarray, lon: np.ndarray,
-                  mask: np.ndarray, variables: list[str], units: dict[str, str], psi_bins: int,
+                  mask: np.ndarray, variables: Variables, units: dict[str, str], psi_bins: int,
                   offset: float = 0.0, seed: int = 0, lead_days: int = 1,
                   reference_values: int = 500_000) -> Path:
     """Write a stand-in version atomically (the directory appears complete or not at all)."""
@@ -109,13 +145,13 @@ def write_standin(version_dir: Path, *, seq_len: int, lat: np.ndarray, lon: np.n
     # a NaN offset makes a deliberately broken version; its reference stays well defined
     pred = standin_numpy(train, mask, variables, offset if np.isfinite(offset) else 0.0)
     reference = {v: distribution(train[..., c][:, :, mask], psi_bins, units.get(v, ""))
-                 for c, v in enumerate(variables)}
+                 for c, v in enumerate(names_of(variables))}
     reference["prediction"] = {"soil_moisture": distribution(pred[:, mask], psi_bins, "m3/m3")}
     metadata: dict[str, Any] = {
         "model": "standin", "version": int(version_dir.name), "model_name": "soilcast",
         "inputs": {"meteo": [None, seq_len, h, w, len(variables)]},
         "output": {"soil_moisture": [None, h, w], "units": "m3/m3"},
-        "variables": list(variables), "units": {**units, "soil_moisture": "m3/m3"},
+        "variables": names_of(variables), "units": {**units, "soil_moisture": "m3/m3"},
         "target": "swvl1", "seq_len": seq_len, "lead_days": lead_days,
         "antecedent_soil_moisture": False,
         "grid": {"lat": [float(v) for v in lat], "lon": [float(v) for v in lon],
@@ -137,7 +173,7 @@ def write_standin_for(cfg: Any, version: int, offset: float = 0.0, grid: Any = N
     lat, lon = np.asarray(grid.lats), np.asarray(grid.lons)
     return write_standin(
         Path(cfg.paths.models_dir) / str(version), seq_len=cfg.window.seq_len, lat=lat, lon=lon,
-        mask=demo_mask(len(lat), len(lon)), variables=cfg.variable_names,
+        mask=demo_mask(len(lat), len(lon)), variables=list(cfg.variables),
         units={v.name: v.canonical_units for v in cfg.variables}, psi_bins=cfg.serving.psi_bins,
         offset=offset, seed=cfg.seed + version, lead_days=cfg.window.lead_days,
     )

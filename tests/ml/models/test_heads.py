@@ -127,7 +127,8 @@ def test_linear_reference_recovers_a_linear_increment(tmp_path):
 def _metrics(val_pers_skill: float) -> dict:
     def entry(kind, rmse, sc, sp):
         block = {"rmse": rmse, "mae": rmse, "ubrmse": rmse, "skill_vs_climatology": sc, "skill_vs_persistence": sp}
-        return {"status": "ok", "kind": kind, "overall": block, "val": block}
+        return {"status": "ok", "kind": kind, "n_windows": 10, "valid_period": ["2013-01-08", "2013-12-31"],
+                "overall": block, "seasons": {}, "basins": {}, "val": block}
 
     return {"persistence": entry("reference", 0.011, 0.9, 0.0),
             "climatology": entry("reference", 0.038, 0.0, -10.0),
@@ -143,23 +144,24 @@ def test_gate_refuses_a_winner_worse_than_persistence_and_nothing_is_exported(tm
     metrics_path(cfg).parent.mkdir(parents=True)
     metrics_path(cfg).write_text(json.dumps(_metrics(-0.331)))
     d = run_gate(cfg)
-    assert d["blessed"] is False and d["winner"] == "gru"
-    assert d["skill_vs_persistence"] == pytest.approx(-0.331) and d["beats_linear"] is False
-    assert any("skill vs persistence -0.331 is below required 0.0" in r for r in d["reasons"])
+    assert d.blessed is False and d.winner == "gru"
+    assert d.skill_vs_persistence == pytest.approx(-0.331) and d.beats_linear is False
+    assert any("skill vs persistence -0.331 is below required 0.0" in r for r in d.reasons)
     assert export_blessed(cfg) is None
     assert json.loads(export_json_path(cfg).read_text())["status"] == "skipped: not blessed"
     assert not cfg.paths.models_dir.exists() or not any(cfg.paths.models_dir.iterdir())
     # the same candidate with skill passes; without soil-moisture input persistence is not enforced
     metrics_path(cfg).write_text(json.dumps(_metrics(0.3)))
-    assert run_gate(cfg)["blessed"] is True
+    assert run_gate(cfg).blessed is True
     metrics_path(cfg).write_text(json.dumps(_metrics(-0.331)))
-    assert run_gate(tiny_config(tmp_path))["blessed"] is True
+    assert run_gate(tiny_config(tmp_path)).blessed is True
 
 
 def test_gate_selects_on_validation_not_test(tmp_path):
     from soilcast.evaluation.gate import pick_winner
+    from soilcast.records import Leaderboard
 
     m = _metrics(0.3)
     m["fc"] = json.loads(json.dumps(m["gru"]))
     m["fc"]["val"]["rmse"], m["fc"]["overall"]["rmse"] = 0.0140, 0.0100  # better on test only
-    assert pick_winner(m, "rmse")[0] == "gru"
+    assert pick_winner(Leaderboard.from_json(m), "rmse")[0] == "gru"

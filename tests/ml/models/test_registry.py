@@ -95,12 +95,12 @@ def test_a_new_network_is_listed_trained_evaluated_and_blessed(tmp_path, toy):
     assert (out / "model.keras").is_file()
 
     metrics = evaluate(cfg)
-    assert metrics[toy]["status"] == "ok" and metrics[toy]["kind"] == "network"
-    assert metrics[toy]["val"]["rmse"] > 0
-    assert {n for n, m in metrics.items() if m["status"] == "skipped"} == set(registry.names()) - {toy}
+    assert metrics[toy].status == "ok" and metrics[toy].kind == "network"
+    assert metrics[toy].val["rmse"] > 0
+    assert set(metrics.skipped()) == set(registry.names()) - {toy}
     board = (cfg.paths.artifacts_dir / "eval" / "leaderboard.md").read_text()
     assert f"| {toy} | network |" in board
 
     decision = run_gate(cfg)
-    assert decision["winner"] == toy and list(decision["candidates"]) == [toy]
-    assert decision["blessed"] is True, decision["reasons"]
+    assert decision.winner == toy and list(decision.candidates) == [toy]
+    assert decision.blessed is True, decision.reasons

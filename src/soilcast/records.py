@@ -1,0 +1,235 @@
+"""The records stages hand each other, typed: training record, leaderboard, gate decision.
+
+Why: ``record.json`` (train -> evaluate, export, card), ``metrics.json`` (evaluate -> gate,
+export, card, pipeline summaries) and ``blessing.json`` (gate -> export, card, pipeline) were
+dicts indexed by string keys in a dozen places; a renamed key failed far from its cause.
+Each is now a pydantic model: writers build it (validated when built), readers get
+attributes, and a file that misses a key or holds one it should not (another format) is
+refused with a :class:`RecordError` naming the file and the key.
+
+The files keep their content: ``to_json()`` gives exactly the dict written before (the
+same keys, in the same order, with the same values; keys a writer leaves out stay out).
+Blocks of metrics stay mappings ``{metric name: value}``: the metric names are the
+metrics' own (see ``soilcast.evaluation.metrics``), not fields of a record.
+
+Light on purpose (pydantic only): ``soilcast.pipeline`` and the CLI read records without
+importing TensorFlow.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, RootModel, ValidationError, model_validator
+
+Value = int | float | None  # a metric value (None: not finite); counts such as ``n`` stay ints
+Block = dict[str, Value]  # {metric name: value}
+
+R = TypeVar("R", bound="_Json")
+
+
+class RecordError(ValueError):
+    """A record file that cannot be used; the message names the file and the key."""
+
+
+def _errors(source: str, what: str, err: ValidationError) -> str:
+    lines = [f"{source}: not a valid {what} (written by another version? rerun the stage that writes it)"]
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        lines.append(f"  {key}: {'unknown key' if e['type'] == 'extra_forbidden' else e['msg']}")
+    return "\n".join(lines)
+
+
+class _Json:
+    """``to_json``/``from_json``/``read``/``write`` shared by the records."""
+
+    WHAT: ClassVar[str]
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON document, exactly as the writer set it (unset optional keys left out)."""
+        return self.model_dump(mode="json", exclude_unset=True)  # type: ignore[attr-defined]
+
+    @classmethod
+    def from_json(cls: type[R], data: Any, source: str = "<json>") -> R:
+        try:
+            return cls.model_validate(data)  # type: ignore[attr-defined]
+        except ValidationError as err:
+            raise RecordError(_errors(source, cls.WHAT, err)) from None
+
+    @classmethod
+    def read(cls: type[R], path: Path, hint: str = "") -> R:
+        """Load and validate ``path``; a missing file is FileNotFoundError (``hint``: how to make it)."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: {cls.WHAT} not found{f' ({hint})' if hint else ''}")
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise RecordError(f"{path}: {cls.WHAT} is not valid JSON: {err}") from None
+        return cls.from_json(data, str(path))
+
+    def write(self, path: Path) -> Path:
+        from soilcast.io.atomic import atomic_write_json
+
+        atomic_write_json(Path(path), self.to_json())
+        return Path(path)
+
+
+class _Record(_Json, BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# --------------------------------------------------------------------------- training
+
+
+class TrainData(_Record):
+    store: str
+    input_hashes: dict[str, Any] | None
+    shape: list[int]
+
+
+class Distribution(_Record):
+    kind: str
+    replicas: int
+
+
+class TrainRecord(_Record):
+    """``artifacts/train/<model>/record.json``: what a training run did and scored."""
+
+    WHAT: ClassVar[str] = "training record"
+
+    model: str
+    config: dict[str, Any]  # the resolved params the run used (Config.to_dict())
+    data: TrainData
+    fingerprint: str
+    epochs: int
+    epochs_this_run: int
+    resumed_from_epoch: int
+    best_epoch: int | None
+    selected_on: str
+    steps_per_epoch: int
+    batch_size: int
+    patch: list[int]
+    train_windows: int
+    val_windows: int
+    wall_time_s: float
+    samples_per_s: float | None
+    params: int
+    precision: str
+    distribution: Distribution
+    keras_backend: str
+    keras_version: str
+    best_val_forecast_mse: float
+    target: str
+    val: dict[str, dict[str, float]]  # {network or reference: {window_mse, forecast_mse}}
+    val_space: str
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+class Scored(_Record):
+    """One model's scores: test blocks (overall, per season, per basin) and validation."""
+
+    status: Literal["ok"]
+    kind: Literal["network", "reference"]
+    n_windows: int
+    valid_period: list[str]
+    overall: Block
+    seasons: dict[str, Block]
+    basins: dict[str, Block]
+    val: Block | None
+
+
+class Skipped(_Record):
+    """A model that was not scored, and why (not trained, or refused as stale)."""
+
+    status: Literal["skipped"]
+    reason: str
+
+
+Entry = Annotated[Scored | Skipped, Field(discriminator="status")]
+
+
+class Leaderboard(_Json, RootModel[dict[str, Entry]]):
+    """``artifacts/eval/metrics.json``: every model by name, scored or skipped."""
+
+    WHAT: ClassVar[str] = "evaluation metrics"
+
+    def __getitem__(self, name: str) -> Scored | Skipped:
+        if name not in self.root:
+            raise KeyError(f"{name!r} is not in the evaluation metrics (models: {sorted(self.root)})")
+        return self.root[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.root
+
+    def __iter__(self):  # type: ignore[override]
+        return iter(self.root)
+
+    def __len__(self) -> int:
+        return len(self.root)
+
+    def items(self):
+        return self.root.items()
+
+    def scored(self) -> dict[str, Scored]:
+        """The models that were scored, in file order."""
+        return {n: e for n, e in self.root.items() if isinstance(e, Scored)}
+
+    def skipped(self) -> dict[str, Skipped]:
+        return {n: e for n, e in self.root.items() if isinstance(e, Skipped)}
+
+    def val_of(self, name: str) -> Block:
+        """Validation block of ``name``; empty when it was not scored (or has none)."""
+        entry = self.root.get(name)
+        return dict(entry.val or {}) if isinstance(entry, Scored) else {}
+
+    def overall_of(self, name: str) -> Block:
+        """Overall test block of ``name``; empty when it was not scored."""
+        entry = self.root.get(name)
+        return dict(entry.overall) if isinstance(entry, Scored) else {}
+
+
+# --------------------------------------------------------------------------- gate
+
+
+class Decision(_Record):
+    """``artifacts/gate/blessing.json``: whether the winner is exported, and every reason.
+
+    Keys after ``reasons`` exist only when the decision got that far (a winner, a champion
+    that was re-scored, a run of the gate stage); they are left out of the file otherwise.
+    """
+
+    WHAT: ClassVar[str] = "gate decision"
+
+    primary_metric: str
+    selected_on: str
+    candidates: dict[str, float]
+    winner: str | None
+    thresholds: dict[str, float | None]
+    # None: nothing served; else its version, path, model and re-scored metrics, or an
+    # ``error`` (could not be re-scored) or ``incomparable`` (trained on other inputs)
+    champion: dict[str, Any] | None
+    reasons: list[str]
+    winner_score: float | None = None
+    validation: Block | None = None
+    test: Block | None = None
+    skill_vs_climatology: float | None = None
+    skill_vs_persistence: float | None = None
+    linear_reference: dict[str, float | None] | None = None
+    beats_linear: bool | None = None
+    champion_score: float | None = None
+    relative_change: float | None = None
+    blessed: bool
+    metrics_file: str | None = None
+
+    @model_validator(mode="after")
+    def _winner_scored(self) -> "Decision":
+        if self.winner is not None:
+            missing = [k for k in ("winner_score", "validation", "test") if k not in self.model_fields_set]
+            if missing:
+                raise ValueError(f"winner {self.winner!r} without {missing}")
+        return self
