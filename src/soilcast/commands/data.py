@@ -29,14 +29,15 @@ def demo_data(
     """Generate the physically based demo dataset (ERA5/ERA5-Land-like NetCDF + basins)."""
     from soilcast.demo.generate import generate
 
-    generate(load_cfg(params), out_dir)
+    generate(load_cfg(params, networks=False), out_dir)
 
 
 def _run(step, params: Path):
-    """Run one data step; turn data errors into a short message and a non-zero exit."""
+    """Run one data step; turn data errors into a short message and a non-zero exit.
+    Data steps read no network params: the network check (keras) is left to the ml commands."""
     from soilcast.data.readers import DataError
 
-    cfg = load_cfg(params)
+    cfg = load_cfg(params, networks=False)
     try:
         return step(cfg)
     except DataError as err:
@@ -50,7 +51,7 @@ def validate(params: Path = ParamsOpt) -> None:
 
     report = _run(run_validation, params)
     typer.echo(f"validation passed: {report['n_files']} files; report in "
-               f"{load_cfg(params).validate_.report_dir}/{REPORT_NAME}")
+               f"{load_cfg(params, networks=False).validate_.report_dir}/{REPORT_NAME}")
 
 
 @app.command("regrid")
@@ -131,7 +132,7 @@ def demo_delivery(
     """Demo files for days after the period (continuing the demo), to try `soilcast ingest`."""
     from soilcast.demo.generate import generate_delivery
 
-    cfg = load_cfg(params)
+    cfg = load_cfg(params, networks=False)
     try:
         files = generate_delivery(cfg, out_dir, _day(first, "--first"), _day(last, "--last"))
     except ValueError as err:

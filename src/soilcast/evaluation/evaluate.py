@@ -24,9 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from soilcast.config import NETWORKS, REFERENCES, Config
+from soilcast.config import Config
 from soilcast.contract import ANTECEDENT, OUTPUT
-from soilcast.evaluation.metrics import all_metrics, area_weights, finite_or_none
+from soilcast.evaluation.metrics import METRICS, all_metrics, area_weights, finite_or_none
 from soilcast.evaluation.seasons import season_rows
 from soilcast.records import Leaderboard, RecordError, TrainRecord
 
@@ -73,7 +73,9 @@ def basin_names(cfg: Config, basin_id: np.ndarray) -> dict[int, str]:
 def score(
     fc: Any, weights: np.ndarray, clim: Any, pers: Any, basins: dict[int, str], val: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    """Overall / per-season / per-basin test metrics of one model, and its validation block."""
+    """Overall / per-season / per-basin test metrics of one model, and its validation block.
+    ``kind``: which registry the model is in (a reference forecaster or a network)."""
+    from soilcast.ml.models.references import references
 
     def block(rows: np.ndarray | slice, w: np.ndarray) -> dict[str, Any]:
         return finite_or_none(
@@ -83,7 +85,7 @@ def score(
     everything = slice(None)
     return {
         "status": "ok",
-        "kind": "reference" if fc.model in REFERENCES else "network",
+        "kind": "reference" if fc.model in references() else "network",
         "n_windows": int(fc.pred.shape[0]),
         "valid_period": [str(fc.valid_time[0].date()), str(fc.valid_time[-1].date())],
         "overall": block(everything, weights),
@@ -105,15 +107,26 @@ def _check_aligned(ref: Any, fc: Any) -> None:
         )
 
 
+def _context_names() -> dict[str, str]:
+    """Names of the references the metrics take as context: {"clim": ..., "persistence": ...}."""
+    from soilcast.ml.models.references import context_references
+
+    return {key: ref.name for key, ref in context_references().items()}
+
+
 def collect_forecasts(cfg: Config, split: str = "test") -> tuple[dict[str, Any], dict[str, str]]:
-    """Forecasts of the references and every current trained network; skipped ones with why."""
+    """Forecasts of the references and every current trained network; skipped ones with why.
+    Networks come in ``training.models`` order, then the other registered ones."""
+    from soilcast.ml.models import registry
+    from soilcast.ml.models.references import references
     from soilcast.ml.predict import predict_split
     from soilcast.ml.train import load_tensors
 
-    forecasts = {name: predict_split(cfg, name, split) for name in REFERENCES}
+    forecasts = {name: predict_split(cfg, name, split) for name in references()}
     tensors = load_tensors(cfg)
     skipped: dict[str, str] = {}
-    for name in NETWORKS:
+    listed = list(dict.fromkeys(cfg.training.models))
+    for name in listed + [n for n in registry.names() if n not in listed]:
         if not is_trained(cfg, name):
             skipped[name] = f"not trained: {cfg.paths.artifacts_dir / 'train' / name / 'model.keras'} missing"
             continue
@@ -121,7 +134,7 @@ def collect_forecasts(cfg: Config, split: str = "test") -> tuple[dict[str, Any],
             skipped[name] = f"refused: {why}"
             continue
         forecasts[name] = predict_split(cfg, name, split)
-        _check_aligned(forecasts["climatology"], forecasts[name])
+        _check_aligned(forecasts[_context_names()["clim"]], forecasts[name])
     return forecasts, skipped
 
 
@@ -130,12 +143,14 @@ def evaluate(cfg: Config) -> Leaderboard:
     from soilcast.evaluation.plots import write_plots
     from soilcast.io.atomic import atomic_write_text
 
+    ctx = _context_names()
     val_fc, _ = collect_forecasts(cfg, "val")
-    vw = area_weights(val_fc["climatology"].lat, val_fc["climatology"].mask)
-    val = {n: overall_block(f, vw, val_fc["climatology"], val_fc["persistence"]) for n, f in val_fc.items()}
-    del val_fc
+    vclim, vpers = val_fc[ctx["clim"]], val_fc[ctx["persistence"]]
+    vw = area_weights(vclim.lat, vclim.mask)
+    val = {n: overall_block(f, vw, vclim, vpers) for n, f in val_fc.items()}
+    del val_fc, vclim, vpers
     forecasts, skipped = collect_forecasts(cfg, "test")
-    clim, pers = forecasts["climatology"], forecasts["persistence"]
+    clim, pers = forecasts[ctx["clim"]], forecasts[ctx["persistence"]]
     weights = area_weights(clim.lat, clim.mask)
     basins = basin_names(cfg, clim.basin_id)
     entries: dict[str, Any] = {
@@ -150,8 +165,7 @@ def evaluate(cfg: Config) -> Leaderboard:
     return metrics
 
 
-_COLUMNS = ("rmse", "mae", "bias", "ubrmse", "r2", "nse", "kge", "pearson_r", "acc",
-            "skill_vs_climatology", "skill_vs_persistence")
+_COLUMNS = tuple(n for n, m in METRICS.items() if m.leaderboard)
 
 
 def leaderboard(metrics: Leaderboard, primary: str) -> str:

@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
-from soilcast.config import NETWORKS
 from soilcast.ml.losses import MaskedMSE, forecast_mse
+from soilcast.ml.models import registry
 from soilcast.ml.models.convlstm import convlstm_layer_class
 from soilcast.ml.models.references import Climatology, calendar_bin, persistence
 from soilcast.ml.models.registry import build_model
@@ -29,7 +29,7 @@ def test_convlstm_is_exactly_the_method(tmp_path):
     for layer, (kind, filters) in zip(layers, expected):
         if kind == "bn":
             assert type(layer) is keras.layers.BatchNormalization
-            assert layer.momentum == cfg.models.convlstm.batchnorm_momentum
+            assert layer.momentum == registry.params(cfg, "convlstm").batchnorm_momentum
             continue
         assert type(layer) is convlstm
         assert layer.filters == filters
@@ -40,7 +40,7 @@ def test_convlstm_is_exactly_the_method(tmp_path):
     assert model.output.shape == (None,) + SHAPE[:3] + (1,)
 
 
-@pytest.mark.parametrize("name", NETWORKS)
+@pytest.mark.parametrize("name", registry.names())
 def test_every_network_honours_the_output_contract(tiny_cfg, name):
     model = build_model(name, tiny_cfg, SHAPE)
     x = np.random.default_rng(0).normal(size=(2,) + SHAPE).astype(np.float32)
