@@ -7,12 +7,17 @@ from __future__ import annotations
 import importlib
 from collections.abc import Iterator
 
+import keras
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from soilcast.config import ConfigError
 from soilcast.ml.models import registry
+from soilcast.ml.models.registry import build_model
 from soilcast.testing.config import tiny_config
+
+SHAPE = (5, 6, 6, 7)  # L, H, W, C
 
 TOY_MODULE = "tests.ml.models.toy_network"
 
@@ -104,3 +109,33 @@ def test_a_new_network_is_listed_trained_evaluated_and_blessed(tmp_path, toy):
     decision = run_gate(cfg)
     assert decision.winner == toy and list(decision.candidates) == [toy]
     assert decision.blessed is True, decision.reasons
+
+
+# Every registered network, through the same builder.
+@pytest.mark.parametrize("name", registry.names())
+def test_every_network_honours_the_output_contract(tiny_cfg, name):
+    model = build_model(name, tiny_cfg, SHAPE)
+    x = np.random.default_rng(0).normal(size=(2,) + SHAPE).astype(np.float32)
+    y = np.asarray(model.predict_on_batch(x))
+    assert y.shape == (2,) + SHAPE[:3] + (1,) and y.dtype == np.float32
+    assert np.isfinite(y).all()
+
+
+def test_mixed_precision_keeps_float32_output(tmp_path):
+    cfg = tiny_config(tmp_path, {"training": {"precision": "mixed_bfloat16"}})
+    before = keras.config.dtype_policy().name
+    model = build_model("cnn_td", cfg, SHAPE)
+    assert keras.config.dtype_policy().name == before  # global policy restored
+    assert model.get_layer("td_conv_1").dtype_policy.name == "mixed_bfloat16"
+    assert model.output.dtype == "float32"
+
+
+def test_per_cell_models_have_no_spatial_context(tiny_cfg):
+    """lstm/gru/fc: changing one cell's inputs changes only that cell's output."""
+    x = np.random.default_rng(1).normal(size=(1,) + SHAPE).astype(np.float32)
+    x2 = x.copy()
+    x2[0, :, 2, 3] += 5.0
+    for name in ("lstm", "gru", "fc"):  # tiny_cfg's state target: random (non-zero) read-outs
+        m = build_model(name, tiny_cfg, SHAPE)
+        d = np.abs(np.asarray(m.predict_on_batch(x2)) - np.asarray(m.predict_on_batch(x)))[0, ..., 0]
+        assert d[:, 2, 3].max() > 0 and np.delete(d.reshape(SHAPE[0], -1), 2 * 6 + 3, axis=1).max() == 0
