@@ -123,10 +123,11 @@ def _build(cfg: Any, shape: tuple[int, ...]) -> Any:
 
 def layer_flops(cfg: Any, shape: tuple[int, ...], ours: bool) -> int:
     """Training FLOPs per sample of the method's ConvLSTM stack (formula in the docstring)."""
+    from soilcast.ml.models import registry
     from soilcast.ml.models.fast_convlstm import convlstm_flops
 
     T, H, W, C = shape
-    p = cfg.models.convlstm
+    p = registry.params(cfg, "convlstm")
     chans = [C] + [p.filters] * p.n_hidden_layers
     outs = [p.filters] * p.n_hidden_layers + [1]
     fwd = sum(convlstm_flops(H, W, T, ci, f, p.kernel_size, skip_first_recurrent=ours)
@@ -274,6 +275,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     t = throughput(arms, batch, args.steps, args.repeats)
     med = {k: {m: statistics.median(t[m][k]) for m in ("wall", "cpu")} for k in arms}
     flops = layer_flops(ours_cfg, shape, ours=True)
+    from soilcast.ml.models import registry
+
+    ours_conv = registry.params(ours_cfg, "convlstm")
     stock_flops = layer_flops(stock_cfg, shape, ours=False)
     result: dict[str, Any] = {
         "backend": keras.backend.backend(),
@@ -282,9 +286,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     "loadavg_start": load_start, "loadavg_end": os.getloadavg()},
         "quick": args.quick,
         "shape": {"batch": batch, "seq_len": shape[0], "height": shape[1], "width": shape[2],
-                  "channels": shape[3], "filters": ours_cfg.models.convlstm.filters,
-                  "kernel_size": ours_cfg.models.convlstm.kernel_size,
-                  "hidden_layers": ours_cfg.models.convlstm.n_hidden_layers},
+                  "channels": shape[3], "filters": ours_conv.filters,
+                  "kernel_size": ours_conv.kernel_size,
+                  "hidden_layers": ours_conv.n_hidden_layers},
         "precision": ours_cfg.training.precision,
         "precision_setting": args.precision_setting,
         "cpu_flags": sorted(read_cpu_flags() & MATH_FLAGS),  # the ones that decide fp32 vs bf16 speed

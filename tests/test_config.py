@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from soilcast.config import ConfigError, load_config, read_params
+from soilcast.ml.models import registry
 from tests.conftest import PARAMS
 
 
@@ -22,8 +23,9 @@ def test_repo_params_load_and_describe_the_method():
     assert cfg.period.n_days == 3652
     assert len(cfg.variables) == 7
     assert cfg.variable_names == ["tp", "t2m", "d2m", "u10", "v10", "ssrd", "sp"]
-    assert cfg.models.convlstm.filters == 64 and cfg.models.convlstm.kernel_size == 3
-    assert cfg.models.convlstm.n_hidden_layers == 4
+    convlstm = registry.params(registry.check(cfg), "convlstm")
+    assert convlstm.filters == 64 and convlstm.kernel_size == 3
+    assert convlstm.n_hidden_layers == 4
     assert cfg.grid.shape == (31, 31)
 
 

@@ -50,7 +50,7 @@ def test_present_prometheus_installs_nothing(tmp_path):
 def test_test_target_depends_on_prometheus_and_monitoring_tests_never_skip():
     dry = subprocess.run([MAKE, "-n", "-C", str(REPO), "test"], capture_output=True, text=True, timeout=60)
     assert "command -v promtool" in dry.stdout  # the prerequisite runs before pytest
-    text = (REPO / "tests" / "test_prometheus.py").read_text()
+    text = (REPO / "tests" / "serving" / "test_telemetry.py").read_text()
     assert "pytest.skip" not in text and "importorskip" not in text
 
 

@@ -14,7 +14,18 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from soilcast.evaluation.metrics import METRICS, rankable
 
 DEFAULT_PARAMS = Path("params.yaml")
 
@@ -43,6 +54,9 @@ YearPair = Annotated[tuple[int, int], Strict(False)]
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+StrictSection = _Strict  # base of every params section, also the networks' own (registry)
 
 
 class Period(_Strict):
@@ -257,43 +271,14 @@ class Scaling(_Strict):
         return self
 
 
-class ConvLSTMParams(_Strict):
-    filters: int = Field(ge=1)
-    kernel_size: int = Field(ge=1)
-    n_hidden_layers: int = Field(ge=1)
-    fast_kernel: bool
-    batchnorm_momentum: float = Field(gt=0, lt=1)  # BN moving-statistics momentum
-
-
-class RecurrentParams(_Strict):
-    units: int = Field(ge=1)
-
-
-class DenseParams(_Strict):
-    units: list[int] = Field(min_length=1)
-
-
-class CnnTdParams(_Strict):
-    filters: int = Field(ge=1)
-    kernel_size: int = Field(ge=1)
-    lstm_units: int = Field(ge=1)
-
-
-class Models(_Strict):
-    convlstm: ConvLSTMParams
-    lstm: RecurrentParams
-    gru: RecurrentParams
-    fc: DenseParams
-    cnn_td: CnnTdParams
-
-
-ModelName = Literal["convlstm", "lstm", "gru", "fc", "cnn_td"]
-NETWORKS: tuple[str, ...] = ("convlstm", "lstm", "gru", "fc", "cnn_td")
-REFERENCES: tuple[str, ...] = ("persistence", "climatology", "linear")
+# The networks' own sections (``models.<name>``) are typed by the params class each network
+# registers with (``soilcast.ml.models.registry``): this module stays free of keras, so it
+# keeps them as plain mappings and ``registry.check`` validates them in a second phase.
+NetworkSections = dict[str, dict[str, Any]]
 
 
 class Training(_Strict):
-    models: list[ModelName] = Field(min_length=1)
+    models: list[str] = Field(min_length=1)  # registered network names (registry.check)
     epochs: int = Field(ge=1)
     batch_size: int = Field(ge=1)
     steps_per_epoch: int = Field(ge=0)  # 0 = one pass over the split
@@ -316,11 +301,23 @@ class LinearReference(_Strict):
 
 
 class Gate(_Strict):
-    primary_metric: Literal["rmse", "mae", "ubrmse"]
+    primary_metric: str  # a registered error metric (soilcast.evaluation.metrics.METRICS)
     min_skill_vs_climatology: float
     # enforced whenever the model takes antecedent soil moisture (persistence is then free)
     min_skill_vs_persistence: float
     max_regression: float = Field(ge=0)
+
+    @field_validator("primary_metric")
+    @classmethod
+    def _rankable(cls, name: str) -> str:
+        """The gate picks the LOWEST value and re-scores the champion without references, so
+        only an error metric that needs no reference forecast can rank candidates."""
+        choices = [n for n, m in METRICS.items() if rankable(m)]
+        if name not in choices:
+            what = "not a registered metric" if name not in METRICS else "cannot rank candidates"
+            raise ValueError(f"{what}: the gate ranks by an error (lower is better, no reference "
+                             f"forecast needed), one of {', '.join(choices)}")
+        return name
 
 
 class Export(_Strict):
@@ -383,7 +380,7 @@ class Config(_Strict):
     split: Split
     window: Window
     scaling: Scaling
-    models: Models
+    models: NetworkSections
     training: Training
     climatology: Climatology
     linear_reference: LinearReference
@@ -451,9 +448,14 @@ MAX_QUOTED = 80  # longest offending value quoted in an error (a whole section i
 
 def _format_errors(source: str, err: ValidationError) -> str:
     """One line per problem naming the key; the value only when it is short (never the config)."""
-    lines = [f"{source}: invalid configuration"]
+    return "\n".join([f"{source}: invalid configuration", *error_lines(err)])
+
+
+def error_lines(err: ValidationError, prefix: tuple[str, ...] = ()) -> list[str]:
+    """``  key: problem (got value)`` for each error, keys under ``prefix`` (e.g. models.gru)."""
+    lines = []
     for e in err.errors():
-        key = ".".join(str(p) for p in e["loc"])
+        key = ".".join(str(p) for p in (*prefix, *e["loc"]))
         msg = e["msg"].removeprefix("Value error, ")
         got = repr(e.get("input"))
         if e["type"] == "extra_forbidden":
@@ -464,7 +466,7 @@ def _format_errors(source: str, err: ValidationError) -> str:
             lines.append(f"  {key}: {msg}")
         else:
             lines.append(f"  {key}: {msg} (got {got})")
-    return "\n".join(lines)
+    return lines
 
 
 def config_from_dict(raw: dict[str, Any], source: str = "<dict>") -> Config:

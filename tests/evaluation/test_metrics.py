@@ -107,3 +107,62 @@ def test_area_weights_and_all_metrics_on_a_grid():
     assert out["n"] == 9
     safe = m.finite_or_none(out)
     assert safe["r2"] is None  # obs constant -> undefined, JSON-safe
+
+
+def test_metric_registry_names_are_unique_and_match():
+    assert all(name == metric.name for name, metric in m.METRICS.items())
+    with pytest.raises(ValueError, match="'rmse' is registered twice"):
+        m.registry(m.METRICS["rmse"], m.METRICS["mae"], m.METRICS["rmse"])
+
+
+def test_every_metric_points_the_way_it_says():
+    """A forecast closer to the observations scores better in each metric's own direction."""
+    rng = np.random.default_rng(3)
+    obs = rng.normal(0.3, 0.05, (60, 4, 4)) + np.sin(np.arange(60) / 9)[:, None, None] * 0.05
+    good, bad = obs + rng.normal(0.0, 0.005, obs.shape) + 0.001, obs + rng.normal(0.0, 0.05, obs.shape) + 0.02
+    context = {"clim": np.full(obs.shape, obs.mean()), "persistence": np.roll(obs, 1, axis=0)}
+    for metric in m.METRICS.values():
+        g, b = (metric.compute(obs, f, None, **context) for f in (good, bad))
+        if metric.lower_is_better is None:  # signed (bias): best at zero
+            assert abs(g) < abs(b), metric.name
+        else:
+            assert (g < b) == metric.lower_is_better, (metric.name, g, b)
+
+
+def test_all_metrics_and_the_leaderboard_cover_the_registry():
+    from soilcast.evaluation.evaluate import leaderboard
+    from soilcast.records import Leaderboard
+
+    obs = np.arange(12.0).reshape(3, 2, 2)
+    out = m.all_metrics(obs, obs + 0.5, None, clim=obs * 0 + 5.0, persistence=obs + 1.0)
+    assert set(out) == set(m.METRICS) | {"n"}
+    assert set(m.all_metrics(obs, obs + 0.5)) == {n for n, x in m.METRICS.items() if not x.needs} | {"n"}
+    entry = {"status": "ok", "kind": "network", "n_windows": 3, "valid_period": ["2013-01-01", "2013-01-03"],
+             "overall": m.finite_or_none(out), "seasons": {}, "basins": {}, "val": m.finite_or_none(out)}
+    board = leaderboard(Leaderboard.model_validate({"x": entry}), "rmse")
+    header = next(line for line in board.splitlines() if line.startswith("| rank"))
+    shown = [c.strip() for c in header.split("|")[5:-1]]
+    assert shown == [n for n, x in m.METRICS.items() if x.leaderboard]
+
+
+def test_gate_ranks_only_by_a_registered_error_metric():
+    from soilcast.config import ConfigError, load_config
+    from tests.conftest import PARAMS
+
+    errors = [n for n, x in m.METRICS.items() if x.lower_is_better is True and not x.needs]
+    assert errors == ["rmse", "mse", "mae", "ubrmse"]
+    for name in errors:
+        assert load_config(PARAMS, {"gate": {"primary_metric": name}}).gate.primary_metric == name
+    for name, why in (("kge", "cannot rank candidates"), ("skill_vs_persistence", "cannot rank candidates"),
+                      ("bias", "cannot rank candidates"), ("rsme", "not a registered metric")):
+        with pytest.raises(ConfigError) as err:
+            load_config(PARAMS, {"gate": {"primary_metric": name}})
+        assert f"gate.primary_metric: {why}" in str(err.value) and "rmse, mse, mae, ubrmse" in str(err.value)
+
+
+def test_report_subsets_name_registered_metrics():
+    """The hindcast table and the model card show chosen subsets: each must be a metric."""
+    from soilcast.export.card import _ROWS
+    from soilcast.serving.hindcast import COLUMNS
+
+    assert set(_ROWS) <= set(m.METRICS) and set(COLUMNS) <= set(m.METRICS)

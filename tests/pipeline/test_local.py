@@ -403,6 +403,11 @@ def test_resolved_params_are_validated_and_stable(tmp_path):
     assert "\n" not in once  # one line: safe inside kfp's comment header
     with pytest.raises(ConfigError, match="training.epochs"):
         runtime.resolve_params(text, {"training": {"epochs": 0}})
+    # the networks' sections too (second phase, against the registry), before any data
+    with pytest.raises(ConfigError, match="models.gru.units: Input should be greater than or equal to 1"):
+        runtime.resolve_params(text, {"models": {"gru": {"units": 0}}})
+    with pytest.raises(ConfigError, match="training.models: unknown network 'foo'"):
+        runtime.resolve_params(text, {"training": {"models": ["foo"]}})
 
 
 def test_ingest_copies_a_raw_folder_and_hashes_it(tmp_path):

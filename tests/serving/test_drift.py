@@ -218,3 +218,28 @@ def test_switching_reference_leaves_no_stale_series():
     samples = {(s.name, s.labels.get("reference")): s.value
                for fam in t.registry.collect() for s in fam.samples if s.name == "soilcast_drift_psi"}
     assert samples == {("soilcast_drift_psi", "monthly"): 0.02}
+
+
+def test_every_drift_statistic_is_computed_and_exported_under_its_name():
+    """The registry is the one list: DriftWindow computes each statistic, telemetry exports
+    each as ``soilcast_drift_<name>`` (the names the alert rules use stay as they were)."""
+    from soilcast.serving.drift import STATISTICS
+    from soilcast.serving.telemetry import Telemetry
+
+    names = [s.name for s in STATISTICS]
+    assert len(set(names)) == len(names) and {"psi", "mean_shift"} <= set(names)
+    rng = np.random.default_rng(9)
+    ref = _reference(rng)
+    win = DriftWindow(ref, size=8, epsilon=1e-4)
+    x = np.stack([rng.normal(295 + 20.0, 8, (4, 4, 4, 4)),  # t2m shifted by 2.5 reference sd
+                  np.where(rng.random((4, 4, 4, 4)) < 0.5, rng.gamma(0.8, 6, (4, 4, 4, 4)), 0.0)], -1)
+    win.add(summarise(ref, x, None, np.arange(16)))
+    stats = win.stats()
+    assert all(set(s) == set(names) | {"reference"} for s in stats.values())
+    t = Telemetry()
+    t.publish_drift(1, stats, len(win))
+    exported = {s.name for fam in t.registry.collect() for s in fam.samples}
+    assert {f"soilcast_drift_{n}" for n in names} <= exported
+    psi_sample = next(s for fam in t.registry.collect() for s in fam.samples
+                      if s.name == "soilcast_drift_psi" and s.labels["variable"] == "t2m")
+    assert psi_sample.value == pytest.approx(stats[("input", "t2m")]["psi"]) and psi_sample.value > 0.25

@@ -34,10 +34,19 @@ def pick(given: Path | None, default: Path) -> Path:
     return default if given is None else Path(given)
 
 
-def load_cfg(params: Path) -> Config:
-    """Load params.yaml, or print the validation error and exit 2 (a usage error, not a crash)."""
+def load_cfg(params: Path, *, networks: bool = True) -> Config:
+    """Load params.yaml, or print the validation error and exit 2 (a usage error, not a crash).
+
+    ``networks``: also check ``training.models`` and the ``models.<name>`` sections against
+    the network registry (which imports keras); the data stages, which read neither, skip it.
+    """
     try:
-        return load_config(params)
+        cfg = load_config(params)
+        if networks:
+            from soilcast.ml.models import registry
+
+            registry.check(cfg, str(params))
+        return cfg
     except ConfigError as err:
         typer.secho(str(err), fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from None

@@ -36,16 +36,17 @@ def demo_data(
     """Generate the physically based demo dataset (ERA5/ERA5-Land-like NetCDF + basins)."""
     from soilcast.demo.generate import generate
 
-    cfg = load_cfg(params)
+    cfg = load_cfg(params, networks=False)
     generate(cfg, pick(out_dir, Layout.from_config(cfg).raw_dir))
 
 
 def _run(step, params: Path):
     """Run one data step on (config, default layout); turn data errors into a short message
-    and a non-zero exit."""
+    and a non-zero exit. Data steps read no network params: the network check (keras) is
+    left to the ml commands."""
     from soilcast.data.readers import DataError
 
-    cfg = load_cfg(params)
+    cfg = load_cfg(params, networks=False)
     try:
         return step(cfg, Layout.from_config(cfg))
     except DataError as err:
@@ -172,7 +173,7 @@ def demo_delivery(
     """Demo files for days after the period (continuing the demo), to try `soilcast ingest`."""
     from soilcast.demo.generate import generate_delivery
 
-    cfg = load_cfg(params)
+    cfg = load_cfg(params, networks=False)
     try:
         files = generate_delivery(cfg, out_dir, _day(first, "--first"), _day(last, "--last"))
     except ValueError as err:

@@ -19,11 +19,11 @@ ModelsOpt = path_opt("--models", "TF Serving model base path (versions)")
 
 def _runs(cfg, lay: Layout, train: Path | None) -> dict:
     """Run folder of every network under the train folder (a missing one is skipped later)."""
-    from soilcast.config import NETWORKS
     from soilcast.layout import RunDir
+    from soilcast.ml.models import registry
 
     root = pick(train, lay.train_dir)
-    return {name: RunDir(root / name) for name in NETWORKS}
+    return {name: RunDir(root / name) for name in registry.names()}
 
 
 @app.command("evaluate")

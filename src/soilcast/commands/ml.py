@@ -3,17 +3,33 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
+from typer.core import TyperCommand
 
 from soilcast.commands.common import ParamsOpt, app, fail, load_cfg, path_opt, pick
 from soilcast.layout import Layout, RunDir
 
+MODEL_HELP = "Network, one of the registered ones: {}."
 
-@app.command("train")
+
+class TrainCommand(TyperCommand):
+    """``train --help`` lists the registered networks, looked up only when help is shown
+    (the registry imports keras, which every other command should not pay for)."""
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        from soilcast.ml.models import registry
+
+        for param in self.params:
+            if param.name == "model":
+                param.help = MODEL_HELP.format(", ".join(registry.names()))
+        super().format_help(ctx, formatter)
+
+
+@app.command("train", cls=TrainCommand)
 def train(
-    model: str = typer.Option(..., "--model", "-m", help="Network: convlstm, lstm, gru, fc or cnn_td."),
+    model: str = typer.Option(..., "--model", "-m", help=MODEL_HELP.format("see soilcast train --help")),
     params: Path = ParamsOpt,
     fresh: bool = typer.Option(False, "--fresh", help="Ignore an interrupted run's checkpoints."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
@@ -21,11 +37,11 @@ def train(
     out: Optional[Path] = path_opt("--out", "Run folder of this network"),
 ) -> None:
     """Train one network; resumes an interrupted run from its last epoch checkpoint."""
-    from soilcast.config import NETWORKS
+    from soilcast.ml.models import registry
 
     cfg = load_cfg(params)
-    if model not in NETWORKS:
-        fail(f"--model must be one of {', '.join(NETWORKS)} (got {model!r})", 2)
+    if model not in registry.names():
+        fail(f"--model must be one of {', '.join(registry.names())} (got {model!r})", 2)
     from soilcast.ml.train import train_model
 
     lay = Layout.from_config(cfg)

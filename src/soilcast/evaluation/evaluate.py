@@ -25,9 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from soilcast.config import NETWORKS, REFERENCES, Config
+from soilcast.config import Config
 from soilcast.contract import ANTECEDENT, OUTPUT
-from soilcast.evaluation.metrics import all_metrics, area_weights, finite_or_none
+from soilcast.evaluation.metrics import METRICS, all_metrics, area_weights, finite_or_none
 from soilcast.evaluation.seasons import season_rows
 from soilcast.layout import EvalDir, RunDir
 from soilcast.records import Leaderboard, RecordError, TrainRecord
@@ -67,7 +67,9 @@ def basin_names(store: Path, basin_id: np.ndarray) -> dict[int, str]:
 def score(
     fc: Any, weights: np.ndarray, clim: Any, pers: Any, basins: dict[int, str], val: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    """Overall / per-season / per-basin test metrics of one model, and its validation block."""
+    """Overall / per-season / per-basin test metrics of one model, and its validation block.
+    ``kind``: which registry the model is in (a reference forecaster or a network)."""
+    from soilcast.ml.models.references import references
 
     def block(rows: np.ndarray | slice, w: np.ndarray) -> dict[str, Any]:
         return finite_or_none(
@@ -77,7 +79,7 @@ def score(
     everything = slice(None)
     return {
         "status": "ok",
-        "kind": "reference" if fc.model in REFERENCES else "network",
+        "kind": "reference" if fc.model in references() else "network",
         "n_windows": int(fc.pred.shape[0]),
         "valid_period": [str(fc.valid_time[0].date()), str(fc.valid_time[-1].date())],
         "overall": block(everything, weights),
@@ -99,16 +101,27 @@ def _check_aligned(ref: Any, fc: Any) -> None:
         )
 
 
+def _context_names() -> dict[str, str]:
+    """Names of the references the metrics take as context: {"clim": ..., "persistence": ...}."""
+    from soilcast.ml.models.references import context_references
+
+    return {key: ref.name for key, ref in context_references().items()}
+
+
 def collect_forecasts(cfg: Config, store: Path, runs: Mapping[str, RunDir],
                       split: str = "test") -> tuple[dict[str, Any], dict[str, str]]:
-    """Forecasts of the references and every current trained network; skipped ones with why."""
+    """Forecasts of the references and every current trained network; skipped ones with why.
+    Networks come in ``training.models`` order, then the other registered ones."""
+    from soilcast.ml.models import registry
+    from soilcast.ml.models.references import references
     from soilcast.ml.predict import predict_split
     from soilcast.ml.train import load_tensors
 
-    forecasts = {name: predict_split(cfg, store, name, split) for name in REFERENCES}
+    forecasts = {name: predict_split(cfg, store, name, split) for name in references()}
     tensors = load_tensors(cfg, store)
     skipped: dict[str, str] = {}
-    for name in NETWORKS:
+    listed = list(dict.fromkeys(cfg.training.models))
+    for name in listed + [n for n in registry.names() if n not in listed]:
         run = runs.get(name)
         if run is None or not run.model.is_file():
             where = run.model if run is not None else f"no run folder for {name}"
@@ -118,7 +131,7 @@ def collect_forecasts(cfg: Config, store: Path, runs: Mapping[str, RunDir],
             skipped[name] = f"refused: {why}"
             continue
         forecasts[name] = predict_split(cfg, store, name, split, run)
-        _check_aligned(forecasts["climatology"], forecasts[name])
+        _check_aligned(forecasts[_context_names()["clim"]], forecasts[name])
     return forecasts, skipped
 
 
@@ -128,12 +141,14 @@ def evaluate(cfg: Config, tensors: Path, runs: Mapping[str, RunDir], out: EvalDi
     from soilcast.evaluation.plots import write_plots
     from soilcast.io.atomic import atomic_write_text
 
+    ctx = _context_names()
     val_fc, _ = collect_forecasts(cfg, tensors, runs, "val")
-    vw = area_weights(val_fc["climatology"].lat, val_fc["climatology"].mask)
-    val = {n: overall_block(f, vw, val_fc["climatology"], val_fc["persistence"]) for n, f in val_fc.items()}
-    del val_fc
+    vclim, vpers = val_fc[ctx["clim"]], val_fc[ctx["persistence"]]
+    vw = area_weights(vclim.lat, vclim.mask)
+    val = {n: overall_block(f, vw, vclim, vpers) for n, f in val_fc.items()}
+    del val_fc, vclim, vpers
     forecasts, skipped = collect_forecasts(cfg, tensors, runs, "test")
-    clim, pers = forecasts["climatology"], forecasts["persistence"]
+    clim, pers = forecasts[ctx["clim"]], forecasts[ctx["persistence"]]
     weights = area_weights(clim.lat, clim.mask)
     basins = basin_names(tensors, clim.basin_id)
     entries: dict[str, Any] = {
@@ -147,8 +162,7 @@ def evaluate(cfg: Config, tensors: Path, runs: Mapping[str, RunDir], out: EvalDi
     return metrics
 
 
-_COLUMNS = ("rmse", "mae", "bias", "ubrmse", "r2", "nse", "kge", "pearson_r", "acc",
-            "skill_vs_climatology", "skill_vs_persistence")
+_COLUMNS = tuple(n for n, m in METRICS.items() if m.leaderboard)
 
 
 def leaderboard(metrics: Leaderboard, primary: str) -> str:

@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from soilcast.config import NETWORKS, Config
+from soilcast.config import Config
 from soilcast.records import Decision, Leaderboard
 
 ChampionScorer = Callable[[Config, Path], dict[str, float]]
@@ -36,9 +36,12 @@ SKILLS = ("skill_vs_climatology", "skill_vs_persistence")
 
 
 def pick_winner(metrics: Leaderboard, primary: str) -> tuple[str | None, dict[str, float]]:
-    """The network with the lowest finite VALIDATION primary metric (gate metrics are errors)."""
+    """The network with the lowest finite VALIDATION primary metric (gate metrics are errors,
+    see ``Gate.primary_metric``); networks are the entries evaluation marks ``kind: network``."""
     scores: dict[str, float] = {}
-    for name in NETWORKS:
+    for name, entry in metrics.scored().items():
+        if entry.kind != "network":
+            continue
         value = metrics.val_of(name).get(primary)
         if value is not None and math.isfinite(value):
             scores[name] = float(value)

@@ -21,7 +21,8 @@ Conventions (so two readers compute the same number):
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -163,8 +164,65 @@ def area_weights(lat: ArrayLike, mask: ArrayLike) -> np.ndarray:
     return np.where(mask, np.cos(np.deg2rad(lat))[:, None], 0.0)
 
 
-# Lower is better for these; the rest (skill scores, correlations, efficiencies) higher is better.
-LOWER_IS_BETTER = frozenset({"rmse", "mae", "ubrmse", "mse", "abs_bias"})
+@dataclass(frozen=True)
+class Metric:
+    """One verification score (in the style of weatherbench2's ``Metric``).
+
+    ``compute(obs, pred, weights, **context)`` with ``context`` the reference forecasts a
+    metric needs (``needs``: ``clim`` for the anomaly correlation and the climatology skill,
+    ``persistence`` for the persistence skill). ``lower_is_better``: True for errors, False
+    for skills, correlations and efficiencies, None for a signed score best at zero (bias).
+    ``leaderboard``: shown as a column of ``leaderboard.md``.
+    """
+
+    name: str
+    lower_is_better: bool | None
+    fn: Callable[..., float]
+    needs: tuple[str, ...] = ()
+    leaderboard: bool = True
+
+    def compute(self, obs: ArrayLike, pred: ArrayLike, weights: ArrayLike | None = None, **context: ArrayLike) -> float:
+        missing = [k for k in self.needs if context.get(k) is None]
+        if missing:
+            raise ValueError(f"metric {self.name!r} needs the reference forecast(s) {missing}")
+        return self.fn(obs, pred, weights, **{k: context[k] for k in self.needs})
+
+    def available(self, context: Mapping[str, ArrayLike | None]) -> bool:
+        return all(context.get(k) is not None for k in self.needs)
+
+
+def registry(*metrics: Metric) -> dict[str, Metric]:
+    """Metrics by name, in the given order; a name given twice is an error, not an overwrite."""
+    out: dict[str, Metric] = {}
+    for metric in metrics:
+        if metric.name in out:
+            raise ValueError(f"metric {metric.name!r} is registered twice")
+        out[metric.name] = metric
+    return out
+
+
+# Every metric, in leaderboard column order: the one list evaluation, the leaderboard and the
+# gate's ``primary_metric`` choices derive from.
+METRICS: dict[str, Metric] = registry(
+    Metric("rmse", True, rmse),
+    Metric("mse", True, mse, leaderboard=False),
+    Metric("mae", True, mae),
+    Metric("bias", None, bias),
+    Metric("ubrmse", True, ubrmse),
+    Metric("r2", False, r2),
+    Metric("nse", False, lambda o, p, w: nse(o, p, w, time_axis=0)),
+    Metric("kge", False, kge),
+    Metric("pearson_r", False, pearson_r),
+    Metric("acc", False, lambda o, p, w, clim: anomaly_correlation(o, p, clim, w), needs=("clim",)),
+    Metric("skill_vs_climatology", False, lambda o, p, w, clim: skill_score(o, p, clim, w), needs=("clim",)),
+    Metric("skill_vs_persistence", False, lambda o, p, w, persistence: skill_score(o, p, persistence, w),
+           needs=("persistence",)),
+)
+
+
+def rankable(metric: Metric) -> bool:
+    """An error the gate can rank by and re-score a served model with (no reference needed)."""
+    return metric.lower_is_better is True and not metric.needs
 
 
 def all_metrics(
@@ -174,24 +232,12 @@ def all_metrics(
     clim: ArrayLike | None = None,
     persistence: ArrayLike | None = None,
 ) -> dict[str, float]:
-    """Every metric of this module for one forecast (time on axis 0); references optional."""
-    out = {
-        "rmse": rmse(obs, pred, weights),
-        "mse": mse(obs, pred, weights),
-        "mae": mae(obs, pred, weights),
-        "bias": bias(obs, pred, weights),
-        "ubrmse": ubrmse(obs, pred, weights),
-        "r2": r2(obs, pred, weights),
-        "pearson_r": pearson_r(obs, pred, weights),
-        "nse": nse(obs, pred, weights, time_axis=0),
-        "kge": kge(obs, pred, weights),
-        "n": int(_valid(weights, obs, pred)[0].size),
-    }
-    if clim is not None:
-        out["acc"] = anomaly_correlation(obs, pred, clim, weights)
-        out["skill_vs_climatology"] = skill_score(obs, pred, clim, weights)
-    if persistence is not None:
-        out["skill_vs_persistence"] = skill_score(obs, pred, persistence, weights)
+    """Every registered metric for one forecast (time on axis 0) whose references are given,
+    and ``n``, the number of valid points."""
+    context = {"clim": clim, "persistence": persistence}
+    out: dict[str, float] = {m.name: m.compute(obs, pred, weights, **context)
+                             for m in METRICS.values() if m.available(context)}
+    out["n"] = int(_valid(weights, obs, pred)[0].size)
     return out
 
 

@@ -95,9 +95,12 @@ def plot_day_maps(forecasts: dict[str, Any], out: Path, cmap: str) -> None:
 
 
 def plot_basin_skill(metrics: Leaderboard, basins: dict[int, str], out: Path) -> None:
+    from soilcast.ml.models.references import context_references
+
     plt = _plt()
     scored = metrics.scored()
-    names = [n for n in scored if n != "climatology"]
+    clim = context_references()["clim"].name  # the reference of this skill: zero by construction
+    names = [n for n in scored if n != clim]
     labels = list(basins.values())
     width = 0.8 / max(len(names), 1)
     fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(labels) * max(len(names), 1) * 0.4), 4))

@@ -26,9 +26,10 @@ from keras import ops
 
 import soilcast.ml.losses  # registers custom objects for loading
 import soilcast.ml.models.layers  # (idem)
-from soilcast.config import NETWORKS, REFERENCES, Config
+from soilcast.config import Config
 from soilcast.layout import RunDir
-from soilcast.ml.models.references import Climatology, persistence
+from soilcast.ml.models import registry
+from soilcast.ml.models.references import references
 from soilcast.ml.scaling import Scaler, mask_fill
 from soilcast.ml.windows import SplitName, split_ends
 
@@ -165,22 +166,19 @@ class Forecasts:
 
 def predict_split(cfg: Config, store: Path, name: str, split: SplitName = "test",
                   run: RunDir | None = None) -> Forecasts:
-    """Forecasts of ``name`` (a network trained in ``run``, or one of the references
-    persistence, climatology and linear) for every window of ``split`` of the tensor
-    ``store``; all share the same windows, so their scores are comparable."""
+    """Forecasts of ``name`` (a registered network trained in ``run``, or a registered
+    reference) for every window of ``split`` of the tensor ``store``; all share the same
+    windows, so their scores are comparable."""
     from soilcast.ml.train import load_tensors
 
-    if name not in NETWORKS + REFERENCES:
-        raise ValueError(f"unknown model {name!r}; expected one of {list(NETWORKS + REFERENCES)}")
+    refs, networks = references(), registry.names()
+    if name not in refs and name not in networks:
+        raise ValueError(f"unknown model {name!r}; expected one of {[*networks, *refs]}")
     t = load_tensors(cfg, store)
     lead = cfg.window.lead_days
     ends = split_ends(cfg, t.time, split)
-    if name == "persistence":
-        pred = persistence(t.Y[..., 0], ends)
-    elif name == "climatology":
-        pred = Climatology.from_config(cfg, t.Y, t.time).predict(t.time[ends + lead])
-    elif name == "linear":
-        pred = _linear_forecasts(cfg, t, ends)
+    if name in refs:
+        pred = refs[name].forecast(cfg, t, ends, lead)
     else:
         if run is None:
             raise ValueError(f"network {name}: predict_split needs its run folder")
@@ -210,21 +208,3 @@ def _network_forecasts(cfg: Config, run: RunDir, name: str, t: Any, ends: np.nda
         x = serving_inputs(t.X, t.Y, ends[i : i + b], L, with_sm)
         out.append(np.asarray(pm.predict_on_batch(x if with_sm else x["meteo"])))
     return np.concatenate(out)
-
-
-def _linear_forecasts(cfg: Config, t: Any, ends: np.ndarray) -> np.ndarray:
-    """The ridge reference, fitted on the training years, through the serving head."""
-    from soilcast.ml.models.linear import LinearReference
-    from soilcast.ml.train import fit_scaler
-    from soilcast.ml.windows import prepare
-
-    scaler = fit_scaler(cfg, t)
-    data = prepare(t, cfg, scaler)
-    p = cfg.linear_reference
-    ref = LinearReference.fit(data, split_ends(cfg, t.time, "train"), p.lags, p.ridge)
-    z = ref.predict(data, ends)[:, None, :, :, None]  # [N, 1, H, W, 1] like a network's last step
-    head = ForecastToPhysical(scaler.to_dict(), t.mask.astype(int).tolist(), list(cfg.target.physical_range))
-    if scaler.target_kind == "increment":
-        sm = np.asarray(t.Y[ends, ..., 0], dtype=np.float32)[:, None]
-        return ops.convert_to_numpy(head([z, sm]))
-    return ops.convert_to_numpy(head(z))

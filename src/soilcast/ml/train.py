@@ -30,7 +30,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from soilcast.config import NETWORKS, Config
+from soilcast.config import Config
 from soilcast.data.store import Tensors, open_tensors
 from soilcast.io.atomic import atomic_path, atomic_write_json, atomic_write_text
 from soilcast.layout import RunDir
@@ -44,7 +44,8 @@ from soilcast.ml.checkpoint import (
 )
 from soilcast.ml.distribute import get_distribution
 from soilcast.ml.losses import MaskedMSE, forecast_mse, masked_sums
-from soilcast.ml.models.references import Climatology
+from soilcast.ml.models import registry
+from soilcast.ml.models.references import Reference, references
 from soilcast.ml.models.registry import build_model
 from soilcast.ml.precision import with_resolved_precision
 from soilcast.ml.scaling import Scaler
@@ -58,7 +59,6 @@ from soilcast.ml.windows import (
     prepare,
     split_ends,
     split_slice,
-    target_of_day,
 )
 from soilcast.records import TrainRecord
 
@@ -129,27 +129,21 @@ def score_network(model: keras.Model, ds: WindowDataset) -> dict[str, float]:
     return {"window_mse": acc[0] / max(acc[1], 1.0), "forecast_mse": acc[2] / max(acc[3], 1.0)}
 
 
+def training_references() -> dict[str, Reference]:
+    """The references scored beside every network during training (those with a target space)."""
+    return {n: r for n, r in references().items() if r.target_space is not None}
+
+
 def reference_targets(cfg: Config, t: Tensors, data: Prepared, scaler: Scaler, ends: np.ndarray) -> dict[str, np.ndarray]:
-    """persistence and climatology as forecasts in the networks' target space, [N, L, H, W]
+    """The training references as forecasts in the networks' target space, [N, L, H, W]
     aligned with the target windows of ``ends`` (step k: input day s = t-L+1+k)."""
-    L, lead = cfg.window.seq_len, cfg.window.lead_days
-    clim = Climatology.from_config(cfg, t.Y, t.time).predict(t.time)[..., None]  # [T, H, W, 1]
-    if cfg.window.target == "increment":
-        valid_clim = np.zeros_like(clim[..., 0])  # climatology of day s + lead, at day s
-        valid_clim[:-lead] = clim[lead:, ..., 0]
-        y = np.asarray(t.Y[..., 0], dtype=np.float32)
-        pers = np.zeros(data.targets.shape, dtype=np.float32)
-        clim_t = np.where(t.mask, scaler.scale_increment(valid_clim - y), 0.0)
-    else:
-        pers = data.Ys[..., 0]
-        clim_state = np.where(t.mask[..., None], scaler.scale_target(clim), 0.0).astype(np.float32)
-        clim_t = target_of_day(clim_state, clim, t.mask, scaler, "state", lead)
-    return {"persistence": gather(pers, ends, -L + 1, L),
-            "climatology": gather(np.asarray(clim_t, np.float32), ends, -L + 1, L)}
+    L = cfg.window.seq_len
+    return {name: gather(np.asarray(ref.target_space(cfg, t, data, scaler), np.float32), ends, -L + 1, L)
+            for name, ref in training_references().items()}
 
 
 def score_references(cfg: Config, t: Tensors, data: Prepared, scaler: Scaler, ends: np.ndarray) -> dict[str, dict[str, float]]:
-    """persistence and climatology on the given windows, target space, like score_network."""
+    """The training references on the given windows, target space, like score_network."""
     L = cfg.window.seq_len
     target = gather(data.targets, ends, -L + 1, L)  # [N, L, H, W]
     w = np.broadcast_to(data.weight, target.shape)
@@ -194,8 +188,7 @@ def train_model(
 ) -> Path:
     """Train network ``name`` on the tensor store ``tensors``; write the model, record,
     scaling, grid, history, learning curve and checkpoints into ``run`` (returns its folder)."""
-    if name not in NETWORKS:
-        raise ValueError(f"unknown network {name!r}; expected one of {list(NETWORKS)}")
+    registry.get(name)  # unknown names fail here, naming the registered networks
     dist = get_distribution()  # before any TensorFlow op (multi-worker requirement)
     final_dir = Path(run.root)
     out = final_dir if dist.is_chief else Path(tempfile.mkdtemp(prefix=f"soilcast-worker{dist.worker_index}-"))
@@ -340,8 +333,8 @@ def write_learning_curve(path: Path, history: list[dict[str, float]], val: dict[
     ep = [h["epoch"] for h in history]
     ax.plot(ep, [h.get("loss", np.nan) for h in history], "o-", label="train (patches)")
     ax.plot(ep, [h.get("val_loss", np.nan) for h in history], "s-", label="validation (full grid)")
-    for ref, style in (("persistence", ":"), ("climatology", "--")):
-        ax.axhline(val[ref]["window_mse"], ls=style, color="grey", label=f"{ref} (validation)")
+    for ref_name, ref in training_references().items():
+        ax.axhline(val[ref_name]["window_mse"], ls=ref.curve_style, color="grey", label=f"{ref_name} (validation)")
     ax.set(xlabel="epoch", ylabel="masked MSE (scaled)", title=f"{name}: learning curve", yscale="log")
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -46,8 +46,10 @@ def resolve_params(text: str, overrides: dict[str, Any]) -> str:
     Runs once at the head of the pipeline so that an impossible combination fails before any
     data is touched; the returned text is what every later component receives.
     """
+    from soilcast.ml.models import registry  # networks' sections: the second-phase check
+
     raw = deep_merge(load_params(text), overrides)
-    config_from_dict(raw, source="pipeline params")
+    registry.check(config_from_dict(raw, source="pipeline params"), "pipeline params")
     return dump_params(raw)
 
 

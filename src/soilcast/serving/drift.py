@@ -1,6 +1,7 @@
 """Input and prediction drift against the training reference shipped with each SavedModel.
 
-Two statistics per variable, over a sliding window of the most recent requests:
+Statistics per variable (the registry :data:`STATISTICS`; each is exported as the gauge
+``soilcast_drift_<name>``), over a sliding window of the most recent requests:
 
 - PSI (population stability index) ``sum((p - q) * ln(p / q))`` with ``q`` the reference
   bin shares from ``drift_reference.json`` and ``p`` the live shares in the *same* bins
@@ -156,6 +157,41 @@ def psi(live_counts: np.ndarray, reference: np.ndarray, epsilon: float) -> float
     return float(np.sum((p - q) * np.log(p / q)))
 
 
+@dataclass(frozen=True)
+class SeriesWindow:
+    """What a drift statistic sees of one monitored series over the current window: live bin
+    counts and moments, and the reference it is judged against (already mixed by month)."""
+
+    counts: np.ndarray  # live counts per reference bin
+    mean: float  # live mean (NaN when the window holds no finite value)
+    reference: np.ndarray  # reference bin shares
+    ref_mean: float
+    ref_std: float
+    epsilon: float  # floor of both shares (serving.psi_epsilon)
+
+
+@dataclass(frozen=True)
+class DriftStatistic:
+    """One drift statistic: ``compute(window) -> float`` (NaN = undefined, not exported),
+    exported as the gauge ``soilcast_drift_<name>`` with ``help`` as its help text."""
+
+    name: str
+    help: str
+    compute: Callable[[SeriesWindow], float]
+
+
+def _mean_shift(w: SeriesWindow) -> float:
+    return float((w.mean - w.ref_mean) / w.ref_std) if w.ref_std > 0 else float("nan")
+
+
+# The one list of drift statistics: DriftWindow computes these, telemetry exports them.
+STATISTICS: tuple[DriftStatistic, ...] = (
+    DriftStatistic("psi", "PSI of the recent window vs the training reference",
+                   lambda w: psi(w.counts, w.reference, w.epsilon)),
+    DriftStatistic("mean_shift", "(window mean - reference mean) / reference std", _mean_shift),
+)
+
+
 @dataclass
 class _Summary:
     """Sufficient statistics of one forecast window: bin counts, sums and counts per series."""
@@ -253,8 +289,8 @@ class DriftWindow:
         return len(self._items)
 
     def stats(self) -> dict[tuple[str, str], dict[str, Any]]:
-        """{(kind, variable): {"psi", "mean_shift", "reference"}} over the current window,
-        against the mix of the monthly references of the windows it holds."""
+        """{(kind, variable): {<each statistic's name>: value, "reference"}} over the current
+        window, against the mix of the monthly references of the windows it holds."""
         out: dict[tuple[str, str], dict[str, Any]] = {}
         if self._counts is None:
             return out
@@ -263,9 +299,8 @@ class DriftWindow:
             counts = self._counts[i, : dist.proportions.size]
             props, ref_mean, ref_std = dist.expected(months)
             mean = self._sums[i] / self._n[i] if self._n[i] > 0 else float("nan")
-            shift = (mean - ref_mean) / ref_std if ref_std > 0 else float("nan")
-            out[key] = {"psi": psi(counts, props, self.epsilon), "mean_shift": float(shift),
-                        "reference": self.reference}
+            window = SeriesWindow(counts, mean, props, ref_mean, ref_std, self.epsilon)
+            out[key] = {s.name: s.compute(window) for s in STATISTICS} | {"reference": self.reference}
         return out
 
 

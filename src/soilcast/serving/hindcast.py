@@ -28,7 +28,6 @@ from soilcast.contract import ANTECEDENT, INPUT, serving_inputs
 from soilcast.data.store import Tensors
 
 COLUMNS = ("rmse", "mae", "bias", "ubrmse", "r2", "kge", "acc", "skill_vs_climatology", "skill_vs_persistence")
-REFERENCES = ("persistence", "climatology")
 
 
 def window_ends(tensors: Tensors, start: dt.date, end: dt.date, seq_len: int, lead: int) -> np.ndarray:
@@ -66,8 +65,10 @@ def request_forecasts(client: Any, block: Tensors, ends: np.ndarray, seq_len: in
     return np.concatenate(out), n_requests
 
 
-def archive_dataset(fcs: dict[str, Any], lead: int, model: str, version: int | None) -> Any:
-    """All forecasts and the observations on (time = valid date, lat, lon), CF-1.8."""
+def archive_dataset(fcs: dict[str, Any], lead: int, model: str, version: int | None,
+                    long_names: dict[str, str]) -> Any:
+    """All forecasts and the observations on (time = valid date, lat, lon), CF-1.8;
+    ``long_names``: of the reference forecasts in ``fcs`` (every key but ``served``)."""
     import xarray as xr
 
     from soilcast.serving.forecast import STANDARD_NAME, crs_variable
@@ -78,9 +79,9 @@ def archive_dataset(fcs: dict[str, Any], lead: int, model: str, version: int | N
     data = {
         "soil_moisture": (dims, served.pred, {**grid, "long_name": f"hindcast soil moisture, {model} version {version}"}),
         "observed": (dims, served.obs, {**grid, "long_name": "observed (store) surface soil moisture"}),
-        "persistence": (dims, fcs["persistence"].pred, {**grid, "long_name": "persistence reference forecast"}),
-        "climatology": (dims, fcs["climatology"].pred, {**grid, "long_name": "training-years climatology reference"}),
     }
+    data.update({name: (dims, fc.pred, {**grid, "long_name": long_names[name]})
+                 for name, fc in fcs.items() if name != "served"})
     ds = xr.Dataset(data, coords={
         "time": ("time", served.valid_time, {"standard_name": "time", "long_name": "forecast valid date", "axis": "T"}),
         "lat": ("lat", served.lat, {"standard_name": "latitude", "units": "degrees_north", "axis": "Y"}),
@@ -129,7 +130,7 @@ def run_hindcast(cfg: Any, layout: Any, server: str, start: dt.date, end: dt.dat
     from soilcast.evaluation.evaluate import basin_names, score
     from soilcast.evaluation.metrics import area_weights
     from soilcast.io.atomic import atomic_path, atomic_write_json, atomic_write_text
-    from soilcast.ml.models.references import Climatology, persistence
+    from soilcast.ml.models.references import context_references
     from soilcast.ml.predict import Forecasts
     from soilcast.serving.client import SoilcastClient
     from soilcast.serving.forecast import check_compatible
@@ -148,11 +149,7 @@ def run_hindcast(cfg: Any, layout: Any, server: str, start: dt.date, end: dt.dat
         pred, n_requests = request_forecasts(client, block, ends - lo, L, antecedent, batch)
         version = client.last_version
     Y = np.asarray(t.Y)
-    try:
-        clim = Climatology.from_config(cfg, Y, t.time)
-    except ValueError as err:
-        raise ValueError(f"hindcast needs the training years {cfg.split.train_years} in the store for the "
-                         f"climatology reference: {err}") from None
+    loaded = replace(t, Y=Y)
     valid = t.time[ends + lead]
     common = dict(obs=Y[ends + lead, ..., 0], valid_time=valid, init_time=t.time[ends], mask=t.mask,
                   lat=t.lat, lon=t.lon, basin_id=t.basin_id)
@@ -161,21 +158,28 @@ def run_hindcast(cfg: Any, layout: Any, server: str, start: dt.date, end: dt.dat
     def masked(a: np.ndarray) -> np.ndarray:
         return np.where(t.mask, a, np.nan).astype(np.float32)
 
-    fcs = {"served": Forecasts(pred=masked(pred), model=model, **common),
-           "persistence": Forecasts(pred=masked(persistence(Y[..., 0], ends)), model="persistence", **common),
-           "climatology": Forecasts(pred=masked(clim.predict(valid)), model="climatology", **common)}
+    # the references the scores are taken against (persistence, climatology), by context key
+    refs = context_references()
+    fcs = {"served": Forecasts(pred=masked(pred), model=model, **common)}
+    for ref in refs.values():
+        try:
+            fcs[ref.name] = Forecasts(pred=masked(ref.forecast(cfg, loaded, ends, lead)), model=ref.name, **common)
+        except ValueError as err:
+            raise ValueError(f"hindcast needs the training years {cfg.split.train_years} in the store for the "
+                             f"{ref.name} reference: {err}") from None
     weights = area_weights(t.lat, t.mask)
     basins = basin_names(layout.tensors, t.basin_id)
     label = f"{model} v{version}"
-    scores = {(label if k == "served" else k): score(fc, weights, fcs["climatology"], fcs["persistence"], basins)
-              for k, fc in fcs.items()}
+    clim, pers = fcs[refs["clim"].name], fcs[refs["persistence"].name]
+    scores = {(label if k == "served" else k): score(fc, weights, clim, pers, basins) for k, fc in fcs.items()}
     period = f"{start}..{end}"
     table = score_table(scores, period)
     from soilcast.layout import HindcastDir
 
     out = HindcastDir(Path(out_dir) if out_dir else Path(layout.hindcasts_dir) / f"{start}_{end}")
     with atomic_path(out.archive) as tmp:
-        archive_dataset(fcs, lead, model, version).to_netcdf(tmp, engine="h5netcdf")
+        archive_dataset(fcs, lead, model, version, {r.name: r.long_name for r in refs.values()}).to_netcdf(
+            tmp, engine="h5netcdf")
     summary = {"period": period, "model": model, "version": version, "lead_days": lead,
                "n_days": int(len(ends)), "n_requests": n_requests, "batch_size": batch, "scores": scores}
     atomic_write_json(out.scores, summary)

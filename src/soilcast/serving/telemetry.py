@@ -12,8 +12,9 @@ Names (all ``soilcast_``-prefixed; alert rules in ``serving/prometheus/alerts.ym
   inside the mask in antecedent soil moisture)
 - ``output_clipped_values_total``: served soil moisture outside its physical range, clipped
   (the exported graph clips already: any count is a model bug)
-- ``drift_psi{kind,variable,version,version_label,reference}``, ``drift_mean_shift{...same}``
-  (one series per served version; ``version_label`` is stable/canary/previous or '';
+- ``drift_<statistic>{kind,variable,version,version_label,reference}`` for each statistic of
+  :data:`soilcast.serving.drift.STATISTICS` (``drift_psi``, ``drift_mean_shift``; one series
+  per served version; ``version_label`` is stable/canary/previous or '';
   ``kind`` input or prediction; ``reference`` monthly / all_year (no date in the requests,
   or no monthly reference) / mixed, see :mod:`soilcast.serving.drift`),
   ``drift_window_requests``, ``drift_dropped_total``
@@ -28,7 +29,10 @@ from typing import Any, Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, start_http_server
 
+from soilcast.serving.drift import STATISTICS
+
 REFERENCES = ("monthly", "all_year", "mixed")  # values of the drift metrics' ``reference`` label
+DRIFT_LABELS = ["kind", "variable", "version", "version_label", "reference"]
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -49,11 +53,8 @@ class Telemetry:
         self.clipped = Counter("soilcast_output_clipped_values",
                                "Served soil moisture values outside the physical range, clipped",
                                registry=r)
-        self.psi = Gauge("soilcast_drift_psi", "PSI of the recent window vs the training reference",
-                         ["kind", "variable", "version", "version_label", "reference"], registry=r)
-        self.mean_shift = Gauge("soilcast_drift_mean_shift",
-                                "(window mean - reference mean) / reference std",
-                                ["kind", "variable", "version", "version_label", "reference"], registry=r)
+        self.drift = {s.name: Gauge(f"soilcast_drift_{s.name}", s.help, DRIFT_LABELS, registry=r)
+                      for s in STATISTICS}
         self.label_of: Callable[[int], str] = lambda version: ""  # set by the gateway
         self.window = Gauge("soilcast_drift_window_requests", "Forecast windows (batch elements) in the drift window",
                             registry=r)
@@ -85,7 +86,7 @@ class Telemetry:
         label = self.label_of(version)
         for (kind, variable), s in stats.items():
             reference = str(s.get("reference", "all_year"))
-            for gauge, key in ((self.psi, "psi"), (self.mean_shift, "mean_shift")):
+            for key, gauge in self.drift.items():
                 for other in REFERENCES:  # one series per variable: drop the stale reference
                     if other != reference:
                         try:

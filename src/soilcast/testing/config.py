@@ -68,4 +68,6 @@ def tiny_config(root: Path, overrides: dict[str, Any] | None = None, params: Pat
     merged = deep_merge(TINY, paths)
     if overrides:
         merged = deep_merge(merged, overrides)
-    return load_config(params, merged)
+    from soilcast.ml.models import registry  # the networks' sections, as every entry point
+
+    return registry.check(load_config(params, merged), str(params))

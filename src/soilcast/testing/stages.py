@@ -11,8 +11,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from soilcast.config import NETWORKS, Config
+from soilcast.config import Config
 from soilcast.layout import Layout, RunDir, regridded_file
+
+
+def _networks() -> tuple[str, ...]:
+    from soilcast.ml.models import registry
+
+    return registry.names()
 
 
 def layout(cfg: Config) -> Layout:
@@ -117,7 +123,7 @@ def evaluate(cfg: Config) -> dict[str, Any]:
     from soilcast.evaluation.evaluate import evaluate as run
 
     lay = layout(cfg)
-    return run(cfg, lay.tensors, lay.runs(NETWORKS), lay.evaluation)
+    return run(cfg, lay.tensors, lay.runs(_networks()), lay.evaluation)
 
 
 def metrics_path(cfg: Config) -> Path:
@@ -149,7 +155,7 @@ def export_blessed(cfg: Config) -> Path | None:
     from soilcast.export.savedmodel import export_blessed as run
 
     lay = layout(cfg)
-    return run(cfg, lay.blessing, lay.evaluation.metrics, lay.runs(NETWORKS), lay.tensors,
+    return run(cfg, lay.blessing, lay.evaluation.metrics, lay.runs(_networks()), lay.tensors,
                lay.models_dir, lay.export_record)
 
 

@@ -10,7 +10,7 @@ import keras
 import numpy as np
 import pytest
 
-from soilcast.config import NETWORKS
+from soilcast.ml.models import registry
 from soilcast.ml.models.registry import build_model
 from soilcast.ml.predict import wrap_physical
 from soilcast.ml.windows import n_input_channels
@@ -42,7 +42,7 @@ MASK = np.zeros((H, W), bool)
 MASK[1:5, 2:6] = True
 
 
-@pytest.mark.parametrize("name", NETWORKS)
+@pytest.mark.parametrize("name", registry.names())
 def test_untrained_increment_network_forecasts_exactly_persistence(tmp_path, name):
     cfg = tiny_config(tmp_path, INCREMENT)
     net = build_model(name, cfg, (L, H, W, n_input_channels(cfg)))
@@ -93,7 +93,7 @@ def test_the_mask_is_an_input_channel(tmp_path):
     np.testing.assert_array_equal(x[..., -1], np.broadcast_to(MASK, x.shape[:-1]).astype(np.float32))
 
 
-@pytest.mark.parametrize("name", NETWORKS)
+@pytest.mark.parametrize("name", registry.names())
 def test_every_network_is_causal(tiny_cfg, name):
     """Output step k never depends on input steps after k (step k+1 holds step k's answer)."""
     net = build_model(name, tiny_cfg, (L, H, W, n_input_channels(tiny_cfg)))

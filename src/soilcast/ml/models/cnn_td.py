@@ -6,14 +6,22 @@ recurrence itself is convolutional."""
 from __future__ import annotations
 
 import keras
+from pydantic import Field
 
-from soilcast.config import Config
+from soilcast.config import Config, StrictSection
 from soilcast.ml.models.heads import readout_initializer
 from soilcast.ml.models.layers import CellsToSequences, SequencesToCells
+from soilcast.ml.models.registry import register
 
 
-def build_cnn_td(cfg: Config, input_shape: tuple) -> keras.Model:
-    p = cfg.models.cnn_td
+class CnnTdParams(StrictSection):
+    filters: int = Field(ge=1)
+    kernel_size: int = Field(ge=1)
+    lstm_units: int = Field(ge=1)
+
+
+@register("cnn_td", params=CnnTdParams)
+def build_cnn_td(cfg: Config, p: CnnTdParams, input_shape: tuple) -> keras.Model:
     k = (p.kernel_size, p.kernel_size)
     inputs = keras.Input(shape=input_shape, name="inputs")
     x = inputs

@@ -7,22 +7,32 @@ layer's default ``tanh`` (hence the target, state or increment, is scaled into
 from __future__ import annotations
 
 import keras
+from pydantic import Field
 
-from soilcast.config import Config
+from soilcast.config import Config, StrictSection
 from soilcast.ml.models.heads import readout_initializer, recurrent_readout_bias, recurrent_readout_initializer
+from soilcast.ml.models.registry import params, register
+
+
+class ConvLSTMParams(StrictSection):
+    filters: int = Field(ge=1)
+    kernel_size: int = Field(ge=1)
+    n_hidden_layers: int = Field(ge=1)
+    fast_kernel: bool
+    batchnorm_momentum: float = Field(gt=0, lt=1)  # BN moving-statistics momentum
 
 
 def convlstm_layer_class(cfg: Config) -> type:
     """The ConvLSTM2D implementation to use (a hook: a faster drop-in may be chosen here)."""
-    if cfg.models.convlstm.fast_kernel:
+    if params(cfg, "convlstm").fast_kernel:
         from soilcast.ml.models.fast_convlstm import FastConvLSTM2D
 
         return FastConvLSTM2D
     return keras.layers.ConvLSTM2D
 
 
-def build_convlstm(cfg: Config, input_shape: tuple) -> keras.Model:
-    p = cfg.models.convlstm
+@register("convlstm", params=ConvLSTMParams)
+def build_convlstm(cfg: Config, p: ConvLSTMParams, input_shape: tuple) -> keras.Model:
     Layer = convlstm_layer_class(cfg)
     k = (p.kernel_size, p.kernel_size)
     inputs = keras.Input(shape=input_shape, name="inputs")

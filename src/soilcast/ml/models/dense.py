@@ -11,15 +11,22 @@ it can never see a later day (whose antecedent soil moisture would be the answer
 from __future__ import annotations
 
 import keras
+from pydantic import Field
 
-from soilcast.config import Config
+from soilcast.config import Config, StrictSection
 from soilcast.ml.models.heads import readout_initializer
 from soilcast.ml.models.layers import CellsToSequences, SequencesToCells
+from soilcast.ml.models.registry import register
 
 
-def build_fc(cfg: Config, input_shape: tuple) -> keras.Model:
+class DenseParams(StrictSection):
+    units: list[int] = Field(min_length=1)
+
+
+@register("fc", params=DenseParams)
+def build_fc(cfg: Config, p: DenseParams, input_shape: tuple) -> keras.Model:
     L = input_shape[0]
-    units = cfg.models.fc.units
+    units = p.units
     inputs = keras.Input(shape=input_shape, name="inputs")
     x = CellsToSequences(name="to_cells")(inputs)  # [b*H*W, L, C]
     x = keras.layers.Conv1D(units[0], L, padding="causal", activation="relu", name="dense_1")(x)

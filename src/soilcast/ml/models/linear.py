@@ -14,7 +14,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from soilcast.ml.windows import Prepared
+from soilcast.config import Config
+from soilcast.data.store import Tensors
+from soilcast.ml.models.references import Reference, register_reference
+from soilcast.ml.windows import Prepared, split_ends
 
 
 def _features(data: Prepared, ends: np.ndarray, lags: int) -> np.ndarray:
@@ -57,3 +60,28 @@ class LinearReference:
         out = [np.einsum("nhwf,hwf->nhw", _features(data, ends[i : i + chunk], self.lags), self.coef)
                for i in range(0, len(ends), chunk)]
         return np.concatenate(out).astype(np.float32)
+
+
+def linear_forecast(cfg: Config, t: Tensors, ends: np.ndarray, lead: int) -> np.ndarray:
+    """The ridge reference, fitted on the training years, through the serving head."""
+    from keras import ops
+
+    from soilcast.ml.predict import ForecastToPhysical
+    from soilcast.ml.train import fit_scaler
+    from soilcast.ml.windows import prepare
+
+    if lead != cfg.window.lead_days:
+        raise ValueError(f"linear reference: fitted for window.lead_days {cfg.window.lead_days}, asked for {lead}")
+    scaler = fit_scaler(cfg, t)
+    data = prepare(t, cfg, scaler)
+    p = cfg.linear_reference
+    ref = LinearReference.fit(data, split_ends(cfg, t.time, "train"), p.lags, p.ridge)
+    z = ref.predict(data, ends)[:, None, :, :, None]  # [N, 1, H, W, 1] like a network's last step
+    head = ForecastToPhysical(scaler.to_dict(), t.mask.astype(int).tolist(), list(cfg.target.physical_range))
+    if scaler.target_kind == "increment":
+        sm = np.asarray(t.Y[ends, ..., 0], dtype=np.float32)[:, None]
+        return ops.convert_to_numpy(head([z, sm]))
+    return ops.convert_to_numpy(head(z))
+
+
+register_reference(Reference("linear", "per-cell ridge regression reference", linear_forecast))

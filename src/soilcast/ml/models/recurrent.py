@@ -4,10 +4,16 @@ own sequence (no spatial context), then a linear read-out per time step."""
 from __future__ import annotations
 
 import keras
+from pydantic import Field
 
-from soilcast.config import Config
+from soilcast.config import Config, StrictSection
 from soilcast.ml.models.heads import readout_initializer
 from soilcast.ml.models.layers import CellsToSequences, SequencesToCells
+from soilcast.ml.models.registry import register
+
+
+class RecurrentParams(StrictSection):
+    units: int = Field(ge=1)
 
 
 def _per_cell(rnn: keras.layers.Layer, input_shape: tuple, name: str, cfg: Config) -> keras.Model:
@@ -19,11 +25,13 @@ def _per_cell(rnn: keras.layers.Layer, input_shape: tuple, name: str, cfg: Confi
     return keras.Model(inputs, out, name=name)
 
 
-def build_lstm(cfg: Config, input_shape: tuple) -> keras.Model:
-    rnn = keras.layers.LSTM(cfg.models.lstm.units, return_sequences=True, name="lstm")
+@register("lstm", params=RecurrentParams)
+def build_lstm(cfg: Config, p: RecurrentParams, input_shape: tuple) -> keras.Model:
+    rnn = keras.layers.LSTM(p.units, return_sequences=True, name="lstm")
     return _per_cell(rnn, input_shape, "lstm", cfg)
 
 
-def build_gru(cfg: Config, input_shape: tuple) -> keras.Model:
-    rnn = keras.layers.GRU(cfg.models.gru.units, return_sequences=True, name="gru")
+@register("gru", params=RecurrentParams)
+def build_gru(cfg: Config, p: RecurrentParams, input_shape: tuple) -> keras.Model:
+    rnn = keras.layers.GRU(p.units, return_sequences=True, name="gru")
     return _per_cell(rnn, input_shape, "gru", cfg)
