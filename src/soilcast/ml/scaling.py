@@ -107,7 +107,7 @@ class Scaler:
     def load(cls, path: Path) -> "Scaler":
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"{path}: scaling.json not found (train the model first)")
+            raise FileNotFoundError(f"{path}: scaling file not found (train the model first)")
         return cls.from_dict(json.loads(path.read_text()))
 
     # ------------------------------------------------------------ transforms
