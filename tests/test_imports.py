@@ -80,3 +80,34 @@ def test_no_import_cycles() -> None:
         cycle = " -> ".join(err.args[1])
         raise AssertionError(f"import cycle in src/{ROOT}: {cycle}") from None
     assert len(order) >= len(import_graph())
+
+
+def package_graph(graph: dict[str, set[str]]) -> dict[str, set[str]]:
+    """Sub-package -> the sub-packages its modules import (``soilcast.export`` -> ``soilcast.repository``).
+
+    Top-level modules (config, layout, records, contract) are the base layer every package
+    may use; they are covered by the module-level check above.
+    """
+    def package(module: str) -> str | None:
+        parts = module.split(".")
+        return ".".join(parts[:2]) if len(parts) > 2 or (module in packages) else None
+
+    packages = {m for m, path in _module_names(SRC).items() if path.name == "__init__.py" and m.count(".") == 1}
+    out: dict[str, set[str]] = {p: set() for p in packages}
+    for module, targets in graph.items():
+        a = package(module)
+        for b in filter(None, map(package, targets)):
+            if a and a != b:
+                out[a].add(b)
+    return out
+
+
+def test_no_cycles_between_sub_packages() -> None:
+    """export writes the model repository and serving reads it; neither imports the other's
+    internals, and evaluation reads the champion through ``soilcast.repository`` too."""
+    graph = package_graph(import_graph())
+    assert "soilcast.repository" in graph["soilcast.export"]  # the walk sees package edges
+    try:
+        list(graphlib.TopologicalSorter(graph).static_order())
+    except graphlib.CycleError as err:
+        raise AssertionError(f"sub-package cycle in src/{ROOT}: {' -> '.join(err.args[1])}") from None

@@ -121,8 +121,7 @@ def test_export_has_eight_channels(chain):
 
 def test_gateway_serves_eight_and_refuses_seven(chain):
     from soilcast.data.store import open_tensors
-    from soilcast.evaluation.evaluate import window_inputs
-    from soilcast.ml.windows import split_ends
+    from soilcast.ml.windows import split_ends, window_inputs
     from soilcast.testing.serving import client, gateway
 
     cfg, _, _ = chain

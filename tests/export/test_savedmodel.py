@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from soilcast.config import Config
-from soilcast.export import infra, savedmodel, versions
+from soilcast.export import infra, savedmodel
+from soilcast.repository import versions
 from soilcast.testing.config import tiny_config
 from soilcast.testing.stages import export_blessed, export_json_path, run_dir
 
@@ -108,8 +109,7 @@ def test_layout_metadata_and_drift_reference(exported):
 
 
 def _window(cfg, tensors, n=2):
-    from soilcast.evaluation.evaluate import window_inputs
-    from soilcast.ml.windows import split_ends
+    from soilcast.ml.windows import split_ends, window_inputs
 
     return window_inputs(cfg, tensors, split_ends(cfg, tensors.time, "test")[:n], False)["meteo"]
 
@@ -144,9 +144,8 @@ def test_signature_rejects_wrong_dtype_and_shape(exported):
 
 
 def test_champion_rescoring_matches_in_memory_scores(exported):
-    from soilcast.evaluation.evaluate import window_inputs
     from soilcast.evaluation.metrics import all_metrics, area_weights
-    from soilcast.ml.windows import split_ends
+    from soilcast.ml.windows import split_ends, window_inputs
     from soilcast.testing.stages import score_savedmodel
 
     cfg, model, tensors, path, _ = exported

@@ -103,7 +103,7 @@ def test_metadata_and_status_describe_the_grid(served):
 def _raw_request(cfg, array=None, name="soilcast", **spec):
     from tensorflow_serving.apis import predict_pb2
 
-    from soilcast.serving.tensors import from_ndarray
+    from soilcast.io.tensors import from_ndarray
 
     req = predict_pb2.PredictRequest()
     req.model_spec.name = name
@@ -226,8 +226,8 @@ def test_antecedent_soil_moisture_is_checked_against_the_target_range(served):
     """NaN outside the mask is soil moisture's convention; inside it, [0, 0.8] m3/m3."""
     import dataclasses
 
+    from soilcast.io.tensors import from_ndarray
     from soilcast.serving.models import read_info
-    from soilcast.serving.tensors import from_ndarray
     from soilcast.serving.validation import RequestError, RequestLimits, decode_inputs
 
     cfg, mask = served.cfg, grid_mask(served.cfg)
@@ -440,7 +440,7 @@ def test_labels_route_canary_and_stable_independently_on_both_apis(tmp_path):
     from typer.testing import CliRunner
 
     from soilcast.cli import app
-    from soilcast.export.versions import land_as_canary
+    from soilcast.repository.versions import land_as_canary
 
     cfg = tiny_config(tmp_path)
     models = Path(cfg.paths.models_dir)
@@ -485,8 +485,8 @@ def test_labels_route_canary_and_stable_independently_on_both_apis(tmp_path):
 
 
 def test_rollback_repoints_labels_and_prune_keeps_labelled_versions(tmp_path):
-    from soilcast.export.versions import champion_version, prune, rollback
-    from soilcast.serving.labels import read_labels, write_labels
+    from soilcast.repository.labels import read_labels, write_labels
+    from soilcast.repository.versions import champion_version, prune, rollback
 
     models = tmp_path / "models"
     for v in (1, 2, 3, 4, 5):
@@ -508,7 +508,7 @@ def test_warmup_file_is_tf_serving_format_and_replayed_before_serving(tmp_path, 
     import tensorflow as tf
     from tensorflow_serving.apis import prediction_log_pb2
 
-    from soilcast.export.warmup import MAX_RECORDS, read_warmup, write_warmup
+    from soilcast.repository.warmup import MAX_RECORDS, read_warmup, write_warmup
 
     cfg = tiny_config(tmp_path)
     version = publish(cfg, 1)

@@ -131,7 +131,7 @@ def rollback_cmd(
     Nothing is deleted and version numbers are never reused: the next export gets a number
     above every version ever exported.
     """
-    from soilcast.export.versions import ROLLED_BACK, rollback
+    from soilcast.repository.versions import ROLLED_BACK, rollback
 
     models_dir = Layout.from_config(load_cfg(params)).models_dir
     try:

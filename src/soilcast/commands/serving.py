@@ -146,8 +146,8 @@ def promote_cmd(
     TF Serving (polling that file) and the gateway route `version_label` with it; a request
     naming no version gets `stable`. A new export lands as `canary`.
     """
-    from soilcast.export.versions import promote
-    from soilcast.serving.labels import LabelError, labels_path
+    from soilcast.repository.labels import LabelError, labels_path
+    from soilcast.serving.promotion import promote
 
     cfg = load_cfg(params)
     try:

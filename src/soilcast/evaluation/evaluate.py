@@ -30,6 +30,7 @@ from soilcast.contract import ANTECEDENT, OUTPUT
 from soilcast.evaluation.metrics import METRICS, all_metrics, area_weights, finite_or_none
 from soilcast.evaluation.seasons import season_rows
 from soilcast.layout import EvalDir, RunDir
+from soilcast.ml.windows import load_split_block, window_inputs
 from soilcast.records import Leaderboard, RecordError, TrainRecord
 
 
@@ -191,20 +192,13 @@ def leaderboard(metrics: Leaderboard, primary: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def window_inputs(cfg: Config, tensors: Any, ends: np.ndarray, antecedent: bool) -> dict[str, np.ndarray]:
-    """Physical-unit serving inputs for the windows ending at ``ends`` (windows' convention)."""
-    from soilcast.contract import serving_inputs
-
-    return serving_inputs(tensors.X, tensors.Y, ends, cfg.window.seq_len, antecedent)
-
-
 def score_savedmodel(cfg: Config, store: Path, version_dir: Path, split: str = "val") -> dict[str, float]:
     """Re-score a served SavedModel on the windows of ``split`` of the tensor ``store``
     (overall, area-weighted); the gate compares it with candidates on the validation years."""
     import tensorflow as tf
 
     from soilcast.data.store import open_tensors
-    from soilcast.export.versions import read_metadata
+    from soilcast.repository.versions import read_metadata
 
     meta = read_metadata(version_dir)
     t = open_tensors(store, load=False)
@@ -227,21 +221,3 @@ def score_savedmodel(cfg: Config, store: Path, version_dir: Path, split: str = "
         preds.append(fn(**{k: tf.constant(v) for k, v in batch.items()})[OUTPUT].numpy())
     obs = np.asarray(block.Y[ends + lead, ..., 0], dtype=np.float32)
     return finite_or_none(all_metrics(obs, np.concatenate(preds), area_weights(t.lat, t.mask)))
-
-
-def load_test_block(cfg: Config, t: Any) -> tuple[Any, np.ndarray]:
-    return load_split_block(cfg, t, "test")
-
-
-def load_split_block(cfg: Config, t: Any, split: str) -> tuple[Any, np.ndarray]:
-    """The days the windows of ``split`` touch, loaded once (a lazy store is read in one
-    go), and the window ends re-indexed into that block."""
-    from dataclasses import replace
-
-    from soilcast.ml.windows import split_ends
-
-    ends = split_ends(cfg, t.time, split)
-    lo, hi = int(ends[0]) - cfg.window.seq_len + 1, int(ends[-1]) + cfg.window.lead_days + 1
-    block = replace(t, X=np.asarray(t.X[lo:hi]), Y=np.asarray(t.Y[lo:hi]), time=t.time[lo:hi])
-    return block, ends - lo
-

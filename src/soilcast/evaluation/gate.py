@@ -139,8 +139,8 @@ def champion_numbers(cfg: Config, tensors: Path, models_dir: Path,
                      scorer: ChampionScorer | None = None) -> dict[str, Any] | None:
     """Re-score the served champion under ``models_dir`` on the validation years of the
     tensor store ``tensors``, or None when nothing is served."""
-    from soilcast.export.versions import champion_version, read_metadata
     from soilcast.layout import bundle
+    from soilcast.repository.versions import champion_version, read_metadata
 
     version = champion_version(models_dir)  # the one serving `stable`
     if version is None:

@@ -231,8 +231,7 @@ def rtol_for(cfg: Config, precision: str | None = None) -> float:
 
 def canary_inputs(cfg: Config, tensors: Any) -> dict[str, np.ndarray]:
     """``cfg.export.canary_windows`` test windows spread over the test years."""
-    from soilcast.evaluation.evaluate import load_test_block, window_inputs
-    from soilcast.ml.windows import evenly_spaced
+    from soilcast.ml.windows import evenly_spaced, load_test_block, window_inputs
 
     block, ends = load_test_block(cfg, tensors)
     ends = evenly_spaced(ends, cfg.export.canary_windows)
@@ -254,7 +253,7 @@ def model_fingerprint(cfg: Config, run: RunDir, name: str, tensors: Any) -> dict
 
 def serving_same_model(models_dir: Path, fingerprint: dict[str, Any]) -> int | None:
     """The served version if it already holds exactly this model (re-running is a no-op)."""
-    from soilcast.export.versions import latest_version, read_metadata
+    from soilcast.repository.versions import latest_version, read_metadata
 
     version = latest_version(models_dir)
     if version is None or fingerprint.get("model_sha256") is None:
@@ -269,7 +268,7 @@ def serving_same_model(models_dir: Path, fingerprint: dict[str, Any]) -> int | N
 def rolled_back_same_model(models_dir: Path, fingerprint: dict[str, Any]) -> int | None:
     """A rolled-back version holding exactly this model: an operator withdrew it, so a
     re-run of the pipeline must not quietly push it again."""
-    from soilcast.export.versions import ROLLED_BACK, read_metadata
+    from soilcast.repository.versions import ROLLED_BACK, read_metadata
 
     root = Path(models_dir) / ROLLED_BACK
     for d in sorted(root.iterdir(), reverse=True) if root.is_dir() else []:
@@ -298,10 +297,11 @@ def export_blessed(
     already serves is a no-op that returns that version.
     """
     from soilcast.data.store import open_tensors
-    from soilcast.export import infra, versions
+    from soilcast.export import infra
     from soilcast.export.card import render_card
     from soilcast.export.drift_reference import drift_reference
     from soilcast.io.atomic import atomic_write_json
+    from soilcast.repository import versions
 
     blessing = Decision.read(Path(blessing_file), "run the 'gate' stage first")
     if not blessing.blessed or blessing.winner is None:
@@ -357,7 +357,7 @@ def export_blessed(
     try:
         staged = staging / str(version)
         write_savedmodel(model, staged, cfg, metadata, extras, tables)
-        from soilcast.export.warmup import write_warmup
+        from soilcast.repository.warmup import write_warmup
 
         write_warmup(staged, canaries, cfg.serving.model_name)  # replayed before it serves
         report = infra.validate(

@@ -219,3 +219,25 @@ class WindowDataset(keras.utils.PyDataset):
             y[k, ..., 0] = d.targets[t - L + 1 : t + 1, i : i + ph, j : j + pw]
             y[k, ..., 1] = d.weight[i : i + ph, j : j + pw]
         return x, y
+
+
+def window_inputs(cfg: Config, tensors: Tensors, ends: np.ndarray, antecedent: bool) -> dict[str, np.ndarray]:
+    """Physical-unit serving inputs for the windows ending at ``ends`` (windows' convention)."""
+    from soilcast.contract import serving_inputs
+
+    return serving_inputs(tensors.X, tensors.Y, ends, cfg.window.seq_len, antecedent)
+
+
+def load_test_block(cfg: Config, t: Tensors) -> tuple[Tensors, np.ndarray]:
+    return load_split_block(cfg, t, "test")
+
+
+def load_split_block(cfg: Config, t: Tensors, split: str) -> tuple[Tensors, np.ndarray]:
+    """The days the windows of ``split`` touch, loaded once (a lazy store is read in one
+    go), and the window ends re-indexed into that block."""
+    from dataclasses import replace
+
+    ends = split_ends(cfg, t.time, split)
+    lo, hi = int(ends[0]) - cfg.window.seq_len + 1, int(ends[-1]) + cfg.window.lead_days + 1
+    block = replace(t, X=np.asarray(t.X[lo:hi]), Y=np.asarray(t.Y[lo:hi]), time=t.time[lo:hi])
+    return block, ends - lo

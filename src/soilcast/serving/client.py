@@ -17,7 +17,7 @@ from tensorflow_serving.apis import (
 )
 
 from soilcast.contract import INPUT, OUTPUT, PRODUCTS_SIGNATURE, SIGNATURE, VALID_DOY
-from soilcast.serving.tensors import from_ndarray, to_ndarray
+from soilcast.io.tensors import from_ndarray, to_ndarray
 
 DEFAULT_MODEL = "soilcast"
 

@@ -44,6 +44,7 @@ from tensorflow_serving.apis import (
 
 from soilcast.config import Config
 from soilcast.contract import BASIN_MEAN, DROUGHT_CLASS, PRODUCT_OUTPUTS, PRODUCTS_SIGNATURE, VALID_DOY
+from soilcast.io.tensors import TensorDecodeError, from_ndarray, to_ndarray
 from soilcast.serving.batching import Batcher
 from soilcast.serving.drift import DriftMonitor, drift_months
 from soilcast.serving.models import (
@@ -58,7 +59,6 @@ from soilcast.serving.models import (
 )
 from soilcast.serving.rest import RestApi, RestServer
 from soilcast.serving.telemetry import Telemetry
-from soilcast.serving.tensors import TensorDecodeError, from_ndarray, to_ndarray
 from soilcast.serving.validation import (
     RequestError,
     RequestLimits,
@@ -291,7 +291,7 @@ class ProxyBackend:
 
     def file_labels(self) -> dict[str, int] | None:
         """Labels from the shared models.config (what the upstream TF Serving reads too)."""
-        from soilcast.serving.labels import LabelError, read_labels
+        from soilcast.repository.labels import LabelError, read_labels
 
         try:
             return read_labels(self.models_dir)

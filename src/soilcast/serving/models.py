@@ -9,7 +9,7 @@ keep serving. The served set is an immutable mapping swapped in one assignment, 
 that already picked its version finishes on it: swaps drop nothing.
 
 Version labels (TF Serving's ``version_label``) come from ``<models_dir>/models.config``
-(:mod:`soilcast.serving.labels`), re-read on every poll: ``stable`` (what a request naming
+(:mod:`soilcast.repository.labels`), re-read on every poll: ``stable`` (what a request naming
 no version gets) and ``canary`` are independent, ``previous`` is the second-newest loaded
 version. Without that file both labels mean the newest version. The embedded gateway keeps
 every version present on disk loaded (the exporter prunes to ``export.keep_versions``),
@@ -194,7 +194,7 @@ def replay_warmup(model: LoadedModel) -> int:
     one; a record that fails or answers non-finite inside the mask refuses the version."""
     import time
 
-    from soilcast.export.warmup import read_warmup
+    from soilcast.repository.warmup import read_warmup
 
     info = model.info
     warmup = Bundle(info.path).warmup
@@ -264,7 +264,7 @@ class ModelRepository:
         return {int(p.name): p for p in self.models_dir.iterdir() if p.is_dir() and p.name.isdigit()}
 
     def _read_labels(self) -> None:
-        from soilcast.serving.labels import LabelError, read_labels
+        from soilcast.repository.labels import LabelError, read_labels
 
         try:
             labels = read_labels(self.models_dir)
@@ -319,7 +319,7 @@ class ModelRepository:
             self._thread.join()
 
     def labels(self, served: dict[int, LoadedModel] | None = None) -> dict[str, int]:
-        from soilcast.serving.labels import effective_labels
+        from soilcast.repository.labels import effective_labels
 
         return effective_labels(self.file_labels, sorted(self.served if served is None else served))
 

@@ -35,7 +35,7 @@ from google.protobuf import json_format, wrappers_pb2
 from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, predict_pb2
 
 from soilcast.contract import INPUT, VALID_DOY
-from soilcast.serving.tensors import from_ndarray, to_ndarray
+from soilcast.io.tensors import from_ndarray, to_ndarray
 from soilcast.serving.validation import RequestError
 
 log = logging.getLogger("soilcast.serving.rest")

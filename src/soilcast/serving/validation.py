@@ -27,8 +27,8 @@ import numpy as np
 from tensorflow.core.framework import types_pb2
 
 from soilcast.contract import ANTECEDENT, INPUT, N_CALENDAR_DAYS, VALID_DOY
+from soilcast.io.tensors import TensorDecodeError, decoded_nbytes, dtype_name, proto_shape, to_ndarray
 from soilcast.serving.models import ModelInfo
-from soilcast.serving.tensors import TensorDecodeError, decoded_nbytes, dtype_name, proto_shape, to_ndarray
 
 
 class RequestError(Exception):

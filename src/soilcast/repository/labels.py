@@ -1,16 +1,16 @@
 """Version labels (``stable``, ``canary``) kept as TF Serving keeps them: in a models.config.
 
 This module reads and writes the file; the operations that move labels over the published
-versions live with the version bookkeeping in :mod:`soilcast.export.versions`.
+versions live with the version bookkeeping in :mod:`soilcast.repository.versions`.
 
 The file is ``<models_dir>/models.config`` (a TF Serving ``ModelServerConfig`` text proto),
 beside the version directories, so TF Serving (``--model_config_file`` pointing at it, polled
 with ``--model_config_file_poll_wait_seconds``) and the embedded gateway read one truth:
 
 - a new export lands as ``canary``; ``stable`` keeps the champion
-  (:func:`soilcast.export.versions.land_as_canary`);
+  (:func:`soilcast.repository.versions.land_as_canary`);
 - ``soilcast promote VERSION --label canary|stable`` moves one label
-  (:func:`soilcast.export.versions.promote`), only to a published version whose metadata reads;
+  (:func:`soilcast.serving.promotion.promote`), only to a published version whose metadata reads;
 - TF Serving loads exactly the labelled versions (``specific`` policy); the embedded gateway
   loads every version on disk and routes ``version_label`` with the same map (plus
   ``previous``, the second-newest loaded version, for side-by-side checks);

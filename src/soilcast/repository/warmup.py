@@ -35,7 +35,7 @@ def write_warmup(version_dir: Path, inputs: Mapping[str, np.ndarray], model_name
     from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
 
     from soilcast.io.atomic import atomic_path
-    from soilcast.serving.tensors import from_ndarray
+    from soilcast.io.tensors import from_ndarray
 
     if not inputs:
         raise ValueError("warm-up needs at least one input")
@@ -68,7 +68,7 @@ def read_warmup(version_dir: Path) -> list[dict[str, np.ndarray]]:
     import tensorflow as tf
     from tensorflow_serving.apis import prediction_log_pb2
 
-    from soilcast.serving.tensors import TensorDecodeError, to_ndarray
+    from soilcast.io.tensors import TensorDecodeError, to_ndarray
 
     path = warmup_path(version_dir)
     if not path.is_file():

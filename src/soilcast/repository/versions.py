@@ -90,7 +90,7 @@ def land_as_canary(models_dir: Path, version: int, model_name: str) -> dict[str,
     """Label a just-published ``version`` ``canary`` in ``<models_dir>/models.config``; call right
     after :func:`publish`. ``stable`` keeps the champion (the newest version before it when no
     labels existed yet, or ``version`` if it is the first)."""
-    from soilcast.serving.labels import PROMOTABLE, read_labels, write_labels
+    from soilcast.repository.labels import PROMOTABLE, read_labels, write_labels
 
     labels = read_labels(models_dir)
     if labels is None:
@@ -103,8 +103,9 @@ def land_as_canary(models_dir: Path, version: int, model_name: str) -> dict[str,
     return labels
 
 
-def _current_labels(models_dir: Path) -> dict[str, int]:
-    from soilcast.serving.labels import PROMOTABLE, effective_labels, read_labels
+def current_labels(models_dir: Path) -> dict[str, int]:
+    """The promotable labels now in force (written ones, else what serving infers)."""
+    from soilcast.repository.labels import PROMOTABLE, effective_labels, read_labels
 
     labels = read_labels(models_dir)
     if labels is not None:
@@ -112,40 +113,17 @@ def _current_labels(models_dir: Path) -> dict[str, int]:
     return effective_labels(None, list_versions(models_dir)[-1:])
 
 
-def promote(models_dir: Path, version: int, label: str, model_name: str) -> dict[str, int]:
-    """Point ``label`` at ``version`` (published, metadata readable); return the new map."""
-    from soilcast.serving.labels import PROMOTABLE, LabelError, write_labels
-    from soilcast.serving.models import ModelLoadError, read_info
-
-    if label not in PROMOTABLE:
-        raise LabelError(f"label {label!r}: expected one of {list(PROMOTABLE)}")
-    versions = list_versions(models_dir)
-    if version not in versions:
-        raise LabelError(f"{models_dir}: version {version} is not published (versions: {versions}); "
-                         "a label may only point at a loaded version")
-    try:
-        read_info(Path(models_dir) / str(version))
-    except ModelLoadError as err:
-        raise LabelError(f"version {version} cannot serve: {err}") from None
-    labels = _current_labels(models_dir)
-    labels[label] = version
-    labels.setdefault("stable", version)
-    labels.setdefault("canary", labels["stable"])
-    write_labels(models_dir, labels, model_name)
-    return labels
-
-
 def champion_version(models_dir: Path) -> int | None:
     """The version serving ``stable`` (the champion a new model must beat): the stable label
     when labels exist and point at a published version, else the newest version."""
-    from soilcast.serving.labels import read_labels
+    from soilcast.repository.labels import read_labels
 
     stable = (read_labels(models_dir) or {}).get("stable")
     return stable if stable in list_versions(models_dir) else latest_version(models_dir)
 
 
 def _labelled(models_dir: Path) -> set[int]:
-    from soilcast.serving.labels import read_labels
+    from soilcast.repository.labels import read_labels
 
     return set((read_labels(models_dir) or {}).values())
 
@@ -196,7 +174,7 @@ def rollback(models_dir: Path, to: int | None = None) -> dict[str, Any]:
 
 def _repoint_labels(models_dir: Path, gone: set[int], to: int) -> None:
     """Labels that pointed at rolled-back versions now point at ``to`` (if labels exist)."""
-    from soilcast.serving.labels import repoint
+    from soilcast.repository.labels import repoint
 
     repoint(models_dir, gone, to)
 

@@ -1,0 +1,34 @@
+"""Promotion: point a version label (``stable``, ``canary``) at a version that can serve.
+
+Lives with serving, not with the repository's bookkeeping (:mod:`soilcast.repository`),
+because "can serve" is the model loader's verdict: the version's metadata and drift
+reference must parse as the gateway will parse them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from soilcast.repository.labels import PROMOTABLE, LabelError, write_labels
+from soilcast.repository.versions import current_labels, list_versions
+from soilcast.serving.models import ModelLoadError, read_info
+
+
+def promote(models_dir: Path, version: int, label: str, model_name: str) -> dict[str, int]:
+    """Point ``label`` at ``version`` (published, metadata readable); return the new map."""
+    if label not in PROMOTABLE:
+        raise LabelError(f"label {label!r}: expected one of {list(PROMOTABLE)}")
+    versions = list_versions(models_dir)
+    if version not in versions:
+        raise LabelError(f"{models_dir}: version {version} is not published (versions: {versions}); "
+                         "a label may only point at a loaded version")
+    try:
+        read_info(Path(models_dir) / str(version))
+    except ModelLoadError as err:
+        raise LabelError(f"version {version} cannot serve: {err}") from None
+    labels = current_labels(models_dir)
+    labels[label] = version
+    labels.setdefault("stable", version)
+    labels.setdefault("canary", labels["stable"])
+    write_labels(models_dir, labels, model_name)
+    return labels
