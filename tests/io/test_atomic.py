@@ -135,7 +135,8 @@ def test_stale_temporaries_of_the_target_and_only_those_are_removed(tmp_path):
     stale_dirs = {_killed_write(target).name, _killed_write(target).name}
     old = tmp_path / ".tensors.zarr.old"
     old.mkdir()
-    neighbours = [".tensors.tmp", ".tensors.zarr2.abc.tmp", "tensors.zarr.x.tmp", ".other.zarr.abc.tmp", "mask.nc"]
+    neighbours = [".tensors.tmp", ".tensors.zarr2.abc.tmp", "tensors.zarr.x.tmp", ".other.zarr.abc.tmp", "mask.nc",
+                  ".tensors.zarr.json.abcd1234.tmp"]  # a sibling tensors.zarr.json's temporary
     for name in neighbours:
         (tmp_path / name).write_text("not ours")
     removed = remove_stale_temporaries(target)
