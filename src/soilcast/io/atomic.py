@@ -56,8 +56,9 @@ def remove_stale_temporaries(target: Path) -> list[Path]:
     target = Path(target)
     if not target.parent.is_dir():
         return []
-    # exactly what mkdtemp made for this name: ``.x.<8 random>.tmp``, not ``.x.json.<8>.tmp``
-    mine = re.compile(rf"\.{re.escape(target.name)}\.[a-z0-9_]{{8}}\.tmp")
+    # what mkdtemp makes for this name (``.x.<random>.tmp``, no dot in the random part),
+    # not a sibling's (``.x.json.<random>.tmp``)
+    mine = re.compile(rf"\.{re.escape(target.name)}\.[a-z0-9_]+\.tmp")
     stale = sorted(p for p in target.parent.glob(f".{glob.escape(target.name)}.*.tmp") if mine.fullmatch(p.name))
     old = target.with_name(f".{target.name}.old")
     if old.is_dir() and not old.is_symlink() and not (target.exists() or target.is_symlink()):
