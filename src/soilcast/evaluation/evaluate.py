@@ -192,6 +192,17 @@ def leaderboard(metrics: Leaderboard, primary: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def other_inputs(cfg: Config, version_dir: Path, meta: Mapping[str, Any]) -> str | None:
+    """Why the champion's inputs differ from params' variables, or None when they match."""
+    if "variables" not in meta:
+        raise ValueError(f"{version_dir}: metadata has no 'variables' (a broken bundle)")
+    theirs = list(meta["variables"])
+    if theirs == cfg.variable_names:
+        return None
+    return (f"the champion was trained on other inputs {theirs} than params.yaml's variables "
+            f"{cfg.variable_names}")
+
+
 def score_savedmodel(cfg: Config, store: Path, version_dir: Path, split: str = "val") -> dict[str, float]:
     """Re-score a served SavedModel on the windows of ``split`` of the tensor ``store``
     (overall, area-weighted); the gate compares it with candidates on the validation years."""
@@ -202,11 +213,8 @@ def score_savedmodel(cfg: Config, store: Path, version_dir: Path, split: str = "
 
     meta = read_metadata(version_dir)
     t = open_tensors(store, load=False)
-    if list(meta.get("variables", [])) != cfg.variable_names:
-        raise ValueError(
-            f"{version_dir}: the champion was trained on other inputs {meta.get('variables')} "
-            f"than params.yaml's {cfg.variable_names}"
-        )
+    if (why := other_inputs(cfg, version_dir, meta)) is not None:
+        raise ValueError(f"{version_dir}: {why}")
     if [len(meta["grid"]["lat"]), len(meta["grid"]["lon"])] != list(t.mask.shape) or int(meta["seq_len"]) != cfg.window.seq_len:
         raise ValueError(
             f"{version_dir}: champion grid {len(meta['grid']['lat'])}x{len(meta['grid']['lon'])} / "

@@ -139,6 +139,7 @@ def champion_numbers(cfg: Config, tensors: Path, models_dir: Path,
                      scorer: ChampionScorer | None = None) -> dict[str, Any] | None:
     """Re-score the served champion under ``models_dir`` on the validation years of the
     tensor store ``tensors``, or None when nothing is served."""
+    from soilcast.evaluation.evaluate import other_inputs, score_savedmodel
     from soilcast.layout import bundle
     from soilcast.repository.versions import champion_version, read_metadata
 
@@ -154,25 +155,12 @@ def champion_numbers(cfg: Config, tensors: Path, models_dir: Path,
             out["incomparable"] = why
             return out
         if scorer is None:
-            from soilcast.evaluation.evaluate import score_savedmodel
-
             def scorer(c: Config, v: Path) -> dict[str, float]:
                 return score_savedmodel(c, tensors, v)
         out.update(scorer(cfg, version_dir))
     except Exception as err:  # any failure is recorded and fails closed
         out["error"] = f"{type(err).__name__}: {err}"
     return out
-
-
-def other_inputs(cfg: Config, version_dir: Path, meta: Mapping[str, Any]) -> str | None:
-    """Why the champion's inputs differ from params' variables, or None when they match."""
-    if "variables" not in meta:
-        raise ValueError(f"{version_dir}: metadata has no 'variables' (a broken bundle)")
-    theirs = list(meta["variables"])
-    if theirs == cfg.variable_names:
-        return None
-    return (f"the champion was trained on other inputs {theirs} than params.yaml's variables "
-            f"{cfg.variable_names}")
 
 
 def run_gate(cfg: Config, metrics_file: Path, tensors: Path, models_dir: Path, out_file: Path,
