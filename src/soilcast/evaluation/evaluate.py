@@ -119,6 +119,7 @@ def collect_forecasts(cfg: Config, store: Path, runs: Mapping[str, RunDir],
     from soilcast.ml.train import load_tensors
 
     forecasts = {name: predict_split(cfg, store, name, split) for name in references()}
+    clim = forecasts[_context_names()["clim"]]
     tensors = load_tensors(cfg, store)
     skipped: dict[str, str] = {}
     listed = list(dict.fromkeys(cfg.training.models))
@@ -132,7 +133,7 @@ def collect_forecasts(cfg: Config, store: Path, runs: Mapping[str, RunDir],
             skipped[name] = f"refused: {why}"
             continue
         forecasts[name] = predict_split(cfg, store, name, split, run)
-        _check_aligned(forecasts[_context_names()["clim"]], forecasts[name])
+        _check_aligned(clim, forecasts[name])
     return forecasts, skipped
 
 

@@ -31,7 +31,7 @@ from soilcast.layout import RunDir
 from soilcast.ml.models import registry
 from soilcast.ml.models.references import references
 from soilcast.ml.scaling import Scaler, mask_fill
-from soilcast.ml.windows import SplitName, split_ends
+from soilcast.ml.windows import SplitName, split_ends, window_inputs
 
 try:  # the faster ConvLSTM2D drop-in, if a saved model uses it
     import soilcast.ml.models.fast_convlstm  # noqa: F401
@@ -198,13 +198,11 @@ def predict_split(cfg: Config, store: Path, name: str, split: SplitName = "test"
 
 
 def _network_forecasts(cfg: Config, run: RunDir, name: str, t: Any, ends: np.ndarray) -> np.ndarray:
-    from soilcast.contract import serving_inputs
-
     pm = physical_model(cfg, run, name)
-    L, b = cfg.window.seq_len, cfg.training.batch_size
+    b = cfg.training.batch_size
     with_sm = cfg.window.antecedent_soil_moisture
     out = []
     for i in range(0, len(ends), b):
-        x = serving_inputs(t.X, t.Y, ends[i : i + b], L, with_sm)
+        x = window_inputs(cfg, t, ends[i : i + b], with_sm)
         out.append(np.asarray(pm.predict_on_batch(x if with_sm else x["meteo"])))
     return np.concatenate(out)
