@@ -30,6 +30,9 @@ def path_opt(flag: str, what: str) -> Any:
     return typer.Option(None, flag, help=f"{what} (default: from params.yaml's paths).")
 
 
+TensorsOpt = path_opt("--tensors", "Tensor store (zarr folder)")  # read by data, ml and evaluation commands
+
+
 def pick(given: Path | None, default: Path) -> Path:
     return default if given is None else Path(given)
 

@@ -12,7 +12,7 @@ from typing import Optional
 
 import typer
 
-from soilcast.commands.common import ParamsOpt, app, fail, load_cfg, path_opt, pick
+from soilcast.commands.common import ParamsOpt, TensorsOpt, app, fail, load_cfg, path_opt, pick
 from soilcast.layout import Layout
 
 
@@ -58,7 +58,6 @@ ReportOpt = path_opt("--report", "Validation report folder")
 RegriddedOpt = path_opt("--regridded", "Folder of regridded variables")
 MaskOpt = path_opt("--mask", "Basin mask file")
 BasinsOpt = path_opt("--basins", "Basins file (GeoJSON/GeoPackage)")
-TensorsOpt = path_opt("--tensors", "Tensor store (zarr folder)")
 PlotsOpt = path_opt("--plots", "Folder for the input maps")
 
 

@@ -7,11 +7,10 @@ from typing import Optional
 
 import typer
 
-from soilcast.commands.common import ParamsOpt, app, fail, load_cfg, path_opt, pick
+from soilcast.commands.common import ParamsOpt, TensorsOpt, app, fail, load_cfg, path_opt, pick
 from soilcast.layout import EvalDir, Layout
 
 NOT_BLESSED_EXIT = 3
-TensorsOpt = path_opt("--tensors", "Tensor store (zarr folder)")
 TrainOpt = path_opt("--train", "Folder of the networks' run folders (<train>/<model>/)")
 MetricsOpt = path_opt("--metrics", "Evaluation metrics file")
 ModelsOpt = path_opt("--models", "TF Serving model base path (versions)")

@@ -8,7 +8,7 @@ from typing import Any, Optional
 import typer
 from typer.core import TyperCommand
 
-from soilcast.commands.common import ParamsOpt, app, fail, load_cfg, path_opt, pick
+from soilcast.commands.common import ParamsOpt, TensorsOpt, app, fail, load_cfg, path_opt, pick
 from soilcast.layout import Layout, RunDir
 
 MODEL_HELP = "Network, one of the registered ones: {}."
@@ -33,7 +33,7 @@ def train(
     params: Path = ParamsOpt,
     fresh: bool = typer.Option(False, "--fresh", help="Ignore an interrupted run's checkpoints."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
-    tensors: Optional[Path] = path_opt("--tensors", "Tensor store (zarr folder)"),
+    tensors: Optional[Path] = TensorsOpt,
     out: Optional[Path] = path_opt("--out", "Run folder of this network"),
 ) -> None:
     """Train one network; resumes an interrupted run from its last epoch checkpoint."""

@@ -13,6 +13,7 @@ from typing import Any
 
 from soilcast.config import Config
 from soilcast.layout import Layout, RunDir, regridded_file
+from soilcast.records import Decision, Leaderboard
 
 
 def _networks() -> tuple[str, ...]:
@@ -119,7 +120,7 @@ def load_network(cfg: Config, name: str):
     return load(layout(cfg).run(name), name)
 
 
-def evaluate(cfg: Config) -> dict[str, Any]:
+def evaluate(cfg: Config) -> Leaderboard:
     from soilcast.evaluation.evaluate import evaluate as run
 
     lay = layout(cfg)
@@ -134,7 +135,7 @@ def blessing_path(cfg: Config) -> Path:
     return layout(cfg).blessing
 
 
-def run_gate(cfg: Config, scorer: Any = None) -> dict[str, Any]:
+def run_gate(cfg: Config, scorer: Any = None) -> Decision:
     from soilcast.evaluation.gate import run_gate as run
 
     lay = layout(cfg)
