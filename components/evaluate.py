@@ -28,12 +28,12 @@ def evaluate(config: str, tensors: Input[Dataset], models: Input[List[Model]],
 
 def gate(config: str, tensors: Input[Dataset], evaluation: Input[Artifact],
          models: Input[List[Model]],
-         min_skill_vs_climatology: float, min_skill_vs_persistence: float,
+         min_skill_vs_best_reference: float,
          max_regression: float, serving_models_dir: str,
          blessing: Output[Artifact], candidate: Output[Model]
          ) -> NamedTuple("GateOutputs", blessed=bool, winner=str):
-    """Bless the best network (on validation) if it beats climatology, persistence (when it
-    reads soil moisture) and the served champion.
+    """Bless the best network (on validation) if it beats the best of persistence,
+    climatology and damped persistence at every lead, and the served champion.
 
     The champion is read from ``serving_models_dir`` (the TF Serving model repository); when
     empty there is no champion; otherwise the champion is re-scored on ``tensors``. The

@@ -239,12 +239,41 @@ class Split(_Strict):
 
 class Window(_Strict):
     seq_len: int = Field(ge=1)
-    lead_days: int = Field(ge=1)
+    # Days after the init day t that one model forecasts (valid days t + lead), ascending.
+    # One model per network serves them all: its output head has one channel per lead.
+    leads: list[int] = Field(min_length=1)
     antecedent_soil_moisture: bool
     # increment: networks predict Y[t+lead] - Y[t] (scaled by its training-years spread) and
     # the graph adds the last antecedent value back, so a zero output is persistence.
     # state: networks predict the level itself (the paper's formulation).
     target: Literal["increment", "state"]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _replaced_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "lead_days" in data:
+            raise ValueError(
+                f"lead_days ({data['lead_days']!r}) was replaced by leads, a list of lead days "
+                "one model forecasts (e.g. leads: [1, 2, 3, 4, 5, 6, 7]; [1] is the old lead_days: 1)"
+            )
+        return data
+
+    @field_validator("leads")
+    @classmethod
+    def _ascending(cls, leads: list[int]) -> list[int]:
+        if any(k < 1 for k in leads) or list(leads) != sorted(set(leads)):
+            raise ValueError(f"leads must be distinct whole days >= 1 in ascending order (got {leads})")
+        return leads
+
+    @property
+    def max_lead(self) -> int:
+        """The longest lead: a window needs this many days after its init day."""
+        return self.leads[-1]
+
+    @property
+    def n_leads(self) -> int:
+        """Width of every network's output head (one channel per lead)."""
+        return len(self.leads)
 
     @model_validator(mode="after")
     def _increment_needs_antecedent(self) -> "Window":
@@ -302,10 +331,20 @@ class LinearReference(_Strict):
 
 class Gate(_Strict):
     primary_metric: str  # a registered error metric (soilcast.evaluation.metrics.METRICS)
-    min_skill_vs_climatology: float
-    # enforced whenever the model takes antecedent soil moisture (persistence is then free)
-    min_skill_vs_persistence: float
+    # the winner's validation MSE skill against the best benchmark reference at each lead
+    # (the best of persistence, climatology, damped persistence there) must reach this at
+    # EVERY lead
+    min_skill_vs_best_reference: float
     max_regression: float = Field(ge=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _replaced_keys(cls, data: Any) -> Any:
+        old = [k for k in ("min_skill_vs_climatology", "min_skill_vs_persistence") if isinstance(data, dict) and k in data]
+        if old:
+            raise ValueError(f"{', '.join(old)} replaced by min_skill_vs_best_reference: the winner must beat the "
+                             "best of persistence, climatology and damped persistence at every lead")
+        return data
 
     @field_validator("primary_metric")
     @classmethod
@@ -412,14 +451,14 @@ class Config(_Strict):
 
     def _window_fits_splits(self) -> None:
         """Every split must hold one whole window (inputs and target), or training fails late."""
-        need = self.window.seq_len + self.window.lead_days
+        need = self.window.seq_len + self.window.max_lead
         for name in ("train_years", "val_years", "test_years"):
             y0, y1 = getattr(self.split, name)
             lo, hi = max(self.period.start, dt.date(y0, 1, 1)), min(self.period.end, dt.date(y1, 12, 31))
             days = (hi - lo).days + 1
             if days < need:
                 raise ValueError(
-                    f"window.seq_len + window.lead_days = {self.window.seq_len} + {self.window.lead_days} "
+                    f"window.seq_len + max(window.leads) = {self.window.seq_len} + {self.window.max_lead} "
                     f"= {need} days do not fit split.{name} {y0}-{y1} ({days} days in the period): "
                     "shorten the window or widen the split"
                 )

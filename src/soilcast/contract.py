@@ -3,14 +3,17 @@
 The SavedModel's ``serving_default`` takes ``meteo`` [batch, L, H, W, C] (one channel per
 params variable, in order) in canonical units
 (and ``antecedent_soil_moisture`` [batch, L, H, W] when the model was trained with it) and
-returns ``soil_moisture`` [batch, H, W] (m3/m3, NaN outside the basin mask, within the
-target's physical range). ``meteo`` carries real weather over the whole grid, inside and
+returns ``soil_moisture_by_lead`` [batch, K, H, W] (m3/m3, NaN outside the basin mask, within
+the target's physical range; K = the metadata's ``leads``, valid days init + lead) and
+``soil_moisture`` [batch, H, W], the first lead's field (what clients written for one-lead
+models read). ``meteo`` carries real weather over the whole grid, inside and
 outside the mask. Kept free of TensorFlow and Keras (numpy only) so light clients import it.
 
 A second signature, ``forecast_products``, takes the same inputs plus ``valid_day_of_year``
-int32 [batch] (0-based day on the 366-day leap calendar of the forecast's valid date, see
-:func:`soilcast.ml.models.references.calendar_bin`) and returns what forecasters read, all
-computed in the graph: ``soil_moisture``, ``basin_mean`` [batch, n_basins] (cos-latitude
+int32 [batch, K] (0-based day on the 366-day leap calendar of each lead's valid date, see
+:func:`calendar_bin`; [batch] for exports from before the lead axis) and returns what
+forecasters read per lead, all computed in the graph: ``soil_moisture`` [batch, K, H, W],
+``basin_mean`` [batch, K, n_basins] (cos-latitude
 area-weighted, columns in the metadata's ``basins`` order), ``anomaly`` (forecast minus the
 training-years climatology of the valid day), ``percentile`` (0-100, of the forecast in the
 training-years distribution for that time of year) and ``drought_class`` int32 (US Drought
@@ -20,7 +23,7 @@ is unchanged, so clients that only read ``soil_moisture`` keep working.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -29,6 +32,8 @@ SIGNATURE = "serving_default"
 INPUT = "meteo"
 ANTECEDENT = "antecedent_soil_moisture"
 OUTPUT = "soil_moisture"
+OUTPUT_BY_LEAD = "soil_moisture_by_lead"
+LEADS = "leads"  # metadata key: the lead days of the output's lead axis, in order
 
 PRODUCTS_SIGNATURE = "forecast_products"
 VALID_DOY = "valid_day_of_year"
@@ -53,6 +58,27 @@ def drought_class(percentile: Any) -> np.ndarray:
     p = np.asarray(percentile, np.float64)
     passed = sum((p > b).astype(np.int32) for b in DROUGHT_UPPER)
     return np.where(np.isfinite(p), 4 - passed, NO_DROUGHT).astype(np.int32)
+
+
+def leads_of(metadata: Mapping[str, Any]) -> list[int]:
+    """The lead days a bundle (or run) forecasts: ``leads``, or ``[lead_days]`` for one
+    exported before the lead axis existed."""
+    if LEADS in metadata:
+        return [int(k) for k in metadata[LEADS]]
+    if "lead_days" in metadata:
+        return [int(metadata["lead_days"])]
+    raise ValueError("metadata names neither 'leads' nor 'lead_days'")
+
+
+def calendar_bin(time: Any) -> np.ndarray:
+    """0-based day of year on a 366-day leap calendar (Mar 1 -> 60 in every year), so the
+    same calendar day shares a bin in leap and common years."""
+    import pandas as pd
+
+    t = pd.DatetimeIndex(np.asarray(time, dtype="datetime64[ns]").reshape(-1))
+    doy = np.asarray(t.dayofyear) - 1
+    late_common = (~np.asarray(t.is_leap_year)) & (doy >= 59)
+    return (doy + late_common.astype(doy.dtype)).reshape(np.shape(time))
 
 
 def serving_inputs(X: Any, Y: Any, ends: Sequence[int], seq_len: int, antecedent: bool) -> dict[str, np.ndarray]:

@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, RootModel, ValidationError, m
 
 Value = int | float | None  # a metric value (None: not finite); counts such as ``n`` stay ints
 Block = dict[str, Value]  # {metric name: value}
+ByLead = dict[str, Block]  # {lead in days, as a string: block}: every score keeps the lead axis
 
 R = TypeVar("R", bound="_Json")
 
@@ -131,16 +132,18 @@ class TrainRecord(_Record):
 
 
 class Scored(_Record):
-    """One model's scores: test blocks (overall, per season, per basin) and validation."""
+    """One model's scores, every block by lead: test (overall, per season, per basin) and
+    validation. ``init_period``: first and last init day of the test windows."""
 
     status: Literal["ok"]
     kind: Literal["network", "reference"]
     n_windows: int
-    valid_period: list[str]
-    overall: Block
-    seasons: dict[str, Block]
-    basins: dict[str, Block]
-    val: Block | None
+    leads: list[int]
+    init_period: list[str]
+    overall: ByLead
+    seasons: dict[str, ByLead]
+    basins: dict[str, ByLead]
+    val: ByLead | None
 
 
 class Skipped(_Record):
@@ -182,15 +185,19 @@ class Leaderboard(_Json, RootModel[dict[str, Entry]]):
     def skipped(self) -> dict[str, Skipped]:
         return {n: e for n, e in self.root.items() if isinstance(e, Skipped)}
 
-    def val_of(self, name: str) -> Block:
-        """Validation block of ``name``; empty when it was not scored (or has none)."""
+    def val_of(self, name: str) -> ByLead:
+        """Validation blocks of ``name`` by lead; empty when it was not scored (or has none)."""
         entry = self.root.get(name)
         return dict(entry.val or {}) if isinstance(entry, Scored) else {}
 
-    def overall_of(self, name: str) -> Block:
-        """Overall test block of ``name``; empty when it was not scored."""
+    def overall_of(self, name: str) -> ByLead:
+        """Overall test blocks of ``name`` by lead; empty when it was not scored."""
         entry = self.root.get(name)
         return dict(entry.overall) if isinstance(entry, Scored) else {}
+
+    def leads(self) -> list[int]:
+        """The lead axis the models were scored on (the first scored entry's)."""
+        return next((e.leads for e in self.scored().values()), [])
 
 
 # --------------------------------------------------------------------------- gate
@@ -207,6 +214,10 @@ class Decision(_Record):
 
     primary_metric: str
     selected_on: str
+    leads: list[int]
+    # per lead (validation): the benchmark reference with the lowest MSE there
+    best_reference: dict[str, str]
+    # network -> mean over leads of its validation MSE skill vs the best reference
     candidates: dict[str, float]
     winner: str | None
     thresholds: dict[str, float | None]
@@ -215,11 +226,12 @@ class Decision(_Record):
     champion: dict[str, Any] | None
     reasons: list[str]
     winner_score: float | None = None
-    validation: Block | None = None
-    test: Block | None = None
-    skill_vs_climatology: float | None = None
-    skill_vs_persistence: float | None = None
-    linear_reference: dict[str, float | None] | None = None
+    skill_vs_best_reference: dict[str, float | None] | None = None  # validation, by lead
+    weakest_lead: int | None = None
+    validation: ByLead | None = None
+    test: ByLead | None = None
+    test_skill_vs_best_reference: dict[str, float | None] | None = None
+    linear_reference: dict[str, Any] | None = None
     beats_linear: bool | None = None
     champion_score: float | None = None
     relative_change: float | None = None

@@ -29,7 +29,7 @@ def _runs(cfg, lay: Layout, train: Path | None) -> dict:
 def evaluate_cmd(params: Path = ParamsOpt, tensors: Optional[Path] = TensorsOpt,
                  train: Optional[Path] = TrainOpt,
                  out: Optional[Path] = path_opt("--out", "Output folder (metrics, leaderboard, plots)")) -> None:
-    """Score all trained networks and both references on the test years."""
+    """Score all trained networks and the references at every lead (validation and test years)."""
     from soilcast.evaluation.evaluate import evaluate
     from soilcast.records import Scored
 
@@ -42,8 +42,8 @@ def evaluate_cmd(params: Path = ParamsOpt, tensors: Optional[Path] = TensorsOpt,
         fail(str(err))
     for name, m in metrics.items():
         if isinstance(m, Scored):
-            o = m.overall
-            typer.echo(f"{name:12s} rmse {o['rmse']:.4f}  skill_vs_clim {o.get('skill_vs_climatology')}")
+            rmse = " ".join(f"{m.overall[k].get('rmse', float('nan')):.4f}" for k in m.overall)
+            typer.echo(f"{name:18s} rmse by lead {', '.join(m.overall)}: {rmse}")
         else:
             typer.echo(f"{name:12s} skipped ({m.reason})")
     typer.echo(f"wrote {where.metrics} and {where.leaderboard}")

@@ -11,7 +11,7 @@ from soilcast.commands.common import ParamsOpt, fail, load_cfg, pipeline_app
 
 ArgOpt = typer.Option(
     None, "--arg", "-a",
-    help="Pipeline parameter NAME=VALUE (VALUE parsed as YAML, e.g. min_skill_vs_climatology=0.1).",
+    help="Pipeline parameter NAME=VALUE (VALUE parsed as YAML, e.g. min_skill_vs_best_reference=0.1).",
 )
 PackageOpt = typer.Option(None, "--package", help="Compiled pipeline (default: pipelines/soilcast_pipeline.yaml).")
 

@@ -1,17 +1,21 @@
-"""Score every model on the validation and test years: overall, per basin and per season.
+"""Score every model on the validation and test years, at every lead: overall, per basin
+and per season.
 
 Two splits, two purposes: the VALIDATION scores (``val``) are what model selection and the
 gate use; the TEST scores (``overall``, ``seasons``, ``basins``) are for reporting only.
-The references persistence, climatology and linear (a per-cell ridge regression) are scored
-beside every network. A network whose training record does not match the current config
-and tensor store (a leftover of an earlier run) is refused, not scored, and the reason is
-written into the metrics file and the leaderboard.
+The references (persistence, climatology, damped persistence, linear: a per-cell ridge
+regression) are scored beside every network at every lead. A network whose training record
+does not match the current config and tensor store (a leftover of an earlier run) is refused,
+not scored, and the reason is written into the metrics file and the leaderboard.
 
-All models are scored on the same windows (``soilcast.ml.predict.predict_split``) over
-mask cells only, weighted by cos(latitude) so a cell counts by its area. Seasons split the
-forecast (valid) dates into the JJAS south-west monsoon and the rest of the year. Skill
-scores use the two reference forecasts (persistence, training-period climatology), and the
-anomaly correlation is taken against that same climatology.
+One forecasting path: the store is opened once, each reference is fitted once on its
+training years, and every model (a :class:`soilcast.forecasting.Forecaster`) forecasts the
+same windows of a split ([N, K, H, W]). Scores are over mask cells only, weighted by
+cos(latitude) so a cell counts by its area; every block is keyed by lead. Seasons split each
+lead's VALID dates into the JJAS south-west monsoon and the rest of the year. Skill scores
+use persistence and the training-period climatology at the same lead, and the anomaly
+correlation is taken against that climatology; the skill against the best reference at each
+lead is derived from the MSEs (:mod:`soilcast.evaluation.leads`).
 
 A network with no trained run folder among the ``runs`` given is reported as skipped, so a
 config that trains only some networks still evaluates.
@@ -26,12 +30,12 @@ from typing import Any
 import numpy as np
 
 from soilcast.config import Config
-from soilcast.contract import ANTECEDENT, OUTPUT
+from soilcast.contract import ANTECEDENT, OUTPUT_BY_LEAD, leads_of
+from soilcast.evaluation.leads import best_references, lead_key, mean_over_leads, skill_vs_best
 from soilcast.evaluation.metrics import METRICS, all_metrics, area_weights, finite_or_none
 from soilcast.evaluation.seasons import season_rows
 from soilcast.layout import EvalDir, RunDir
-from soilcast.ml.windows import load_split_block, window_inputs
-from soilcast.records import Leaderboard, RecordError, TrainRecord
+from soilcast.records import ByLead, Leaderboard, RecordError, TrainRecord
 
 
 def stale_reason(cfg: Config, store: Path, run: RunDir, name: str, tensors: Any) -> str | None:
@@ -65,41 +69,37 @@ def basin_names(store: Path, basin_id: np.ndarray) -> dict[int, str]:
     return {b: names.get(b, f"basin_{b}") for b in ids}
 
 
+def by_lead(fc: Any, weights: np.ndarray, clim: Any, pers: Any, rows: Any = slice(None), per_lead_rows: Any = None) -> ByLead:
+    """Every registered metric at each lead of ``fc`` (``Forecasts``), on the windows
+    ``rows`` (or ``per_lead_rows(k)`` when the rows depend on the lead's valid dates)."""
+    out: ByLead = {}
+    for k, lead in enumerate(fc.leads):
+        r = per_lead_rows(k) if per_lead_rows is not None else rows
+        out[lead_key(lead)] = finite_or_none(all_metrics(
+            fc.obs[r, k], fc.pred[r, k], weights, clim=clim.pred[r, k], persistence=pers.pred[r, k]))
+    return out
+
+
 def score(
-    fc: Any, weights: np.ndarray, clim: Any, pers: Any, basins: dict[int, str], val: dict[str, Any] | None = None
+    fc: Any, weights: np.ndarray, clim: Any, pers: Any, basins: dict[int, str], val: ByLead | None = None
 ) -> dict[str, Any]:
-    """Overall / per-season / per-basin test metrics of one model, and its validation block.
-    ``kind``: which registry the model is in (a reference forecaster or a network)."""
+    """Test metrics by lead (overall, per season of the valid date, per basin) of one model,
+    and its validation blocks. ``kind``: which registry the model is in."""
     from soilcast.ml.models.references import references
 
-    def block(rows: np.ndarray | slice, w: np.ndarray) -> dict[str, Any]:
-        return finite_or_none(
-            all_metrics(fc.obs[rows], fc.pred[rows], w, clim=clim.pred[rows], persistence=pers.pred[rows])
-        )
-
-    everything = slice(None)
+    seasons = [season_rows(fc.valid_time(k)) for k in range(len(fc.leads))]
     return {
         "status": "ok",
         "kind": "reference" if fc.model in references() else "network",
         "n_windows": int(fc.pred.shape[0]),
-        "valid_period": [str(fc.valid_time[0].date()), str(fc.valid_time[-1].date())],
-        "overall": block(everything, weights),
-        "seasons": {s: block(rows, weights) for s, rows in season_rows(fc.valid_time).items()},
-        "basins": {name: block(everything, weights * (fc.basin_id == b)) for b, name in basins.items()},
+        "leads": [int(k) for k in fc.leads],
+        "init_period": [str(fc.init_time[0].date()), str(fc.init_time[-1].date())],
+        "overall": by_lead(fc, weights, clim, pers),
+        "seasons": {s: by_lead(fc, weights, clim, pers, per_lead_rows=lambda k, s=s: seasons[k][s])
+                    for s in seasons[0]},
+        "basins": {name: by_lead(fc, weights * (fc.basin_id == b), clim, pers) for b, name in basins.items()},
         "val": val,
     }
-
-
-def overall_block(fc: Any, weights: np.ndarray, clim: Any, pers: Any) -> dict[str, Any]:
-    return finite_or_none(all_metrics(fc.obs, fc.pred, weights, clim=clim.pred, persistence=pers.pred))
-
-
-def _check_aligned(ref: Any, fc: Any) -> None:
-    if fc.pred.shape != ref.pred.shape or not fc.valid_time.equals(ref.valid_time):
-        raise ValueError(
-            f"forecasts of {fc.model} ({fc.pred.shape}, {fc.valid_time[0]}..{fc.valid_time[-1]}) "
-            f"do not cover the same test windows as {ref.model} ({ref.pred.shape})"
-        )
 
 
 def _context_names() -> dict[str, str]:
@@ -109,18 +109,15 @@ def _context_names() -> dict[str, str]:
     return {key: ref.name for key, ref in context_references().items()}
 
 
-def collect_forecasts(cfg: Config, store: Path, runs: Mapping[str, RunDir],
-                      split: str = "test") -> tuple[dict[str, Any], dict[str, str]]:
-    """Forecasts of the references and every current trained network; skipped ones with why.
-    Networks come in ``training.models`` order, then the other registered ones."""
+def forecasters(cfg: Config, store: Path, tensors: Any, runs: Mapping[str, RunDir]) -> tuple[dict[str, Any], dict[str, str]]:
+    """The references (each fitted once) and every current trained network as forecasters;
+    skipped networks with why. Networks come in ``training.models`` order, then the other
+    registered ones."""
     from soilcast.ml.models import registry
-    from soilcast.ml.models.references import references
-    from soilcast.ml.predict import predict_split
-    from soilcast.ml.train import load_tensors
+    from soilcast.ml.models.references import reference_forecasters
+    from soilcast.ml.predict import KerasForecaster
 
-    forecasts = {name: predict_split(cfg, store, name, split) for name in references()}
-    clim = forecasts[_context_names()["clim"]]
-    tensors = load_tensors(cfg, store)
+    out: dict[str, Any] = dict(reference_forecasters(cfg, tensors))
     skipped: dict[str, str] = {}
     listed = list(dict.fromkeys(cfg.training.models))
     for name in listed + [n for n in registry.names() if n not in listed]:
@@ -132,24 +129,28 @@ def collect_forecasts(cfg: Config, store: Path, runs: Mapping[str, RunDir],
         if (why := stale_reason(cfg, store, run, name, tensors)) is not None:
             skipped[name] = f"refused: {why}"
             continue
-        forecasts[name] = predict_split(cfg, store, name, split, run)
-        _check_aligned(clim, forecasts[name])
-    return forecasts, skipped
+        out[name] = KerasForecaster(cfg, run, name)
+    return out, skipped
 
 
 def evaluate(cfg: Config, tensors: Path, runs: Mapping[str, RunDir], out: EvalDir) -> Leaderboard:
     """Score the references and the networks trained in ``runs`` (name -> run folder) on the
-    tensor store ``tensors``; write metrics, leaderboard and plots into ``out``; return the metrics."""
+    tensor store ``tensors`` at every lead; write metrics, leaderboard and plots into ``out``;
+    return the metrics."""
     from soilcast.evaluation.plots import write_plots
     from soilcast.io.atomic import atomic_write_text
+    from soilcast.ml.predict import split_forecasts
+    from soilcast.ml.train import load_tensors
 
+    store = load_tensors(cfg, tensors)
+    models, skipped = forecasters(cfg, tensors, store, runs)
     ctx = _context_names()
-    val_fc, _ = collect_forecasts(cfg, tensors, runs, "val")
+    val_fc = split_forecasts(cfg, store, models, "val")
     vclim, vpers = val_fc[ctx["clim"]], val_fc[ctx["persistence"]]
     vw = area_weights(vclim.lat, vclim.mask)
-    val = {n: overall_block(f, vw, vclim, vpers) for n, f in val_fc.items()}
+    val = {n: by_lead(f, vw, vclim, vpers) for n, f in val_fc.items()}
     del val_fc, vclim, vpers
-    forecasts, skipped = collect_forecasts(cfg, tensors, runs, "test")
+    forecasts = split_forecasts(cfg, store, models, "test")
     clim, pers = forecasts[ctx["clim"]], forecasts[ctx["persistence"]]
     weights = area_weights(clim.lat, clim.mask)
     basins = basin_names(tensors, clim.basin_id)
@@ -165,28 +166,59 @@ def evaluate(cfg: Config, tensors: Path, runs: Mapping[str, RunDir], out: EvalDi
 
 
 _COLUMNS = tuple(n for n, m in METRICS.items() if m.leaderboard)
+SUMMARY = ("rmse", "skill_vs_persistence", "skill_vs_climatology")
+
+
+def _fmt(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.4f}"
 
 
 def leaderboard(metrics: Leaderboard, primary: str) -> str:
-    """Markdown table of overall test metrics, best ``primary`` first, references included."""
-    ok = metrics.scored()
-    inf = float("inf")
-    order = sorted(ok, key=lambda n: (ok[n].overall.get(primary) is None, ok[n].overall.get(primary) or inf, n))
+    """Markdown: test scores by lead, best first (mean over leads of the skill against the
+    best reference at each lead), references included; then every registered metric at
+    each lead."""
+    from soilcast.ml.models.references import benchmark_names
+
+    ok, leads = metrics.scored(), metrics.leads()
+    keys = [lead_key(k) for k in leads]
+    best = best_references(metrics, benchmark_names())
+    skill = {n: skill_vs_best(metrics, n, best, "test") for n in ok}
+    mean = {n: mean_over_leads(skill[n]) for n in ok}
+    order = sorted(ok, key=lambda n: (mean[n] is None, -(mean[n] or 0.0), n))
+    head = "| rank | model | kind | " + " | ".join(f"lead {k}" for k in leads) + " | mean |"
+    rule = "|---|---|---|" + "---|" * (len(leads) + 1)
     lines = [
-        f"# Test-period leaderboard (sorted by {primary}, lower is better)",
+        "# Test-period leaderboard by lead",
         "",
-        "Area-weighted (cos latitude) over basin-mask cells; skill = 1 - MSE/MSE_reference.",
-        f"The gate selects on the validation years (`val {primary}`); test scores are for reporting.",
+        "Area-weighted (cos latitude) over basin-mask cells; skill = 1 - MSE/MSE_reference; lead k = "
+        "forecast valid k days after the last input day. Sorted by the mean over leads of the MSE skill "
+        "against the best reference at each lead (the best of "
+        f"{', '.join(benchmark_names())} on the validation years: "
+        + ", ".join(f"lead {k}: {best.get(lead_key(k), 'n/a')}" for k in leads) + ").",
+        "The gate selects on the validation years; test scores are for reporting.",
         "",
-        f"| rank | model | kind | val {primary} | " + " | ".join(_COLUMNS) + " |",
-        "|---|---|---|---|" + "---|" * len(_COLUMNS),
+        "## Skill vs the best reference",
+        "",
+        head, rule,
     ]
-    for rank, name in enumerate(order, 1):
-        o = ok[name].overall
-        v = (ok[name].val or {}).get(primary)
-        cells = ["n/a" if o.get(c) is None else f"{o[c]:.4f}" for c in _COLUMNS]
-        lines.append(f"| {rank} | {name} | {ok[name].kind} | {'n/a' if v is None else f'{v:.4f}'} | "
-                     + " | ".join(cells) + " |")
+    for rank, n in enumerate(order, 1):
+        lines.append(f"| {rank} | {n} | {ok[n].kind} | " + " | ".join(_fmt(skill[n].get(k)) for k in keys)
+                     + f" | {_fmt(mean[n])} |")
+    for metric in SUMMARY:
+        lines += ["", f"## {metric}", "", head, rule]
+        for rank, n in enumerate(order, 1):
+            vals = [ok[n].overall.get(k, {}).get(metric) for k in keys]
+            finite = [v for v in vals if v is not None]
+            avg = sum(finite) / len(finite) if len(finite) == len(vals) and vals else None
+            lines.append(f"| {rank} | {n} | {ok[n].kind} | " + " | ".join(_fmt(v) for v in vals) + f" | {_fmt(avg)} |")
+    lines += ["", f"## Every metric by lead (val {primary}: validation, for reference)", "",
+              f"| model | lead | val {primary} | " + " | ".join(_COLUMNS) + " |",
+              "|---|---|---|" + "---|" * len(_COLUMNS)]
+    for n in order:
+        for k in keys:
+            o = ok[n].overall.get(k, {})
+            v = (ok[n].val or {}).get(k, {}).get(primary)
+            lines.append(f"| {n} | {k} | {_fmt(v)} | " + " | ".join(_fmt(o.get(c)) for c in _COLUMNS) + " |")
     skipped = metrics.skipped()
     if skipped:
         lines += ["", "Skipped:", ""] + [f"- {n}: {m.reason}" for n, m in skipped.items()]
@@ -204,12 +236,32 @@ def other_inputs(cfg: Config, version_dir: Path, meta: Mapping[str, Any]) -> str
             f"{cfg.variable_names}")
 
 
-def score_savedmodel(cfg: Config, store: Path, version_dir: Path, split: str = "val") -> dict[str, float]:
-    """Re-score a served SavedModel on the windows of ``split`` of the tensor ``store``
-    (overall, area-weighted); the gate compares it with candidates on the validation years."""
+def savedmodel_forecaster(cfg: Config, version_dir: Path, meta: Mapping[str, Any]) -> Any:
+    """A served SavedModel's ``serving_default`` as a Forecaster over its own leads (an
+    export from before the lead axis forecasts its one lead through ``soil_moisture``)."""
     import tensorflow as tf
 
+    from soilcast.contract import OUTPUT
+    from soilcast.forecasting import InputForecaster
+
+    fn = tf.saved_model.load(str(version_dir)).signatures["serving_default"]
+    leads = tuple(leads_of(meta))
+    key = OUTPUT_BY_LEAD if OUTPUT_BY_LEAD in fn.structured_outputs else OUTPUT
+
+    def predict(x: dict[str, np.ndarray]) -> np.ndarray:
+        return fn(**{k: tf.constant(v) for k, v in x.items()})[key].numpy()
+
+    return InputForecaster(f"champion v{version_dir.name}", leads, predict, int(meta["seq_len"]),
+                           bool(meta.get(ANTECEDENT)), cfg.training.batch_size)
+
+
+def score_savedmodel(cfg: Config, store: Path, version_dir: Path, split: str = "val") -> ByLead:
+    """Re-score a served SavedModel on the windows of ``split`` of the tensor ``store`` at
+    each of ITS leads (overall, area-weighted, by lead key); the gate compares it with the
+    candidates on the validation years at the leads both forecast."""
     from soilcast.data.store import open_tensors
+    from soilcast.forecasting import observations
+    from soilcast.ml.windows import load_split_block
     from soilcast.repository.versions import read_metadata
 
     meta = read_metadata(version_dir)
@@ -221,12 +273,11 @@ def score_savedmodel(cfg: Config, store: Path, version_dir: Path, split: str = "
             f"{version_dir}: champion grid {len(meta['grid']['lat'])}x{len(meta['grid']['lon'])} / "
             f"seq_len {meta['seq_len']} does not match the data {t.mask.shape} / {cfg.window.seq_len}"
         )
-    fn = tf.saved_model.load(str(version_dir)).signatures["serving_default"]
+    champion = savedmodel_forecaster(cfg, version_dir, meta)
+    unknown = [k for k in champion.leads if k > cfg.window.max_lead]
+    if unknown:
+        raise ValueError(f"{version_dir}: champion leads {unknown} lie beyond params' window.leads {cfg.window.leads}")
     block, ends = load_split_block(cfg, t, split)
-    lead, b = cfg.window.lead_days, cfg.training.batch_size
-    preds = []
-    for i in range(0, len(ends), b):
-        batch = window_inputs(cfg, block, ends[i : i + b], bool(meta.get(ANTECEDENT)))
-        preds.append(fn(**{k: tf.constant(v) for k, v in batch.items()})[OUTPUT].numpy())
-    obs = np.asarray(block.Y[ends + lead, ..., 0], dtype=np.float32)
-    return finite_or_none(all_metrics(obs, np.concatenate(preds), area_weights(t.lat, t.mask)))
+    pred, obs = champion.forecast(block, ends), observations(block, ends, champion.leads)
+    w = area_weights(t.lat, t.mask)
+    return {lead_key(k): finite_or_none(all_metrics(obs[:, i], pred[:, i], w)) for i, k in enumerate(champion.leads)}

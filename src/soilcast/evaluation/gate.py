@@ -1,61 +1,56 @@
-"""Promotion gate: bless the best trained network only if it is worth serving.
+"""Promotion gate: bless the best trained network only if it is worth serving at EVERY lead.
 
-The winner is the network with the lowest primary metric on the VALIDATION years (model
-selection never looks at the test years; their scores are recorded for reporting). Checks,
-all on the validation years, all must pass (TFX Evaluator-style value and change thresholds):
+Selection and checks are on the VALIDATION years (model selection never looks at the test
+years; their scores are recorded for reporting). At each lead the best benchmark reference
+(the best of persistence, climatology and damped persistence there, by validation MSE:
+:mod:`soilcast.evaluation.leads`) is the forecast to beat:
 
-1. value vs climatology: 1 - MSE/MSE_clim >= ``cfg.gate.min_skill_vs_climatology``;
-2. value vs persistence: 1 - MSE/MSE_pers >= ``cfg.gate.min_skill_vs_persistence`` whenever
-   the model reads antecedent soil moisture (then "tomorrow = today" is free, and a forecast
-   that loses to it has no value for an operator);
-3. change: when a champion is served (the version labelled ``stable``, else the newest), it is
-   re-scored on the same validation windows and the winner's primary metric may be worse by
-   at most ``cfg.gate.max_regression`` (relative). A champion that cannot be re-scored (files
-   broken, or a grid that no longer matches the data) blocks the promotion: fail closed,
-   with the reason. A champion trained on other input variables than params' (its bundle's
-   metadata lists them) cannot be compared at all: the decision records that, and the value
-   thresholds alone decide (the change of inputs is the point of the new model).
+1. winner: the network with the highest mean over leads of its MSE skill against the best
+   reference at each lead;
+2. value: that skill must reach ``cfg.gate.min_skill_vs_best_reference`` at EVERY lead (a
+   forecast that loses to a free reference at some lead misleads an operator planning on
+   it); the weakest lead is named in the reasons either way;
+3. change: when a champion is served (the version labelled ``stable``, else the newest), it
+   is re-scored on the same validation windows at the leads it forecasts, and the winner's
+   mean primary metric over those leads may be worse by at most ``cfg.gate.max_regression``
+   (relative). A champion that cannot be re-scored (files broken, or a grid that no longer
+   matches the data) blocks the promotion: fail closed, with the reason. A champion trained
+   on other input variables than params' cannot be compared at all: the decision records
+   that, and the value threshold alone decides.
 
-The linear reference's scores are recorded beside the winner's (``beats_linear``), so the
-decision shows whether the network earns its compute. The decision is written to the
-blessing file (``Layout.blessing``); the export stage reads it.
+The linear reference's skill is recorded beside the winner's (``beats_linear``: at every
+lead), so the decision shows whether the network earns its compute. The decision is written
+to the blessing file (``Layout.blessing``); the export stage reads it.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from soilcast.config import Config
-from soilcast.records import Decision, Leaderboard
+from soilcast.evaluation.leads import best_references, mean_over_leads, skill_vs_best
+from soilcast.records import ByLead, Decision, Leaderboard
 
-ChampionScorer = Callable[[Config, Path], dict[str, float]]
-SKILLS = ("skill_vs_climatology", "skill_vs_persistence")
+ChampionScorer = Callable[[Config, Path], ByLead]
+LINEAR = "linear"
 
 
-def pick_winner(metrics: Leaderboard, primary: str) -> tuple[str | None, dict[str, float]]:
-    """The network with the lowest finite VALIDATION primary metric (gate metrics are errors,
-    see ``Gate.primary_metric``); networks are the entries evaluation marks ``kind: network``."""
+def pick_winner(metrics: Leaderboard, best: Mapping[str, str]) -> tuple[str | None, dict[str, float]]:
+    """The network with the highest mean over leads of its VALIDATION skill against the best
+    reference; networks are the entries evaluation marks ``kind: network``."""
     scores: dict[str, float] = {}
     for name, entry in metrics.scored().items():
         if entry.kind != "network":
             continue
-        value = metrics.val_of(name).get(primary)
+        value = mean_over_leads(skill_vs_best(metrics, name, best, "val"))
         if value is not None and math.isfinite(value):
             scores[name] = float(value)
     if not scores:
         return None, scores
-    return min(scores, key=lambda n: (scores[n], n)), scores
-
-
-def _threshold(out: dict[str, Any], winner: str, val: Mapping[str, Any], key: str, required: float) -> bool:
-    skill = val.get(key)
-    ok = skill is not None and math.isfinite(skill) and skill >= required
-    out["reasons"].append(
-        f"{winner}: validation {key.replace('_', ' ')} {skill} {'>=' if ok else 'is below'} required {required}")
-    return ok
+    return max(scores, key=lambda n: (scores[n], n)), scores
 
 
 def decide(
@@ -64,48 +59,71 @@ def decide(
     min_skill: float,
     max_regression: float,
     champion: Mapping[str, Any] | None,
-    min_skill_vs_persistence: float | None = None,
+    benchmarks: Iterable[str],
 ) -> Decision:
     """Pure decision from the evaluation metrics and the champion's re-scored numbers.
 
-    ``champion`` is None (nothing served) or ``{"version", "model", primary: value}`` or
-    ``{"version", "error": message}`` when it could not be re-scored.
-    ``min_skill_vs_persistence`` None: not enforced (the model reads no soil moisture).
+    ``champion`` is None (nothing served) or ``{"version", "model", "by_lead": {lead key:
+    block}}`` or ``{"version", "error": message}`` when it could not be re-scored.
+    ``benchmarks``: the reference names the best reference at each lead is chosen from.
     """
-    winner, scores = pick_winner(metrics, primary)
+    leads = metrics.leads()
+    best = best_references(metrics, benchmarks)
+    winner, scores = pick_winner(metrics, best)
     out: dict[str, Any] = {
         "primary_metric": primary,
         "selected_on": "validation",
+        "leads": leads,
+        "best_reference": best,
         "candidates": scores,
         "winner": winner,
-        "thresholds": {"min_skill_vs_climatology": min_skill,
-                       "min_skill_vs_persistence": min_skill_vs_persistence,
-                       "max_regression": max_regression},
+        "thresholds": {"min_skill_vs_best_reference": min_skill, "max_regression": max_regression},
         "champion": dict(champion) if champion else None,
         "reasons": [],
     }
     if winner is None:
-        out.update(blessed=False, reasons=["no trained network has a finite validation " + primary])
+        out.update(blessed=False, reasons=["no trained network has a finite validation skill at every lead"])
         return Decision.from_json(out, "gate decision")
-    val, test = metrics.val_of(winner), metrics.overall_of(winner)
+    skill = skill_vs_best(metrics, winner, best, "val")
     out["winner_score"] = scores[winner]
-    out["validation"] = {k: val.get(k) for k in (primary, *SKILLS)}
-    out["test"] = {k: test.get(k) for k in (primary, *SKILLS)}
-    out.update({k: val.get(k) for k in SKILLS})
-    linear = metrics.val_of("linear").get(primary)
-    out["linear_reference"] = {"validation": linear, "test": metrics.overall_of("linear").get(primary)}
-    out["beats_linear"] = None if linear is None else bool(scores[winner] < linear)
-    value_ok = _threshold(out, winner, val, "skill_vs_climatology", min_skill)
-    if min_skill_vs_persistence is not None:
-        value_ok &= _threshold(out, winner, val, "skill_vs_persistence", min_skill_vs_persistence)
-    else:
-        out["reasons"].append("persistence threshold not enforced: the model reads no soil moisture")
-    change_ok = _change_check(out, winner, scores[winner], primary, max_regression, champion)
+    out["skill_vs_best_reference"] = skill
+    out["validation"] = metrics.val_of(winner)
+    out["test"] = metrics.overall_of(winner)
+    out["test_skill_vs_best_reference"] = skill_vs_best(metrics, winner, best, "test")
+    value_ok = _every_lead(out, winner, skill, best, min_skill)
+    _linear(out, metrics, winner, best)
+    change_ok = _change_check(out, winner, metrics.val_of(winner), primary, max_regression, champion)
     out["blessed"] = bool(value_ok and change_ok)
     return Decision.from_json(out, "gate decision")
 
 
-def _change_check(out: dict[str, Any], winner: str, score: float, primary: str,
+def _every_lead(out: dict[str, Any], winner: str, skill: Mapping[str, float | None], best: Mapping[str, str],
+                required: float) -> bool:
+    """Value check at every lead; records the weakest lead and each failing one."""
+    value = {k: (v if v is not None and math.isfinite(v) else -math.inf) for k, v in skill.items()}
+    weakest = min(value, key=lambda k: (value[k], int(k)))
+    out["weakest_lead"] = int(weakest)
+    failing = [k for k, v in value.items() if not v >= required]
+    out["reasons"].append(
+        f"{winner}: weakest lead {weakest} day(s), validation skill {skill[weakest]} vs the best reference there "
+        f"({best[weakest]}) {'is below' if failing else '>='} required {required}")
+    for k in failing:
+        if k != weakest:
+            out["reasons"].append(f"{winner}: lead {k} day(s) skill {skill[k]} vs {best[k]} is below required {required}")
+    return not failing
+
+
+def _linear(out: dict[str, Any], metrics: Leaderboard, winner: str, best: Mapping[str, str]) -> None:
+    linear = skill_vs_best(metrics, LINEAR, best, "val") if LINEAR in metrics.scored() else {}
+    out["linear_reference"] = {"skill_vs_best_reference": linear or None}
+    mine = out["skill_vs_best_reference"]
+    if not linear or any(v is None for v in linear.values()):
+        out["beats_linear"] = None
+        return
+    out["beats_linear"] = all(mine.get(k) is not None and mine[k] > v for k, v in linear.items())
+
+
+def _change_check(out: dict[str, Any], winner: str, val: ByLead, primary: str,
                   max_regression: float, champion: Mapping[str, Any] | None) -> bool:
     if champion is None:
         out["reasons"].append("no served champion: the value thresholds alone decide")
@@ -122,15 +140,22 @@ def _change_check(out: dict[str, Any], winner: str, score: float, primary: str,
             f"({champion['error']}); failing closed"
         )
         return False
-    champ = float(champion[primary])
+    theirs = champion["by_lead"]
+    common = [k for k in theirs if k in val and val[k].get(primary) is not None and theirs[k].get(primary) is not None]
+    if not common:
+        out["reasons"].append(f"champion version {champion.get('version')} forecasts none of the leads "
+                              f"{sorted(val, key=int)} with a finite {primary}; failing closed")
+        return False
+    score = sum(float(val[k][primary]) for k in common) / len(common)
+    champ = sum(float(theirs[k][primary]) for k in common) / len(common)
     limit = champ * (1.0 + max_regression)
     ok = score <= limit
     out["champion_score"] = champ
     out["relative_change"] = (score - champ) / champ if champ > 0 else None
     out["reasons"].append(
-        f"{winner} validation {primary} {score:.6g} {'within' if ok else 'exceeds'} champion "
-        f"(v{champion.get('version')}, {champion.get('model')}) {champ:.6g} "
-        f"x (1 + {max_regression}) = {limit:.6g}"
+        f"{winner} validation {primary} (mean over leads {', '.join(common)}) {score:.6g} "
+        f"{'within' if ok else 'exceeds'} champion (v{champion.get('version')}, {champion.get('model')}) "
+        f"{champ:.6g} x (1 + {max_regression}) = {limit:.6g}"
     )
     return ok
 
@@ -155,9 +180,9 @@ def champion_numbers(cfg: Config, tensors: Path, models_dir: Path,
             out["incomparable"] = why
             return out
         if scorer is None:
-            def scorer(c: Config, v: Path) -> dict[str, float]:
+            def scorer(c: Config, v: Path) -> ByLead:
                 return score_savedmodel(c, tensors, v)
-        out.update(scorer(cfg, version_dir))
+        out["by_lead"] = scorer(cfg, version_dir)
     except Exception as err:  # any failure is recorded and fails closed
         out["error"] = f"{type(err).__name__}: {err}"
     return out
@@ -170,14 +195,10 @@ def run_gate(cfg: Config, metrics_file: Path, tensors: Path, models_dir: Path, o
     path = Path(metrics_file)
     metrics = Leaderboard.read(path, "run the 'evaluate' stage first")
     champion = champion_numbers(cfg, tensors, models_dir, scorer)
-    decision = decide(
-        metrics,
-        cfg.gate.primary_metric,
-        cfg.gate.min_skill_vs_climatology,
-        cfg.gate.max_regression,
-        champion,
-        cfg.gate.min_skill_vs_persistence if cfg.window.antecedent_soil_moisture else None,
-    )
+    from soilcast.ml.models.references import benchmark_names
+
+    decision = decide(metrics, cfg.gate.primary_metric, cfg.gate.min_skill_vs_best_reference,
+                      cfg.gate.max_regression, champion, benchmark_names())
     decision.metrics_file = str(path)
     decision.write(Path(out_file))
     return decision

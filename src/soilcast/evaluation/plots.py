@@ -1,12 +1,19 @@
-"""Evaluation figures (PNG, declared as DVC plots): where and when each model errs.
+"""Evaluation figures (PNG, declared as DVC plots): where, when and at which lead each model errs.
 
-- ``rmse_map_<model>.png``: per-cell RMSE over the test period;
-- ``obs_vs_forecast_monsoon.png`` / ``obs_vs_forecast_dry.png``: observed and forecast maps
-  for one monsoon day (the JJAS day with the wettest area-mean observation) and one dry day
+- ``skill_vs_lead.png``: MSE skill vs climatology and vs persistence against lead, every
+  network and reference (how fast skill decays, and where persistence stops being the one
+  to beat);
+- ``scorecard.png``: a WeatherBench-style scorecard, model x lead, coloured by the MSE skill
+  against the best reference at that lead (chosen on validation), the value in each cell;
+- ``rmse_map_<model>.png``: per-cell RMSE over the test period at the first and last lead;
+- ``obs_vs_forecast_monsoon.png`` / ``obs_vs_forecast_dry.png``: observed and first-lead
+  forecast maps for one monsoon day (the JJAS day with the wettest area-mean observation) and one dry day
   (the non-JJAS day with the driest), chosen from the data so the choice is reproducible;
-- ``basin_skill.png``: MSE skill vs climatology per basin and model;
-- ``timeseries.png``: observed and forecast series at one cell per basin (the mask cell
-  nearest the basin's centre), so every basin is seen.
+- ``basin_skill.png``: MSE skill vs climatology per basin and model, first and last lead;
+- ``timeseries.png``: observed and first-lead forecast series at one cell per basin (the
+  mask cell nearest the basin's centre), so every basin is seen.
+
+Per-lead figures read ``Forecasts.at_lead(k)``, the [N, H, W] view of one lead.
 """
 
 from __future__ import annotations
@@ -49,15 +56,23 @@ def rmse_map(fc: Any) -> np.ndarray:
     return np.where(fc.mask & (n > 0), out, np.nan)
 
 
+def _end_leads(fc: Any) -> list[int]:
+    """Lead indices shown where a figure has room for two: the first and the last."""
+    return sorted({0, len(fc.leads) - 1})
+
+
 def plot_rmse_maps(forecasts: dict[str, Any], out: Path) -> None:
     plt = _plt()
-    maps = {n: rmse_map(fc) for n, fc in forecasts.items()}
-    vmax = float(np.nanmax([np.nanmax(m) for m in maps.values()])) if maps else 1.0
-    for name, m in maps.items():
-        fig, ax = plt.subplots(figsize=(5, 4.5))
-        im = ax.imshow(m, origin="lower", extent=_extent(forecasts[name]), vmin=0, vmax=vmax, cmap="magma_r")
-        fig.colorbar(im, ax=ax, label="RMSE (m3/m3)")
-        ax.set(title=f"{name}: test RMSE per cell", xlabel="lon", ylabel="lat")
+    maps = {n: [rmse_map(fc.at_lead(k)) for k in _end_leads(fc)] for n, fc in forecasts.items()}
+    vmax = float(np.nanmax([np.nanmax(m) for ms in maps.values() for m in ms])) if maps else 1.0
+    for name, ms in maps.items():
+        fc = forecasts[name]
+        fig, axes = plt.subplots(1, len(ms), figsize=(4.6 * len(ms), 4.3), squeeze=False)
+        for ax, k, m in zip(axes[0], _end_leads(fc), ms):
+            im = ax.imshow(m, origin="lower", extent=_extent(fc), vmin=0, vmax=vmax, cmap="magma_r")
+            ax.set(title=f"lead {fc.leads[k]} d", xlabel="lon", ylabel="lat")
+        fig.colorbar(im, ax=axes, label="RMSE (m3/m3)", shrink=0.85)
+        fig.suptitle(f"{name}: test RMSE per cell")
         _save(fig, out / f"rmse_map_{name}.png")
 
 
@@ -76,9 +91,9 @@ def pick_days(fc: Any) -> dict[str, int]:
 def plot_day_maps(forecasts: dict[str, Any], out: Path, cmap: str) -> None:
     """Observed vs forecast soil moisture on a monsoon and a dry day (``cmap``: the target's)."""
     plt = _plt()
-    ref = next(iter(forecasts.values()))
+    ref = next(iter(forecasts.values())).at_lead(0)
     for label, row in pick_days(ref).items():
-        panels = [("observed", ref.obs[row])] + [(n, fc.pred[row]) for n, fc in forecasts.items()]
+        panels = [("observed", ref.obs[row])] + [(n, fc.pred[row, 0]) for n, fc in forecasts.items()]
         vmin = float(np.nanmin([np.nanmin(p) for _, p in panels]))
         vmax = float(np.nanmax([np.nanmax(p) for _, p in panels]))
         cols = min(len(panels), 4)
@@ -90,11 +105,12 @@ def plot_day_maps(forecasts: dict[str, Any], out: Path, cmap: str) -> None:
         for ax in list(axes.flat)[len(panels):]:
             ax.axis("off")
         fig.colorbar(im, ax=axes, label="soil moisture (m3/m3)", shrink=0.8)
-        fig.suptitle(f"{label} day {ref.valid_time[row].date()}: observed vs forecast")
+        fig.suptitle(f"{label} day {ref.valid_time[row].date()}: observed vs forecast (lead {ref.lead} d)")
         _save(fig, out / f"obs_vs_forecast_{label}.png")
 
 
 def plot_basin_skill(metrics: Leaderboard, basins: dict[int, str], out: Path) -> None:
+    from soilcast.evaluation.leads import lead_key
     from soilcast.ml.models.references import context_references
 
     plt = _plt()
@@ -102,17 +118,75 @@ def plot_basin_skill(metrics: Leaderboard, basins: dict[int, str], out: Path) ->
     clim = context_references()["clim"].name  # the reference of this skill: zero by construction
     names = [n for n in scored if n != clim]
     labels = list(basins.values())
+    leads = metrics.leads()
+    shown = sorted({leads[0], leads[-1]}) if leads else []
     width = 0.8 / max(len(names), 1)
-    fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(labels) * max(len(names), 1) * 0.4), 4))
+    fig, axes = plt.subplots(len(shown), 1, figsize=(max(6, 0.5 * len(labels) * max(len(names), 1)), 3.6 * len(shown)),
+                             squeeze=False, sharex=True)
     x = np.arange(len(labels))
-    for i, name in enumerate(names):
-        vals = [scored[name].basins.get(b, {}).get("skill_vs_climatology") for b in labels]
-        ax.bar(x + i * width, [np.nan if v is None else v for v in vals], width, label=name)
-    ax.axhline(0.0, color="k", lw=0.8)
-    ax.set_xticks(x + width * (len(names) - 1) / 2, labels, rotation=30, ha="right")
-    ax.set(ylabel="skill vs climatology (1 - MSE/MSE_clim)", title="Per-basin test skill")
-    ax.legend(fontsize=8)
+    for ax, lead in zip(axes[:, 0], shown):
+        for i, name in enumerate(names):
+            vals = [scored[name].basins.get(b, {}).get(lead_key(lead), {}).get("skill_vs_climatology") for b in labels]
+            ax.bar(x + i * width, [np.nan if v is None else v for v in vals], width, label=name)
+        ax.axhline(0.0, color="k", lw=0.8)
+        ax.set(ylabel="skill vs climatology", title=f"Per-basin test skill, lead {lead} d")
+    axes[-1, 0].set_xticks(x + width * (len(names) - 1) / 2, labels, rotation=30, ha="right")
+    axes[0, 0].legend(fontsize=7, ncol=4)
     _save(fig, out / "basin_skill.png")
+
+
+def plot_skill_vs_lead(metrics: Leaderboard, out: Path) -> None:
+    """Skill vs climatology and vs persistence against lead: networks solid, references dashed."""
+    from soilcast.evaluation.leads import lead_key
+
+    plt = _plt()
+    leads = metrics.leads()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharex=True)
+    for ax, key, title in ((axes[0], "skill_vs_climatology", "vs climatology"),
+                           (axes[1], "skill_vs_persistence", "vs persistence")):
+        for name, entry in metrics.scored().items():
+            vals = [entry.overall.get(lead_key(k), {}).get(key) for k in leads]
+            style = "o-" if entry.kind == "network" else "s--"
+            ax.plot(leads, [np.nan if v is None else v for v in vals], style, lw=1.4, ms=4, label=name)
+        ax.axhline(0.0, color="k", lw=0.8)
+        ax.set(xlabel="lead (days)", ylabel="MSE skill (1 - MSE/MSE_ref)", title=f"Test skill {title}")
+        ax.set_xticks(leads)
+        ax.grid(alpha=0.3)
+    ys = np.concatenate([np.asarray(line.get_ydata(), float) for line in axes[1].lines] or [np.zeros(1)])
+    lo = float(np.nanmin(ys)) if np.isfinite(ys).any() else 0.0
+    axes[1].set_ylim(max(min(lo, -0.2) - 0.05, -1.5), None)  # climatology's large negative skill at day 1 would hide the rest
+    axes[0].legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    _save(fig, out / "skill_vs_lead.png")
+
+
+def plot_scorecard(metrics: Leaderboard, out: Path) -> None:
+    """Model x lead, coloured by the test MSE skill against the best reference at each lead."""
+    from soilcast.evaluation.leads import best_references, lead_key, skill_vs_best
+    from soilcast.ml.models.references import benchmark_names
+
+    plt = _plt()
+    leads, scored = metrics.leads(), metrics.scored()
+    best = best_references(metrics, benchmark_names())
+    names = [n for n in scored if scored[n].kind == "network"] + [n for n in scored if scored[n].kind == "reference"]
+    grid = np.array([[np.nan if (v := skill_vs_best(metrics, n, best, "test").get(lead_key(k))) is None else v
+                      for k in leads] for n in names])
+    fig, ax = plt.subplots(figsize=(1.0 + 0.9 * len(leads), 0.9 + 0.45 * len(names)))
+    lim = max(0.05, float(np.nanmax(np.abs(grid))) if np.isfinite(grid).any() else 1.0)
+    lim = min(lim, 1.0)
+    im = ax.imshow(grid, cmap="RdBu", vmin=-lim, vmax=lim, aspect="auto")
+    for i in range(len(names)):
+        for j in range(len(leads)):
+            v = grid[i, j]
+            ax.text(j, i, "n/a" if not np.isfinite(v) else f"{v:+.2f}", ha="center", va="center", fontsize=8,
+                    color="white" if np.isfinite(v) and abs(v) > 0.6 * lim else "black")
+    ax.set_xticks(range(len(leads)), [f"{k} d\n{best.get(lead_key(k), '')}" for k in leads], fontsize=7)
+    ax.set_yticks(range(len(names)), names)
+    ax.axhline(sum(scored[n].kind == "network" for n in names) - 0.5, color="k", lw=1.2)
+    ax.set_title("Test MSE skill vs the best reference at each lead\n(blue: better; column label: that reference)",
+                 fontsize=9)
+    fig.colorbar(im, ax=ax, label="1 - MSE/MSE_best", shrink=0.8)
+    _save(fig, out / "scorecard.png")
 
 
 def basin_cells(fc: Any, basins: dict[int, str]) -> dict[str, tuple[int, int]]:
@@ -128,7 +202,7 @@ def basin_cells(fc: Any, basins: dict[int, str]) -> dict[str, tuple[int, int]]:
 
 def plot_timeseries(forecasts: dict[str, Any], basins: dict[int, str], out: Path) -> None:
     plt = _plt()
-    ref = next(iter(forecasts.values()))
+    ref = next(iter(forecasts.values())).at_lead(0)
     cells = basin_cells(ref, basins)
     if not cells:
         return
@@ -136,8 +210,8 @@ def plot_timeseries(forecasts: dict[str, Any], basins: dict[int, str], out: Path
     for ax, (name, (i, j)) in zip(axes[:, 0], cells.items()):
         ax.plot(ref.valid_time, ref.obs[:, i, j], color="k", lw=1.6, label="observed")
         for model, fc in forecasts.items():
-            ax.plot(fc.valid_time, fc.pred[:, i, j], lw=0.9, label=model)
-        ax.set_title(f"{name} (lat {float(ref.lat[i]):.2f}, lon {float(ref.lon[j]):.2f})", fontsize=9)
+            ax.plot(ref.valid_time, fc.pred[:, 0, i, j], lw=0.9, label=model)
+        ax.set_title(f"{name} (lat {float(ref.lat[i]):.2f}, lon {float(ref.lon[j]):.2f}), lead {ref.lead} d", fontsize=9)
         ax.set_ylabel("m3/m3")
     axes[0, 0].legend(fontsize=7, ncol=4)
     _save(fig, out / "timeseries.png")
@@ -151,6 +225,8 @@ def write_plots(forecasts: dict[str, Any], metrics: Leaderboard, basins: dict[in
 
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
+    plot_skill_vs_lead(metrics, out)
+    plot_scorecard(metrics, out)
     plot_rmse_maps(forecasts, out)
     plot_day_maps(forecasts, out, target_cmap)
     plot_basin_skill(metrics, basins, out)

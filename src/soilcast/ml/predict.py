@@ -3,13 +3,15 @@
 :func:`physical_model` wraps a trained network between its scaling and un-scaling:
 ``meteo`` [b, L, H, W, C] (C variables, canonical units, real values over the whole grid) -> standardised
 (+ antecedent soil moisture, + the basin mask as a channel) -> network -> last (forecast)
-step -> m3/m3 (for ``window.target: increment`` the forecast change is added to the last
-antecedent value, so a zero output is exactly persistence) -> clipped to the target's
-physical range -> NaN outside the mask -> ``soil_moisture`` [b, H, W]. The scaling
+step [b, H, W, K] -> lead axis first -> m3/m3 (for ``window.target: increment`` each lead's
+forecast change is added to the last antecedent value, so a zero output is exactly
+persistence at every lead) -> clipped to the target's physical range -> NaN outside the
+mask -> ``[b, K, H, W]``, K the leads of the run (``grid.json``'s ``leads``). The scaling
 constants, the physical range and the mask are part of the graph (layer configs), so the
 exported SavedModel needs nothing else.
 
-:func:`predict_split` runs it (or a reference forecast) over every window of a split.
+:class:`KerasForecaster` makes it a :class:`soilcast.forecasting.Forecaster`;
+:func:`predict_split` runs any forecaster over every window of a split.
 """
 
 from __future__ import annotations
@@ -28,10 +30,8 @@ import soilcast.ml.losses  # registers custom objects for loading
 import soilcast.ml.models.layers  # (idem)
 from soilcast.config import Config
 from soilcast.layout import RunDir
-from soilcast.ml.models import registry
-from soilcast.ml.models.references import references
 from soilcast.ml.scaling import Scaler, mask_fill
-from soilcast.ml.windows import SplitName, split_ends, window_inputs
+from soilcast.ml.windows import SplitName, load_split_block
 
 try:  # the faster ConvLSTM2D drop-in, if a saved model uses it
     import soilcast.ml.models.fast_convlstm  # noqa: F401
@@ -86,11 +86,11 @@ class ScaleSoilMoisture(_Scaled):
 
 @keras.saving.register_keras_serializable(package=PKG)
 class ForecastToPhysical(_Scaled):
-    """Last scaled step -> [b, H, W] m3/m3 within ``bounds``, NaN outside the mask.
+    """Last scaled step -> [b, K, H, W] m3/m3 within ``bounds``, NaN outside the mask.
 
-    Inputs: ``ys`` [b, L, H, W, 1] (state target), or ``[ys, sm]`` with ``sm`` the
+    Inputs: ``ys`` [b, L, H, W, K] (state target), or ``[ys, sm]`` with ``sm`` the
     antecedent soil moisture [b, L, H, W] in m3/m3 (increment target: ``sm[:, -1]`` plus
-    the forecast change).
+    each lead's forecast change).
     """
 
     def __init__(self, scaling: dict[str, Any], mask: list, bounds: list, **kwargs: Any) -> None:
@@ -103,17 +103,17 @@ class ForecastToPhysical(_Scaled):
     def call(self, inputs: Any) -> Any:
         if self.scaler.target_kind == "increment":
             ys, sm = inputs
-            z = ops.cast(ys[:, -1, :, :, 0], "float32")
-            y = ops.cast(sm[:, -1], "float32") + self.scaler.unscale_increment(z)
+            z = ops.cast(ys[:, -1], "float32")  # [b, H, W, K]
+            y = ops.cast(sm[:, -1], "float32")[..., None] + self.scaler.unscale_increment(z)
         else:
             ys = inputs[0] if isinstance(inputs, (list, tuple)) else inputs
-            y = self.scaler.unscale_target(ops.cast(ys[:, -1, :, :, 0], "float32"), ops)
-        y = ops.clip(y, self.bounds[0], self.bounds[1])
+            y = self.scaler.unscale_target(ops.cast(ys[:, -1], "float32"), ops)
+        y = ops.transpose(ops.clip(y, self.bounds[0], self.bounds[1]), (0, 3, 1, 2))  # [b, K, H, W]
         return ops.where(ops.convert_to_tensor(self.mask), y, ops.full_like(y, float("nan")))
 
     def compute_output_shape(self, s: Any) -> tuple:
         s = s[0] if isinstance(s, (list, tuple)) and isinstance(s[0], (list, tuple)) else s
-        return (s[0], s[2], s[3])
+        return (s[0], s[4], s[2], s[3])
 
 
 def load_network(run: RunDir, name: str) -> keras.Model:
@@ -151,58 +151,95 @@ def wrap_physical(net: keras.Model, scaling: dict[str, Any], grid: dict[str, Any
     return keras.Model(inputs if len(inputs) > 1 else meteo, y, name=f"soilcast_{name}")
 
 
+class KerasForecaster:
+    """A trained network in physical units (:func:`physical_model`) as a Forecaster."""
+
+    def __init__(self, cfg: Config, run: RunDir, name: str) -> None:
+        from soilcast.forecasting import InputForecaster, single_input
+
+        model = physical_model(cfg, run, name)
+        leads = tuple(json.loads(run.grid.read_text())["leads"])
+        self.name, self.leads = name, leads
+        self._inner = InputForecaster(
+            name, leads, lambda x: np.asarray(model.predict_on_batch(single_input(x))),
+            cfg.window.seq_len, cfg.window.antecedent_soil_moisture, cfg.training.batch_size)
+
+    def forecast(self, block: Any, ends: np.ndarray) -> np.ndarray:
+        return self._inner.forecast(block, ends)
+
+
 @dataclass(frozen=True)
 class Forecasts:
-    pred: np.ndarray  # [N, H, W] m3/m3, NaN outside the mask
-    obs: np.ndarray  # [N, H, W] m3/m3, NaN outside the mask
-    valid_time: pd.DatetimeIndex  # forecast (lead) dates
+    """Forecasts of one model for the windows of a split, every lead: ``pred``/``obs``
+    [N, K, H, W] m3/m3 (NaN outside the mask), row ``n`` issued at ``init_time[n]`` and
+    valid at ``init_time[n] + leads[k]`` days."""
+
+    pred: np.ndarray  # [N, K, H, W]
+    obs: np.ndarray  # [N, K, H, W]
     init_time: pd.DatetimeIndex  # last input day of each window
+    leads: tuple[int, ...]
     mask: np.ndarray  # [H, W] bool
     lat: np.ndarray
     lon: np.ndarray
     basin_id: np.ndarray  # [H, W] int32, 0 outside
     model: str = ""
 
+    def valid_time(self, k: int) -> pd.DatetimeIndex:
+        """Valid dates of lead index ``k``."""
+        return self.init_time + pd.Timedelta(days=int(self.leads[k]))
+
+    def at_lead(self, k: int) -> "LeadForecasts":
+        """The [N, H, W] view of lead index ``k`` (what per-lead scores and maps read)."""
+        return LeadForecasts(self.pred[:, k], self.obs[:, k], self.valid_time(k), self.init_time,
+                             int(self.leads[k]), self.mask, self.lat, self.lon, self.basin_id, self.model)
+
+
+@dataclass(frozen=True)
+class LeadForecasts:
+    """One lead of :class:`Forecasts`: ``pred``/``obs`` [N, H, W]."""
+
+    pred: np.ndarray
+    obs: np.ndarray
+    valid_time: pd.DatetimeIndex
+    init_time: pd.DatetimeIndex
+    lead: int
+    mask: np.ndarray
+    lat: np.ndarray
+    lon: np.ndarray
+    basin_id: np.ndarray
+    model: str = ""
+
+
+def split_forecasts(cfg: Config, tensors: Any, forecasters: dict[str, Any], split: SplitName) -> dict[str, Forecasts]:
+    """Every forecaster on every window of ``split`` of the open store ``tensors``: the
+    split's days are loaded once, and all forecasters share the same windows, so their
+    scores are comparable."""
+    from soilcast.forecasting import observations
+
+    block, ends = load_split_block(cfg, tensors, split)
+    leads = tuple(cfg.window.leads)
+    obs = observations(block, ends, leads)
+    init = block.time[ends]
+    return {name: Forecasts(pred=f.forecast(block, ends), obs=obs, init_time=init, leads=leads, mask=block.mask,
+                            lat=block.lat, lon=block.lon, basin_id=block.basin_id, model=name)
+            for name, f in forecasters.items()}
+
 
 def predict_split(cfg: Config, store: Path, name: str, split: SplitName = "test",
                   run: RunDir | None = None) -> Forecasts:
     """Forecasts of ``name`` (a registered network trained in ``run``, or a registered
-    reference) for every window of ``split`` of the tensor ``store``; all share the same
-    windows, so their scores are comparable."""
+    reference fitted on the store's training years) for every window of ``split``."""
+    from soilcast.ml.models import registry
+    from soilcast.ml.models.references import reference_forecasters, references
     from soilcast.ml.train import load_tensors
 
-    refs, networks = references(), registry.names()
-    if name not in refs and name not in networks:
-        raise ValueError(f"unknown model {name!r}; expected one of {[*networks, *refs]}")
+    if name not in references() and name not in registry.names():
+        raise ValueError(f"unknown model {name!r}; expected one of {[*registry.names(), *references()]}")
     t = load_tensors(cfg, store)
-    lead = cfg.window.lead_days
-    ends = split_ends(cfg, t.time, split)
-    if name in refs:
-        pred = refs[name].forecast(cfg, t, ends, lead)
+    if name in references():
+        forecaster = reference_forecasters(cfg, t, [name])[name]
+    elif run is None:
+        raise ValueError(f"network {name}: predict_split needs its run folder")
     else:
-        if run is None:
-            raise ValueError(f"network {name}: predict_split needs its run folder")
-        pred = _network_forecasts(cfg, run, name, t, ends)
-    pred = np.where(t.mask, pred, np.nan).astype(np.float32)
-    return Forecasts(
-        pred=pred,
-        obs=np.asarray(t.Y[ends + lead, ..., 0], dtype=np.float32),
-        valid_time=t.time[ends + lead],
-        init_time=t.time[ends],
-        mask=t.mask,
-        lat=t.lat,
-        lon=t.lon,
-        basin_id=t.basin_id,
-        model=name,
-    )
-
-
-def _network_forecasts(cfg: Config, run: RunDir, name: str, t: Any, ends: np.ndarray) -> np.ndarray:
-    pm = physical_model(cfg, run, name)
-    b = cfg.training.batch_size
-    with_sm = cfg.window.antecedent_soil_moisture
-    out = []
-    for i in range(0, len(ends), b):
-        x = window_inputs(cfg, t, ends[i : i + b], with_sm)
-        out.append(np.asarray(pm.predict_on_batch(x if with_sm else x["meteo"])))
-    return np.concatenate(out)
+        forecaster = KerasForecaster(cfg, run, name)
+    return split_forecasts(cfg, t, {name: forecaster}, split)[name]

@@ -14,7 +14,10 @@ Why this shape:
   activation, whose range is the open interval (-1, 1). Keeping the training range strictly
   inside leaves head-room for values slightly beyond the training extremes.
 * The INCREMENT ``Y[t+lead] - Y[t]`` (``window.target: increment``) is divided by its
-  training-years spread, ``cfg.scaling.increment_sd`` standard deviations (over mask cells).
+  training-years spread AT THAT LEAD, ``cfg.scaling.increment_sd`` standard deviations (over
+  mask cells): the change over 7 days spreads wider than over one, and one scale per lead
+  keeps every lead's target in the same part of tanh's range, so the loss (a mean over
+  leads in this scaled space) weighs each lead by its own predictable spread.
   Zero stays zero (a zero output is persistence). The scale is a trade-off for the tanh
   output of the ConvLSTM: soil-moisture jumps after rain reach ~24 standard deviations but
   are unforecastable from the past (the best forecasts, e.g. the ridge reference's, stay
@@ -50,8 +53,8 @@ class Scaler:
     target_range: tuple[float, float]
     train_years: tuple[int, int]
     target_kind: str  # "increment" | "state" (cfg.window.target)
-    increment_scale: float  # m3/m3 per scaled unit of the increment
-    lead_days: int
+    leads: tuple[int, ...]  # the lead axis (cfg.window.leads)
+    increment_scale: tuple[float, ...]  # m3/m3 per scaled unit of the increment, per lead
 
     # ----------------------------------------------------------------- fitting
     @classmethod
@@ -68,9 +71,9 @@ class Scaler:
         ymin, ymax = _masked_range(Y, mask, train)
         if not ymax > ymin:
             raise ValueError(f"target {cfg.target.name} is constant over the training years")
-        lead = cfg.window.lead_days
-        step_sd = _increment_sd(Y, mask, train, lead)
-        if not step_sd > 0:
+        leads = tuple(cfg.window.leads)
+        step_sd = [_increment_sd(Y, mask, train, lead) for lead in leads]
+        if not all(sd > 0 for sd in step_sd):
             raise ValueError(f"target {cfg.target.name} never changes over the training years")
         return cls(
             variables=tuple(names),
@@ -83,8 +86,8 @@ class Scaler:
             target_range=tuple(float(v) for v in cfg.scaling.target_range),
             train_years=tuple(cfg.split.train_years),
             target_kind=cfg.window.target,
-            increment_scale=float(step_sd * cfg.scaling.increment_sd),
-            lead_days=lead,
+            leads=leads,
+            increment_scale=tuple(float(sd * cfg.scaling.increment_sd) for sd in step_sd),
         )
 
     # ----------------------------------------------------------- serialising
@@ -94,7 +97,7 @@ class Scaler:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Scaler":
         fields = dict(d)
-        for k in ("variables", "log1p", "mean", "std", "target_range", "train_years"):
+        for k in ("variables", "log1p", "mean", "std", "target_range", "train_years", "leads", "increment_scale"):
             fields[k] = tuple(fields[k])
         return cls(**fields)
 
@@ -133,11 +136,12 @@ class Scaler:
         return self.target_min + (ys - lo) * ((self.target_max - self.target_min) / (hi - lo))
 
     def scale_increment(self, d: Any) -> Any:
-        """Change in m3/m3 over ``lead_days`` -> scaled increment (0 stays 0)."""
-        return d * (1.0 / self.increment_scale)
+        """Changes in m3/m3 [..., K] (last axis: the leads) -> scaled increments (0 stays 0)."""
+        return d * (1.0 / np.asarray(self.increment_scale, dtype=np.float32))
 
     def unscale_increment(self, z: Any) -> Any:
-        return z * self.increment_scale
+        """Scaled increments [..., K] (last axis: the leads) -> m3/m3."""
+        return z * np.asarray(self.increment_scale, dtype=np.float32)
 
 
 def _consts(s: Scaler, xp: Any, like: Any) -> tuple[Any, Any, Any]:

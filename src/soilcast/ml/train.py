@@ -119,13 +119,14 @@ class FullGridValidation(keras.callbacks.Callback):
 
 
 def score_network(model: keras.Model, ds: WindowDataset) -> dict[str, float]:
-    """Exact masked MSE (scaled space) over every window of ``ds``: window and forecast step."""
+    """Exact masked MSE (scaled space, mean over leads) over every window of ``ds``: the
+    whole window and the forecast step."""
     acc = np.zeros(4)
     for i in range(len(ds)):
         x, y = ds[i]
         pred = np.asarray(model.predict_on_batch(x))
-        acc += [*masked_sums(y[..., :1], pred, y[..., 1:]),
-                *masked_sums(y[:, -1:, ..., :1], pred[:, -1:], y[:, -1:, ..., 1:])]
+        acc += [*masked_sums(y[..., :-1], pred, y[..., -1:]),
+                *masked_sums(y[:, -1:, ..., :-1], pred[:, -1:], y[:, -1:, ..., -1:])]
     return {"window_mse": acc[0] / max(acc[1], 1.0), "forecast_mse": acc[2] / max(acc[3], 1.0)}
 
 
@@ -135,8 +136,8 @@ def training_references() -> dict[str, Reference]:
 
 
 def reference_targets(cfg: Config, t: Tensors, data: Prepared, scaler: Scaler, ends: np.ndarray) -> dict[str, np.ndarray]:
-    """The training references as forecasts in the networks' target space, [N, L, H, W]
-    aligned with the target windows of ``ends`` (step k: input day s = t-L+1+k)."""
+    """The training references as forecasts in the networks' target space, [N, L, H, W, K]
+    aligned with the target windows of ``ends`` (step j: input day s = t-L+1+j)."""
     L = cfg.window.seq_len
     return {name: gather(np.asarray(ref.target_space(cfg, t, data, scaler), np.float32), ends, -L + 1, L)
             for name, ref in training_references().items()}
@@ -145,8 +146,8 @@ def reference_targets(cfg: Config, t: Tensors, data: Prepared, scaler: Scaler, e
 def score_references(cfg: Config, t: Tensors, data: Prepared, scaler: Scaler, ends: np.ndarray) -> dict[str, dict[str, float]]:
     """The training references on the given windows, target space, like score_network."""
     L = cfg.window.seq_len
-    target = gather(data.targets, ends, -L + 1, L)  # [N, L, H, W]
-    w = np.broadcast_to(data.weight, target.shape)
+    target = gather(data.targets, ends, -L + 1, L)  # [N, L, H, W, K]
+    w = np.broadcast_to(data.weight[..., None], target.shape)
     out: dict[str, dict[str, float]] = {}
     for name, pred in reference_targets(cfg, t, data, scaler, ends).items():
         sw, nw = masked_sums(target, pred, w)
@@ -309,7 +310,7 @@ def grid_info(cfg: Config, name: str, t: Tensors) -> dict[str, Any]:
         "variables": cfg.variable_names,
         "units": {v.name: v.canonical_units for v in cfg.variables} | {cfg.target.name: cfg.target.canonical_units},
         "seq_len": cfg.window.seq_len,
-        "lead_days": cfg.window.lead_days,
+        "leads": list(cfg.window.leads),
         "antecedent_soil_moisture": cfg.window.antecedent_soil_moisture,
     }
 

@@ -1,10 +1,12 @@
 """Samples, chronological splits and the streaming batch pipeline.
 
 A sample ending at day index ``t`` is the input window ``X[t-L+1 .. t]`` (``L`` =
-``cfg.window.seq_len``) with one target per input day ``s``: ``Y[s+lead]`` (``window.target:
-state``) or the increment ``Y[s+lead] - Y[s]`` (``increment``); the forecast is the last
-step, valid at ``t+lead``. Every network is causal (step ``s`` reads inputs up to ``s``), so
-the earlier steps are extra training signal, never a peek at the answer.
+``cfg.window.seq_len``) with K targets per input day ``s``, one per lead ``k`` of
+``cfg.window.leads`` (the lead axis is the LAST axis of targets and network outputs):
+``Y[s+k]`` (``window.target: state``) or the increment ``Y[s+k] - Y[s]`` (``increment``,
+always relative to the last observed day ``s``). The forecast is the last step, valid at
+``t+k`` for each lead. Every network is causal (step ``s`` reads inputs up to ``s``), so the
+earlier steps are extra training signal, never a peek at the answer.
 
 Input channels: the weather variables (standardised, over the whole grid), then the
 antecedent soil moisture (scaled state, 0 outside the mask) when configured, then the basin
@@ -64,14 +66,15 @@ def split_slice(time: pd.DatetimeIndex, years: tuple[int, int]) -> slice:
     return slice(int(idx[0]), int(idx[-1]) + 1)
 
 
-def window_ends(time: pd.DatetimeIndex, years: tuple[int, int], seq_len: int, lead: int) -> np.ndarray:
-    """Indices ``t`` of every window whose input AND target days lie inside ``years``."""
+def window_ends(time: pd.DatetimeIndex, years: tuple[int, int], seq_len: int, max_lead: int) -> np.ndarray:
+    """Indices ``t`` of every window whose input AND target days (up to ``t + max_lead``)
+    lie inside ``years``: every lead is scored on the same windows."""
     sl = split_slice(time, years)
-    return np.arange(sl.start + seq_len - 1, sl.stop - lead, dtype=np.int64)
+    return np.arange(sl.start + seq_len - 1, sl.stop - max_lead, dtype=np.int64)
 
 
 def split_ends(cfg: Config, time: pd.DatetimeIndex, split: SplitName) -> np.ndarray:
-    return window_ends(time, split_years(cfg, split), cfg.window.seq_len, cfg.window.lead_days)
+    return window_ends(time, split_years(cfg, split), cfg.window.seq_len, cfg.window.max_lead)
 
 
 def evenly_spaced(ends: np.ndarray, n: int) -> np.ndarray:
@@ -97,20 +100,25 @@ class Prepared:
 
     Xs: np.ndarray  # [T, H, W, C'] float32: weather, (+ antecedent state), mask channel
     Ys: np.ndarray  # [T, H, W, 1] float32: scaled state of day s, 0 outside the mask
-    targets: np.ndarray  # [T, H, W] float32: the target of input day s (state or increment)
+    targets: np.ndarray  # [T, H, W, K] float32: the targets of input day s per lead (state or increment)
     weight: np.ndarray  # [H, W] float32, 1 on mask cells
     time: pd.DatetimeIndex
 
 
 def target_of_day(scaled_state: np.ndarray, Y: np.ndarray, mask: np.ndarray, scaler: Scaler,
-                  kind: str, lead: int) -> np.ndarray:
-    """[T, H, W] target per input day ``s`` (the last ``lead`` days have none: 0)."""
-    out = np.zeros(scaled_state.shape[:3], dtype=np.float32)
-    if kind == "state":
-        out[:-lead] = scaled_state[lead:, ..., 0]
-    else:
-        y = np.asarray(Y[..., 0], dtype=np.float32)
-        out[:-lead] = np.where(mask, scaler.scale_increment(y[lead:] - y[:-lead]), 0.0)
+                  kind: str, leads: tuple[int, ...] | list[int]) -> np.ndarray:
+    """[T, H, W, K] targets per input day ``s`` and lead ``k`` (days with no ``s + k`` in
+    the series have none: 0). ``scaled_state`` [T, H, W, 1] is what a state target reads."""
+    out = np.zeros((*scaled_state.shape[:3], len(leads)), dtype=np.float32)
+    y = None if kind == "state" else np.asarray(Y[..., 0], dtype=np.float32)
+    for i, lead in enumerate(leads):
+        if lead >= len(out):
+            continue
+        if kind == "state":
+            out[:-lead, ..., i] = scaled_state[lead:, ..., 0]
+        else:
+            change = (y[lead:] - y[:-lead]) * np.float32(1.0 / scaler.increment_scale[i])
+            out[:-lead, ..., i] = np.where(mask, change, 0.0)
     return out
 
 
@@ -127,7 +135,7 @@ def prepare(t: Tensors, cfg: Config, scaler: Scaler, chunk: int = 366) -> Prepar
     if extra:
         Xs[..., C] = Ys[..., 0]
     Xs[..., -1] = t.mask
-    targets = target_of_day(Ys, t.Y, t.mask, scaler, cfg.window.target, cfg.window.lead_days)
+    targets = target_of_day(Ys, t.Y, t.mask, scaler, cfg.window.target, cfg.window.leads)
     return Prepared(Xs=Xs, Ys=Ys, targets=targets, weight=t.mask.astype(np.float32), time=t.time)
 
 
@@ -147,7 +155,8 @@ def patch_offsets(mask: np.ndarray, patch: int) -> tuple[tuple[int, int], np.nda
 
 
 class WindowDataset(keras.utils.PyDataset):
-    """Batches ``(x [b,L,h,w,C'], y_true [b,L,h,w,2])``; ``y_true[...,1]`` is the mask weight.
+    """Batches ``(x [b,L,h,w,C'], y_true [b,L,h,w,K+1])``: ``y_true[..., :K]`` the targets
+    per lead, ``y_true[..., K]`` the mask weight.
 
     ``train=True``: an endless stream; batch ``i`` of this ``fit`` call is global step
     ``start_epoch * steps + i`` and is drawn from the permutation seeded by
@@ -168,7 +177,7 @@ class WindowDataset(keras.utils.PyDataset):
     ) -> None:
         super().__init__(workers=1, use_multiprocessing=False)
         self.data, self.ends, self.train = data, np.asarray(ends), train
-        self.L, self.lead = cfg.window.seq_len, cfg.window.lead_days
+        self.L = cfg.window.seq_len
         self.batch, self.seed = cfg.training.batch_size, cfg.seed
         self.steps, self.start_epoch = steps, start_epoch
         mask = data.weight > 0
@@ -211,13 +220,13 @@ class WindowDataset(keras.utils.PyDataset):
 
     def _cut(self, ts: np.ndarray, offs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         (ph, pw), L, d = self.patch, self.L, self.data
-        C = d.Xs.shape[-1]
+        C, K = d.Xs.shape[-1], d.targets.shape[-1]
         x = np.empty((len(ts), L, ph, pw, C), dtype=np.float32)
-        y = np.empty((len(ts), L, ph, pw, 2), dtype=np.float32)
+        y = np.empty((len(ts), L, ph, pw, K + 1), dtype=np.float32)
         for k, (t, (i, j)) in enumerate(zip(ts, offs)):
             x[k] = d.Xs[t - L + 1 : t + 1, i : i + ph, j : j + pw]
-            y[k, ..., 0] = d.targets[t - L + 1 : t + 1, i : i + ph, j : j + pw]
-            y[k, ..., 1] = d.weight[i : i + ph, j : j + pw]
+            y[k, ..., :K] = d.targets[t - L + 1 : t + 1, i : i + ph, j : j + pw]
+            y[k, ..., K] = d.weight[i : i + ph, j : j + pw]
         return x, y
 
 
@@ -238,6 +247,6 @@ def load_split_block(cfg: Config, t: Tensors, split: str) -> tuple[Tensors, np.n
     from dataclasses import replace
 
     ends = split_ends(cfg, t.time, split)
-    lo, hi = int(ends[0]) - cfg.window.seq_len + 1, int(ends[-1]) + cfg.window.lead_days + 1
+    lo, hi = int(ends[0]) - cfg.window.seq_len + 1, int(ends[-1]) + cfg.window.max_lead + 1
     block = replace(t, X=np.asarray(t.X[lo:hi]), Y=np.asarray(t.Y[lo:hi]), time=t.time[lo:hi])
     return block, ends - lo

@@ -104,7 +104,7 @@ __all__ = [
 def coerce_arguments(arguments: dict[str, Any], raw: dict[str, Any]) -> dict[str, Any]:
     """Check pipeline arguments by name and give them the parameter's type.
 
-    ``--arg min_skill_vs_climatology=10`` parses as an int, which KFP refuses for a float
+    ``--arg min_skill_vs_best_reference=10`` parses as an int, which KFP refuses for a float
     parameter; an unknown name would be silently ignored by a cluster, so it fails here.
     """
     defaults = pipeline_module().pipeline_arguments(raw)

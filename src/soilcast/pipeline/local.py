@@ -82,7 +82,7 @@ def run_local(
 ) -> LocalRun:
     """Compile-and-run the pipeline for ``params`` (+ overrides), demo data generated first.
 
-    ``arguments`` override pipeline parameters (e.g. ``min_skill_vs_climatology``).
+    ``arguments`` override pipeline parameters (e.g. ``min_skill_vs_best_reference``).
     """
     from kfp import local
 

@@ -34,8 +34,7 @@ PARAMETERS: tuple[Parameter, ...] = (
     *(Parameter(f"grid_{k}", f"grid.{k}", float, "configure") for k in ("lat_min", "lat_max", "lon_min", "lon_max", "res")),
     Parameter("models", "training.models", list, "configure"),
     Parameter("epochs", "training.epochs", int, "configure"),
-    Parameter("min_skill_vs_climatology", "gate.min_skill_vs_climatology", float, "gate"),
-    Parameter("min_skill_vs_persistence", "gate.min_skill_vs_persistence", float, "gate"),
+    Parameter("min_skill_vs_best_reference", "gate.min_skill_vs_best_reference", float, "gate"),
     Parameter("max_regression", "gate.max_regression", float, "gate"),
 )
 

@@ -238,8 +238,8 @@ def overall_metrics(metrics: Leaderboard) -> dict[str, float]:
     return out
 
 
-GATE_KEYS = ("blessed", "winner", "primary_metric", "winner_score", "skill_vs_climatology",
-             "skill_vs_persistence", "validation", "test", "beats_linear", "linear_reference",
+GATE_KEYS = ("blessed", "winner", "primary_metric", "winner_score", "skill_vs_best_reference",
+             "weakest_lead", "best_reference", "validation", "test", "beats_linear", "linear_reference",
              "champion_score", "relative_change", "thresholds", "reasons", "candidates")
 
 

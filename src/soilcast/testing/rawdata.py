@@ -71,7 +71,7 @@ SMALL: dict[str, Any] = {
     "split": {"train_years": [2010, 2010], "val_years": [2011, 2011], "test_years": [2012, 2012]},
     "grid": {"lat_min": 10.5, "lat_max": 15.5, "lon_min": 70.5, "lon_max": 75.5, "res": 1.0},
     "preprocess": {"time_chunk_days": 100},
-    "window": {"seq_len": 1, "lead_days": 1},  # the 2-day test split must hold one window
+    "window": {"seq_len": 1, "leads": [1]},  # the 2-day test split must hold one window
 }
 MET_LAT = np.arange(18.0, 7.99, -0.5)  # descending, like ERA5
 MET_LON = np.arange(68.0, 78.01, 0.5)

@@ -9,7 +9,7 @@ import keras
 from pydantic import Field
 
 from soilcast.config import Config, StrictSection
-from soilcast.ml.models.heads import readout_initializer
+from soilcast.ml.models.heads import head_width, readout_initializer
 from soilcast.ml.models.layers import CellsToSequences, SequencesToCells
 from soilcast.ml.models.registry import register
 
@@ -30,6 +30,6 @@ def build_cnn_td(cfg: Config, p: CnnTdParams, input_shape: tuple) -> keras.Model
         x = keras.layers.TimeDistributed(conv, name=f"td_conv_{i}")(x)
     seq = CellsToSequences(name="to_cells")(x)
     h = keras.layers.LSTM(p.lstm_units, return_sequences=True, name="lstm")(seq)
-    y = keras.layers.Dense(1, dtype="float32", kernel_initializer=readout_initializer(cfg), name="readout")(h)
+    y = keras.layers.Dense(head_width(cfg), dtype="float32", kernel_initializer=readout_initializer(cfg), name="readout")(h)
     out = SequencesToCells(dtype="float32", name="to_field")([y, inputs])
     return keras.Model(inputs, out, name="cnn_td")

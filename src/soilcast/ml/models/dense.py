@@ -14,7 +14,7 @@ import keras
 from pydantic import Field
 
 from soilcast.config import Config, StrictSection
-from soilcast.ml.models.heads import readout_initializer
+from soilcast.ml.models.heads import head_width, readout_initializer
 from soilcast.ml.models.layers import CellsToSequences, SequencesToCells
 from soilcast.ml.models.registry import register
 
@@ -32,6 +32,6 @@ def build_fc(cfg: Config, p: DenseParams, input_shape: tuple) -> keras.Model:
     x = keras.layers.Conv1D(units[0], L, padding="causal", activation="relu", name="dense_1")(x)
     for i, n in enumerate(units[1:], start=2):
         x = keras.layers.Dense(n, activation="relu", name=f"dense_{i}")(x)
-    y = keras.layers.Dense(1, dtype="float32", kernel_initializer=readout_initializer(cfg), name="readout")(x)
+    y = keras.layers.Dense(head_width(cfg), dtype="float32", kernel_initializer=readout_initializer(cfg), name="readout")(x)
     out = SequencesToCells(dtype="float32", name="to_field")([y, inputs])
     return keras.Model(inputs, out, name="fc")

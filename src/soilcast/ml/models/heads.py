@@ -1,8 +1,9 @@
 """What every network's output layer shares: how it starts.
 
-With ``window.target: increment`` the output is the forecast CHANGE of soil moisture, and
-the serving graph adds it to the last observed value. Starting the output layer at zero
-makes an untrained network forecast exactly persistence, so training starts from the
+Every output layer is ``head_width(cfg)`` wide: one channel per lead. With ``window.target:
+increment`` each channel is the forecast CHANGE of soil moisture from the last observed day
+to that lead's valid day, and the serving graph adds it to the last observed value. Starting the output layer at zero
+makes an untrained network forecast exactly persistence at every lead, so training starts from the
 strongest trivial forecast and can only earn skill from there (the same idea as zero-
 initialised residual branches). With ``state`` the usual Glorot start is kept.
 """
@@ -12,6 +13,12 @@ from __future__ import annotations
 import keras
 
 from soilcast.config import Config
+
+
+def head_width(cfg: Config) -> int:
+    """Output channels of every network: one per lead of ``window.leads`` (the lead axis is
+    the last axis of the scaled output [b, L, H, W, K])."""
+    return cfg.window.n_leads
 
 
 def readout_initializer(cfg: Config) -> str:

@@ -7,7 +7,7 @@ import keras
 from pydantic import Field
 
 from soilcast.config import Config, StrictSection
-from soilcast.ml.models.heads import readout_initializer
+from soilcast.ml.models.heads import head_width, readout_initializer
 from soilcast.ml.models.layers import CellsToSequences, SequencesToCells
 from soilcast.ml.models.registry import register
 
@@ -20,7 +20,7 @@ def _per_cell(rnn: keras.layers.Layer, input_shape: tuple, name: str, cfg: Confi
     inputs = keras.Input(shape=input_shape, name="inputs")
     seq = CellsToSequences(name="to_cells")(inputs)
     h = rnn(seq)
-    y = keras.layers.Dense(1, dtype="float32", kernel_initializer=readout_initializer(cfg), name="readout")(h)
+    y = keras.layers.Dense(head_width(cfg), dtype="float32", kernel_initializer=readout_initializer(cfg), name="readout")(h)
     out = SequencesToCells(dtype="float32", name="to_field")([y, inputs])
     return keras.Model(inputs, out, name=name)
 

@@ -1,8 +1,18 @@
 """Reference forecasts every network must beat (not trained), and their registry.
 
-* persistence: the last observed soil moisture ``Y[t]`` is the forecast of ``Y[t+lead]``.
+* persistence: the last observed soil moisture ``Y[t]`` is the forecast of every lead.
 * climatology: per cell and day of year, the mean over the TRAINING years only, smoothed
-  with a circular window of ``cfg.climatology.window_days`` days (wrapping Dec -> Jan).
+  with a circular window of ``cfg.climatology.window_days`` days (wrapping Dec -> Jan),
+  taken at each lead's valid day.
+* damped_persistence (damped anomaly persistence): ``clim[t+k] + phi_k * (Y[t] - clim[t])``
+  with ``phi_k`` per cell and lead the least-squares regression of the anomaly ``k`` days
+  later on today's (training years only), clipped to [0, 1]. What a hydrologist uses as the
+  simple benchmark at longer leads: persistence at day 1, climatology in the long run.
+
+Each reference is FITTED ONCE per command (:func:`reference_forecasters`) on the training
+years of the whole store, and then forecasts any block of days (:mod:`soilcast.forecasting`).
+``benchmark`` references are the candidates for "the best reference at a lead" that the gate
+and the scorecard measure skill against.
 
 Days of year live on a 366-day leap calendar (Feb 29 has its own bin, Mar 1 is always bin
 60) so the same calendar day shares a bin in leap and common years. Bins no training day
@@ -11,21 +21,23 @@ fills (Feb 29 with a 1-day window and no leap training year) are interpolated ci
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from soilcast.config import Config
+from soilcast.contract import calendar_bin
 from soilcast.data.store import Tensors
+from soilcast.forecasting import Forecaster, lead_offsets
 from soilcast.ml.models import discover
 from soilcast.ml.scaling import Scaler
-from soilcast.ml.windows import Prepared, split_slice, target_of_day
+from soilcast.ml.windows import Prepared, split_slice
 
 N_BINS = 366
 
-Forecast = Callable[[Config, Tensors, np.ndarray, int], np.ndarray]
+Fit = Callable[[Config, Tensors], Forecaster]
 TargetSpace = Callable[[Config, Tensors, Prepared, Scaler], np.ndarray]
 
 
@@ -33,21 +45,24 @@ TargetSpace = Callable[[Config, Tensors, Prepared, Scaler], np.ndarray]
 class Reference:
     """A reference forecaster: fitted (if at all) on the training years only.
 
-    ``forecast(cfg, tensors, ends, lead)``: physical [N, H, W] forecasts for the windows
-    ending at ``ends``, valid at ``ends + lead``. ``context``: the metrics' context key it
-    provides (``clim``, ``persistence``: skill scores and the anomaly correlation are taken
-    against it), None for a reference that is only scored. ``target_space(cfg, tensors,
-    data, scaler)``: the per-day forecast [T, H, W] in the networks' target space, scored
-    beside each network during training (``record.json``, the learning curve, drawn in
-    ``curve_style``); None when training does not score it.
+    ``fit(cfg, tensors)``: the fitted :class:`soilcast.forecasting.Forecaster` (physical
+    ``[N, K, H, W]`` forecasts for windows ending at given days, every lead of
+    ``cfg.window.leads``), fitted on the training years of ``tensors``. ``context``: the
+    metrics' context key it provides (``clim``, ``persistence``: skill scores and the anomaly
+    correlation are taken against it), None for a reference that is only scored.
+    ``benchmark``: a candidate for the best reference at a lead (gate, scorecard).
+    ``target_space(cfg, tensors, data, scaler)``: the per-day forecast [T, H, W, K] in the
+    networks' target space, scored beside each network during training (``record.json``, the
+    learning curve, drawn in ``curve_style``); None when training does not score it.
     """
 
     name: str
     long_name: str
-    forecast: Forecast
+    fit: Fit
     context: str | None = None
     target_space: TargetSpace | None = None
     curve_style: str = "-"
+    benchmark: bool = False
 
 
 _REFERENCES: dict[str, Reference] = {}
@@ -78,11 +93,16 @@ def context_references() -> dict[str, Reference]:
     return {r.context: r for r in references().values() if r.context}
 
 
-def calendar_bin(time: pd.DatetimeIndex) -> np.ndarray:
-    """0-based day of year on a leap calendar (Mar 1 -> 60 in every year)."""
-    doy = np.asarray(time.dayofyear) - 1
-    late_common = (~np.asarray(time.is_leap_year)) & (doy >= 59)
-    return doy + late_common.astype(doy.dtype)
+def benchmark_names() -> tuple[str, ...]:
+    """The references the best reference at each lead is chosen from."""
+    return tuple(n for n, r in references().items() if r.benchmark)
+
+
+def reference_forecasters(cfg: Config, tensors: Tensors, names: Iterable[str] | None = None) -> dict[str, Forecaster]:
+    """Every registered reference (or those in ``names``), each fitted ONCE on the training
+    years of the store ``tensors``; they then forecast any block of its days."""
+    refs = references()
+    return {n: refs[n].fit(cfg, tensors) for n in (refs if names is None else names)}
 
 
 def persistence(Y: np.ndarray, ends: np.ndarray) -> np.ndarray:
@@ -118,9 +138,9 @@ class Climatology:
     def from_config(cls, cfg: Config, Y: np.ndarray, time: pd.DatetimeIndex) -> "Climatology":
         return cls.fit(Y, time, cfg.split.train_years, cfg.climatology.window_days)
 
-    def predict(self, time: pd.DatetimeIndex) -> np.ndarray:
-        """[N, H, W] climatological values for the given (valid) dates."""
-        return self.values[calendar_bin(pd.DatetimeIndex(time))]
+    def predict(self, time: pd.DatetimeIndex | np.ndarray) -> np.ndarray:
+        """[..., H, W] climatological values for the given (valid) dates (any shape)."""
+        return self.values[calendar_bin(np.asarray(time, dtype="datetime64[ns]"))]
 
 
 def _fill_circular(values: np.ndarray, filled: np.ndarray) -> np.ndarray:
@@ -138,35 +158,106 @@ def _fill_circular(values: np.ndarray, filled: np.ndarray) -> np.ndarray:
     return out
 
 
-def _persistence_forecast(cfg: Config, t: Tensors, ends: np.ndarray, lead: int) -> np.ndarray:
-    return persistence(t.Y[..., 0], ends)
+def _masked(block: Tensors, pred: np.ndarray) -> np.ndarray:
+    return np.where(block.mask, pred, np.nan).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class PersistenceForecaster:
+    name: str
+    leads: tuple[int, ...]
+
+    def forecast(self, block: Tensors, ends: np.ndarray) -> np.ndarray:
+        today = persistence(np.asarray(block.Y[..., 0], np.float32), ends)[:, None]
+        return _masked(block, np.repeat(today, len(self.leads), axis=1))
+
+
+@dataclass(frozen=True)
+class ClimatologyForecaster:
+    name: str
+    leads: tuple[int, ...]
+    climatology: Climatology
+
+    def forecast(self, block: Tensors, ends: np.ndarray) -> np.ndarray:
+        valid = np.asarray(block.time)[lead_offsets(ends, self.leads)]  # [N, K]
+        return _masked(block, self.climatology.predict(valid))
+
+
+@dataclass(frozen=True)
+class DampedPersistenceForecaster:
+    """``clim[t+k] + phi[k] * (Y[t] - clim[t])``: today's anomaly, damped towards climatology."""
+
+    name: str
+    leads: tuple[int, ...]
+    climatology: Climatology
+    phi: np.ndarray  # [K, H, W]
+
+    def forecast(self, block: Tensors, ends: np.ndarray) -> np.ndarray:
+        time = np.asarray(block.time)
+        today = np.asarray(block.Y[..., 0], np.float32)[np.asarray(ends)]
+        anomaly = today - self.climatology.predict(time[np.asarray(ends)])
+        valid = self.climatology.predict(time[lead_offsets(ends, self.leads)])  # [N, K, H, W]
+        return _masked(block, valid + self.phi[None] * anomaly[:, None])
+
+
+def damping_coefficients(Y: np.ndarray, clim: np.ndarray, leads: Iterable[int]) -> np.ndarray:
+    """[K, H, W] least-squares ``phi_k`` of ``a[t+k] ~ phi_k * a[t]`` per cell, ``a = Y - clim``
+    over the given (training) days, clipped to [0, 1] (damping, never amplification or a
+    sign flip); 0 where today's anomaly never varies."""
+    a = np.asarray(Y, np.float64) - clim
+    out = []
+    for k in leads:
+        x, y = a[:-k], a[k:]
+        ok = np.isfinite(x) & np.isfinite(y)
+        sxx = np.where(ok, x * x, 0.0).sum(axis=0)
+        sxy = np.where(ok, x * y, 0.0).sum(axis=0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            phi = np.where(sxx > 0, sxy / sxx, 0.0)
+        out.append(np.clip(phi, 0.0, 1.0))
+    return np.stack(out).astype(np.float32)
+
+
+def _fit_persistence(cfg: Config, t: Tensors) -> Forecaster:
+    return PersistenceForecaster("persistence", tuple(cfg.window.leads))
+
+
+def _fit_climatology(cfg: Config, t: Tensors) -> Forecaster:
+    return ClimatologyForecaster("climatology", tuple(cfg.window.leads), Climatology.from_config(cfg, t.Y, t.time))
+
+
+def _fit_damped(cfg: Config, t: Tensors) -> Forecaster:
+    clim = Climatology.from_config(cfg, t.Y, t.time)
+    sl = split_slice(t.time, cfg.split.train_years)
+    y = np.asarray(t.Y[sl][..., 0], np.float64)
+    phi = damping_coefficients(y, clim.predict(t.time[sl]), cfg.window.leads)
+    return DampedPersistenceForecaster("damped_persistence", tuple(cfg.window.leads), clim, phi)
 
 
 def _persistence_target(cfg: Config, t: Tensors, data: Prepared, scaler: Scaler) -> np.ndarray:
     """Increment target: no change (zeros); state target: the scaled last observed value."""
     if cfg.window.target == "increment":
         return np.zeros(data.targets.shape, dtype=np.float32)
-    return data.Ys[..., 0]
-
-
-def _climatology_forecast(cfg: Config, t: Tensors, ends: np.ndarray, lead: int) -> np.ndarray:
-    return Climatology.from_config(cfg, t.Y, t.time).predict(t.time[ends + lead])
+    return np.repeat(data.Ys, cfg.window.n_leads, axis=-1)
 
 
 def _climatology_target(cfg: Config, t: Tensors, data: Prepared, scaler: Scaler) -> np.ndarray:
-    """The climatology of each day's valid date (day + lead) in the networks' target space."""
-    lead = cfg.window.lead_days
-    clim = Climatology.from_config(cfg, t.Y, t.time).predict(t.time)[..., None]  # [T, H, W, 1]
-    if cfg.window.target == "increment":
-        valid_clim = np.zeros_like(clim[..., 0])  # climatology of day s + lead, at day s
-        valid_clim[:-lead] = clim[lead:, ..., 0]
-        y = np.asarray(t.Y[..., 0], dtype=np.float32)
-        return np.where(t.mask, scaler.scale_increment(valid_clim - y), 0.0)
-    clim_state = np.where(t.mask[..., None], scaler.scale_target(clim), 0.0).astype(np.float32)
-    return target_of_day(clim_state, clim, t.mask, scaler, "state", lead)
+    """The climatology of each day's valid dates (day + lead) in the networks' target space."""
+    clim = Climatology.from_config(cfg, t.Y, t.time).predict(t.time)  # [T, H, W]
+    y = np.asarray(t.Y[..., 0], dtype=np.float32)
+    out = np.zeros(data.targets.shape, dtype=np.float32)
+    for i, lead in enumerate(cfg.window.leads):
+        if cfg.window.target == "increment":  # climatology of day s + lead minus day s
+            change = (clim[lead:] - y[:-lead]) * np.float32(1.0 / scaler.increment_scale[i])
+            out[:-lead, ..., i] = np.where(t.mask, change, 0.0)
+        else:
+            out[:-lead, ..., i] = np.where(t.mask, scaler.scale_target(clim[lead:]), 0.0)
+    return out
 
 
-register_reference(Reference("persistence", "persistence reference forecast", _persistence_forecast,
-                             context="persistence", target_space=_persistence_target, curve_style=":"))
-register_reference(Reference("climatology", "training-years climatology reference", _climatology_forecast,
-                             context="clim", target_space=_climatology_target, curve_style="--"))
+register_reference(Reference("persistence", "persistence reference forecast", _fit_persistence,
+                             context="persistence", target_space=_persistence_target, curve_style=":",
+                             benchmark=True))
+register_reference(Reference("climatology", "training-years climatology reference", _fit_climatology,
+                             context="clim", target_space=_climatology_target, curve_style="--", benchmark=True))
+register_reference(Reference("damped_persistence", "damped anomaly persistence reference", _fit_damped,
+                             benchmark=True))

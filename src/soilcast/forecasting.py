@@ -1,0 +1,92 @@
+"""One forecasting path: every forecaster maps window ends to ``[N, K, H, W]`` forecasts.
+
+Evaluation, the gate's champion re-scoring, the export canaries and the hindcast all need
+"the forecasts of this model for these init days". A :class:`Forecaster` answers exactly
+that, whatever sits behind it: a Keras model in physical units, a SavedModel signature, the
+served model over gRPC, or a reference forecast. Callers open the tensor store once, load the
+block of days they need, and pass the arrays down; nobody re-reads observations per model.
+
+Shapes (the forecast axes of the architecture notes): ``forecast(block, ends)`` returns
+float32 ``[N, K, H, W]`` in m3/m3, NaN outside the mask, with ``K = len(leads)`` and row
+``n`` valid at ``block.time[ends[n]] + leads[k]`` days. :func:`observations` gives the
+matching truth. Kept free of TensorFlow and Keras (numpy only).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from soilcast.contract import INPUT, serving_inputs
+
+PredictBatch = Callable[[dict[str, np.ndarray]], np.ndarray]
+
+
+class Forecaster(Protocol):
+    """Anything that forecasts every lead for windows ending at given day indices."""
+
+    name: str
+    leads: tuple[int, ...]
+
+    def forecast(self, block: Any, ends: np.ndarray) -> np.ndarray:
+        """``[N, K, H, W]`` float32 forecasts (m3/m3) for the windows ending at ``ends``."""
+        ...
+
+
+@dataclass(frozen=True)
+class InputForecaster:
+    """A forecaster fed the serving inputs (``meteo`` and, when trained with it, the
+    antecedent soil moisture) in batches of ``batch`` windows: the shape shared by a Keras
+    model, a SavedModel signature and a gRPC client. ``predict`` takes the named inputs and
+    returns ``[b, K, H, W]``."""
+
+    name: str
+    leads: tuple[int, ...]
+    predict: PredictBatch
+    seq_len: int
+    antecedent: bool
+    batch: int
+
+    def forecast(self, block: Any, ends: np.ndarray) -> np.ndarray:
+        ends = np.asarray(ends, dtype=np.int64)
+        out = []
+        for i in range(0, len(ends), max(self.batch, 1)):
+            x = serving_inputs(block.X, block.Y, ends[i : i + self.batch], self.seq_len, self.antecedent)
+            y = np.asarray(self.predict(x), dtype=np.float32)
+            if y.ndim == 3:  # a one-lead model: [b, H, W]
+                y = y[:, None]
+            out.append(y)
+        pred = np.concatenate(out) if out else np.zeros((0, len(self.leads), *block.mask.shape), np.float32)
+        check_forecast_shape(self.name, pred, len(ends), self.leads, block.mask.shape)
+        return np.where(block.mask, pred, np.nan).astype(np.float32)
+
+
+def check_forecast_shape(name: str, pred: np.ndarray, n: int, leads: tuple[int, ...], grid: tuple[int, ...]) -> None:
+    want = (n, len(leads), *grid)
+    if pred.shape != want:
+        raise ValueError(f"{name}: forecasts have shape {pred.shape}, expected [N, K, H, W] = {want} "
+                         f"(leads {list(leads)})")
+
+
+def lead_offsets(ends: np.ndarray, leads: tuple[int, ...] | list[int]) -> np.ndarray:
+    """``[N, K]`` day indices of the valid days ``ends[n] + leads[k]``."""
+    return np.asarray(ends, np.int64)[:, None] + np.asarray(leads, np.int64)[None, :]
+
+
+def observations(block: Any, ends: np.ndarray, leads: tuple[int, ...] | list[int]) -> np.ndarray:
+    """``[N, K, H, W]`` observed soil moisture on each window's valid days (NaN outside the mask)."""
+    Y = np.asarray(block.Y[..., 0], dtype=np.float32)
+    return Y[lead_offsets(ends, leads)]
+
+
+def forecast_all(forecasters: Mapping[str, Forecaster], block: Any, ends: np.ndarray) -> dict[str, np.ndarray]:
+    """Every forecaster on the same windows: ``{name: [N, K, H, W]}``."""
+    return {name: f.forecast(block, ends) for name, f in forecasters.items()}
+
+
+def single_input(x: dict[str, np.ndarray]) -> Any:
+    """A model with only ``meteo`` takes the bare array."""
+    return x[INPUT] if len(x) == 1 else x
