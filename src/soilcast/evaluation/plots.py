@@ -171,20 +171,24 @@ def plot_scorecard(metrics: Leaderboard, out: Path) -> None:
     names = [n for n in scored if scored[n].kind == "network"] + [n for n in scored if scored[n].kind == "reference"]
     grid = np.array([[np.nan if (v := skill_vs_best(metrics, n, best, "test").get(lead_key(k))) is None else v
                       for k in leads] for n in names])
-    fig, ax = plt.subplots(figsize=(1.0 + 0.9 * len(leads), 0.9 + 0.45 * len(names)))
-    lim = max(0.05, float(np.nanmax(np.abs(grid))) if np.isfinite(grid).any() else 1.0)
-    lim = min(lim, 1.0)
+    fig, ax = plt.subplots(figsize=(1.6 + 0.9 * len(leads), 1.4 + 0.45 * len(names)))
+    n_networks = sum(scored[n].kind == "network" for n in names)
+    # the colour scale follows the networks (climatology's -10 at day 1 would wash them out)
+    shown = grid[:n_networks] if n_networks and np.isfinite(grid[:n_networks]).any() else grid
+    lim = min(max(0.05, float(np.nanmax(np.abs(shown))) if np.isfinite(shown).any() else 1.0), 1.0)
     im = ax.imshow(grid, cmap="RdBu", vmin=-lim, vmax=lim, aspect="auto")
     for i in range(len(names)):
         for j in range(len(leads)):
             v = grid[i, j]
             ax.text(j, i, "n/a" if not np.isfinite(v) else f"{v:+.2f}", ha="center", va="center", fontsize=8,
                     color="white" if np.isfinite(v) and abs(v) > 0.6 * lim else "black")
-    ax.set_xticks(range(len(leads)), [f"{k} d\n{best.get(lead_key(k), '')}" for k in leads], fontsize=7)
+    ax.set_xticks(range(len(leads)), [f"lead {k} d" for k in leads], fontsize=8)
     ax.set_yticks(range(len(names)), names)
-    ax.axhline(sum(scored[n].kind == "network" for n in names) - 0.5, color="k", lw=1.2)
-    ax.set_title("Test MSE skill vs the best reference at each lead\n(blue: better; column label: that reference)",
-                 fontsize=9)
+    ax.axhline(n_networks - 0.5, color="k", lw=1.2)
+    refs = sorted(set(best.values()))
+    by_ref = "; ".join(f"{r}: lead {', '.join(k for k in best if best[k] == r)}" for r in refs)
+    ax.set_title("Test MSE skill vs the best reference at each lead (blue: better)", fontsize=9)
+    ax.set_xlabel(f"best reference (chosen on validation) — {by_ref}", fontsize=7)
     fig.colorbar(im, ax=ax, label="1 - MSE/MSE_best", shrink=0.8)
     _save(fig, out / "scorecard.png")
 
