@@ -73,10 +73,12 @@ def by_lead(fc: Any, weights: np.ndarray, clim: Any, pers: Any, rows: Any = slic
     """Every registered metric at each lead of ``fc`` (``Forecasts``), on the windows
     ``rows`` (or ``per_lead_rows(k)`` when the rows depend on the lead's valid dates)."""
     out: ByLead = {}
+    cells = weights > 0  # only weighted cells count: score on them alone ([N, cells], same values)
     for k, lead in enumerate(fc.leads):
         r = per_lead_rows(k) if per_lead_rows is not None else rows
         out[lead_key(lead)] = finite_or_none(all_metrics(
-            fc.obs[r, k], fc.pred[r, k], weights, clim=clim.pred[r, k], persistence=pers.pred[r, k]))
+            fc.obs[r, k][:, cells], fc.pred[r, k][:, cells], weights[cells],
+            clim=clim.pred[r, k][:, cells], persistence=pers.pred[r, k][:, cells]))
     return out
 
 
