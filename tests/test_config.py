@@ -43,7 +43,10 @@ def test_misspelt_key_is_named(tmp_path):
     "override, key",
     [
         ({"period": {"start": "2015-01-01", "end": "2012-01-01"}}, "period"),
-        ({"window": {"lead_days": 0}}, "window.lead_days"),
+        ({"window": {"leads": [0]}}, "window.leads"),
+        ({"window": {"leads": [3, 1]}}, "window.leads"),
+        ({"window": {"leads": [1, 1]}}, "window.leads"),
+        ({"window": {"leads": []}}, "window.leads"),
         ({"training": {"batch_size": "eight"}}, "training.batch_size"),
         ({"split": {"val_years": [2009, 2009]}}, "split"),
         ({"scaling": {"target_range": [-1.0, 1.0]}}, "scaling"),
@@ -115,10 +118,32 @@ def test_window_longer_than_a_split_names_the_split():
     with pytest.raises(ConfigError) as err:
         load_config(PARAMS, {"window": {"seq_len": 400}})
     msg = str(err.value)
-    assert "window.seq_len + window.lead_days = 400 + 1 = 401 days do not fit split.val_years 2017-2017 " \
+    assert "window.seq_len + max(window.leads) = 400 + 7 = 407 days do not fit split.val_years 2017-2017 " \
            "(365 days in the period)" in msg
     assert len(msg.splitlines()) == 2 and "serving" not in msg and len(msg) < 300  # no config dump
-    load_config(PARAMS, {"window": {"seq_len": 364}})  # 365 days: exactly one window fits
+    load_config(PARAMS, {"window": {"seq_len": 358}})  # 358 + 7 = 365 days: exactly one window fits
+    with pytest.raises(ConfigError, match=r"358 \+ 8 = 366 days do not fit"):  # the LONGEST lead counts
+        load_config(PARAMS, {"window": {"seq_len": 358, "leads": [1, 8]}})
+
+
+def test_the_lead_axis_and_its_derived_sizes():
+    cfg = load_config(PARAMS)
+    assert cfg.window.leads == [1, 2, 3, 4, 5, 6, 7]
+    assert cfg.window.max_lead == 7 and cfg.window.n_leads == 7
+    short = load_config(PARAMS, {"window": {"leads": [1, 3, 10]}}).window
+    assert short.max_lead == 10 and short.n_leads == 3
+
+
+def test_replaced_keys_name_their_replacement():
+    """A params.yaml written before the lead axis fails saying what to write instead."""
+    with pytest.raises(ConfigError) as err:
+        load_config(PARAMS, {"window": {"lead_days": 1}})
+    msg = str(err.value)
+    assert "window: lead_days (1) was replaced by leads" in msg and "[1] is the old lead_days: 1" in msg
+    for old in ("min_skill_vs_climatology", "min_skill_vs_persistence"):
+        with pytest.raises(ConfigError) as err:
+            load_config(PARAMS, {"gate": {old: 0.0}})
+        assert f"gate: {old} replaced by min_skill_vs_best_reference" in str(err.value)
 
 
 def test_errors_never_quote_a_whole_section(tmp_path):

@@ -32,25 +32,35 @@ def train_record() -> dict:
     }
 
 
+def by_lead(block: dict = BLOCK) -> dict:
+    """A block per lead, keyed as the records key leads (strings)."""
+    return {"1": block, "2": {**block, "rmse": 0.034}}
+
+
 def leaderboard() -> dict:
-    scored = {"status": "ok", "kind": "network", "n_windows": 358, "valid_period": ["2013-01-08", "2013-12-31"],
-              "overall": BLOCK, "seasons": {"monsoon_jjas": BLOCK, "rest": BLOCK}, "basins": {"West": BLOCK},
-              "val": BLOCK}
+    scored = {"status": "ok", "kind": "network", "n_windows": 358, "leads": [1, 2],
+              "init_period": ["2013-01-07", "2013-12-29"], "overall": by_lead(),
+              "seasons": {"monsoon_jjas": by_lead(), "rest": by_lead()}, "basins": {"West": by_lead()},
+              "val": by_lead()}
     return {"fc": scored, "climatology": {**scored, "kind": "reference", "val": None},
             "gru": {"status": "skipped", "reason": "not trained: model.keras missing"}}
 
 
 def decision(winner: bool = True) -> dict:
-    head = {"primary_metric": "rmse", "selected_on": "validation", "candidates": {"fc": 0.021} if winner else {},
+    head = {"primary_metric": "rmse", "selected_on": "validation", "leads": [1, 2],
+            "best_reference": {"1": "persistence", "2": "damped_persistence"},
+            "candidates": {"fc": 0.3} if winner else {},
             "winner": "fc" if winner else None,
-            "thresholds": {"min_skill_vs_climatology": 0.0, "min_skill_vs_persistence": None, "max_regression": 0.02},
+            "thresholds": {"min_skill_vs_best_reference": 0.0, "max_regression": 0.02},
             "champion": {"version": 1, "path": "models/soilcast/1", "model": "lstm", "incomparable": "other inputs"},
-            "reasons": ["fc: validation skill vs climatology 0.41 >= required 0.0"]}
+            "reasons": ["fc: weakest lead 2 day(s), validation skill 0.2 vs the best reference there "
+                        "(damped_persistence) >= required 0.0"]}
     if not winner:
         return {**head, "blessed": False}
-    return {**head, "winner_score": 0.021, "validation": BLOCK, "test": BLOCK, "skill_vs_climatology": 0.41,
-            "skill_vs_persistence": None, "linear_reference": {"validation": 0.02, "test": None},
-            "beats_linear": False, "relative_change": None, "blessed": True, "metrics_file": "artifacts/eval/metrics.json"}
+    return {**head, "winner_score": 0.3, "skill_vs_best_reference": {"1": 0.4, "2": 0.2}, "weakest_lead": 2,
+            "validation": by_lead(), "test": by_lead(), "test_skill_vs_best_reference": {"1": 0.38, "2": None},
+            "linear_reference": {"skill_vs_best_reference": {"1": 0.1, "2": 0.05}},
+            "beats_linear": True, "relative_change": None, "blessed": True, "metrics_file": "artifacts/eval/metrics.json"}
 
 
 CASES = [(TrainRecord, train_record), (Leaderboard, leaderboard), (Decision, decision),
@@ -75,13 +85,19 @@ def test_attributes_replace_keys():
     board = Leaderboard.from_json(leaderboard())
     assert isinstance(board["fc"], Scored) and isinstance(board["gru"], Skipped)
     assert list(board.scored()) == ["fc", "climatology"] and list(board.skipped()) == ["gru"]
-    assert board.val_of("fc")["rmse"] == 0.021 and board.val_of("climatology") == {} and board.val_of("gru") == {}
+    assert board.val_of("fc")["1"]["rmse"] == 0.021 and board.val_of("fc")["2"]["rmse"] == 0.034
+    assert board.val_of("climatology") == {} and board.val_of("gru") == {}
+    assert board.overall_of("climatology")["2"]["rmse"] == 0.034 and board.leads() == [1, 2]
+    assert Leaderboard.from_json({"gru": leaderboard()["gru"]}).leads() == []  # nothing scored: no lead axis
     assert board.overall_of("nope") == {} and "fc" in board and "nope" not in board
     with pytest.raises(KeyError, match=r"'nope' is not in the evaluation metrics \(models: \['climatology', 'fc', 'gru'\]\)"):
         board["nope"]
     d = Decision.from_json(decision(winner=False))
-    assert d.blessed is False and d.winner is None and d.winner_score is None
+    assert d.blessed is False and d.winner is None and d.winner_score is None and d.weakest_lead is None
     assert "winner_score" not in d.to_json()  # a key the gate did not reach stays out of the file
+    won = Decision.from_json(decision())
+    assert won.weakest_lead == 2 and won.skill_vs_best_reference == {"1": 0.4, "2": 0.2}
+    assert won.best_reference["2"] == "damped_persistence" and won.validation["2"]["rmse"] == 0.034
 
 
 def _without(data: dict, *path: str) -> dict:
@@ -99,8 +115,15 @@ BAD = [
     (TrainRecord, {**train_record(), "log1p_precip": True}, r"log1p_precip: unknown key"),
     (Leaderboard, _without(leaderboard(), "fc", "n_windows"), r"fc\.ok\.n_windows: Field required"),
     (Leaderboard, {"fc": {"status": "done"}}, r"fc: .*'ok', 'skipped'"),
+    (Leaderboard, _without(leaderboard(), "fc", "leads"), r"fc\.ok\.leads: Field required"),
+    # a metrics.json from before the lead axis: one block, not one per lead
+    (Leaderboard, {"fc": {**leaderboard()["fc"], "overall": BLOCK}}, r"fc\.ok\.overall\.rmse: Input should be a valid dictionary"),
+    (Leaderboard, {"fc": {**leaderboard()["fc"], "valid_period": ["2013-01-08", "2013-12-31"]}},
+     r"fc\.ok\.valid_period: unknown key"),
     (Decision, _without(decision(), "blessed"), r"blessed: Field required"),
     (Decision, _without(decision(), "winner_score"), r"winner 'fc' without \['winner_score'\]"),
+    (Decision, {**decision(), "skill_vs_climatology": 0.41}, r"skill_vs_climatology: unknown key"),
+    (Decision, _without(decision(), "best_reference"), r"best_reference: Field required"),
 ]
 
 

@@ -130,6 +130,8 @@ def test_every_metric_points_the_way_it_says():
 
 
 def test_all_metrics_and_the_leaderboard_cover_the_registry():
+    """The leaderboard's per-lead table has one column per ``leaderboard=True`` metric of the
+    registry, in registry order, and one row per model and lead showing that lead's values."""
     from soilcast.evaluation.evaluate import leaderboard
     from soilcast.records import Leaderboard
 
@@ -137,12 +139,23 @@ def test_all_metrics_and_the_leaderboard_cover_the_registry():
     out = m.all_metrics(obs, obs + 0.5, None, clim=obs * 0 + 5.0, persistence=obs + 1.0)
     assert set(out) == set(m.METRICS) | {"n"}
     assert set(m.all_metrics(obs, obs + 0.5)) == {n for n, x in m.METRICS.items() if not x.needs} | {"n"}
-    entry = {"status": "ok", "kind": "network", "n_windows": 3, "valid_period": ["2013-01-01", "2013-01-03"],
-             "overall": m.finite_or_none(out), "seasons": {}, "basins": {}, "val": m.finite_or_none(out)}
+    lead2 = m.finite_or_none(m.all_metrics(obs, obs + 1.5, None, clim=obs * 0 + 5.0, persistence=obs + 1.0))
+    by_lead = {"1": m.finite_or_none(out), "2": lead2}
+    entry = {"status": "ok", "kind": "network", "n_windows": 3, "leads": [1, 2],
+             "init_period": ["2013-01-01", "2013-01-03"], "overall": by_lead, "seasons": {}, "basins": {},
+             "val": by_lead}
     board = leaderboard(Leaderboard.model_validate({"x": entry}), "rmse")
-    header = next(line for line in board.splitlines() if line.startswith("| rank"))
-    shown = [c.strip() for c in header.split("|")[5:-1]]
-    assert shown == [n for n, x in m.METRICS.items() if x.leaderboard]
+    lines = board.splitlines()
+    header = next(line for line in lines if line.startswith("| model | lead |"))
+    cells = [c.strip() for c in header.split("|")[1:-1]]
+    assert cells[:3] == ["model", "lead", "val rmse"]
+    columns = [n for n, x in m.METRICS.items() if x.leaderboard]
+    assert cells[3:] == columns and columns  # every leaderboard metric, nothing else
+    rows = {line.split("|")[2].strip(): [c.strip() for c in line.split("|")[4:-1]]
+            for line in lines if line.startswith("| x | ")}
+    assert set(rows) == {"1", "2"}  # one row per lead
+    for lead, values in rows.items():
+        assert values == ["n/a" if by_lead[lead][c] is None else f"{by_lead[lead][c]:.4f}" for c in columns]
 
 
 def test_gate_ranks_only_by_a_registered_error_metric():

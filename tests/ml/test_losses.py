@@ -1,4 +1,5 @@
-"""The masked loss: cells outside the basin mask never reach the loss or its gradients."""
+"""The masked loss: cells outside the basin mask never reach the loss or its gradients, and
+it is the plain mean over leads."""
 
 from __future__ import annotations
 
@@ -12,16 +13,19 @@ from soilcast.ml.models.registry import build_model
 SHAPE = (5, 6, 6, 7)  # L, H, W, C
 
 
-def _targets(rng, mask):
-    value = rng.normal(size=(2,) + SHAPE[:3] + (1,)).astype(np.float32)
-    weight = np.broadcast_to(mask[None, None, :, :, None], value.shape).astype(np.float32)
+def _targets(rng, mask, K):
+    """Targets [2, L, H, W, K] and the weight as y_true carries it: ONE channel [.., 1]."""
+    value = rng.normal(size=(2,) + SHAPE[:3] + (K,)).astype(np.float32)
+    weight = np.broadcast_to(mask[None, None, :, :, None], value.shape[:-1] + (1,)).astype(np.float32)
     return value, weight
 
 
 def test_values_outside_the_mask_change_neither_loss_nor_gradients(tiny_cfg):
     rng = np.random.default_rng(2)
     mask = rng.random(SHAPE[1:3]) > 0.4
-    value, weight = _targets(rng, mask)
+    K = tiny_cfg.window.n_leads
+    assert K > 1
+    value, weight = _targets(rng, mask, K)
     model = build_model("convlstm", tiny_cfg, SHAPE)
     x = rng.normal(size=(2,) + SHAPE).astype(np.float32)
     loss = MaskedMSE()
@@ -34,15 +38,33 @@ def test_values_outside_the_mask_change_neither_loss_nor_gradients(tiny_cfg):
         return float(value_), [g.numpy() for g in tape.gradient(value_, model.trainable_variables)]
 
     base_loss, base_grads = loss_and_grads(value, 0.0)
-    outside = np.where(weight > 0, 0.0, 1.0).astype(np.float32)
+    outside = np.broadcast_to(np.where(weight > 0, 0.0, 1.0), value.shape).astype(np.float32)
     v2 = value + outside * rng.normal(0, 100, value.shape).astype(np.float32)
     l2, g2 = loss_and_grads(v2, tf.constant(outside * np.float32(7.0)))  # targets AND predictions
     assert l2 == pytest.approx(base_loss, rel=1e-6)
     for a, b in zip(base_grads, g2):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
-    # and the loss is the mean over mask cells exactly
+    # and the loss is the mean over mask cells and leads exactly: the mean of the per-lead losses
     pred = np.asarray(model(x, training=False))
-    expected = ((pred - value) ** 2)[weight > 0].mean()
+    assert pred.shape == value.shape
+    inside = np.broadcast_to(weight > 0, value.shape)
+    expected = ((pred - value) ** 2)[inside].mean()
     assert base_loss == pytest.approx(expected, rel=1e-5)
+    per_lead = [((pred[..., k] - value[..., k]) ** 2)[weight[..., 0] > 0].mean() for k in range(K)]
+    assert base_loss == pytest.approx(np.mean(per_lead), rel=1e-5)
     fc = float(forecast_mse(tf.constant(np.concatenate([value, weight], -1)), tf.constant(pred)))
-    assert fc == pytest.approx(((pred - value)[:, -1:] ** 2)[weight[:, -1:] > 0].mean(), rel=1e-5)
+    assert fc == pytest.approx(((pred - value)[:, -1:] ** 2)[inside[:, -1:]].mean(), rel=1e-5)
+
+
+def test_every_lead_counts_alike():
+    """An error of 1 at one lead of K costs 1/K, whichever lead it is."""
+    K, mask = 4, np.array([[True, False], [True, True]])
+    value = np.zeros((1, 2, 2, 2, K), np.float32)
+    y_true = tf.constant(np.concatenate([value, np.broadcast_to(mask[None, None, :, :, None], (1, 2, 2, 2, 1))],
+                                        -1).astype(np.float32))
+    for k in range(K):
+        pred = value.copy()
+        pred[..., k] = 1.0
+        pred[:, :, 0, 1] = 50.0  # outside the mask: never counts
+        assert float(MaskedMSE()(y_true, tf.constant(pred))) == pytest.approx(1 / K, rel=1e-6)
+        assert float(forecast_mse(y_true, tf.constant(pred))) == pytest.approx(1 / K, rel=1e-6)

@@ -35,8 +35,10 @@ def test_stats_are_train_years_inputs_everywhere_target_in_mask(tiny_cfg, store)
     y = store.Y[train][:, store.mask]
     assert s.target_min == pytest.approx(float(y.min())) and s.target_max == pytest.approx(float(y.max()))
     assert s.log1p == (True,) + (False,) * 6 and s.variables[0] == "tp"
-    steps = np.diff(y.astype(np.float64), axis=0).std()
-    assert s.increment_scale == pytest.approx(steps * tiny_cfg.scaling.increment_sd, rel=1e-6)
+    assert s.leads == tuple(tiny_cfg.window.leads) and len(s.increment_scale) == len(s.leads)
+    for lead, scale in zip(s.leads, s.increment_scale):  # the spread of the change over each lead
+        steps = (y[lead:].astype(np.float64) - y[:-lead]).std()
+        assert scale == pytest.approx(steps * tiny_cfg.scaling.increment_sd, rel=1e-6), lead
 
 
 def test_no_leakage_from_val_test_or_outside_mask(tiny_cfg, store):
@@ -103,9 +105,34 @@ def test_antecedent_channel_is_scaled_soil_moisture(tmp_path, synthetic_store):
     C = len(cfg.variables)
     assert p.Xs.shape[-1] == C + 2  # weather, antecedent soil moisture, mask
     np.testing.assert_array_equal(p.Xs[..., C], p.Ys[..., 0])
-    lead = cfg.window.lead_days
-    inc = s.scale_increment(t.Y[lead:, ..., 0] - t.Y[:-lead, ..., 0])
-    np.testing.assert_allclose(p.targets[:-lead][:, t.mask], inc[:, t.mask], rtol=1e-5, atol=1e-6)
     train = split_slice(t.time, cfg.split.train_years)
-    sd = p.targets[train][:-lead][:, t.mask].std()
-    assert sd == pytest.approx(1 / cfg.scaling.increment_sd, rel=1e-3)
+    assert p.targets.shape == t.Y.shape[:3] + (cfg.window.n_leads,)
+    for i, lead in enumerate(cfg.window.leads):
+        inc = (t.Y[lead:, ..., 0] - t.Y[:-lead, ..., 0]) / s.increment_scale[i]
+        np.testing.assert_allclose(p.targets[:-lead, ..., i][:, t.mask], inc[:, t.mask], rtol=1e-5, atol=1e-6)
+        # each lead's scaled change has the same training spread, however wide its change
+        sd = p.targets[train][:-lead, ..., i][:, t.mask].std()
+        assert sd == pytest.approx(1 / cfg.scaling.increment_sd, rel=1e-3), lead
+
+
+def test_increment_scale_grows_with_lead_and_round_trips_per_lead(tmp_path, synthetic_store):
+    """Soil moisture has memory (a leaky bucket here), so the change over 7 days spreads wider
+    than over one: each lead gets its own scale, and scale/unscale invert each other lead by
+    lead along the last axis."""
+    cfg = tiny_config(tmp_path, {"window": {"antecedent_soil_moisture": True, "target": "increment",
+                                            "leads": [1, 3, 7]}})
+    t = open_tensors(synthetic_store)
+    s = fit(cfg, t)
+    assert s.leads == (1, 3, 7)
+    one, three, seven = s.increment_scale
+    assert one < three < seven and seven > 1.5 * one
+    d = np.random.default_rng(0).normal(0, 0.02, size=(4, 5, 6, 3)).astype(np.float32)  # [..., K]
+    z = s.scale_increment(d)
+    for i, scale in enumerate(s.increment_scale):
+        np.testing.assert_allclose(z[..., i], d[..., i] / scale, rtol=1e-6)
+    np.testing.assert_allclose(s.unscale_increment(z), d, rtol=1e-6, atol=1e-9)
+    assert np.all(s.scale_increment(np.zeros(3, np.float32)) == 0)  # zero change stays zero: persistence
+    z_k = keras.ops.convert_to_numpy(s.unscale_increment(keras.ops.convert_to_tensor(z)))  # in the graph too
+    np.testing.assert_allclose(z_k, d, rtol=1e-6, atol=1e-9)
+    again = Scaler.from_dict(json.loads(json.dumps(s.to_dict())))
+    assert again == s and again.increment_scale == s.increment_scale and again.leads == (1, 3, 7)

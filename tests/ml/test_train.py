@@ -42,6 +42,10 @@ def test_run_writes_its_artifacts(trained):
     assert rec["epochs"] == 3 and rec["config"]["seed"] == cfg.seed
     assert rec["data"]["input_hashes"] == open_tensors(cfg.paths.processed).attrs["input_hashes"]
     assert set(rec["val"]) == {"lstm", "persistence", "climatology"}
+    grid = json.loads((out / "grid.json").read_text())
+    assert grid["leads"] == cfg.window.leads and "lead_days" not in grid
+    scaling = json.loads((out / "scaling.json").read_text())
+    assert scaling["leads"] == cfg.window.leads and len(scaling["increment_scale"]) == cfg.window.n_leads
     h = _history(out)
     best = min(range(len(h)), key=lambda i: h[i]["val_forecast_mse"])
     assert rec["selected_on"] == "val_forecast_mse" and rec["best_epoch"] == best + 1
@@ -73,11 +77,11 @@ def test_physical_model_masks_its_output_and_fills_uncovered_cells(trained):
     assert pm.input.shape == (None, L) + t.mask.shape + (7,)
     meteo = np.stack([t.X[100 - L + 1 : 101], t.X[200 - L + 1 : 201]])
     out = np.asarray(pm.predict_on_batch(meteo))
-    assert out.shape == (2,) + t.mask.shape
-    assert np.isnan(out[:, ~t.mask]).all() and np.isfinite(out[:, t.mask]).all()
+    assert out.shape == (2, cfg.window.n_leads) + t.mask.shape  # [b, K, H, W]
+    assert np.isnan(out[:, :, ~t.mask]).all() and np.isfinite(out[:, :, t.mask]).all()
     holes = meteo.copy()
     holes[:, :, ~t.mask] = np.nan  # cells a source does not cover: the documented fill rule
-    assert np.isfinite(np.asarray(pm.predict_on_batch(holes))[:, t.mask]).all()
+    assert np.isfinite(np.asarray(pm.predict_on_batch(holes))[:, :, t.mask]).all()
     lo, hi = cfg.target.physical_range
     assert lo <= np.nanmin(out) and np.nanmax(out) <= hi  # physical units (m3/m3)
 
@@ -85,17 +89,25 @@ def test_physical_model_masks_its_output_and_fills_uncovered_cells(trained):
 def test_predict_split_for_networks_and_references(trained):
     cfg, _ = trained
     t = open_tensors(cfg.paths.processed)
-    lead = cfg.window.lead_days
-    got = {n: predict_split(cfg, n, "test") for n in ("lstm", "persistence", "climatology")}
+    leads = cfg.window.leads
+    got = {n: predict_split(cfg, n, "test") for n in ("lstm", "persistence", "climatology", "damped_persistence")}
     f = got["lstm"]
-    assert f.pred.shape == f.obs.shape == (len(f.valid_time),) + t.mask.shape
-    assert (f.valid_time - f.init_time == np.timedelta64(lead, "D")).all()
-    assert f.valid_time[0].year == f.valid_time[-1].year == cfg.split.test_years[0]
+    assert f.leads == tuple(leads)
+    assert f.pred.shape == f.obs.shape == (len(f.init_time), len(leads)) + t.mask.shape
+    idx = np.searchsorted(t.time, f.init_time)
+    for k, lead in enumerate(leads):
+        assert (f.valid_time(k) - f.init_time == np.timedelta64(lead, "D")).all()
+        assert f.valid_time(k)[0].year == f.valid_time(k)[-1].year == cfg.split.test_years[0]
+        np.testing.assert_array_equal(f.obs[:, k][:, t.mask], t.Y[idx + lead][:, t.mask, 0])
+        one = f.at_lead(k)  # the [N, H, W] view of one lead
+        assert one.lead == lead and one.valid_time.equals(f.valid_time(k))
+        np.testing.assert_array_equal(one.pred, f.pred[:, k])
+        # persistence forecasts the last observed day at every lead
+        np.testing.assert_array_equal(got["persistence"].pred[:, k][:, t.mask], t.Y[idx][:, t.mask, 0])
     for g in got.values():  # same windows, same observations for every model
         np.testing.assert_array_equal(g.obs, f.obs)
-        assert np.isnan(g.pred[:, ~t.mask]).all() and np.isfinite(g.pred[:, t.mask]).all()
-    idx = np.searchsorted(t.time, f.init_time)
-    np.testing.assert_array_equal(got["persistence"].pred[:, t.mask], t.Y[idx][:, t.mask, 0])
+        assert g.init_time.equals(f.init_time)
+        assert np.isnan(g.pred[:, :, ~t.mask]).all() and np.isfinite(g.pred[:, :, t.mask]).all()
 
 
 class Killed(RuntimeError):

@@ -27,42 +27,60 @@ def ramp(cfg, H=6, W=5, mask=None) -> Prepared:
     Xs = np.broadcast_to(t, (T, H, W, len(cfg.variables))).copy()
     Ys = np.broadcast_to(1000 + t, (T, H, W, 1)).copy()
     m = np.ones((H, W), bool) if mask is None else mask
-    targets = target_of_day(Ys, None, m, None, "state", cfg.window.lead_days)
+    targets = target_of_day(Ys, None, m, None, "state", cfg.window.leads)
     return Prepared(Xs=Xs, Ys=Ys, targets=targets, weight=m.astype(np.float32), time=TIME)
 
 
-def test_target_is_input_shifted_by_lead(tiny_cfg):
-    L, lead = tiny_cfg.window.seq_len, tiny_cfg.window.lead_days
+def test_target_is_input_shifted_by_each_lead(tiny_cfg):
+    L, leads = tiny_cfg.window.seq_len, tiny_cfg.window.leads
+    K = len(leads)
+    assert K > 1  # the params' lead axis: every lead is checked below
     data = ramp(tiny_cfg)
+    assert data.targets.shape == data.Ys.shape[:3] + (K,)
     ends = split_ends(tiny_cfg, TIME, "val")
     ds = WindowDataset(data, ends[:8], tiny_cfg, train=False)
     x, y = ds[0]
     assert x.shape == (tiny_cfg.training.batch_size, L, 6, 5, len(tiny_cfg.variables))
-    assert y.shape == x.shape[:4] + (2,)
+    assert y.shape == x.shape[:4] + (K + 1,)  # one target per lead, then the mask weight
     for k, t in enumerate(ends[: tiny_cfg.training.batch_size]):
         np.testing.assert_array_equal(x[k, :, 0, 0, 0], np.arange(t - L + 1, t + 1))
-        np.testing.assert_array_equal(y[k, :, 0, 0, 0] - 1000, x[k, :, 0, 0, 0] + lead)
-        assert y[k, -1, 0, 0, 0] - 1000 == t + lead  # the forecast step
-    assert np.all(y[..., 1] == 1)
+        for i, lead in enumerate(leads):
+            np.testing.assert_array_equal(y[k, :, 0, 0, i] - 1000, x[k, :, 0, 0, 0] + lead)
+            assert y[k, -1, 0, 0, i] - 1000 == t + lead  # the forecast step of lead i
+    assert np.all(y[..., K] == 1)
 
 
-def test_increment_target_is_the_change_over_lead(tiny_cfg):
-    """window.target: increment -> step s's target is (Y[s+lead] - Y[s]) / scale, 0 outside."""
+def test_increment_target_is_the_change_over_each_lead(tiny_cfg):
+    """window.target: increment -> step s's target at lead k is (Y[s+k] - Y[s]) / scale_k (the
+    change from the LAST OBSERVED day s, each lead divided by its own scale), 0 outside the
+    mask and where s + k lies beyond the series."""
     from types import SimpleNamespace
 
-    lead, T = 2, 50
+    leads, scales, T = (2, 5), (0.5, 0.25), 50
     y = (np.arange(T, dtype=np.float32) ** 2 / 1000)[:, None, None, None] * np.ones((1, 3, 2, 1), np.float32)
     mask = np.array([[True, False], [True, True], [False, True]])
-    scaler = SimpleNamespace(scale_increment=lambda d: d / 0.5)
-    out = target_of_day(np.zeros_like(y), y, mask, scaler, "increment", lead)
-    s = np.arange(T - lead)
-    np.testing.assert_allclose(out[: T - lead, 0, 0], ((s + lead) ** 2 - s**2) / 1000 / 0.5, rtol=1e-5)
-    assert np.all(out[:, ~mask] == 0) and np.all(out[T - lead :] == 0)
+    scaler = SimpleNamespace(increment_scale=scales)
+    out = target_of_day(np.zeros_like(y), y, mask, scaler, "increment", leads)
+    assert out.shape == (T, 3, 2, len(leads))
+    for i, (lead, scale) in enumerate(zip(leads, scales)):
+        s = np.arange(T - lead)
+        np.testing.assert_allclose(out[: T - lead, 0, 0, i], ((s + lead) ** 2 - s**2) / 1000 / scale, rtol=1e-5)
+        assert np.all(out[T - lead :, ..., i] == 0)
+    assert np.all(out[:, ~mask] == 0)
+
+
+def test_a_lead_beyond_the_series_has_no_target():
+    y = np.arange(4, dtype=np.float32)[:, None, None, None] * np.ones((1, 1, 1, 1), np.float32)
+    out = target_of_day(y, y, np.ones((1, 1), bool), None, "state", (1, 9))
+    np.testing.assert_array_equal(out[:, 0, 0, 0], [1, 2, 3, 0])
+    np.testing.assert_array_equal(out[:, 0, 0, 1], [0, 0, 0, 0])
 
 
 @pytest.mark.parametrize("split", ["train", "val", "test"])
 def test_no_window_straddles_a_split(tiny_cfg, split):
-    L, lead = tiny_cfg.window.seq_len, tiny_cfg.window.lead_days
+    """Not even at the longest lead: every lead is scored on the same windows."""
+    L, lead = tiny_cfg.window.seq_len, tiny_cfg.window.max_lead
+    assert lead == max(tiny_cfg.window.leads) > 1
     y0, y1 = getattr(tiny_cfg.split, f"{split}_years")
     ends = split_ends(tiny_cfg, TIME, split)
     first, last = TIME[ends - L + 1], TIME[ends + lead]
@@ -75,7 +93,7 @@ def test_no_window_straddles_a_split(tiny_cfg, split):
 
 def test_splits_are_disjoint_and_chronological(tiny_cfg):
     days = {s: set() for s in ("train", "val", "test")}
-    L, lead = tiny_cfg.window.seq_len, tiny_cfg.window.lead_days
+    L, lead = tiny_cfg.window.seq_len, tiny_cfg.window.max_lead
     for s in days:
         for t in split_ends(tiny_cfg, TIME, s):
             days[s].update(range(t - L + 1, t + lead + 1))
@@ -85,9 +103,11 @@ def test_splits_are_disjoint_and_chronological(tiny_cfg):
 
 def test_window_ends_small_example():
     time = pd.date_range("2000-12-25", "2001-01-10", freq="D")
-    ends = window_ends(time, (2001, 2001), seq_len=3, lead=2)
+    ends = window_ends(time, (2001, 2001), seq_len=3, max_lead=2)
     # 2001 starts at index 7: first window uses days 7..9, forecast day 11; last index 16
     assert ends[0] == 9 and ends[-1] == 14
+    # the longest lead decides: lead 5 of the window ending at 11 is day 16, the last of 2001
+    np.testing.assert_array_equal(window_ends(time, (2001, 2001), seq_len=3, max_lead=5), [9, 10, 11])
 
 
 def test_training_order_is_a_function_of_seed_and_epoch(tiny_cfg):
@@ -116,7 +136,8 @@ def test_patches_hold_mask_cells_and_weights(tiny_cfg):
     for i in range(3):
         x, y = ds[i]
         assert x.shape[2:4] == (4, 4)
-        assert (y[..., 1].sum(axis=(1, 2, 3)) > 0).all()
+        assert y.shape[-1] == len(tiny_cfg.window.leads) + 1
+        assert (y[..., -1].sum(axis=(1, 2, 3)) > 0).all()
     full = WindowDataset(data, split_ends(tiny_cfg, TIME, "train"), tiny_cfg, train=True, steps=1, patch=0)
     assert full[0][0].shape[2:4] == (10, 10)
 

@@ -265,7 +265,7 @@ def test_submit_starts_one_run_of_the_compiled_package(kfp_stub):
     result = CliRunner().invoke(app, [
         "pipeline", "submit", "--host", host, "--params", str(PARAMS),
         "--package", str(COMPILED), "--run-name", "smoke",
-        "--arg", "min_skill_vs_climatology=0.1",
+        "--arg", "min_skill_vs_best_reference=0.1",
     ])
     assert result.exit_code == 0, result.output
     assert "run-1" in result.output
@@ -274,7 +274,7 @@ def test_submit_starts_one_run_of_the_compiled_package(kfp_stub):
     assert body["display_name"] == "smoke"
     assert body["experiment_id"] == "exp-1"
     assert body["pipeline_spec"]["pipelineInfo"]["name"] == "soilcast"
-    assert body["runtime_config"]["parameters"] == {"min_skill_vs_climatology": 0.1}
+    assert body["runtime_config"]["parameters"] == {"min_skill_vs_best_reference": 0.1}
 
 
 def test_data_and_training_steps_are_cached(ir):
@@ -355,8 +355,8 @@ def test_run_local_exports_a_servable_model_and_a_stricter_gate_exports_nothing(
     # the export's Model artifact carries the same version for lineage
     assert (run_dir / "export" / "model" / "soilcast" / "1" / "saved_model.pb").is_file()
 
-    # A deliberately worse candidate: no network reaches skill 10 over climatology.
-    strict = {**models, "min_skill_vs_climatology": 10.0}
+    # A deliberately worse candidate: no network reaches skill 10 over the best reference at every lead.
+    strict = {**models, "min_skill_vs_best_reference": 10.0}
     second = run_local(PARAMS, tmp_path, overrides=overrides, arguments=strict)
     assert not second.blessed and second.version_dir is None
     assert sorted(p.name for p in first.serving_models_dir.iterdir()
@@ -385,8 +385,8 @@ def test_step_config_applies_step_overrides_and_finds_basins_in_the_raw_artifact
     from soilcast.pipeline import runtime
 
     text = _params_text(tmp_path)
-    cfg = runtime.step_config(text, overrides={"gate": {"min_skill_vs_climatology": 0.5}})
-    assert cfg.gate.min_skill_vs_climatology == 0.5
+    cfg = runtime.step_config(text, overrides={"gate": {"min_skill_vs_best_reference": 0.5}})
+    assert cfg.gate.min_skill_vs_best_reference == 0.5
     assert runtime.basins_in(cfg, tmp_path / "raw") == tmp_path / "raw" / "basins" / "demo_regions.geojson"
     outside = runtime.step_config(text, overrides={"basins": {"path": "/elsewhere/b.geojson"}})
     with pytest.raises(ConfigError, match="must lie under paths.raw_dir"):

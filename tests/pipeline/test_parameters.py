@@ -29,7 +29,8 @@ def test_pipeline_signature_and_arguments_come_from_the_table():
     args = module.pipeline_arguments(raw)
     assert args["period_start"] == "2010-01-01" and args["grid_res"] == 1.0
     assert args["models"] == raw["training"]["models"] and args["epochs"] == raw["training"]["epochs"]
-    assert args["min_skill_vs_climatology"] == float(raw["gate"]["min_skill_vs_climatology"])
+    assert args["min_skill_vs_best_reference"] == float(raw["gate"]["min_skill_vs_best_reference"])
+    assert not any(n.startswith(("min_skill_vs_climatology", "min_skill_vs_persistence")) for n in args)
     names = [p.name for p in parameters.PARAMETERS]
     sig = module._signature(args)
     assert [n for n in sig.parameters if n in names] == names

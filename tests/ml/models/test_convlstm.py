@@ -18,7 +18,8 @@ def test_convlstm_is_exactly_the_method(tmp_path):
     layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
     convlstm = convlstm_layer_class(cfg)
     assert issubclass(convlstm, keras.layers.ConvLSTM2D)
-    expected = [("convlstm", 64), ("bn", None)] * 4 + [("convlstm", 1)]
+    K = cfg.window.n_leads  # the output layer: one filter per lead
+    expected = [("convlstm", 64), ("bn", None)] * 4 + [("convlstm", K)]
     assert len(layers) == len(expected)
     for layer, (kind, filters) in zip(layers, expected):
         if kind == "bn":
@@ -31,4 +32,4 @@ def test_convlstm_is_exactly_the_method(tmp_path):
         assert layer.padding == "same" and layer.return_sequences is True
         assert layer.activation is keras.activations.tanh  # ConvLSTM2D's default
     assert layers[-1].dtype_policy.name == "float32"
-    assert model.output.shape == (None,) + SHAPE[:3] + (1,)
+    assert model.output.shape == (None,) + SHAPE[:3] + (K,)

@@ -91,7 +91,7 @@ def test_a_new_network_is_listed_trained_evaluated_and_blessed(tmp_path, toy):
     cfg = tiny_config(tmp_path, {
         "models": {toy: {"filters": 4}},
         "training": {"models": [toy], "epochs": 1, "steps_per_epoch": 2},
-        "gate": {"min_skill_vs_climatology": -1.0e6},
+        "gate": {"min_skill_vs_best_reference": -1.0e6},
     })
     write_synthetic_store(cfg)
     out = train_model(cfg, toy, verbose=0)
@@ -99,24 +99,35 @@ def test_a_new_network_is_listed_trained_evaluated_and_blessed(tmp_path, toy):
 
     metrics = evaluate(cfg)
     assert metrics[toy].status == "ok" and metrics[toy].kind == "network"
-    assert metrics[toy].val["rmse"] > 0
+    assert metrics[toy].leads == cfg.window.leads
+    assert set(metrics[toy].val) == {str(k) for k in cfg.window.leads}  # scored at every lead
+    assert all(block["rmse"] > 0 for block in metrics[toy].val.values())
     assert set(metrics.skipped()) == set(registry.names()) - {toy}
     board = (cfg.paths.artifacts_dir / "eval" / "leaderboard.md").read_text()
     assert f"| {toy} | network |" in board
 
     decision = run_gate(cfg)
     assert decision.winner == toy and list(decision.candidates) == [toy]
+    assert set(decision.skill_vs_best_reference) == {str(k) for k in cfg.window.leads}
     assert decision.blessed is True, decision.reasons
 
 
 # Every registered network, through the same builder.
 @pytest.mark.parametrize("name", registry.names())
 def test_every_network_honours_the_output_contract(tiny_cfg, name):
+    """[b, L, H, W, C] -> [b, L, H, W, K]: one output channel per lead of window.leads."""
+    from soilcast.ml.models.heads import head_width
+
+    K = len(tiny_cfg.window.leads)
+    assert head_width(tiny_cfg) == K > 1
     model = build_model(name, tiny_cfg, SHAPE)
     x = np.random.default_rng(0).normal(size=(2,) + SHAPE).astype(np.float32)
     y = np.asarray(model.predict_on_batch(x))
-    assert y.shape == (2,) + SHAPE[:3] + (1,) and y.dtype == np.float32
+    assert y.shape == (2,) + SHAPE[:3] + (K,) and y.dtype == np.float32
     assert np.isfinite(y).all()
+    three = build_model(name, tiny_config(tiny_cfg.paths.artifacts_dir.parent / "k3", {"window": {"leads": [1, 4, 9]}}),
+                        SHAPE)
+    assert np.asarray(three.predict_on_batch(x)).shape == (2,) + SHAPE[:3] + (3,)
 
 
 def test_mixed_precision_keeps_float32_output(tmp_path):
@@ -135,5 +146,5 @@ def test_per_cell_models_have_no_spatial_context(tiny_cfg):
     x2[0, :, 2, 3] += 5.0
     for name in ("lstm", "gru", "fc"):  # tiny_cfg's state target: random (non-zero) read-outs
         m = build_model(name, tiny_cfg, SHAPE)
-        d = np.abs(np.asarray(m.predict_on_batch(x2)) - np.asarray(m.predict_on_batch(x)))[0, ..., 0]
+        d = np.abs(np.asarray(m.predict_on_batch(x2)) - np.asarray(m.predict_on_batch(x)))[0].max(axis=-1)
         assert d[:, 2, 3].max() > 0 and np.delete(d.reshape(SHAPE[0], -1), 2 * 6 + 3, axis=1).max() == 0
