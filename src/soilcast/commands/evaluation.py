@@ -60,7 +60,7 @@ def gate_cmd(
     models: Optional[Path] = ModelsOpt,
     out: Optional[Path] = path_opt("--out", "Output decision file"),
 ) -> None:
-    """Bless the best network if it beats climatology and the served champion.
+    """Bless the best network if it beats the best reference at every lead and the served champion.
 
     Exit status: 0 blessed, 3 not blessed (0 with --no-fail), 1 on errors.
     """

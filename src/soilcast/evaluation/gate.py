@@ -105,12 +105,16 @@ def _every_lead(out: dict[str, Any], winner: str, skill: Mapping[str, float | No
     out["weakest_lead"] = int(weakest)
     failing = [k for k, v in value.items() if not v >= required]
     out["reasons"].append(
-        f"{winner}: weakest lead {weakest} day(s), validation skill {skill[weakest]} vs the best reference there "
-        f"({best[weakest]}) {'is below' if failing else '>='} required {required}")
+        f"{winner}: weakest lead {weakest} day(s), validation skill {_fmt(skill[weakest])} vs the best reference "
+        f"there ({best[weakest]}) {'is below' if failing else '>='} required {required}")
     for k in failing:
         if k != weakest:
-            out["reasons"].append(f"{winner}: lead {k} day(s) skill {skill[k]} vs {best[k]} is below required {required}")
+            out["reasons"].append(f"{winner}: lead {k} day(s) skill {_fmt(skill[k])} vs {best[k]} is below required {required}")
     return not failing
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4g}"
 
 
 def _linear(out: dict[str, Any], metrics: Leaderboard, winner: str, best: Mapping[str, str]) -> None:

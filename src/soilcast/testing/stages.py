@@ -13,7 +13,7 @@ from typing import Any
 
 from soilcast.config import Config
 from soilcast.layout import Layout, RunDir, regridded_file
-from soilcast.records import Decision, Leaderboard
+from soilcast.records import ByLead, Decision, Leaderboard
 
 
 def _networks() -> tuple[str, ...]:
@@ -142,7 +142,7 @@ def run_gate(cfg: Config, scorer: Any = None) -> Decision:
     return run(cfg, lay.evaluation.metrics, lay.tensors, lay.models_dir, lay.blessing, scorer)
 
 
-def score_savedmodel(cfg: Config, version_dir: Path, split: str = "val") -> dict[str, float]:
+def score_savedmodel(cfg: Config, version_dir: Path, split: str = "val") -> ByLead:
     from soilcast.evaluation.evaluate import score_savedmodel as score
 
     return score(cfg, layout(cfg).tensors, version_dir, split)

@@ -3,8 +3,8 @@
 A network is a builder registered in its own module of this package with
 ``@register("gru", params=GRUParams)``: ``GRUParams`` types the ``models.gru`` section of
 params.yaml, and the builder ``build(cfg, params, input_shape)`` maps [batch, L, H, W, C] to
-the scaled target window [batch, L, H, W, 1], so training and evaluation treat every network
-alike. Modules of the package are found by :func:`names` (no hand list), so a new network is
+the scaled target window [batch, L, H, W, K] (K leads: ``heads.head_width``), so training
+and evaluation treat every network alike. Modules of the package are found by :func:`names` (no hand list), so a new network is
 one new file plus its params section.
 
 ``soilcast.config`` cannot import this module (networks import keras; config must stay light),
