@@ -245,3 +245,56 @@ class Decision(_Record):
             if missing:
                 raise ValueError(f"winner {self.winner!r} without {missing}")
         return self
+
+
+# --------------------------------------------------------------------------- export
+
+
+class BundleMetadata(_Record):
+    """``<version>/assets.extra/soilcast_metadata.json`` (and the ``metadata`` signature): what a
+    client, the gateway and the monitor need to use an exported model without the repo.
+
+    Versioned (in the manner of anemoi's checkpoint metadata): ``schema_version`` 2 added the
+    lead axis (``leads``, ``soil_moisture_by_lead``). A bundle written before it (no
+    ``schema_version``, ``lead_days: 1``) is read as version 1 with ``leads == [lead_days]``
+    (:meth:`upgrade`), so old exports keep loading and serving.
+    """
+
+    WHAT: ClassVar[str] = "bundle metadata"
+    SCHEMA_VERSION: ClassVar[int] = 2
+
+    schema_version: int
+    model: str
+    version: int
+    model_name: str
+    created_utc: str
+    inputs: dict[str, list[int | None]]
+    output: dict[str, Any]  # {output name: shape, "units": ...}
+    variables: list[str]
+    units: dict[str, str]
+    target: str
+    seq_len: int
+    leads: list[int]
+    antecedent_soil_moisture: bool
+    grid: dict[str, Any]
+    mask: list[list[int]]
+    basin_names: dict[str, str]
+    basins: list[dict[str, Any]]
+    data_hashes: dict[str, Any]
+    split: dict[str, Any]
+    precision: str
+    test_metrics: dict[str, Any]
+    training_record: dict[str, Any]
+    fingerprint: dict[str, Any] | None = None
+    products: dict[str, Any] | None = None
+
+    @classmethod
+    def upgrade(cls, data: dict[str, Any]) -> dict[str, Any]:
+        """A metadata dict of any schema version as the current version would write it
+        (version 1: ``lead_days`` becomes ``leads``)."""
+        out = dict(data)
+        if "schema_version" not in out:
+            out["schema_version"] = 1
+            if "lead_days" in out and "leads" not in out:
+                out["leads"] = [int(out.pop("lead_days"))]
+        return out

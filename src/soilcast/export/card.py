@@ -12,18 +12,29 @@ from soilcast.config import Config
 from soilcast.records import Decision, Leaderboard
 
 _ROWS = ("rmse", "mae", "bias", "ubrmse", "r2", "nse", "kge", "acc", "skill_vs_climatology", "skill_vs_persistence")
+_BY_LEAD = ("rmse", "skill_vs_climatology", "skill_vs_persistence")
 
 
 def _fmt(value: Any) -> str:
     return "n/a" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
-def metrics_table(metrics: Leaderboard, names: list[str]) -> str:
+def metrics_table(metrics: Leaderboard, names: list[str], lead: int) -> str:
+    """Every card metric at one lead, the model beside the references."""
     head = "| metric | " + " | ".join(names) + " |\n|---|" + "---|" * len(names) + "\n"
     rows = []
     for key in _ROWS:
-        cells = [_fmt(metrics.overall_of(n).get(key)) for n in names]
+        cells = [_fmt(metrics.overall_of(n).get(str(lead), {}).get(key)) for n in names]
         rows.append(f"| {key} | " + " | ".join(cells) + " |")
+    return head + "\n".join(rows) + "\n"
+
+
+def lead_table(metrics: Leaderboard, names: list[str]) -> str:
+    """RMSE and the two skills of each model at every lead."""
+    leads = metrics.leads()
+    head = "| model | metric | " + " | ".join(f"lead {k}" for k in leads) + " |\n|---|---|" + "---|" * len(leads) + "\n"
+    rows = [f"| {n} | {key} | " + " | ".join(_fmt(metrics.overall_of(n).get(str(k), {}).get(key)) for k in leads) + " |"
+            for n in names for key in _BY_LEAD]
     return head + "\n".join(rows) + "\n"
 
 
@@ -31,12 +42,13 @@ def render_card(cfg: Config, metadata: dict[str, Any], metrics: Leaderboard, ble
     """The model card text for one exported version."""
     model, version = metadata["model"], metadata["version"]
     lat, lon = metadata["grid"]["lat"], metadata["grid"]["lon"]
-    names = [model] + [n for n in ("persistence", "climatology") if n in metrics]
+    names = [model] + [n for n in ("persistence", "climatology", "damped_persistence") if n in metrics]
+    leads = metadata["leads"]
     return f"""# soilcast model card: `{cfg.serving.model_name}` version {version} ({model})
 
 ## What it does
 Forecasts daily surface (0-7 cm) volumetric soil moisture (`{cfg.target.name}`,
-{cfg.target.canonical_units}) {cfg.window.lead_days} day(s) ahead on a {cfg.grid.res} degree grid
+{cfg.target.canonical_units}) {leads[0]} to {leads[-1]} day(s) ahead (leads {leads}, one model) on a {cfg.grid.res} degree grid
 (lat {lat[0]}..{lat[-1]}, lon {lon[0]}..{lon[-1]}, {len(lat)}x{len(lon)} cells) over India's river
 basins, from the previous {cfg.window.seq_len} days of {", ".join(metadata["variables"])}
 (canonical units: {", ".join(f"{k} {v}" for k, v in metadata["units"].items())}).
@@ -54,8 +66,14 @@ Cells outside the basin mask are NaN.
   soil moisture over India can be forecast. Check `data_hashes` for the provenance of this run.
 
 ## Test-period metrics (area-weighted by cos(latitude), mask cells only)
-{metrics_table(metrics, names)}
-Promotion gate: {blessing.primary_metric} winner `{blessing.winner}`;
+By lead:
+
+{lead_table(metrics, names)}
+Every metric at lead {leads[0]} day(s):
+
+{metrics_table(metrics, names, leads[0])}
+Promotion gate: winner `{blessing.winner}` (validation skill vs the best reference at each lead:
+{", ".join(f"lead {k}: {_fmt(v)}" for k, v in (blessing.skill_vs_best_reference or {}).items())});
 {"; ".join(blessing.reasons)}.
 
 ## Intended use

@@ -69,7 +69,7 @@ def start_signature_cli(path: Path) -> subprocess.Popen:
 def check_signature_cli(
     path: Path,
     inputs: dict[str, tuple[int | None, ...]],
-    output: tuple[str, tuple[int | None, ...]],
+    outputs: dict[str, tuple[int | None, ...]],
     proc: subprocess.Popen | None = None,
 ) -> str:
     """Compare the signature saved_model_cli lists with the contract (names, dtypes, shapes)."""
@@ -78,7 +78,7 @@ def check_signature_cli(
     if proc.returncode != 0:
         raise InfraValidationError(f"saved_model_cli show failed for {path}: {stderr[-2000:]}")
     problems = []
-    expected = [("inputs", n, s) for n, s in inputs.items()] + [("outputs", output[0], output[1])]
+    expected = [("inputs", n, s) for n, s in inputs.items()] + [("outputs", n, s) for n, s in outputs.items()]
     for kind, name, shape in expected:
         found = _tensor_block(stdout, "serving_default", kind, name)
         want = ("DT_FLOAT", _shape_text(shape))
@@ -139,12 +139,13 @@ def relative_error(got: np.ndarray, want: np.ndarray) -> float:
 def validate(
     path: Path,
     inputs: dict[str, np.ndarray],
-    expected: np.ndarray,
+    expected: dict[str, np.ndarray],
     rtol: float,
     input_spec: dict[str, tuple[int | None, ...]],
-    output_spec: tuple[str, tuple[int | None, ...]],
+    output_spec: dict[str, tuple[int | None, ...]],
 ) -> dict[str, Any]:
-    """All checks above on a staged SavedModel; returns a JSON-able report or raises."""
+    """All checks above on a staged SavedModel; every output in ``expected`` (name -> the
+    in-memory model's answer) must match the served one. Returns a JSON-able report or raises."""
     cli = start_signature_cli(path)  # runs while the fresh process loads the model
     try:
         served = run_in_fresh_process(path, inputs)
@@ -152,11 +153,14 @@ def validate(
         for probe in ("wrong_dtype_rejected", "wrong_shape_rejected", "metadata_ok"):
             if not report.get(probe):
                 raise InfraValidationError(f"{path}: fresh-process check '{probe}' failed: {report}")
-        err = relative_error(served[output_spec[0]], expected)
-        report.update(relative_error=err, rtol=rtol, n_canaries=int(expected.shape[0]))
+        errors = {name: relative_error(served[name], want) if name in served else float("inf")
+                  for name, want in expected.items()}
+        err = max(errors.values())
+        report.update(relative_error=err, relative_errors=errors, rtol=rtol,
+                      n_canaries=int(next(iter(expected.values())).shape[0]))
         if not err <= rtol:
             raise InfraValidationError(
-                f"{path}: served output differs from the Keras model: relative error {err:.3g} > rtol {rtol:g}"
+                f"{path}: served output differs from the Keras model: relative errors {errors} > rtol {rtol:g}"
             )
     except BaseException:
         cli.kill()

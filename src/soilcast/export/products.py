@@ -137,7 +137,8 @@ def products_layer(tables: ProductTables) -> Any:
     from keras import ops
 
     class ForecastProducts(keras.layers.Layer):
-        """(soil_moisture [b, H, W], valid_day_of_year [b] int32) -> the products dict."""
+        """(soil_moisture [b, K, H, W], valid_day_of_year [b, K] int32) -> the products dict,
+        every output per lead (each lead is scored against its own valid day's tables)."""
 
         def __init__(self) -> None:
             super().__init__(name="forecast_products", dtype="float32", trainable=False)
@@ -154,6 +155,12 @@ def products_layer(tables: ProductTables) -> Any:
             return w
 
         def call(self, y: Any, doy: Any) -> dict[str, Any]:
+            b, k, h, w = ops.shape(y)[0], y.shape[1], y.shape[2], y.shape[3]
+            flat = self._fields(ops.reshape(y, (-1, h, w)), ops.reshape(doy, (-1,)))
+            return {name: ops.reshape(v, (b, k, *v.shape[1:])) for name, v in flat.items()}
+
+        def _fields(self, y: Any, doy: Any) -> dict[str, Any]:
+            """The products of [n, H, W] fields, each with its own valid day [n]."""
             y = ops.cast(y, "float32")
             doy = ops.cast(doy, "int32")
             b, h, w = ops.shape(y)[0], y.shape[1], y.shape[2]
@@ -181,11 +188,16 @@ def products_layer(tables: ProductTables) -> Any:
 
 
 def products_numpy(y: np.ndarray, doy: np.ndarray, tables: ProductTables) -> dict[str, np.ndarray]:
-    """The same products in numpy (independent reference for tests and light clients)."""
-    from soilcast.contract import drought_class
-
+    """The same products in numpy (independent reference for tests and light clients):
+    ``y`` [b, K, H, W] with ``doy`` [b, K], or one lead's ``y`` [b, H, W] with ``doy`` [b]."""
     y = np.asarray(y, np.float64)
     doy = np.asarray(doy, np.int64)
+    if y.ndim == 4:
+        b, k = y.shape[:2]
+        flat = products_numpy(y.reshape(b * k, *y.shape[2:]), doy.reshape(-1), tables)
+        return {name: v.reshape(b, k, *v.shape[1:]) for name, v in flat.items()}
+    from soilcast.contract import drought_class
+
     member = tables.membership.astype(np.float64)
     fin = np.isfinite(y).reshape(len(y), -1)
     with np.errstate(all="ignore"):

@@ -4,13 +4,15 @@ Signatures (the serving contract):
 - ``serving_default``: ``meteo`` float32 [batch, L, H, W, C] (one channel per params
   variable) in canonical physical units
   (plus ``antecedent_soil_moisture`` float32 [batch, L, H, W] when the config uses it)
-  -> ``soil_moisture`` float32 [batch, H, W] in m3/m3, NaN outside the basin mask.
+  -> ``soil_moisture_by_lead`` float32 [batch, K, H, W] (K = ``window.leads``, listed in the
+  metadata) and ``soil_moisture`` float32 [batch, H, W], the first lead's field (what clients
+  of one-lead exports read), in m3/m3, NaN outside the basin mask.
   The dtype is enforced by the signature; the shape by ``tf.ensure_shape`` inside it (TF
   signatures alone do not reject a wrong H or W).
-- ``forecast_products``: the same inputs plus ``valid_day_of_year`` int32 [batch] (0-based
-  day of the valid date on the 366-day leap calendar) -> ``soil_moisture``, ``basin_mean``
-  [batch, n_basins] (columns: metadata ``basins``), ``anomaly``, ``percentile`` and
-  ``drought_class`` (see :mod:`soilcast.export.products`). A second signature rather than an
+- ``forecast_products``: the same inputs plus ``valid_day_of_year`` int32 [batch, K] (0-based
+  day of each lead's valid date on the 366-day leap calendar) -> per lead ``soil_moisture``
+  [batch, K, H, W], ``basin_mean`` [batch, K, n_basins] (columns: metadata ``basins``),
+  ``anomaly``, ``percentile`` and ``drought_class`` (see :mod:`soilcast.export.products`). A second signature rather than an
   optional input (TF signatures have none), so ``serving_default`` and its clients are
   untouched.
 - ``metadata``: no inputs -> ``metadata`` string scalar holding the metadata JSON.
@@ -38,9 +40,9 @@ from typing import Any
 import numpy as np
 
 from soilcast.config import Config
-from soilcast.contract import ANTECEDENT, INPUT, OUTPUT, PRODUCTS_SIGNATURE, VALID_DOY
+from soilcast.contract import ANTECEDENT, INPUT, LEADS, OUTPUT, OUTPUT_BY_LEAD, PRODUCTS_SIGNATURE, VALID_DOY
 from soilcast.layout import Bundle, RunDir, bundle
-from soilcast.records import Decision, Leaderboard, RecordError, TrainRecord
+from soilcast.records import BundleMetadata, Decision, Leaderboard, RecordError, TrainRecord
 
 
 def input_shapes(cfg: Config) -> dict[str, tuple[int | None, ...]]:
@@ -53,8 +55,14 @@ def input_shapes(cfg: Config) -> dict[str, tuple[int | None, ...]]:
     return shapes
 
 
-def output_shape(cfg: Config) -> tuple[int | None, ...]:
-    return (None, *cfg.grid.shape)
+def output_shapes(cfg: Config) -> dict[str, tuple[int | None, ...]]:
+    """``serving_default``'s outputs: the first lead's field and every lead's."""
+    return {OUTPUT: (None, *cfg.grid.shape), OUTPUT_BY_LEAD: (None, cfg.window.n_leads, *cfg.grid.shape)}
+
+
+def serving_outputs(by_lead: Any) -> dict[str, Any]:
+    """The outputs of ``serving_default`` from the physical model's [b, K, H, W] answer."""
+    return {OUTPUT: by_lead[:, 0], OUTPUT_BY_LEAD: by_lead}
 
 
 def call_model(model: Any, inputs: dict[str, Any]) -> Any:
@@ -84,7 +92,7 @@ def write_savedmodel(
 
     def serve(*tensors: Any) -> dict[str, Any]:
         checked = {n: tf.ensure_shape(t, shapes[n]) for n, t in zip(names, tensors)}
-        return {OUTPUT: tf.cast(call_model(model, checked), tf.float32)}
+        return serving_outputs(tf.cast(call_model(model, checked), tf.float32))
 
     # Give the traced function the real argument names so the signature keys are the
     # contract's names (``meteo`` ...), not ``args_0``.
@@ -109,7 +117,8 @@ def write_savedmodel(
 
 
 def _add_products(archive: Any, model: Any, tables: Any, shapes: dict, specs: list) -> None:
-    """The ``forecast_products`` endpoint: the served forecast through the products layer."""
+    """The ``forecast_products`` endpoint: the served forecast of every lead through the
+    products layer, each lead with its own valid day."""
     import tensorflow as tf
 
     from soilcast.contract import N_CALENDAR_DAYS
@@ -118,14 +127,15 @@ def _add_products(archive: Any, model: Any, tables: Any, shapes: dict, specs: li
     layer = products_layer(tables)
     archive.track(layer)
     names = list(shapes)
+    n_leads = int(model.outputs[0].shape[1])
 
     def products(*tensors: Any) -> dict[str, Any]:
         *grids, doy = tensors
         checked = {n: tf.ensure_shape(t, shapes[n]) for n, t in zip(names, grids)}
-        doy = tf.ensure_shape(doy, (None,))
+        doy = tf.ensure_shape(doy, (None, n_leads))
         with tf.control_dependencies([
             tf.debugging.assert_equal(tf.shape(doy)[0], tf.shape(grids[0])[0],
-                                      message=f"{VALID_DOY} needs one day per window"),
+                                      message=f"{VALID_DOY} needs one row of {n_leads} valid days per window"),
             tf.debugging.assert_non_negative(doy, message=f"{VALID_DOY} must be 0..{N_CALENDAR_DAYS - 1}"),
             tf.debugging.assert_less(doy, N_CALENDAR_DAYS, message=f"{VALID_DOY} must be 0..{N_CALENDAR_DAYS - 1}"),
         ]):
@@ -138,7 +148,7 @@ def _add_products(archive: Any, model: Any, tables: Any, shapes: dict, specs: li
         fn = lambda meteo, antecedent_soil_moisture, valid_day_of_year: products(  # noqa: E731
             meteo, antecedent_soil_moisture, valid_day_of_year)
     archive.add_endpoint(PRODUCTS_SIGNATURE, fn,
-                         input_signature=[*specs, tf.TensorSpec((None,), tf.int32, name=VALID_DOY)])
+                         input_signature=[*specs, tf.TensorSpec((None, n_leads), tf.int32, name=VALID_DOY)])
 
 
 def build_metadata(
@@ -152,17 +162,18 @@ def build_metadata(
     """Everything a client or monitor needs to use the model without reading the repo."""
     attrs = tensors.attrs
     return {
+        "schema_version": BundleMetadata.SCHEMA_VERSION,
         "model": model_name,
         "version": int(version),
         "model_name": cfg.serving.model_name,
         "created_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "inputs": {n: list(s) for n, s in input_shapes(cfg).items()},
-        "output": {OUTPUT: list(output_shape(cfg)), "units": cfg.target.canonical_units},
+        "output": {**{n: list(s) for n, s in output_shapes(cfg).items()}, "units": cfg.target.canonical_units},
         "variables": list(tensors.variables),
         "units": {**dict(attrs.get("units", {})), OUTPUT: cfg.target.canonical_units},
         "target": cfg.target.name,
         "seq_len": cfg.window.seq_len,
-        "lead_days": cfg.window.lead_days,
+        LEADS: list(cfg.window.leads),
         "antecedent_soil_moisture": cfg.window.antecedent_soil_moisture,
         "grid": {
             "lat": [float(v) for v in np.asarray(tensors.lat)],
@@ -201,8 +212,9 @@ def products_metadata(cfg: Config, tables: Any, basins: list[dict[str, Any]]) ->
 
     return {
         "signature": PRODUCTS_SIGNATURE,
-        "extra_input": {VALID_DOY: {"dtype": "int32", "shape": [None], "range": [0, N_CALENDAR_DAYS - 1],
-                                    "calendar": "0-based day of the valid date on a 366-day leap calendar"}},
+        "extra_input": {VALID_DOY: {"dtype": "int32", "shape": [None, cfg.window.n_leads],
+                                    "range": [0, N_CALENDAR_DAYS - 1],
+                                    "calendar": "0-based day of each lead's valid date on a 366-day leap calendar"}},
         "outputs": list(PRODUCT_OUTPUTS),
         "basins": basins,  # the columns of basin_mean, in order
         BASIN_MEAN: "cos(latitude) area-weighted mean over each basin's mask cells",
@@ -347,12 +359,13 @@ def export_blessed(
     if [b["id"] for b in metadata["basins"]] != tables.basin_ids.tolist():
         raise RuntimeError(f"basin order {metadata['basins']} differs from the products' {tables.basin_ids}")
     metadata["products"] = products_metadata(cfg, tables, metadata["basins"])
+    metadata = BundleMetadata.from_json(metadata, f"metadata of version {version}").to_json()  # typed, checked
     extras = {
         "drift_reference": json.dumps(drift_reference(cfg, tensors), indent=1) + "\n",
         "card": render_card(cfg, metadata, metrics, blessing),
     }
     canaries = canary_inputs(cfg, tensors)
-    expected = np.asarray(call_model(model, canaries), dtype=np.float32)
+    expected = {k: np.asarray(v, dtype=np.float32) for k, v in serving_outputs(call_model(model, canaries)).items()}
     staging = versions.staging_dir(models_dir.parent)  # outside the served base path
     try:
         staged = staging / str(version)
@@ -362,7 +375,7 @@ def export_blessed(
         write_warmup(staged, canaries, cfg.serving.model_name)  # replayed before it serves
         report = infra.validate(
             staged, canaries, expected, rtol_for(cfg, record.precision if record else None), input_shapes(cfg),
-            (OUTPUT, output_shape(cfg))
+            output_shapes(cfg)
         )
         target = versions.publish(models_dir, staged, version)
         labels = versions.land_as_canary(models_dir, version, cfg.serving.model_name)

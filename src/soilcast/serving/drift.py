@@ -54,11 +54,14 @@ MONTH_OF_DAY = np.array([(np.datetime64("2000-01-01") + np.timedelta64(d, "D")).
 
 def drift_months(valid_day_of_year: np.ndarray | None, lead_days: int, batch: int) -> np.ndarray:
     """Month (1-12) of each window's last input day (valid day - lead on the leap
-    calendar), or :data:`UNDATED` for every window when the request carried no date."""
+    calendar), or :data:`UNDATED` for every window when the request carried no date.
+    ``valid_day_of_year`` [batch, K] (one per lead): the first lead's column, ``lead_days``
+    the first lead."""
     if valid_day_of_year is None:
         return np.full(batch, UNDATED, np.int64)
-    last = (np.asarray(valid_day_of_year, np.int64).reshape(-1) - int(lead_days)) % 366
-    return MONTH_OF_DAY[last]
+    doy = np.asarray(valid_day_of_year, np.int64)
+    doy = doy[:, 0] if doy.ndim == 2 else doy.reshape(-1)
+    return MONTH_OF_DAY[(doy - int(lead_days)) % 366]
 
 
 @dataclass(frozen=True)
@@ -119,9 +122,10 @@ class DriftReference:
     variables: tuple[str, ...]
     inputs: tuple[Distribution, ...]
     prediction: Distribution | None
+    leads: tuple[int, ...] = (1,)  # the served forecast's lead axis: one prediction series per lead
 
     @classmethod
-    def from_json(cls, d: dict[str, Any], variables: list[str]) -> "DriftReference":
+    def from_json(cls, d: dict[str, Any], variables: list[str], leads: list[int] | tuple[int, ...] = (1,)) -> "DriftReference":
         missing = [v for v in variables if v not in d]
         if missing:
             raise ValueError(f"drift reference lacks variables {missing} (has {sorted(d)})")
@@ -130,17 +134,28 @@ class DriftReference:
             tuple(variables),
             tuple(Distribution.from_json(v, d[v]) for v in variables),
             Distribution.from_json(PREDICTION, pred) if pred else None,
+            tuple(int(k) for k in leads),
         )
 
     @property
+    def prediction_names(self) -> list[str]:
+        """One prediction series per lead (``soil_moisture_lead_<k>``); a one-lead model keeps
+        the plain name its dashboards and alerts already use."""
+        if len(self.leads) == 1:
+            return [PREDICTION]
+        return [f"{PREDICTION}_lead_{k}" for k in self.leads]
+
+    @property
     def names(self) -> list[tuple[str, str]]:
-        """(kind, variable) for every monitored series, inputs first."""
+        """(kind, variable) for every monitored series, inputs first, then each lead's prediction
+        (every lead against the same reference: the observed target distribution)."""
         out = [("input", v) for v in self.variables]
-        return out + ([("prediction", PREDICTION)] if self.prediction else [])
+        return out + ([("prediction", n) for n in self.prediction_names] if self.prediction else [])
 
     @property
     def distributions(self) -> list[Distribution]:
-        return list(self.inputs) + ([self.prediction] if self.prediction else [])
+        preds = [self.prediction] * len(self.prediction_names) if self.prediction else []
+        return list(self.inputs) + preds
 
     @property
     def monthly(self) -> bool:
@@ -207,7 +222,8 @@ def summarise_batch(
     months: list[np.ndarray | None] | None = None,
 ) -> list[_Summary]:
     """One summary per forecast window in the requests ``xs`` ([B, L, H, W, C] each) and
-    their predictions ``ys`` ([B, H, W] or None), over the flat ``cells``.
+    their predictions ``ys`` ([B, K, H, W] per lead, [B, H, W] for one lead, or None), over
+    the flat ``cells``.
 
     Only the newest day of each window counts: consecutive daily forecasts share L-1 days, so
     counting whole windows would weigh each day L times. A value's bin is the number of
@@ -221,9 +237,11 @@ def summarise_batch(
     values = np.full((n_series, k, cells.size), np.nan, np.float32)
     values[:c] = newest.reshape(k, h * w, c)[:, cells, :].transpose(2, 0, 1)
     if ref.prediction is not None:
+        n_leads = len(ref.prediction_names)
         for row, (x, y) in zip(np.cumsum([0] + [len(x) for x in xs]), zip(xs, ys)):
             if y is not None:
-                values[c, row : row + len(x)] = np.asarray(y).reshape(len(x), h * w)[:, cells]
+                by_lead = np.asarray(y).reshape(len(x), n_leads, h * w)[:, :, cells]  # [B, K, cells]
+                values[c : c + n_leads, row : row + len(x)] = by_lead.transpose(1, 0, 2)
     finite = np.isfinite(values)
     idx = np.zeros(values.shape, np.int32)
     interior = np.full((n_series, nb - 1), np.inf)  # series with fewer bins never reach the rest

@@ -43,7 +43,14 @@ from tensorflow_serving.apis import (
 )
 
 from soilcast.config import Config
-from soilcast.contract import BASIN_MEAN, DROUGHT_CLASS, PRODUCT_OUTPUTS, PRODUCTS_SIGNATURE, VALID_DOY
+from soilcast.contract import (
+    BASIN_MEAN,
+    DROUGHT_CLASS,
+    OUTPUT_BY_LEAD,
+    PRODUCT_OUTPUTS,
+    PRODUCTS_SIGNATURE,
+    VALID_DOY,
+)
 from soilcast.io.tensors import TensorDecodeError, from_ndarray, to_ndarray
 from soilcast.serving.batching import Batcher
 from soilcast.serving.drift import DriftMonitor, drift_months
@@ -130,7 +137,8 @@ def metadata_response(model_name: str, info: ModelInfo, fields: list[str]) -> An
         sig = meta_graph_pb2.SignatureDef(method_name="tensorflow/serving/predict")
         for name, shape in info.inputs.items():
             sig.inputs[name].CopyFrom(_tensor_info(f"{SIGNATURE}_{name}:0", (None, *shape)))
-        sig.outputs[OUTPUT].CopyFrom(_tensor_info("StatefulPartitionedCall:0", (None, *info.mask.shape)))
+        for i, (name, shape) in enumerate(_output_shapes(info).items()):
+            sig.outputs[name].CopyFrom(_tensor_info(f"StatefulPartitionedCall:{i}", shape))
         sdm = get_model_metadata_pb2.SignatureDefMap()
         sdm.signature_def[SIGNATURE].CopyFrom(sig)
         if _products_of(info):
@@ -141,17 +149,34 @@ def metadata_response(model_name: str, info: ModelInfo, fields: list[str]) -> An
     return resp
 
 
+def _output_shapes(info: ModelInfo) -> dict[str, tuple[int | None, ...]]:
+    """``serving_default``'s outputs with their shapes, as the version was exported."""
+    shapes = {OUTPUT: (None, *info.mask.shape)}
+    if info.by_lead:
+        shapes[OUTPUT_BY_LEAD] = (None, len(info.leads), *info.mask.shape)
+    return shapes
+
+
+def soil_moisture_outputs(info: ModelInfo, y: np.ndarray, wanted: list[str]) -> dict[str, np.ndarray]:
+    """``serving_default``'s answer from the forecast of every lead ``y`` [b, K, H, W]: the
+    first lead's field as ``soil_moisture`` and, for an export with a lead axis, every lead."""
+    y = np.asarray(y, np.float32)
+    out = {OUTPUT: y[:, 0], OUTPUT_BY_LEAD: y}
+    return {name: out[name] for name in wanted}
+
+
 def _products_signature(info: ModelInfo) -> meta_graph_pb2.SignatureDef:
     sig = meta_graph_pb2.SignatureDef(method_name="tensorflow/serving/predict")
     for name, shape in info.inputs.items():
         sig.inputs[name].CopyFrom(_tensor_info(f"{PRODUCTS_SIGNATURE}_{name}:0", (None, *shape)))
-    doy = _tensor_info(f"{PRODUCTS_SIGNATURE}_{VALID_DOY}:0", (None,))
+    lead = (len(info.leads),) if info.by_lead else ()
+    doy = _tensor_info(f"{PRODUCTS_SIGNATURE}_{VALID_DOY}:0", (None, *lead))
     doy.dtype = types_pb2.DT_INT32
     sig.inputs[VALID_DOY].CopyFrom(doy)
     n_basins = len(info.metadata["products"].get("basins", []))
-    shapes = {BASIN_MEAN: (None, n_basins)}
+    shapes = {BASIN_MEAN: (None, *lead, n_basins)}
     for i, name in enumerate(PRODUCT_OUTPUTS):
-        ti = _tensor_info(f"StatefulPartitionedCall:{i}", shapes.get(name, (None, *info.mask.shape)))
+        ti = _tensor_info(f"StatefulPartitionedCall:{i}", shapes.get(name, (None, *lead, *info.mask.shape)))
         if name == DROUGHT_CLASS:
             ti.dtype = types_pb2.DT_INT32
         sig.outputs[name].CopyFrom(ti)
@@ -167,7 +192,7 @@ def decode_request(request: Any, info: ModelInfo, limits: RequestLimits,
                            f"use {SIGNATURE!r}")
     grids, doy_proto = split_products_input(request.inputs, products)
     arrays = decode_inputs(grids, info, limits)
-    doy = decode_day_of_year(doy_proto, len(arrays[INPUT])) if products else None
+    doy = decode_day_of_year(doy_proto, len(arrays[INPUT]), len(info.leads) if info.by_lead else None) if products else None
     return arrays, doy
 
 
@@ -196,19 +221,20 @@ class EmbeddedBackend:
                                f"version {model.version} has no {PRODUCTS_SIGNATURE!r} signature; "
                                f"use {SIGNATURE!r}")
         arrays, doy = decode_request(request, model.info, self.limits, products)
-        wanted = _check_output_filter(request.output_filter, products)
+        wanted = _check_output_filter(request.output_filter, model.info, products)
         resp = predict_pb2.PredictResponse()
         resp.model_spec.name = self.model_name
         resp.model_spec.version.value = model.version
         resp.model_spec.signature_name = PRODUCTS_SIGNATURE if products else SIGNATURE
         if products:  # not batched: a rarer, richer call
             out = model.predict_products(arrays, doy)
-            y = out[OUTPUT]
+            y = out[OUTPUT] if out[OUTPUT].ndim == 4 else out[OUTPUT][:, None]  # [b, K, H, W]
             for name in wanted:
                 resp.outputs[name].CopyFrom(from_ndarray(out[name]))
         else:
             y = self.batcher.predict(model, arrays) if self.batcher else model.predict(arrays)
-            resp.outputs[OUTPUT].CopyFrom(from_ndarray(np.asarray(y, np.float32)))
+            for name, value in soil_moisture_outputs(model.info, y, wanted).items():
+                resp.outputs[name].CopyFrom(from_ndarray(value))
         return resp, model.info, arrays | ({VALID_DOY: doy} if products else {}), y
 
     def metadata(self, request: Any, timeout: float | None):
@@ -245,9 +271,9 @@ def _label(request: Any) -> str:
     return str(spec.version_label) if spec is not None else ""
 
 
-def _check_output_filter(output_filter: Any, products: bool = False) -> list[str]:
+def _check_output_filter(output_filter: Any, info: ModelInfo, products: bool = False) -> list[str]:
     """The outputs to answer with (all of the signature's when the filter is empty)."""
-    known = list(PRODUCT_OUTPUTS) if products else [OUTPUT]
+    known = list(PRODUCT_OUTPUTS) if products else info.outputs
     unknown = [o for o in output_filter if o not in known]
     if unknown:
         raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, "bad_output_filter",
@@ -323,9 +349,11 @@ class ProxyBackend:
         resp = self._forward(self.predict_stub.Predict, request, timeout)
         served = self.info(resp.model_spec.version.value) or info
         y = None
-        if OUTPUT in resp.outputs:
+        name = OUTPUT_BY_LEAD if OUTPUT_BY_LEAD in resp.outputs else OUTPUT if OUTPUT in resp.outputs else None
+        if name is not None:
             try:
-                y = to_ndarray(resp.outputs[OUTPUT], max_bytes=self.limits.max_bytes)
+                y = to_ndarray(resp.outputs[name], max_bytes=self.limits.max_bytes)
+                y = y if y.ndim == 4 else y[:, None]  # [b, K, H, W]
             except TensorDecodeError as err:
                 log.warning("proxy: cannot decode upstream output for drift: %s", err)
         if served is not None and arrays is None:
@@ -371,7 +399,13 @@ class Servicer(prediction_service_pb2_grpc.PredictionServiceServicer,
             self.telemetry.clipped.inc(n)
             log.warning("version %s served %d soil-moisture values outside %s; clipped",
                         info.version, n, list(self.limits.output_range))
-            resp.outputs[OUTPUT].CopyFrom(from_ndarray(np.asarray(y, np.float32)))
+            if resp.model_spec.signature_name == PRODUCTS_SIGNATURE:
+                fields = {OUTPUT: y if info.by_lead else y[:, 0]}  # per lead, as exported
+            else:
+                fields = soil_moisture_outputs(info, y, [o for o in info.outputs if o in resp.outputs])
+            for name, value in fields.items():
+                if name in resp.outputs:
+                    resp.outputs[name].CopyFrom(from_ndarray(np.asarray(value, np.float32)))
         return y
 
     def handle(self, method: str, request: Any, timeout: float | None,
@@ -419,8 +453,7 @@ class Servicer(prediction_service_pb2_grpc.PredictionServiceServicer,
         resp, info, arrays, y = self.backend.predict(request, timeout)
         y = self._bounded(resp, info, y)
         if self.drift is not None and info is not None and info.reference is not None and arrays:
-            months = drift_months(arrays.get(VALID_DOY), int(info.metadata.get("lead_days", 0)),
-                                  len(arrays[INPUT]))
+            months = drift_months(arrays.get(VALID_DOY), info.leads[0], len(arrays[INPUT]))
             self.drift.submit(info.version, info.reference, info.mask, arrays[INPUT], y, months)
         return resp
 

@@ -28,7 +28,17 @@ from typing import Any
 
 import numpy as np
 
-from soilcast.contract import ANTECEDENT, INPUT, OUTPUT, PRODUCTS_SIGNATURE, SIGNATURE, VALID_DOY
+from soilcast.contract import (
+    ANTECEDENT,
+    INPUT,
+    LEADS,
+    OUTPUT,
+    OUTPUT_BY_LEAD,
+    PRODUCTS_SIGNATURE,
+    SIGNATURE,
+    VALID_DOY,
+    leads_of,
+)
 from soilcast.layout import Bundle
 from soilcast.serving.drift import DriftReference
 
@@ -63,6 +73,21 @@ class ModelInfo:
         g = self.metadata["grid"]
         return np.asarray(g["lat"], np.float64), np.asarray(g["lon"], np.float64)
 
+    @property
+    def leads(self) -> list[int]:
+        """The lead axis of the version's forecasts ([lead_days] for an export from before it)."""
+        return leads_of(self.metadata)
+
+    @property
+    def by_lead(self) -> bool:
+        """Whether the version answers ``soil_moisture_by_lead`` (exports with a lead axis)."""
+        return LEADS in self.metadata
+
+    @property
+    def outputs(self) -> list[str]:
+        """``serving_default``'s outputs, as the version's signature has them."""
+        return [OUTPUT, OUTPUT_BY_LEAD] if self.by_lead else [OUTPUT]
+
 
 def _read_json(path: Path) -> dict[str, Any]:
     if not path.is_file():
@@ -96,7 +121,7 @@ def read_info(version_dir: Path) -> ModelInfo:
     drift_path = files.drift_reference
     if drift_path.is_file():
         try:
-            reference = DriftReference.from_json(_read_json(drift_path), variables)
+            reference = DriftReference.from_json(_read_json(drift_path), variables, leads_of(meta))
         except (KeyError, ValueError) as err:
             raise ModelLoadError(f"{drift_path}: {err}") from None
     else:
@@ -118,10 +143,12 @@ class LoadedModel:
         return self.info.version
 
     def predict(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        """Soil moisture of every lead [b, K, H, W] (an export from before the lead axis: its
+        one ``soil_moisture`` field as K = 1)."""
         import tensorflow as tf
 
         out = self.fn(**{k: tf.constant(v) for k, v in inputs.items()})
-        return out[OUTPUT].numpy()
+        return out[OUTPUT_BY_LEAD].numpy() if OUTPUT_BY_LEAD in out else out[OUTPUT].numpy()[:, None]
 
     def predict_products(self, inputs: dict[str, np.ndarray], doy: np.ndarray) -> dict[str, np.ndarray]:
         """Every ``forecast_products`` output for the grids ``inputs`` and valid days ``doy``."""
@@ -143,8 +170,9 @@ def _check_signature(fn: Any, info: ModelInfo) -> None:
             raise ModelLoadError(
                 f"{info.path}: input {name!r} is {spec.dtype.name} {spec.shape}, expected float32 {list(want)}"
             )
-    if OUTPUT not in fn.structured_outputs:
-        raise ModelLoadError(f"{info.path}: signature outputs {sorted(fn.structured_outputs)} lack {OUTPUT!r}")
+    missing = [o for o in info.outputs if o not in fn.structured_outputs]
+    if missing:
+        raise ModelLoadError(f"{info.path}: signature outputs {sorted(fn.structured_outputs)} lack {missing}")
 
 
 def warmup_inputs(info: ModelInfo) -> dict[str, np.ndarray]:
@@ -178,12 +206,13 @@ def load_version(version_dir: Path) -> LoadedModel:
         y = model.predict(warmup_inputs(info))
     except Exception as err:
         raise ModelLoadError(f"{version_dir}: warm-up prediction failed: {type(err).__name__}: {err}") from None
-    if y.shape != (1, *info.mask.shape):
-        raise ModelLoadError(f"{version_dir}: warm-up prediction has shape {y.shape}, "
-                             f"expected {(1, *info.mask.shape)}")
-    if not np.isfinite(y[0][info.mask]).all():
+    want = (1, len(info.leads), *info.mask.shape)
+    if y.shape != want:
+        raise ModelLoadError(f"{version_dir}: warm-up prediction has shape {y.shape}, expected {want} "
+                             f"(leads {info.leads})")
+    if not np.isfinite(y[0][:, info.mask]).all():
         raise ModelLoadError(f"{version_dir}: warm-up prediction is non-finite in "
-                             f"{int((~np.isfinite(y[0][info.mask])).sum())} mask cells")
+                             f"{int((~np.isfinite(y[0][:, info.mask])).sum())} mask values")
     replay_warmup(model)
     return model
 
@@ -214,7 +243,7 @@ def replay_warmup(model: LoadedModel) -> int:
         except Exception as err:
             raise ModelLoadError(f"{warmup}: record {i} failed: "
                                  f"{type(err).__name__}: {err}") from None
-        if not np.isfinite(y[:, info.mask]).all():
+        if not np.isfinite(y[..., info.mask]).all():
             raise ModelLoadError(f"{warmup}: record {i} answered non-finite soil moisture "
                                  "inside the mask")
     log.info("version %s: replayed %d warm-up requests from %s in %.2f s", info.version, len(records),

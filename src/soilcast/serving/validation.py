@@ -127,7 +127,7 @@ def bound_output(y: np.ndarray, mask: np.ndarray, limits: RequestLimits) -> tupl
     receives impossible soil moisture (a nonzero count means a model bug worth an alert).
     """
     lo, hi = limits.output_range
-    inside = y[:, mask] if y.shape[1:] == mask.shape else y
+    inside = y[..., mask] if y.shape[-2:] == mask.shape else y
     n = int(((inside < lo) | (inside > hi)).sum())
     return (np.clip(y, lo, hi) if n else y), n
 
@@ -183,21 +183,23 @@ def split_products_input(inputs: Mapping, products: bool) -> tuple[dict, Any]:
     grids only in ``forecast_products`` requests; anywhere else it is an unknown input."""
     grids = {k: v for k, v in inputs.items() if not (products and k == VALID_DOY)}
     if products and VALID_DOY not in inputs:
-        raise _bad("unknown_input", f"forecast_products needs {VALID_DOY!r} int32 [batch] (0-based "
-                                    f"day of the valid date on the {N_CALENDAR_DAYS}-day leap calendar)")
+        raise _bad("unknown_input", f"forecast_products needs {VALID_DOY!r} int32 [batch, leads] (0-based "
+                                    f"day of each lead's valid date on the {N_CALENDAR_DAYS}-day leap calendar)")
     return grids, (inputs[VALID_DOY] if products else None)
 
 
-def decode_day_of_year(proto: Any, batch: int) -> np.ndarray:
-    """``valid_day_of_year``: int32 (int64 accepted) [batch], each in 0..365."""
+def decode_day_of_year(proto: Any, batch: int, leads: int | None = None) -> np.ndarray:
+    """``valid_day_of_year``: int32 (int64 accepted) [batch, leads] (one valid day per lead;
+    ``leads`` None: an export from before the lead axis, [batch]), each in 0..365."""
     if proto.dtype not in (types_pb2.DT_INT32, types_pb2.DT_INT64):
         raise _bad("dtype", f"input {VALID_DOY!r} has dtype {dtype_name(proto.dtype)}; expected DT_INT32")
     shape = proto_shape(proto)
-    if tuple(shape) != (batch,):
-        raise _bad("shape", f"input {VALID_DOY!r} has shape {list(shape)}; expected [{batch}] "
-                            f"(one valid day per window)")
+    want = (batch,) if leads is None else (batch, leads)
+    if tuple(shape) != want:
+        what = "one valid day per window" if leads is None else f"the valid day of each of the {leads} leads per window"
+        raise _bad("shape", f"input {VALID_DOY!r} has shape {list(shape)}; expected {list(want)} ({what})")
     try:
-        doy = to_ndarray(proto, max_bytes=8 * max(batch, 1)).astype(np.int32)
+        doy = to_ndarray(proto, max_bytes=8 * max(batch, 1) * (leads or 1)).astype(np.int32)
     except TensorDecodeError as err:
         raise _bad("malformed", f"input {VALID_DOY!r}: {err}") from None
     bad = doy[(doy < 0) | (doy >= N_CALENDAR_DAYS)]

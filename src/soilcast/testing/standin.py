@@ -3,8 +3,10 @@
 It is *not* a forecast model: soil moisture is a fixed logistic function of the window's
 standardised mean meteorology (wetter with rain and humidity, drier with heat and sun), NaN
 outside the mask. It has exactly the exported signature (``serving_default``: ``meteo``
-float32 [None, L, H, W, C] -> ``soil_moisture`` float32 [None, H, W]) and the two JSON files
-in ``assets.extra/``, so the gateway, client and monitoring can be exercised without
+float32 [None, L, H, W, C] -> ``soil_moisture`` float32 [None, H, W] and, when written with
+``leads``, ``soil_moisture_by_lead`` [None, K, H, W]: lead index i shifts the logit by
+:data:`LEAD_SHIFT` x i, so a swapped axis shows; without ``leads`` it is an export from before
+the lead axis, metadata ``lead_days: 1``) and the two JSON files in ``assets.extra/``, so the gateway, client and monitoring can be exercised without
 training. Synthetic "training" meteorology (:func:`synthetic_meteo`) gives it a drift
 reference built with the exporter's own :func:`distribution`.
 """
@@ -31,6 +33,7 @@ WET_DAY_SHARE = 0.5
 NON_NEGATIVE = ("tp", "ssrd")
 WEIGHTS = {"tp": 0.8, "t2m": -0.5, "d2m": 0.4, "u10": 0.0, "v10": 0.0, "ssrd": -0.3, "sp": 0.1}
 SM_MAX = 0.5
+LEAD_SHIFT = 0.05  # logit shift per lead index (see the module docstring)
 # A variable without a CLIMATE entry (given as its params VariableSpec): normal around the
 # middle of its physical_range with this share of the range as std, no weight in the formula.
 RANGE_STD_SHARE = 1.0 / 8.0
@@ -100,15 +103,19 @@ def _coefficients(variables: Variables) -> tuple[np.ndarray, np.ndarray, np.ndar
     return mean, std, np.array([_weight(v) for v in variables], np.float32)
 
 
-def standin_numpy(meteo: np.ndarray, mask: np.ndarray, variables: Variables, offset: float) -> np.ndarray:
-    """The stand-in's formula in numpy ([B, L, H, W, C] -> [B, H, W])."""
+def standin_numpy(meteo: np.ndarray, mask: np.ndarray, variables: Variables, offset: float,
+                  n_leads: int | None = None) -> np.ndarray:
+    """The stand-in's formula in numpy ([B, L, H, W, C] -> [B, H, W], or [B, K, H, W] with
+    ``n_leads``)."""
     mean, std, weight = _coefficients(variables)
     z = np.nan_to_num((meteo - mean) / std).mean(axis=1) @ weight + offset
+    if n_leads is not None:
+        z = z[:, None] + LEAD_SHIFT * np.arange(n_leads)[None, :, None, None]
     return np.where(mask, SM_MAX / (1 + np.exp(-z)), np.nan).astype(np.float32)
 
 
 def _save_graph(path: Path, shape: tuple[int, ...], mask: np.ndarray, variables: Variables,
-                offset: float) -> None:
+                offset: float, n_leads: int | None = None) -> None:
     import tensorflow as tf
 
     mean, std, weight = _coefficients(variables)
@@ -122,8 +129,11 @@ def _save_graph(path: Path, shape: tuple[int, ...], mask: np.ndarray, variables:
         def serve(self, meteo):
             z = tf.where(tf.math.is_finite(meteo), (meteo - mean) / std, 0.0)
             z = tf.tensordot(tf.reduce_mean(z, axis=1), weight, axes=1) + self.offset
-            y = SM_MAX * tf.sigmoid(z)
-            return {"soil_moisture": tf.where(mask, y, tf.constant(np.nan, tf.float32))}
+            if n_leads is None:
+                return {"soil_moisture": tf.where(mask, SM_MAX * tf.sigmoid(z), np.float32(np.nan))}
+            zk = z[:, None] + tf.constant(LEAD_SHIFT * np.arange(n_leads), tf.float32)[None, :, None, None]
+            yk = tf.where(mask, SM_MAX * tf.sigmoid(zk), np.float32(np.nan))
+            return {"soil_moisture": yk[:, 0], "soil_moisture_by_lead": yk}
 
     module = StandIn()
     tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve.get_concrete_function()})
@@ -131,9 +141,10 @@ def _save_graph(path: Path, shape: tuple[int, ...], mask: np.ndarray, variables:
 
 def write_standin(version_dir: Path, *, seq_len: int, lat: np.ndarray, lon: np.ndarray,
                   mask: np.ndarray, variables: Variables, units: dict[str, str], psi_bins: int,
-                  offset: float = 0.0, seed: int = 0, lead_days: int = 1,
+                  offset: float = 0.0, seed: int = 0, leads: Sequence[int] | None = None,
                   reference_values: int = 500_000) -> Path:
-    """Write a stand-in version atomically (the directory appears complete or not at all)."""
+    """Write a stand-in version atomically (the directory appears complete or not at all).
+    ``leads`` None: an export from before the lead axis (one field, ``lead_days: 1``)."""
     from soilcast.io.atomic import atomic_path
 
     version_dir = Path(version_dir)
@@ -150,16 +161,18 @@ def write_standin(version_dir: Path, *, seq_len: int, lat: np.ndarray, lon: np.n
     metadata: dict[str, Any] = {
         "model": "standin", "version": int(version_dir.name), "model_name": "soilcast",
         "inputs": {"meteo": [None, seq_len, h, w, len(variables)]},
-        "output": {"soil_moisture": [None, h, w], "units": "m3/m3"},
+        "output": {"soil_moisture": [None, h, w], "units": "m3/m3",
+                   **({"soil_moisture_by_lead": [None, len(leads), h, w]} if leads else {})},
         "variables": names_of(variables), "units": {**units, "soil_moisture": "m3/m3"},
-        "target": "swvl1", "seq_len": seq_len, "lead_days": lead_days,
+        "target": "swvl1", "seq_len": seq_len,
+        **({"leads": [int(k) for k in leads]} if leads else {"lead_days": 1}),
         "antecedent_soil_moisture": False,
         "grid": {"lat": [float(v) for v in lat], "lon": [float(v) for v in lon],
                  "res": float(lat[1] - lat[0]) if len(lat) > 1 else 0.0},
         "mask": mask.astype(int).tolist(), "basin_names": {}, "offset": offset,
     }
     with atomic_path(version_dir) as tmp:
-        _save_graph(tmp, (seq_len, h, w, len(variables)), mask, variables, offset)
+        _save_graph(tmp, (seq_len, h, w, len(variables)), mask, variables, offset, len(leads) if leads else None)
         from soilcast.layout import Bundle
 
         files = Bundle(tmp)
@@ -179,5 +192,5 @@ def write_standin_for(cfg: Any, version: int, offset: float = 0.0, grid: Any = N
         Layout.from_config(cfg).version(version).root, seq_len=cfg.window.seq_len, lat=lat, lon=lon,
         mask=demo_mask(len(lat), len(lon)), variables=list(cfg.variables),
         units={v.name: v.canonical_units for v in cfg.variables}, psi_bins=cfg.serving.psi_bins,
-        offset=offset, seed=cfg.seed + version, lead_days=cfg.window.lead_days,
+        offset=offset, seed=cfg.seed + version, leads=list(cfg.window.leads),
     )
