@@ -80,8 +80,55 @@ def test_metadata_and_signature_describe_what_to_send(served):
             c.signature(PRODUCTS_SIGNATURE)  # the stand-in was exported without products
     assert md["variables"] == cfg.variable_names and md["seq_len"] == cfg.window.seq_len
     assert md["units"] == {**{v.name: v.canonical_units for v in cfg.variables}, "soil_moisture": "m3/m3"}
+    K = len(cfg.window.leads)
+    assert md["leads"] == list(cfg.window.leads) and c.leads() == list(cfg.window.leads)
     assert sig == {"inputs": {"meteo": {"dtype": 1, "shape": [-1, cfg.window.seq_len, h, w, len(cfg.variables)]}},
-                   "outputs": {"soil_moisture": {"dtype": 1, "shape": [-1, h, w]}}}  # 1: DT_FLOAT
+                   "outputs": {"soil_moisture": {"dtype": 1, "shape": [-1, h, w]},  # 1: DT_FLOAT
+                               "soil_moisture_by_lead": {"dtype": 1, "shape": [-1, K, h, w]}}}
+
+
+def test_predict_by_lead_answers_every_lead_and_predict_the_first(served):
+    cfg = served.cfg
+    K = len(cfg.window.leads)
+    x = meteo(cfg, np.random.default_rng(7), batch=2)
+    with client(served) as c:
+        y, first, one = c.predict_by_lead(x), c.predict(x), c.predict_by_lead(x[1])
+    assert y.shape == (2, K, *cfg.grid.shape) and y.dtype == np.float32 and one.shape == (K, *cfg.grid.shape)
+    want = standin_numpy(x, grid_mask(cfg), cfg.variable_names, OFFSETS[2], n_leads=K)
+    np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(y[:, 0], first)
+    np.testing.assert_array_equal(one, y[1])
+
+
+def test_an_export_from_before_the_lead_axis_answers_one_lead(tmp_path):
+    """A version without ``leads`` (metadata ``lead_days: 1``, only ``soil_moisture``):
+    predict_by_lead gives a lead axis of length 1, and predict_products would send [b]."""
+    from soilcast.testing.standin import write_standin
+
+    cfg = tiny_config(tmp_path)
+    lat, lon = np.asarray(cfg.grid.lats), np.asarray(cfg.grid.lons)
+    write_standin(cfg.paths.models_dir / "1", seq_len=cfg.window.seq_len, lat=lat, lon=lon, mask=grid_mask(cfg),
+                  variables=list(cfg.variables), units={v.name: v.canonical_units for v in cfg.variables},
+                  psi_bins=cfg.serving.psi_bins)
+    x = meteo(cfg, np.random.default_rng(8), batch=2)
+    with gateway(cfg, drift=False) as gw, client(gw) as c:
+        y, first = c.predict_by_lead(x), c.predict(x)
+        assert c.leads() == [1] and "leads" not in c.metadata()
+        assert c._valid_days(np.array([[5], [6]], np.int32), 2).shape == (2,)
+    assert y.shape == (2, 1, *cfg.grid.shape)
+    np.testing.assert_array_equal(y[:, 0], first)
+
+
+def test_products_valid_days_must_match_the_served_leads(served):
+    """[b, K] is sent as such; one day per window for a K-lead version is refused before
+    anything goes on the wire, naming the shape the served version takes."""
+    cfg = served.cfg
+    K = len(cfg.window.leads)
+    x = meteo(cfg, np.random.default_rng(9), batch=2)
+    with client(served) as c:
+        assert c._valid_days(np.arange(2 * K, dtype=np.int32), 2).shape == (2, K)
+        with pytest.raises(ValueError, match=rf"valid_day_of_year has shape \[2\].*leads .*expected \[2, {K}\]"):
+            c.predict_products(x, [180, 181])
 
 
 def _refusal(call) -> grpc.RpcError:
@@ -96,7 +143,7 @@ def test_refusals_reach_the_caller_with_the_servers_reason(served):
     with client(served) as c:
         err = _refusal(lambda: c.predict(x[..., :-1]))
         assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "expected [batch>=1" in err.details()
-        err = _refusal(lambda: c.predict_products(x, [180]))
+        err = _refusal(lambda: c.predict_products(x, [list(range(180, 180 + len(cfg.window.leads)))]))
         assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
         assert f"has no '{PRODUCTS_SIGNATURE}' signature; use '{SIGNATURE}'" in err.details()
     with client(served, version=9) as c:

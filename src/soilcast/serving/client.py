@@ -16,7 +16,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from soilcast.contract import INPUT, OUTPUT, PRODUCTS_SIGNATURE, SIGNATURE, VALID_DOY
+from soilcast.contract import INPUT, LEADS, OUTPUT, OUTPUT_BY_LEAD, PRODUCTS_SIGNATURE, SIGNATURE, VALID_DOY, leads_of
 from soilcast.io.tensors import from_ndarray, to_ndarray
 
 DEFAULT_MODEL = "soilcast"
@@ -46,6 +46,7 @@ class SoilcastClient:
         self.model_name, self.timeout = model_name, timeout
         self.version, self.version_label = version, version_label
         self.last_version: int | None = None
+        self._metadata: dict[str, Any] | None = None  # the last metadata() answer (lead axis)
 
     def _spec(self, spec: Any) -> None:
         spec.name = self.model_name
@@ -62,30 +63,64 @@ class SoilcastClient:
             req.inputs[name].CopyFrom(from_ndarray(np.asarray(array, np.float32)))
         return req
 
-    def predict(self, meteo: np.ndarray, **extra: np.ndarray) -> np.ndarray:
-        """Soil moisture [batch, H, W] for ``meteo`` [batch, L, H, W, C] (a single window
-        [L, H, W, C] gets a batch axis added and removed)."""
+    def _predict(self, meteo: np.ndarray, extra: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], bool]:
+        """serving_default's outputs by name for a batch (or one window: batch axis added,
+        reported as ``single`` so the caller removes it again)."""
         single = np.ndim(meteo) == 4
         if single:
             meteo = np.asarray(meteo)[None]
             extra = {k: np.asarray(v)[None] for k, v in extra.items()}
         resp = self.predictions.Predict(self.predict_request(meteo, **extra), timeout=self.timeout)
         self.last_version = resp.model_spec.version.value
-        y = to_ndarray(resp.outputs[OUTPUT])
+        return {name: to_ndarray(t) for name, t in resp.outputs.items()}, single
+
+    def predict(self, meteo: np.ndarray, **extra: np.ndarray) -> np.ndarray:
+        """Soil moisture [batch, H, W] for ``meteo`` [batch, L, H, W, C] (a single window
+        [L, H, W, C] gets a batch axis added and removed): the FIRST lead, which every
+        version answers, so clients written for one-lead models keep working."""
+        out, single = self._predict(meteo, extra)
+        y = out[OUTPUT]
         return y[0] if single else y
+
+    def predict_by_lead(self, meteo: np.ndarray, **extra: np.ndarray) -> np.ndarray:
+        """Soil moisture of every lead [batch, K, H, W] (K = the metadata's ``leads``; a
+        single window gives [K, H, W]). A version exported before the lead axis answers only
+        ``soil_moisture``: it comes back with a lead axis of length 1, so callers need one path."""
+        out, single = self._predict(meteo, extra)
+        y = out[OUTPUT_BY_LEAD] if OUTPUT_BY_LEAD in out else out[OUTPUT][:, None]
+        return y[0] if single else y
+
+    def leads(self) -> list[int]:
+        """The served version's lead days (``[lead_days]`` for an export before the lead axis);
+        asks the server only when ``metadata()`` was not called yet."""
+        return leads_of(self._metadata if self._metadata is not None else self.metadata())
 
     def predict_products(self, meteo: np.ndarray, valid_day_of_year: Any,
                          outputs: tuple[str, ...] = (), **extra: np.ndarray) -> dict[str, np.ndarray]:
-        """``forecast_products`` for ``meteo`` [batch, L, H, W, C] and the valid days
-        (0-based, leap calendar; one per window): soil moisture, basin means, anomaly,
-        percentile and drought class as computed in the served graph (``outputs``: a filter)."""
+        """``forecast_products`` for ``meteo`` [batch, L, H, W, C] and each lead's valid day
+        (0-based, leap calendar, :func:`soilcast.contract.calendar_bin`): soil moisture, basin
+        means, anomaly, percentile and drought class as computed in the served graph
+        (``outputs``: a filter). ``valid_day_of_year`` goes out in the shape the served version
+        takes: [batch, K] when its metadata has ``leads`` (outputs then carry K), [batch] for
+        an export from before the lead axis; anything else is refused here, naming both."""
         req = self.predict_request(meteo, **extra)
         req.model_spec.signature_name = PRODUCTS_SIGNATURE
-        req.inputs[VALID_DOY].CopyFrom(from_ndarray(np.asarray(valid_day_of_year, np.int32).reshape(-1)))
+        doy = self._valid_days(np.asarray(valid_day_of_year, np.int32), int(np.shape(meteo)[0]))
+        req.inputs[VALID_DOY].CopyFrom(from_ndarray(doy))
         req.output_filter.extend(outputs)
         resp = self.predictions.Predict(req, timeout=self.timeout)
         self.last_version = resp.model_spec.version.value
         return {name: to_ndarray(t) for name, t in resp.outputs.items()}
+
+    def _valid_days(self, doy: np.ndarray, batch: int) -> np.ndarray:
+        """``doy`` as [batch, K] (lead axis served) or [batch] (export before the lead axis)."""
+        meta = self._metadata if self._metadata is not None else self.metadata()
+        leads = leads_of(meta)
+        want = (batch, len(leads)) if LEADS in meta else (batch,)
+        if doy.size != int(np.prod(want)):
+            raise ValueError(f"{VALID_DOY} has shape {list(doy.shape)}; served version "
+                             f"{meta.get('served_version')} forecasts leads {leads}: expected {list(want)}")
+        return doy.reshape(want)
 
     def metadata(self) -> dict[str, Any]:
         """The served version's soilcast metadata (grid, variables, units, ...) + version."""
@@ -98,6 +133,7 @@ class SoilcastClient:
         resp.metadata["soilcast_metadata"].Unpack(text)
         out = json.loads(text.value)
         out["served_version"] = resp.model_spec.version.value
+        self._metadata = out
         return out
 
     def signature(self, name: str = SIGNATURE) -> dict[str, Any]:
