@@ -1,9 +1,11 @@
-"""``soilcast hindcast``: every day of a period through the running gateway, batched, scored.
+"""``soilcast hindcast``: every day of a period through the running gateway, batched, every lead scored.
 
-The archive must hold, day by day, exactly what a single-window Predict returns (so the
-batching cuts and re-joins windows correctly), and the scores must be the metrics computed
-here from the archive's own arrays and from the store (persistence = Y[t], climatology of
-the training years).
+The archive must hold, for each valid day and lead, exactly what a single-window Predict of
+the window ending ``lead`` days earlier returns (so the batching and the re-indexing onto
+valid days are right), and the scores must be the metrics computed here from the archive's
+own arrays and from the store (persistence = Y[v - k], climatology of the training years),
+at every lead, with the columns of the metric registry. A version exported before the lead
+axis is hindcast at its one lead.
 """
 
 from __future__ import annotations
@@ -21,87 +23,122 @@ from soilcast.cli import app
 from soilcast.config import save_config
 from soilcast.data.store import open_tensors
 from soilcast.evaluation import metrics
-from soilcast.ml.models.references import Climatology
-from soilcast.serving.hindcast import batch_size
+from soilcast.ml.models.references import Climatology, references
+from soilcast.serving.hindcast import COLUMNS, batch_size
 from soilcast.testing.config import tiny_config
 from soilcast.testing.serving import client, gateway
-from tests.serving.test_forecast import publish_standin
+from soilcast.testing.standin import write_standin
 
 
-@pytest.fixture
-def served(tmp_path):
+def served_store(tmp_path, leads):
     """A 1 MB message limit: ~10 windows per request, so a season takes many requests."""
     from soilcast.testing.synthetic import write_synthetic_store
 
     cfg = tiny_config(tmp_path, {"serving": {"max_message_mb": 1}})
     write_synthetic_store(cfg)
     t = open_tensors(cfg.paths.processed)
-    publish_standin(cfg, t)
+    write_standin(cfg.paths.models_dir / "1", seq_len=cfg.window.seq_len, lat=t.lat, lon=t.lon, mask=t.mask,
+                  variables=t.variables, units=t.attrs["units"], psi_bins=cfg.serving.psi_bins,
+                  leads=leads(cfg) if leads else None)
     params = tmp_path / "params.yaml"
     save_config(cfg, params)
     return cfg, t, params
 
 
-def test_hindcast_archive_and_scores(served):
+@pytest.fixture
+def served(tmp_path):
+    return served_store(tmp_path, lambda cfg: list(cfg.window.leads))
+
+
+def hindcast(gw, params, start, end):
+    return CliRunner().invoke(app, ["hindcast", "--server", gw.target, "--start", start, "--end", end,
+                                    "--params", str(params)])
+
+
+def test_hindcast_archive_and_scores_at_every_lead(served):
     cfg, t, params = served
+    leads = list(cfg.window.leads)
+    K, L = len(leads), cfg.window.seq_len
+    checks = [("2013-06-01", 0), ("2013-07-04", 3), ("2013-09-30", K - 1)]  # (valid day, lead index)
     with gateway(cfg) as gw:
-        run = CliRunner().invoke(app, ["hindcast", "--server", gw.target, "--start", "2013-06-01",
-                                       "--end", "2013-09-30", "--params", str(params)])
+        run = hindcast(gw, params, "2013-06-01", "2013-09-30")
         with client(gw) as c:
-            singles = {day: c.predict(t.X[i - 6 : i + 1])
-                       for day in ("2013-06-01", "2013-07-04", "2013-09-30")
-                       for i in [t.time.get_loc(pd.Timestamp(day) - pd.Timedelta(days=1))]}
+            singles = {(day, k): c.predict_by_lead(t.X[i - L + 1 : i + 1][None])[0, k] for day, k in checks
+                       for i in [t.time.get_loc(pd.Timestamp(day) - pd.Timedelta(days=leads[k]))]}
     assert run.exit_code == 0, run.output
     out = cfg.paths.artifacts_dir / "hindcast" / "2013-06-01_2013-09-30"
     summary = json.loads((out / "scores.json").read_text())
-    batch = batch_size(cfg.window.seq_len, t.mask.shape, 7, 1)
-    assert 1 < batch < 122 and summary["n_requests"] == math.ceil(122 / batch) and summary["n_days"] == 122
+    n_inits = 122 + leads[-1] - leads[0]  # windows ending 2013-05-25 .. 2013-09-29, each forecast once
+    batch = batch_size(L, t.mask.shape, 7, 1)
+    assert 1 < batch < n_inits and summary["n_windows"] == n_inits
+    assert summary["n_requests"] == math.ceil(n_inits / batch) and summary["n_days"] == 122
+    assert summary["leads"] == leads and summary["init_period"] == ["2013-05-25", "2013-09-29"]
 
     ds = xr.open_dataset(out / "hindcast.nc")
-    assert ds.attrs["Conventions"] == "CF-1.8" and ds.sizes["time"] == 122
-    assert str(ds["time"].values[0])[:10] == "2013-06-01" and str(ds["forecast_reference_time"].values[0])[:10] == "2013-05-31"
-    for day, y in singles.items():
-        np.testing.assert_array_equal(ds["soil_moisture"].sel(time=day).values, y, err_msg=day)
+    assert ds.attrs["Conventions"] == "CF-1.8" and ds.sizes["time"] == 122 and ds.sizes["lead_time"] == K
+    assert ds["soil_moisture"].dims == ("time", "lead_time", "lat", "lon")
+    assert ds["lead_time"].attrs["standard_name"] == "forecast_period"
+    assert list(ds["lead_time"].values.astype("timedelta64[D]").astype(int)) == leads
+    assert str(ds["forecast_reference_time"].values[0, -1])[:10] == "2013-05-25"
+    for (day, k), y in singles.items():
+        np.testing.assert_array_equal(ds["soil_moisture"].sel(time=day).values[k], y, err_msg=f"{day} lead {leads[k]}")
 
     valid = pd.date_range("2013-06-01", "2013-09-30")
     idx = t.time.get_indexer(valid)
     obs, pred = t.Y[idx, ..., 0], ds["soil_moisture"].values
-    pers = t.Y[idx - 1, ..., 0]
     clim = Climatology.from_config(cfg, t.Y, t.time).predict(valid)
     np.testing.assert_array_equal(ds["observed"].values, obs)
     w = metrics.area_weights(t.lat, t.mask)
     scores = summary["scores"]
-    assert set(scores) == {"standin v1", "persistence", "climatology"}
-    served_overall = scores["standin v1"]["overall"]
-    assert served_overall["rmse"] == pytest.approx(metrics.rmse(obs, pred, w), rel=1e-6)
-    assert served_overall["skill_vs_persistence"] == pytest.approx(metrics.skill_score(obs, pred, pers, w), rel=1e-6)
-    assert scores["persistence"]["overall"]["rmse"] == pytest.approx(metrics.rmse(obs, pers, w), rel=1e-6)
-    assert scores["climatology"]["overall"]["rmse"] == pytest.approx(metrics.rmse(obs, clim, w), rel=1e-5)
+    assert set(scores) == {"standin v1", *references()}
+    for k, lead in enumerate(leads):
+        pers = t.Y[idx - lead, ..., 0]
+        s = scores["standin v1"]["overall"][str(lead)]
+        assert s["rmse"] == pytest.approx(metrics.rmse(obs, pred[:, k], w), rel=1e-6)
+        assert s["skill_vs_persistence"] == pytest.approx(metrics.skill_score(obs, pred[:, k], pers, w), rel=1e-6)
+        assert scores["persistence"]["overall"][str(lead)]["rmse"] == pytest.approx(metrics.rmse(obs, pers, w), rel=1e-6)
+        assert scores["climatology"]["overall"][str(lead)]["rmse"] == pytest.approx(metrics.rmse(obs, clim, w), rel=1e-5)
+        np.testing.assert_array_equal(ds["persistence"].values[:, k], np.where(t.mask, pers, np.nan))
     west = w * (t.basin_id == 1)
-    assert scores["standin v1"]["basins"]["West"]["mae"] == pytest.approx(metrics.mae(obs, pred, west), rel=1e-6)
-    assert scores["persistence"]["seasons"]["rest"]["n"] == 0  # JJAS only
+    assert scores["standin v1"]["basins"]["West"]["7"]["mae"] == pytest.approx(
+        metrics.mae(obs, pred[:, leads.index(7)], west), rel=1e-6)
+    assert scores["persistence"]["seasons"]["rest"]["1"]["n"] == 0  # JJAS only
 
     table = (out / "scores.md").read_text()
+    header = next(line for line in table.splitlines() if line.startswith("| scope"))
+    assert header.split(" | ")[4:] == [*COLUMNS[:-1], COLUMNS[-1] + " |"]
+    assert list(COLUMNS) == [n for n, m in metrics.METRICS.items() if m.leaderboard]  # the registry's
     assert "season monsoon_jjas" in table and "season rest" not in table and "basin East" in table
-    assert f"| overall | standin v1 | {served_overall['n']} | {served_overall['rmse']:.4f} |" in table
+    s7 = scores["standin v1"]["overall"]["7"]
+    assert f"| overall | standin v1 | 7 | {s7['n']} | {s7['rmse']:.4f} |" in table
+    rows = [line for line in table.splitlines() if line.startswith("| overall |")]
+    assert len(rows) == len(scores) * K  # one row per model x lead
     assert table.strip() in run.output
+
+
+def test_a_version_from_before_the_lead_axis_is_hindcast_at_its_one_lead(tmp_path):
+    cfg, t, params = served_store(tmp_path, None)
+    with gateway(cfg) as gw:
+        run = hindcast(gw, params, "2013-06-01", "2013-06-30")
+        early = hindcast(gw, params, "2010-01-02", "2010-02-01")
+    assert run.exit_code == 0, run.output
+    summary = json.loads((cfg.paths.artifacts_dir / "hindcast" / "2013-06-01_2013-06-30" / "scores.json").read_text())
+    assert summary["leads"] == [1] and summary["n_windows"] == 30
+    assert all(list(s["overall"]) == ["1"] for s in summary["scores"].values())
+    assert early.exit_code == 1 and "valid days must lie in 2010-01-08..2013-12-31" in early.output, early.output
 
 
 def test_hindcast_refuses_days_without_history_or_observation(served):
     cfg, t, params = served
     with gateway(cfg) as gw:
-        late = CliRunner().invoke(app, ["hindcast", "--server", gw.target, "--start", "2013-12-01",
-                                        "--end", "2014-01-05", "--params", str(params)])
-        early = CliRunner().invoke(app, ["hindcast", "--server", gw.target, "--start", "2010-01-02",
-                                         "--end", "2010-02-01", "--params", str(params)])
-    for run in (late, early):
-        assert run.exit_code == 1 and "valid days must lie in 2010-01-08..2013-12-31" in run.output, run.output
+        late = hindcast(gw, params, "2013-12-01", "2014-01-05")
+        early = hindcast(gw, params, "2010-01-02", "2010-02-01")
+    for run in (late, early):  # the last lead (7 days) needs a week more history than lead 1
+        assert run.exit_code == 1 and "valid days must lie in 2010-01-14..2013-12-31" in run.output, run.output
 
 
 def test_requests_never_exceed_the_gateways_batch_limit():
     """A demo-sized message limit holds 122 windows; the gateway takes serving.max_batch."""
-    from soilcast.serving.hindcast import batch_size
-
     assert batch_size(7, (31, 31), 8, 64) > 64
     assert batch_size(7, (31, 31), 8, 64, max_batch=64) == 64
     assert batch_size(7, (31, 31), 8, 1, max_batch=64) == batch_size(7, (31, 31), 8, 1)
