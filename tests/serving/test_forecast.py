@@ -1,8 +1,10 @@
-"""``soilcast forecast``: the latest (or any) day through a running gateway, four products.
+"""``soilcast forecast``: the latest (or any) day through a running gateway, every lead, four products.
 
 Every product is checked against the gateway's own answer for the same window (a direct
-Predict) and against values computed here independently: the area-weighted basin mean and
-the training-years climatology of the valid day.
+Predict) and against values computed here independently: the area-weighted basin mean, the
+training-years climatology of each valid day and the basin percentile among training days.
+A version exported before the lead axis (one field, ``lead_days: 1``) still forecasts, as
+one lead.
 """
 
 from __future__ import annotations
@@ -20,19 +22,23 @@ from soilcast.cli import app
 from soilcast.config import save_config
 from soilcast.data.store import open_tensors
 from soilcast.ml.models.references import Climatology
+from soilcast.serving.forecast import basin_climate_range
 from soilcast.testing.serving import client, gateway
 from soilcast.testing.standin import write_standin
 
 
-def publish_standin(cfg, t) -> None:
+def publish_standin(cfg, t, leads=None) -> None:
+    """A stand-in version 1: with ``leads`` the lead axis, without it an export from before it."""
     write_standin(cfg.paths.models_dir / "1", seq_len=cfg.window.seq_len, lat=t.lat, lon=t.lon,
-                  mask=t.mask, variables=t.variables, units=t.attrs["units"], psi_bins=cfg.serving.psi_bins)
+                  mask=t.mask, variables=t.variables, units=t.attrs["units"], psi_bins=cfg.serving.psi_bins,
+                  leads=leads)
 
 
 def direct_predict(gw, cfg, t, init: str) -> np.ndarray:
+    """The served forecast [K, H, W] of the window ending ``init`` (K = 1 for an old version)."""
     i = t.time.get_loc(pd.Timestamp(init))
     with client(gw) as c:
-        return c.predict(t.X[i - cfg.window.seq_len + 1 : i + 1])
+        return c.predict_by_lead(t.X[i - cfg.window.seq_len + 1 : i + 1][None])[0]
 
 
 def weighted_basin_mean(field: np.ndarray, t, basin: int) -> float:
@@ -41,10 +47,10 @@ def weighted_basin_mean(field: np.ndarray, t, basin: int) -> float:
     return float(np.sum(w[ok] * field[ok]) / np.sum(w[ok]))
 
 
-def forecast_latest(cfg, t, tmp_path, last_day: str):
+def forecast_latest(cfg, t, tmp_path, last_day: str, leads=None):
     """`soilcast forecast --date latest` against a stand-in gateway, and a direct Predict of
     the window ending ``last_day`` for comparison."""
-    publish_standin(cfg, t)
+    publish_standin(cfg, t, leads)
     params = tmp_path / "params.yaml"
     save_config(cfg, params)
     with gateway(cfg) as gw:
@@ -53,42 +59,103 @@ def forecast_latest(cfg, t, tmp_path, last_day: str):
     return run, direct
 
 
-def test_forecast_latest_writes_netcdf_geotiff_csv_map(tiny_cfg, synthetic_store, tmp_path):
+def basin_range_by_hand(cfg, t, basin: int, valid: str) -> tuple[float, float]:
+    """10 and 90 % of the training days' basin means within window_days // 2 of the valid
+    day's calendar day (a plain loop over days)."""
+    from soilcast.contract import calendar_bin
+
+    day = calendar_bin(pd.DatetimeIndex([valid]))[0]
+    half, values = cfg.climatology.window_days // 2, []
+    for i, when in enumerate(t.time):
+        if cfg.split.train_years[0] <= when.year <= cfg.split.train_years[1]:
+            d = abs(int(calendar_bin(pd.DatetimeIndex([when]))[0]) - day)
+            if min(d, 366 - d) <= half:
+                values.append(weighted_basin_mean(t.Y[i, ..., 0], t, basin))
+    lo, hi = np.quantile(values, [0.1, 0.9])
+    return float(lo), float(hi)
+
+
+def test_forecast_latest_writes_every_lead_into_netcdf_geotiff_csv_figure(tiny_cfg, synthetic_store, tmp_path):
     import rasterio
 
     cfg, t = tiny_cfg, open_tensors(synthetic_store)
-    run, direct = forecast_latest(cfg, t, tmp_path, "2013-12-31")
+    leads = list(cfg.window.leads)
+    K = len(leads)
+    assert K > 1
+    run, direct = forecast_latest(cfg, t, tmp_path, "2013-12-31", leads)
     assert run.exit_code == 0, run.output
-    assert "init 2013-12-31 valid 2014-01-01" in run.output
+    assert direct.shape == (K, *t.mask.shape)
+    valid = [str(dt.date(2013, 12, 31) + dt.timedelta(days=k)) for k in leads]
+    assert f"init 2013-12-31, leads {', '.join(map(str, leads))} d, valid 2014-01-01..{valid[-1]}" in run.output
     out = cfg.paths.artifacts_dir / "forecasts" / "2013-12-31"
+    assert f"forecast files in {out}" in run.output
     assert sorted(p.name for p in out.iterdir()) == ["forecast.csv", "forecast.nc", "forecast.png", "forecast.tif"]
 
-    clim = Climatology.from_config(cfg, t.Y, t.time).predict(pd.DatetimeIndex(["2014-01-01"]))[0]
+    clim = Climatology.from_config(cfg, t.Y, t.time).predict(pd.DatetimeIndex(valid))  # [K, H, W]
     ds = xr.open_dataset(out / "forecast.nc")
     assert ds.attrs["Conventions"] == "CF-1.8" and ds["crs"].attrs["grid_mapping_name"] == "latitude_longitude"
     sm = ds["soil_moisture"]
-    assert sm.attrs["standard_name"] == "volume_fraction_of_condensed_water_in_soil" and sm.attrs["grid_mapping"] == "crs"
-    assert str(ds["time"].values[0])[:10] == "2014-01-01" and float(ds["forecast_period"]) == 1.0
-    np.testing.assert_array_equal(sm.values[0], direct)
-    np.testing.assert_allclose(ds["soil_moisture_anomaly"].values[0], direct - clim, rtol=1e-6, equal_nan=True)
+    assert sm.dims == ("lead_time", "lat", "lon") and sm.attrs["grid_mapping"] == "crs"
+    assert sm.attrs["standard_name"] == "volume_fraction_of_condensed_water_in_soil"
+    assert ds["lead_time"].attrs["standard_name"] == "forecast_period"
+    assert list(ds["lead_time"].values.astype("timedelta64[D]").astype(int)) == leads
+    assert ds["valid_time"].dims == ("lead_time",) and ds["valid_time"].attrs["standard_name"] == "time"
+    assert [str(v)[:10] for v in ds["valid_time"].values] == valid
+    assert str(ds["forecast_reference_time"].values)[:10] == "2013-12-31"
+    np.testing.assert_array_equal(sm.values, direct)
+    np.testing.assert_allclose(ds["soil_moisture_anomaly"].values, direct - clim, rtol=1e-6, equal_nan=True)
+    assert not np.allclose(sm.values[0][t.mask], sm.values[-1][t.mask])  # the leads differ
 
     with rasterio.open(out / "forecast.tif") as tif:
-        assert tif.crs.to_epsg() == 4326 and tif.count == 2 and tif.transform.e < 0  # north-up
-        assert tif.descriptions == ("soil_moisture", "soil_moisture_anomaly")
-        np.testing.assert_array_equal(tif.read(1), direct[::-1])
+        assert tif.crs.to_epsg() == 4326 and tif.count == 2 * K and tif.transform.e < 0  # north-up
+        assert tif.descriptions[0] == "soil_moisture lead 1 d valid 2014-01-01"
+        assert tif.descriptions[K - 1] == f"soil_moisture lead {leads[-1]} d valid {valid[-1]}"
+        assert tif.descriptions[K].startswith("soil_moisture_anomaly lead 1 d")
+        for k in range(K):
+            np.testing.assert_array_equal(tif.read(k + 1), direct[k][::-1])
         left, top = tif.transform * (0, 0)
         assert (left, top) == pytest.approx((t.lon[0] - 1.0, t.lat[-1] + 1.0))  # 2-degree cells
 
     table = pd.read_csv(out / "forecast.csv")
-    assert list(table.columns[:6]) == ["basin_id", "basin", "cells", "soil_moisture", "climatology", "anomaly"]
-    assert table["basin"].tolist() == ["West", "East"] and table["valid"].tolist() == ["2014-01-01"] * 2
+    assert list(table.columns) == ["basin_id", "basin", "init_date", "lead_days", "valid_date", "soil_moisture",
+                                   "climatology", "anomaly", "percentile", "drought_class"]
+    assert len(table) == 2 * K and table["basin"].unique().tolist() == ["West", "East"]
+    assert table[table["basin"] == "East"]["valid_date"].tolist() == valid
+    assert (table["init_date"] == "2013-12-31").all()
     for row in table.itertuples():
-        assert row.soil_moisture == pytest.approx(weighted_basin_mean(direct, t, row.basin_id), abs=1e-6)
-        assert row.climatology == pytest.approx(weighted_basin_mean(clim, t, row.basin_id), abs=1e-6)
-        assert row.anomaly == pytest.approx(row.soil_moisture - row.climatology, abs=1e-6)
-        assert row.cells == int((t.basin_id == row.basin_id).sum())
+        k = leads.index(row.lead_days)
+        assert row.valid_date == valid[k]
+        assert row.soil_moisture == pytest.approx(weighted_basin_mean(direct[k], t, row.basin_id), abs=1e-6)
+        assert row.climatology == pytest.approx(weighted_basin_mean(clim[k], t, row.basin_id), abs=1e-6)
+        assert row.anomaly == pytest.approx(row.soil_moisture - row.climatology, abs=2e-6)  # CSV: 6 decimals
         assert f"{row.soil_moisture:.4f}" in run.output and f"{row.anomaly:.4f}" in run.output
-    assert (out / "forecast.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert table["percentile"].isna().all() and table["drought_class"].isna().all()  # no served products
+    for k, day in zip(leads, valid):
+        assert f"lead {k} day(s), valid {day}:" in run.output  # one basin table per lead
+    band = basin_climate_range(cfg, t, [dt.date.fromisoformat(v) for v in valid])  # the figure's band
+    assert band.shape == (2, K, 2)
+    for j, basin in enumerate((1, 2)):
+        for k in (0, K - 1):
+            assert tuple(band[j, k]) == pytest.approx(basin_range_by_hand(cfg, t, basin, valid[k]), abs=1e-9)
+    png = (out / "forecast.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+    assert width > 1.5 * height  # the maps side by side
+
+
+def test_an_export_from_before_the_lead_axis_still_forecasts_one_lead(tiny_cfg, synthetic_store, tmp_path):
+    """An old version (only ``soil_moisture``, metadata ``lead_days: 1``): one lead everywhere."""
+    cfg, t = tiny_cfg, open_tensors(synthetic_store)
+    run, direct = forecast_latest(cfg, t, tmp_path, "2013-12-31")
+    assert run.exit_code == 0, run.output
+    assert direct.shape == (1, *t.mask.shape)
+    assert "init 2013-12-31, leads 1 d, valid 2014-01-01..2014-01-01" in run.output
+    out = cfg.paths.artifacts_dir / "forecasts" / "2013-12-31"
+    ds = xr.open_dataset(out / "forecast.nc")
+    assert ds.sizes["lead_time"] == 1 and str(ds["valid_time"].values[0])[:10] == "2014-01-01"
+    np.testing.assert_array_equal(ds["soil_moisture"].values, direct)
+    table = pd.read_csv(out / "forecast.csv")
+    assert table["lead_days"].tolist() == [1, 1] and table["valid_date"].tolist() == ["2014-01-01"] * 2
 
 
 def test_forecast_any_day_outputs_by_suffix_and_errors(tiny_cfg, synthetic_store, tmp_path):
@@ -107,7 +174,7 @@ def test_forecast_any_day_outputs_by_suffix_and_errors(tiny_cfg, synthetic_store
         direct = direct_predict(gw, cfg, t, "2012-07-15")
     assert run.exit_code == 0, run.output
     assert sorted(p.name for p in tmp_path.iterdir() if p.stem == "x") == ["x.csv", "x.tiff"]
-    assert pd.read_csv(csv)["soil_moisture"].iloc[0] == pytest.approx(weighted_basin_mean(direct, t, 1), abs=1e-6)
+    assert pd.read_csv(csv)["soil_moisture"].iloc[0] == pytest.approx(weighted_basin_mean(direct[0], t, 1), abs=1e-6)
     assert typo.exit_code == 1 and "expected YYYY-MM-DD or 'latest'" in typo.output
     assert late.exit_code == 1 and "not in the store (2010-01-01..2013-12-31)" in late.output
     assert bad.exit_code == 1 and "x.grib" in bad.output
@@ -128,7 +195,8 @@ def test_without_training_years_no_anomaly(tiny_cfg, synthetic_store, tmp_path):
     publish_standin(cfg, t)
     with gateway(cfg) as gw:
         result = run_forecast(cfg, gw.target, "latest", [tmp_path / "f.nc", tmp_path / "f.tif", tmp_path / "f.csv"])
-    assert result["basins"][0]["anomaly"] is None and "n/a" in result["table"]
+    assert result["basins"][0]["anomaly"] is None and result["basins"][0]["percentile"] is None
+    assert "n/a" in result["table"]
     assert "soil_moisture_anomaly" not in xr.open_dataset(tmp_path / "f.nc")
     with rasterio.open(tmp_path / "f.tif") as tif:
         assert tif.count == 1
@@ -148,8 +216,8 @@ def test_forecast_latest_after_ingest(prepared_tiny, tmp_path):
     t = open_tensors(cfg.paths.processed)
     run, direct = forecast_latest(cfg, t, tmp_path, "2014-01-30")
     assert run.exit_code == 0, run.output
-    assert "init 2014-01-30 valid 2014-01-31" in run.output
+    assert "init 2014-01-30, leads 1 d, valid 2014-01-31" in run.output
     nc = xr.open_dataset(cfg.paths.artifacts_dir / "forecasts" / "2014-01-30" / "forecast.nc")
-    np.testing.assert_array_equal(nc["soil_moisture"].values[0], direct)
+    np.testing.assert_array_equal(nc["soil_moisture"].values, direct)
     names = t.attrs["basin_names"]
     assert all(name in run.output for name in names.values())
