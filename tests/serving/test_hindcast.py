@@ -23,7 +23,7 @@ from soilcast.cli import app
 from soilcast.config import save_config
 from soilcast.data.store import open_tensors
 from soilcast.evaluation import metrics
-from soilcast.ml.models.references import Climatology, references
+from soilcast.ml.models.references import Climatology, benchmark_names, references
 from soilcast.serving.hindcast import COLUMNS, batch_size
 from soilcast.testing.config import tiny_config
 from soilcast.testing.serving import client, gateway
@@ -104,7 +104,18 @@ def test_hindcast_archive_and_scores_at_every_lead(served):
         metrics.mae(obs, pred[:, leads.index(7)], west), rel=1e-6)
     assert scores["persistence"]["seasons"]["rest"]["1"]["n"] == 0  # JJAS only
 
+    for lead in map(str, leads):  # the skill against the best benchmark reference on this period, by hand
+        mse = {n: scores[n]["overall"][lead]["mse"] for n in benchmark_names()}
+        best = min(mse, key=mse.get)
+        assert summary["best_reference"][lead] == best
+        assert summary["skill_vs_best_reference"]["standin v1"][lead] == pytest.approx(
+            1 - scores["standin v1"]["overall"][lead]["mse"] / mse[best], rel=1e-9)
+        assert summary["skill_vs_best_reference"][best][lead] == 0.0
+
     table = (out / "scores.md").read_text()
+    skill1 = summary["skill_vs_best_reference"]["standin v1"]["1"]
+    assert "| model | " + " | ".join(f"lead {k}" for k in leads) + " |" in table
+    assert f"| standin v1 | {skill1:.4f} |" in table
     header = next(line for line in table.splitlines() if line.startswith("| scope"))
     assert header.split(" | ")[4:] == [*COLUMNS[:-1], COLUMNS[-1] + " |"]
     assert list(COLUMNS) == [n for n, m in metrics.METRICS.items() if m.leaderboard]  # the registry's

@@ -164,9 +164,42 @@ def _cell(value: Any) -> str:
     return "n/a" if value is None else f"{value:.4f}"
 
 
+def skill_vs_best_reference(scores: dict[str, Any]) -> tuple[dict[str, str], dict[str, dict[str, float | None]]]:
+    """(per lead key the benchmark reference with the lowest overall MSE on THIS period,
+    every model's MSE skill against it per lead). The question a hindcast answers at a
+    glance: at which leads does the served model beat the best simple forecast? (The gate
+    chooses the best reference on the validation years; here the period itself decides.)"""
+    import math
+
+    from soilcast.evaluation.leads import skill_against
+    from soilcast.ml.models.references import benchmark_names
+
+    bench = [n for n in benchmark_names() if n in scores]
+    best: dict[str, str] = {}
+    for key in next(iter(scores.values()))["overall"]:
+        mse = {n: scores[n]["overall"][key].get("mse") for n in bench}
+        finite = {n: v for n, v in mse.items() if v is not None and math.isfinite(v)}
+        if finite:
+            best[key] = min(finite, key=lambda n: (finite[n], n))
+    skill = {name: {key: skill_against({key: s["overall"][key]}, {key: scores[ref]["overall"][key]})[key]
+                    for key, ref in best.items()} for name, s in scores.items()}
+    return best, skill
+
+
+def _skill_section(scores: dict[str, Any]) -> list[str]:
+    best, skill = skill_vs_best_reference(scores)
+    keys = list(best)
+    lines = ["## MSE skill vs the best reference at each lead", "",
+             "Best reference on this period: " + ", ".join(f"lead {k}: {best[k]}" for k in keys) + ".", "",
+             "| model | " + " | ".join(f"lead {k}" for k in keys) + " |", "|---|" + "---|" * len(keys)]
+    lines += [f"| {name} | " + " | ".join(_cell(skill[name][k]) for k in keys) + " |" for name in scores]
+    return lines + [""]
+
+
 def score_table(scores: dict[str, Any], period: str) -> str:
-    """Markdown: per scope (overall, each season with data, each basin) one row per model and
-    lead; the columns are the leaderboard metrics of the registry."""
+    """Markdown: the skill against the best reference at each lead, then per scope (overall,
+    each season with data, each basin) one row per model and lead; the columns are the
+    leaderboard metrics of the registry."""
     names = list(scores)
     first = scores[names[0]]
     leads = list(first["overall"])
@@ -177,8 +210,10 @@ def score_table(scores: dict[str, Any], period: str) -> str:
     lines = [f"# Hindcast scores, valid {period}", "",
              "Area-weighted (cos latitude) over basin-mask cells, against the store's observed soil moisture; "
              "lead k = forecast issued k days before the valid day (every lead scored on the same valid days); "
-             "skill = 1 - MSE/MSE_reference at the same lead; acc against the training-years climatology.", "",
-             "| scope | model | lead | n | " + " | ".join(COLUMNS) + " |", "|---|---|---|---|" + "---|" * len(COLUMNS)]
+             "skill = 1 - MSE/MSE_reference at the same lead; acc against the training-years climatology.", ""]
+    lines += _skill_section(scores)
+    lines += ["## Every metric by lead", "",
+              "| scope | model | lead | n | " + " | ".join(COLUMNS) + " |", "|---|---|---|---|" + "---|" * len(COLUMNS)]
     for label, pick in scopes:
         for name in names:
             for lead, m in pick(scores[name]).items():
@@ -226,6 +261,7 @@ def run_hindcast(cfg: Any, layout: Any, server: str, start: dt.date, end: dt.dat
                "init_period": [str(t.time[inits[0]].date()), str(t.time[inits[-1]].date())],
                "n_days": len(fcs[label].valid), "n_windows": int(len(inits)),
                "n_requests": counter.n_requests, "batch_size": batch, "scores": scores}
+    summary["best_reference"], summary["skill_vs_best_reference"] = skill_vs_best_reference(scores)
     archive = archive_dataset(fcs, label, t.lat, t.lon, version, long_names)
     files = write_outputs(layout, out_dir, start, end, archive, summary, table)
     return {**summary, "table": table, "files": files}
