@@ -21,16 +21,19 @@ from soilcast.testing.stages import export_blessed, export_json_path, run_dir
 
 
 def physical_stub(cfg: Config, mask: np.ndarray):
-    """meteo [b,L,H,W,7] -> [b,H,W]: a Dense over the time-mean channels, NaN outside mask."""
+    """meteo [b,L,H,W,7] -> [b,K,H,W] (K = ``window.leads``), as the trained physical model
+    answers: a Dense over the time-mean channels with one unit per lead (each lead's bias
+    differs, so a swapped or dropped lead axis shows), NaN outside the mask."""
     import keras
     from keras import ops
 
-    L, (H, W) = cfg.window.seq_len, cfg.grid.shape
+    L, (H, W), K = cfg.window.seq_len, cfg.grid.shape, cfg.window.n_leads
     meteo = keras.Input((L, H, W, len(cfg.variables)), name="meteo")
     x = keras.layers.Lambda(lambda t: ops.mean(ops.where(ops.isnan(t), 0.0, t), axis=1))(meteo)
-    x = keras.layers.Dense(1, kernel_initializer=keras.initializers.RandomNormal(stddev=1e-4, seed=1),
-                           bias_initializer=keras.initializers.Constant(0.2))(x)
-    y = keras.layers.Lambda(lambda t: ops.where(mask, t[..., 0], float("nan")))(x)
+    x = keras.layers.Dense(K, kernel_initializer=keras.initializers.RandomNormal(stddev=1e-4, seed=1),
+                           bias_initializer=lambda shape, dtype=None: ops.convert_to_tensor(
+                               0.2 + 0.01 * np.arange(shape[0]), dtype=dtype))(x)
+    y = keras.layers.Lambda(lambda t: ops.where(mask, ops.transpose(t, (0, 3, 1, 2)), float("nan")))(x)
     return keras.Model(meteo, y, name="stub")
 
 
@@ -44,24 +47,37 @@ def snapshot(root: Path) -> dict[str, bytes]:
     return out
 
 
+def by_lead(cfg: Config, block: dict) -> dict:
+    """``block`` at every lead of the config, keyed as the records key leads."""
+    return {str(k): {**block, "rmse": block["rmse"] + 0.001 * i} for i, k in enumerate(cfg.window.leads)}
+
+
 def bless(cfg: Config, blessed: bool = True, winner: str = "fc") -> None:
+    """metrics.json and blessing.json as evaluate and the gate write them (by lead)."""
+    from soilcast.records import Decision, Leaderboard
+
     ev = cfg.paths.artifacts_dir / "eval"
     ev.mkdir(parents=True, exist_ok=True)
-    overall = {"rmse": 0.02, "skill_vs_climatology": 0.4}
+    overall = by_lead(cfg, {"rmse": 0.02, "skill_vs_climatology": 0.4})
+    leads = list(cfg.window.leads)
 
     def scored(kind: str, block: dict) -> dict:
-        return {"status": "ok", "kind": kind, "n_windows": 4, "valid_period": ["2013-01-08", "2013-12-31"],
-                "overall": block, "seasons": {}, "basins": {}, "val": block}
+        return {"status": "ok", "kind": kind, "n_windows": 4, "leads": leads,
+                "init_period": ["2013-01-07", "2013-12-24"], "overall": block, "seasons": {}, "basins": {},
+                "val": block}
 
-    (ev / "metrics.json").write_text(json.dumps({
-        winner: scored("network", overall), "climatology": scored("reference", {"rmse": 0.03}),
-    }))
+    Leaderboard.from_json({
+        winner: scored("network", overall), "climatology": scored("reference", by_lead(cfg, {"rmse": 0.03})),
+    }).write(ev / "metrics.json")
     gate = cfg.paths.artifacts_dir / "gate"
     gate.mkdir(parents=True, exist_ok=True)
-    (gate / "blessing.json").write_text(json.dumps(
-        {"primary_metric": "rmse", "selected_on": "validation", "candidates": {winner: 0.02}, "winner": winner,
-         "thresholds": {}, "champion": None, "reasons": ["test"], "winner_score": 0.02,
-         "validation": overall, "test": overall, "blessed": blessed}))
+    skill = {str(k): 0.3 for k in leads}
+    Decision.from_json(
+        {"primary_metric": "rmse", "selected_on": "validation", "leads": leads,
+         "best_reference": {str(k): "climatology" for k in leads}, "candidates": {winner: 0.3}, "winner": winner,
+         "thresholds": {}, "champion": None, "reasons": ["test"], "winner_score": 0.3,
+         "skill_vs_best_reference": skill, "weakest_lead": leads[0],
+         "validation": overall, "test": overall, "blessed": blessed}).write(gate / "blessing.json")
     run = cfg.paths.artifacts_dir / "train" / winner
     run.mkdir(parents=True, exist_ok=True)
     (run / "model.keras").write_bytes(b"stand-in weights v1")  # fingerprinted by export
@@ -85,25 +101,41 @@ def exported(tmp_path_factory):
 
 
 def test_layout_metadata_and_drift_reference(exported):
+    from soilcast.records import BundleMetadata
+
     cfg, model, tensors, path, _ = exported
     assert path == cfg.paths.models_dir / "1" and (path / "saved_model.pb").is_file()
     extra = path / "assets.extra"
     meta = json.loads((extra / "soilcast_metadata.json").read_text())
     H, W = cfg.grid.shape
+    K = cfg.window.n_leads
     assert meta["model"] == "fc" and meta["version"] == 1 and meta["seq_len"] == cfg.window.seq_len
     assert meta["variables"] == cfg.variable_names and meta["units"]["soil_moisture"] == "m3/m3"
     assert len(meta["grid"]["lat"]) == H and np.array_equal(np.asarray(meta["mask"], bool), tensors.mask)
-    assert meta["test_metrics"]["rmse"] == 0.02 and meta["data_hashes"]
+    # the typed metadata: schema 2 carries the lead axis (and no longer the one-lead key)
+    typed = BundleMetadata.from_json(meta, str(extra / "soilcast_metadata.json"))
+    assert typed.schema_version == BundleMetadata.SCHEMA_VERSION == 2
+    assert typed.leads == meta["leads"] == list(cfg.window.leads) and K > 1 and "lead_days" not in meta
+    assert typed.to_json() == meta  # nothing written beside the typed keys
+    assert meta["output"]["soil_moisture"] == [None, H, W]
+    assert meta["output"]["soil_moisture_by_lead"] == [None, K, H, W]
+    assert meta["products"]["extra_input"]["valid_day_of_year"]["shape"] == [None, K]
+    assert sorted(meta["test_metrics"]) == sorted(str(k) for k in cfg.window.leads)
+    assert meta["test_metrics"]["1"]["rmse"] == 0.02 and meta["data_hashes"]
     drift = json.loads((extra / "drift_reference.json").read_text())
     for name in cfg.variable_names + ["prediction"]:
         d = drift[name] if name != "prediction" else drift["prediction"]["soil_moisture"]
         assert len(d["edges"]) == cfg.serving.psi_bins + 1 and np.all(np.diff(d["edges"]) >= 0)
         assert sum(d["proportions"]) == pytest.approx(1.0) and np.isfinite(d["mean"])
-    assert "SYNTHETIC" in (extra / "model_card.md").read_text()
+    card = (extra / "model_card.md").read_text()
+    assert "SYNTHETIC" in card and f"lead {cfg.window.leads[-1]}" in card
     record = json.loads(export_json_path(cfg).read_text())
     assert record["status"] == "exported" and record["version"] == 1
-    assert record["infra_validation"]["relative_error"] <= cfg.export.rtol_float32
-    assert record["infra_validation"]["wrong_shape_rejected"]
+    report = record["infra_validation"]
+    assert report["relative_error"] <= cfg.export.rtol_float32
+    assert sorted(report["relative_errors"]) == ["soil_moisture", "soil_moisture_by_lead"]  # every output checked
+    assert max(report["relative_errors"].values()) <= cfg.export.rtol_float32
+    assert report["wrong_shape_rejected"]
     assert versions.next_version(cfg.paths.models_dir) == 2
     assert not [p for p in cfg.paths.models_dir.parent.iterdir() if p.name.startswith(".staging")]
 
@@ -115,18 +147,31 @@ def _window(cfg, tensors, n=2):
 
 
 def test_served_output_equals_keras_model(exported):
+    """serving_default answers every lead as the Keras physical model does ([b, K, H, W]) and
+    the first lead alone as ``soil_moisture`` [b, H, W] (what one-lead clients read)."""
     import tensorflow as tf
+
+    from soilcast.records import BundleMetadata
 
     cfg, model, tensors, path, _ = exported
     loaded = tf.saved_model.load(str(path))
     x = _window(cfg, tensors)
-    got = loaded.signatures["serving_default"](meteo=tf.constant(x))["soil_moisture"].numpy()
+    out = {k: v.numpy() for k, v in loaded.signatures["serving_default"](meteo=tf.constant(x)).items()}
+    assert sorted(out) == ["soil_moisture", "soil_moisture_by_lead"]
     want = np.asarray(model(x))
-    assert got.dtype == np.float32 and got.shape == (2, *cfg.grid.shape)
-    assert np.array_equal(np.isnan(got), np.broadcast_to(~tensors.mask, got.shape))
-    np.testing.assert_allclose(got, want, rtol=cfg.export.rtol_float32)
+    K = cfg.window.n_leads
+    assert want.shape == (2, K, *cfg.grid.shape)
+    by_lead, first = out["soil_moisture_by_lead"], out["soil_moisture"]
+    assert by_lead.dtype == np.float32 and by_lead.shape == (2, K, *cfg.grid.shape)
+    assert first.dtype == np.float32 and first.shape == (2, *cfg.grid.shape)
+    assert np.array_equal(np.isnan(by_lead), np.broadcast_to(~tensors.mask, by_lead.shape))
+    np.testing.assert_allclose(by_lead, want, rtol=cfg.export.rtol_float32)
+    np.testing.assert_array_equal(first, by_lead[:, 0])
+    assert not np.allclose(by_lead[:, 0][:, tensors.mask], by_lead[:, -1][:, tensors.mask])  # leads differ
     meta = json.loads(loaded.signatures["metadata"]()["metadata"].numpy().decode())
     assert meta["version"] == 1 and meta["model"] == "fc"
+    typed = BundleMetadata.from_json(meta, "metadata signature")
+    assert typed.schema_version == 2 and typed.leads == list(cfg.window.leads)
 
 
 def test_signature_rejects_wrong_dtype_and_shape(exported):
@@ -144,6 +189,8 @@ def test_signature_rejects_wrong_dtype_and_shape(exported):
 
 
 def test_champion_rescoring_matches_in_memory_scores(exported):
+    """The gate's re-scoring of a served version equals scoring the Keras model in memory,
+    at every lead against that lead's valid day."""
     from soilcast.evaluation.metrics import all_metrics, area_weights
     from soilcast.ml.windows import split_ends, window_inputs
     from soilcast.testing.stages import score_savedmodel
@@ -151,10 +198,12 @@ def test_champion_rescoring_matches_in_memory_scores(exported):
     cfg, model, tensors, path, _ = exported
     ends = split_ends(cfg, tensors.time, "test")
     pred = np.asarray(model(window_inputs(cfg, tensors, ends, False)["meteo"]))
-    obs = tensors.Y[ends + cfg.window.lead_days, ..., 0]
-    want = all_metrics(obs, pred, area_weights(tensors.lat, tensors.mask))
     got = score_savedmodel(cfg, path, "test")
-    assert got["rmse"] == pytest.approx(want["rmse"], rel=1e-5) and got["n"] == want["n"]
+    assert list(got) == [str(k) for k in cfg.window.leads]
+    for i, k in enumerate(cfg.window.leads):
+        obs = tensors.Y[ends + k, ..., 0]
+        want = all_metrics(obs, pred[:, i], area_weights(tensors.lat, tensors.mask))
+        assert got[str(k)]["rmse"] == pytest.approx(want["rmse"], rel=1e-5) and got[str(k)]["n"] == want["n"], k
 
 
 def test_rerunning_export_of_the_same_model_is_a_no_op(exported):
@@ -170,8 +219,11 @@ def test_failed_infra_validation_leaves_models_untouched(exported):
     (cfg.paths.artifacts_dir / "train" / "fc" / "model.keras").write_bytes(b"stand-in weights v2")
     before = snapshot(cfg.paths.models_dir.parent)
 
-    def drifting_server(path, inputs):  # a served graph that disagrees with Keras
-        return {"soil_moisture": np.asarray(model(inputs["meteo"])) * 1.01,
+    def drifting_server(path, inputs):  # a served graph that disagrees with Keras at the last lead only
+        y = np.asarray(model(inputs["meteo"]))
+        drifted = y.copy()
+        drifted[:, -1] *= 1.01
+        return {"soil_moisture": y[:, 0], "soil_moisture_by_lead": drifted,
                 "report": {"metadata_ok": True, "wrong_dtype_rejected": True, "wrong_shape_rejected": True}}
 
     with pytest.MonkeyPatch.context() as m:
@@ -269,45 +321,72 @@ def test_a_rolled_back_model_is_not_pushed_again(tmp_path, monkeypatch):
 # ----------------------------------------------------------------- forecast products
 
 
+def _valid_days(cfg: Config, inits: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Each lead's valid date [b, K] for the init days, and its 0-based leap-calendar day."""
+    from soilcast.contract import calendar_bin
+
+    valid = (np.asarray(inits, "datetime64[D]")[:, None]
+             + np.asarray(cfg.window.leads, "timedelta64[D]")[None]).astype("datetime64[ns]")
+    return valid, calendar_bin(valid).astype(np.int32)
+
+
 def test_products_signature_matches_independent_numpy(exported):
-    """basin_mean = numpy cos-lat weighted mean; anomaly = forecast - climatology(valid day);
-    percentile/drought class = the numpy twin of the in-graph tables; metadata labels columns."""
-    import pandas as pd
+    """Per lead: basin_mean = numpy cos-lat weighted mean; anomaly = forecast - climatology of
+    that lead's valid day; every product = products_numpy of that lead (the numpy twin of the
+    in-graph tables); metadata labels columns."""
     import tensorflow as tf
 
     from soilcast.export.products import product_tables, products_numpy
-    from soilcast.ml.models.references import Climatology, calendar_bin
+    from soilcast.ml.models.references import Climatology
 
     cfg, model, tensors, path, _ = exported
+    K = cfg.window.n_leads
     loaded = tf.saved_model.load(str(path))
     x = _window(cfg, tensors, 3)
-    valid = pd.DatetimeIndex(["2019-01-01", "2019-07-15", "2019-12-31"])
-    doy = calendar_bin(valid).astype(np.int32)
+    valid, doy = _valid_days(cfg, ["2018-12-28", "2019-07-15", "2019-12-30"])  # some leads cross the year
+    assert doy.shape == (3, K) and doy[0, 0] != doy[0, -1]
     out = {k: v.numpy() for k, v in loaded.signatures["forecast_products"](
         meteo=tf.constant(x), valid_day_of_year=tf.constant(doy)).items()}
     y = np.asarray(model(x))
+    assert y.shape == (3, K, *cfg.grid.shape)
     np.testing.assert_allclose(out["soil_moisture"], y, rtol=1e-6)
     meta = json.loads((path / "assets.extra" / "soilcast_metadata.json").read_text())
     ids = [b["id"] for b in meta["basins"]]
     assert ids == sorted(int(b) for b in np.unique(tensors.basin_id[tensors.mask]) if b)
-    assert ids and meta["products"]["basins"] == meta["basins"] and out["basin_mean"].shape == (3, len(ids))
+    assert ids and meta["products"]["basins"] == meta["basins"] and out["basin_mean"].shape == (3, K, len(ids))
+    for name in ("anomaly", "percentile", "drought_class"):
+        assert out[name].shape == (3, K, *cfg.grid.shape), name
     cos = np.cos(np.deg2rad(tensors.lat))[:, None] * np.ones(tensors.mask.shape)
-    for k, bid in enumerate(ids):
+    for j, bid in enumerate(ids):
         cells = (tensors.basin_id == bid) & tensors.mask
-        want = (y[:, cells] * cos[cells]).sum(axis=1) / cos[cells].sum()
-        np.testing.assert_allclose(out["basin_mean"][:, k], want, rtol=1e-5)
-    clim = Climatology.from_config(cfg, tensors.Y, tensors.time).predict(valid)
-    np.testing.assert_allclose(out["anomaly"][:, tensors.mask], (y - clim)[:, tensors.mask], rtol=1e-5, atol=1e-7)
-    assert np.isnan(out["anomaly"][:, ~tensors.mask]).all()
-    ref = products_numpy(y, doy, product_tables(cfg, tensors))
-    np.testing.assert_allclose(out["percentile"], ref["percentile"], atol=1e-3)
+        want = (y[..., cells] * cos[cells]).sum(axis=-1) / cos[cells].sum()
+        np.testing.assert_allclose(out["basin_mean"][..., j], want, rtol=1e-5)
+    clim = Climatology.from_config(cfg, tensors.Y, tensors.time).predict(valid)  # [3, K, H, W]: each lead's day
+    assert clim.shape == y.shape
+    m = tensors.mask
+    np.testing.assert_allclose(out["anomaly"][..., m], (y - clim)[..., m], rtol=1e-5, atol=1e-7)
+    assert np.isnan(out["anomaly"][..., ~m]).all()
+    tables = product_tables(cfg, tensors)
+    ref = products_numpy(y, doy, tables)
+    for i in range(K):  # every product of every lead equals the numpy twin of that lead alone
+        one = products_numpy(y[:, i], doy[:, i], tables)
+        for name in ("soil_moisture", "basin_mean", "anomaly"):
+            np.testing.assert_allclose(out[name][:, i], one[name], rtol=1e-5, atol=1e-7, err_msg=f"{name} lead {i}")
+            np.testing.assert_array_equal(ref[name][:, i], one[name])
+        np.testing.assert_allclose(out["percentile"][:, i], one["percentile"], atol=1e-3, err_msg=f"lead {i}")
+        np.testing.assert_array_equal(out["drought_class"][:, i], one["drought_class"], err_msg=f"lead {i}")
     assert out["drought_class"].dtype == np.int32
-    assert np.isnan(out["percentile"][:, ~tensors.mask]).all() and (out["drought_class"][:, ~tensors.mask] == -1).all()
-    # the old contract is untouched: serving_default still answers soil_moisture only
+    assert np.isnan(out["percentile"][..., ~m]).all() and (out["drought_class"][..., ~m] == -1).all()
+    # serving_default is unchanged but for the lead axis beside it
     old = loaded.signatures["serving_default"](meteo=tf.constant(x))
-    assert list(old) == ["soil_moisture"]
+    assert sorted(old) == ["soil_moisture", "soil_moisture_by_lead"]
+    products = loaded.signatures["forecast_products"]
     with pytest.raises(Exception):  # a day beyond the 366-day calendar is refused
-        loaded.signatures["forecast_products"](meteo=tf.constant(x), valid_day_of_year=tf.constant([0, 1, 366], tf.int32))
+        products(meteo=tf.constant(x), valid_day_of_year=tf.constant(np.where(doy == doy[2, 0], 366, doy)))
+    with pytest.raises(Exception):  # one day per window (the form before the lead axis) is refused
+        products(meteo=tf.constant(x), valid_day_of_year=tf.constant(doy[:, 0]))
+    with pytest.raises(Exception):  # valid days for other windows than sent
+        products(meteo=tf.constant(x), valid_day_of_year=tf.constant(doy[:2]))
 
 
 def test_percentile_and_drought_class_on_a_constructed_example():
@@ -326,7 +405,11 @@ def test_percentile_and_drought_class_on_a_constructed_example():
     layer = products_layer(tables)
     y = np.array([[[0.01, np.nan]], [[0.04, np.nan]], [[0.08, np.nan]], [[0.15, np.nan]],
                   [[0.25, np.nan]], [[0.5, np.nan]], [[-0.1, np.nan]], [[1.2, np.nan]]], np.float32)
-    out = {k: keras.ops.convert_to_numpy(v) for k, v in layer(y, np.arange(8, dtype=np.int32) * 40).items()}
+    # two windows x four leads, each lead with its own valid day; flattened back for the checks
+    doy = (np.arange(8, dtype=np.int32) * 40).reshape(2, 4)
+    out = {k: keras.ops.convert_to_numpy(v) for k, v in layer(y.reshape(2, 4, 1, 2), doy).items()}
+    assert out["basin_mean"].shape == (2, 4, 1) and out["percentile"].shape == (2, 4, 1, 2)
+    out = {k: v.reshape(8, *v.shape[2:]) for k, v in out.items()}
     np.testing.assert_allclose(out["percentile"][:, 0, 0], [1, 4, 8, 15, 25, 50, 0, 100], atol=1e-4)
     assert out["drought_class"][:, 0, 0].tolist() == [4, 3, 2, 1, 0, -1, 4, -1]
     assert (out["drought_class"][:, 0, 1] == -1).all() and np.isnan(out["percentile"][:, 0, 1]).all()
@@ -335,9 +418,29 @@ def test_percentile_and_drought_class_on_a_constructed_example():
     assert drought_class([2.0, 2.01, 5.0, 10.0, 20.0, 30.0, 30.01, np.nan]).tolist() == [4, 3, 3, 2, 1, 0, -1, -1]
 
 
+def _predict_products(gw, x: np.ndarray, doy: np.ndarray, outputs: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+    """One ``forecast_products`` Predict over gRPC with ``valid_day_of_year`` exactly as given
+    (the wire form: [batch, K] for an export with the lead axis)."""
+    import grpc
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    from soilcast.io.tensors import from_ndarray, to_ndarray
+
+    req = predict_pb2.PredictRequest()
+    req.model_spec.name = gw.cfg.serving.model_name
+    req.model_spec.signature_name = "forecast_products"
+    req.inputs["meteo"].CopyFrom(from_ndarray(np.asarray(x, np.float32)))
+    req.inputs["valid_day_of_year"].CopyFrom(from_ndarray(np.asarray(doy, np.int32)))
+    req.output_filter.extend(outputs)
+    with grpc.insecure_channel(gw.target) as channel:
+        resp = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(req, timeout=30)
+    return {name: to_ndarray(t) for name, t in resp.outputs.items()}
+
+
 def test_products_pass_through_grpc_and_rest_and_old_clients_still_work(exported):
-    """The exported products reach clients over both APIs (output_filter honoured), equal
-    to the SavedModel's own answer; a plain serving_default request answers soil moisture only."""
+    """The exported products of every lead reach clients over both APIs (output_filter
+    honoured), equal to the Keras model's forecast; a plain serving_default request still
+    answers soil_moisture [b, H, W] (the first lead), now beside soil_moisture_by_lead."""
     import urllib.error
     import urllib.request
 
@@ -346,21 +449,28 @@ def test_products_pass_through_grpc_and_rest_and_old_clients_still_work(exported
     from soilcast.testing.serving import client, gateway
 
     cfg, model, tensors, path, _ = exported
+    K, (H, W) = cfg.window.n_leads, cfg.grid.shape
     x = _window(cfg, tensors, 2)
-    doy = np.array([10, 200], np.int32)
+    y = np.asarray(model(x))
+    _, doy = _valid_days(cfg, ["2019-01-10", "2019-07-19"])
     with gateway(cfg) as gw, client(gw) as c:
         old = c.predict(x)
-        np.testing.assert_allclose(old, np.asarray(model(x)), rtol=1e-5)
-        got = c.predict_products(x, doy)
+        assert old.shape == (2, H, W)
+        np.testing.assert_allclose(old, y[:, 0], rtol=1e-5)
+        got = _predict_products(gw, x, doy)
         assert sorted(got) == sorted(["soil_moisture", "basin_mean", "anomaly", "percentile", "drought_class"])
-        assert got["drought_class"].dtype == np.int32 and got["basin_mean"].shape[0] == 2
-        np.testing.assert_allclose(got["soil_moisture"], old, rtol=1e-6)
-        only = c.predict_products(x, doy, outputs=("basin_mean",))
+        assert got["drought_class"].dtype == np.int32 and got["basin_mean"].shape[:2] == (2, K)
+        assert got["soil_moisture"].shape == got["percentile"].shape == (2, K, H, W)
+        np.testing.assert_allclose(got["soil_moisture"], y, rtol=1e-5)
+        np.testing.assert_allclose(got["soil_moisture"][:, 0], old, rtol=1e-6)
+        only = _predict_products(gw, x, doy, outputs=("basin_mean",))
         assert list(only) == ["basin_mean"]
         np.testing.assert_allclose(only["basin_mean"], got["basin_mean"], rtol=1e-6)
-        with pytest.raises(grpc.RpcError) as err:
-            c.predict_products(x, np.array([10, 400], np.int32))
-        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "0..365" in err.value.details()
+        for bad, hint in ((np.where(doy == doy[1, 0], 400, doy), "0..365"),
+                          (doy[:, 0], f"expected [2, {K}]")):  # one day per window: the form before leads
+            with pytest.raises(grpc.RpcError) as err:
+                _predict_products(gw, x, bad)
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and hint in err.value.details()
         body = json.dumps({"signature_name": "forecast_products",
                            "inputs": {"meteo": x.tolist(), "valid_day_of_year": doy.tolist()}}).encode()
         req = urllib.request.Request(f"http://127.0.0.1:{gw.rest_port}/v1/models/{cfg.serving.model_name}:predict",
@@ -373,10 +483,19 @@ def test_products_pass_through_grpc_and_rest_and_old_clients_still_work(exported
         req = urllib.request.Request(f"http://127.0.0.1:{gw.rest_port}/v1/models/{cfg.serving.model_name}:predict",
                                      data=old_body, method="POST")
         with urllib.request.urlopen(req, timeout=30) as resp:
-            assert np.asarray(json.loads(resp.read())["outputs"], float).shape == (2, *cfg.grid.shape)
+            plain = json.loads(resp.read())["outputs"]
+        assert sorted(plain) == ["soil_moisture", "soil_moisture_by_lead"]
+        np.testing.assert_allclose(np.asarray(plain["soil_moisture"], np.float32), old, rtol=1e-6)
+        np.testing.assert_allclose(np.asarray(plain["soil_moisture_by_lead"], np.float32), got["soil_moisture"],
+                                   rtol=1e-6)
         sig = c.signature("forecast_products")
         assert sorted(sig["inputs"]) == ["meteo", "valid_day_of_year"] and "percentile" in sig["outputs"]
-        assert sorted(c.signature()["outputs"]) == ["soil_moisture"]
+        assert sig["inputs"]["valid_day_of_year"]["shape"] == [-1, K]
+        assert sig["outputs"]["basin_mean"]["shape"] == [-1, K, got["basin_mean"].shape[-1]]
+        assert sig["outputs"]["percentile"]["shape"] == [-1, K, H, W]
+        default = c.signature()["outputs"]
+        assert sorted(default) == ["soil_moisture", "soil_moisture_by_lead"]
+        assert default["soil_moisture"]["shape"] == [-1, H, W] and default["soil_moisture_by_lead"]["shape"] == [-1, K, H, W]
 
 
 def test_forecast_cli_reads_the_served_products(exported, tmp_path):
@@ -417,11 +536,14 @@ def test_dated_requests_are_judged_against_the_monthly_reference(exported):
 
     cfg, model, tensors, path, _ = exported
     x = _window(cfg, tensors, 2)
-    with gateway(cfg) as gw, client(gw) as c:
-        c.predict_products(x, np.array([190, 200], np.int32))
+    _, doy = _valid_days(cfg, ["2019-07-09", "2019-07-19"])
+    with gateway(cfg) as gw:
+        _predict_products(gw, x, doy)
         assert gw.drift.flush(30)
         s = scrape(gw.metrics_port)
-        assert metric(s, "soilcast_drift_psi", default=-1, kind="prediction", reference="monthly") >= 0
+        for k in cfg.window.leads:  # every lead's prediction series against the monthly reference
+            assert metric(s, "soilcast_drift_psi", default=-1, kind="prediction", reference="monthly",
+                          variable=f"soil_moisture_lead_{k}") >= 0, k
         assert metric(s, "soilcast_drift_psi", default=-1, kind="input", reference="all_year") == -1
     with gateway(cfg) as gw, client(gw) as c:
         c.predict(x)
@@ -436,19 +558,21 @@ def test_products_through_the_proxy_gateway(exported):
     validates the date, and judges drift against the monthly reference."""
     import grpc
 
-    from soilcast.testing.serving import client, gateway, metric, scrape
+    from soilcast.testing.serving import gateway, metric, scrape
 
     cfg, model, tensors, path, _ = exported
     x = _window(cfg, tensors, 2)
-    with gateway(cfg) as up, gateway(cfg, upstream=up.target) as proxy, client(proxy) as c, client(up) as direct:
-        got = c.predict_products(x, np.array([100, 101], np.int32))
-        want = direct.predict_products(x, np.array([100, 101], np.int32))
-        assert sorted(got) == sorted(want)
+    _, doy = _valid_days(cfg, ["2019-04-09", "2019-04-10"])
+    K = cfg.window.n_leads
+    with gateway(cfg) as up, gateway(cfg, upstream=up.target) as proxy:
+        got = _predict_products(proxy, x, doy)
+        want = _predict_products(up, x, doy)
+        assert sorted(got) == sorted(want) and want["basin_mean"].shape[:2] == (2, K)
         for k in want:
             np.testing.assert_array_equal(got[k], want[k])
         with pytest.raises(grpc.RpcError) as err:
-            c.predict_products(x, np.array([100], np.int32))  # one day for two windows
-        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "expected [2]" in err.value.details()
+            _predict_products(proxy, x, doy[:1])  # valid days for one window, two sent
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and f"expected [2, {K}]" in err.value.details()
         assert proxy.drift.flush(30)
         assert metric(scrape(proxy.metrics_port), "soilcast_drift_psi", default=-1, kind="input",
                       reference="monthly") >= 0
@@ -464,9 +588,10 @@ def test_a_version_without_products_answers_failed_precondition(tmp_path):
     cfg = tiny_config(tmp_path)
     publish(cfg, 1)  # the stand-in: serving_default only
     x = meteo(cfg, np.random.default_rng(0))
+    _, doy = _valid_days(cfg, ["2019-01-03"])
     with gateway(cfg, drift=False) as gw, client(gw) as c:
         assert c.predict(x).shape == (1, *cfg.grid.shape)
         with pytest.raises(grpc.RpcError) as err:
-            c.predict_products(x, np.array([3], np.int32))
+            _predict_products(gw, x, doy)
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "forecast_products" in err.value.details() and "serving_default" in err.value.details()

@@ -108,19 +108,30 @@ def test_gateway_psi_stays_low_in_distribution_and_flags_shifted_inputs(tmp_path
             s = scrape(gw.metrics_port)
             return ({v: metric(s, "soilcast_drift_psi", kind="input", variable=v) for v in cfg.variable_names},
                     {v: metric(s, "soilcast_drift_mean_shift", kind="input", variable=v) for v in cfg.variable_names},
-                    metric(s, "soilcast_drift_psi", kind="prediction", variable="soil_moisture"))
+                    {k: metric(s, "soilcast_drift_psi", None, kind="prediction", variable=f"soil_moisture_lead_{k}")
+                     for k in cfg.window.leads},  # one prediction series per lead
+                    {k: metric(s, "soilcast_drift_mean_shift", None, kind="prediction",
+                               variable=f"soil_moisture_lead_{k}") for k in cfg.window.leads})
 
-        calm, calm_shift, calm_pred = run(32)
+        calm, calm_shift, calm_pred, _ = run(32)
         assert max(calm.values()) < 0.1, calm
-        assert max(abs(v) for v in calm_shift.values()) < 0.1 and calm_pred < 0.1
-        shifted, shift, pred = run(32, t2m_shift=5.0, rain_factor=2.0)  # the window now holds only these
+        assert None not in calm_pred.values() and len(calm_pred) == cfg.window.n_leads > 1, calm_pred
+        first = cfg.window.leads[0]
+        assert max(abs(v) for v in calm_shift.values()) < 0.1 and calm_pred[first] < 0.1, calm_pred
+        # the stand-in's drift reference is its first lead's forecast and each later lead is
+        # deliberately wetter (standin.LEAD_SHIFT): each lead is its own series, in lead order
+        assert all(a < b for a, b in zip(list(calm_pred.values()), list(calm_pred.values())[1:])), calm_pred
+        shifted, shift, pred, pred_shift = run(32, t2m_shift=5.0, rain_factor=2.0)  # the window now holds only these
         # +5 K is a 0.6-sigma shift of t2m: critical. Doubling rain amounts leaves the dry half
         # of the days at 0, so tp's PSI is diluted to the warning band; its mean shift is large.
         assert shifted["t2m"] > 0.25 and shifted["tp"] > 0.1, shifted
         assert max(shifted.values()) > 0.25
         assert shift["t2m"] == pytest.approx(5.0 / 8.0, abs=0.1) and shift["tp"] > 0.5
         assert max(shifted[v] for v in ("d2m", "u10", "v10", "ssrd", "sp")) < 0.1
-        assert pred > calm_pred
+        assert pred[first] > calm_pred[first], (pred, calm_pred)  # the series the one-lead model had
+        # later leads: the stand-in serves them wetter than its (first-lead) reference, so their
+        # PSI need not rise; each is still published as its own finite series
+        assert all(np.isfinite(v) for v in (*pred.values(), *pred_shift.values())), (pred, pred_shift)
         assert metric(scrape(gw.metrics_port), "soilcast_drift_window_requests") == 32
 
 
@@ -167,14 +178,19 @@ def test_monsoon_traffic_is_no_drift_against_the_monsoon_reference(tmp_path):
     july = np.flatnonzero(live.time.month == 7)
     cells = np.arange(36)
     x = np.stack([live.X[d - cfg.window.seq_len + 1 : d + 1] for d in july])  # windows ending in July
-    valid = (live.time[july] + np.timedelta64(cfg.window.lead_days, "D"))
+    lead = cfg.window.leads[0]  # a one-lead reference: the plain prediction series
+    valid = (live.time[july] + np.timedelta64(lead, "D"))
     from soilcast.ml.models.references import calendar_bin
 
-    months = drift_months(calendar_bin(valid), cfg.window.lead_days, len(july))
+    months = drift_months(calendar_bin(valid), lead, len(july))
     assert (months == 7).all() and (drift_months(None, 1, 3) == 0).all()
+    # valid days of every lead [batch, K]: the month is still the last input day's
+    by_lead = calendar_bin(live.time[july].values[:, None] + np.asarray(cfg.window.leads, "timedelta64[D]")[None])
+    assert by_lead.shape == (len(july), cfg.window.n_leads)
+    np.testing.assert_array_equal(drift_months(by_lead, lead, len(july)), months)
     dated, undated = (DriftWindow(ref, size=64, epsilon=1e-4) for _ in range(2))
-    dated.add(summarise(ref, x, live.Y[july + 1, ..., 0], cells, months))
-    undated.add(summarise(ref, x, live.Y[july + 1, ..., 0], cells, None))
+    dated.add(summarise(ref, x, live.Y[july + lead, ..., 0], cells, months))
+    undated.add(summarise(ref, x, live.Y[july + lead, ..., 0], cells, None))
     d, u = dated.stats(), undated.stats()
     for v in ("t2m", "tp"):
         assert d[("input", v)]["psi"] < 0.1 and u[("input", v)]["psi"] > 0.25, (v, d, u)

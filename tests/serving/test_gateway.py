@@ -97,6 +97,8 @@ def test_metadata_and_status_describe_the_grid(served):
     h, w = cfg.grid.shape
     assert sig["inputs"]["meteo"]["shape"] == [-1, cfg.window.seq_len, h, w, len(cfg.variables)]
     assert sig["outputs"]["soil_moisture"]["shape"] == [-1, h, w]
+    assert sig["outputs"]["soil_moisture_by_lead"]["shape"] == [-1, cfg.window.n_leads, h, w]
+    assert md["leads"] == list(cfg.window.leads) and md["schema_version"] == 2
     assert status == [{"version": 1, "state": "AVAILABLE", "error_code": 0, "error_message": ""}]
 
 
@@ -115,6 +117,21 @@ def _raw_request(cfg, array=None, name="soilcast", **spec):
     if array is not None:
         req.inputs["meteo"].CopyFrom(from_ndarray(array))
     return req
+
+
+def _grpc_outputs(gw, x, output_filter=(), version=None):
+    """Every output of one plain serving_default Predict over gRPC (no client-side decoding
+    choices: what the wire carries), by name."""
+    from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+    from soilcast.io.tensors import to_ndarray
+
+    req = _raw_request(gw.cfg, np.asarray(x, np.float32), **({"version": version} if version else {}))
+    req.model_spec.signature_name = "serving_default"
+    req.output_filter.extend(output_filter)
+    with grpc.insecure_channel(gw.target) as channel:
+        resp = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(req, timeout=30)
+    return {name: to_ndarray(t) for name, t in resp.outputs.items()}
 
 
 def _broadcast_request(cfg, batch):
@@ -249,16 +266,25 @@ def test_antecedent_soil_moisture_is_checked_against_the_target_range(served):
 
 
 def test_served_soil_moisture_never_leaves_the_physical_range(tmp_path):
-    """A model answering outside the target's physical range is clipped and counted."""
+    """A model answering outside the target's physical range is clipped and counted, at every lead."""
+    from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+    from soilcast.io.tensors import to_ndarray
+
     cfg = tiny_config(tmp_path, {"target": {"physical_range": [0.0, 0.2]}})
     publish(cfg, 1)  # the stand-in answers up to 0.5 m3/m3
     mask = grid_mask(cfg)
-    with gateway(cfg) as gw, client(gw) as c:
-        y = c.predict(meteo(cfg, np.random.default_rng(16), batch=2))
+    with gateway(cfg) as gw, grpc.insecure_channel(gw.target) as channel:
+        resp = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(
+            _raw_request(cfg, meteo(cfg, np.random.default_rng(16), batch=2)), timeout=30)
         clipped = metric(scrape(gw.metrics_port), "soilcast_output_clipped_values_total")
-    assert y[:, mask].max() == pytest.approx(0.2) and y[:, mask].min() >= 0.0
-    assert np.isnan(y[:, ~mask]).all()
-    assert clipped == (y[:, mask] == np.float32(0.2)).sum() > 0
+    y, by_lead = to_ndarray(resp.outputs["soil_moisture"]), to_ndarray(resp.outputs["soil_moisture_by_lead"])
+    assert by_lead.shape == (2, cfg.window.n_leads, *cfg.grid.shape)
+    for field in (y, by_lead):
+        assert field[..., mask].max() == pytest.approx(0.2) and field[..., mask].min() >= 0.0
+        assert np.isnan(field[..., ~mask]).all()
+    np.testing.assert_array_equal(y, by_lead[:, 0])
+    assert clipped == (by_lead[..., mask] == np.float32(0.2)).sum() > (y[:, mask] == np.float32(0.2)).sum() > 0
 
 
 def _http(gw, method, path, body=None, raw=None):
@@ -292,8 +318,8 @@ def test_rest_api_status_metadata_and_predict_match_grpc(served):
     assert [int(d["size"]) for d in sig["inputs"]["meteo"]["tensor_shape"]["dim"]] == [-1, cfg.window.seq_len, h, w, len(cfg.variables)]
     assert md["metadata"]["soilcast_metadata"]["variables"] == cfg.variable_names
     x = meteo(cfg, np.random.default_rng(20), batch=2)
-    with client(served) as c:
-        expected = c.predict(x)
+    expected = _grpc_outputs(served, x)
+    assert sorted(expected) == ["soil_moisture", "soil_moisture_by_lead"]
     status, cols, headers = _http(served, "POST", "/v1/models/soilcast:predict", {"inputs": x.tolist()})
     assert status == 200 and headers["X-Model-Version"] == "1"
     status, rows, _ = _http(served, "POST", "/v1/models/soilcast/versions/1:predict",
@@ -301,9 +327,16 @@ def test_rest_api_status_metadata_and_predict_match_grpc(served):
     assert status == 200
     status, bare, _ = _http(served, "POST", "/v1/models/soilcast/labels/stable:predict", {"instances": x.tolist()})
     assert status == 200
-    for got in (cols["outputs"], rows["predictions"], bare["predictions"]):
-        np.testing.assert_allclose(np.asarray(got, np.float32), expected, rtol=1e-6, atol=1e-6)
-        assert np.array_equal(np.isnan(np.asarray(got, np.float32)), np.isnan(expected))
+    # several outputs: TF Serving's REST answers a dict by name (columns) or one dict per window (rows)
+    answers = [cols["outputs"]] + [{k: [r[k] for r in body["predictions"]] for k in expected}
+                                   for body in (rows, bare)]
+    for answer in answers:
+        assert sorted(answer) == sorted(expected)
+        for name, want in expected.items():
+            got = np.asarray(answer[name], np.float32)
+            assert got.shape == want.shape, name
+            np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+            assert np.array_equal(np.isnan(got), np.isnan(want))
 
 
 def test_rest_api_errors_are_json_with_the_right_status_and_counted(served):
@@ -656,13 +689,17 @@ def test_proxy_mode_forwards_and_still_records_drift(served):
             np.testing.assert_array_equal(y, direct.predict(x))
         status, rest, _ = _http(proxy, "POST", "/v1/models/soilcast:predict", {"inputs": x.tolist()})
         assert status == 200  # REST in front of TF Serving's gRPC, same validation
-        np.testing.assert_allclose(np.asarray(rest["outputs"], np.float32), y, rtol=1e-6)
+        np.testing.assert_allclose(np.asarray(rest["outputs"]["soil_moisture"], np.float32), y, rtol=1e-6)
+        by_lead = _grpc_outputs(served, x)["soil_moisture_by_lead"]
+        np.testing.assert_allclose(np.asarray(rest["outputs"]["soil_moisture_by_lead"], np.float32), by_lead,
+                                   rtol=1e-6)
+        np.testing.assert_array_equal(_grpc_outputs(proxy, x)["soil_moisture_by_lead"], by_lead)
         assert _http(proxy, "GET", "/v2/health/ready")[0] == 200
         proxy.drift.flush(10)
         samples = scrape(proxy.metrics_port)
         assert metric(samples, "soilcast_model_loaded") == 1  # mirrored from upstream's status
         assert metric(samples, "soilcast_model_info", model="standin", name="soilcast", version="1") == 1
-        assert metric(samples, "soilcast_drift_window_requests") == 4  # 2 windows by gRPC, 2 by REST
+        assert metric(samples, "soilcast_drift_window_requests") == 6  # 2 windows by the client, 2 by REST, 2 raw
         assert metric(samples, "soilcast_drift_psi", None, kind="input", variable="t2m", version="1") is not None
 
 
@@ -796,8 +833,10 @@ def test_forecast_cli_writes_cf_netcdf_png_and_basin_means(tiny_cfg, weather_sto
     assert "valid 2013-06-11" in run.output and "West" in run.output and "East" in run.output
     ds = xr.open_dataset(nc)
     sm = ds["soil_moisture"]
-    assert sm.dims == ("time", "lat", "lon") and sm.attrs["units"] == "m3 m-3"
-    assert str(ds["time"].values[0])[:10] == "2013-06-11" and ds.attrs["Conventions"] == "CF-1.8"
+    # an export from before the lead axis: one lead (1 day) on the lead_time dimension
+    assert sm.dims == ("lead_time", "lat", "lon") and sm.attrs["units"] == "m3 m-3" and ds.sizes["lead_time"] == 1
+    assert (ds["lead_time"].values / np.timedelta64(1, "D")).tolist() == [1]
+    assert str(ds["valid_time"].values[0])[:10] == "2013-06-11" and ds.attrs["Conventions"] == "CF-1.8"
     assert ds["lat"].attrs["units"] == "degrees_north" and ds["lon"].attrs["units"] == "degrees_east"
     np.testing.assert_array_equal(sm.values[0], direct)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -824,12 +863,113 @@ def test_gateway_serves_a_savedmodel_written_by_the_exporter(tiny_cfg, weather_s
     x = t.X[i - cfg.window.seq_len + 1 : i + 1][None]
     with gateway(cfg) as gw, client(gw) as c:
         y = c.predict(x)
+        both = _grpc_outputs(gw, x)
         md = c.metadata()
         assert gw.drift.flush(30)
         samples = scrape(gw.metrics_port)
-    expected = np.asarray(model(x, training=False))
-    np.testing.assert_allclose(y, expected, rtol=1e-6)
+    expected = np.asarray(model(x, training=False))  # [1, K, H, W]
+    assert expected.shape == (1, cfg.window.n_leads, *t.mask.shape)
+    np.testing.assert_allclose(y, expected[:, 0], rtol=1e-6)
+    np.testing.assert_allclose(both["soil_moisture_by_lead"], expected, rtol=1e-6)
+    np.testing.assert_array_equal(both["soil_moisture"], y)
     assert np.isnan(y[0][~t.mask]).all() and np.isfinite(y[0][t.mask]).all()
     assert md["model"] == "stub" and md["grid"]["lat"] == pytest.approx(list(t.lat))
+    assert md["leads"] == list(cfg.window.leads)
     assert metric(samples, "soilcast_model_info", model="stub", name="soilcast", version="1") == 1
-    assert metric(samples, "soilcast_drift_window_requests") == 1
+    assert metric(samples, "soilcast_drift_window_requests") == 2  # one window by the client, one raw
+    for k in cfg.window.leads:  # one prediction drift series per lead
+        assert metric(samples, "soilcast_drift_psi", None, kind="prediction",
+                      variable=f"soil_moisture_lead_{k}") is not None, k
+
+
+# ------------------------------------------------------------------ the lead axis (issue 19.5)
+
+
+def test_a_version_with_a_lead_axis_answers_both_outputs_over_grpc(served):
+    """A version exported with the lead axis answers ``soil_moisture`` [b, H, W] (the first
+    lead, what one-lead clients read) AND ``soil_moisture_by_lead`` [b, K, H, W], leads in the
+    metadata's order; ``soil_moisture`` is exactly the first lead's field."""
+    import tensorflow as tf
+
+    from soilcast.testing.standin import standin_numpy
+
+    cfg, mask = served.cfg, grid_mask(served.cfg)
+    K, (h, w) = cfg.window.n_leads, cfg.grid.shape
+    x = meteo(cfg, np.random.default_rng(22), batch=3)
+    out = _grpc_outputs(served, x)
+    assert sorted(out) == ["soil_moisture", "soil_moisture_by_lead"]
+    y, by_lead = out["soil_moisture"], out["soil_moisture_by_lead"]
+    assert y.dtype == by_lead.dtype == np.float32 and K > 1
+    assert y.shape == (3, h, w) and by_lead.shape == (3, K, h, w)
+    np.testing.assert_array_equal(y, by_lead[:, 0])
+    fn = tf.saved_model.load(str(cfg.paths.models_dir / "1")).signatures["serving_default"]
+    np.testing.assert_array_equal(by_lead, fn(meteo=tf.constant(x))["soil_moisture_by_lead"].numpy())
+    np.testing.assert_allclose(by_lead, standin_numpy(x, mask, cfg.variables, 0.0, K), rtol=1e-5, atol=1e-7)
+    assert (np.diff(by_lead[..., mask], axis=1) > 0).all()  # the stand-in gets wetter with lead: axis in order
+    assert np.isnan(by_lead[..., ~mask]).all()
+    only = _grpc_outputs(served, x, ["soil_moisture_by_lead"])  # output_filter per output
+    assert list(only) == ["soil_moisture_by_lead"]
+    np.testing.assert_array_equal(only["soil_moisture_by_lead"], by_lead)
+    first = _grpc_outputs(served, x, ["soil_moisture"])
+    assert list(first) == ["soil_moisture"]
+    np.testing.assert_array_equal(first["soil_moisture"], y)
+    with client(served) as c:  # the client's plain predict still reads soil_moisture [b, H, W]
+        np.testing.assert_array_equal(c.predict(x), y)
+
+
+def test_an_export_from_before_the_lead_axis_is_still_answered_over_grpc_and_rest(tmp_path):
+    """Issue 19's acceptance: a version exported before the lead axis (metadata ``lead_days: 1``,
+    ``serving_default`` answering ``soil_moisture`` only) loads beside a new one and answers
+    the requests its clients build, over gRPC and REST on 127.0.0.1, with ``soil_moisture``
+    [b, H, W] and nothing else; its prediction drift keeps the plain series name."""
+    import tensorflow as tf
+
+    from soilcast.testing.serving import metadata_json
+    from soilcast.testing.standin import standin_numpy, write_standin
+
+    cfg = tiny_config(tmp_path)
+    mask, (h, w) = grid_mask(cfg), cfg.grid.shape
+    old = write_standin(cfg.paths.models_dir / "1", seq_len=cfg.window.seq_len, lat=np.asarray(cfg.grid.lats),
+                        lon=np.asarray(cfg.grid.lons), mask=mask, variables=list(cfg.variables),
+                        units={v.name: v.canonical_units for v in cfg.variables}, psi_bins=cfg.serving.psi_bins)
+    meta = metadata_json(old)
+    assert meta["lead_days"] == 1 and "leads" not in meta and "schema_version" not in meta
+    assert list(tf.saved_model.load(str(old)).signatures["serving_default"].structured_outputs) == ["soil_moisture"]
+    publish(cfg, 2)  # a new export with the lead axis, served beside it
+    x = meteo(cfg, np.random.default_rng(23), batch=3)
+    want = standin_numpy(x, mask, cfg.variables, 0.0)
+    with gateway(cfg) as gw:
+        wait_for(lambda: sorted(gw.repo.served) == [1, 2])
+        with client(gw, version=1) as c:  # the request an old client builds
+            y = c.predict(x)
+            assert c.last_version == 1
+            sig, md = c.signature(), c.metadata()
+        assert y.dtype == np.float32 and y.shape == (3, h, w)
+        np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-7)
+        assert np.isnan(y[:, ~mask]).all() and np.isfinite(y[:, mask]).all()
+        raw = _grpc_outputs(gw, x, version=1)
+        assert list(raw) == ["soil_moisture"]  # nothing an old client does not know
+        np.testing.assert_array_equal(raw["soil_moisture"], y)
+        assert sorted(sig["outputs"]) == ["soil_moisture"] and sig["outputs"]["soil_moisture"]["shape"] == [-1, h, w]
+        assert md["served_version"] == 1 and md["lead_days"] == 1 and "leads" not in md
+        with pytest.raises(grpc.RpcError) as err:  # the lead axis is not there to ask for
+            _grpc_outputs(gw, x, ["soil_moisture_by_lead"], version=1)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "soil_moisture_by_lead" in err.value.details() and "['soil_moisture']" in err.value.details()
+        status, cols, headers = _http(gw, "POST", "/v1/models/soilcast/versions/1:predict", {"inputs": x.tolist()})
+        assert status == 200 and headers["X-Model-Version"] == "1"
+        status, rows, _ = _http(gw, "POST", "/v1/models/soilcast/versions/1:predict",
+                                {"signature_name": "serving_default", "instances": [{"meteo": w_.tolist()} for w_ in x]})
+        assert status == 200
+        for got in (cols["outputs"], rows["predictions"]):  # one output: a bare array, as before
+            got = np.asarray(got, np.float32)
+            assert got.shape == (3, h, w)
+            np.testing.assert_allclose(got, y, rtol=1e-6, atol=1e-6)
+            assert np.array_equal(np.isnan(got), np.isnan(y))
+        new = _grpc_outputs(gw, x, version=2)  # the new version beside it answers every lead
+        assert new["soil_moisture_by_lead"].shape == (3, cfg.window.n_leads, h, w)
+        assert gw.drift.flush(30)
+        old_drift, new_drift = gw.drift.stats(1), gw.drift.stats(2)  # each version's own window
+    assert [v for kind, v in old_drift if kind == "prediction"] == ["soil_moisture"]  # the series it always had
+    assert [v for kind, v in new_drift if kind == "prediction"] == [f"soil_moisture_lead_{k}" for k in cfg.window.leads]
+    assert np.isfinite(old_drift[("prediction", "soil_moisture")]["psi"])

@@ -22,6 +22,7 @@ import numpy as np
 
 from soilcast.config import VariableSpec
 from soilcast.export.drift_reference import distribution
+from soilcast.records import BundleMetadata
 
 # name: (kind, a, b) -> normal(mean=a, std=b) or wet-day gamma(shape=a, scale=b); canonical units
 CLIMATE = {
@@ -165,7 +166,9 @@ def write_standin(version_dir: Path, *, seq_len: int, lat: np.ndarray, lon: np.n
                    **({"soil_moisture_by_lead": [None, len(leads), h, w]} if leads else {})},
         "variables": names_of(variables), "units": {**units, "soil_moisture": "m3/m3"},
         "target": "swvl1", "seq_len": seq_len,
-        **({"leads": [int(k) for k in leads]} if leads else {"lead_days": 1}),
+        # as the exporter writes them: schema 2 with the lead axis; before it, no schema_version
+        **({"leads": [int(k) for k in leads], "schema_version": BundleMetadata.SCHEMA_VERSION} if leads
+           else {"lead_days": 1}),
         "antecedent_soil_moisture": False,
         "grid": {"lat": [float(v) for v in lat], "lon": [float(v) for v in lon],
                  "res": float(lat[1] - lat[0]) if len(lat) > 1 else 0.0},
