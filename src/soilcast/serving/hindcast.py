@@ -38,6 +38,10 @@ from soilcast.data.store import Tensors
 from soilcast.evaluation.metrics import METRICS
 
 COLUMNS = tuple(name for name, m in METRICS.items() if m.leaderboard)  # as the leaderboard's
+# CF-1.8 has no 64-bit integers and no fill value on coordinate variables (compliance-checker)
+_DAYS = {"units": "days since 1970-01-01", "dtype": "int32"}
+CF_ENCODING = {"lead_time": {"units": "days", "dtype": "int32"}, "time": _DAYS, "forecast_reference_time": _DAYS,
+               "lat": {"_FillValue": None}, "lon": {"_FillValue": None}}
 
 
 def init_days(tensors: Tensors, start: dt.date, end: dt.date, seq_len: int, leads: list[int]) -> np.ndarray:
@@ -153,6 +157,7 @@ def archive_dataset(fcs: dict[str, ValidForecasts], served: str, lat: np.ndarray
         "basin_id": (("lat", "lon"), fc.basin_id, {"long_name": "basin id (0 outside the basins)"}),
     }, attrs={"Conventions": "CF-1.8", "title": "soilcast hindcast archive", "institution": "soilcast",
               "source": f"soilcast model {fc.model} version {version} (served)",
+              "history": f"soilcast hindcast, valid {fc.valid[0].date()}..{fc.valid[-1].date()}",
               "leads": np.asarray(fc.leads, np.int32)})
     ds["crs"] = crs_variable()
     for name in data:
@@ -301,7 +306,7 @@ def write_outputs(layout: Any, out_dir: Path | None, start: dt.date, end: dt.dat
 
     out = HindcastDir(Path(out_dir) if out_dir else Path(layout.hindcasts_dir) / f"{start}_{end}")
     with atomic_path(out.archive) as tmp:
-        archive.to_netcdf(tmp, engine="h5netcdf", encoding={"lead_time": {"units": "days", "dtype": "int32"}})
+        archive.to_netcdf(tmp, engine="h5netcdf", encoding=CF_ENCODING)
     atomic_write_json(out.scores, summary)
     atomic_write_text(out.table, table)
     return [str(p) for p in (out.archive, out.scores, out.table)]
