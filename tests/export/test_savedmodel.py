@@ -499,33 +499,49 @@ def test_products_pass_through_grpc_and_rest_and_old_clients_still_work(exported
 
 
 def test_forecast_cli_reads_the_served_products(exported, tmp_path):
-    """`soilcast forecast` against a version with forecast_products: the basin table is the
-    served basin_mean, the anomaly the served anomaly's basin mean, and the NetCDF carries the
-    served percentile and drought class."""
+    """`soilcast forecast` against a version with forecast_products, at every lead: the CSV's
+    basin mean is the served basin_mean of that lead, its anomaly and percentile the basin
+    means of the served fields (the class that percentile's), and the NetCDF carries the
+    served soil moisture, anomaly, percentile and drought class per lead."""
     import pandas as pd
     import xarray as xr
 
-    from soilcast.ml.models.references import calendar_bin
+    from soilcast.contract import calendar_bin, drought_class
     from soilcast.serving.forecast import input_window, resolve_init
     from soilcast.testing.serving import client, gateway
     from soilcast.testing.stages import run_forecast
 
     cfg, model, tensors, path, _ = exported
+    leads = list(cfg.window.leads)
     with gateway(cfg) as gw:
         result = run_forecast(cfg, gw.target, "latest", [tmp_path / "f.nc", tmp_path / "f.csv"])
         init = resolve_init(tensors, "latest")
         x = input_window(tensors, init, cfg.window.seq_len)["meteo"]
-        valid = pd.Timestamp(init) + pd.Timedelta(days=cfg.window.lead_days)
+        valid = pd.Timestamp(init) + pd.to_timedelta(leads, unit="D")
         with client(gw) as c:
-            served = c.predict_products(x, calendar_bin(pd.DatetimeIndex([valid])))
-    table = pd.read_csv(tmp_path / "f.csv")
-    np.testing.assert_allclose(table["soil_moisture"], served["basin_mean"][0], atol=1e-6)  # CSV: 6 decimals
+            served = {k: v[0] for k, v in c.predict_products(x, calendar_bin(valid)[None]).items()}  # [K, ...]
+    assert served["basin_mean"].shape[0] == served["anomaly"].shape[0] == len(leads) > 1
     ds = xr.open_dataset(tmp_path / "f.nc")
-    np.testing.assert_allclose(ds["soil_moisture_anomaly"].values[0], served["anomaly"][0], rtol=1e-6)
-    assert np.array_equal(ds["drought_class"].values[0], served["drought_class"][0])
+    np.testing.assert_allclose(ds["soil_moisture"].values, served["soil_moisture"], rtol=1e-6)
+    np.testing.assert_allclose(ds["soil_moisture_anomaly"].values, served["anomaly"], rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(ds["percentile"].values, served["percentile"], rtol=1e-6)
+    np.testing.assert_array_equal(ds["drought_class"].values, served["drought_class"])
+    table = pd.read_csv(tmp_path / "f.csv")
+    basins = sorted(int(b) for b in table["basin_id"].unique())  # the metadata's basins order
+    assert len(table) == len(basins) * len(leads)
     w = np.cos(np.deg2rad(tensors.lat))[:, None] * np.ones(tensors.mask.shape)
-    cells = (tensors.basin_id == table["basin_id"][0]) & tensors.mask
-    assert table["anomaly"][0] == pytest.approx((served["anomaly"][0][cells] * w[cells]).sum() / w[cells].sum(), abs=1e-6)
+
+    def basin_mean(field, basin):
+        cells = (tensors.basin_id == basin) & tensors.mask
+        return (field[cells] * w[cells]).sum() / w[cells].sum()
+
+    for row in table.itertuples():
+        k, j = leads.index(row.lead_days), basins.index(row.basin_id)
+        assert row.valid_date == str(valid[k].date()) and row.init_date == str(init)
+        assert row.soil_moisture == pytest.approx(served["basin_mean"][k, j], abs=1e-6)  # CSV: 6 decimals
+        assert row.anomaly == pytest.approx(basin_mean(served["anomaly"][k], row.basin_id), abs=1e-6)
+        assert row.percentile == pytest.approx(basin_mean(served["percentile"][k], row.basin_id), abs=1e-4)
+        assert row.drought_class == drought_class(row.percentile)
     assert result["basins"][0]["soil_moisture"] == pytest.approx(float(served["basin_mean"][0, 0]), rel=1e-6)
 
 
