@@ -73,11 +73,12 @@ def forecast(
     date: str = typer.Option(..., "--date", help="Init date YYYY-MM-DD (last day of the input window) or 'latest'."),
     out: list[Path] = typer.Option(
         [], "--out", help="Output .nc (CF NetCDF), .tif (GeoTIFF), .csv (basin values) and/or .png (map); "
-                          "repeatable. Default: all four under artifacts/forecasts/<init>/."),
+                          "repeatable. Default: all four under <forecasts_dir>/<init>/ (artifacts/forecasts/<init>/)."),
     tls_ca: Optional[Path] = typer.Option(None, "--tls-ca", help="PEM root certificate (enables TLS)."),
     params: Path = ParamsOpt,
 ) -> None:
-    """Forecast soil moisture valid at DATE + lead days; print the basin table."""
+    """Forecast soil moisture for every lead the served model has (valid DATE + lead days);
+    print the basin table of each lead and write the NetCDF, GeoTIFF, basin CSV and figure."""
     from soilcast.serving.client import read_certificate
     from soilcast.serving.forecast import run_forecast
 
@@ -90,9 +91,13 @@ def forecast(
         fail(f"forecast: {err}")
     except grpc.RpcError as err:
         fail(f"forecast: {server}: {err.code().name}: {err.details()}")
-    typer.echo(f"forecast init {result['init']} valid {result['valid']} (model version {result['version']}); "
-               "basin means, m3/m3 (anomaly vs training-years climatology):")
+    leads = result["leads"]
+    typer.echo(f"forecast init {result['init']}, leads {', '.join(map(str, leads))} d, valid {result['valid'][0]}"
+               f"..{result['valid'][-1]} (model {result['model']} version {result['version']}); basin means by lead, "
+               "m3/m3 (anomaly vs training-years climatology; percentile and drought class of the basin mean):")
     typer.echo(result["table"])
+    if result["out_dir"]:
+        typer.echo(f"forecast files in {result['out_dir']}")
     for path in result["files"]:
         typer.echo(f"wrote {path}")
     typer.echo(json.dumps({k: v for k, v in result.items() if k != "table"}))
@@ -108,8 +113,9 @@ def hindcast(
     tls_ca: Optional[Path] = typer.Option(None, "--tls-ca", help="PEM root certificate (enables TLS)."),
     params: Path = ParamsOpt,
 ) -> None:
-    """Forecast every day of a past period with the served model and score it next to persistence
-    and climatology (overall, per season, per basin)."""
+    """Forecast every lead for every valid day of a past period with the served model and score
+    each lead next to every registered reference (persistence, climatology, damped persistence,
+    linear), overall, per season and per basin."""
     import datetime as dt
 
     from soilcast.serving.client import read_certificate
@@ -128,7 +134,8 @@ def hindcast(
         fail(f"hindcast: {err}")
     except grpc.RpcError as err:
         fail(f"hindcast: {server}: {err.code().name}: {err.details()}")
-    typer.echo(f"hindcast {result['period']}: {result['n_days']} day(s), model {result['model']} "
+    typer.echo(f"hindcast {result['period']} (valid days): {result['n_days']} day(s) x leads {result['leads']} "
+               f"from init days {result['init_period'][0]}..{result['init_period'][1]}, model {result['model']} "
                f"version {result['version']}, {result['n_requests']} request(s) of up to {result['batch_size']} windows")
     typer.echo(result["table"])
     for path in result["files"]:

@@ -1,19 +1,25 @@
-"""The caller's side of a forecast: window from the store -> Predict -> NetCDF, GeoTIFF, basin CSV, map.
+"""The caller's side of a forecast: window from the store -> Predict -> NetCDF, GeoTIFF, basin CSV, figure.
 
 Dates: ``init`` is the last day of the input window (the forecast is issued with the
-meteorology of days init-L+1 .. init) and the forecast is valid at ``init + lead_days``;
-``latest`` is the store's last day, so after ``soilcast ingest`` it forecasts tomorrow.
+meteorology of days init-L+1 .. init) and lead k is valid at ``init + k`` days, for every k
+in the served metadata's ``leads`` (``[lead_days]`` for a version exported before the lead
+axis: a lead axis of length 1, so one code path serves both). ``latest`` is the store's last
+day, so after ``soilcast ingest`` it forecasts the coming week.
 
-Products: CF-1.8 NetCDF (soil moisture, and its climatology and anomaly), a GeoTIFF (EPSG:4326,
-north-up) for GIS users, a CSV of basin values and the map. Basin values are cos(latitude)
-area-weighted means over each basin's mask cells; the anomaly is against the training-years
-climatology of the valid day (``soilcast.ml.models.references.Climatology``, the reference
-the evaluation scores against), left empty when the store holds no training year.
+Products, every one per lead: a CF-1.8 NetCDF (``lead_time`` dimension = ``forecast_period``,
+``valid_time(lead_time)``, scalar ``forecast_reference_time``, as ECMWF's open data carries
+``step``), a GeoTIFF (EPSG:4326, north-up; one soil-moisture band per lead, then one anomaly
+band per lead), a CSV of basin values (rows basin x valid date) and a figure (maps of the
+leads side by side on one colour scale, and each basin's coming days against its
+climatological 10-90 % range). Basin values are cos(latitude) area-weighted means over each
+basin's mask cells; the anomaly is against the training-years climatology of each lead's
+valid day (``soilcast.ml.models.references.Climatology``, the reference the evaluation scores
+against), left empty when the store holds no training year.
 
 When the served version exports ``forecast_products`` (its metadata has ``products``), the
 basin means, anomaly, percentile and drought class are the SERVED ones (computed in the
-graph, so every client reads the same numbers); the client computes them itself only for
-older versions.
+graph, so every client reads the same numbers); the client computes basin means and anomaly
+itself only for older versions (no percentile or drought class then).
 """
 
 from __future__ import annotations
@@ -34,9 +40,20 @@ from soilcast.contract import (
     INPUT,
     OUTPUT,
     PERCENTILE,
+    calendar_bin,
+    drought_class,
+    leads_of,
     serving_inputs,
 )
 from soilcast.data.store import Tensors
+
+LATEST = "latest"
+SUFFIXES = {".nc": "netcdf", ".tif": "geotiff", ".tiff": "geotiff", ".csv": "csv", ".png": "map"}
+STANDARD_NAME = "volume_fraction_of_condensed_water_in_soil"  # CF name; m3 m-3 is dimensionless
+CSV_COLUMNS = ["basin_id", "basin", "init_date", "lead_days", "valid_date", "soil_moisture", "climatology",
+               "anomaly", "percentile", "drought_class"]
+DROUGHT_FLAGS = "none D0_abnormally_dry D1_moderate D2_severe D3_extreme D4_exceptional"
+CLIMATE_QUANTILES = (0.1, 0.9)  # the basin panel's shaded climatological range
 
 
 def input_window(tensors: Tensors, init: dt.date, seq_len: int,
@@ -66,11 +83,6 @@ def check_compatible(metadata: dict[str, Any], tensors: Tensors) -> None:
                          f"{tensors.lat.size}x{tensors.lon.size} grid")
 
 
-LATEST = "latest"
-SUFFIXES = {".nc": "netcdf", ".tif": "geotiff", ".tiff": "geotiff", ".csv": "csv", ".png": "map"}
-STANDARD_NAME = "volume_fraction_of_condensed_water_in_soil"  # CF name; m3 m-3 is dimensionless
-
-
 def resolve_init(tensors: Tensors, date: str | dt.date) -> dt.date:
     """``latest`` is the store's last day (the newest meteorology, e.g. just ingested)."""
     if isinstance(date, dt.date):
@@ -83,8 +95,13 @@ def resolve_init(tensors: Tensors, date: str | dt.date) -> dt.date:
         raise ValueError(f"date {date!r}: expected YYYY-MM-DD or {LATEST!r}") from None
 
 
-def climatology_of(cfg: Any, tensors: Tensors, valid: dt.date) -> np.ndarray | None:
-    """Training-years climatology of the valid day [H, W] (the evaluation's reference), or
+def valid_dates(init: dt.date, leads: list[int]) -> list[dt.date]:
+    """The valid date of each lead: init + lead days."""
+    return [init + dt.timedelta(days=int(k)) for k in leads]
+
+
+def climatology_of(cfg: Any, tensors: Tensors, valid: list[dt.date]) -> np.ndarray | None:
+    """Training-years climatology of each valid day [K, H, W] (the evaluation's reference), or
     None when the store holds no training year."""
     from soilcast.ml.models.references import Climatology
 
@@ -92,41 +109,65 @@ def climatology_of(cfg: Any, tensors: Tensors, valid: dt.date) -> np.ndarray | N
         clim = Climatology.from_config(cfg, np.asarray(tensors.Y), tensors.time)
     except ValueError:
         return None
-    return clim.predict(pd.DatetimeIndex([pd.Timestamp(valid)]))[0]
+    return clim.predict(pd.DatetimeIndex([pd.Timestamp(d) for d in valid]))
 
 
-def forecast_dataset(y: np.ndarray, tensors: Tensors, init: dt.date, lead_days: int,
+def lead_forecast(client: Any, meta: dict[str, Any], window: dict[str, np.ndarray],
+                  valid: list[dt.date]) -> tuple[np.ndarray, dict[str, Any] | None]:
+    """(forecast [K, H, W], the served products of the single window per lead or None for a
+    version without ``forecast_products``). A version from before the lead axis answers the
+    products without K; they get a lead axis of length 1 here so callers see one shape."""
+    window = dict(window)
+    meteo = window.pop(INPUT)
+    if not meta.get("products"):
+        return client.predict_by_lead(meteo, **window)[0], None
+    doy = calendar_bin(pd.DatetimeIndex([pd.Timestamp(d) for d in valid])).astype(np.int32)[None]  # [1, K]
+    out = {k: v[0] for k, v in client.predict_products(meteo, doy, **window).items()}  # batch of one
+    if out[OUTPUT].ndim == 2:  # [H, W]: an export from before the lead axis
+        out = {k: v[None] for k, v in out.items()}
+    out["basins"] = [int(b["id"]) for b in meta["products"]["basins"]]
+    return out.pop(OUTPUT), out
+
+
+def forecast_dataset(y: np.ndarray, tensors: Tensors, init: dt.date, leads: list[int],
                      version: int | None, model: str = "", clim: np.ndarray | None = None) -> Any:
-    """A CF-1.8 dataset: soil_moisture(time, lat, lon) in m3 m-3 valid at init + lead, and,
-    when the climatology is known, its anomaly from the training-years climatology."""
+    """A CF-1.8 dataset: soil_moisture(lead_time, lat, lon) in m3 m-3, lead_time the forecast
+    period in days, valid_time(lead_time) and the scalar forecast_reference_time (the init);
+    when the climatology is known, the climatology of each valid day and the anomaly from it."""
     import xarray as xr
 
-    valid = pd.Timestamp(init) + pd.Timedelta(days=lead_days)
-    grid = {"grid_mapping": "crs", "coordinates": "forecast_reference_time forecast_period"}
-    data = {"soil_moisture": (("time", "lat", "lon"), np.asarray(y, np.float32)[None], {
+    dims = ("lead_time", "lat", "lon")
+    grid = {"grid_mapping": "crs"}
+    data = {"soil_moisture": (dims, np.asarray(y, np.float32), {
         "standard_name": STANDARD_NAME, "units": "m3 m-3",
         "long_name": "forecast volumetric surface soil moisture (0-7 cm)", **grid})}
     if clim is not None:
-        data["soil_moisture_climatology"] = (("time", "lat", "lon"), np.asarray(clim, np.float32)[None], {
+        data["soil_moisture_climatology"] = (dims, np.asarray(clim, np.float32), {
             "standard_name": STANDARD_NAME, "units": "m3 m-3", "long_name":
             "training-years climatology of surface soil moisture for the valid day of year", **grid})
-        data["soil_moisture_anomaly"] = (("time", "lat", "lon"), (np.asarray(y, np.float32) - clim)[None], {
+        data["soil_moisture_anomaly"] = (dims, (np.asarray(y, np.float32) - clim).astype(np.float32), {
             "units": "m3 m-3", "long_name": "forecast minus training-years climatology "
             "(negative: drier than usual for the time of year)", **grid})
-    ds = xr.Dataset(
-        data,
-        coords={
-            "time": ("time", [valid], {"standard_name": "time", "long_name": "forecast valid date", "axis": "T"}),
-            "lat": ("lat", np.asarray(tensors.lat), {"standard_name": "latitude", "units": "degrees_north", "axis": "Y"}),
-            "lon": ("lon", np.asarray(tensors.lon), {"standard_name": "longitude", "units": "degrees_east", "axis": "X"}),
-            "forecast_reference_time": ((), pd.Timestamp(init), {"standard_name": "forecast_reference_time"}),
-            "forecast_period": ((), np.float64(lead_days), {"standard_name": "forecast_period", "units": "days"}),
-        },
-        attrs={"Conventions": "CF-1.8", "title": "soilcast soil-moisture forecast",
-               "institution": "soilcast", "source": f"soilcast model {model} version {version}",
-               "history": f"soilcast forecast, init {init}, served model version {version}",
-               "lead_days": int(lead_days)},
-    )
+    valid = pd.DatetimeIndex([pd.Timestamp(d) for d in valid_dates(init, leads)])
+    ds = xr.Dataset(data, coords={
+        "lead_time": ("lead_time", np.asarray(leads, "timedelta64[D]").astype("timedelta64[ns]"), {
+            "standard_name": "forecast_period", "long_name": "lead time (days after the init day)"}),
+        "valid_time": ("lead_time", valid, {"standard_name": "time", "long_name": "forecast valid date"}),
+        "lat": ("lat", np.asarray(tensors.lat), {"standard_name": "latitude", "units": "degrees_north", "axis": "Y"}),
+        "lon": ("lon", np.asarray(tensors.lon), {"standard_name": "longitude", "units": "degrees_east", "axis": "X"}),
+        "forecast_reference_time": ((), pd.Timestamp(init), {
+            "standard_name": "forecast_reference_time", "long_name": "init day (last input day)"}),
+    }, attrs={"Conventions": "CF-1.8", "title": "soilcast soil-moisture forecast",
+              "institution": "soilcast", "source": f"soilcast model {model} version {version}",
+              "history": f"soilcast forecast, init {init}, served model version {version}",
+              "leads": [int(k) for k in leads]})
+    # CF-1.8 (compliance-checker): no 64-bit integers, no fill value on coordinate variables, and
+    # no axis "T" on lead_time (a duration: "days", not "days since")
+    ds["lead_time"].encoding.update({"units": "days", "dtype": "int32"})
+    for name in ("valid_time", "forecast_reference_time"):
+        ds[name].encoding.update({"units": "days since 1970-01-01", "dtype": "int32"})
+    for name in ("lat", "lon"):
+        ds[name].encoding["_FillValue"] = None
     ds["crs"] = crs_variable()
     for name in data:
         ds[name].encoding["_FillValue"] = np.float32(np.nan)
@@ -138,15 +179,15 @@ _WGS84_WKT = ('GEOGCS["WGS 84",DATUM["WGS_1984",SPHEROID["WGS 84",6378137,298.25
 
 
 def add_served_products(ds: Any, served: dict[str, Any]) -> None:
-    """Percentile and drought class (US Drought Monitor style) from the served graph."""
-    grid = {"grid_mapping": "crs", "coordinates": "forecast_reference_time forecast_period"}
-    ds[PERCENTILE] = (("time", "lat", "lon"), np.asarray(served[PERCENTILE], np.float32)[None], {
+    """Percentile and drought class (US Drought Monitor style) of every lead, from the served graph."""
+    dims, grid = ("lead_time", "lat", "lon"), {"grid_mapping": "crs"}
+    ds[PERCENTILE] = (dims, np.asarray(served[PERCENTILE], np.float32), {
         "units": "percent", "long_name": "percentile of the forecast in the training-years "
         "distribution for the time of year", **grid})
     ds[PERCENTILE].encoding["_FillValue"] = np.float32(np.nan)
-    ds[DROUGHT_CLASS] = (("time", "lat", "lon"), np.asarray(served[DROUGHT_CLASS], np.int32)[None], {
+    ds[DROUGHT_CLASS] = (dims, np.asarray(served[DROUGHT_CLASS], np.int32), {
         "long_name": "drought class (US Drought Monitor style)", "flag_values": np.arange(-1, 5, dtype=np.int32),
-        "flag_meanings": "none D0_abnormally_dry D1_moderate D2_severe D3_extreme D4_exceptional", **grid})
+        "flag_meanings": DROUGHT_FLAGS, **grid})
 
 
 def crs_variable() -> Any:
@@ -158,84 +199,113 @@ def crs_variable() -> Any:
         "semi_major_axis": 6378137.0, "inverse_flattening": 298.257223563, "crs_wkt": _WGS84_WKT})
 
 
-def served_products(client: Any, meta: dict[str, Any], window: dict[str, np.ndarray],
-                    valid: dt.date) -> tuple[np.ndarray, dict[str, np.ndarray] | None]:
-    """(forecast [H, W], served products of the single window or None for an old version)."""
-    from soilcast.ml.models.references import calendar_bin
+def basin_weights(tensors: Tensors) -> dict[int, np.ndarray]:
+    """Basin id -> [H, W] cos(latitude) weights on its mask cells (0 elsewhere)."""
+    from soilcast.evaluation.metrics import area_weights
 
-    meteo = window.pop(INPUT)
-    if not meta.get("products"):
-        return client.predict(meteo, **window)[0], None
-    doy = calendar_bin(pd.DatetimeIndex([pd.Timestamp(valid)])).astype(np.int32)
-    out = client.predict_products(meteo, doy, **window)  # the window is a batch of one
-    out = {k: v[0] for k, v in out.items()}
-    out["basins"] = [int(b["id"]) for b in meta["products"]["basins"]]
-    return out.pop(OUTPUT), out
+    weights = area_weights(tensors.lat, tensors.mask)
+    return {b: np.where(tensors.basin_id == b, weights, 0.0)
+            for b in sorted(int(v) for v in np.unique(tensors.basin_id) if v != 0)}
 
 
-def basin_table(y: np.ndarray, tensors: Tensors, clim: np.ndarray | None,
+def weighted_mean(field: np.ndarray | None, w: np.ndarray) -> float:
+    """Weighted mean over the finite cells of ``field`` where ``w`` > 0 (NaN when none)."""
+    if field is None:
+        return float("nan")
+    ok = np.isfinite(field) & (w > 0)
+    return float(np.sum(w[ok] * field[ok]) / np.sum(w[ok])) if ok.any() else float("nan")
+
+
+def basin_table(y: np.ndarray, tensors: Tensors, init: dt.date, leads: list[int], clim: np.ndarray | None,
                 served: dict[str, Any] | None = None) -> pd.DataFrame:
-    """Per basin: id, name, cells, area-weighted (cos latitude) mean forecast, and the same
-    mean of the climatology and of the anomaly when the climatology is known.
+    """Rows basin x lead (:data:`CSV_COLUMNS`): area-weighted basin mean forecast,
+    climatology of the valid day, anomaly, percentile and drought class.
 
-    With ``served`` products (``basin_mean`` in the ``basins`` order and the ``anomaly``
-    grid from the served graph) the forecast column is the served basin mean and the anomaly
-    the weighted mean of the served anomaly (climatology = their difference)."""
-    from soilcast.evaluation.metrics import area_weights
-
+    With ``served`` products the forecast is the served ``basin_mean``, the anomaly the
+    weighted mean of the served anomaly (climatology = their difference) and the percentile
+    the weighted mean of the served percentile; the basin's drought class is the class of
+    that percentile (:func:`soilcast.contract.drought_class`, the graph's own thresholds), so
+    table and class agree. Without them percentile and class are empty."""
+    names = {str(k): v for k, v in dict(tensors.attrs.get("basin_names", {})).items()}
+    weights = basin_weights(tensors)
+    served_mean = {}
     if served is not None:
-        return _served_table(tensors, served)
-
-    names = {str(k): v for k, v in dict(tensors.attrs.get("basin_names", {})).items()}
-    weights = area_weights(tensors.lat, tensors.mask)
+        served_mean = {int(b): np.asarray(served[BASIN_MEAN], np.float64)[:, i] for i, b in enumerate(served["basins"])}
     rows = []
-    for bid in sorted(int(b) for b in np.unique(tensors.basin_id) if b != 0):
-        w = np.where(tensors.basin_id == bid, weights, 0.0)
+    for k, (lead, valid) in enumerate(zip(leads, valid_dates(init, leads))):
+        for bid, w in weights.items():
+            if served is not None:
+                sm = float(served_mean[bid][k]) if bid in served_mean else weighted_mean(y[k], w)
+                anomaly = weighted_mean(np.asarray(served[ANOMALY][k], np.float64), w)
+                clim_k, pct = sm - anomaly, weighted_mean(np.asarray(served[PERCENTILE][k], np.float64), w)
+            else:
+                sm = weighted_mean(y[k], w)
+                clim_k = weighted_mean(None if clim is None else clim[k], w)
+                anomaly, pct = sm - clim_k, float("nan")
+            rows.append({"basin_id": bid, "basin": names.get(str(bid), f"basin {bid}"), "init_date": str(init),
+                         "lead_days": int(lead), "valid_date": str(valid), "soil_moisture": sm,
+                         "climatology": clim_k, "anomaly": anomaly, "percentile": pct,
+                         "drought_class": int(drought_class(pct)) if np.isfinite(pct) else None})
+    table = pd.DataFrame(rows, columns=CSV_COLUMNS)
+    table["drought_class"] = table["drought_class"].astype("Int64")  # empty, not NaN, without products
+    return table
 
-        def mean(field: np.ndarray | None) -> float:
-            if field is None:
-                return float("nan")
-            ok = np.isfinite(field) & (w > 0)
-            return float(np.sum(w[ok] * field[ok]) / np.sum(w[ok])) if ok.any() else float("nan")
 
-        sm, c = mean(y), mean(clim)
-        rows.append({"basin_id": bid, "basin": names.get(str(bid), f"basin {bid}"),
-                     "cells": int((tensors.basin_id == bid).sum()), "soil_moisture": sm,
-                     "climatology": c, "anomaly": sm - c})
-    return pd.DataFrame(rows, columns=["basin_id", "basin", "cells", "soil_moisture", "climatology", "anomaly"])
-
-
-def _served_table(tensors: Tensors, served: dict[str, Any]) -> pd.DataFrame:
-    from soilcast.evaluation.metrics import area_weights
-
-    names = {str(k): v for k, v in dict(tensors.attrs.get("basin_names", {})).items()}
-    weights = area_weights(tensors.lat, tensors.mask)
-    anomaly = np.asarray(served[ANOMALY], np.float64)
-    rows = []
-    for bid, sm in zip(served["basins"], np.asarray(served[BASIN_MEAN], np.float64)):
-        w = np.where(tensors.basin_id == bid, weights, 0.0)
-        ok = np.isfinite(anomaly) & (w > 0)
-        a = float(np.sum(w[ok] * anomaly[ok]) / np.sum(w[ok])) if ok.any() else float("nan")
-        rows.append({"basin_id": int(bid), "basin": names.get(str(bid), f"basin {bid}"),
-                     "cells": int((tensors.basin_id == bid).sum()), "soil_moisture": float(sm),
-                     "climatology": float(sm) - a, "anomaly": a})
-    return pd.DataFrame(rows, columns=["basin_id", "basin", "cells", "soil_moisture", "climatology", "anomaly"])
+def _class_label(value: Any) -> str:
+    if pd.isna(value):
+        return "n/a"
+    return "none" if int(value) < 0 else f"D{int(value)}"
 
 
 def format_table(table: pd.DataFrame) -> str:
-    """The basin table as printed by the CLI (m3 m-3, 4 decimals; n/a without climatology)."""
-    return table.to_string(index=False, na_rep="n/a", float_format=lambda v: f"{v:.4f}")
+    """The basin table as printed by the CLI: one block per lead (m3 m-3 to 4 decimals,
+    percentile to 1, drought class as D0-D4 / none; n/a where unknown)."""
+    blocks = []
+    for (lead, valid), rows in table.groupby(["lead_days", "valid_date"], sort=True):
+        shown = rows[["basin_id", "basin", "soil_moisture", "climatology", "anomaly", "percentile"]].copy()
+        shown["percentile"] = shown["percentile"].map(lambda v: "n/a" if pd.isna(v) else f"{v:.1f}")
+        shown["drought_class"] = rows["drought_class"].map(_class_label)
+        text = shown.to_string(index=False, na_rep="n/a", float_format=lambda v: f"{v:.4f}")
+        blocks.append(f"lead {lead} day(s), valid {valid}:\n{text}")
+    return "\n\n".join(blocks)
 
 
-def basin_means(y: np.ndarray, tensors: Tensors) -> dict[str, float]:
-    """Area-weighted mean forecast over each basin's cells, keyed by basin name."""
-    table = basin_table(y, tensors, None)
-    return dict(zip(table["basin"], table["soil_moisture"]))
+def basin_climate_range(cfg: Any, tensors: Tensors, valid: list[dt.date],
+                        quantiles: tuple[float, float] = CLIMATE_QUANTILES) -> np.ndarray | None:
+    """[n_basins, K, 2] climatological range (default 10-90 %) of each basin's area-weighted
+    mean soil moisture for each valid day: the quantiles of the training-years basin-mean
+    series on the days within ``climatology.window_days // 2`` of that calendar day (the
+    climatology's own window). None when the store holds no training year.
+
+    Taken from the store, not from the export's per-cell quantile tables: a basin mean
+    varies less than its cells, so the cells' quantiles averaged would draw too wide a band;
+    this is the distribution of exactly the quantity plotted, and it works for every export."""
+    years = cfg.split.train_years
+    rows = np.flatnonzero((tensors.time.year >= years[0]) & (tensors.time.year <= years[1]))
+    if rows.size == 0:
+        return None
+    y = np.asarray(tensors.Y[int(rows[0]) : int(rows[-1]) + 1], np.float64)[..., 0]  # [T, H, W]
+    weights = np.stack(list(basin_weights(tensors).values()))  # [B, H, W]
+    finite = np.isfinite(y)
+    series = (np.einsum("thw,bhw->tb", np.where(finite, y, 0.0), weights)
+              / np.einsum("thw,bhw->tb", finite.astype(np.float64), weights))  # [T, B]
+    bins = calendar_bin(tensors.time[rows])
+    half = int(cfg.climatology.window_days) // 2
+    out = np.full((weights.shape[0], len(valid), 2), np.nan)
+    for k, day in enumerate(calendar_bin(pd.DatetimeIndex([pd.Timestamp(d) for d in valid]))):
+        gap = np.abs(bins - day)
+        near = np.minimum(gap, 366 - gap) <= half  # circular: late December neighbours early January
+        if near.any():
+            out[:, k] = np.nanquantile(series[near], quantiles, axis=0).T
+    return out
 
 
-def plot_forecast(ds: Any, basin_id: np.ndarray, path: Path, basins_file: Path | None, cmap: str) -> None:
-    """A map of the forecast with basin outlines (from the basins file when it exists), in
-    ``cmap`` (params ``target.colormap``)."""
+def plot_forecast(ds: Any, table: pd.DataFrame, climate: np.ndarray | None, basin_id: np.ndarray, path: Path,
+                  basins_file: Path | None, cmap: str) -> None:
+    """The forecaster's figure: a map per lead side by side on one colour scale (``cmap``,
+    params ``target.colormap``) with basin outlines (from the basins file when it exists),
+    and below them each basin's forecast basin mean over the valid dates against its
+    climatological 10-90 % range (``climate`` [n_basins, K, 2], shaded; omitted when None)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -243,24 +313,73 @@ def plot_forecast(ds: Any, basin_id: np.ndarray, path: Path, basins_file: Path |
 
     from soilcast.io.atomic import atomic_path
 
-    lat, lon = ds["lat"].values, ds["lon"].values
-    fig, ax = plt.subplots(figsize=(7, 6))
-    mesh = ax.pcolormesh(lon, lat, ds["soil_moisture"].values[0], shading="nearest", cmap=cmap)
-    fig.colorbar(mesh, ax=ax, label="soil moisture (m3 m-3)")
+    sm = ds["soil_moisture"].values
+    n = sm.shape[0]
+    fig = plt.figure(figsize=(max(2.2 * n + 1.0, 7.5), 6.6), layout="constrained")
+    top, bottom = fig.subfigures(2, 1, height_ratios=[1.0, 1.15])
+    axes = np.atleast_1d(top.subplots(1, n, sharex=True, sharey=True))
+    mesh = _draw_maps(axes, ds, basin_id, basins_file, cmap)
+    top.colorbar(mesh, ax=list(axes), label="soil moisture (m³ m⁻³)", shrink=0.9)
+    init = pd.Timestamp(ds["forecast_reference_time"].values).date()
+    top.suptitle(f"soilcast forecast, init {init} (source: {ds.attrs.get('source', '')})", fontsize=11)
+    _draw_basins(bottom.subplots(), table, climate)
+    with atomic_path(Path(path)) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+def _draw_maps(axes: np.ndarray, ds: Any, basin_id: np.ndarray, basins_file: Path | None, cmap: str) -> Any:
+    """One map per lead, shared colour limits; returns the last mesh for the colour bar."""
+    lat, lon, sm = ds["lat"].values, ds["lon"].values, ds["soil_moisture"].values
+    finite = sm[np.isfinite(sm)]
+    vmin, vmax = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    outlines = None
     if basins_file is not None and Path(basins_file).is_file():
         import geopandas as gpd
 
-        gpd.read_file(basins_file).boundary.plot(ax=ax, color="k", linewidth=0.8)
-    else:
-        ids = np.unique(basin_id)
-        ax.contour(lon, lat, basin_id, levels=(ids[:-1] + ids[1:]) / 2, colors="k", linewidths=0.8)
-    valid = pd.Timestamp(ds["time"].values[0]).date()
-    init = pd.Timestamp(ds["forecast_reference_time"].values).date()
-    ax.set(title=f"soilcast forecast valid {valid} (init {init})", xlabel="longitude", ylabel="latitude",
-           xlim=(lon.min(), lon.max()), ylim=(lat.min(), lat.max()))
-    with atomic_path(Path(path)) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
+        outlines = gpd.read_file(basins_file).boundary
+    ids = np.unique(basin_id)
+    mesh = None
+    for k, ax in enumerate(axes):
+        mesh = ax.pcolormesh(lon, lat, sm[k], shading="nearest", cmap=cmap, vmin=vmin, vmax=vmax)
+        if outlines is not None:
+            outlines.plot(ax=ax, color="k", linewidth=0.6)
+        elif ids.size > 1:
+            ax.contour(lon, lat, basin_id, levels=(ids[:-1] + ids[1:]) / 2, colors="k", linewidths=0.6)
+        lead = int(ds["lead_time"].values[k] / np.timedelta64(1, "D"))
+        valid = pd.Timestamp(ds["valid_time"].values[k])
+        ax.set_title(f"+{lead} d, {valid:%a %d %b}", fontsize=9)
+        ax.set(xlim=(lon.min(), lon.max()), ylim=(lat.min(), lat.max()), aspect="equal")
+        ax.tick_params(labelsize=7)
+    axes[0].set_ylabel("latitude")
+    return mesh
+
+
+def _draw_basins(ax: Any, table: pd.DataFrame, climate: np.ndarray | None) -> None:
+    """Each basin's forecast basin mean per valid date (line + markers) over its shaded
+    climatological 10-90 % range and dashed climatology, one colour per basin."""
+    import matplotlib.dates as mdates
+    import matplotlib.pyplot as plt
+
+    colours = plt.get_cmap("tab10")
+    for i, (bid, rows) in enumerate(table.groupby("basin_id", sort=True)):
+        rows = rows.sort_values("lead_days")
+        x, c = pd.to_datetime(rows["valid_date"]), colours(i % 10)
+        if climate is not None:
+            lo, hi = climate[i, :, 0], climate[i, :, 1]
+            if len(x) > 1:
+                ax.fill_between(x, lo, hi, color=c, alpha=0.18, linewidth=0)
+            else:  # one lead: the range as a bar
+                ax.vlines(x, lo, hi, color=c, alpha=0.3, linewidth=10)
+        ax.plot(x, rows["climatology"], color=c, linestyle="--", linewidth=1)
+        ax.plot(x, rows["soil_moisture"], color=c, marker="o", linewidth=2, label=str(rows["basin"].iloc[0]))
+    band = "shaded: climatological 10-90 % range; " if climate is not None else ""
+    ax.set(ylabel="basin mean soil moisture (m³ m⁻³)", xlabel="valid date",
+           title=f"Basin means, forecast (solid) vs training years ({band}dashed: climatology)")
+    ax.title.set_fontsize(10)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
+    ax.xaxis.set_major_formatter(mdates.DateFormatter("%d %b"))
 
 
 def write_netcdf(ds: Any, path: Path) -> None:
@@ -270,49 +389,71 @@ def write_netcdf(ds: Any, path: Path) -> None:
         ds.to_netcdf(tmp, engine="h5netcdf")
 
 
+def geotiff_bands(ds: Any) -> list[tuple[str, np.ndarray, dict[str, str]]]:
+    """(description, [H, W] field, tags) of each band: soil moisture of every lead, then the
+    anomaly of every lead when known. Descriptions name variable, lead and valid date."""
+    fields = [v for v in ("soil_moisture", "soil_moisture_anomaly") if v in ds]
+    out = []
+    for name in fields:
+        for k in range(ds.sizes["lead_time"]):
+            lead = int(ds["lead_time"].values[k] / np.timedelta64(1, "D"))
+            valid = str(pd.Timestamp(ds["valid_time"].values[k]).date())
+            out.append((f"{name} lead {lead} d valid {valid}", ds[name].values[k],
+                        {"variable": name, "lead_days": str(lead), "valid_date": valid, "units": "m3 m-3"}))
+    return out
+
+
 def write_geotiff(ds: Any, path: Path) -> None:
-    """A north-up float32 GeoTIFF in EPSG:4326 for GIS users: one band per field
-    (soil_moisture, then the anomaly when known), band descriptions = field names, NaN nodata."""
-    import rioxarray  # noqa: F401  (registers the .rio accessor)
+    """A north-up float32 GeoTIFF in EPSG:4326 for GIS users, NaN nodata: one band per lead
+    of soil moisture, then one per lead of the anomaly when known (:func:`geotiff_bands`)."""
+    import rasterio
+    from rasterio.transform import from_origin
 
     from soilcast.io.atomic import atomic_path
 
-    fields = [v for v in ("soil_moisture", "soil_moisture_anomaly") if v in ds]
-    bands = ds[fields].isel(time=0).drop_vars(["time", "forecast_reference_time", "forecast_period"])
-    bands = bands.sortby("lat", ascending=False).rio.set_spatial_dims(x_dim="lon", y_dim="lat")
-    bands = bands.rio.write_crs("EPSG:4326")
-    for name in fields:
-        bands[name].attrs = {"long_name": name, "units": "m3 m-3"}
-        bands[name] = bands[name].rio.write_nodata(np.float32(np.nan), encoded=False)
-    with atomic_path(Path(path)) as tmp:
-        bands.rio.to_raster(tmp, driver="GTiff", tags={
-            "valid": str(pd.Timestamp(ds["time"].values[0]).date()),
-            "init": str(pd.Timestamp(ds["forecast_reference_time"].values).date()), "units": "m3 m-3"})
+    lat, lon = ds["lat"].values, ds["lon"].values
+    dy = abs(float(lat[1] - lat[0])) if lat.size > 1 else 1.0
+    dx = abs(float(lon[1] - lon[0])) if lon.size > 1 else 1.0
+    flip = lat.size > 1 and lat[1] > lat[0]  # rows must run north to south
+    bands = geotiff_bands(ds)
+    profile = {"driver": "GTiff", "dtype": "float32", "count": len(bands), "height": lat.size, "width": lon.size,
+               "crs": "EPSG:4326", "nodata": np.float32(np.nan),
+               "transform": from_origin(float(lon.min()) - dx / 2, float(lat.max()) + dy / 2, dx, dy)}
+    init = str(pd.Timestamp(ds["forecast_reference_time"].values).date())
+    with atomic_path(Path(path)) as tmp, rasterio.open(tmp, "w", **profile) as dst:
+        for i, (description, field, tags) in enumerate(bands, 1):
+            dst.write(np.asarray(field[::-1] if flip else field, np.float32), i)
+            dst.set_band_description(i, description)
+            dst.update_tags(i, **tags)
+        dst.update_tags(init=init, units="m3 m-3", source=str(ds.attrs.get("source", "")))
 
 
-def write_csv(table: pd.DataFrame, path: Path, init: dt.date, valid: dt.date) -> None:
+def write_csv(table: pd.DataFrame, path: Path) -> None:
     from soilcast.io.atomic import atomic_write_text
 
-    out = table.assign(init=str(init), valid=str(valid))
-    atomic_write_text(Path(path), out.to_csv(index=False, float_format="%.6f"))
+    atomic_write_text(Path(path), table[CSV_COLUMNS].to_csv(index=False, float_format="%.6f"))
 
 
 def default_outputs(out_dir: Path) -> list[Path]:
-    """All four products in ``out_dir``: NetCDF, GeoTIFF, basin CSV and map."""
+    """All four products in ``out_dir``: NetCDF, GeoTIFF, basin CSV and figure."""
     return [Path(out_dir) / f"forecast{suffix}" for suffix in (".nc", ".tif", ".csv", ".png")]
+
+
+def check_outputs(outputs: list[Path] | None) -> None:
+    bad = [str(o) for o in outputs or [] if Path(o).suffix.lower() not in SUFFIXES]
+    if bad:
+        raise ValueError(f"outputs {bad}: each must end in one of {sorted(SUFFIXES)}")
 
 
 def run_forecast(cfg: Any, layout: Any, server: str, date: str | dt.date, outputs: list[Path] | None = None,
                  root_certificates: bytes | None = None) -> dict[str, Any]:
-    """Forecast from ``date`` (a day in ``layout.tensors`` or ``latest``) via the server and
-    write the products: ``outputs`` by suffix (.nc, .tif/.tiff, .csv, .png), or all four
-    under ``<layout.forecasts_dir>/<init>/`` when none are given."""
+    """Forecast every served lead from ``date`` (a day in ``layout.tensors`` or ``latest``)
+    via the server and write the products: ``outputs`` by suffix (.nc, .tif/.tiff, .csv,
+    .png), or all four under ``<layout.forecasts_dir>/<init>/`` when none are given."""
     from soilcast.data.store import open_tensors
     from soilcast.serving.client import SoilcastClient
 
-    bad = [str(o) for o in outputs or [] if Path(o).suffix.lower() not in SUFFIXES]
-    if bad:
-        raise ValueError(f"outputs {bad}: each must end in one of {sorted(SUFFIXES)}")
+    check_outputs(outputs)
     tensors = open_tensors(layout.tensors, load=False)
     init = resolve_init(tensors, date)
     with SoilcastClient(server, cfg.serving.model_name, root_certificates=root_certificates,
@@ -320,17 +461,18 @@ def run_forecast(cfg: Any, layout: Any, server: str, date: str | dt.date, output
         meta = client.metadata()
         check_compatible(meta, tensors)
         window = input_window(tensors, init, int(meta["seq_len"]), bool(meta.get(ANTECEDENT)))
-        lead = int(meta["lead_days"])
-        valid = init + dt.timedelta(days=lead)
-        y, served = served_products(client, meta, window, valid)
+        leads = leads_of(meta)
+        valid = valid_dates(init, leads)
+        y, served = lead_forecast(client, meta, window, valid)
         version = client.last_version
     # the served anomaly defines the climatology the server used; older versions: the client's
     clim = (y - served[ANOMALY]) if served is not None else climatology_of(cfg, tensors, valid)
-    ds = forecast_dataset(y, tensors, init, lead, version, str(meta.get("model", "")), clim)
+    ds = forecast_dataset(y, tensors, init, leads, version, str(meta.get("model", "")), clim)
     if served is not None:
         add_served_products(ds, served)
-    table = basin_table(y, tensors, clim, served)
-    outputs = list(outputs) if outputs else default_outputs(Path(layout.forecasts_dir) / str(init))
+    table = basin_table(y, tensors, init, leads, clim, served)
+    out_dir = None if outputs else Path(layout.forecasts_dir) / str(init)
+    outputs = list(outputs) if outputs else default_outputs(out_dir)
     for out in outputs:
         kind = SUFFIXES[Path(out).suffix.lower()]
         if kind == "netcdf":
@@ -338,9 +480,11 @@ def run_forecast(cfg: Any, layout: Any, server: str, date: str | dt.date, output
         elif kind == "geotiff":
             write_geotiff(ds, out)
         elif kind == "csv":
-            write_csv(table, out, init, valid)
+            write_csv(table, out)
         else:
-            plot_forecast(ds, tensors.basin_id, out, layout.basins, cfg.target.colormap)
-    return {"init": str(init), "valid": str(valid), "version": version,
+            plot_forecast(ds, table, basin_climate_range(cfg, tensors, valid), tensors.basin_id, out,
+                          layout.basins, cfg.target.colormap)
+    return {"init": str(init), "leads": leads, "valid": [str(d) for d in valid], "version": version,
+            "model": str(meta.get("model", "")), "out_dir": None if out_dir is None else str(out_dir),
             "basins": json.loads(table.to_json(orient="records")),
             "table": format_table(table), "files": [str(o) for o in outputs]}
