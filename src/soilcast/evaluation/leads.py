@@ -23,17 +23,21 @@ def lead_key(lead: int) -> str:
     return str(int(lead))
 
 
-def best_references(metrics: Leaderboard, benchmarks: Iterable[str]) -> dict[str, str]:
-    """Per lead key: the benchmark reference with the lowest VALIDATION MSE (ties by name)."""
+def lowest_mse(blocks: Mapping[str, ByLead]) -> dict[str, str]:
+    """Per lead key: the name whose block has the lowest finite MSE there (ties by name)."""
+    keys = dict.fromkeys(k for by_lead in blocks.values() for k in by_lead)
     out: dict[str, str] = {}
-    names = [n for n in benchmarks if n in metrics.scored()]
-    for lead in metrics.leads():
-        key = lead_key(lead)
-        scores = {n: metrics.val_of(n).get(key, {}).get("mse") for n in names}
+    for key in keys:
+        scores = {n: by_lead.get(key, {}).get("mse") for n, by_lead in blocks.items()}
         finite = {n: float(v) for n, v in scores.items() if v is not None and math.isfinite(v)}
         if finite:
             out[key] = min(finite, key=lambda n: (finite[n], n))
     return out
+
+
+def best_references(metrics: Leaderboard, benchmarks: Iterable[str]) -> dict[str, str]:
+    """Per lead key: the benchmark reference with the lowest VALIDATION MSE (ties by name)."""
+    return lowest_mse({n: metrics.val_of(n) for n in benchmarks if n in metrics.scored()})
 
 
 def skill_against(blocks: ByLead, reference: ByLead) -> dict[str, float | None]:

@@ -174,18 +174,10 @@ def skill_vs_best_reference(scores: dict[str, Any]) -> tuple[dict[str, str], dic
     every model's MSE skill against it per lead). The question a hindcast answers at a
     glance: at which leads does the served model beat the best simple forecast? (The gate
     chooses the best reference on the validation years; here the period itself decides.)"""
-    import math
-
-    from soilcast.evaluation.leads import skill_against
+    from soilcast.evaluation.leads import lowest_mse, skill_against
     from soilcast.ml.models.references import benchmark_names
 
-    bench = [n for n in benchmark_names() if n in scores]
-    best: dict[str, str] = {}
-    for key in next(iter(scores.values()))["overall"]:
-        mse = {n: scores[n]["overall"][key].get("mse") for n in bench}
-        finite = {n: v for n, v in mse.items() if v is not None and math.isfinite(v)}
-        if finite:
-            best[key] = min(finite, key=lambda n: (finite[n], n))
+    best = lowest_mse({n: scores[n]["overall"] for n in benchmark_names() if n in scores})
     skill = {name: {key: skill_against({key: s["overall"][key]}, {key: scores[ref]["overall"][key]})[key]
                     for key, ref in best.items()} for name, s in scores.items()}
     return best, skill
