@@ -100,7 +100,8 @@ def forecast(
         typer.echo(f"forecast files in {result['out_dir']}")
     for path in result["files"]:
         typer.echo(f"wrote {path}")
-    typer.echo(json.dumps({k: v for k, v in result.items() if k != "table"}))
+    # one machine-readable summary line; the per-basin rows are the table above and the CSV
+    typer.echo(json.dumps({k: v for k, v in result.items() if k not in ("table", "basins")}))
 
 
 @app.command("hindcast")
