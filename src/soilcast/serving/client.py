@@ -16,8 +16,9 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from soilcast.contract import INPUT, LEADS, OUTPUT, OUTPUT_BY_LEAD, PRODUCTS_SIGNATURE, SIGNATURE, VALID_DOY, leads_of
+from soilcast.contract import INPUT, LEADS, OUTPUT, PRODUCTS_SIGNATURE, SIGNATURE, VALID_DOY, leads_of
 from soilcast.io.tensors import from_ndarray, to_ndarray
+from soilcast.serving.models import by_lead_output
 
 DEFAULT_MODEL = "soilcast"
 
@@ -87,7 +88,7 @@ class SoilcastClient:
         single window gives [K, H, W]). A version exported before the lead axis answers only
         ``soil_moisture``: it comes back with a lead axis of length 1, so callers need one path."""
         out, single = self._predict(meteo, extra)
-        y = out[OUTPUT_BY_LEAD] if OUTPUT_BY_LEAD in out else out[OUTPUT][:, None]
+        y = by_lead_output(out)
         return y[0] if single else y
 
     def leads(self) -> list[int]:

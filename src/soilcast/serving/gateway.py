@@ -62,6 +62,7 @@ from soilcast.serving.models import (
     ModelLoadError,
     ModelRepository,
     VersionNotFound,
+    lead_axis,
     read_info,
 )
 from soilcast.serving.rest import RestApi, RestServer
@@ -228,7 +229,7 @@ class EmbeddedBackend:
         resp.model_spec.signature_name = PRODUCTS_SIGNATURE if products else SIGNATURE
         if products:  # not batched: a rarer, richer call
             out = model.predict_products(arrays, doy)
-            y = out[OUTPUT] if out[OUTPUT].ndim == 4 else out[OUTPUT][:, None]  # [b, K, H, W]
+            y = lead_axis(out[OUTPUT])
             for name in wanted:
                 resp.outputs[name].CopyFrom(from_ndarray(out[name]))
         else:
@@ -352,8 +353,7 @@ class ProxyBackend:
         name = OUTPUT_BY_LEAD if OUTPUT_BY_LEAD in resp.outputs else OUTPUT if OUTPUT in resp.outputs else None
         if name is not None:
             try:
-                y = to_ndarray(resp.outputs[name], max_bytes=self.limits.max_bytes)
-                y = y if y.ndim == 4 else y[:, None]  # [b, K, H, W]
+                y = lead_axis(to_ndarray(resp.outputs[name], max_bytes=self.limits.max_bytes))
             except TensorDecodeError as err:
                 log.warning("proxy: cannot decode upstream output for drift: %s", err)
         if served is not None and arrays is None:

@@ -89,6 +89,19 @@ class ModelInfo:
         return [OUTPUT, OUTPUT_BY_LEAD] if self.by_lead else [OUTPUT]
 
 
+def lead_axis(y: Any) -> np.ndarray:
+    """Soil moisture as [b, K, H, W]: a one-lead field [b, H, W] (what an export from before
+    the lead axis answers) becomes K = 1, so every caller has one path."""
+    y = np.asarray(y)
+    return y if y.ndim == 4 else y[:, None]
+
+
+def by_lead_output(outputs: Any) -> np.ndarray:
+    """[b, K, H, W] from a ``serving_default`` answer: ``soil_moisture_by_lead`` when the
+    version has it, else its one ``soil_moisture`` field."""
+    return lead_axis(outputs[OUTPUT_BY_LEAD] if OUTPUT_BY_LEAD in outputs else outputs[OUTPUT])
+
+
 def _read_json(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ModelLoadError(f"{path}: missing (every soilcast SavedModel ships it in {path.parent.name}/)")
@@ -148,7 +161,7 @@ class LoadedModel:
         import tensorflow as tf
 
         out = self.fn(**{k: tf.constant(v) for k, v in inputs.items()})
-        return out[OUTPUT_BY_LEAD].numpy() if OUTPUT_BY_LEAD in out else out[OUTPUT].numpy()[:, None]
+        return by_lead_output({k: v.numpy() for k, v in out.items()})
 
     def predict_products(self, inputs: dict[str, np.ndarray], doy: np.ndarray) -> dict[str, np.ndarray]:
         """Every ``forecast_products`` output for the grids ``inputs`` and valid days ``doy``."""
