@@ -18,7 +18,7 @@ from soilcast.layout import Bundle, Layout, RunDir, relocate
 from soilcast.testing.config import TINY
 from tests.conftest import PARAMS, REPO
 
-DVC_STAGES = ("validate", "regrid", "clip", "stack", "train", "evaluate", "gate", "export")
+DVC_STAGES = ("validate", "regrid", "clip", "stack", "forecasts", "train", "evaluate", "gate", "export")
 
 
 def _resolve(text: str, raw: dict[str, Any], item: str | None = None) -> str:
@@ -58,8 +58,10 @@ def test_every_dvc_cmd_passes_the_paths_its_deps_and_outs_name_and_the_layout_ag
         "clip": {"--basins": lay.basins, "--raw": lay.raw_dir, "--out": lay.mask_file},
         "stack": {"--regridded": lay.regridded_dir, "--mask": lay.mask_file, "--report": lay.report_dir,
                   "--basins": lay.basins, "--out": lay.tensors, "--plots": lay.input_plots},
+        "forecasts": {"--raw": lay.raw_dir, "--mask": lay.mask_file, "--out": lay.forecast_store},
         "train": {"--tensors": lay.tensors, "--out": lay.run("fc").root},
-        "evaluate": {"--tensors": lay.tensors, "--train": lay.train_dir, "--out": lay.eval_dir},
+        "evaluate": {"--tensors": lay.tensors, "--train": lay.train_dir, "--forecasts": lay.forecast_store,
+                     "--out": lay.eval_dir},
         "gate": {"--metrics": lay.evaluation.metrics, "--tensors": lay.tensors, "--models": lay.models_dir,
                  "--out": lay.blessing},
         "export": {"--blessing": lay.blessing, "--metrics": lay.evaluation.metrics, "--train": lay.train_dir,
@@ -69,13 +71,15 @@ def test_every_dvc_cmd_passes_the_paths_its_deps_and_outs_name_and_the_layout_ag
         options, paths = resolved[name]
         assert {k: v for k, v in options.items() if k != "--model"} == {k: str(v) for k, v in want.items()}, name
         # every path the command is given is a dep or an out, except the model repository
-        # (outside DVC) and clip's --raw (it only names the basins file)
-        untracked = {str(lay.models_dir)} | ({str(lay.raw_dir)} if name == "clip" else set())
+        # (outside DVC), clip's --raw (it only names the basins file) and the forecasts'
+        # --raw (it reads only the forecast folder, a dep: checked below)
+        untracked = {str(lay.models_dir)} | ({str(lay.raw_dir)} if name in ("clip", "forecasts") else set())
         assert {str(v) for v in want.values()} - untracked <= paths | {
             str(Path(p).parent) for p in paths}, name
     # the raw folders validate and regrid depend on are the sources' folders under --raw
     for name in ("validate", "regrid"):
         assert {str(lay.raw_dir / raw["sources"][s]["folder"]) for s in ("met", "target")} <= resolved[name][1]
+    assert str(lay.raw_dir / raw["sources"]["forecast"]["folder"]) in resolved["forecasts"][1]
 
 
 def test_run_folders_and_bundles_build_on_any_directory(tmp_path):
@@ -98,12 +102,13 @@ def test_dvc_repro_runs_with_raw_folders_renamed_in_params_only(tmp_path):
     files there, `dvc repro stack`; every stage reads and writes where params.yaml says."""
     renamed = {
         "paths": {"raw_dir": "inputs", "interim_dir": "work", "processed": "store/t.zarr"},
-        "sources": {"met": {"folder": "reanalysis"}, "target": {"folder": "soil"}},
+        "sources": {"met": {"folder": "reanalysis"}, "target": {"folder": "soil"}, "forecast": {"folder": "nwp"}},
         "basins": {"path": "inputs/basins/demo_regions.geojson"},  # where the demo writes it
         "validate": {"report_dir": "reports/validate"},
         "demo": {"india_outline": str(REPO / "data/static/india-ne110m.geojson")},
     }
     small = {k: TINY[k] for k in ("period", "demo", "grid", "split")}
+    small["demo"] = {**small["demo"], "forecast_archive": {"years": [2013, 2013]}}
     raw = deep_merge(deep_merge(read_params(PARAMS), small), renamed)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     shutil.copy(REPO / "dvc.yaml", tmp_path / "dvc.yaml")
@@ -116,7 +121,7 @@ def test_dvc_repro_runs_with_raw_folders_renamed_in_params_only(tmp_path):
     assert run("git", "init", "-q").returncode == 0 and run(_dvc(), "init", "-q").returncode == 0
     demo = run("soilcast", "demo-data")  # into paths.raw_dir, the sources' folders under it
     assert demo.returncode == 0, demo.stderr
-    assert {p.name for p in (tmp_path / "inputs").iterdir()} == {"reanalysis", "soil", "basins"}
+    assert {p.name for p in (tmp_path / "inputs").iterdir()} == {"reanalysis", "soil", "basins", "nwp"}
     repro = run(_dvc(), "repro", "stack")
     assert repro.returncode == 0, repro.stdout[-3000:] + repro.stderr[-3000:]
     for stage in ("validate", "regrid", "clip", "stack"):

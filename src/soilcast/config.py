@@ -82,6 +82,7 @@ class Paths(_Strict):
     raw_dir: LaxPath
     interim_dir: LaxPath
     processed: LaxPath
+    forecasts: LaxPath  # the weather forecast runs on the grid (sources.forecast), zarr
     artifacts_dir: LaxPath
     models_dir: LaxPath
 
@@ -124,6 +125,17 @@ class GridSpec(_Strict):
         return len(self.lats), len(self.lons)
 
 
+class DemoForecastArchive(_Strict):
+    """The demo's archive of weather forecasts: one GRIB2 file per month holding that month's
+    00 UTC runs (the demo truth plus ``forecast_error`` drawn with ``seed``)."""
+
+    years: YearPair                      # init days of these years (inclusive)
+    step_hours: int = Field(ge=1, le=24)  # output interval of the runs
+    bits_per_value: int = Field(ge=8, le=24)  # GRIB simple packing precision
+    margin_deg: float = Field(ge=0)      # cut-out around the target grid (like a user's area)
+    seed: int
+
+
 class DemoConfig(_Strict):
     seed: int
     met_grid: GridSpec
@@ -131,12 +143,16 @@ class DemoConfig(_Strict):
     valid_time_years: list[int]
     india_outline: LaxPath
     n_regions: int = Field(ge=4)
+    forecast_archive: DemoForecastArchive
 
 
 RegridMethod = Literal["conservative", "linear", "nearest"]
 # none: standardised as is; log1p: log(1 + max(x, 0)) first (heavy-tailed, mostly-zero inputs
 # such as precipitation). Applied by soilcast.ml.scaling, in training and inside the export.
 Transform = Literal["none", "log1p"]
+# How a weather forecast of this variable errs (soilcast.forecast_error): rain = log-normal
+# multiplicative error plus displacement in space and time; noise = additive smooth noise.
+ForecastErrorKind = Literal["rain", "noise"]
 
 
 class VariableSpec(_Strict):
@@ -154,6 +170,7 @@ class VariableSpec(_Strict):
     # never serves soil moisture) outside it. valid_range is in source units, for raw files.
     physical_range: FloatPair
     transform: Transform  # before standardisation (inputs; the target is min-max scaled)
+    forecast_error: ForecastErrorKind  # weather inputs only (the target is never forecast)
     colormap: str = Field(min_length=1)  # matplotlib colour map of its maps (plots)
     # keys that change how results look, not what is computed (trained runs stay valid)
     PRESENTATION: ClassVar[tuple[str, ...]] = ("colormap",)
@@ -193,9 +210,29 @@ class SourceSpec(_Strict):
         return self
 
 
+class ForecastSource(_Strict):
+    """Weather forecast runs (GRIB2 or NetCDF): ``<paths.raw_dir>/<folder>/<pattern>``, one
+    or many 00 UTC runs per file, steps every few hours to at least ``max(window.leads)`` days.
+    Variables are found by their cfgrib names (= ``source_name``), accumulations from the
+    run start (ECMWF) or in buckets (GFS) are turned into day totals."""
+
+    folder: str
+    pattern: str
+    # true: train on these runs (a reforecast archive covering the training years) instead of
+    # the reanalysis weather of the lead days with forecast_error applied (perfect prognosis)
+    train_on_archive: bool
+
+    @model_validator(mode="after")
+    def _relative(self) -> "ForecastSource":
+        if Path(self.folder).is_absolute() or ".." in Path(self.folder).parts or not self.folder.strip("./"):
+            raise ValueError(f"folder {self.folder!r} must be a sub-folder of paths.raw_dir")
+        return self
+
+
 class Sources(_Strict):
     met: SourceSpec
     target: SourceSpec
+    forecast: ForecastSource | None  # null: no archive (perfect-weather scores only)
 
 
 class Basins(_Strict):
@@ -247,6 +284,10 @@ class Window(_Strict):
     # the graph adds the last antecedent value back, so a zero output is persistence.
     # state: networks predict the level itself (the paper's formulation).
     target: Literal["increment", "state"]
+    # none: past weather only. perfect: networks also read the weather of the lead days, trained
+    # on the reanalysis weather itself. forecast: the same, with forecast_error applied in
+    # training (or sources.forecast's runs when train_on_archive) so they learn how far to trust it.
+    forecast_weather: Literal["none", "perfect", "forecast"]
 
     @model_validator(mode="before")
     @classmethod
@@ -316,6 +357,42 @@ class Training(_Strict):
     warmup_steps: int = Field(ge=0)  # linear warm-up, then cosine decay to 0 over the budget
     precision: Literal["auto", "float32", "mixed_bfloat16", "mixed_float16"]  # auto: soilcast.ml.precision
     patch_size: int = Field(ge=0)
+
+
+class LeadGrowth(_Strict):
+    """A quantity that grows linearly with lead: ``lead_1 + per_day * (lead - 1)``."""
+
+    lead_1: float = Field(ge=0)
+    per_day: float = Field(ge=0)
+
+    def at(self, lead: int) -> float:
+        """The value at ``lead`` days (never below 0; lead 0 = the run's own day)."""
+        return max(0.0, self.lead_1 + self.per_day * (lead - 1))
+
+
+class ForecastError(_Strict):
+    """How a weather forecast errs, by lead (soilcast.forecast_error): applied to the weather of
+    the lead days in perfect-prognosis training and by the demo to write its forecast archive."""
+
+    length_cells: float = Field(gt=0)  # spatial correlation length of the errors, grid cells
+    rain_log_sd: LeadGrowth            # sd of log(forecast / true) of a day's rain
+    rain_shift: LeadGrowth             # probability a day's rain is displaced by one cell
+    rain_timing: LeadGrowth            # probability it falls a day early or late
+    noise_sd: LeadGrowth               # other variables: additive noise, x training-years sd
+    # share of training windows that see no forecast (so serving_default, without one, is a
+    # trained past-weather forecast and not an untrained corner of the network)
+    dropout: float = Field(ge=0, lt=1)
+
+    def probability(self, growth: LeadGrowth, lead: int) -> float:
+        """A probability that grows with lead, capped at 1."""
+        return min(1.0, growth.at(lead))
+
+
+class ForecastHead(_Strict):
+    """The layers every network reads the lead days' weather with (ml.models.weather_head)."""
+
+    filters: int = Field(ge=1)
+    kernel_size: int = Field(ge=1)
 
 
 class Climatology(_Strict):
@@ -421,6 +498,8 @@ class Config(_Strict):
     scaling: Scaling
     models: NetworkSections
     training: Training
+    forecast_error: ForecastError
+    forecast_head: ForecastHead
     climatology: Climatology
     linear_reference: LinearReference
     gate: Gate

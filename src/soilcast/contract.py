@@ -19,6 +19,16 @@ training-years climatology of the valid day), ``percentile`` (0-100, of the fore
 training-years distribution for that time of year) and ``drought_class`` int32 (US Drought
 Monitor style, :data:`DROUGHT_CLASSES`; -1 = none or outside the mask). ``serving_default``
 is unchanged, so clients that only read ``soil_moisture`` keep working.
+
+A model trained with the weather of the lead days (metadata ``forecast_weather`` not
+``none``) has a third signature, ``forecast_with_weather``: the inputs of ``serving_default``
+plus ``forecast_meteo`` [batch, K, H, W, C], the forecast weather of the K lead days (daily
+means / totals over each valid day, the same variables, canonical units and grid as
+``meteo``), and the outputs of ``serving_default``. TF signatures have no optional inputs,
+so ``serving_default`` keeps answering without a forecast (the same network, told that none
+came). ``forecast_products_with_weather`` is ``forecast_products`` with ``forecast_meteo``. Scores name the weather a network was fed with :func:`scored_name`:
+``convlstm`` (past weather only), ``convlstm+forecast`` (a forecast archive's runs),
+``convlstm+perfect`` (the observed weather of the lead days: an upper bound, never served).
 """
 
 from __future__ import annotations
@@ -34,6 +44,14 @@ ANTECEDENT = "antecedent_soil_moisture"
 OUTPUT = "soil_moisture"
 OUTPUT_BY_LEAD = "soil_moisture_by_lead"
 LEADS = "leads"  # metadata key: the lead days of the output's lead axis, in order
+
+WEATHER_SIGNATURE = "forecast_with_weather"
+WEATHER_PRODUCTS_SIGNATURE = "forecast_products_with_weather"  # forecast_products + forecast_meteo
+FORECAST_INPUT = "forecast_meteo"
+FORECAST_WEATHER = "forecast_weather"  # metadata key: none | perfect | forecast (training)
+# How a network was fed the lead days' weather when scored: "past" = not at all.
+WEATHER_FEEDS = ("past", "forecast", "perfect")
+SERVABLE_FEEDS = ("past", "forecast")  # perfect weather does not exist at issue time
 
 PRODUCTS_SIGNATURE = "forecast_products"
 VALID_DOY = "valid_day_of_year"
@@ -68,6 +86,22 @@ def leads_of(metadata: Mapping[str, Any]) -> list[int]:
     if "lead_days" in metadata:
         return [int(metadata["lead_days"])]
     raise ValueError("metadata names neither 'leads' nor 'lead_days'")
+
+
+def scored_name(network: str, feed: str) -> str:
+    """The name a network's scores go by when fed ``feed`` weather (``past`` = its own name)."""
+    if feed not in WEATHER_FEEDS:
+        raise ValueError(f"weather feed {feed!r}: expected one of {WEATHER_FEEDS}")
+    return network if feed == "past" else f"{network}+{feed}"
+
+
+def network_and_feed(name: str) -> tuple[str, str]:
+    """Inverse of :func:`scored_name`: ``convlstm+forecast`` -> (``convlstm``, ``forecast``)."""
+    network, _, feed = name.partition("+")
+    feed = feed or "past"
+    if feed not in WEATHER_FEEDS:
+        raise ValueError(f"{name!r}: unknown weather feed {feed!r} (expected one of {WEATHER_FEEDS})")
+    return network, feed
 
 
 def calendar_bin(time: Any) -> np.ndarray:

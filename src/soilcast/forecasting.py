@@ -20,9 +20,11 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from soilcast.contract import INPUT, serving_inputs
+from soilcast.contract import FORECAST_INPUT, INPUT, serving_inputs
 
 PredictBatch = Callable[[dict[str, np.ndarray]], np.ndarray]
+# (block, ends) -> [n, K, H, W, C] forecast weather of the lead days (canonical units)
+WeatherSource = Callable[[Any, np.ndarray], np.ndarray]
 
 
 class Forecaster(Protocol):
@@ -41,7 +43,8 @@ class InputForecaster:
     """A forecaster fed the serving inputs (``meteo`` and, when trained with it, the
     antecedent soil moisture) in batches of ``batch`` windows: the shape shared by a Keras
     model, a SavedModel signature and a gRPC client. ``predict`` takes the named inputs and
-    returns ``[b, K, H, W]``."""
+    returns ``[b, K, H, W]``. ``weather``: also send ``forecast_meteo``, the lead days'
+    weather it gives for the windows (a forecast archive's runs, or the observed weather)."""
 
     name: str
     leads: tuple[int, ...]
@@ -49,12 +52,15 @@ class InputForecaster:
     seq_len: int
     antecedent: bool
     batch: int
+    weather: WeatherSource | None = None
 
     def forecast(self, block: Any, ends: np.ndarray) -> np.ndarray:
         ends = np.asarray(ends, dtype=np.int64)
         out = []
         for i in range(0, len(ends), max(self.batch, 1)):
             x = serving_inputs(block.X, block.Y, ends[i : i + self.batch], self.seq_len, self.antecedent)
+            if self.weather is not None:
+                x[FORECAST_INPUT] = np.asarray(self.weather(block, ends[i : i + self.batch]), np.float32)
             y = np.asarray(self.predict(x), dtype=np.float32)
             if y.ndim == 3:  # a one-lead model: [b, H, W]
                 y = y[:, None]
@@ -80,6 +86,13 @@ def observations(block: Any, ends: np.ndarray, leads: tuple[int, ...] | list[int
     """``[N, K, H, W]`` observed soil moisture on each window's valid days (NaN outside the mask)."""
     Y = np.asarray(block.Y[..., 0], dtype=np.float32)
     return Y[lead_offsets(ends, leads)]
+
+
+def perfect_weather(X: Any, ends: np.ndarray, leads: tuple[int, ...] | list[int]) -> np.ndarray:
+    """[N, K, H, W, C]: the observed weather ``X`` [T, H, W, C] of each window's valid days
+    (the upper bound a forecast-driven model reaches with a perfect weather forecast, and
+    what perfect-prognosis training starts from)."""
+    return np.asarray(X[lead_offsets(ends, leads)], dtype=np.float32)
 
 
 def forecast_all(forecasters: Mapping[str, Forecaster], block: Any, ends: np.ndarray) -> dict[str, np.ndarray]:

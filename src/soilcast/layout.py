@@ -171,6 +171,7 @@ class Layout:
     regridded_dir: Path
     mask_file: Path
     tensors: Path
+    forecast_store: Path  # forecast runs on the grid (sources.forecast)
     input_plots: Path
     train_dir: Path
     eval_dir: Path
@@ -191,6 +192,7 @@ class Layout:
             regridded_dir=Path(p.interim_dir) / "regridded",
             mask_file=Path(p.interim_dir) / "mask.nc",
             tensors=Path(p.processed),
+            forecast_store=Path(p.forecasts),
             input_plots=art / "plots" / "inputs",
             train_dir=art / "train",
             eval_dir=art / "eval",

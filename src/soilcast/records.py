@@ -137,6 +137,8 @@ class Scored(_Record):
 
     status: Literal["ok"]
     kind: Literal["network", "reference"]
+    # the lead days' weather a network was fed (contract.WEATHER_FEEDS): past = none
+    feed: Literal["past", "forecast", "perfect"] = "past"
     n_windows: int
     leads: list[int]
     init_period: list[str]
@@ -226,6 +228,10 @@ class Decision(_Record):
     champion: dict[str, Any] | None
     reasons: list[str]
     winner_score: float | None = None
+    # the network to export and how the winner's scores were fed (contract.SERVABLE_FEEDS):
+    # forecast = with the forecast archive's runs (its forecast_with_weather signature)
+    network: str | None = None
+    served_feed: str | None = None
     skill_vs_best_reference: dict[str, float | None] | None = None  # validation, by lead
     weakest_lead: int | None = None
     validation: ByLead | None = None
@@ -287,6 +293,11 @@ class BundleMetadata(_Record):
     training_record: dict[str, Any]
     fingerprint: dict[str, Any] | None = None
     products: dict[str, Any] | None = None
+    # trained with the lead days' weather (none | perfect | forecast): then the bundle has
+    # the forecast_with_weather signature, whose extra input ``weather_input`` describes
+    forecast_weather: str = "none"
+    weather_input: dict[str, Any] | None = None
+    served_feed: str = "past"  # how the gate scored it: past (serving_default) or forecast
 
     @classmethod
     def upgrade(cls, data: dict[str, Any]) -> dict[str, Any]:

@@ -76,7 +76,7 @@ def test_0_360_and_minus180_180_sources_identical(tmp_path, small_cfg_factory, m
 
     spec = VariableSpec(name="t2m", source_name="t2m", source_units="K", canonical_units="K",
                         accumulated=False, regrid_method=method, valid_range=(180, 340),
-                        physical_range=(150, 350), transform="none", colormap="viridis")
+                        physical_range=(150, 350), transform="none", forecast_error="noise", colormap="viridis")
     lat = np.arange(20.0, -20.01, -1.0)
     lon360 = np.arange(0.0, 360.0, 1.0)
     lon180 = np.arange(-180.0, 180.0, 1.0)

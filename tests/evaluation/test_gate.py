@@ -255,3 +255,18 @@ def test_cli_exit_codes(tiny_cfg, tmp_path):
     write_metrics(tiny_cfg, convlstm=_entry(0.3))
     res = runner.invoke(app, ["gate", "-p", str(params)])
     assert res.exit_code == 0 and "BLESSED" in res.output
+
+
+def test_perfect_weather_never_wins_and_a_forecast_fed_winner_names_its_network(tiny_cfg):
+    """Perfect weather is an upper bound no forecast reaches: it never competes. A network
+    that wins with the forecast archive's runs is exported as that network, fed a forecast."""
+    metrics = write_metrics(tiny_cfg, convlstm=_entry(0.2), **{"convlstm+forecast": {**_entry(0.3), "feed": "forecast"},
+                                                               "convlstm+perfect": {**_entry(0.9), "feed": "perfect"}})
+    board = Leaderboard.from_json(metrics)
+    winner, scores = pick_winner(board, BEST)
+    assert winner == "convlstm+forecast" and "convlstm+perfect" not in scores
+    d = decide(board, "rmse", 0.0, 0.02, None, benchmark_names())
+    assert d.blessed and d.network == "convlstm" and d.served_feed == "forecast"
+    # without the forecast the network earns less; with perfect weather alone nothing competes
+    only_perfect = write_metrics(tiny_cfg, **{"convlstm+perfect": {**_entry(0.9), "feed": "perfect"}})
+    assert pick_winner(Leaderboard.from_json(only_perfect), BEST)[0] is None

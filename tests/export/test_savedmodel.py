@@ -94,7 +94,7 @@ def exported(tmp_path_factory):
     model = physical_stub(cfg, tensors.mask)
     bless(cfg)
     mp = pytest.MonkeyPatch()
-    mp.setattr(savedmodel, "load_physical_model", lambda c, run, name: model)
+    mp.setattr(savedmodel, "load_physical_models", lambda c, run, name: (model, None))
     path = export_blessed(cfg)
     yield cfg, model, tensors, path, mp
     mp.undo()

@@ -162,6 +162,37 @@ def ingest(
     typer.echo("record the new store version with `dvc commit -f stack` (then `dvc push`)")
 
 
+ForecastsOpt = path_opt("--forecasts", "Forecast store (weather forecast runs on the grid)")
+
+
+@app.command("forecasts")
+def forecasts(params: Path = ParamsOpt, raw: Optional[Path] = RawOpt, mask: Optional[Path] = MaskOpt,
+              out: Optional[Path] = path_opt("--out", "Output forecast store")) -> None:
+    """Read every weather forecast run of sources.forecast (GRIB2/NetCDF), aggregate it to
+    days, regrid it and write the forecast store (the DVC stage)."""
+    from soilcast.data.forecast_store import build_forecast_store
+
+    def step(cfg, lay):
+        if cfg.sources.forecast is None:
+            fail("params sources.forecast is null: no forecast runs configured")
+        return build_forecast_store(cfg, pick(raw, lay.raw_dir), pick(mask, lay.mask_file), pick(out, lay.forecast_store))
+
+    typer.echo(f"forecasts -> {_run(step, params)}")
+
+
+@app.command("ingest-forecast")
+def ingest_forecast(
+    path: Path = typer.Argument(..., help="A forecast run (GRIB2/NetCDF file) or a folder of runs."),
+    params: Path = ParamsOpt, mask: Optional[Path] = MaskOpt, forecasts: Optional[Path] = ForecastsOpt,
+) -> None:
+    """Validate, aggregate, regrid and add weather forecast runs to the forecast store
+    (atomic, under a lock; a bad run leaves the store as it was)."""
+    from soilcast.data.forecast_store import ingest_forecast as run
+
+    result = _run(lambda cfg, lay: run(cfg, path, pick(forecasts, lay.forecast_store), pick(mask, lay.mask_file)), params)
+    typer.echo(f"ingested forecast run(s) from {path}: {result}")
+
+
 @app.command("demo-delivery")
 def demo_delivery(
     out_dir: Path = typer.Argument(..., help="Folder for the delivery (e.g. data/incoming)."),

@@ -28,7 +28,10 @@ def _runs(cfg, lay: Layout, train: Path | None) -> dict:
 @app.command("evaluate")
 def evaluate_cmd(params: Path = ParamsOpt, tensors: Optional[Path] = TensorsOpt,
                  train: Optional[Path] = TrainOpt,
-                 out: Optional[Path] = path_opt("--out", "Output folder (metrics, leaderboard, plots)")) -> None:
+                 out: Optional[Path] = path_opt("--out", "Output folder (metrics, leaderboard, plots)"),
+                 forecasts: Optional[Path] = path_opt(
+                     "--forecasts", "Forecast store: networks trained with the lead days' weather are also "
+                     "scored with its runs (default: params paths.forecasts when sources.forecast is set)")) -> None:
     """Score all trained networks and the references at every lead (validation and test years)."""
     from soilcast.evaluation.evaluate import evaluate
     from soilcast.records import Scored
@@ -37,7 +40,8 @@ def evaluate_cmd(params: Path = ParamsOpt, tensors: Optional[Path] = TensorsOpt,
     lay = Layout.from_config(cfg)
     where = EvalDir(pick(out, lay.eval_dir))
     try:
-        metrics = evaluate(cfg, pick(tensors, lay.tensors), _runs(cfg, lay, train), where)
+        archive = pick(forecasts, lay.forecast_store) if (forecasts or cfg.sources.forecast) else None
+        metrics = evaluate(cfg, pick(tensors, lay.tensors), _runs(cfg, lay, train), where, archive)
     except (FileNotFoundError, ValueError) as err:
         fail(str(err))
     for name, m in metrics.items():

@@ -11,6 +11,8 @@
   soil moisture ``swvl1`` (m**3 m**-3) on the finer ``cfg.demo.sm_grid`` with the same
   conventions (latitude descending, longitude 0-360). Defined over sea too (no NaN).
 * ``basins/demo_regions.geojson``: India cut into ``cfg.demo.n_regions`` synthetic regions.
+* ``cfg.sources.forecast`` folder (when configured): GRIB2 weather forecast runs of the years
+  ``cfg.demo.forecast_archive.years``, one file per month (:mod:`soilcast.demo.forecast_archive`).
 
 Time stamps (read this before regridding):
 
@@ -236,6 +238,10 @@ def generate(cfg: Config, out_dir: Path) -> None:
         swvl1 = volumetric(bucket.storage, soil.geo.capacity, soil.geo.theta_res, soil.geo.theta_sat)
         _soil_file(cfg, out_dir, year, days, swvl1, soil)
         log.info("demo data: wrote %d", year)
+    if cfg.sources.forecast is not None:  # the weather forecast runs of the archive years
+        from soilcast.demo.forecast_archive import write_archive
+
+        write_archive(cfg, out_dir)
 
 
 def generate_delivery(cfg: Config, out_dir: Path, first: dt.date, last: dt.date) -> list[Path]:

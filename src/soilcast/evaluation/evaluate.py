@@ -23,6 +23,7 @@ config that trains only some networks still evaluates.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from soilcast.config import Config
-from soilcast.contract import ANTECEDENT, OUTPUT_BY_LEAD, leads_of
+from soilcast.contract import ANTECEDENT, OUTPUT_BY_LEAD, leads_of, network_and_feed, scored_name
 from soilcast.evaluation.leads import best_references, lead_key, mean_over_leads, skill_vs_best
 from soilcast.evaluation.metrics import METRICS, all_metrics, area_weights, finite_or_none
 from soilcast.evaluation.seasons import season_rows
@@ -93,6 +94,7 @@ def score(
     return {
         "status": "ok",
         "kind": "reference" if fc.model in references() else "network",
+        "feed": network_and_feed(fc.model)[1],
         "n_windows": int(fc.pred.shape[0]),
         "leads": [int(k) for k in fc.leads],
         "init_period": [str(fc.init_time[0].date()), str(fc.init_time[-1].date())],
@@ -111,13 +113,32 @@ def _context_names() -> dict[str, str]:
     return {key: ref.name for key, ref in context_references().items()}
 
 
-def forecasters(cfg: Config, store: Path, tensors: Any, runs: Mapping[str, RunDir]) -> tuple[dict[str, Any], dict[str, str]]:
+def weather_sources(cfg: Config, archive: Any) -> dict[str, Any]:
+    """How a network trained with the lead days' weather is fed when scored, beside past
+    weather only: ``forecast`` = the forecast archive's runs for the window's init day (when
+    an archive is given), ``perfect`` = the observed weather of the lead days (upper bound)."""
+    from soilcast.forecasting import perfect_weather
+
+    leads = tuple(cfg.window.leads)
+    out: dict[str, Any] = {}
+    if archive is not None and list(archive.variables) != cfg.variable_names:
+        raise ValueError(f"{archive.path}: forecast variables {archive.variables} differ from params.yaml's "
+                         f"{cfg.variable_names} (rerun `soilcast forecasts`)")
+    if archive is not None:
+        out["forecast"] = lambda block, ends: archive.lookup(block.time[ends], leads)
+    out["perfect"] = lambda block, ends: perfect_weather(block.X, ends, leads)
+    return out
+
+
+def forecasters(cfg: Config, store: Path, tensors: Any, runs: Mapping[str, RunDir],
+                archive: Any = None) -> tuple[dict[str, Any], dict[str, str]]:
     """The references (each fitted once) and every current trained network as forecasters;
     skipped networks with why. Networks come in ``training.models`` order, then the other
-    registered ones."""
+    registered ones; a network trained with the lead days' weather also comes fed by each
+    of :func:`weather_sources` (``convlstm+forecast``, ``convlstm+perfect``)."""
     from soilcast.ml.models import registry
     from soilcast.ml.models.references import reference_forecasters
-    from soilcast.ml.predict import KerasForecaster
+    from soilcast.ml.predict import KerasForecaster, reads_forecast_weather
 
     out: dict[str, Any] = dict(reference_forecasters(cfg, tensors))
     skipped: dict[str, str] = {}
@@ -132,20 +153,31 @@ def forecasters(cfg: Config, store: Path, tensors: Any, runs: Mapping[str, RunDi
             skipped[name] = f"refused: {why}"
             continue
         out[name] = KerasForecaster(cfg, run, name)
+        if reads_forecast_weather(json.loads(run.grid.read_text())):
+            for feed, source in weather_sources(cfg, archive).items():
+                f = KerasForecaster(cfg, run, name, weather=source, feed=feed)
+                out[f.name] = f
     return out, skipped
 
 
-def evaluate(cfg: Config, tensors: Path, runs: Mapping[str, RunDir], out: EvalDir) -> Leaderboard:
+def evaluate(cfg: Config, tensors: Path, runs: Mapping[str, RunDir], out: EvalDir,
+             forecasts_store: Path | None = None) -> Leaderboard:
     """Score the references and the networks trained in ``runs`` (name -> run folder) on the
     tensor store ``tensors`` at every lead; write metrics, leaderboard and plots into ``out``;
-    return the metrics."""
+    return the metrics. ``forecasts_store``: the forecast archive (``soilcast forecasts``)
+    that networks trained with the lead days' weather are also scored with."""
     from soilcast.evaluation.plots import write_plots
     from soilcast.io.atomic import atomic_write_text
     from soilcast.ml.predict import split_forecasts
     from soilcast.ml.train import load_tensors
 
     store = load_tensors(cfg, tensors)
-    models, skipped = forecasters(cfg, tensors, store, runs)
+    archive = None
+    if forecasts_store is not None:
+        from soilcast.data.forecast_store import open_forecasts
+
+        archive = open_forecasts(forecasts_store)
+    models, skipped = forecasters(cfg, tensors, store, runs, archive)
     ctx = _context_names()
     val_fc = split_forecasts(cfg, store, models, "val")
     vclim, vpers = val_fc[ctx["clim"]], val_fc[ctx["persistence"]]
@@ -206,6 +238,7 @@ def leaderboard(metrics: Leaderboard, primary: str) -> str:
     for rank, n in enumerate(order, 1):
         lines.append(f"| {rank} | {n} | {ok[n].kind} | " + " | ".join(_fmt(skill[n].get(k)) for k in keys)
                      + f" | {_fmt(mean[n])} |")
+    lines += weather_table(metrics, keys, leads)
     for metric in SUMMARY:
         lines += ["", f"## {metric}", "", head, rule]
         for rank, n in enumerate(order, 1):
@@ -225,6 +258,32 @@ def leaderboard(metrics: Leaderboard, primary: str) -> str:
     if skipped:
         lines += ["", "Skipped:", ""] + [f"- {n}: {m.reason}" for n, m in skipped.items()]
     return "\n".join(lines) + "\n"
+
+
+WEATHER_NOTES = {"past": "past weather only (serving_default)",
+                 "forecast": "+ the forecast archive's runs (forecast_with_weather; servable)",
+                 "perfect": "+ the observed weather of the lead days (upper bound, never served)"}
+
+
+def weather_table(metrics: Leaderboard, keys: list[str], leads: list[int]) -> list[str]:
+    """Markdown lines: each network trained with the lead days' weather, fed three ways
+    (test skill vs climatology by lead); nothing when no network reads a forecast."""
+    ok = metrics.scored()
+    fed = sorted({network_and_feed(n)[0] for n, e in ok.items() if e.feed != "past"})
+    if not fed:
+        return []
+    lines = ["", "## Weather of the lead days: skill vs climatology, three ways", "",
+             "The same network without a forecast, with the forecast archive, and with perfect weather. "
+             "The gate chooses between the first two on validation; perfect weather is the upper bound.", "",
+             "| network | fed with | " + " | ".join(f"lead {k}" for k in leads) + " |",
+             "|---|---|" + "---|" * len(leads)]
+    for net in fed:
+        for feed, note in WEATHER_NOTES.items():
+            name = scored_name(net, feed)
+            if name in ok:
+                vals = [ok[name].overall.get(k, {}).get("skill_vs_climatology") for k in keys]
+                lines.append(f"| {net} | {note} | " + " | ".join(_fmt(v) for v in vals) + " |")
+    return lines
 
 
 def other_inputs(cfg: Config, version_dir: Path, meta: Mapping[str, Any]) -> str | None:

@@ -6,7 +6,11 @@ years; their scores are recorded for reporting). At each lead the best benchmark
 :mod:`soilcast.evaluation.leads`) is the forecast to beat:
 
 1. winner: the network with the highest mean over leads of its MSE skill against the best
-   reference at each lead;
+   reference at each lead. A network trained with the lead days' weather competes twice, as
+   it can be served: without a forecast (``convlstm``) and with the forecast archive's runs
+   (``convlstm+forecast``); its perfect-weather scores (``+perfect``) are an upper bound that
+   no forecast reaches and never compete (``contract.SERVABLE_FEEDS``). The decision names the
+   network to export and the feed (``served_feed``) its scores were earned with;
 2. value: that skill must reach ``cfg.gate.min_skill_vs_best_reference`` at EVERY lead (a
    forecast that loses to a free reference at some lead misleads an operator planning on
    it); the weakest lead is named in the reasons either way;
@@ -31,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from soilcast.config import Config
+from soilcast.contract import SERVABLE_FEEDS, network_and_feed
 from soilcast.evaluation.leads import best_references, mean_over_leads, skill_vs_best
 from soilcast.records import ByLead, Decision, Leaderboard
 
@@ -43,7 +48,7 @@ def pick_winner(metrics: Leaderboard, best: Mapping[str, str]) -> tuple[str | No
     reference; networks are the entries evaluation marks ``kind: network``."""
     scores: dict[str, float] = {}
     for name, entry in metrics.scored().items():
-        if entry.kind != "network":
+        if entry.kind != "network" or entry.feed not in SERVABLE_FEEDS:
             continue
         value = mean_over_leads(skill_vs_best(metrics, name, best, "val"))
         if value is not None and math.isfinite(value):
@@ -85,6 +90,7 @@ def decide(
         out.update(blessed=False, reasons=["no trained network has a finite validation skill at every lead"])
         return Decision.from_json(out, "gate decision")
     skill = skill_vs_best(metrics, winner, best, "val")
+    out["network"], out["served_feed"] = network_and_feed(winner)
     out["winner_score"] = scores[winner]
     out["skill_vs_best_reference"] = skill
     out["validation"] = metrics.val_of(winner)

@@ -135,8 +135,13 @@ def plot_basin_skill(metrics: Leaderboard, basins: dict[int, str], out: Path) ->
     _save(fig, out / "basin_skill.png")
 
 
+# line style by the lead days' weather a network was fed (references: dashed)
+FEED_STYLE = {"past": "o-", "forecast": "D-", "perfect": "^:"}
+
+
 def plot_skill_vs_lead(metrics: Leaderboard, out: Path) -> None:
-    """Skill vs climatology and vs persistence against lead: networks solid, references dashed."""
+    """Skill vs climatology and vs persistence against lead: networks solid (fed a forecast
+    archive: diamonds; perfect weather, the upper bound: dotted), references dashed."""
     from soilcast.evaluation.leads import lead_key
 
     plt = _plt()
@@ -146,7 +151,7 @@ def plot_skill_vs_lead(metrics: Leaderboard, out: Path) -> None:
                            (axes[1], "skill_vs_persistence", "vs persistence")):
         for name, entry in metrics.scored().items():
             vals = [entry.overall.get(lead_key(k), {}).get(key) for k in leads]
-            style = "o-" if entry.kind == "network" else "s--"
+            style = FEED_STYLE[entry.feed] if entry.kind == "network" else "s--"
             ax.plot(leads, [np.nan if v is None else v for v in vals], style, lw=1.4, ms=4, label=name)
         ax.axhline(0.0, color="k", lw=0.8)
         ax.set(xlabel="lead (days)", ylabel="MSE skill (1 - MSE/MSE_ref)", title=f"Test skill {title}")

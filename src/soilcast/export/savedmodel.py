@@ -15,6 +15,10 @@ Signatures (the serving contract):
   ``anomaly``, ``percentile`` and ``drought_class`` (see :mod:`soilcast.export.products`). A second signature rather than an
   optional input (TF signatures have none), so ``serving_default`` and its clients are
   untouched.
+- ``forecast_with_weather`` (a network trained with the lead days' weather only): the inputs
+  of ``serving_default`` plus ``forecast_meteo`` float32 [batch, K, H, W, C], the weather
+  forecast of the K lead days in canonical units -> the outputs of ``serving_default``.
+  ``serving_default`` of such a model answers without a forecast (past weather only).
 - ``metadata``: no inputs -> ``metadata`` string scalar holding the metadata JSON.
 
 Files beside the graph (:class:`soilcast.layout.Bundle`): the metadata (same JSON), the
@@ -55,6 +59,11 @@ def input_shapes(cfg: Config) -> dict[str, tuple[int | None, ...]]:
     return shapes
 
 
+def weather_shape(cfg: Config) -> tuple[int | None, ...]:
+    """``forecast_meteo`` of ``forecast_with_weather``: [batch, K, H, W, C]."""
+    return (None, cfg.window.n_leads, *cfg.grid.shape, len(cfg.variables))
+
+
 def output_shapes(cfg: Config) -> dict[str, tuple[int | None, ...]]:
     """``serving_default``'s outputs: the first lead's field and every lead's."""
     return {OUTPUT: (None, *cfg.grid.shape), OUTPUT_BY_LEAD: (None, cfg.window.n_leads, *cfg.grid.shape)}
@@ -74,10 +83,11 @@ def call_model(model: Any, inputs: dict[str, Any]) -> Any:
 
 def write_savedmodel(
     model: Any, path: Path, cfg: Config, metadata: dict[str, Any], extras: dict[str, str],
-    tables: Any = None,
+    tables: Any = None, weather_model: Any = None,
 ) -> None:
     """Write ``model`` as a SavedModel with its signatures and the extra files; with
-    ``tables`` (:class:`soilcast.export.products.ProductTables`) also ``forecast_products``."""
+    ``tables`` (:class:`soilcast.export.products.ProductTables`) also ``forecast_products``,
+    with ``weather_model`` (the same network taking ``forecast_meteo``) ``forecast_with_weather``."""
     import keras
     import tensorflow as tf
 
@@ -90,16 +100,11 @@ def write_savedmodel(
     specs = [tf.TensorSpec(shape, tf.float32, name=name) for name, shape in shapes.items()]
     names = list(shapes)
 
-    def serve(*tensors: Any) -> dict[str, Any]:
-        checked = {n: tf.ensure_shape(t, shapes[n]) for n, t in zip(names, tensors)}
+    def serve(**tensors: Any) -> dict[str, Any]:
+        checked = {n: tf.ensure_shape(t, shapes[n]) for n, t in tensors.items()}
         return serving_outputs(tf.cast(call_model(model, checked), tf.float32))
 
-    # Give the traced function the real argument names so the signature keys are the
-    # contract's names (``meteo`` ...), not ``args_0``.
-    if len(names) == 1:
-        fn = lambda meteo: serve(meteo)  # noqa: E731
-    else:
-        fn = lambda meteo, antecedent_soil_moisture: serve(meteo, antecedent_soil_moisture)  # noqa: E731
+    fn = _named(serve, names)
     meta_text = json.dumps(metadata, sort_keys=True)
 
     archive = keras.export.ExportArchive()
@@ -107,6 +112,8 @@ def write_savedmodel(
     archive.add_endpoint("serving_default", fn, input_signature=specs)
     if tables is not None:
         _add_products(archive, model, tables, shapes, specs)
+    if weather_model is not None:
+        _add_weather(archive, weather_model, cfg, shapes, specs, tables)
     archive.add_endpoint("metadata", lambda: {"metadata": tf.constant(meta_text)}, input_signature=[])
     archive.write_out(str(path), verbose=False)
     files = Bundle(Path(path))
@@ -116,9 +123,11 @@ def write_savedmodel(
         getattr(files, name).write_text(text)
 
 
-def _add_products(archive: Any, model: Any, tables: Any, shapes: dict, specs: list) -> None:
+def _add_products(archive: Any, model: Any, tables: Any, shapes: dict, specs: list,
+                  signature: str = PRODUCTS_SIGNATURE) -> None:
     """The ``forecast_products`` endpoint: the served forecast of every lead through the
-    products layer, each lead with its own valid day."""
+    products layer, each lead with its own valid day. ``shapes``/``specs``: the model's
+    inputs (with ``forecast_meteo`` for ``forecast_products_with_weather``)."""
     import tensorflow as tf
 
     from soilcast.contract import N_CALENDAR_DAYS
@@ -129,12 +138,12 @@ def _add_products(archive: Any, model: Any, tables: Any, shapes: dict, specs: li
     names = list(shapes)
     n_leads = int(model.outputs[0].shape[1])
 
-    def products(*tensors: Any) -> dict[str, Any]:
-        *grids, doy = tensors
-        checked = {n: tf.ensure_shape(t, shapes[n]) for n, t in zip(names, grids)}
+    def products(**tensors: Any) -> dict[str, Any]:
+        doy = tensors.pop(VALID_DOY)
+        checked = {n: tf.ensure_shape(tensors[n], shapes[n]) for n in names}
         doy = tf.ensure_shape(doy, (None, n_leads))
         with tf.control_dependencies([
-            tf.debugging.assert_equal(tf.shape(doy)[0], tf.shape(grids[0])[0],
+            tf.debugging.assert_equal(tf.shape(doy)[0], tf.shape(checked[INPUT])[0],
                                       message=f"{VALID_DOY} needs one row of {n_leads} valid days per window"),
             tf.debugging.assert_non_negative(doy, message=f"{VALID_DOY} must be 0..{N_CALENDAR_DAYS - 1}"),
             tf.debugging.assert_less(doy, N_CALENDAR_DAYS, message=f"{VALID_DOY} must be 0..{N_CALENDAR_DAYS - 1}"),
@@ -142,13 +151,42 @@ def _add_products(archive: Any, model: Any, tables: Any, shapes: dict, specs: li
             y = tf.cast(call_model(model, checked), tf.float32)
             return layer(y, doy)
 
-    if len(names) == 1:
-        fn = lambda meteo, valid_day_of_year: products(meteo, valid_day_of_year)  # noqa: E731
-    else:
-        fn = lambda meteo, antecedent_soil_moisture, valid_day_of_year: products(  # noqa: E731
-            meteo, antecedent_soil_moisture, valid_day_of_year)
-    archive.add_endpoint(PRODUCTS_SIGNATURE, fn,
+    archive.add_endpoint(signature, _named(products, [*names, VALID_DOY]),
                          input_signature=[*specs, tf.TensorSpec((None, n_leads), tf.int32, name=VALID_DOY)])
+
+
+def _named(fn: Any, names: list[str]) -> Any:
+    """``fn(**tensors)`` as a function of positional arguments called ``names``, so the traced
+    signature's keys are the contract's names (``meteo`` ...), not ``args_0``."""
+    import inspect
+
+    def call(*args: Any) -> Any:
+        return fn(**dict(zip(names, args)))
+
+    call.__signature__ = inspect.Signature(
+        [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in names])
+    return call
+
+
+def _add_weather(archive: Any, model: Any, cfg: Config, shapes: dict, specs: list, tables: Any) -> None:
+    """``forecast_with_weather`` (and ``forecast_products_with_weather`` with ``tables``):
+    ``serving_default``'s (``forecast_products``') inputs and outputs, plus the lead days'
+    weather forecast ``forecast_meteo``."""
+    import tensorflow as tf
+
+    from soilcast.contract import FORECAST_INPUT, WEATHER_PRODUCTS_SIGNATURE, WEATHER_SIGNATURE
+
+    archive.track(model)
+    all_shapes = {**shapes, FORECAST_INPUT: weather_shape(cfg)}
+    all_specs = [*specs, tf.TensorSpec(weather_shape(cfg), tf.float32, name=FORECAST_INPUT)]
+
+    def serve(**tensors: Any) -> dict[str, Any]:
+        checked = {n: tf.ensure_shape(t, all_shapes[n]) for n, t in tensors.items()}
+        return serving_outputs(tf.cast(model(checked, training=False), tf.float32))
+
+    archive.add_endpoint(WEATHER_SIGNATURE, _named(serve, list(all_shapes)), input_signature=all_specs)
+    if tables is not None:
+        _add_products(archive, model, tables, all_shapes, all_specs, WEATHER_PRODUCTS_SIGNATURE)
 
 
 def build_metadata(
@@ -230,6 +268,28 @@ def load_physical_model(cfg: Config, run: RunDir, name: str) -> Any:
     from soilcast.ml.predict import physical_model
 
     return physical_model(cfg, run, name)
+
+
+def load_physical_models(cfg: Config, run: RunDir, name: str) -> tuple[Any, Any]:
+    """(``serving_default``'s model, ``forecast_with_weather``'s or None), one network."""
+    from soilcast.ml.predict import physical_pair
+
+    return physical_pair(cfg, run, name)
+
+
+def weather_metadata(cfg: Config, run: RunDir) -> dict[str, Any]:
+    """How a client sends the lead days' weather to ``forecast_with_weather``."""
+    from soilcast.contract import FORECAST_INPUT, FORECAST_WEATHER, WEATHER_SIGNATURE
+
+    return {
+        FORECAST_WEATHER: json.loads(run.grid.read_text())[FORECAST_WEATHER],
+        "weather_input": {
+            "signature": WEATHER_SIGNATURE, "name": FORECAST_INPUT, "dtype": "float32",
+            "shape": list(weather_shape(cfg)), "leads": list(cfg.window.leads), "variables": cfg.variable_names,
+            "aggregation": "daily mean (totals for accumulated variables) over each valid day 00-24 UTC, "
+                           "canonical units, on the model grid",
+        },
+    }
 
 
 def rtol_for(cfg: Config, precision: str | None = None) -> float:
@@ -322,10 +382,11 @@ def export_blessed(
             "reasons": blessing.reasons, "version": None, "path": None,
         })
         return None
-    name = blessing.winner
+    winner = blessing.winner
+    name = blessing.network or winner  # the network behind the winning scores (feed apart)
     metrics = Leaderboard.read(Path(metrics_file))
-    if name not in metrics.scored():
-        raise RecordError(f"{metrics_file}: the gate's winner {name!r} was not scored "
+    if winner not in metrics.scored():
+        raise RecordError(f"{metrics_file}: the gate's winner {winner!r} was not scored "
                           "(the metrics changed after the gate: rerun 'evaluate' and 'gate')")
     if name not in runs:
         raise FileNotFoundError(f"blessed winner {name}: no run folder given (have {sorted(runs)})")
@@ -349,13 +410,16 @@ def export_blessed(
             "hint": f"retrain, or delete {models_dir / versions.ROLLED_BACK / str(withdrawn)} to allow it again",
         })
         return None
-    model = load_physical_model(cfg, run, name)
+    model, weather_model = load_physical_models(cfg, run, name)
     version = versions.next_version(models_dir)
     from soilcast.export.products import product_tables
 
     tables = product_tables(cfg, tensors)
-    metadata = build_metadata(cfg, tensors, name, version, metrics.scored()[name].overall, record)
+    metadata = build_metadata(cfg, tensors, name, version, metrics.scored()[winner].overall, record)
     metadata["fingerprint"] = fingerprint
+    metadata["served_feed"] = blessing.served_feed or "past"
+    if weather_model is not None:
+        metadata.update(weather_metadata(cfg, run))
     if [b["id"] for b in metadata["basins"]] != tables.basin_ids.tolist():
         raise RuntimeError(f"basin order {metadata['basins']} differs from the products' {tables.basin_ids}")
     metadata["products"] = products_metadata(cfg, tables, metadata["basins"])
@@ -369,7 +433,7 @@ def export_blessed(
     staging = versions.staging_dir(models_dir.parent)  # outside the served base path
     try:
         staged = staging / str(version)
-        write_savedmodel(model, staged, cfg, metadata, extras, tables)
+        write_savedmodel(model, staged, cfg, metadata, extras, tables, weather_model)
         from soilcast.repository.warmup import write_warmup
 
         write_warmup(staged, canaries, cfg.serving.model_name)  # replayed before it serves

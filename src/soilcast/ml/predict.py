@@ -125,44 +125,114 @@ def load_network(run: RunDir, name: str) -> keras.Model:
     return load_keras_model(path, name, compile=False)
 
 
-def physical_model(cfg: Config, run: RunDir, name: str) -> keras.Model:
-    """Trained network ``name`` (run folder ``run``) wrapped from physical inputs to physical forecasts."""
+@keras.saving.register_keras_serializable(package=PKG)
+class NoForecast(keras.layers.Layer):
+    """[b, L, H, W, C] ``meteo`` -> (zeros [b, K, H, W, C], zeros [b, 1]): "no forecast came"
+    for a network trained with the lead days' weather (its ``serving_default``)."""
+
+    def __init__(self, n_leads: int, **kwargs: Any) -> None:
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        self.n_leads = int(n_leads)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "n_leads": self.n_leads}
+
+    def call(self, meteo: Any) -> Any:
+        w = ops.repeat(ops.zeros_like(meteo[:, :1]), self.n_leads, axis=1)
+        return w, ops.zeros_like(meteo[:, 0, 0, 0, :1])
+
+    def compute_output_shape(self, s: tuple) -> tuple:
+        return (s[0], self.n_leads, *s[2:]), (s[0], 1)
+
+
+def reads_forecast_weather(grid: dict[str, Any]) -> bool:
+    """Was the run trained with the lead days' weather (``grid.json``'s ``forecast_weather``)?"""
+    return grid.get("forecast_weather", "none") != "none"
+
+
+def physical_model(cfg: Config, run: RunDir, name: str, with_weather: bool = False) -> keras.Model:
+    """Trained network ``name`` (run folder ``run``) wrapped from physical inputs to physical
+    forecasts; ``with_weather``: also taking ``forecast_meteo`` (a run trained with it only)."""
     grid = json.loads(run.grid.read_text())
     scaling = Scaler.load(run.scaling).to_dict()
-    return wrap_physical(load_network(run, name), scaling, grid, list(cfg.target.physical_range), name)
+    return wrap_physical(load_network(run, name), scaling, grid, list(cfg.target.physical_range), name,
+                         with_weather)
+
+
+def physical_pair(cfg: Config, run: RunDir, name: str) -> tuple[keras.Model, keras.Model | None]:
+    """``serving_default``'s graph and, for a run trained with the lead days' weather,
+    ``forecast_with_weather``'s, both around ONE loaded network (one set of weights)."""
+    grid = json.loads(run.grid.read_text())
+    scaling = Scaler.load(run.scaling).to_dict()
+    net, bounds = load_network(run, name), list(cfg.target.physical_range)
+    plain = wrap_physical(net, scaling, grid, bounds, name)
+    return plain, (wrap_physical(net, scaling, grid, bounds, name, True) if reads_forecast_weather(grid) else None)
 
 
 def wrap_physical(net: keras.Model, scaling: dict[str, Any], grid: dict[str, Any],
-                  bounds: list, name: str) -> keras.Model:
-    """The serving graph around a network in scaled space (see the module docstring)."""
+                  bounds: list, name: str, with_weather: bool = False) -> keras.Model:
+    """The serving graph around a network in scaled space (see the module docstring). A
+    network trained with the lead days' weather is told "no forecast" unless ``with_weather``,
+    when the graph takes ``forecast_meteo`` [b, K, H, W, C] (canonical units) as well."""
+    from soilcast.contract import ANTECEDENT, FORECAST_INPUT, INPUT
+
     L, (H, W), mask = grid["seq_len"], np.asarray(grid["mask"]).shape, grid["mask"]
-    meteo = keras.Input(shape=(L, H, W, len(grid["variables"])), name="meteo", dtype="float32")
+    C, K = len(grid["variables"]), len(grid["leads"])
+    if with_weather and not reads_forecast_weather(grid):
+        raise ValueError(f"{name}: trained without the lead days' weather (grid.json forecast_weather: none)")
+    meteo = keras.Input(shape=(L, H, W, C), name=INPUT, dtype="float32")
     inputs = [meteo]
     x = ScaleMeteo(scaling, mask, name="scale_meteo")(meteo)
     if grid["antecedent_soil_moisture"]:
-        sm = keras.Input(shape=(L, H, W), name="antecedent_soil_moisture", dtype="float32")
+        sm = keras.Input(shape=(L, H, W), name=ANTECEDENT, dtype="float32")
         inputs.append(sm)
         x = keras.layers.Concatenate(axis=-1, dtype="float32", name="with_soil_moisture")(
             [x, ScaleSoilMoisture(scaling, mask, name="scale_soil_moisture")(sm)])
     x = AppendMask(scaling, mask, name="with_mask")(x)
     head = ForecastToPhysical(scaling, mask, bounds, name="soil_moisture")
-    ys = net(x)
+    if with_weather:
+        fw = keras.Input(shape=(K, H, W, C), name=FORECAST_INPUT, dtype="float32")
+        inputs.append(fw)
+        ys = net([x, ScaleMeteo(scaling, mask, name="scale_forecast_meteo")(fw), OnesLike(name="has_forecast")(fw)])
+    elif reads_forecast_weather(grid):
+        ys = net([x, *NoForecast(K, name="no_forecast")(meteo)])
+    else:
+        ys = net(x)
     y = head([ys, inputs[1]]) if scaling["target_kind"] == "increment" else head(ys)
     return keras.Model(inputs if len(inputs) > 1 else meteo, y, name=f"soilcast_{name}")
 
 
-class KerasForecaster:
-    """A trained network in physical units (:func:`physical_model`) as a Forecaster."""
+@keras.saving.register_keras_serializable(package=PKG)
+class OnesLike(keras.layers.Layer):
+    """[b, ...] -> ones [b, 1]: "a forecast came" for every row of the batch."""
 
-    def __init__(self, cfg: Config, run: RunDir, name: str) -> None:
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+
+    def call(self, x: Any) -> Any:
+        return ops.ones_like(ops.reshape(x, (ops.shape(x)[0], -1))[:, :1])
+
+    def compute_output_shape(self, s: tuple) -> tuple:
+        return (s[0], 1)
+
+
+class KerasForecaster:
+    """A trained network in physical units (:func:`physical_model`) as a Forecaster;
+    ``weather`` (block, ends -> [n, K, H, W, C]) feeds it the lead days' weather, and the
+    scores go by :func:`soilcast.contract.scored_name` (``convlstm+forecast``)."""
+
+    def __init__(self, cfg: Config, run: RunDir, name: str, weather: Any = None, feed: str = "past") -> None:
+        from soilcast.contract import scored_name
         from soilcast.forecasting import InputForecaster, single_input
 
-        model = physical_model(cfg, run, name)
+        model = physical_model(cfg, run, name, with_weather=weather is not None)
         leads = tuple(json.loads(run.grid.read_text())["leads"])
-        self.name, self.leads = name, leads
+        self.name, self.leads = scored_name(name, feed), leads
         self._inner = InputForecaster(
-            name, leads, lambda x: np.asarray(model.predict_on_batch(single_input(x))),
-            cfg.window.seq_len, cfg.window.antecedent_soil_moisture, cfg.training.batch_size)
+            self.name, leads, lambda x: np.asarray(model.predict_on_batch(single_input(x))),
+            cfg.window.seq_len, cfg.window.antecedent_soil_moisture, cfg.training.batch_size, weather)
 
     def forecast(self, block: Any, ends: np.ndarray) -> np.ndarray:
         return self._inner.forecast(block, ends)

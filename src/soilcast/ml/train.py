@@ -91,6 +91,10 @@ def run_fingerprint(cfg: Config, name: str, t: Tensors) -> str:
     parts["variables"] = [v.science_dict() for v in cfg.variables]  # a new colour map retrains nothing
     parts["target"] = cfg.target.science_dict()
     parts["model"] = {"name": name, **d["models"][name]}
+    if cfg.window.forecast_weather != "none":  # how the lead days' weather is read and made
+        parts["forecast_weather"] = {k: d[k] for k in ("forecast_head", "forecast_error")}
+        if cfg.sources.forecast is not None and cfg.sources.forecast.train_on_archive:
+            parts["forecast_weather"]["archive"] = d["sources"]["forecast"]
     parts["data"] = t.attrs.get("input_hashes")
     parts["shape"] = list(t.X.shape)
     return fingerprint(parts)
@@ -205,7 +209,7 @@ def _train(cfg, name, store: Path, dist, final_dir: Path, out: Path, resume, ver
     cfg = with_resolved_precision(cfg)  # auto -> this host's policy: built, checkpointed, recorded
     t = load_tensors(cfg, store)
     scaler = fit_scaler(cfg, t)
-    data = prepare(t, cfg, scaler)
+    data = prepare(t, cfg, scaler, weather=True)
     T, H, W, _ = t.X.shape
     L, C, batch = cfg.window.seq_len, n_input_channels(cfg), cfg.training.batch_size
     train_ends = split_ends(cfg, t.time, "train")
@@ -312,6 +316,7 @@ def grid_info(cfg: Config, name: str, t: Tensors) -> dict[str, Any]:
         "seq_len": cfg.window.seq_len,
         "leads": list(cfg.window.leads),
         "antecedent_soil_moisture": cfg.window.antecedent_soil_moisture,
+        "forecast_weather": cfg.window.forecast_weather,
     }
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import keras
 import numpy as np
@@ -30,6 +30,7 @@ import pandas as pd
 
 from soilcast.config import Config
 from soilcast.data.store import Tensors
+from soilcast.ml.forecast_weather import WeatherFeed, WeatherLookup, uses_forecast_weather
 from soilcast.ml.scaling import Scaler, mask_fill
 
 SplitName = Literal["train", "val", "test"]
@@ -103,6 +104,7 @@ class Prepared:
     targets: np.ndarray  # [T, H, W, K] float32: the targets of input day s per lead (state or increment)
     weight: np.ndarray  # [H, W] float32, 1 on mask cells
     time: pd.DatetimeIndex
+    feed: WeatherFeed | None = None  # the lead days' weather (window.forecast_weather), or None
 
 
 def target_of_day(scaled_state: np.ndarray, Y: np.ndarray, mask: np.ndarray, scaler: Scaler,
@@ -122,8 +124,11 @@ def target_of_day(scaled_state: np.ndarray, Y: np.ndarray, mask: np.ndarray, sca
     return out
 
 
-def prepare(t: Tensors, cfg: Config, scaler: Scaler, chunk: int = 366) -> Prepared:
-    """Scale the whole store once (chunked in time, float32 throughout)."""
+def prepare(t: Tensors, cfg: Config, scaler: Scaler, chunk: int = 366, weather: bool = False,
+            archive: WeatherLookup | None = None) -> Prepared:
+    """Scale the whole store once (chunked in time, float32 throughout). ``weather``: batches
+    also carry the lead days' weather when the config trains with it (``t`` then holds the
+    training years); ``archive``: a reforecast archive's by window end (else made from ``t``)."""
     T, H, W, C = t.X.shape
     extra = int(cfg.window.antecedent_soil_moisture)
     Xs = np.empty((T, H, W, C + extra + 1), dtype=np.float32)
@@ -136,7 +141,13 @@ def prepare(t: Tensors, cfg: Config, scaler: Scaler, chunk: int = 366) -> Prepar
         Xs[..., C] = Ys[..., 0]
     Xs[..., -1] = t.mask
     targets = target_of_day(Ys, t.Y, t.mask, scaler, cfg.window.target, cfg.window.leads)
-    return Prepared(Xs=Xs, Ys=Ys, targets=targets, weight=t.mask.astype(np.float32), time=t.time)
+    feed = None
+    if weather and uses_forecast_weather(cfg):
+        from soilcast.forecast_error import temporal_spread
+
+        train = split_slice(t.time, cfg.split.train_years)
+        feed = WeatherFeed(cfg, np.asarray(t.X), scaler, temporal_spread(t.X[train]), archive)
+    return Prepared(Xs=Xs, Ys=Ys, targets=targets, weight=t.mask.astype(np.float32), time=t.time, feed=feed)
 
 
 def patch_offsets(mask: np.ndarray, patch: int) -> tuple[tuple[int, int], np.ndarray]:
@@ -156,7 +167,8 @@ def patch_offsets(mask: np.ndarray, patch: int) -> tuple[tuple[int, int], np.nda
 
 class WindowDataset(keras.utils.PyDataset):
     """Batches ``(x [b,L,h,w,C'], y_true [b,L,h,w,K+1])``: ``y_true[..., :K]`` the targets
-    per lead, ``y_true[..., K]`` the mask weight.
+    per lead, ``y_true[..., K]`` the mask weight. With the lead days' weather
+    (``data.feed``), ``x`` is ``(x, forecast_meteo [b,K,h,w,C], has_forecast [b,1])``.
 
     ``train=True``: an endless stream; batch ``i`` of this ``fit`` call is global step
     ``start_epoch * steps + i`` and is drawn from the permutation seeded by
@@ -207,18 +219,18 @@ class WindowDataset(keras.utils.PyDataset):
             if i >= len(self):
                 raise IndexError(i)
             ts = self.ends[i * self.batch : (i + 1) * self.batch]
-            return self._cut(ts, np.zeros((len(ts), 2), dtype=np.int64))
+            return self._cut(ts, np.zeros((len(ts), 2), dtype=np.int64), np.random.default_rng([self.seed, i, 3]))
         epoch, step = divmod(self.start_epoch * self.steps + i, self.steps)
         pos = self.epoch_order(epoch)[step * self.batch : (step + 1) * self.batch]
         rng = np.random.default_rng([self.seed, epoch, step, 1])
         offs = self.offsets[rng.integers(0, len(self.offsets), size=len(pos))]
-        return self._cut(self.ends[pos], offs)
+        return self._cut(self.ends[pos], offs, rng)
 
     def __len__(self) -> int:
         """Batches in one pass over ``ends`` (the last one may be short)."""
         return math.ceil(len(self.ends) / self.batch)
 
-    def _cut(self, ts: np.ndarray, offs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _cut(self, ts: np.ndarray, offs: np.ndarray, rng: np.random.Generator) -> tuple[Any, np.ndarray]:
         (ph, pw), L, d = self.patch, self.L, self.data
         C, K = d.Xs.shape[-1], d.targets.shape[-1]
         x = np.empty((len(ts), L, ph, pw, C), dtype=np.float32)
@@ -227,7 +239,11 @@ class WindowDataset(keras.utils.PyDataset):
             x[k] = d.Xs[t - L + 1 : t + 1, i : i + ph, j : j + pw]
             y[k, ..., :K] = d.targets[t - L + 1 : t + 1, i : i + ph, j : j + pw]
             y[k, ..., K] = d.weight[i : i + ph, j : j + pw]
-        return x, y
+        if d.feed is None:
+            return x, y
+        w, has = d.feed.inputs(ts, rng, self.train)
+        w = np.stack([w[k, :, i : i + ph, j : j + pw] for k, (i, j) in enumerate(offs)])
+        return (x, w, has), y
 
 
 def window_inputs(cfg: Config, tensors: Tensors, ends: np.ndarray, antecedent: bool) -> dict[str, np.ndarray]:

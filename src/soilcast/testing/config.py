@@ -32,8 +32,11 @@ TINY: dict[str, Any] = {
     },
     "grid": {"lat_min": 7.5, "lat_max": 37.5, "lon_min": 67.5, "lon_max": 97.5, "res": 2.0},
     "split": {"train_years": [2010, 2011], "val_years": [2012, 2012], "test_years": [2013, 2013]},
-    # the method's 7-input contract; tests of the antecedent option switch it on explicitly
-    "window": {"antecedent_soil_moisture": False, "target": "state"},
+    # the method's 7-input contract; tests of the antecedent option and of the lead days'
+    # weather (and its forecast archive, which the demo then writes) switch them on explicitly
+    "window": {"antecedent_soil_moisture": False, "target": "state", "forecast_weather": "none"},
+    "sources": {"forecast": None},
+    "forecast_head": {"filters": 4},
     "models": {
         "convlstm": {"filters": 4},
         "lstm": {"units": 4},
@@ -58,6 +61,7 @@ def tiny_config(root: Path, overrides: dict[str, Any] | None = None, params: Pat
             "raw_dir": str(root / "data/raw"),
             "interim_dir": str(root / "data/interim"),
             "processed": str(root / "data/processed/tensors.zarr"),
+            "forecasts": str(root / "data/processed/forecasts.zarr"),
             "artifacts_dir": str(root / "artifacts"),
             "models_dir": str(root / "models/soilcast"),
         },

@@ -67,3 +67,28 @@ class WindowFromCells(keras.layers.Layer):
 
     def compute_output_shape(self, s: tuple) -> tuple:
         return (s[0], s[3], s[1], s[2], 1)
+
+
+@keras.saving.register_keras_serializable(package=PKG)
+class LastStep(keras.layers.Layer):
+    """[b, L, H, W, C] -> [b, H, W, C]: the window's last (forecast) step."""
+
+    def call(self, x: Any) -> Any:
+        return x[:, -1]
+
+    def compute_output_shape(self, s: tuple) -> tuple:
+        return (s[0], *s[2:])
+
+
+@keras.saving.register_keras_serializable(package=PKG)
+class AddToLastStep(keras.layers.Layer):
+    """([b, L, H, W, K], correction [b, H, W, K], gate [b, 1]) -> the first input with
+    ``gate * correction`` added to its last step (the forecast step; earlier steps unchanged)."""
+
+    def call(self, inputs: list) -> Any:
+        base, corr, gate = inputs
+        corr = ops.cast(corr, base.dtype) * ops.cast(gate, base.dtype)[:, :, None, None]
+        return ops.concatenate([base[:, :-1], base[:, -1:] + corr[:, None]], axis=1)
+
+    def compute_output_shape(self, shapes: list) -> tuple:
+        return shapes[0]

@@ -116,6 +116,11 @@ def build_model(name: str, cfg: Config, input_shape: tuple) -> keras.Model:
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy(resolve_precision(cfg.training.precision))
     try:
-        return net.build(cfg, p, tuple(input_shape))
+        model = net.build(cfg, p, tuple(input_shape))
+        if cfg.window.forecast_weather != "none":
+            from soilcast.ml.models.weather_head import with_forecast_weather
+
+            model = with_forecast_weather(cfg, model, tuple(input_shape))
+        return model
     finally:
         keras.config.set_dtype_policy(previous)

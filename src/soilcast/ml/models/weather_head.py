@@ -1,0 +1,38 @@
+"""How every network reads the weather of the lead days (``window.forecast_weather``).
+
+Any registered network (the body) is wrapped, so the model zoo stays as the paper has it and
+a new network gets the forecast input for free. Per cell, the K days of forecast weather
+(``forecast_meteo``, K x C channels), the last input day and the body's own forecast pass
+through a ``forecast_head.kernel_size`` convolution (neighbouring cells: a forecast's rain is
+often a cell off) and a 1x1 one to a correction of each lead's forecast step, multiplied by
+``has_forecast``. The correction's read-out starts at zero, so an untrained head changes
+nothing, and with ``has_forecast = 0`` the model IS its body: the past-weather forecast that
+``serving_default`` answers with. Only the last (forecast) step is corrected: the earlier
+steps keep training the body on past weather alone.
+"""
+
+from __future__ import annotations
+
+import keras
+
+from soilcast.config import Config
+from soilcast.ml.models.layers import AddToLastStep, CellWindows, LastStep
+
+INPUTS = ("inputs", "forecast_meteo", "has_forecast")  # the wrapped model's inputs, in order
+
+
+def with_forecast_weather(cfg: Config, body: keras.Model, input_shape: tuple) -> keras.Model:
+    """``body`` ([b, L, H, W, C'] -> [b, L, H, W, K]) with the forecast-weather head."""
+    L, H, W, _ = input_shape
+    K, C, p = cfg.window.n_leads, len(cfg.variables), cfg.forecast_head
+    x = keras.Input(shape=input_shape, name=INPUTS[0])
+    w = keras.Input(shape=(K, H, W, C), name=INPUTS[1])
+    has = keras.Input(shape=(1,), name=INPUTS[2])
+    base = body(x)
+    z = keras.layers.Concatenate(axis=-1, name="forecast_features")(
+        [CellWindows(name="leads_to_channels")(w), LastStep(name="last_input")(x), LastStep(name="body_forecast")(base)])
+    z = keras.layers.Conv2D(p.filters, p.kernel_size, padding="same", activation="relu", name="forecast_conv")(z)
+    z = keras.layers.Conv2D(p.filters, 1, activation="relu", name="forecast_mix")(z)
+    corr = keras.layers.Conv2D(K, 1, kernel_initializer="zeros", dtype="float32", name="forecast_correction")(z)
+    out = AddToLastStep(dtype="float32", name="with_forecast")([base, corr, has])
+    return keras.Model([x, w, has], out, name=body.name)
