@@ -15,13 +15,13 @@ from typing import Callable
 
 from kfp import dsl
 
-from components.data import clip, configure, ingest, regrid, stack, validate
+from components.data import clip, configure, forecasts, ingest, regrid, stack, validate
 from components.evaluate import evaluate, gate
 from components.export import export
 from components.train import train
 
 STEPS: tuple[Callable, ...] = (
-    configure, ingest, validate, regrid, clip, stack, train, evaluate, gate, export
+    configure, ingest, validate, regrid, clip, stack, forecasts, train, evaluate, gate, export
 )
 
 

@@ -1,4 +1,4 @@
-"""Data steps: configure, ingest, validate, regrid, clip, stack (dvc.yaml's first stages)."""
+"""Data steps: configure, ingest, validate, regrid, clip, stack, forecasts (dvc.yaml's first stages)."""
 
 # No `from __future__ import annotations`: KFP reads the annotations as real types.
 
@@ -74,3 +74,14 @@ def stack(config: str, regridded: Input[Dataset], mask: Input[Dataset], report: 
     store = stack_tensors(cfg, regridded.path, mask.path, report.path, tensors_in(tensors.path),
                           plots=(runtime.basins_in(cfg, raw.path), input_plots.path))
     tensors.metadata.update(runtime.describe_tensors(store))
+
+
+def forecasts(config: str, raw: Input[Dataset], mask: Input[Dataset], store: Output[Dataset]):
+    """The weather forecast runs of ``sources.forecast`` (GRIB2/NetCDF under the raw data)
+    aggregated to the lead days, regridded and checked against the mask (the pipeline has
+    this step only when ``sources.forecast`` is configured)."""
+    from soilcast.data.forecast_store import build_forecast_store
+    from soilcast.pipeline import runtime
+
+    out = build_forecast_store(runtime.step_config(config), raw.path, mask.path, store.path)
+    store.metadata.update(runtime.describe_tree(out))

@@ -9,15 +9,19 @@ from kfp.dsl import Artifact, Dataset, Input, Markdown, Metrics, Model, Output
 
 def evaluate(config: str, tensors: Input[Dataset], models: Input[List[Model]],
              evaluation: Output[Artifact], metrics: Output[Metrics],
-             leaderboard: Output[Markdown]):
-    """Score every trained network and the references on the validation and test years."""
+             leaderboard: Output[Markdown], forecasts: Input[Dataset] = None):
+    """Score every trained network and the references on the validation and test years
+    (networks trained with the lead days' weather also with the ``forecasts`` runs)."""
+    from pathlib import Path
+
     from soilcast.evaluation.evaluate import evaluate as run_evaluate
     from soilcast.layout import EvalDir, tensors_in
     from soilcast.pipeline import runtime
 
     runs = dict(runtime.run_of(m.path) for m in models)
     out = EvalDir(evaluation.path)
-    result = run_evaluate(runtime.step_config(config), tensors_in(tensors.path), runs, out)
+    result = run_evaluate(runtime.step_config(config), tensors_in(tensors.path), runs, out,
+                          Path(forecasts.path) if forecasts is not None else None)
     values = runtime.overall_metrics(result)
     for key, value in sorted(values.items()):
         metrics.log_metric(key, value)
@@ -53,7 +57,7 @@ def gate(config: str, tensors: Input[Dataset], evaluation: Input[Artifact],
     result = run_gate(cfg, EvalDir(evaluation.path).metrics, tensors_in(tensors.path), models_dir,
                       Path(blessing.path))
     blessing.metadata.update(runtime.gate_summary(result))
-    winner = result.winner or ""
+    winner = result.network or result.winner or ""  # the network behind the winning scores
     runs = dict(runtime.run_of(m.path) for m in models)
     runtime.ensure_dir(candidate.path)  # an output must exist even when nothing won
     if winner in runs:

@@ -2,7 +2,10 @@
 
 ingest -> validate -> regrid ─┐
        └─────────── clip ─────┴─> stack -> train (one GPU task per network, in parallel)
-                                    -> evaluate -> gate -> [blessed] export (+ infra validation)
+                      └─> forecasts ─────────┴─> evaluate -> gate -> [blessed] export (+ infra validation)
+
+The forecasts step (weather forecast runs for the lead days, GRIB2) is in the DAG only when
+params.yaml configures ``sources.forecast``; evaluate then also scores the networks with them.
 
 Pipeline parameters cover the period, grid, model list, epochs and the gate thresholds (the
 one table :data:`soilcast.pipeline.parameters.PARAMETERS` maps them to params.yaml keys); any
@@ -114,7 +117,11 @@ def build_pipeline(raw: Dict[str, Any]) -> Callable:
                           raw=raw_data.outputs["raw"])
         tensors = stacked.outputs["tensors"]
         trained = train_networks(config=config, tensors=tensors, models=v["models"])
-        scored = c.evaluate(config=config, tensors=tensors, models=trained.output)
+        runs = {}
+        if cfg.sources.forecast is not None:
+            runs["forecasts"] = c.forecasts(config=config, raw=raw_data.outputs["raw"],
+                                            mask=mask.outputs["mask"]).outputs["store"]
+        scored = c.evaluate(config=config, tensors=tensors, models=trained.output, **runs)
         gate = c.gate(config=config, tensors=tensors, evaluation=scored.outputs["evaluation"],
                       models=trained.output, serving_models_dir=v["serving_models_dir"],
                       **step_args("gate")).set_caching_options(False)

@@ -22,7 +22,15 @@ from soilcast.contract import (
 from soilcast.forecasting import perfect_weather
 from soilcast.ml.predict import physical_pair
 from soilcast.testing.config import tiny_config
-from soilcast.testing.stages import evaluate, export_blessed, load_tensors, run_dir, run_gate, train_model
+from soilcast.testing.stages import (
+    evaluate,
+    export_blessed,
+    export_json_path,
+    load_tensors,
+    run_dir,
+    run_gate,
+    train_model,
+)
 from soilcast.testing.synthetic import write_synthetic_store
 
 FED = {"window": {"antecedent_soil_moisture": True, "target": "increment", "leads": [1, 3],
@@ -78,3 +86,13 @@ def test_served_weather_forecast_equals_the_keras_graph_and_reads_the_weather(ex
     prod = loaded.signatures[WEATHER_PRODUCTS_SIGNATURE](
         **{k: tf.constant(v) for k, v in {**x, FORECAST_INPUT: w}.items()}, **{VALID_DOY: doy})
     np.testing.assert_allclose(prod["soil_moisture"].numpy(), fed[OUTPUT_BY_LEAD].numpy(), rtol=1e-6)
+
+
+def test_infra_validation_served_the_weather_signature_too_and_the_card_says_so(exported):
+    cfg, path = exported
+    record = json.loads(export_json_path(cfg).read_text())
+    errors = record["infra_validation"]["relative_errors"]
+    assert f"{WEATHER_SIGNATURE}.{OUTPUT_BY_LEAD}" in errors and OUTPUT_BY_LEAD in errors
+    assert max(errors.values()) <= record["infra_validation"]["rtol"]
+    card = (path / "assets.extra" / "model_card.md").read_text()
+    assert "forecast_with_weather" in card and "fc+perfect" in card

@@ -118,7 +118,10 @@ def test_forecast_latest_writes_every_lead_into_netcdf_geotiff_csv_figure(tiny_c
 
     table = pd.read_csv(out / "forecast.csv")
     assert list(table.columns) == ["basin_id", "basin", "init_date", "lead_days", "valid_date", "soil_moisture",
-                                   "climatology", "anomaly", "percentile", "drought_class"]
+                                   "climatology", "anomaly", "percentile", "drought_class", "source_forecast"]
+    assert (table["source_forecast"] == "none (past weather only)").all()  # no --weather: past weather only
+    assert ds.attrs["source_forecast"] == "none (past weather only)"
+    assert "no forecast run given" not in run.output  # a version without the weather signature
     assert len(table) == 2 * K and table["basin"].unique().tolist() == ["West", "East"]
     assert table[table["basin"] == "East"]["valid_date"].tolist() == valid
     assert (table["init_date"] == "2013-12-31").all()

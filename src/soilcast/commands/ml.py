@@ -35,6 +35,8 @@ def train(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     tensors: Optional[Path] = TensorsOpt,
     out: Optional[Path] = path_opt("--out", "Run folder of this network"),
+    forecasts: Optional[Path] = path_opt(
+        "--forecasts", "Forecast store to train on (sources.forecast.train_on_archive: a reforecast archive)"),
 ) -> None:
     """Train one network; resumes an interrupted run from its last epoch checkpoint."""
     from soilcast.ml.models import registry
@@ -48,7 +50,7 @@ def train(
     run = RunDir(pick(out, lay.run(model).root))
     try:
         out = train_model(cfg, model, pick(tensors, lay.tensors), run, resume=not fresh,
-                          verbose=0 if quiet else "auto")
+                          verbose=0 if quiet else "auto", forecasts=forecasts)
     except (FileNotFoundError, ValueError) as err:
         fail(str(err))
     from soilcast.ml.distribute import get_distribution

@@ -75,10 +75,14 @@ def forecast(
         [], "--out", help="Output .nc (CF NetCDF), .tif (GeoTIFF), .csv (basin values) and/or .png (map); "
                           "repeatable. Default: all four under <forecasts_dir>/<init>/ (artifacts/forecasts/<init>/)."),
     tls_ca: Optional[Path] = typer.Option(None, "--tls-ca", help="PEM root certificate (enables TLS)."),
+    weather: Optional[Path] = typer.Option(
+        None, "--weather", help="Weather forecast run file or folder of runs (GRIB2/NetCDF): the run of the init "
+                                "day is sent to a model trained with forecast weather (forecast_with_weather)."),
     params: Path = ParamsOpt,
 ) -> None:
     """Forecast soil moisture for every lead the served model has (valid DATE + lead days);
-    print the basin table of each lead and write the NetCDF, GeoTIFF, basin CSV and figure."""
+    print the basin table of each lead and write the NetCDF, GeoTIFF, basin CSV and figure.
+    With --weather the lead days' weather forecast drives it; every product names the run."""
     from soilcast.serving.client import read_certificate
     from soilcast.serving.forecast import run_forecast
 
@@ -86,7 +90,8 @@ def forecast(
     import grpc
 
     try:
-        result = run_forecast(cfg, Layout.from_config(cfg), server, date, list(out), read_certificate(tls_ca))
+        result = run_forecast(cfg, Layout.from_config(cfg), server, date, list(out), read_certificate(tls_ca),
+                              weather)
     except (ValueError, FileNotFoundError) as err:
         fail(f"forecast: {err}")
     except grpc.RpcError as err:
@@ -95,6 +100,8 @@ def forecast(
     typer.echo(f"forecast init {result['init']}, leads {', '.join(map(str, leads))} d, valid {result['valid'][0]}"
                f"..{result['valid'][-1]} (model {result['model']} version {result['version']}); basin means by lead, "
                "m3/m3 (anomaly vs training-years climatology; percentile and drought class of the basin mean):")
+    if result["weather_note"]:
+        typer.echo(result["weather_note"])
     typer.echo(result["table"])
     if result["out_dir"]:
         typer.echo(f"forecast files in {result['out_dir']}")

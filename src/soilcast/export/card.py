@@ -38,11 +38,27 @@ def lead_table(metrics: Leaderboard, names: list[str]) -> str:
     return head + "\n".join(rows) + "\n"
 
 
+def _weather_section(metadata: dict[str, Any]) -> str:
+    """How the model uses a weather forecast of the lead days, if it was trained with one."""
+    if metadata.get("forecast_weather", "none") == "none":
+        return ""
+    served = metadata.get("served_feed", "past")
+    return f"""
+Trained with the weather of the lead days ({metadata["forecast_weather"]}): signature
+`forecast_with_weather` takes a weather forecast `forecast_meteo` for the leads, and
+`serving_default` answers without one (past weather only). The gate chose it
+{"WITH the forecast archive's runs (`forecast_with_weather`)" if served == "forecast" else "on its past-weather scores (`serving_default`)"}.
+Rows `{metadata["model"]}+forecast` (fed the forecast archive) and `+perfect` (the observed
+weather of the lead days: an upper bound no forecast reaches) are scored below.
+"""
+
+
 def render_card(cfg: Config, metadata: dict[str, Any], metrics: Leaderboard, blessing: Decision) -> str:
     """The model card text for one exported version."""
     model, version = metadata["model"], metadata["version"]
     lat, lon = metadata["grid"]["lat"], metadata["grid"]["lon"]
-    names = [model] + [n for n in ("persistence", "climatology", "damped_persistence") if n in metrics]
+    fed = [f"{model}+{feed}" for feed in ("forecast", "perfect") if f"{model}+{feed}" in metrics]
+    names = [model, *fed] + [n for n in ("persistence", "climatology", "damped_persistence") if n in metrics]
     leads = metadata["leads"]
     return f"""# soilcast model card: `{cfg.serving.model_name}` version {version} ({model})
 
@@ -53,7 +69,7 @@ Forecasts daily surface (0-7 cm) volumetric soil moisture (`{cfg.target.name}`,
 basins, from the previous {cfg.window.seq_len} days of {", ".join(metadata["variables"])}
 (canonical units: {", ".join(f"{k} {v}" for k, v in metadata["units"].items())}).
 Cells outside the basin mask are NaN.
-
+{_weather_section(metadata)}
 ## Data and period
 - Inputs: ERA5-like daily meteorology; target: ERA5-Land-like `swvl1`, regridded to the grid
   above and clipped with the basin mask.

@@ -174,11 +174,17 @@ def _serve_main(path: str, req: str, resp: str) -> None:
     """Fresh-process half: load with plain TensorFlow, answer canaries, probe rejections."""
     import tensorflow as tf
 
+    from soilcast.contract import FORECAST_INPUT, WEATHER_SIGNATURE
+
     loaded = tf.saved_model.load(path)
     fn = loaded.signatures["serving_default"]
     with np.load(req) as data:
         inputs = {k: tf.constant(data[k]) for k in data.files}
+    weather = inputs.pop(FORECAST_INPUT, None)  # canaries for forecast_with_weather too
     outputs = {k: v.numpy() for k, v in fn(**inputs).items()}
+    if weather is not None:
+        fed = loaded.signatures[WEATHER_SIGNATURE](**inputs, **{FORECAST_INPUT: weather})
+        outputs.update({weather_key(k): v.numpy() for k, v in fed.items()})
     report: dict[str, Any] = {"signatures": sorted(loaded.signatures.keys())}
     meta = loaded.signatures["metadata"]()["metadata"].numpy().decode()
     report["metadata_ok"] = isinstance(json.loads(meta), dict)
@@ -187,6 +193,13 @@ def _serve_main(path: str, req: str, resp: str) -> None:
     bad = tf.concat([inputs[first], inputs[first][:, :, :1]], axis=2)  # one extra latitude row
     report["wrong_shape_rejected"] = _rejects(fn, {**inputs, first: bad})
     np.savez(resp, report=np.array(json.dumps(report)), **outputs)
+
+
+def weather_key(output: str) -> str:
+    """How ``forecast_with_weather``'s output ``output`` is named among the canary answers."""
+    from soilcast.contract import WEATHER_SIGNATURE
+
+    return f"{WEATHER_SIGNATURE}.{output}"
 
 
 def _rejects(fn: Any, inputs: dict[str, Any]) -> bool:

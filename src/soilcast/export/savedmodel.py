@@ -44,7 +44,16 @@ from typing import Any
 import numpy as np
 
 from soilcast.config import Config
-from soilcast.contract import ANTECEDENT, INPUT, LEADS, OUTPUT, OUTPUT_BY_LEAD, PRODUCTS_SIGNATURE, VALID_DOY
+from soilcast.contract import (
+    ANTECEDENT,
+    FORECAST_INPUT,
+    INPUT,
+    LEADS,
+    OUTPUT,
+    OUTPUT_BY_LEAD,
+    PRODUCTS_SIGNATURE,
+    VALID_DOY,
+)
 from soilcast.layout import Bundle, RunDir, bundle
 from soilcast.records import BundleMetadata, Decision, Leaderboard, RecordError, TrainRecord
 
@@ -301,13 +310,31 @@ def rtol_for(cfg: Config, precision: str | None = None) -> float:
     return cfg.export.rtol_float32 if used == "float32" else cfg.export.rtol_bfloat16
 
 
-def canary_inputs(cfg: Config, tensors: Any) -> dict[str, np.ndarray]:
-    """``cfg.export.canary_windows`` test windows spread over the test years."""
+def canary_inputs(cfg: Config, tensors: Any, with_weather: bool = False) -> dict[str, np.ndarray]:
+    """``cfg.export.canary_windows`` test windows spread over the test years (with the
+    observed weather of their lead days as ``forecast_meteo`` when ``with_weather``)."""
+    from soilcast.forecasting import perfect_weather
     from soilcast.ml.windows import evenly_spaced, load_test_block, window_inputs
 
     block, ends = load_test_block(cfg, tensors)
     ends = evenly_spaced(ends, cfg.export.canary_windows)
-    return window_inputs(cfg, block, ends, cfg.window.antecedent_soil_moisture)
+    out = window_inputs(cfg, block, ends, cfg.window.antecedent_soil_moisture)
+    if with_weather:
+        out[FORECAST_INPUT] = perfect_weather(block.X, ends, cfg.window.leads)
+    return out
+
+
+def expected_outputs(model: Any, weather_model: Any, canaries: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """What infra validation must get back from the staged SavedModel: ``serving_default``'s
+    outputs, and ``forecast_with_weather``'s (named by :func:`infra.weather_key`) if any."""
+    from soilcast.export.infra import weather_key
+
+    plain = {k: v for k, v in canaries.items() if k != FORECAST_INPUT}
+    out = {k: np.asarray(v, np.float32) for k, v in serving_outputs(call_model(model, plain)).items()}
+    if weather_model is not None:
+        fed = serving_outputs(weather_model(canaries, training=False))
+        out.update({weather_key(k): np.asarray(v, np.float32) for k, v in fed.items()})
+    return out
 
 
 def model_fingerprint(cfg: Config, run: RunDir, name: str, tensors: Any) -> dict[str, Any]:
@@ -428,15 +455,16 @@ def export_blessed(
         "drift_reference": json.dumps(drift_reference(cfg, tensors), indent=1) + "\n",
         "card": render_card(cfg, metadata, metrics, blessing),
     }
-    canaries = canary_inputs(cfg, tensors)
-    expected = {k: np.asarray(v, dtype=np.float32) for k, v in serving_outputs(call_model(model, canaries)).items()}
+    canaries = canary_inputs(cfg, tensors, with_weather=weather_model is not None)
+    expected = expected_outputs(model, weather_model, canaries)
     staging = versions.staging_dir(models_dir.parent)  # outside the served base path
     try:
         staged = staging / str(version)
         write_savedmodel(model, staged, cfg, metadata, extras, tables, weather_model)
         from soilcast.repository.warmup import write_warmup
 
-        write_warmup(staged, canaries, cfg.serving.model_name)  # replayed before it serves
+        write_warmup(staged, {k: v for k, v in canaries.items() if k != FORECAST_INPUT},
+                     cfg.serving.model_name)  # replayed before it serves
         report = infra.validate(
             staged, canaries, expected, rtol_for(cfg, record.precision if record else None), input_shapes(cfg),
             output_shapes(cfg)

@@ -190,26 +190,43 @@ def train_model(
     resume: bool = True,
     verbose: Any = "auto",
     callbacks: tuple[keras.callbacks.Callback, ...] = (),
+    forecasts: Path | None = None,
 ) -> Path:
     """Train network ``name`` on the tensor store ``tensors``; write the model, record,
-    scaling, grid, history, learning curve and checkpoints into ``run`` (returns its folder)."""
+    scaling, grid, history, learning curve and checkpoints into ``run`` (returns its folder).
+    ``forecasts``: the forecast store a run with ``sources.forecast.train_on_archive`` trains on."""
     registry.get(name)  # unknown names fail here, naming the registered networks
     dist = get_distribution()  # before any TensorFlow op (multi-worker requirement)
     final_dir = Path(run.root)
     out = final_dir if dist.is_chief else Path(tempfile.mkdtemp(prefix=f"soilcast-worker{dist.worker_index}-"))
     try:
-        return _train(cfg, name, Path(tensors), dist, final_dir, out, resume, verbose, callbacks)
+        return _train(cfg, name, Path(tensors), dist, final_dir, out, resume, verbose, callbacks, forecasts)
     finally:
         if out != final_dir:
             shutil.rmtree(out, ignore_errors=True)
 
 
-def _train(cfg, name, store: Path, dist, final_dir: Path, out: Path, resume, verbose, extra) -> Path:
+def archive_lookup(cfg: Config, t: Tensors, forecasts: Path | None) -> Any:
+    """Window ends -> the forecast store's runs for their init days, when the config trains
+    on a reforecast archive (``sources.forecast.train_on_archive``); else None."""
+    src = cfg.sources.forecast
+    if cfg.window.forecast_weather == "none" or src is None or not src.train_on_archive:
+        return None
+    if forecasts is None:
+        raise ValueError("sources.forecast.train_on_archive is true: give the forecast store (--forecasts)")
+    from soilcast.data.forecast_store import open_forecasts
+
+    archive, leads = open_forecasts(forecasts), tuple(cfg.window.leads)
+    archive.lookup(t.time[split_ends(cfg, t.time, "train")], leads)  # every training day is there, or fail now
+    return lambda ends: archive.lookup(t.time[ends], leads)
+
+
+def _train(cfg, name, store: Path, dist, final_dir: Path, out: Path, resume, verbose, extra, forecasts=None) -> Path:
     setting = cfg  # as params.yaml says (precision may be auto): what evaluation checks
     cfg = with_resolved_precision(cfg)  # auto -> this host's policy: built, checkpointed, recorded
     t = load_tensors(cfg, store)
     scaler = fit_scaler(cfg, t)
-    data = prepare(t, cfg, scaler, weather=True)
+    data = prepare(t, cfg, scaler, weather=True, archive=archive_lookup(cfg, t, forecasts))
     T, H, W, _ = t.X.shape
     L, C, batch = cfg.window.seq_len, n_input_channels(cfg), cfg.training.batch_size
     train_ends = split_ends(cfg, t.time, "train")

@@ -16,7 +16,18 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from soilcast.contract import INPUT, LEADS, OUTPUT, PRODUCTS_SIGNATURE, SIGNATURE, VALID_DOY, leads_of
+from soilcast.contract import (
+    FORECAST_INPUT,
+    INPUT,
+    LEADS,
+    OUTPUT,
+    PRODUCTS_SIGNATURE,
+    SIGNATURE,
+    VALID_DOY,
+    WEATHER_PRODUCTS_SIGNATURE,
+    WEATHER_SIGNATURE,
+    leads_of,
+)
 from soilcast.io.tensors import from_ndarray, to_ndarray
 from soilcast.serving.models import by_lead_output
 
@@ -56,56 +67,75 @@ class SoilcastClient:
         elif self.version_label:
             spec.version_label = self.version_label
 
-    def predict_request(self, meteo: np.ndarray, **extra: np.ndarray) -> predict_pb2.PredictRequest:
+    def predict_request(self, meteo: np.ndarray, forecast_meteo: np.ndarray | None = None,
+                        **extra: np.ndarray) -> predict_pb2.PredictRequest:
+        """A ``serving_default`` request (with ``forecast_meteo``: ``forecast_with_weather``)."""
         req = predict_pb2.PredictRequest()
         self._spec(req.model_spec)
-        req.model_spec.signature_name = SIGNATURE
-        for name, array in {INPUT: meteo, **extra}.items():
+        req.model_spec.signature_name = SIGNATURE if forecast_meteo is None else WEATHER_SIGNATURE
+        weather = {} if forecast_meteo is None else {FORECAST_INPUT: forecast_meteo}
+        for name, array in {INPUT: meteo, **extra, **weather}.items():
             req.inputs[name].CopyFrom(from_ndarray(np.asarray(array, np.float32)))
         return req
 
-    def _predict(self, meteo: np.ndarray, extra: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], bool]:
-        """serving_default's outputs by name for a batch (or one window: batch axis added,
-        reported as ``single`` so the caller removes it again)."""
+    def _predict(self, meteo: np.ndarray, extra: dict[str, np.ndarray],
+                 forecast_meteo: np.ndarray | None = None) -> tuple[dict[str, np.ndarray], bool]:
+        """serving_default's (or forecast_with_weather's) outputs by name for a batch (or one
+        window: batch axis added, reported as ``single`` so the caller removes it again)."""
         single = np.ndim(meteo) == 4
         if single:
             meteo = np.asarray(meteo)[None]
             extra = {k: np.asarray(v)[None] for k, v in extra.items()}
-        resp = self.predictions.Predict(self.predict_request(meteo, **extra), timeout=self.timeout)
+            forecast_meteo = None if forecast_meteo is None else np.asarray(forecast_meteo)[None]
+        resp = self.predictions.Predict(self.predict_request(meteo, forecast_meteo, **extra), timeout=self.timeout)
         self.last_version = resp.model_spec.version.value
         return {name: to_ndarray(t) for name, t in resp.outputs.items()}, single
 
-    def predict(self, meteo: np.ndarray, **extra: np.ndarray) -> np.ndarray:
+    def predict(self, meteo: np.ndarray, forecast_meteo: np.ndarray | None = None, **extra: np.ndarray) -> np.ndarray:
         """Soil moisture [batch, H, W] for ``meteo`` [batch, L, H, W, C] (a single window
         [L, H, W, C] gets a batch axis added and removed): the FIRST lead, which every
-        version answers, so clients written for one-lead models keep working."""
-        out, single = self._predict(meteo, extra)
+        version answers, so clients written for one-lead models keep working.
+        ``forecast_meteo`` [batch, K, H, W, C]: see :meth:`predict_by_lead`."""
+        out, single = self._predict(meteo, extra, forecast_meteo)
         y = out[OUTPUT]
         return y[0] if single else y
 
-    def predict_by_lead(self, meteo: np.ndarray, **extra: np.ndarray) -> np.ndarray:
+    def predict_by_lead(self, meteo: np.ndarray, forecast_meteo: np.ndarray | None = None,
+                        **extra: np.ndarray) -> np.ndarray:
         """Soil moisture of every lead [batch, K, H, W] (K = the metadata's ``leads``; a
         single window gives [K, H, W]). A version exported before the lead axis answers only
-        ``soil_moisture``: it comes back with a lead axis of length 1, so callers need one path."""
-        out, single = self._predict(meteo, extra)
+        ``soil_moisture``: it comes back with a lead axis of length 1, so callers need one path.
+
+        ``forecast_meteo`` [batch, K, H, W, C] (canonical units, the daily weather forecast of
+        each lead's valid day) goes to ``forecast_with_weather``, which only versions trained
+        with forecast weather have (:meth:`accepts_weather`); without it the version forecasts
+        from past weather only (``serving_default``)."""
+        out, single = self._predict(meteo, extra, forecast_meteo)
         y = by_lead_output(out)
         return y[0] if single else y
+
+    def accepts_weather(self) -> bool:
+        """Whether the served version has ``forecast_with_weather`` (its metadata's
+        ``weather_input``); asks the server only when ``metadata()`` was not called yet."""
+        meta = self._metadata if self._metadata is not None else self.metadata()
+        return meta.get("weather_input") is not None
 
     def leads(self) -> list[int]:
         """The served version's lead days (``[lead_days]`` for an export before the lead axis);
         asks the server only when ``metadata()`` was not called yet."""
         return leads_of(self._metadata if self._metadata is not None else self.metadata())
 
-    def predict_products(self, meteo: np.ndarray, valid_day_of_year: Any,
-                         outputs: tuple[str, ...] = (), **extra: np.ndarray) -> dict[str, np.ndarray]:
+    def predict_products(self, meteo: np.ndarray, valid_day_of_year: Any, outputs: tuple[str, ...] = (),
+                         forecast_meteo: np.ndarray | None = None, **extra: np.ndarray) -> dict[str, np.ndarray]:
         """``forecast_products`` for ``meteo`` [batch, L, H, W, C] and each lead's valid day
         (0-based, leap calendar, :func:`soilcast.contract.calendar_bin`): soil moisture, basin
         means, anomaly, percentile and drought class as computed in the served graph
         (``outputs``: a filter). ``valid_day_of_year`` goes out in the shape the served version
         takes: [batch, K] when its metadata has ``leads`` (outputs then carry K), [batch] for
-        an export from before the lead axis; anything else is refused here, naming both."""
-        req = self.predict_request(meteo, **extra)
-        req.model_spec.signature_name = PRODUCTS_SIGNATURE
+        an export from before the lead axis; anything else is refused here, naming both.
+        With ``forecast_meteo`` [batch, K, H, W, C]: ``forecast_products_with_weather``."""
+        req = self.predict_request(meteo, forecast_meteo, **extra)
+        req.model_spec.signature_name = PRODUCTS_SIGNATURE if forecast_meteo is None else WEATHER_PRODUCTS_SIGNATURE
         doy = self._valid_days(np.asarray(valid_day_of_year, np.int32), int(np.shape(meteo)[0]))
         req.inputs[VALID_DOY].CopyFrom(from_ndarray(doy))
         req.output_filter.extend(outputs)

@@ -20,12 +20,24 @@ When the served version exports ``forecast_products`` (its metadata has ``produc
 basin means, anomaly, percentile and drought class are the SERVED ones (computed in the
 graph, so every client reads the same numbers); the client computes basin means and anomaly
 itself only for older versions (no percentile or drought class then).
+
+Weather of the lead days (``--weather PATH``, a forecast run file or a folder of runs, GRIB2 or
+NetCDF): the run initialised on the init day (00 UTC of the last observed day) is read
+(:func:`soilcast.data.nwp.read_runs`), regridded onto the model grid
+(:func:`soilcast.data.forecast_store.forecast_tensor`) and sent as ``forecast_meteo`` to the
+weather signatures (``forecast_with_weather`` / ``forecast_products_with_weather``), which
+only versions trained with forecast weather have. Every product names the run that drove the
+forecast, ``centre=...; model=...; run=YYYY-MM-DDTHH:MMZ; file=...`` or
+:data:`PAST_WEATHER_ONLY`: the NetCDF's global attribute and the GeoTIFF's tag
+``source_forecast``, the CSV's last column ``source_forecast`` (a column, not a comment line,
+so ``pandas.read_csv`` reads the file as it is) and the figure's title.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +52,8 @@ from soilcast.contract import (
     INPUT,
     OUTPUT,
     PERCENTILE,
+    SIGNATURE,
+    WEATHER_SIGNATURE,
     calendar_bin,
     drought_class,
     leads_of,
@@ -54,6 +68,7 @@ CSV_COLUMNS = ["basin_id", "basin", "init_date", "lead_days", "valid_date", "soi
                "anomaly", "percentile", "drought_class"]
 DROUGHT_FLAGS = "none D0_abnormally_dry D1_moderate D2_severe D3_extreme D4_exceptional"
 CLIMATE_QUANTILES = (0.1, 0.9)  # the basin panel's shaded climatological range
+PAST_WEATHER_ONLY = "none (past weather only)"  # source_forecast of a forecast sent without a run
 
 
 def input_window(tensors: Tensors, init: dt.date, seq_len: int,
@@ -112,17 +127,85 @@ def climatology_of(cfg: Any, tensors: Tensors, valid: list[dt.date]) -> np.ndarr
     return clim.predict(pd.DatetimeIndex([pd.Timestamp(d) for d in valid]))
 
 
+@dataclass(frozen=True)
+class LeadWeather:
+    """The lead days' weather a forecast is sent with (None: past weather only), where it came
+    from (``source_forecast`` of every product) and what the CLI says about it ('' = nothing)."""
+
+    values: np.ndarray | None  # [1, K, H, W, C] canonical units on the model grid
+    source: str = PAST_WEATHER_ONLY
+    note: str = ""
+
+
+def describe_run(run: Any) -> str:
+    """``source_forecast`` of a :class:`soilcast.data.nwp.Run`: centre, model, run time, file."""
+    return f"centre={run.centre}; model={run.model}; run={run.init:%Y-%m-%dT%H:%MZ}; file={run.path}"
+
+
+def pick_run(runs: list[Any], init: dt.date, path: Path) -> Any:
+    """The run initialised on ``init`` (the forecast's last observed day); an error naming the
+    file(s) and the init days found otherwise."""
+    for run in runs:
+        if run.init.date() == init:
+            return run
+    days = sorted({str(r.init.date()) for r in runs})
+    files = sorted({str(r.path) for r in runs})
+    shown = ", ".join(days) if len(days) <= 10 else f"{', '.join(days[:5])}, ..., {', '.join(days[-3:])}"
+    raise ValueError(f"--weather {path}: no run initialised on {init} (the forecast's init day, its last "
+                     f"observed day) in {', '.join(files)}; found {len(days)} run(s) of {shown}")
+
+
+def _check_weather_grid(meta: dict[str, Any], ds: Any, run: Any) -> None:
+    """The regridded run must be on the served model's grid with its variables (params and
+    the served model agree, or the forecast would feed the wrong cells or channels)."""
+    lat, lon = np.asarray(meta["grid"]["lat"]), np.asarray(meta["grid"]["lon"])
+    same_grid = (ds.sizes["lat"], ds.sizes["lon"]) == (lat.size, lon.size) and np.allclose(
+        ds["lat"].values, lat) and np.allclose(ds["lon"].values, lon)
+    variables = [str(v) for v in ds["variable"].values]
+    if not same_grid or variables != list(meta["variables"]):
+        raise ValueError(f"{run.path}: run {run.init.date()} regridded by params to a {ds.sizes['lat']}x"
+                         f"{ds.sizes['lon']} grid with variables {variables}; the served model takes a "
+                         f"{lat.size}x{lon.size} grid with {list(meta['variables'])} (use the served model's params)")
+
+
+def lead_weather(cfg: Any, meta: dict[str, Any], path: Path | None, init: dt.date, accepts: bool) -> LeadWeather:
+    """The ``forecast_meteo`` of the run in ``path`` initialised on ``init``, regridded onto
+    the model grid, for a served model that ``accepts`` it; without ``path``, past weather only
+    (and a note when the model could have used a forecast)."""
+    from soilcast.data.forecast_store import check_forecasts, forecast_tensor
+    from soilcast.data.nwp import read_runs
+
+    if path is None:
+        note = (f"no forecast run given (--weather): the forecast uses past weather only ({SIGNATURE}), "
+                "though the served model accepts the lead days' weather") if accepts else ""
+        return LeadWeather(None, PAST_WEATHER_ONLY, note)
+    if not accepts:
+        raise ValueError(f"--weather {path}: the served model {meta.get('model', '')} version "
+                         f"{meta.get('served_version')} was trained without forecast weather (no {WEATHER_SIGNATURE!r} "
+                         "signature); forecast without --weather (past weather only), or serve a version trained "
+                         "with window.forecast_weather: forecast")
+    run = pick_run(read_runs(cfg, Path(path), leads_of(meta)), init, Path(path))
+    ds = forecast_tensor(cfg, [run])
+    _check_weather_grid(meta, ds, run)
+    check_forecasts(cfg, ds, np.asarray(meta["mask"], bool))
+    source = describe_run(run)
+    return LeadWeather(ds["forecast_meteo"].values.astype(np.float32), source, f"weather forecast run: {source}")
+
+
 def lead_forecast(client: Any, meta: dict[str, Any], window: dict[str, np.ndarray],
-                  valid: list[dt.date]) -> tuple[np.ndarray, dict[str, Any] | None]:
+                  valid: list[dt.date], forecast_meteo: np.ndarray | None = None
+                  ) -> tuple[np.ndarray, dict[str, Any] | None]:
     """(forecast [K, H, W], the served products of the single window per lead or None for a
     version without ``forecast_products``). A version from before the lead axis answers the
-    products without K; they get a lead axis of length 1 here so callers see one shape."""
+    products without K; they get a lead axis of length 1 here so callers see one shape.
+    ``forecast_meteo`` [1, K, H, W, C]: sent to the weather signatures."""
     window = dict(window)
     meteo = window.pop(INPUT)
     if not meta.get("products"):
-        return client.predict_by_lead(meteo, **window)[0], None
+        return client.predict_by_lead(meteo, forecast_meteo, **window)[0], None
     doy = calendar_bin(pd.DatetimeIndex([pd.Timestamp(d) for d in valid])).astype(np.int32)[None]  # [1, K]
-    out = {k: v[0] for k, v in client.predict_products(meteo, doy, **window).items()}  # batch of one
+    answer = client.predict_products(meteo, doy, forecast_meteo=forecast_meteo, **window)
+    out = {k: v[0] for k, v in answer.items()}  # batch of one
     if out[OUTPUT].ndim == 2:  # [H, W]: an export from before the lead axis
         out = {k: v[None] for k, v in out.items()}
     out["basins"] = [int(b["id"]) for b in meta["products"]["basins"]]
@@ -130,10 +213,12 @@ def lead_forecast(client: Any, meta: dict[str, Any], window: dict[str, np.ndarra
 
 
 def forecast_dataset(y: np.ndarray, tensors: Tensors, init: dt.date, leads: list[int],
-                     version: int | None, model: str = "", clim: np.ndarray | None = None) -> Any:
+                     version: int | None, model: str = "", clim: np.ndarray | None = None,
+                     source_forecast: str = PAST_WEATHER_ONLY) -> Any:
     """A CF-1.8 dataset: soil_moisture(lead_time, lat, lon) in m3 m-3, lead_time the forecast
     period in days, valid_time(lead_time) and the scalar forecast_reference_time (the init);
-    when the climatology is known, the climatology of each valid day and the anomaly from it."""
+    when the climatology is known, the climatology of each valid day and the anomaly from it.
+    The global attribute ``source_forecast`` names the weather forecast run it was sent with."""
     import xarray as xr
 
     dims = ("lead_time", "lat", "lon")
@@ -160,7 +245,7 @@ def forecast_dataset(y: np.ndarray, tensors: Tensors, init: dt.date, leads: list
     }, attrs={"Conventions": "CF-1.8", "title": "soilcast soil-moisture forecast",
               "institution": "soilcast", "source": f"soilcast model {model} version {version}",
               "history": f"soilcast forecast, init {init}, served model version {version}",
-              "leads": [int(k) for k in leads]})
+              "leads": [int(k) for k in leads], "source_forecast": source_forecast})
     # CF-1.8 (compliance-checker): no 64-bit integers, no fill value on coordinate variables, and
     # no axis "T" on lead_time (a duration: "days", not "days since")
     ds["lead_time"].encoding.update({"units": "days", "dtype": "int32"})
@@ -321,7 +406,8 @@ def plot_forecast(ds: Any, table: pd.DataFrame, climate: np.ndarray | None, basi
     mesh = _draw_maps(axes, ds, basin_id, basins_file, cmap)
     top.colorbar(mesh, ax=list(axes), label="soil moisture (m³ m⁻³)", shrink=0.9)
     init = pd.Timestamp(ds["forecast_reference_time"].values).date()
-    top.suptitle(f"soilcast forecast, init {init} (source: {ds.attrs.get('source', '')})", fontsize=11)
+    top.suptitle(f"soilcast forecast, init {init} (source: {ds.attrs.get('source', '')})\n"
+                 f"weather forecast: {ds.attrs.get('source_forecast', PAST_WEATHER_ONLY)}", fontsize=10)
     _draw_basins(bottom.subplots(), table, climate)
     with atomic_path(Path(path)) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
@@ -425,13 +511,17 @@ def write_geotiff(ds: Any, path: Path) -> None:
             dst.write(np.asarray(field[::-1] if flip else field, np.float32), i)
             dst.set_band_description(i, description)
             dst.update_tags(i, **tags)
-        dst.update_tags(init=init, units="m3 m-3", source=str(ds.attrs.get("source", "")))
+        dst.update_tags(init=init, units="m3 m-3", source=str(ds.attrs.get("source", "")),
+                        source_forecast=str(ds.attrs.get("source_forecast", PAST_WEATHER_ONLY)))
 
 
-def write_csv(table: pd.DataFrame, path: Path) -> None:
+def write_csv(table: pd.DataFrame, path: Path, source_forecast: str = PAST_WEATHER_ONLY) -> None:
+    """The basin table with a last column ``source_forecast`` (the same on every row: a
+    column keeps the file a plain table for ``pandas.read_csv``, where a comment would not)."""
     from soilcast.io.atomic import atomic_write_text
 
-    atomic_write_text(Path(path), table[CSV_COLUMNS].to_csv(index=False, float_format="%.6f"))
+    frame = table[CSV_COLUMNS].assign(source_forecast=source_forecast)
+    atomic_write_text(Path(path), frame.to_csv(index=False, float_format="%.6f"))
 
 
 def default_outputs(out_dir: Path) -> list[Path]:
@@ -446,10 +536,11 @@ def check_outputs(outputs: list[Path] | None) -> None:
 
 
 def run_forecast(cfg: Any, layout: Any, server: str, date: str | dt.date, outputs: list[Path] | None = None,
-                 root_certificates: bytes | None = None) -> dict[str, Any]:
+                 root_certificates: bytes | None = None, weather: Path | None = None) -> dict[str, Any]:
     """Forecast every served lead from ``date`` (a day in ``layout.tensors`` or ``latest``)
     via the server and write the products: ``outputs`` by suffix (.nc, .tif/.tiff, .csv,
-    .png), or all four under ``<layout.forecasts_dir>/<init>/`` when none are given."""
+    .png), or all four under ``<layout.forecasts_dir>/<init>/`` when none are given.
+    ``weather``: a forecast run file or folder; its run of the init day is sent too."""
     from soilcast.data.store import open_tensors
     from soilcast.serving.client import SoilcastClient
 
@@ -463,11 +554,12 @@ def run_forecast(cfg: Any, layout: Any, server: str, date: str | dt.date, output
         window = input_window(tensors, init, int(meta["seq_len"]), bool(meta.get(ANTECEDENT)))
         leads = leads_of(meta)
         valid = valid_dates(init, leads)
-        y, served = lead_forecast(client, meta, window, valid)
+        fed = lead_weather(cfg, meta, weather, init, client.accepts_weather())
+        y, served = lead_forecast(client, meta, window, valid, fed.values)
         version = client.last_version
     # the served anomaly defines the climatology the server used; older versions: the client's
     clim = (y - served[ANOMALY]) if served is not None else climatology_of(cfg, tensors, valid)
-    ds = forecast_dataset(y, tensors, init, leads, version, str(meta.get("model", "")), clim)
+    ds = forecast_dataset(y, tensors, init, leads, version, str(meta.get("model", "")), clim, fed.source)
     if served is not None:
         add_served_products(ds, served)
     table = basin_table(y, tensors, init, leads, clim, served)
@@ -480,11 +572,12 @@ def run_forecast(cfg: Any, layout: Any, server: str, date: str | dt.date, output
         elif kind == "geotiff":
             write_geotiff(ds, out)
         elif kind == "csv":
-            write_csv(table, out)
+            write_csv(table, out, fed.source)
         else:
             plot_forecast(ds, table, basin_climate_range(cfg, tensors, valid), tensors.basin_id, out,
                           layout.basins, cfg.target.colormap)
     return {"init": str(init), "leads": leads, "valid": [str(d) for d in valid], "version": version,
             "model": str(meta.get("model", "")), "out_dir": None if out_dir is None else str(out_dir),
+            "source_forecast": fed.source, "weather_note": fed.note,
             "basins": json.loads(table.to_json(orient="records")),
             "table": format_table(table), "files": [str(o) for o in outputs]}

@@ -26,6 +26,7 @@ import logging
 import threading
 import time
 from concurrent import futures
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -46,10 +47,13 @@ from soilcast.config import Config
 from soilcast.contract import (
     BASIN_MEAN,
     DROUGHT_CLASS,
+    FORECAST_INPUT,
     OUTPUT_BY_LEAD,
     PRODUCT_OUTPUTS,
     PRODUCTS_SIGNATURE,
     VALID_DOY,
+    WEATHER_PRODUCTS_SIGNATURE,
+    WEATHER_SIGNATURE,
 )
 from soilcast.io.tensors import TensorDecodeError, from_ndarray, to_ndarray
 from soilcast.serving.batching import Batcher
@@ -102,17 +106,48 @@ def _spec_target(spec: Any, model_name: str) -> tuple[int | None, str | None]:
     return (spec.version.value if has_version else None), (spec.version_label or None)
 
 
-def _check_signature_name(name: str) -> bool:
-    """True for ``forecast_products``, False for ``serving_default`` (or none named)."""
-    if name not in ("", SIGNATURE, PRODUCTS_SIGNATURE):
+@dataclass(frozen=True)
+class Call:
+    """What a Predict's ``signature_name`` asks for: the products, the lead days' weather."""
+
+    products: bool = False
+    weather: bool = False
+
+    @property
+    def signature(self) -> str:
+        return SIGNATURES[(self.products, self.weather)]
+
+
+SIGNATURES = {(False, False): SIGNATURE, (True, False): PRODUCTS_SIGNATURE,
+              (False, True): WEATHER_SIGNATURE, (True, True): WEATHER_PRODUCTS_SIGNATURE}
+CALLS = {name: Call(*key) for key, name in SIGNATURES.items()} | {"": Call()}
+
+
+def _check_signature_name(name: str) -> Call:
+    """The call a signature name stands for (none named: ``serving_default``)."""
+    if name not in CALLS:
         raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, "unknown_signature",
-                           f"serving signature {name!r} not found; expected {SIGNATURE!r} "
-                           f"or {PRODUCTS_SIGNATURE!r}")
-    return name == PRODUCTS_SIGNATURE
+                           f"serving signature {name!r} not found; expected one of {list(SIGNATURES.values())}")
+    return CALLS[name]
 
 
 def _products_of(info: ModelInfo) -> bool:
     return bool(info.metadata.get("products"))
+
+
+def _check_weather(call: Call, info: ModelInfo) -> ModelInfo:
+    """The info requests of ``call`` are validated against (with ``forecast_meteo`` for the
+    weather signatures); a weather signature on a version without it is INVALID_ARGUMENT."""
+    if not call.weather:
+        return info
+    if not info.accepts_weather:
+        raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, "no_weather",
+                           f"serving signature {call.signature!r}: version {info.version} was trained without "
+                           f"forecast weather (metadata forecast_weather "
+                           f"{info.metadata.get('forecast_weather', 'none')!r}), so it takes no "
+                           f"{FORECAST_INPUT!r}; use {Call(call.products).signature!r} (past weather only) "
+                           "or a version trained with window.forecast_weather")
+    return info.with_weather()
 
 
 def _tensor_info(name: str, shape: tuple[int | None, ...]) -> meta_graph_pb2.TensorInfo:
@@ -135,19 +170,28 @@ def metadata_response(model_name: str, info: ModelInfo, fields: list[str]) -> An
     resp.model_spec.name = model_name
     resp.model_spec.version.value = info.version
     if FIELD_SIGNATURE in fields:
-        sig = meta_graph_pb2.SignatureDef(method_name="tensorflow/serving/predict")
-        for name, shape in info.inputs.items():
-            sig.inputs[name].CopyFrom(_tensor_info(f"{SIGNATURE}_{name}:0", (None, *shape)))
-        for i, (name, shape) in enumerate(_output_shapes(info).items()):
-            sig.outputs[name].CopyFrom(_tensor_info(f"StatefulPartitionedCall:{i}", shape))
         sdm = get_model_metadata_pb2.SignatureDefMap()
-        sdm.signature_def[SIGNATURE].CopyFrom(sig)
-        if _products_of(info):
-            sdm.signature_def[PRODUCTS_SIGNATURE].CopyFrom(_products_signature(info))
+        for key, name in SIGNATURES.items():
+            call = Call(*key)
+            if (call.products and not _products_of(info)) or (call.weather and not info.accepts_weather):
+                continue
+            signed = _check_weather(call, info)
+            sig = _products_signature(signed, name) if call.products else _default_signature(signed, name)
+            sdm.signature_def[name].CopyFrom(sig)
         resp.metadata[FIELD_SIGNATURE].Pack(sdm)
     if FIELD_SOILCAST in fields:
         resp.metadata[FIELD_SOILCAST].Pack(wrappers_pb2.StringValue(value=json.dumps(info.metadata)))
     return resp
+
+
+def _default_signature(info: ModelInfo, name: str) -> meta_graph_pb2.SignatureDef:
+    """``serving_default``'s SignatureDef (``forecast_with_weather``'s: ``info`` with weather)."""
+    sig = meta_graph_pb2.SignatureDef(method_name="tensorflow/serving/predict")
+    for arg, shape in info.inputs.items():
+        sig.inputs[arg].CopyFrom(_tensor_info(f"{name}_{arg}:0", (None, *shape)))
+    for i, (out, shape) in enumerate(_output_shapes(info).items()):
+        sig.outputs[out].CopyFrom(_tensor_info(f"StatefulPartitionedCall:{i}", shape))
+    return sig
 
 
 def _output_shapes(info: ModelInfo) -> dict[str, tuple[int | None, ...]]:
@@ -166,12 +210,13 @@ def soil_moisture_outputs(info: ModelInfo, y: np.ndarray, wanted: list[str]) -> 
     return {name: out[name] for name in wanted}
 
 
-def _products_signature(info: ModelInfo) -> meta_graph_pb2.SignatureDef:
+def _products_signature(info: ModelInfo, signature: str = PRODUCTS_SIGNATURE) -> meta_graph_pb2.SignatureDef:
+    """``forecast_products``' SignatureDef (``..._with_weather``'s: ``info`` with weather)."""
     sig = meta_graph_pb2.SignatureDef(method_name="tensorflow/serving/predict")
     for name, shape in info.inputs.items():
-        sig.inputs[name].CopyFrom(_tensor_info(f"{PRODUCTS_SIGNATURE}_{name}:0", (None, *shape)))
+        sig.inputs[name].CopyFrom(_tensor_info(f"{signature}_{name}:0", (None, *shape)))
     lead = (len(info.leads),) if info.by_lead else ()
-    doy = _tensor_info(f"{PRODUCTS_SIGNATURE}_{VALID_DOY}:0", (None, *lead))
+    doy = _tensor_info(f"{signature}_{VALID_DOY}:0", (None, *lead))
     doy.dtype = types_pb2.DT_INT32
     sig.inputs[VALID_DOY].CopyFrom(doy)
     n_basins = len(info.metadata["products"].get("basins", []))
@@ -185,15 +230,18 @@ def _products_signature(info: ModelInfo) -> meta_graph_pb2.SignatureDef:
 
 
 def decode_request(request: Any, info: ModelInfo, limits: RequestLimits,
-                   products: bool) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+                   call: Call) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
     """(grid arrays, valid days or None), validated as the signature asked for."""
-    if products and not _products_of(info):
+    signed = _check_weather(call, info)
+    if call.products and not _products_of(info):
         raise RequestError(grpc.StatusCode.FAILED_PRECONDITION, "no_products",
-                           f"version {info.version} was exported without {PRODUCTS_SIGNATURE!r}; "
-                           f"use {SIGNATURE!r}")
-    grids, doy_proto = split_products_input(request.inputs, products)
-    arrays = decode_inputs(grids, info, limits)
-    doy = decode_day_of_year(doy_proto, len(arrays[INPUT]), len(info.leads) if info.by_lead else None) if products else None
+                           f"version {info.version} was exported without {call.signature!r}; "
+                           f"use {Call(weather=call.weather).signature!r}")
+    grids, doy_proto = split_products_input(request.inputs, call.products)
+    arrays = decode_inputs(grids, signed, limits)
+    doy = None
+    if call.products:
+        doy = decode_day_of_year(doy_proto, len(arrays[INPUT]), len(info.leads) if info.by_lead else None)
     return arrays, doy
 
 
@@ -216,27 +264,29 @@ class EmbeddedBackend:
 
     def predict(self, request: Any, timeout: float | None):
         model = self._resolve(request.model_spec)
-        products = _check_signature_name(request.model_spec.signature_name)
-        if products and model.products_fn is None:
+        call = _check_signature_name(request.model_spec.signature_name)
+        _check_weather(call, model.info)  # before the products: the weather is the reason
+        if call.products and model.products_call(call.weather) is None:
             raise RequestError(grpc.StatusCode.FAILED_PRECONDITION, "no_products",
-                               f"version {model.version} has no {PRODUCTS_SIGNATURE!r} signature; "
-                               f"use {SIGNATURE!r}")
-        arrays, doy = decode_request(request, model.info, self.limits, products)
-        wanted = _check_output_filter(request.output_filter, model.info, products)
+                               f"version {model.version} has no {call.signature!r} signature; "
+                               f"use {Call(weather=call.weather).signature!r}")
+        arrays, doy = decode_request(request, model.info, self.limits, call)
+        wanted = _check_output_filter(request.output_filter, model.info, call.products)
         resp = predict_pb2.PredictResponse()
         resp.model_spec.name = self.model_name
         resp.model_spec.version.value = model.version
-        resp.model_spec.signature_name = PRODUCTS_SIGNATURE if products else SIGNATURE
-        if products:  # not batched: a rarer, richer call
+        resp.model_spec.signature_name = call.signature
+        if call.products:  # not batched: a rarer, richer call
             out = model.predict_products(arrays, doy)
             y = lead_axis(out[OUTPUT])
             for name in wanted:
                 resp.outputs[name].CopyFrom(from_ndarray(out[name]))
         else:
-            y = self.batcher.predict(model, arrays) if self.batcher else model.predict(arrays)
+            servable = model.weather if call.weather else model  # batched per signature
+            y = self.batcher.predict(servable, arrays) if self.batcher else servable.predict(arrays)
             for name, value in soil_moisture_outputs(model.info, y, wanted).items():
                 resp.outputs[name].CopyFrom(from_ndarray(value))
-        return resp, model.info, arrays | ({VALID_DOY: doy} if products else {}), y
+        return resp, model.info, arrays | ({VALID_DOY: doy} if call.products else {}), y
 
     def metadata(self, request: Any, timeout: float | None):
         model = self._resolve(request.model_spec)
@@ -341,12 +391,12 @@ class ProxyBackend:
             request, version = routed, labels["stable"]
         elif label and labels and label in labels:
             version = labels[label]
-        products = request.model_spec.signature_name == PRODUCTS_SIGNATURE  # upstream judges others
+        call = CALLS.get(request.model_spec.signature_name, Call())  # upstream judges unknown names
         info = self.info(version)
         arrays = None
         if info:
-            arrays, doy = decode_request(request, info, self.limits, products)
-            arrays = arrays | ({VALID_DOY: doy} if products else {})
+            arrays, doy = decode_request(request, info, self.limits, call)
+            arrays = arrays | ({VALID_DOY: doy} if call.products else {})
         resp = self._forward(self.predict_stub.Predict, request, timeout)
         served = self.info(resp.model_spec.version.value) or info
         y = None
@@ -399,7 +449,7 @@ class Servicer(prediction_service_pb2_grpc.PredictionServiceServicer,
             self.telemetry.clipped.inc(n)
             log.warning("version %s served %d soil-moisture values outside %s; clipped",
                         info.version, n, list(self.limits.output_range))
-            if resp.model_spec.signature_name == PRODUCTS_SIGNATURE:
+            if CALLS.get(resp.model_spec.signature_name, Call()).products:
                 fields = {OUTPUT: y if info.by_lead else y[:, 0]}  # per lead, as exported
             else:
                 fields = soil_moisture_outputs(info, y, [o for o in info.outputs if o in resp.outputs])

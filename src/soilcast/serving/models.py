@@ -22,7 +22,7 @@ import json
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +30,17 @@ import numpy as np
 
 from soilcast.contract import (
     ANTECEDENT,
+    FORECAST_INPUT,
     INPUT,
     LEADS,
     OUTPUT,
     OUTPUT_BY_LEAD,
+    PRODUCT_OUTPUTS,
     PRODUCTS_SIGNATURE,
     SIGNATURE,
     VALID_DOY,
+    WEATHER_PRODUCTS_SIGNATURE,
+    WEATHER_SIGNATURE,
     leads_of,
 )
 from soilcast.layout import Bundle
@@ -88,6 +92,28 @@ class ModelInfo:
         """``serving_default``'s outputs, as the version's signature has them."""
         return [OUTPUT, OUTPUT_BY_LEAD] if self.by_lead else [OUTPUT]
 
+    @property
+    def weather_input(self) -> dict[str, Any] | None:
+        """How ``forecast_with_weather`` takes the lead days' weather (metadata
+        ``weather_input``), or None for a version trained without forecast weather."""
+        return self.metadata.get("weather_input")
+
+    @property
+    def accepts_weather(self) -> bool:
+        """Whether the version has ``forecast_with_weather`` (read from the metadata, so
+        proxy mode knows it without loading the graph)."""
+        return self.weather_input is not None
+
+    @property
+    def weather_shape(self) -> tuple[int, ...]:
+        """``forecast_meteo`` without batch: [K, H, W, C] (the version's leads and variables)."""
+        return (len(self.leads), *self.mask.shape, len(self.variables))
+
+    def with_weather(self) -> "ModelInfo":
+        """This info with ``forecast_meteo`` among its inputs: what the weather signatures
+        take, so request validation and signature checks run unchanged on it."""
+        return replace(self, inputs={**self.inputs, FORECAST_INPUT: self.weather_shape})
+
 
 def lead_axis(y: Any) -> np.ndarray:
     """Soil moisture as [b, K, H, W]: a one-lead field [b, H, W] (what an export from before
@@ -130,6 +156,7 @@ def read_info(version_dir: Path) -> ModelInfo:
     inputs = {INPUT: (seq_len, h, w, len(variables))}
     if meta.get(ANTECEDENT):
         inputs[ANTECEDENT] = (seq_len, h, w)
+    _check_weather_input(files.metadata, meta, (h, w))
     reference = None
     drift_path = files.drift_reference
     if drift_path.is_file():
@@ -142,18 +169,32 @@ def read_info(version_dir: Path) -> ModelInfo:
     return ModelInfo(int(version_dir.name), version_dir, meta, mask, inputs, reference)
 
 
-@dataclass(frozen=True)
-class LoadedModel:
-    """A servable version: its info plus the loaded ``serving_default`` function."""
+def _check_weather_input(path: Path, meta: dict[str, Any], grid: tuple[int, int]) -> None:
+    """A ``weather_input`` must describe the ``forecast_meteo`` the version's own leads,
+    grid and variables imply; anything else would make the gateway validate requests
+    against a shape the graph does not take."""
+    spec = meta.get("weather_input")
+    if spec is None:
+        return
+    try:
+        leads, variables = leads_of(meta), list(meta["variables"])
+        want = [None, len(leads), *grid, len(variables)]
+        shape = [None if d is None else int(d) for d in spec["shape"]]
+        named = (spec["name"], spec.get("dtype", "float32"), [int(k) for k in spec.get("leads", leads)],
+                 list(spec.get("variables", variables)))
+    except (KeyError, TypeError, ValueError) as err:
+        raise ModelLoadError(f"{path}: weather_input lacks {err}") from None
+    if shape != want or named != (FORECAST_INPUT, "float32", leads, variables):
+        raise ModelLoadError(f"{path}: weather_input {spec} does not match the version: expected "
+                             f"{FORECAST_INPUT!r} float32 {want} (leads {leads}, variables {variables})")
 
-    info: ModelInfo
-    fn: Any
-    module: Any = field(repr=False)  # keeps the loaded object (and its variables) alive
-    products_fn: Any = field(default=None, repr=False)  # ``forecast_products`` when exported
 
-    @property
-    def version(self) -> int:
-        return self.info.version
+class SignatureCall:
+    """One loaded signature answering soil moisture: its own object, because the batcher
+    merges calls per object and must never mix requests with and without ``forecast_meteo``."""
+
+    def __init__(self, fn: Any) -> None:
+        self.fn = fn
 
     def predict(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
         """Soil moisture of every lead [b, K, H, W] (an export from before the lead axis: its
@@ -163,40 +204,74 @@ class LoadedModel:
         out = self.fn(**{k: tf.constant(v) for k, v in inputs.items()})
         return by_lead_output({k: v.numpy() for k, v in out.items()})
 
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A servable version: its info plus the loaded ``serving_default`` function (and the
+    products / weather signatures the version was exported with)."""
+
+    info: ModelInfo
+    fn: Any
+    module: Any = field(repr=False)  # keeps the loaded object (and its variables) alive
+    products_fn: Any = field(default=None, repr=False)  # ``forecast_products`` when exported
+    weather: SignatureCall | None = field(default=None, repr=False)  # ``forecast_with_weather``
+    weather_products_fn: Any = field(default=None, repr=False)  # ``forecast_products_with_weather``
+
+    @property
+    def version(self) -> int:
+        return self.info.version
+
+    def predict(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        """``serving_default``'s soil moisture of every lead [b, K, H, W]."""
+        return SignatureCall(self.fn).predict(inputs)
+
+    def products_call(self, weather: bool) -> Any:
+        """``forecast_products`` (``weather``: ``forecast_products_with_weather``), None when
+        the version lacks it."""
+        return self.weather_products_fn if weather else self.products_fn
+
     def predict_products(self, inputs: dict[str, np.ndarray], doy: np.ndarray) -> dict[str, np.ndarray]:
-        """Every ``forecast_products`` output for the grids ``inputs`` and valid days ``doy``."""
+        """Every products output for the grids ``inputs`` and valid days ``doy``; inputs
+        carrying ``forecast_meteo`` go to ``forecast_products_with_weather``."""
         import tensorflow as tf
 
+        fn = self.products_call(FORECAST_INPUT in inputs)
         args = {k: tf.constant(v) for k, v in inputs.items()} | {VALID_DOY: tf.constant(doy, tf.int32)}
-        return {k: v.numpy() for k, v in self.products_fn(**args).items()}
+        return {k: v.numpy() for k, v in fn(**args).items()}
 
 
-def _check_signature(fn: Any, info: ModelInfo) -> None:
+def _check_signature(fn: Any, info: ModelInfo, name: str = SIGNATURE,
+                     outputs: list[str] | None = None) -> None:
+    """``fn``'s inputs are ``info.inputs`` (float32, ``valid_day_of_year`` int32) and its
+    outputs include ``outputs`` (default ``info.outputs``)."""
     import tensorflow as tf
 
     _args, kwargs = fn.structured_input_signature
-    if set(kwargs) != set(info.inputs):
-        raise ModelLoadError(f"{info.path}: signature inputs {sorted(kwargs)}, expected {sorted(info.inputs)}")
-    for name, spec in kwargs.items():
-        want = (None, *info.inputs[name])
-        if spec.dtype != tf.float32 or tuple(spec.shape.as_list()) not in (want, (None,) * len(want)):
-            raise ModelLoadError(
-                f"{info.path}: input {name!r} is {spec.dtype.name} {spec.shape}, expected float32 {list(want)}"
-            )
-    missing = [o for o in info.outputs if o not in fn.structured_outputs]
+    expected = info.inputs  # name -> shape without batch
+    if set(kwargs) != set(expected):
+        raise ModelLoadError(f"{info.path}: {name} signature inputs {sorted(kwargs)}, expected {sorted(expected)}")
+    for arg, spec in kwargs.items():
+        want, dtype = (None, *expected[arg]), tf.int32 if arg == VALID_DOY else tf.float32
+        if spec.dtype != dtype or tuple(spec.shape.as_list()) not in (want, (None,) * len(want)):
+            raise ModelLoadError(f"{info.path}: {name} input {arg!r} is {spec.dtype.name} {spec.shape}, "
+                                 f"expected {dtype.name} {list(want)}")
+    outputs = info.outputs if outputs is None else outputs
+    missing = [o for o in outputs if o not in fn.structured_outputs]
     if missing:
-        raise ModelLoadError(f"{info.path}: signature outputs {sorted(fn.structured_outputs)} lack {missing}")
+        raise ModelLoadError(f"{info.path}: {name} signature outputs {sorted(fn.structured_outputs)} lack {missing}")
 
 
 def warmup_inputs(info: ModelInfo) -> dict[str, np.ndarray]:
-    """One plausible request: weather at the reference means (or zeros) over the whole grid,
-    antecedent soil moisture zero inside the mask and NaN outside (as the store holds it)."""
+    """One plausible request: weather (past and, in ``info.inputs``, forecast) at the
+    reference means (or zeros) over the whole grid, antecedent soil moisture zero inside the
+    mask and NaN outside (as the store holds it)."""
     out = {}
     for name, shape in info.inputs.items():
         x = np.zeros((1, *shape), np.float32)
-        if name == INPUT and info.reference is not None:
+        weather = name in (INPUT, FORECAST_INPUT)
+        if weather and info.reference is not None:
             x[...] = np.asarray([d.mean for d in info.reference.inputs], np.float32)
-        if name != INPUT:
+        if not weather:
             x[:, :, ~info.mask] = np.nan
         out[name] = x
     return out
@@ -213,21 +288,51 @@ def load_version(version_dir: Path) -> LoadedModel:
         raise ModelLoadError(f"{version_dir}: SavedModel does not load: {type(err).__name__}: {err}") from None
     if SIGNATURE not in module.signatures:
         raise ModelLoadError(f"{version_dir}: no {SIGNATURE!r} signature (has {list(module.signatures)})")
-    model = LoadedModel(info, module.signatures[SIGNATURE], module, module.signatures.get(PRODUCTS_SIGNATURE))
+    weather_fn = _weather_signature(module, info)
+    model = LoadedModel(info, module.signatures[SIGNATURE], module, module.signatures.get(PRODUCTS_SIGNATURE),
+                        None if weather_fn is None else SignatureCall(weather_fn),
+                        module.signatures.get(WEATHER_PRODUCTS_SIGNATURE))
     _check_signature(model.fn, info)
-    try:
-        y = model.predict(warmup_inputs(info))
-    except Exception as err:
-        raise ModelLoadError(f"{version_dir}: warm-up prediction failed: {type(err).__name__}: {err}") from None
-    want = (1, len(info.leads), *info.mask.shape)
-    if y.shape != want:
-        raise ModelLoadError(f"{version_dir}: warm-up prediction has shape {y.shape}, expected {want} "
-                             f"(leads {info.leads})")
-    if not np.isfinite(y[0][:, info.mask]).all():
-        raise ModelLoadError(f"{version_dir}: warm-up prediction is non-finite in "
-                             f"{int((~np.isfinite(y[0][:, info.mask])).sum())} mask values")
+    _warm_up(model.predict, info, SIGNATURE)
+    if model.weather is not None:
+        _warm_up(model.weather.predict, info.with_weather(), WEATHER_SIGNATURE)
     replay_warmup(model)
     return model
+
+
+def _weather_signature(module: Any, info: ModelInfo) -> Any:
+    """``forecast_with_weather`` (None for a version trained without forecast weather), with
+    ``forecast_products_with_weather`` checked too; a bundle whose metadata and signatures
+    disagree on the weather is refused (the gateway validates requests by the metadata)."""
+    fn, products = module.signatures.get(WEATHER_SIGNATURE), module.signatures.get(WEATHER_PRODUCTS_SIGNATURE)
+    if (fn is not None) != info.accepts_weather:
+        has = "has" if fn is not None else "lacks"
+        raise ModelLoadError(f"{info.path}: the SavedModel {has} {WEATHER_SIGNATURE!r} but the metadata's "
+                             f"weather_input is {info.weather_input}")
+    if products is not None and fn is None:
+        raise ModelLoadError(f"{info.path}: {WEATHER_PRODUCTS_SIGNATURE!r} without {WEATHER_SIGNATURE!r}")
+    if fn is not None:
+        _check_signature(fn, info.with_weather(), WEATHER_SIGNATURE)
+    if products is not None:
+        doy = {VALID_DOY: (len(info.leads),)}  # one valid day per lead
+        _check_signature(products, replace(info.with_weather(), inputs=info.with_weather().inputs | doy),
+                         WEATHER_PRODUCTS_SIGNATURE, list(PRODUCT_OUTPUTS))
+    return fn
+
+
+def _warm_up(predict: Callable[[dict[str, np.ndarray]], np.ndarray], info: ModelInfo, name: str) -> None:
+    """One prediction of :func:`warmup_inputs` must come back [1, K, H, W], finite inside
+    the mask, before a signature serves."""
+    where = f"{info.path}: {name} warm-up prediction"
+    try:
+        y = predict(warmup_inputs(info))
+    except Exception as err:
+        raise ModelLoadError(f"{where} failed: {type(err).__name__}: {err}") from None
+    want = (1, len(info.leads), *info.mask.shape)
+    if y.shape != want:
+        raise ModelLoadError(f"{where} has shape {y.shape}, expected {want} (leads {info.leads})")
+    if not np.isfinite(y[0][:, info.mask]).all():
+        raise ModelLoadError(f"{where} is non-finite in {int((~np.isfinite(y[0][:, info.mask])).sum())} mask values")
 
 
 def replay_warmup(model: LoadedModel) -> int:

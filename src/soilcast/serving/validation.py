@@ -26,7 +26,7 @@ import grpc
 import numpy as np
 from tensorflow.core.framework import types_pb2
 
-from soilcast.contract import ANTECEDENT, INPUT, N_CALENDAR_DAYS, VALID_DOY
+from soilcast.contract import ANTECEDENT, FORECAST_INPUT, INPUT, N_CALENDAR_DAYS, VALID_DOY
 from soilcast.io.tensors import TensorDecodeError, decoded_nbytes, dtype_name, proto_shape, to_ndarray
 from soilcast.serving.models import ModelInfo
 
@@ -72,20 +72,29 @@ def expected(info: ModelInfo) -> str:
             "inside the mask within physical ranges)")
 
 
+WEATHER_INPUTS = (INPUT, FORECAST_INPUT)  # finite over the whole grid; one channel per variable
+
+
+def _column(name: str, variable: str) -> str:
+    """How a problem names a variable: ``meteo``'s plainly (as always), another input's
+    (``forecast_meteo``) prefixed with the input, so the client knows which tensor is wrong."""
+    return variable if name == INPUT else f"{name}:{variable}"
+
+
 def _mask_of(x: np.ndarray, info: ModelInfo) -> np.ndarray:
     return info.mask.reshape((1, 1, *info.mask.shape) + (1,) * (x.ndim - 4))
 
 
 def _nonfinite(name: str, x: np.ndarray, info: ModelInfo) -> dict[str, int]:
-    """NaN/inf counts per variable: anywhere in ``meteo``, inside the mask for soil moisture."""
+    """NaN/inf counts per variable: anywhere in the weather, inside the mask for soil moisture."""
     bad = ~np.isfinite(x)
-    if name != INPUT:
+    if name not in WEATHER_INPUTS:
         bad &= _mask_of(x, info)
     if not bad.any():
         return {}
     if x.ndim == 5:
         per = bad.sum(axis=(0, 1, 2, 3))
-        return {v: int(n) for v, n in zip(info.variables, per) if n}
+        return {_column(name, v): int(n) for v, n in zip(info.variables, per) if n}
     return {name: int(bad.sum())}
 
 
@@ -101,8 +110,8 @@ def _out_of_range(name: str, x: np.ndarray, info: ModelInfo, limits: RequestLimi
         lo, hi = limits.ranges[var]
         out = (vals < lo) | (vals > hi)
         if out.any():
-            u = limits.units.get(var, "")
-            problems.append(f"{var}: {int(out.sum())} values in [{vals[out].min():g}, {vals[out].max():g}] "
+            u, label = limits.units.get(var, ""), _column(name, var) if x.ndim == 5 else var
+            problems.append(f"{label}: {int(out.sum())} values in [{vals[out].min():g}, {vals[out].max():g}] "
                             f"{u}, physical range [{lo:g}, {hi:g}] {u}")
     return problems
 
@@ -112,8 +121,8 @@ def _check_values(arrays: Mapping[str, np.ndarray], info: ModelInfo, limits: Req
     for name, x in arrays.items():
         bad.update(_nonfinite(name, x, info))
     if bad:
-        raise _bad("nonfinite", f"NaN/inf values {bad}: weather ({INPUT!r}) must be finite over the whole "
-                                f"grid, {ANTECEDENT!r} inside the basin mask", nonfinite=bad)
+        raise _bad("nonfinite", f"NaN/inf values {bad}: weather ({INPUT!r}, {FORECAST_INPUT!r}) must be finite "
+                                f"over the whole grid, {ANTECEDENT!r} inside the basin mask", nonfinite=bad)
     problems = [p for name, x in arrays.items() for p in _out_of_range(name, x, info, limits)]
     if problems:
         raise _bad("out_of_range", "physically impossible values inside the basin mask (canonical "

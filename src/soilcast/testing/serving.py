@@ -19,9 +19,10 @@ from soilcast.testing.standin import demo_mask, synthetic_meteo, write_standin_f
 RAISE = object()
 
 
-def publish(cfg: Config, version: int, offset: float = 0.0, grid: Any = None) -> Path:
-    """A stand-in version under cfg.paths.models_dir (atomic, like the exporter)."""
-    return write_standin_for(cfg, version, offset=offset, grid=grid)
+def publish(cfg: Config, version: int, offset: float = 0.0, grid: Any = None, weather: bool = False) -> Path:
+    """A stand-in version under cfg.paths.models_dir (atomic, like the exporter); ``weather``:
+    one trained with the lead days' weather (``forecast_with_weather``)."""
+    return write_standin_for(cfg, version, offset=offset, grid=grid, weather=weather)
 
 
 def publish_broken(cfg: Config, version: int, kind: str) -> Path:

@@ -7,7 +7,11 @@ float32 [None, L, H, W, C] -> ``soil_moisture`` float32 [None, H, W] and, when w
 ``leads``, ``soil_moisture_by_lead`` [None, K, H, W]: lead index i shifts the logit by
 :data:`LEAD_SHIFT` x i, so a swapped axis shows; without ``leads`` it is an export from before
 the lead axis, metadata ``lead_days: 1``) and the two JSON files in ``assets.extra/``, so the gateway, client and monitoring can be exercised without
-training. Synthetic "training" meteorology (:func:`synthetic_meteo`) gives it a drift
+training. Written with ``weather=True`` it is a version trained with the lead days' weather:
+``forecast_with_weather`` also takes ``forecast_meteo`` [None, K, H, W, C] and lead k's logit
+moves by :data:`WEATHER_GAIN` x that lead's standardised forecast weather (the same weights),
+so a forecast at the climate means answers exactly ``serving_default`` and a wetter one more
+soil moisture; its metadata has ``forecast_weather`` and ``weather_input`` as the exporter's. Synthetic "training" meteorology (:func:`synthetic_meteo`) gives it a drift
 reference built with the exporter's own :func:`distribution`.
 """
 
@@ -35,6 +39,7 @@ NON_NEGATIVE = ("tp", "ssrd")
 WEIGHTS = {"tp": 0.8, "t2m": -0.5, "d2m": 0.4, "u10": 0.0, "v10": 0.0, "ssrd": -0.3, "sp": 0.1}
 SM_MAX = 0.5
 LEAD_SHIFT = 0.05  # logit shift per lead index (see the module docstring)
+WEATHER_GAIN = 0.5  # logit shift per unit of a lead's standardised forecast weather
 # A variable without a CLIMATE entry (given as its params VariableSpec): normal around the
 # middle of its physical_range with this share of the range as std, no weight in the formula.
 RANGE_STD_SHARE = 1.0 / 8.0
@@ -105,49 +110,69 @@ def _coefficients(variables: Variables) -> tuple[np.ndarray, np.ndarray, np.ndar
 
 
 def standin_numpy(meteo: np.ndarray, mask: np.ndarray, variables: Variables, offset: float,
-                  n_leads: int | None = None) -> np.ndarray:
+                  n_leads: int | None = None, forecast_meteo: np.ndarray | None = None) -> np.ndarray:
     """The stand-in's formula in numpy ([B, L, H, W, C] -> [B, H, W], or [B, K, H, W] with
-    ``n_leads``)."""
+    ``n_leads``; ``forecast_meteo`` [B, K, H, W, C]: ``forecast_with_weather``'s answer)."""
     mean, std, weight = _coefficients(variables)
     z = np.nan_to_num((meteo - mean) / std).mean(axis=1) @ weight + offset
     if n_leads is not None:
         z = z[:, None] + LEAD_SHIFT * np.arange(n_leads)[None, :, None, None]
+    if forecast_meteo is not None:
+        z = z + WEATHER_GAIN * (np.nan_to_num((forecast_meteo - mean) / std) @ weight)
     return np.where(mask, SM_MAX / (1 + np.exp(-z)), np.nan).astype(np.float32)
 
 
 def _save_graph(path: Path, shape: tuple[int, ...], mask: np.ndarray, variables: Variables,
-                offset: float, n_leads: int | None = None) -> None:
+                offset: float, n_leads: int | None = None, weather: bool = False) -> None:
     import tensorflow as tf
 
     mean, std, weight = _coefficients(variables)
+
+    def logit(x, axis=None):
+        """Standardised weather (non-finite: the mean) weighted per variable; ``axis``: averaged over it."""
+        z = tf.where(tf.math.is_finite(x), (x - mean) / std, 0.0)
+        return tf.tensordot(z if axis is None else tf.reduce_mean(z, axis=axis), weight, axes=1)
 
     class StandIn(tf.Module):
         def __init__(self) -> None:
             super().__init__()
             self.offset = tf.Variable(offset, dtype=tf.float32)
 
-        @tf.function(input_signature=[tf.TensorSpec((None, *shape), tf.float32, name="meteo")])
-        def serve(self, meteo):
-            z = tf.where(tf.math.is_finite(meteo), (meteo - mean) / std, 0.0)
-            z = tf.tensordot(tf.reduce_mean(z, axis=1), weight, axes=1) + self.offset
+        def answer(self, meteo, forecast_meteo=None):
+            z = logit(meteo, axis=1) + self.offset
             if n_leads is None:
                 return {"soil_moisture": tf.where(mask, SM_MAX * tf.sigmoid(z), np.float32(np.nan))}
             zk = z[:, None] + tf.constant(LEAD_SHIFT * np.arange(n_leads), tf.float32)[None, :, None, None]
+            if forecast_meteo is not None:
+                zk = zk + WEATHER_GAIN * logit(forecast_meteo)
             yk = tf.where(mask, SM_MAX * tf.sigmoid(zk), np.float32(np.nan))
             return {"soil_moisture": yk[:, 0], "soil_moisture_by_lead": yk}
 
+        @tf.function(input_signature=[tf.TensorSpec((None, *shape), tf.float32, name="meteo")])
+        def serve(self, meteo):
+            return self.answer(meteo)
+
     module = StandIn()
-    tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve.get_concrete_function()})
+    signatures = {"serving_default": module.serve.get_concrete_function()}
+    if weather:  # only then: a module attribute would be traced and saved even when unused
+        specs = [tf.TensorSpec((None, *shape), tf.float32, name="meteo"),
+                 tf.TensorSpec((None, n_leads, *shape[1:]), tf.float32, name="forecast_meteo")]
+        module.serve_weather = tf.function(module.answer, input_signature=specs)
+        signatures["forecast_with_weather"] = module.serve_weather.get_concrete_function()
+    tf.saved_model.save(module, str(path), signatures=signatures)
 
 
 def write_standin(version_dir: Path, *, seq_len: int, lat: np.ndarray, lon: np.ndarray,
                   mask: np.ndarray, variables: Variables, units: dict[str, str], psi_bins: int,
                   offset: float = 0.0, seed: int = 0, leads: Sequence[int] | None = None,
-                  reference_values: int = 500_000) -> Path:
+                  reference_values: int = 500_000, weather: bool = False) -> Path:
     """Write a stand-in version atomically (the directory appears complete or not at all).
-    ``leads`` None: an export from before the lead axis (one field, ``lead_days: 1``)."""
+    ``leads`` None: an export from before the lead axis (one field, ``lead_days: 1``);
+    ``weather``: with ``forecast_with_weather`` (needs ``leads``)."""
     from soilcast.io.atomic import atomic_path
 
+    if weather and not leads:
+        raise ValueError("stand-in: the weather signature needs leads (an export with the lead axis)")
     version_dir = Path(version_dir)
     h, w = mask.shape
     rng = np.random.default_rng(seed)
@@ -173,9 +198,11 @@ def write_standin(version_dir: Path, *, seq_len: int, lat: np.ndarray, lon: np.n
         "grid": {"lat": [float(v) for v in lat], "lon": [float(v) for v in lon],
                  "res": float(lat[1] - lat[0]) if len(lat) > 1 else 0.0},
         "mask": mask.astype(int).tolist(), "basin_names": {}, "offset": offset,
+        **(weather_metadata(leads, (h, w), names_of(variables)) if weather else {}),
     }
     with atomic_path(version_dir) as tmp:
-        _save_graph(tmp, (seq_len, h, w, len(variables)), mask, variables, offset, len(leads) if leads else None)
+        _save_graph(tmp, (seq_len, h, w, len(variables)), mask, variables, offset, len(leads) if leads else None,
+                    weather)
         from soilcast.layout import Bundle
 
         files = Bundle(tmp)
@@ -185,7 +212,19 @@ def write_standin(version_dir: Path, *, seq_len: int, lat: np.ndarray, lon: np.n
     return version_dir
 
 
-def write_standin_for(cfg: Any, version: int, offset: float = 0.0, grid: Any = None) -> Path:
+def weather_metadata(leads: Sequence[int], grid: tuple[int, int], variables: list[str]) -> dict[str, Any]:
+    """The metadata keys of a version trained with the lead days' weather, as the exporter
+    (:func:`soilcast.export.savedmodel.weather_metadata`) writes them."""
+    from soilcast.contract import FORECAST_INPUT, WEATHER_SIGNATURE
+
+    return {"forecast_weather": "forecast", "served_feed": "forecast", "weather_input": {
+        "signature": WEATHER_SIGNATURE, "name": FORECAST_INPUT, "dtype": "float32",
+        "shape": [None, len(leads), *grid, len(variables)], "leads": [int(k) for k in leads],
+        "variables": list(variables), "aggregation": "daily mean (totals for accumulated variables) over each "
+                                                     "valid day 00-24 UTC, canonical units, on the model grid"}}
+
+
+def write_standin_for(cfg: Any, version: int, offset: float = 0.0, grid: Any = None, weather: bool = False) -> Path:
     """A stand-in version under the default layout's models folder on ``grid`` (default ``cfg.grid``)."""
     from soilcast.layout import Layout
 
@@ -195,5 +234,5 @@ def write_standin_for(cfg: Any, version: int, offset: float = 0.0, grid: Any = N
         Layout.from_config(cfg).version(version).root, seq_len=cfg.window.seq_len, lat=lat, lon=lon,
         mask=demo_mask(len(lat), len(lon)), variables=list(cfg.variables),
         units={v.name: v.canonical_units for v in cfg.variables}, psi_bins=cfg.serving.psi_bins,
-        offset=offset, seed=cfg.seed + version, leads=list(cfg.window.leads),
+        offset=offset, seed=cfg.seed + version, leads=list(cfg.window.leads), weather=weather,
     )

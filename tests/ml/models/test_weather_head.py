@@ -94,3 +94,37 @@ def test_served_graphs_share_one_network_and_only_one_reads_the_forecast(fed):
     assert np.isnan(a[:, :, ~t.mask]).all() and np.isfinite(a[:, :, t.mask]).all()
     shared = {id(v) for v in plain.weights} & {id(v) for v in weather.weights}
     assert len(shared) == len(plain.weights)  # one set of weights
+
+
+def test_training_on_a_reforecast_archive_reads_its_runs_and_needs_every_training_day(tmp_path):
+    """train_on_archive: the batches carry the archive's runs (not the error model), and an
+    archive missing a training day fails before any training, naming that day."""
+    import pandas as pd
+
+    from soilcast.data.forecast_store import _dataset, _write
+    from soilcast.ml.train import archive_lookup
+
+    cfg = tiny_config(tmp_path, {**FED, "sources": {"forecast": {"folder": "forecasts", "pattern": "*.grib2",
+                                                                 "train_on_archive": True}}})
+    write_synthetic_store(cfg)
+    t = load_tensors(cfg)
+    ends = np.arange(cfg.window.seq_len - 1, len(t.time) - cfg.window.max_lead)
+    runs = perfect_weather(t.X, ends, cfg.window.leads) * 1.1  # a "reforecast": 10 % off the truth
+    store = tmp_path / "forecasts.zarr"
+    _write(_dataset(cfg, runs, t.time[ends], cfg.window.leads, ["f"] * len(ends), ["ecmf"] * len(ends),
+                    ["demo"] * len(ends)), store)
+    lookup = archive_lookup(cfg, t, store)
+    some = ends[100:104]
+    np.testing.assert_allclose(lookup(some), runs[100:104])
+    scaler = Scaler.fit(t.X, t.Y, t.mask, slice(0, 700), cfg)
+    data = prepare(t, cfg, scaler, weather=True, archive=lookup)
+    w, has = data.feed.inputs(some, np.random.default_rng(0), train=False)
+    np.testing.assert_allclose(w, scaler.scale_inputs(runs[100:104]), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="--forecasts"):
+        archive_lookup(cfg, t, None)
+    gap = tmp_path / "gap.zarr"
+    keep = t.time[ends] != pd.Timestamp("2010-03-01")
+    _write(_dataset(cfg, runs[keep], t.time[ends][keep], cfg.window.leads, ["f"] * int(keep.sum()),
+                    ["ecmf"] * int(keep.sum()), ["demo"] * int(keep.sum())), gap)
+    with pytest.raises(ValueError, match="2010-03-01"):
+        archive_lookup(cfg, t, gap)
