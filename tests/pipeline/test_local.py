@@ -351,7 +351,11 @@ def test_run_local_exports_a_servable_model_and_a_stricter_gate_exports_nothing(
     _canary(first.version_dir, store)
     meta = json.loads((first.version_dir / "assets.extra/soilcast_metadata.json").read_text())
     blessing = json.loads((run_dir / "gate" / "blessing").read_text())
-    assert meta["model"] == blessing["winner"] in E2E_MODELS
+    # the winner is a network, scored without or with the forecast archive's runs (the
+    # forecasts step runs because params.yaml configures sources.forecast)
+    assert meta["model"] == blessing["network"] in E2E_MODELS
+    assert blessing["winner"] in (meta["model"], f"{meta['model']}+forecast")
+    assert (run_dir / "forecasts" / "store").is_dir()
     # the export's Model artifact carries the same version for lineage
     assert (run_dir / "export" / "model" / "soilcast" / "1" / "saved_model.pb").is_file()
 
@@ -365,7 +369,7 @@ def test_run_local_exports_a_servable_model_and_a_stricter_gate_exports_nothing(
     ran = {p.name for p in new_run.iterdir()}
     assert "gate" in ran and "export" not in ran
     # data preparation, training and evaluation came from the cache
-    assert not ran & {"ingest", "validate", "regrid", "clip", "stack", "evaluate"}
+    assert not ran & {"ingest", "validate", "regrid", "clip", "stack", "forecasts", "evaluate"}
     assert not any(name.startswith("for-loop") for name in ran)
 
 
