@@ -191,7 +191,20 @@ class VariableSpec(_Strict):
 AccumulationStamp = Literal["end_of_period", "period_start"]
 
 
-class SourceSpec(_Strict):
+class _RawFolder(_Strict):
+    """Files ``<paths.raw_dir>/<folder>/<pattern>``: the folder must lie under raw_dir."""
+
+    folder: str
+    pattern: str
+
+    @model_validator(mode="after")
+    def _relative(self) -> "_RawFolder":
+        if Path(self.folder).is_absolute() or ".." in Path(self.folder).parts or not self.folder.strip("./"):
+            raise ValueError(f"folder {self.folder!r} must be a sub-folder of paths.raw_dir")
+        return self
+
+
+class SourceSpec(_RawFolder):
     """One product's files: ``<paths.raw_dir>/<folder>/<pattern>`` and how it stamps totals.
 
     ``accumulation_stamp`` (for ``accumulated: true`` variables): ``end_of_period`` = a day's
@@ -199,34 +212,18 @@ class SourceSpec(_Strict):
     ``period_start`` = on the day itself (CDS "daily statistics" products).
     """
 
-    folder: str
-    pattern: str
     accumulation_stamp: AccumulationStamp
 
-    @model_validator(mode="after")
-    def _relative(self) -> "SourceSpec":
-        if Path(self.folder).is_absolute() or ".." in Path(self.folder).parts or not self.folder.strip("./"):
-            raise ValueError(f"folder {self.folder!r} must be a sub-folder of paths.raw_dir")
-        return self
 
-
-class ForecastSource(_Strict):
+class ForecastSource(_RawFolder):
     """Weather forecast runs (GRIB2 or NetCDF): ``<paths.raw_dir>/<folder>/<pattern>``, one
     or many 00 UTC runs per file, steps every few hours to at least ``max(window.leads)`` days.
     Variables are found by their cfgrib names (= ``source_name``), accumulations from the
     run start (ECMWF) or in buckets (GFS) are turned into day totals."""
 
-    folder: str
-    pattern: str
     # true: train on these runs (a reforecast archive covering the training years) instead of
     # the reanalysis weather of the lead days with forecast_error applied (perfect prognosis)
     train_on_archive: bool
-
-    @model_validator(mode="after")
-    def _relative(self) -> "ForecastSource":
-        if Path(self.folder).is_absolute() or ".." in Path(self.folder).parts or not self.folder.strip("./"):
-            raise ValueError(f"folder {self.folder!r} must be a sub-folder of paths.raw_dir")
-        return self
 
 
 class Sources(_Strict):

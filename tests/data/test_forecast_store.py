@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -26,17 +25,10 @@ from soilcast.data.nwp import Run, read_run, read_runs
 from soilcast.data.readers import DataError, target_axes
 from soilcast.data.regrid import conservative
 from soilcast.demo import forecast_archive as fa
+from tests.data.test_ingest import tree_digest
 from tests.data.test_nwp import grib_to_netcdf, small_config
 
 INITS = [dt.date(2012, 6, 30), dt.date(2012, 7, 1), dt.date(2012, 7, 2)]
-
-
-def tree_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    for f in sorted(p for p in Path(path).rglob("*") if p.is_file()):
-        h.update(str(f.relative_to(path)).encode())
-        h.update(f.read_bytes())
-    return h.hexdigest()
 
 
 def write_mask(cfg: Config, path: Path, mask: np.ndarray) -> Path:

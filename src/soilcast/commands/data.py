@@ -193,6 +193,21 @@ def ingest_forecast(
     typer.echo(f"ingested forecast run(s) from {path}: {result}")
 
 
+@app.command("demo-forecast-run")
+def demo_forecast_run(
+    out: Path = typer.Argument(..., help="GRIB2 file to write (e.g. data/incoming/forecast/2020-01-30.grib2)."),
+    init: str = typer.Option(..., "--init", help="Init day YYYY-MM-DD: the run of 00 UTC that day."),
+    params: Path = ParamsOpt,
+) -> None:
+    """A demo weather forecast run (GRIB2, ECMWF open-data layout) for one init day, to try
+    `soilcast ingest-forecast` and `soilcast forecast --weather`."""
+    from soilcast.demo.forecast_archive import write_run
+
+    cfg = load_cfg(params, networks=False)
+    path = write_run(cfg, _day(init, "--init"), out)
+    typer.echo(f"demo forecast run {init} 00 UTC, steps 0-{24 * (cfg.window.max_lead + 1)} h -> {path}")
+
+
 @app.command("demo-delivery")
 def demo_delivery(
     out_dir: Path = typer.Argument(..., help="Folder for the delivery (e.g. data/incoming)."),
