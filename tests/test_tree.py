@@ -17,6 +17,8 @@ REPO_LEVEL = {
     "test_imports.py": "the package's import graph",
     "test_tree.py": "this layout",
     "test_variables.py": "an input variable added in params.yaml, through every stage to serving",
+    "test_weather_export.py": "a network trained with the lead days' weather, through gate and export",
+    "test_weather_serving.py": "the weather signatures through the gateway, client and forecast CLI",
 }
 # Modules a test imports as its subject, kept beside it (not shared helpers).
 FIXTURES = {

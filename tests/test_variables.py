@@ -18,7 +18,7 @@ from tests.conftest import PARAMS
 # Total cloud cover as ERA5 delivers it; the demo weather model has cloud.
 TCC = {"name": "tcc", "source_name": "tcc", "source_units": "(0 - 1)", "canonical_units": "1",
        "accumulated": False, "regrid_method": "conservative", "valid_range": [0.0, 1.0],
-       "physical_range": [0.0, 1.0], "transform": "none", "colormap": "Greys"}
+       "physical_range": [0.0, 1.0], "transform": "none", "forecast_error": "noise", "colormap": "Greys"}
 FAST = {
     "period": {"start": "2010-01-01", "end": "2012-12-31"},
     "split": {"train_years": [2010, 2010], "val_years": [2011, 2011], "test_years": [2012, 2012]},

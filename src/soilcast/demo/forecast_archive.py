@@ -43,8 +43,8 @@ import numpy as np
 
 from soilcast.config import Config, VariableSpec
 from soilcast.data.readers import conversion
-from soilcast.demo.generate import MET_VARIABLES
 from soilcast.demo.geography import geography
+from soilcast.demo.variables import MET_VARIABLES
 from soilcast.demo.weather import daily_weather, draw_textures, draw_year
 from soilcast.forecast_error import perturb, temporal_spread
 from soilcast.io.atomic import atomic_path

@@ -40,7 +40,6 @@ import datetime as dt
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import xarray as xr
@@ -50,6 +49,7 @@ from soilcast.data.readers import accumulation_shift, source_relpath
 from soilcast.demo.bucket import bucket_model, priestley_taylor_pet, volumetric
 from soilcast.demo.geography import Geography, geography
 from soilcast.demo.regions import write_demo_regions
+from soilcast.demo.variables import MET_VARIABLES, SWVL1, VarInfo
 from soilcast.demo.weather import Weather, daily_weather, draw_textures, draw_year
 from soilcast.io.atomic import atomic_path
 
@@ -58,7 +58,6 @@ log = logging.getLogger(__name__)
 ENGINE = "netcdf4"  # the netCDF-C library writes no timestamps: runs are byte-identical
 COMPLEVEL = 4
 KEEP_MANTISSA_BITS = 14
-SECONDS_PER_DAY = 86400.0
 INITIAL_FILL = 0.5  # bucket fill before the one-year spin-up
 REGIONS_FILE = Path("basins/demo_regions.geojson")
 
@@ -80,31 +79,6 @@ def round_mantissa(values: np.ndarray, keep_bits: int = KEEP_MANTISSA_BITS) -> n
     return rounded.view(np.float32)
 
 
-@dataclass(frozen=True)
-class _VarInfo:
-    units: str
-    long_name: str
-    standard_name: str
-    values: Callable[[Weather], np.ndarray]
-
-
-# How the generator synthesises each variable it knows, in ERA5's units: params.yaml's
-# variables are looked up here by name (a variable not listed cannot be generated).
-MET_VARIABLES: dict[str, _VarInfo] = {
-    "tp": _VarInfo("m", "Total precipitation", "lwe_thickness_of_precipitation_amount", lambda w: w.precip / 1000.0),
-    "t2m": _VarInfo("K", "2 metre temperature", "air_temperature", lambda w: w.t2m),
-    "d2m": _VarInfo("K", "2 metre dewpoint temperature", "dew_point_temperature", lambda w: w.d2m),
-    "u10": _VarInfo("m s**-1", "10 metre U wind component", "eastward_wind", lambda w: w.u10),
-    "v10": _VarInfo("m s**-1", "10 metre V wind component", "northward_wind", lambda w: w.v10),
-    "ssrd": _VarInfo(
-        "J m**-2", "Surface short-wave (solar) radiation downwards",
-        "integral_wrt_time_of_surface_downwelling_shortwave_flux_in_air", lambda w: w.ssrd * SECONDS_PER_DAY,
-    ),
-    "sp": _VarInfo("Pa", "Surface pressure", "surface_air_pressure", lambda w: w.sp),
-    # not in params.yaml's inputs; the weather model's cloud, for a params file that adds it
-    "tcc": _VarInfo("(0 - 1)", "Total cloud cover", "cloud_area_fraction", lambda w: w.cloud),
-}
-SWVL1 = _VarInfo("m**3 m**-3", "Volumetric soil water layer 1", "volume_fraction_of_condensed_water_in_soil", lambda w: w)
 
 
 @dataclass(frozen=True)
@@ -154,7 +128,7 @@ def _time_coord(stamps: np.ndarray, new_cds: bool) -> tuple[str, np.ndarray, dic
     return "time", hours, attrs
 
 
-def _dataset(name: str, info: _VarInfo, values: np.ndarray, stamps: np.ndarray, grid: _Grid, new_cds: bool, accumulated: bool, seed: int) -> xr.Dataset:
+def _dataset(name: str, info: VarInfo, values: np.ndarray, stamps: np.ndarray, grid: _Grid, new_cds: bool, accumulated: bool, seed: int) -> xr.Dataset:
     tname, tvalues, tattrs = _time_coord(stamps, new_cds)
     attrs = {"units": info.units, "long_name": info.long_name, "standard_name": info.standard_name}
     if accumulated:
