@@ -138,7 +138,7 @@ def forecasters(cfg: Config, store: Path, tensors: Any, runs: Mapping[str, RunDi
     of :func:`weather_sources` (``convlstm+forecast``, ``convlstm+perfect``)."""
     from soilcast.ml.models import registry
     from soilcast.ml.models.references import reference_forecasters
-    from soilcast.ml.predict import KerasForecaster, reads_forecast_weather
+    from soilcast.ml.predict import FeedGroup, KerasForecaster, reads_forecast_weather
 
     out: dict[str, Any] = dict(reference_forecasters(cfg, tensors))
     skipped: dict[str, str] = {}
@@ -152,11 +152,10 @@ def forecasters(cfg: Config, store: Path, tensors: Any, runs: Mapping[str, RunDi
         if (why := stale_reason(cfg, store, run, name, tensors)) is not None:
             skipped[name] = f"refused: {why}"
             continue
-        out[name] = KerasForecaster(cfg, run, name)
         if reads_forecast_weather(json.loads(run.grid.read_text())):
-            for feed, source in weather_sources(cfg, archive).items():
-                f = KerasForecaster(cfg, run, name, weather=source, feed=feed)
-                out[f.name] = f
+            out.update(FeedGroup(cfg, run, name, weather_sources(cfg, archive)).forecasters())
+        else:
+            out[name] = KerasForecaster(cfg, run, name)
     return out, skipped
 
 

@@ -170,18 +170,13 @@ def physical_pair(cfg: Config, run: RunDir, name: str) -> tuple[keras.Model, ker
     return plain, (wrap_physical(net, scaling, grid, bounds, name, True) if reads_forecast_weather(grid) else None)
 
 
-def wrap_physical(net: keras.Model, scaling: dict[str, Any], grid: dict[str, Any],
-                  bounds: list, name: str, with_weather: bool = False) -> keras.Model:
-    """The serving graph around a network in scaled space (see the module docstring). A
-    network trained with the lead days' weather is told "no forecast" unless ``with_weather``,
-    when the graph takes ``forecast_meteo`` [b, K, H, W, C] (canonical units) as well."""
-    from soilcast.contract import ANTECEDENT, FORECAST_INPUT, INPUT
+def _scaled_inputs(scaling: dict[str, Any], grid: dict[str, Any]) -> tuple[list, Any]:
+    """The serving inputs (``meteo`` [+ ``antecedent_soil_moisture``]) and the network's
+    scaled input [b, L, H, W, C'] made from them in the graph."""
+    from soilcast.contract import ANTECEDENT, INPUT
 
     L, (H, W), mask = grid["seq_len"], np.asarray(grid["mask"]).shape, grid["mask"]
-    C, K = len(grid["variables"]), len(grid["leads"])
-    if with_weather and not reads_forecast_weather(grid):
-        raise ValueError(f"{name}: trained without the lead days' weather (grid.json forecast_weather: none)")
-    meteo = keras.Input(shape=(L, H, W, C), name=INPUT, dtype="float32")
+    meteo = keras.Input(shape=(L, H, W, len(grid["variables"])), name=INPUT, dtype="float32")
     inputs = [meteo]
     x = ScaleMeteo(scaling, mask, name="scale_meteo")(meteo)
     if grid["antecedent_soil_moisture"]:
@@ -189,18 +184,59 @@ def wrap_physical(net: keras.Model, scaling: dict[str, Any], grid: dict[str, Any
         inputs.append(sm)
         x = keras.layers.Concatenate(axis=-1, dtype="float32", name="with_soil_moisture")(
             [x, ScaleSoilMoisture(scaling, mask, name="scale_soil_moisture")(sm)])
-    x = AppendMask(scaling, mask, name="with_mask")(x)
-    head = ForecastToPhysical(scaling, mask, bounds, name="soil_moisture")
+    return inputs, AppendMask(scaling, mask, name="with_mask")(x)
+
+
+def _forecast_input(scaling: dict[str, Any], grid: dict[str, Any], name: str) -> tuple[Any, Any, Any]:
+    """A ``forecast_meteo``-like input [b, K, H, W, C], its scaled form and "a forecast came"."""
+    (H, W), C, K = np.asarray(grid["mask"]).shape, len(grid["variables"]), len(grid["leads"])
+    fw = keras.Input(shape=(K, H, W, C), name=name, dtype="float32")
+    return fw, ScaleMeteo(scaling, grid["mask"], name=f"scale_{name}")(fw), OnesLike(name=f"has_{name}")(fw)
+
+
+def wrap_physical(net: keras.Model, scaling: dict[str, Any], grid: dict[str, Any],
+                  bounds: list, name: str, with_weather: bool = False) -> keras.Model:
+    """The serving graph around a network in scaled space (see the module docstring). A
+    network trained with the lead days' weather is told "no forecast" unless ``with_weather``,
+    when the graph takes ``forecast_meteo`` [b, K, H, W, C] (canonical units) as well."""
+    from soilcast.contract import FORECAST_INPUT
+
+    if with_weather and not reads_forecast_weather(grid):
+        raise ValueError(f"{name}: trained without the lead days' weather (grid.json forecast_weather: none)")
+    inputs, x = _scaled_inputs(scaling, grid)
+    head = ForecastToPhysical(scaling, grid["mask"], bounds, name="soil_moisture")
     if with_weather:
-        fw = keras.Input(shape=(K, H, W, C), name=FORECAST_INPUT, dtype="float32")
+        fw, w, has = _forecast_input(scaling, grid, FORECAST_INPUT)
         inputs.append(fw)
-        ys = net([x, ScaleMeteo(scaling, mask, name="scale_forecast_meteo")(fw), OnesLike(name="has_forecast")(fw)])
+        ys = net([x, w, has])
     elif reads_forecast_weather(grid):
-        ys = net([x, *NoForecast(K, name="no_forecast")(meteo)])
+        ys = net([x, *NoForecast(len(grid["leads"]), name="no_forecast")(inputs[0])])
     else:
         ys = net(x)
     y = head([ys, inputs[1]]) if scaling["target_kind"] == "increment" else head(ys)
-    return keras.Model(inputs if len(inputs) > 1 else meteo, y, name=f"soilcast_{name}")
+    return keras.Model(inputs if len(inputs) > 1 else inputs[0], y, name=f"soilcast_{name}")
+
+
+def wrap_physical_feeds(net: keras.Model, scaling: dict[str, Any], grid: dict[str, Any], bounds: list,
+                        name: str, feeds: list[str]) -> keras.Model:
+    """One graph answering a network trained with the lead days' weather three ways at once:
+    without a forecast, then with ``forecast_meteo_<feed>`` for each of ``feeds``; the body
+    (the costly part) runs ONCE for all. Outputs: a list of [b, K, H, W], in that order."""
+    from soilcast.contract import FORECAST_INPUT
+    from soilcast.ml.models.weather_head import apply_head, body_of
+
+    inputs, x = _scaled_inputs(scaling, grid)
+    base = body_of(net)(x)  # = the network told "no forecast" (its correction is gated to 0)
+    answers = [base]
+    for feed in feeds:
+        fw, w, has = _forecast_input(scaling, grid, f"{FORECAST_INPUT}_{feed}")
+        inputs.append(fw)
+        answers.append(apply_head(net, x, base, w, has))
+    outs = []
+    for i, ys in enumerate(answers):
+        head = ForecastToPhysical(scaling, grid["mask"], bounds, name=f"soil_moisture_{i}")
+        outs.append(head([ys, inputs[1]]) if scaling["target_kind"] == "increment" else head(ys))
+    return keras.Model(inputs, outs, name=f"soilcast_{name}_feeds")
 
 
 @keras.saving.register_keras_serializable(package=PKG)
@@ -219,23 +255,84 @@ class OnesLike(keras.layers.Layer):
 
 
 class KerasForecaster:
-    """A trained network in physical units (:func:`physical_model`) as a Forecaster;
-    ``weather`` (block, ends -> [n, K, H, W, C]) feeds it the lead days' weather, and the
-    scores go by :func:`soilcast.contract.scored_name` (``convlstm+forecast``)."""
+    """A trained network in physical units (:func:`physical_model`) as a Forecaster."""
 
-    def __init__(self, cfg: Config, run: RunDir, name: str, weather: Any = None, feed: str = "past") -> None:
-        from soilcast.contract import scored_name
+    def __init__(self, cfg: Config, run: RunDir, name: str) -> None:
         from soilcast.forecasting import InputForecaster, single_input
 
-        model = physical_model(cfg, run, name, with_weather=weather is not None)
+        model = physical_model(cfg, run, name)
         leads = tuple(json.loads(run.grid.read_text())["leads"])
-        self.name, self.leads = scored_name(name, feed), leads
+        self.name, self.leads = name, leads
         self._inner = InputForecaster(
-            self.name, leads, lambda x: np.asarray(model.predict_on_batch(single_input(x))),
-            cfg.window.seq_len, cfg.window.antecedent_soil_moisture, cfg.training.batch_size, weather)
+            name, leads, lambda x: np.asarray(model.predict_on_batch(single_input(x))),
+            cfg.window.seq_len, cfg.window.antecedent_soil_moisture, cfg.training.batch_size)
 
     def forecast(self, block: Any, ends: np.ndarray) -> np.ndarray:
         return self._inner.forecast(block, ends)
+
+
+class FeedGroup:
+    """A network trained with the lead days' weather, fed three ways for the price of one
+    body pass (:func:`wrap_physical_feeds`): :meth:`forecasters` gives one Forecaster per
+    feed (``convlstm``, ``convlstm+forecast``, ``convlstm+perfect``), all answered from one
+    pass over the windows, kept for the last (block, windows) asked."""
+
+    def __init__(self, cfg: Config, run: RunDir, name: str, sources: dict[str, Any]) -> None:
+        grid = json.loads(run.grid.read_text())
+        self.cfg, self.name, self.sources = cfg, name, dict(sources)
+        self.leads = tuple(grid["leads"])
+        self.model = wrap_physical_feeds(load_network(run, name), Scaler.load(run.scaling).to_dict(), grid,
+                                         list(cfg.target.physical_range), name, list(self.sources))
+        self._last: tuple[Any, dict[str, np.ndarray]] | None = None
+
+    def forecasters(self) -> dict[str, Any]:
+        from soilcast.contract import scored_name
+
+        return {scored_name(self.name, feed): _Fed(self, feed) for feed in ("past", *self.sources)}
+
+    def forecast(self, block: Any, ends: np.ndarray) -> dict[str, np.ndarray]:
+        """{feed: [N, K, H, W]} for the windows ending at ``ends`` (NaN outside the mask)."""
+        from soilcast.contract import FORECAST_INPUT, serving_inputs
+        from soilcast.forecasting import check_forecast_shape
+
+        ends = np.asarray(ends, np.int64)
+        key = (id(block), ends.tobytes())
+        if self._last is not None and self._last[0] == key:
+            return self._last[1]
+        feeds, batch, parts = ("past", *self.sources), self.cfg.training.batch_size, []
+        for i in range(0, len(ends), batch):
+            e = ends[i : i + batch]
+            x = serving_inputs(block.X, block.Y, e, self.cfg.window.seq_len, self.cfg.window.antecedent_soil_moisture)
+            x.update({f"{FORECAST_INPUT}_{f}": np.asarray(src(block, e), np.float32) for f, src in self.sources.items()})
+            parts.append([np.asarray(y) for y in self.model.predict_on_batch(x)])
+        out = {}
+        for j, feed in enumerate(feeds):
+            pred = np.concatenate([p[j] for p in parts])
+            check_forecast_shape(f"{self.name} ({feed})", pred, len(ends), self.leads, block.mask.shape)
+            out[feed] = np.where(block.mask, pred, np.nan).astype(np.float32)
+        self._last = (key, out)
+        return out
+
+
+@dataclass(frozen=True)
+class _Fed:
+    """One feed of a :class:`FeedGroup` as a Forecaster."""
+
+    group: FeedGroup
+    feed: str
+
+    @property
+    def name(self) -> str:
+        from soilcast.contract import scored_name
+
+        return scored_name(self.group.name, self.feed)
+
+    @property
+    def leads(self) -> tuple[int, ...]:
+        return self.group.leads
+
+    def forecast(self, block: Any, ends: np.ndarray) -> np.ndarray:
+        return self.group.forecast(block, ends)[self.feed]
 
 
 @dataclass(frozen=True)

@@ -128,3 +128,31 @@ def test_training_on_a_reforecast_archive_reads_its_runs_and_needs_every_trainin
                     ["ecmf"] * int(keep.sum()), ["demo"] * int(keep.sum())), gap)
     with pytest.raises(ValueError, match="2010-03-01"):
         archive_lookup(cfg, t, gap)
+
+
+def test_one_body_pass_answers_every_feed_as_the_served_graphs_do(fed):
+    """Evaluation's FeedGroup (the body run once, the head per feed) gives exactly what the
+    two served graphs give: serving_default without a forecast, forecast_with_weather with one."""
+    from types import SimpleNamespace
+
+    from soilcast.contract import serving_inputs
+    from soilcast.ml.predict import FeedGroup
+
+    cfg, t, *_ = fed
+    run = RunDir(train_model(cfg, "convlstm", verbose=0))
+    plain, weather = physical_pair(cfg, run, "convlstm")
+    leads = tuple(cfg.window.leads)
+    sources = {"forecast": lambda b, e: perfect_weather(b.X, e, leads) * 1.05,
+               "perfect": lambda b, e: perfect_weather(b.X, e, leads)}
+    group = FeedGroup(cfg, run, "convlstm", sources)
+    fcs = group.forecasters()
+    assert list(fcs) == ["convlstm", "convlstm+forecast", "convlstm+perfect"]
+    block = SimpleNamespace(X=t.X, Y=t.Y, mask=t.mask)
+    ends = split_ends(cfg, t.time, "test")[:5]
+    x = serving_inputs(t.X, t.Y, ends, cfg.window.seq_len, True)
+    want = {"convlstm": plain.predict_on_batch(x),
+            "convlstm+forecast": weather.predict_on_batch({**x, "forecast_meteo": sources["forecast"](block, ends)}),
+            "convlstm+perfect": weather.predict_on_batch({**x, "forecast_meteo": sources["perfect"](block, ends)})}
+    for name, f in fcs.items():
+        np.testing.assert_allclose(f.forecast(block, ends), want[name], rtol=1e-5, atol=1e-6, err_msg=name)
+    assert not np.allclose(want["convlstm+forecast"][:, :, t.mask], want["convlstm"][:, :, t.mask])

@@ -13,6 +13,8 @@ steps keep training the body on past weather alone.
 
 from __future__ import annotations
 
+from typing import Any
+
 import keras
 
 from soilcast.config import Config
@@ -21,18 +23,43 @@ from soilcast.ml.models.layers import AddToLastStep, CellWindows, LastStep
 INPUTS = ("inputs", "forecast_meteo", "has_forecast")  # the wrapped model's inputs, in order
 
 
+def _head_layers(cfg: Config) -> dict[str, keras.layers.Layer]:
+    """The head's layers, by the names :func:`apply_head` finds them under (also in a loaded model)."""
+    K, p = cfg.window.n_leads, cfg.forecast_head
+    return {
+        "leads_to_channels": CellWindows(name="leads_to_channels"),
+        "last_input": LastStep(name="last_input"),
+        "body_forecast": LastStep(name="body_forecast"),
+        "forecast_features": keras.layers.Concatenate(axis=-1, name="forecast_features"),
+        "forecast_conv": keras.layers.Conv2D(p.filters, p.kernel_size, padding="same", activation="relu",
+                                             name="forecast_conv"),
+        "forecast_mix": keras.layers.Conv2D(p.filters, 1, activation="relu", name="forecast_mix"),
+        "forecast_correction": keras.layers.Conv2D(K, 1, kernel_initializer="zeros", dtype="float32",
+                                                   name="forecast_correction"),
+        "with_forecast": AddToLastStep(dtype="float32", name="with_forecast"),
+    }
+
+
+def apply_head(layers: Any, x: Any, base: Any, w: Any, has: Any) -> Any:
+    """The body's forecast ``base`` corrected by the forecast weather ``w`` (gated by ``has``);
+    ``layers``: :func:`_head_layers`' dict, or a wrapped model (its trained layers by name)."""
+    get = layers.get_layer if hasattr(layers, "get_layer") else layers.__getitem__
+    z = get("forecast_features")([get("leads_to_channels")(w), get("last_input")(x), get("body_forecast")(base)])
+    z = get("forecast_mix")(get("forecast_conv")(z))
+    return get("with_forecast")([base, get("forecast_correction")(z), has])
+
+
+def body_of(model: keras.Model) -> keras.Model:
+    """The network a wrapped model corrects (it carries the network's name)."""
+    return model.get_layer(model.name)
+
+
 def with_forecast_weather(cfg: Config, body: keras.Model, input_shape: tuple) -> keras.Model:
     """``body`` ([b, L, H, W, C'] -> [b, L, H, W, K]) with the forecast-weather head."""
     L, H, W, _ = input_shape
-    K, C, p = cfg.window.n_leads, len(cfg.variables), cfg.forecast_head
+    K, C = cfg.window.n_leads, len(cfg.variables)
     x = keras.Input(shape=input_shape, name=INPUTS[0])
     w = keras.Input(shape=(K, H, W, C), name=INPUTS[1])
     has = keras.Input(shape=(1,), name=INPUTS[2])
-    base = body(x)
-    z = keras.layers.Concatenate(axis=-1, name="forecast_features")(
-        [CellWindows(name="leads_to_channels")(w), LastStep(name="last_input")(x), LastStep(name="body_forecast")(base)])
-    z = keras.layers.Conv2D(p.filters, p.kernel_size, padding="same", activation="relu", name="forecast_conv")(z)
-    z = keras.layers.Conv2D(p.filters, 1, activation="relu", name="forecast_mix")(z)
-    corr = keras.layers.Conv2D(K, 1, kernel_initializer="zeros", dtype="float32", name="forecast_correction")(z)
-    out = AddToLastStep(dtype="float32", name="with_forecast")([base, corr, has])
+    out = apply_head(_head_layers(cfg), x, body(x), w, has)
     return keras.Model([x, w, has], out, name=body.name)
