@@ -135,24 +135,47 @@ def plot_basin_skill(metrics: Leaderboard, basins: dict[int, str], out: Path) ->
     _save(fig, out / "basin_skill.png")
 
 
-# line style by the lead days' weather a network was fed (references: dashed)
-FEED_STYLE = {"past": "o-", "forecast": "D-", "perfect": "^:"}
+# line style by the lead days' weather a network was fed; references dashed, in greys
+FEED_STYLE = {"past": "o-", "forecast": "D--", "perfect": "^:"}
+
+
+def _line_styles(metrics: Leaderboard) -> dict[str, dict[str, Any]]:
+    """One colour per network (shared by its feeds, which differ by line style) and greys for
+    the references, so a reader can follow a network from past weather to a forecast."""
+    from soilcast.contract import network_and_feed
+
+    plt = _plt()
+    scored = metrics.scored()
+    nets = list(dict.fromkeys(network_and_feed(n)[0] for n, e in scored.items() if e.kind == "network"))
+    refs = [n for n, e in scored.items() if e.kind != "network"]
+    colours = {n: plt.get_cmap("tab10")(i % 10) for i, n in enumerate(nets)}
+    greys = {n: str(0.15 + 0.6 * i / max(len(refs) - 1, 1)) for i, n in enumerate(refs)}
+    out = {}
+    for name, entry in scored.items():
+        if entry.kind == "network":
+            out[name] = {"fmt": FEED_STYLE[entry.feed], "color": colours[network_and_feed(name)[0]]}
+        else:
+            out[name] = {"fmt": "s--", "color": greys[name]}
+    return out
 
 
 def plot_skill_vs_lead(metrics: Leaderboard, out: Path) -> None:
-    """Skill vs climatology and vs persistence against lead: networks solid (fed a forecast
-    archive: diamonds; perfect weather, the upper bound: dotted), references dashed."""
+    """Skill vs climatology and vs persistence against lead: a colour per network, solid
+    with past weather only, dashed with the forecast archive's runs, dotted with perfect
+    weather (the upper bound); references dashed in greys."""
     from soilcast.evaluation.leads import lead_key
 
     plt = _plt()
     leads = metrics.leads()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharex=True)
+    styles = _line_styles(metrics)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6), sharex=True)
     for ax, key, title in ((axes[0], "skill_vs_climatology", "vs climatology"),
                            (axes[1], "skill_vs_persistence", "vs persistence")):
         for name, entry in metrics.scored().items():
             vals = [entry.overall.get(lead_key(k), {}).get(key) for k in leads]
-            style = FEED_STYLE[entry.feed] if entry.kind == "network" else "s--"
-            ax.plot(leads, [np.nan if v is None else v for v in vals], style, lw=1.4, ms=4, label=name)
+            st = styles[name]
+            ax.plot(leads, [np.nan if v is None else v for v in vals], st["fmt"], color=st["color"], lw=1.4,
+                    ms=4, label=name)
         ax.axhline(0.0, color="k", lw=0.8)
         ax.set(xlabel="lead (days)", ylabel="MSE skill (1 - MSE/MSE_ref)", title=f"Test skill {title}")
         ax.set_xticks(leads)
@@ -160,7 +183,7 @@ def plot_skill_vs_lead(metrics: Leaderboard, out: Path) -> None:
     ys = np.concatenate([np.asarray(line.get_ydata(), float) for line in axes[1].lines] or [np.zeros(1)])
     lo = float(np.nanmin(ys)) if np.isfinite(ys).any() else 0.0
     axes[1].set_ylim(max(min(lo, -0.2) - 0.05, -1.5), None)  # climatology's large negative skill at day 1 would hide the rest
-    axes[0].legend(fontsize=7, ncol=2)
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7)
     fig.tight_layout()
     _save(fig, out / "skill_vs_lead.png")
 
