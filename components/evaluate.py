@@ -34,7 +34,7 @@ def gate(config: str, tensors: Input[Dataset], evaluation: Input[Artifact],
          models: Input[List[Model]],
          min_skill_vs_best_reference: float,
          max_regression: float, serving_models_dir: str,
-         blessing: Output[Artifact], candidate: Output[Model]
+         blessing: Output[Artifact], candidate: Output[Model], forecasts: Input[Dataset] = None,
          ) -> NamedTuple("GateOutputs", blessed=bool, winner=str):
     """Bless the best network (on validation) if it beats the best of persistence,
     climatology and damped persistence at every lead, and the served champion.
@@ -55,7 +55,7 @@ def gate(config: str, tensors: Input[Dataset], evaluation: Input[Artifact],
     cfg = runtime.step_config(config, overrides=nested(dict(locals()), "gate"))
     models_dir = Path(serving_models_dir) if serving_models_dir else runtime.scratch_dir("no-champion")
     result = run_gate(cfg, EvalDir(evaluation.path).metrics, tensors_in(tensors.path), models_dir,
-                      Path(blessing.path))
+                      Path(blessing.path), forecasts=Path(forecasts.path) if forecasts is not None else None)
     blessing.metadata.update(runtime.gate_summary(result))
     winner = result.network or result.winner or ""  # the network behind the winning scores
     runs = dict(runtime.run_of(m.path) for m in models)

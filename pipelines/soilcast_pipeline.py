@@ -124,7 +124,7 @@ def build_pipeline(raw: Dict[str, Any]) -> Callable:
         scored = c.evaluate(config=config, tensors=tensors, models=trained.output, **runs)
         gate = c.gate(config=config, tensors=tensors, evaluation=scored.outputs["evaluation"],
                       models=trained.output, serving_models_dir=v["serving_models_dir"],
-                      **step_args("gate")).set_caching_options(False)
+                      **runs, **step_args("gate")).set_caching_options(False)
         publish(blessed=gate.outputs["blessed"], config=config, tensors=tensors,
                 candidate=gate.outputs["candidate"], evaluation=scored.outputs["evaluation"],
                 blessing=gate.outputs["blessing"], serving_models_dir=v["serving_models_dir"])

@@ -62,8 +62,8 @@ def test_every_dvc_cmd_passes_the_paths_its_deps_and_outs_name_and_the_layout_ag
         "train": {"--tensors": lay.tensors, "--out": lay.run("fc").root},
         "evaluate": {"--tensors": lay.tensors, "--train": lay.train_dir, "--forecasts": lay.forecast_store,
                      "--out": lay.eval_dir},
-        "gate": {"--metrics": lay.evaluation.metrics, "--tensors": lay.tensors, "--models": lay.models_dir,
-                 "--out": lay.blessing},
+        "gate": {"--metrics": lay.evaluation.metrics, "--tensors": lay.tensors, "--forecasts": lay.forecast_store,
+                 "--models": lay.models_dir, "--out": lay.blessing},
         "export": {"--blessing": lay.blessing, "--metrics": lay.evaluation.metrics, "--train": lay.train_dir,
                    "--tensors": lay.tensors, "--models": lay.models_dir, "--out": lay.export_record},
     }

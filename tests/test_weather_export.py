@@ -96,3 +96,39 @@ def test_infra_validation_served_the_weather_signature_too_and_the_card_says_so(
     assert max(errors.values()) <= record["infra_validation"]["rtol"]
     card = (path / "assets.extra" / "model_card.md").read_text()
     assert "forecast_with_weather" in card and "fc+perfect" in card
+
+
+def test_a_champion_served_with_forecasts_is_rescored_with_them(exported, tmp_path):
+    """The gate compares like with like: a champion chosen WITH the forecast archive is
+    re-scored through forecast_with_weather with the archive's runs (here the observed
+    weather, so it must score exactly as evaluation's fc+perfect on validation)."""
+    import shutil
+
+    import pytest
+
+    from soilcast.data.forecast_store import _dataset, _write
+    from soilcast.evaluation.gate import champion_numbers
+    from soilcast.ml.windows import split_ends
+    from soilcast.records import Leaderboard
+    from soilcast.testing.stages import metrics_path
+
+    cfg, path = exported
+    t = load_tensors(cfg)
+    ends = split_ends(cfg, t.time, "val")
+    store = tmp_path / "forecasts.zarr"
+    n = len(ends)
+    _write(_dataset(cfg, perfect_weather(t.X, ends, cfg.window.leads), t.time[ends], cfg.window.leads,
+                    ["f"] * n, ["ecmf"] * n, ["demo"] * n), store)
+    models = tmp_path / "models"
+    shutil.copytree(path.parent, models)
+    meta_file = models / path.name / "assets.extra" / "soilcast_metadata.json"
+    meta = json.loads(meta_file.read_text())
+    past = champion_numbers(cfg, cfg.paths.processed, models, forecasts=store)
+    assert past["feed"] == "past"  # served without forecasts: scored without
+    meta_file.write_text(json.dumps({**meta, "served_feed": "forecast"}))
+    fed = champion_numbers(cfg, cfg.paths.processed, models, forecasts=store)
+    assert fed["feed"] == "forecast", fed
+    want = Leaderboard.read(metrics_path(cfg))
+    for k, block in fed["by_lead"].items():
+        assert block["rmse"] == pytest.approx(want["fc+perfect"].val[k]["rmse"], rel=1e-4)
+        assert block["rmse"] != past["by_lead"][k]["rmse"]  # the weather reached the network

@@ -63,6 +63,9 @@ def gate_cmd(
     tensors: Optional[Path] = TensorsOpt,
     models: Optional[Path] = ModelsOpt,
     out: Optional[Path] = path_opt("--out", "Output decision file"),
+    forecasts: Optional[Path] = path_opt(
+        "--forecasts", "Forecast store: a champion served with the forecast runs is re-scored with them "
+        "(default: params paths.forecasts when sources.forecast is set)"),
 ) -> None:
     """Bless the best network if it beats the best reference at every lead and the served champion.
 
@@ -74,8 +77,9 @@ def gate_cmd(
     lay = Layout.from_config(cfg)
     where = pick(out, lay.blessing)
     try:
+        archive = pick(forecasts, lay.forecast_store) if (forecasts or cfg.sources.forecast) else None
         decision = run_gate(cfg, pick(metrics, lay.evaluation.metrics), pick(tensors, lay.tensors),
-                            pick(models, lay.models_dir), where)
+                            pick(models, lay.models_dir), where, forecasts=archive)
     except (FileNotFoundError, ValueError) as err:
         fail(str(err))
     verdict = "BLESSED" if decision.blessed else "NOT blessed"

@@ -296,29 +296,37 @@ def other_inputs(cfg: Config, version_dir: Path, meta: Mapping[str, Any]) -> str
             f"{cfg.variable_names}")
 
 
-def savedmodel_forecaster(cfg: Config, version_dir: Path, meta: Mapping[str, Any]) -> Any:
-    """A served SavedModel's ``serving_default`` as a Forecaster over its own leads (an
-    export from before the lead axis forecasts its one lead through ``soil_moisture``)."""
+def savedmodel_forecaster(cfg: Config, version_dir: Path, meta: Mapping[str, Any], archive: Any = None) -> Any:
+    """A served SavedModel as a Forecaster over its own leads, fed as it is served: a version
+    the gate chose WITH the forecast archive (metadata ``served_feed: forecast``) answers
+    through ``forecast_with_weather`` with ``archive``'s runs; any other through
+    ``serving_default`` (an export from before the lead axis forecasts its one lead through
+    ``soil_moisture``); the forecaster's ``weather`` is set exactly when it is fed runs."""
     import tensorflow as tf
 
-    from soilcast.contract import OUTPUT
+    from soilcast.contract import OUTPUT, WEATHER_SIGNATURE
     from soilcast.forecasting import InputForecaster
 
-    fn = tf.saved_model.load(str(version_dir)).signatures["serving_default"]
+    signatures = tf.saved_model.load(str(version_dir)).signatures
     leads = tuple(leads_of(meta))
+    fed = meta.get("served_feed") == "forecast" and archive is not None and WEATHER_SIGNATURE in signatures
+    fn = signatures[WEATHER_SIGNATURE if fed else "serving_default"]
     key = OUTPUT_BY_LEAD if OUTPUT_BY_LEAD in fn.structured_outputs else OUTPUT
+    weather = weather_sources(cfg, archive)["forecast"] if fed else None
 
     def predict(x: dict[str, np.ndarray]) -> np.ndarray:
         return fn(**{k: tf.constant(v) for k, v in x.items()})[key].numpy()
 
     return InputForecaster(f"champion v{version_dir.name}", leads, predict, int(meta["seq_len"]),
-                           bool(meta.get(ANTECEDENT)), cfg.training.batch_size)
+                           bool(meta.get(ANTECEDENT)), cfg.training.batch_size, weather)
 
 
-def score_savedmodel(cfg: Config, store: Path, version_dir: Path, split: str = "val") -> ByLead:
+def score_savedmodel(cfg: Config, store: Path, version_dir: Path, split: str = "val",
+                     forecasts: Path | None = None) -> ByLead:
     """Re-score a served SavedModel on the windows of ``split`` of the tensor ``store`` at
-    each of ITS leads (overall, area-weighted, by lead key); the gate compares it with the
-    candidates on the validation years at the leads both forecast."""
+    each of ITS leads (overall, area-weighted, by lead key), fed as it is served (with the
+    ``forecasts`` store's runs when the gate chose it with them); the gate compares it with
+    the candidates on the validation years at the leads both forecast."""
     from soilcast.data.store import open_tensors
     from soilcast.forecasting import observations
     from soilcast.ml.windows import load_split_block
@@ -333,7 +341,12 @@ def score_savedmodel(cfg: Config, store: Path, version_dir: Path, split: str = "
             f"{version_dir}: champion grid {len(meta['grid']['lat'])}x{len(meta['grid']['lon'])} / "
             f"seq_len {meta['seq_len']} does not match the data {t.mask.shape} / {cfg.window.seq_len}"
         )
-    champion = savedmodel_forecaster(cfg, version_dir, meta)
+    archive = None
+    if forecasts is not None and meta.get("served_feed") == "forecast":
+        from soilcast.data.forecast_store import open_forecasts
+
+        archive = open_forecasts(forecasts)
+    champion = savedmodel_forecaster(cfg, version_dir, meta, archive)
     unknown = [k for k in champion.leads if k > cfg.window.max_lead]
     if unknown:
         raise ValueError(f"{version_dir}: champion leads {unknown} lie beyond params' window.leads {cfg.window.leads}")

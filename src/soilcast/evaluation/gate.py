@@ -164,16 +164,19 @@ def _change_check(out: dict[str, Any], winner: str, val: ByLead, primary: str,
     out["relative_change"] = (score - champ) / champ if champ > 0 else None
     out["reasons"].append(
         f"{winner} validation {primary} (mean over leads {', '.join(common)}) {score:.6g} "
-        f"{'within' if ok else 'exceeds'} champion (v{champion.get('version')}, {champion.get('model')}) "
+        f"{'within' if ok else 'exceeds'} champion (v{champion.get('version')}, {champion.get('model')}, "
+        f"fed {champion.get('feed', 'past')} weather) "
         f"{champ:.6g} x (1 + {max_regression}) = {limit:.6g}"
     )
     return ok
 
 
 def champion_numbers(cfg: Config, tensors: Path, models_dir: Path,
-                     scorer: ChampionScorer | None = None) -> dict[str, Any] | None:
+                     scorer: ChampionScorer | None = None, forecasts: Path | None = None) -> dict[str, Any] | None:
     """Re-score the served champion under ``models_dir`` on the validation years of the
-    tensor store ``tensors``, or None when nothing is served."""
+    tensor store ``tensors``, or None when nothing is served. A champion the gate chose with
+    the forecast archive is re-scored with the ``forecasts`` store's runs (``feed``), as the
+    challengers fed a forecast are: like for like."""
     from soilcast.evaluation.evaluate import other_inputs, score_savedmodel
     from soilcast.layout import bundle
     from soilcast.repository.versions import champion_version, read_metadata
@@ -186,12 +189,13 @@ def champion_numbers(cfg: Config, tensors: Path, models_dir: Path,
     try:
         meta = read_metadata(version_dir)
         out["model"] = meta.get("model")
+        out["feed"] = "forecast" if meta.get("served_feed") == "forecast" and forecasts is not None else "past"
         if (why := other_inputs(cfg, version_dir, meta)) is not None:
             out["incomparable"] = why
             return out
         if scorer is None:
             def scorer(c: Config, v: Path) -> ByLead:
-                return score_savedmodel(c, tensors, v)
+                return score_savedmodel(c, tensors, v, forecasts=forecasts)
         out["by_lead"] = scorer(cfg, version_dir)
     except Exception as err:  # any failure is recorded and fails closed
         out["error"] = f"{type(err).__name__}: {err}"
@@ -199,12 +203,13 @@ def champion_numbers(cfg: Config, tensors: Path, models_dir: Path,
 
 
 def run_gate(cfg: Config, metrics_file: Path, tensors: Path, models_dir: Path, out_file: Path,
-             scorer: ChampionScorer | None = None) -> Decision:
+             scorer: ChampionScorer | None = None, forecasts: Path | None = None) -> Decision:
     """Read the evaluation ``metrics_file``, re-score the champion served from ``models_dir``
-    on ``tensors``, decide, write the decision to ``out_file`` and return it."""
+    on ``tensors`` (and the ``forecasts`` store's runs when it is served with them), decide,
+    write the decision to ``out_file`` and return it."""
     path = Path(metrics_file)
     metrics = Leaderboard.read(path, "run the 'evaluate' stage first")
-    champion = champion_numbers(cfg, tensors, models_dir, scorer)
+    champion = champion_numbers(cfg, tensors, models_dir, scorer, forecasts)
     from soilcast.ml.models.references import benchmark_names
 
     decision = decide(metrics, cfg.gate.primary_metric, cfg.gate.min_skill_vs_best_reference,
