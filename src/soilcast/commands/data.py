@@ -190,7 +190,10 @@ def ingest_forecast(
     from soilcast.data.forecast_store import ingest_forecast as run
 
     result = _run(lambda cfg, lay: run(cfg, path, pick(forecasts, lay.forecast_store), pick(mask, lay.mask_file)), params)
-    typer.echo(f"ingested forecast run(s) from {path}: {result}")
+    days = lambda idx: ", ".join(str(d.date()) for d in idx) or "none"  # noqa: E731
+    typer.echo(f"forecast runs from {path} into {result.store}: added {days(result.added)}; "
+               f"replaced {days(result.replaced)}")
+    typer.echo("record the new store version with `dvc commit -f forecasts` (then `dvc push`)")
 
 
 @app.command("demo-forecast-run")
