@@ -309,6 +309,11 @@ class Window(_Strict):
         return self.leads[-1]
 
     @property
+    def uses_forecast_weather(self) -> bool:
+        """Networks read the lead days' weather as a second input (``forecast_weather`` not none)."""
+        return self.forecast_weather != "none"
+
+    @property
     def n_leads(self) -> int:
         """Width of every network's output head (one channel per lead)."""
         return len(self.leads)

@@ -14,7 +14,7 @@ matching truth. Kept free of TensorFlow and Keras (numpy only).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -55,19 +55,33 @@ class InputForecaster:
     weather: WeatherSource | None = None
 
     def forecast(self, block: Any, ends: np.ndarray) -> np.ndarray:
-        ends = np.asarray(ends, dtype=np.int64)
+        weather = {} if self.weather is None else {FORECAST_INPUT: self.weather}
         out = []
-        for i in range(0, len(ends), max(self.batch, 1)):
-            x = serving_inputs(block.X, block.Y, ends[i : i + self.batch], self.seq_len, self.antecedent)
-            if self.weather is not None:
-                x[FORECAST_INPUT] = np.asarray(self.weather(block, ends[i : i + self.batch]), np.float32)
+        for x in request_batches(block, ends, self.seq_len, self.antecedent, self.batch, weather):
             y = np.asarray(self.predict(x), dtype=np.float32)
             if y.ndim == 3:  # a one-lead model: [b, H, W]
                 y = y[:, None]
             out.append(y)
         pred = np.concatenate(out) if out else np.zeros((0, len(self.leads), *block.mask.shape), np.float32)
-        check_forecast_shape(self.name, pred, len(ends), self.leads, block.mask.shape)
-        return np.where(block.mask, pred, np.nan).astype(np.float32)
+        return masked_forecast(self.name, pred, len(ends), self.leads, block.mask)
+
+
+def request_batches(block: Any, ends: np.ndarray, seq_len: int, antecedent: bool, batch: int,
+                    weather: Mapping[str, WeatherSource]) -> Iterator[dict[str, np.ndarray]]:
+    """The serving inputs of the windows ending at ``ends``, ``batch`` windows at a time, each
+    ``weather`` source's lead-day weather under its input name (``forecast_meteo`` ...)."""
+    ends = np.asarray(ends, dtype=np.int64)
+    for i in range(0, len(ends), max(batch, 1)):
+        e = ends[i : i + batch]
+        x = serving_inputs(block.X, block.Y, e, seq_len, antecedent)
+        x.update({name: np.asarray(src(block, e), np.float32) for name, src in weather.items()})
+        yield x
+
+
+def masked_forecast(name: str, pred: np.ndarray, n: int, leads: tuple[int, ...], mask: np.ndarray) -> np.ndarray:
+    """``pred`` checked to be [n, K, H, W] and NaN outside ``mask``: what every Forecaster returns."""
+    check_forecast_shape(name, pred, n, leads, mask.shape)
+    return np.where(mask, pred, np.nan).astype(np.float32)
 
 
 def check_forecast_shape(name: str, pred: np.ndarray, n: int, leads: tuple[int, ...], grid: tuple[int, ...]) -> None:

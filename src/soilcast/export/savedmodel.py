@@ -272,15 +272,9 @@ def products_metadata(cfg: Config, tables: Any, basins: list[dict[str, Any]]) ->
     }
 
 
-def load_physical_model(cfg: Config, run: RunDir, name: str) -> Any:
-    """The trained network wrapped in physical units (the ML area's graph, not rebuilt here)."""
-    from soilcast.ml.predict import physical_model
-
-    return physical_model(cfg, run, name)
-
-
 def load_physical_models(cfg: Config, run: RunDir, name: str) -> tuple[Any, Any]:
-    """(``serving_default``'s model, ``forecast_with_weather``'s or None), one network."""
+    """The trained network wrapped in physical units (the ML area's graphs, not rebuilt here):
+    (``serving_default``'s model, ``forecast_with_weather``'s or None), one network."""
     from soilcast.ml.predict import physical_pair
 
     return physical_pair(cfg, run, name)

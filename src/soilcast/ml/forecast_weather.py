@@ -28,10 +28,6 @@ from soilcast.ml.scaling import Scaler
 WeatherLookup = Callable[[np.ndarray], np.ndarray]
 
 
-def uses_forecast_weather(cfg: Config) -> bool:
-    return cfg.window.forecast_weather != "none"
-
-
 @dataclass(frozen=True)
 class WeatherFeed:
     """Makes the ``(forecast_meteo, has_forecast)`` inputs of training and validation batches."""

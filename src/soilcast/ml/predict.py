@@ -151,13 +151,12 @@ def reads_forecast_weather(grid: dict[str, Any]) -> bool:
     return grid.get("forecast_weather", "none") != "none"
 
 
-def physical_model(cfg: Config, run: RunDir, name: str, with_weather: bool = False) -> keras.Model:
+def physical_model(cfg: Config, run: RunDir, name: str) -> keras.Model:
     """Trained network ``name`` (run folder ``run``) wrapped from physical inputs to physical
-    forecasts; ``with_weather``: also taking ``forecast_meteo`` (a run trained with it only)."""
+    forecasts (``serving_default``'s graph; :func:`physical_pair` adds the weather one)."""
     grid = json.loads(run.grid.read_text())
     scaling = Scaler.load(run.scaling).to_dict()
-    return wrap_physical(load_network(run, name), scaling, grid, list(cfg.target.physical_range), name,
-                         with_weather)
+    return wrap_physical(load_network(run, name), scaling, grid, list(cfg.target.physical_range), name)
 
 
 def physical_pair(cfg: Config, run: RunDir, name: str) -> tuple[keras.Model, keras.Model | None]:
@@ -292,24 +291,19 @@ class FeedGroup:
 
     def forecast(self, block: Any, ends: np.ndarray) -> dict[str, np.ndarray]:
         """{feed: [N, K, H, W]} for the windows ending at ``ends`` (NaN outside the mask)."""
-        from soilcast.contract import FORECAST_INPUT, serving_inputs
-        from soilcast.forecasting import check_forecast_shape
+        from soilcast.contract import FORECAST_INPUT
+        from soilcast.forecasting import masked_forecast, request_batches
 
         ends = np.asarray(ends, np.int64)
         key = (id(block), ends.tobytes())
         if self._last is not None and self._last[0] == key:
             return self._last[1]
-        feeds, batch, parts = ("past", *self.sources), self.cfg.training.batch_size, []
-        for i in range(0, len(ends), batch):
-            e = ends[i : i + batch]
-            x = serving_inputs(block.X, block.Y, e, self.cfg.window.seq_len, self.cfg.window.antecedent_soil_moisture)
-            x.update({f"{FORECAST_INPUT}_{f}": np.asarray(src(block, e), np.float32) for f, src in self.sources.items()})
-            parts.append([np.asarray(y) for y in self.model.predict_on_batch(x)])
-        out = {}
-        for j, feed in enumerate(feeds):
-            pred = np.concatenate([p[j] for p in parts])
-            check_forecast_shape(f"{self.name} ({feed})", pred, len(ends), self.leads, block.mask.shape)
-            out[feed] = np.where(block.mask, pred, np.nan).astype(np.float32)
+        cfg, feeds = self.cfg, ("past", *self.sources)
+        weather = {f"{FORECAST_INPUT}_{f}": src for f, src in self.sources.items()}
+        parts = [[np.asarray(y) for y in self.model.predict_on_batch(x)] for x in request_batches(
+            block, ends, cfg.window.seq_len, cfg.window.antecedent_soil_moisture, cfg.training.batch_size, weather)]
+        out = {feed: masked_forecast(f"{self.name} ({feed})", np.concatenate([p[j] for p in parts]), len(ends),
+                                     self.leads, block.mask) for j, feed in enumerate(feeds)}
         self._last = (key, out)
         return out
 

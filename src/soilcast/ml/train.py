@@ -91,7 +91,7 @@ def run_fingerprint(cfg: Config, name: str, t: Tensors) -> str:
     parts["variables"] = [v.science_dict() for v in cfg.variables]  # a new colour map retrains nothing
     parts["target"] = cfg.target.science_dict()
     parts["model"] = {"name": name, **d["models"][name]}
-    if cfg.window.forecast_weather != "none":  # how the lead days' weather is read and made
+    if cfg.window.uses_forecast_weather:  # how the lead days' weather is read and made
         parts["forecast_weather"] = {k: d[k] for k in ("forecast_head", "forecast_error")}
         if cfg.sources.forecast is not None and cfg.sources.forecast.train_on_archive:
             parts["forecast_weather"]["archive"] = d["sources"]["forecast"]
@@ -210,7 +210,7 @@ def archive_lookup(cfg: Config, t: Tensors, forecasts: Path | None) -> Any:
     """Window ends -> the forecast store's runs for their init days, when the config trains
     on a reforecast archive (``sources.forecast.train_on_archive``); else None."""
     src = cfg.sources.forecast
-    if cfg.window.forecast_weather == "none" or src is None or not src.train_on_archive:
+    if not cfg.window.uses_forecast_weather or src is None or not src.train_on_archive:
         return None
     if forecasts is None:
         raise ValueError("sources.forecast.train_on_archive is true: give the forecast store (--forecasts)")

@@ -30,7 +30,7 @@ import pandas as pd
 
 from soilcast.config import Config
 from soilcast.data.store import Tensors
-from soilcast.ml.forecast_weather import WeatherFeed, WeatherLookup, uses_forecast_weather
+from soilcast.ml.forecast_weather import WeatherFeed, WeatherLookup
 from soilcast.ml.scaling import Scaler, mask_fill
 
 SplitName = Literal["train", "val", "test"]
@@ -142,7 +142,7 @@ def prepare(t: Tensors, cfg: Config, scaler: Scaler, chunk: int = 366, weather: 
     Xs[..., -1] = t.mask
     targets = target_of_day(Ys, t.Y, t.mask, scaler, cfg.window.target, cfg.window.leads)
     feed = None
-    if weather and uses_forecast_weather(cfg):
+    if weather and cfg.window.uses_forecast_weather:
         from soilcast.forecast_error import temporal_spread
 
         train = split_slice(t.time, cfg.split.train_years)

@@ -117,7 +117,7 @@ def build_model(name: str, cfg: Config, input_shape: tuple) -> keras.Model:
     keras.config.set_dtype_policy(resolve_precision(cfg.training.precision))
     try:
         model = net.build(cfg, p, tuple(input_shape))
-        if cfg.window.forecast_weather != "none":
+        if cfg.window.uses_forecast_weather:
             from soilcast.ml.models.weather_head import with_forecast_weather
 
             model = with_forecast_weather(cfg, model, tuple(input_shape))
