@@ -397,6 +397,32 @@ class ForecastHead(_Strict):
     kernel_size: int = Field(ge=1)
 
 
+class QuantileHead(_Strict):
+    """The layers that spread every network's median into ordered quantiles (ml.models.quantile_head)."""
+
+    filters: int = Field(ge=1)
+    kernel_size: int = Field(ge=1)
+
+
+class Forecast(_Strict):
+    """What one forecast is: the median and, with more levels, quantiles around it (the
+    quantile axis; ``[0.5]`` alone is a point forecast trained with the MSE)."""
+
+    quantiles: list[float] = Field(min_length=1)
+    quantile_head: QuantileHead
+
+    @field_validator("quantiles")
+    @classmethod
+    def _levels(cls, levels: list[float]) -> list[float]:
+        from soilcast.quantiles import check_levels
+
+        return list(check_levels(levels))
+
+    @property
+    def probabilistic(self) -> bool:
+        return len(self.quantiles) > 1
+
+
 class Climatology(_Strict):
     window_days: int = Field(ge=1)
 
@@ -415,6 +441,12 @@ class Gate(_Strict):
     # EVERY lead
     min_skill_vs_best_reference: float
     max_regression: float = Field(ge=0)
+    # a probabilistic winner: validation CRPS skill against the best probabilistic reference
+    # (lowest validation CRPS at that lead) at least this at EVERY lead, and the coverage of
+    # its central coverage_interval within coverage_tolerance of nominal at every lead
+    min_crps_skill_vs_best_reference: float
+    coverage_interval: float = Field(gt=0, lt=1)
+    coverage_tolerance: float = Field(gt=0, lt=1)
 
     @model_validator(mode="before")
     @classmethod
@@ -502,6 +534,7 @@ class Config(_Strict):
     training: Training
     forecast_error: ForecastError
     forecast_head: ForecastHead
+    forecast: Forecast
     climatology: Climatology
     linear_reference: LinearReference
     gate: Gate
@@ -528,7 +561,17 @@ class Config(_Strict):
                 f"{self.period.start}..{self.period.end}"
             )
         self._window_fits_splits()
+        self._gate_interval_exists()
         return self
+
+    def _gate_interval_exists(self) -> None:
+        from soilcast.quantiles import INTERVALS, interval_pairs
+
+        levels = self.forecast.quantiles
+        if self.forecast.probabilistic and self.gate.coverage_interval not in interval_pairs(levels):
+            lo, hi = INTERVALS.get(self.gate.coverage_interval, ("?", "?"))
+            raise ValueError(f"gate.coverage_interval {self.gate.coverage_interval}: forecast.quantiles {levels} "
+                             f"must hold its levels {lo} and {hi} (intervals: {dict(INTERVALS)})")
 
     def _window_fits_splits(self) -> None:
         """Every split must hold one whole window (inputs and target), or training fails late."""

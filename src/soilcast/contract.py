@@ -60,6 +60,12 @@ ANOMALY = "anomaly"
 PERCENTILE = "percentile"
 DROUGHT_CLASS = "drought_class"
 PRODUCT_OUTPUTS = (OUTPUT, BASIN_MEAN, ANOMALY, PERCENTILE, DROUGHT_CLASS)
+# A probabilistic model's forecast_products also return, per lead, its quantile fields and
+# the chance of "D1 or worse" per basin (metadata QUANTILE_LEVELS: the levels, in order).
+QUANTILES = "quantiles"  # [batch, K, Q, H, W] m3/m3, ordered along Q, NaN outside the mask
+DROUGHT_PROBABILITY = "drought_probability"  # [batch, K, n_basins], 0-1
+PROBABILISTIC_OUTPUTS = (QUANTILES, DROUGHT_PROBABILITY)
+QUANTILE_LEVELS = "quantile_levels"  # metadata key
 N_CALENDAR_DAYS = 366
 
 # US Drought Monitor style classes on the forecast percentile p: class -> (lo, hi], p in
@@ -67,6 +73,9 @@ N_CALENDAR_DAYS = 366
 DROUGHT_CLASSES = {4: (0.0, 2.0), 3: (2.0, 5.0), 2: (5.0, 10.0), 1: (10.0, 20.0), 0: (20.0, 30.0)}
 DROUGHT_UPPER = (2.0, 5.0, 10.0, 20.0, 30.0)  # class = 4 - #(p > bound); 5 bounds passed = -1
 NO_DROUGHT = -1
+# "D1 or worse": soil moisture at or below this percentile of the training-years distribution
+# of the valid day (the event the drought probability and the Brier score are about).
+D1_OR_WORSE_PERCENTILE = DROUGHT_UPPER[3]
 
 
 def drought_class(percentile: Any) -> np.ndarray:

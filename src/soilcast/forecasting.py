@@ -28,7 +28,11 @@ WeatherSource = Callable[[Any, np.ndarray], np.ndarray]
 
 
 class Forecaster(Protocol):
-    """Anything that forecasts every lead for windows ending at given day indices."""
+    """Anything that forecasts every lead for windows ending at given day indices.
+
+    A probabilistic forecaster also has ``levels`` (its quantile levels, ascending, holding
+    0.5) and ``forecast_quantiles(block, ends)`` -> ``[N, K, Q, H, W]`` (ordered along Q, NaN
+    outside the mask); its ``forecast`` is then the median (:func:`quantile_forecast`)."""
 
     name: str
     leads: tuple[int, ...]
@@ -107,6 +111,12 @@ def perfect_weather(X: Any, ends: np.ndarray, leads: tuple[int, ...] | list[int]
     (the upper bound a forecast-driven model reaches with a perfect weather forecast, and
     what perfect-prognosis training starts from)."""
     return np.asarray(X[lead_offsets(ends, leads)], dtype=np.float32)
+
+
+def quantile_forecast(f: Any, block: Any, ends: np.ndarray) -> np.ndarray | None:
+    """``[N, K, Q, H, W]`` quantiles of a probabilistic forecaster, None for a point one."""
+    fq = getattr(f, "forecast_quantiles", None)
+    return None if fq is None else fq(block, ends)
 
 
 def forecast_all(forecasters: Mapping[str, Forecaster], block: Any, ends: np.ndarray) -> dict[str, np.ndarray]:

@@ -37,6 +37,7 @@ TINY: dict[str, Any] = {
     "window": {"antecedent_soil_moisture": False, "target": "state", "forecast_weather": "none"},
     "sources": {"forecast": None},
     "forecast_head": {"filters": 4},
+    "forecast": {"quantile_head": {"filters": 4}},
     "models": {
         "convlstm": {"filters": 4},
         "lstm": {"units": 4},
