@@ -15,7 +15,7 @@ matching truth. Kept free of TensorFlow and Keras (numpy only).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -47,8 +47,10 @@ class InputForecaster:
     """A forecaster fed the serving inputs (``meteo`` and, when trained with it, the
     antecedent soil moisture) in batches of ``batch`` windows: the shape shared by a Keras
     model, a SavedModel signature and a gRPC client. ``predict`` takes the named inputs and
-    returns ``[b, K, H, W]``. ``weather``: also send ``forecast_meteo``, the lead days'
-    weather it gives for the windows (a forecast archive's runs, or the observed weather)."""
+    returns ``[b, K, H, W]`` (``[b, K, Q, H, W]`` for ``levels`` beyond the median).
+    ``weather``: also send ``forecast_meteo``, the lead days' weather it gives for the windows
+    (a forecast archive's runs, or the observed weather). The last answer is kept, so asking
+    for the median and then the quantiles of the same windows predicts once."""
 
     name: str
     leads: tuple[int, ...]
@@ -57,17 +59,29 @@ class InputForecaster:
     antecedent: bool
     batch: int
     weather: WeatherSource | None = None
+    levels: tuple[float, ...] = (0.5,)
+    _last: dict = field(default_factory=dict, compare=False, repr=False)
 
     def forecast(self, block: Any, ends: np.ndarray) -> np.ndarray:
+        return self.forecast_quantiles(block, ends)[:, :, list(self.levels).index(0.5)]
+
+    def forecast_quantiles(self, block: Any, ends: np.ndarray) -> np.ndarray:
+        """``[N, K, Q, H, W]`` (Q = 1 for a point forecast)."""
+        key = (id(block), np.asarray(ends, np.int64).tobytes())
+        if self._last.get("key") == key:
+            return self._last["value"]
         weather = {} if self.weather is None else {FORECAST_INPUT: self.weather}
         out = []
         for x in request_batches(block, ends, self.seq_len, self.antecedent, self.batch, weather):
             y = np.asarray(self.predict(x), dtype=np.float32)
             if y.ndim == 3:  # a one-lead model: [b, H, W]
                 y = y[:, None]
-            out.append(y)
-        pred = np.concatenate(out) if out else np.zeros((0, len(self.leads), *block.mask.shape), np.float32)
-        return masked_forecast(self.name, pred, len(ends), self.leads, block.mask)
+            out.append(y if len(self.levels) > 1 else y[:, :, None])
+        Q, grid = len(self.levels), block.mask.shape
+        pred = np.concatenate(out) if out else np.zeros((0, len(self.leads), Q, *grid), np.float32)
+        value = masked_quantiles(self.name, pred, len(ends), self.leads, self.levels, block.mask)
+        self._last.update(key=key, value=value)
+        return value
 
 
 def request_batches(block: Any, ends: np.ndarray, seq_len: int, antecedent: bool, batch: int,
@@ -86,6 +100,16 @@ def masked_forecast(name: str, pred: np.ndarray, n: int, leads: tuple[int, ...],
     """``pred`` checked to be [n, K, H, W] and NaN outside ``mask``: what every Forecaster returns."""
     check_forecast_shape(name, pred, n, leads, mask.shape)
     return np.where(mask, pred, np.nan).astype(np.float32)
+
+
+def masked_quantiles(name: str, q: np.ndarray, n: int, leads: tuple[int, ...], levels: tuple[float, ...],
+                     mask: np.ndarray) -> np.ndarray:
+    """``q`` checked to be [n, K, Q, H, W] and NaN outside ``mask``."""
+    want = (n, len(leads), len(levels), *mask.shape)
+    if q.shape != want:
+        raise ValueError(f"{name}: quantile forecasts have shape {q.shape}, expected [N, K, Q, H, W] = {want} "
+                         f"(leads {list(leads)}, levels {list(levels)})")
+    return np.where(mask, q, np.nan).astype(np.float32)
 
 
 def check_forecast_shape(name: str, pred: np.ndarray, n: int, leads: tuple[int, ...], grid: tuple[int, ...]) -> None:
@@ -115,8 +139,9 @@ def perfect_weather(X: Any, ends: np.ndarray, leads: tuple[int, ...] | list[int]
 
 def quantile_forecast(f: Any, block: Any, ends: np.ndarray) -> np.ndarray | None:
     """``[N, K, Q, H, W]`` quantiles of a probabilistic forecaster, None for a point one."""
-    fq = getattr(f, "forecast_quantiles", None)
-    return None if fq is None else fq(block, ends)
+    if len(getattr(f, "levels", ())) <= 1:
+        return None
+    return f.forecast_quantiles(block, ends)
 
 
 def forecast_all(forecasters: Mapping[str, Forecaster], block: Any, ends: np.ndarray) -> dict[str, np.ndarray]:

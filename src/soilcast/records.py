@@ -146,6 +146,10 @@ class Scored(_Record):
     seasons: dict[str, ByLead]
     basins: dict[str, ByLead]
     val: ByLead | None
+    # quantile levels of a probabilistic forecast ([] for a point forecast), and per lead key
+    # its PIT histogram and reliability diagram for "D1 or worse" on the test years
+    levels: list[float] = []
+    calibration: dict[str, dict[str, Any]] = {}
 
 
 class Skipped(_Record):
@@ -241,6 +245,11 @@ class Decision(_Record):
     beats_linear: bool | None = None
     champion_score: float | None = None
     relative_change: float | None = None
+    # a probabilistic winner: per lead (validation) the probabilistic reference with the
+    # lowest CRPS, the winner's CRPS skill against it, and its interval coverage
+    best_probabilistic_reference: dict[str, str] | None = None
+    crps_skill_vs_best_probabilistic_reference: dict[str, float | None] | None = None
+    coverage: dict[str, Any] | None = None
     blessed: bool
     metrics_file: str | None = None
 
@@ -298,6 +307,8 @@ class BundleMetadata(_Record):
     forecast_weather: str = "none"
     weather_input: dict[str, Any] | None = None
     served_feed: str = "past"  # how the gate scored it: past (serving_default) or forecast
+    # the levels of forecast_products' ``quantiles`` axis (absent or [0.5]: a point model)
+    quantile_levels: list[float] | None = None
 
     @classmethod
     def upgrade(cls, data: dict[str, Any]) -> dict[str, Any]:

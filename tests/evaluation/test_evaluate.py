@@ -24,7 +24,8 @@ def evaluated(tmp_path_factory):
     return cfg, evaluate(cfg)
 
 
-REFERENCES = {"persistence", "climatology", "damped_persistence", "linear"}
+REFERENCES = {"persistence", "climatology", "damped_persistence", "linear", "clim_distribution",
+              "persistence_increments"}
 
 
 def test_metrics_cover_trained_and_reference_models(evaluated):
@@ -56,6 +57,21 @@ def test_metrics_cover_trained_and_reference_models(evaluated):
         # seasons (of each lead's valid dates) partition the windows
         n = sum(fc.seasons[s][k]["n"] for s in ("monsoon_jjas", "rest"))
         assert n == fc.overall[k]["n"]
+    # probabilistic scores beside the deterministic ones, at every lead
+    assert fc.levels == cfg.forecast.quantiles and metrics["persistence"].levels == []
+    for k in keys:
+        block = fc.overall[k]
+        assert block["crps"] > 0 and 0.0 <= block["coverage_80"] <= 1.0 and block["spread_error_ratio"] > 0
+        assert {"crps_skill_vs_clim_distribution", "crps_skill_vs_persistence_increments", "brier_skill_d1"} <= set(block)
+        ref = metrics["clim_distribution"].overall[k]
+        assert ref["crps_skill_vs_clim_distribution"] == pytest.approx(0.0) and ref["brier_skill_d1"] == pytest.approx(0.0)
+        # a point forecast's CRPS is its MAE
+        assert metrics["persistence"].overall[k]["crps"] == pytest.approx(metrics["persistence"].overall[k]["mae"])
+        pit = fc.calibration[k]["pit"]
+        assert len(pit) == 10 and sum(pit) == pytest.approx(1.0)
+        assert set(fc.calibration[k]["reliability"]) == {"forecast", "observed", "count"}
+        assert fc.val[k]["crps"] > 0 and "coverage_80" in fc.val[k]  # what the gate reads
+    assert metrics["persistence"].calibration == {}
     # soil moisture has memory: persistence is worth less the further ahead it looks
     pers = [metrics["persistence"].overall[k]["mse"] for k in keys]
     assert pers == sorted(pers) and pers[-1] > 2 * pers[0]

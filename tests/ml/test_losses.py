@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from soilcast.ml.losses import MaskedMSE, forecast_mse
+from soilcast.ml.losses import ForecastMSE, MaskedMSE, MaskedPinball, forecast_mse, median_channels, training_loss
 from soilcast.ml.models.registry import build_model
+from soilcast.ml.models.weather_head import body_of
 
 SHAPE = (5, 6, 6, 7)  # L, H, W, C
 
@@ -26,7 +27,7 @@ def test_values_outside_the_mask_change_neither_loss_nor_gradients(tiny_cfg):
     K = tiny_cfg.window.n_leads
     assert K > 1
     value, weight = _targets(rng, mask, K)
-    model = build_model("convlstm", tiny_cfg, SHAPE)
+    model = body_of(build_model("convlstm", tiny_cfg, SHAPE))  # the network's median channels
     x = rng.normal(size=(2,) + SHAPE).astype(np.float32)
     loss = MaskedMSE()
 
@@ -68,3 +69,32 @@ def test_every_lead_counts_alike():
         pred[:, :, 0, 1] = 50.0  # outside the mask: never counts
         assert float(MaskedMSE()(y_true, tf.constant(pred))) == pytest.approx(1 / K, rel=1e-6)
         assert float(forecast_mse(y_true, tf.constant(pred))) == pytest.approx(1 / K, rel=1e-6)
+
+
+def test_pinball_loss_against_a_hand_computed_case():
+    """Two cells (one outside the mask), one lead, levels 0.1/0.5/0.9, target 1.0:
+    quantiles (0, 1, 3) -> errors (1, 0, -2) -> pinball (0.1*1, 0, 0.1*2) = (0.1, 0, 0.2);
+    twice their mean = 0.2. The cell outside the mask (wild values) counts for nothing."""
+    levels = [0.1, 0.5, 0.9]
+    y_true = np.array([[[1.0, 1.0]], [[5.0, 0.0]]], np.float32)[:, None]  # [2 cells, L=1, 1, K+1=2]
+    y_pred = np.array([[[0.0, 1.0, 3.0]], [[-99.0, 99.0, 7.0]]], np.float32)[:, None]  # [.., K*Q=3]
+    assert float(MaskedPinball(levels)(y_true, y_pred)) == pytest.approx(0.2, rel=1e-6)
+    # below the lowest quantile the low level pays 0.9 per unit: quantiles (2, 2, 2), target 1
+    y_low = np.full((1, 1, 1, 3), 2.0, np.float32)
+    assert float(MaskedPinball(levels)(y_true[:1], y_low)) == pytest.approx(2 * (0.9 + 0.5 + 0.1) / 3, rel=1e-6)
+
+
+def test_a_point_forecast_trains_with_the_mse_and_quantiles_with_the_pinball():
+    assert isinstance(training_loss([0.5]), MaskedMSE)
+    assert isinstance(training_loss([0.1, 0.5, 0.9]), MaskedPinball)
+
+
+def test_the_selection_metric_reads_the_median_channels():
+    """Lead-major K*Q channels: channel k*Q + j is lead k at level j."""
+    levels = [0.25, 0.5, 0.75]
+    pred = np.arange(2 * 3, dtype=np.float32).reshape(1, 1, 1, 1, 6)  # K=2, Q=3
+    np.testing.assert_array_equal(median_channels(pred, levels)[..., :], [[[[[1.0, 4.0]]]]])
+    y_true = np.array([1.0, 4.0, 1.0], np.float32).reshape(1, 1, 1, 1, 3)  # targets = the medians
+    metric = ForecastMSE(levels)
+    metric.update_state(y_true, pred)
+    assert float(metric.result()) == 0.0

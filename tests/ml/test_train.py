@@ -77,11 +77,13 @@ def test_physical_model_masks_its_output_and_fills_uncovered_cells(trained):
     assert pm.input.shape == (None, L) + t.mask.shape + (7,)
     meteo = np.stack([t.X[100 - L + 1 : 101], t.X[200 - L + 1 : 201]])
     out = np.asarray(pm.predict_on_batch(meteo))
-    assert out.shape == (2, cfg.window.n_leads) + t.mask.shape  # [b, K, H, W]
-    assert np.isnan(out[:, :, ~t.mask]).all() and np.isfinite(out[:, :, t.mask]).all()
+    Q = len(cfg.forecast.quantiles)
+    assert out.shape == (2, cfg.window.n_leads, Q) + t.mask.shape  # [b, K, Q, H, W]
+    assert np.isnan(out[..., ~t.mask]).all() and np.isfinite(out[..., t.mask]).all()
+    assert (np.diff(out[..., t.mask], axis=2) >= 0).all()  # ordered quantiles
     holes = meteo.copy()
     holes[:, :, ~t.mask] = np.nan  # cells a source does not cover: the documented fill rule
-    assert np.isfinite(np.asarray(pm.predict_on_batch(holes))[:, :, t.mask]).all()
+    assert np.isfinite(np.asarray(pm.predict_on_batch(holes))[..., t.mask]).all()
     lo, hi = cfg.target.physical_range
     assert lo <= np.nanmin(out) and np.nanmax(out) <= hi  # physical units (m3/m3)
 

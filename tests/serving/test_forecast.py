@@ -224,3 +224,106 @@ def test_forecast_latest_after_ingest(prepared_tiny, tmp_path):
     np.testing.assert_array_equal(nc["soil_moisture"].values, direct)
     names = t.attrs["basin_names"]
     assert all(name in run.output for name in names.values())
+
+
+LEVELS = [0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95]
+
+
+def publish_probabilistic(cfg, t) -> None:
+    """A probabilistic stand-in whose percentile tables are the store's (as the exporter's are)."""
+    from soilcast.export.products import product_tables
+
+    write_standin(cfg.paths.models_dir / "1", seq_len=cfg.window.seq_len, lat=t.lat, lon=t.lon,
+                  mask=t.mask, variables=t.variables, units=t.attrs["units"], psi_bins=cfg.serving.psi_bins,
+                  leads=list(cfg.window.leads), quantile_levels=LEVELS, tables=product_tables(cfg, t),
+                  basin_names=t.attrs["basin_names"])
+
+
+def _png(path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+def test_a_probabilistic_model_adds_quantiles_probability_fan_chart_and_drought_map(tiny_cfg, synthetic_store,
+                                                                                     tmp_path):
+    from soilcast.contract import calendar_bin
+    from soilcast.serving.forecast import cell_drought_probability, d1_thresholds
+
+    cfg, t = tiny_cfg, open_tensors(synthetic_store)
+    leads = list(cfg.window.leads)
+    K, Q = len(leads), len(LEVELS)
+    publish_probabilistic(cfg, t)
+    params = tmp_path / "params.yaml"
+    save_config(cfg, params)
+    valid = [dt.date(2013, 12, 31) + dt.timedelta(days=k) for k in leads]
+    with gateway(cfg) as gw:
+        run = CliRunner().invoke(app, ["forecast", "--server", gw.target, "--date", "latest", "--params", str(params)])
+        picked = CliRunner().invoke(app, ["forecast", "--server", gw.target, "--date", "latest", "--params",
+                                          str(params), "--out", str(tmp_path / "my_fan_chart.png")])
+        i = t.time.get_loc(pd.Timestamp("2013-12-31"))
+        with client(gw) as c:
+            served = c.predict_products(t.X[i - cfg.window.seq_len + 1 : i + 1][None],
+                                        calendar_bin(pd.DatetimeIndex(valid))[None].astype(np.int32))
+    assert run.exit_code == 0, run.output
+    out = cfg.paths.artifacts_dir / "forecasts" / "2013-12-31"
+    assert sorted(p.name for p in out.iterdir()) == ["drought_probability.png", "fan_chart.png", "forecast.csv",
+                                                     "forecast.nc", "forecast.png", "forecast.tif"]
+    for name in ("fan_chart.png", "drought_probability.png"):
+        assert f"wrote {out / name}" in run.output
+
+    ds = xr.open_dataset(out / "forecast.nc")
+    qv = ds["soil_moisture_quantiles"]
+    assert qv.dims == ("lead_time", "quantile", "lat", "lon") and qv.attrs["units"] == "m3 m-3"
+    assert qv.attrs["grid_mapping"] == "crs"
+    assert ds["quantile"].attrs == {"long_name": "quantile level", "units": "1"}
+    assert ds["quantile"].values.tolist() == LEVELS
+    q = qv.values
+    assert q.shape == (K, Q, *t.mask.shape)
+    inside = q[..., t.mask]
+    assert np.isfinite(inside).all() and np.isnan(q[..., ~t.mask]).all()
+    assert (np.diff(inside, axis=1) >= 0).all() and (np.diff(inside, axis=1) > 0).any()  # ordered
+    np.testing.assert_array_equal(qv.sel(quantile=0.5).values, ds["soil_moisture"].values)  # median = forecast
+    np.testing.assert_array_equal(q, served["quantiles"][0])
+
+    table = pd.read_csv(out / "forecast.csv")
+    assert list(table.columns)[-2:] == ["p_d1_or_worse", "source_forecast"]
+    p = table["p_d1_or_worse"]
+    assert p.notna().all() and ((p >= 0) & (p <= 1)).all() and (p > 0).any()
+    basins = [1, 2]  # the products' column order
+    for row in table.itertuples():
+        want = served["drought_probability"][0, leads.index(row.lead_days), basins.index(row.basin_id)]
+        assert row.p_d1_or_worse == pytest.approx(float(want), abs=1e-6)
+        assert f"{row.p_d1_or_worse:.2f}" in run.output
+    assert "p_d1_or_worse" in run.output
+
+    # the map's per-cell probability: the store's 20th percentiles through the same CDF, so its
+    # area-weighted basin means are the served drought_probability
+    threshold = d1_thresholds(cfg, t, valid)
+    assert threshold.shape == (K, *t.mask.shape) and np.isfinite(threshold[:, t.mask]).all()
+    cell = cell_drought_probability(q, tuple(LEVELS), threshold)
+    assert ((cell[:, t.mask] >= 0) & (cell[:, t.mask] <= 1)).all() and np.isnan(cell[:, ~t.mask]).all()
+    for j, b in enumerate(basins):
+        for k in range(K):
+            assert weighted_basin_mean(cell[k], t, b) == pytest.approx(
+                float(served["drought_probability"][0, k, j]), abs=1e-5)
+
+    fan_w, fan_h = _png(out / "fan_chart.png")
+    assert fan_w > fan_h  # two basin panels side by side
+    map_w, map_h = _png(out / "drought_probability.png")
+    assert map_w > 1.5 * map_h  # a map per lead side by side
+    assert picked.exit_code == 0, picked.output
+    _png(tmp_path / "my_fan_chart.png")
+    assert not (tmp_path / "my_fan_chart.nc").exists() and f"wrote {tmp_path / 'my_fan_chart.png'}" in picked.output
+
+
+def test_the_probabilistic_pictures_need_a_probabilistic_model(tiny_cfg, synthetic_store, tmp_path):
+    cfg, t = tiny_cfg, open_tensors(synthetic_store)
+    publish_standin(cfg, t, list(cfg.window.leads))
+    params = tmp_path / "params.yaml"
+    save_config(cfg, params)
+    with gateway(cfg) as gw:
+        run = CliRunner().invoke(app, ["forecast", "--server", gw.target, "--date", "latest", "--params", str(params),
+                                       "--out", str(tmp_path / "f.csv"), "--out", str(tmp_path / "fan_chart.png")])
+    assert run.exit_code == 1 and "need a probabilistic model" in run.output, run.output
+    assert not (tmp_path / "f.csv").exists()  # refused before anything was written

@@ -153,3 +153,143 @@ def test_requests_never_exceed_the_gateways_batch_limit():
     assert batch_size(7, (31, 31), 8, 64) > 64
     assert batch_size(7, (31, 31), 8, 64, max_batch=64) == 64
     assert batch_size(7, (31, 31), 8, 1, max_batch=64) == batch_size(7, (31, 31), 8, 1)
+
+
+LEVELS = [0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95]
+
+
+def test_a_probabilistic_version_is_hindcast_with_crps_coverage_and_brier(tmp_path):
+    """The served quantiles (forecast_products, batched through the same forecaster) are
+    archived on the valid days and scored per lead and basin; every score is recomputed here
+    from the archive's arrays."""
+    from soilcast.contract import calendar_bin
+    from soilcast.export.products import d1_threshold, product_tables
+    from soilcast.quantiles import quantile_cdf
+    from soilcast.serving.hindcast import CLIM_DISTRIBUTION, CLIM_PROBABILITY
+    from soilcast.testing.synthetic import write_synthetic_store
+
+    cfg = tiny_config(tmp_path, {"serving": {"max_message_mb": 1}})
+    write_synthetic_store(cfg)
+    t = open_tensors(cfg.paths.processed)
+    tables = product_tables(cfg, t)
+    write_standin(cfg.paths.models_dir / "1", seq_len=cfg.window.seq_len, lat=t.lat, lon=t.lon, mask=t.mask,
+                  variables=t.variables, units=t.attrs["units"], psi_bins=cfg.serving.psi_bins,
+                  leads=list(cfg.window.leads), quantile_levels=LEVELS, tables=tables,
+                  basin_names=t.attrs["basin_names"])
+    params = tmp_path / "params.yaml"
+    save_config(cfg, params)
+    leads = list(cfg.window.leads)
+    K, L, Q = len(leads), cfg.window.seq_len, len(LEVELS)
+    checks = [("2013-06-01", 0), ("2013-07-04", 3), ("2013-07-31", K - 1)]
+    with gateway(cfg) as gw:
+        run = hindcast(gw, params, "2013-06-01", "2013-07-31")
+        singles = {}
+        with client(gw) as c:
+            for day, k in checks:
+                i = t.time.get_loc(pd.Timestamp(day) - pd.Timedelta(days=leads[k]))
+                doy = calendar_bin(pd.DatetimeIndex([t.time[i] + pd.Timedelta(days=d) for d in leads]))
+                singles[day, k] = c.predict_products(t.X[i - L + 1 : i + 1][None], doy[None].astype(np.int32),
+                                                     outputs=("quantiles",))["quantiles"][0, k]
+    assert run.exit_code == 0, run.output
+    out = cfg.paths.artifacts_dir / "hindcast" / "2013-06-01_2013-07-31"
+    summary = json.loads((out / "scores.json").read_text())
+    n_inits = 61 + leads[-1] - leads[0]
+    assert summary["n_windows"] == n_inits and summary["n_requests"] == math.ceil(n_inits / batch_size(L, t.mask.shape, 7, 1))
+    assert summary["quantile_levels"] == LEVELS
+
+    ds = xr.open_dataset(out / "hindcast.nc")
+    qv = ds["soil_moisture_quantiles"]
+    assert qv.dims == ("time", "lead_time", "quantile", "lat", "lon") and ds["quantile"].values.tolist() == LEVELS
+    assert ds["quantile"].attrs["long_name"] == "quantile level"
+    q = qv.values
+    assert q.shape == (61, K, Q, *t.mask.shape)
+    assert (np.diff(q[..., t.mask], axis=2) >= 0).all() and np.isnan(q[..., ~t.mask]).all()
+    np.testing.assert_array_equal(q[:, :, LEVELS.index(0.5)], ds["soil_moisture"].values)  # the median is scored
+    for (day, k), want in singles.items():
+        np.testing.assert_array_equal(qv.sel(time=day).values[k], want, err_msg=f"{day} lead {leads[k]}")
+    valid = pd.date_range("2013-06-01", "2013-07-31")
+    thr = np.where(t.mask, d1_threshold(tables, calendar_bin(valid)), np.nan)
+    np.testing.assert_allclose(ds["d1_threshold"].values, thr, rtol=1e-6)
+
+    obs = ds["observed"].values
+    w_all = metrics.area_weights(t.lat, t.mask)
+
+    def by_hand(k: int, w: np.ndarray) -> dict[str, float]:
+        cells = w > 0
+        o = obs[:, cells].reshape(-1)
+        qq = np.moveaxis(q[:, k][:, :, cells], 1, -1).reshape(-1, Q).astype(np.float64)
+        ww = np.broadcast_to(w[cells], (len(obs), int(cells.sum()))).reshape(-1)
+        th = thr[:, cells].reshape(-1)
+        tau = np.asarray(LEVELS)
+        pinball = ((o[:, None] < qq) - tau) * (qq - o[:, None])
+        crps = np.sum(ww * 2.0 * pinball.mean(axis=1)) / ww.sum()
+        inside = (o >= qq[:, LEVELS.index(0.1)]) & (o <= qq[:, LEVELS.index(0.9)])
+        p = np.clip(quantile_cdf(qq, LEVELS, th, axis=1), 0, 1)
+        event = (o <= th).astype(float)
+        brier = np.sum(ww * (p - event) ** 2) / ww.sum()
+        ref = np.sum(ww * (CLIM_PROBABILITY - event) ** 2) / ww.sum()
+        return {"crps": crps, "coverage_80": np.sum(ww * inside) / ww.sum(), "brier_d1": brier,
+                "brier_d1_reference": ref, "brier_skill": 1 - brier / ref, "n": o.size}
+
+    prob = summary["probabilistic"]
+    assert set(prob["overall"]) == {str(k) for k in leads} and set(prob["basins"]) == {"West", "East"}
+    climatological = CLIM_DISTRIBUTION not in references()
+    assert summary["brier_reference"] == ("the climatological probability 0.2" if climatological else
+                                          f"the {CLIM_DISTRIBUTION} reference's quantiles")
+    for m in prob["overall"].values():
+        assert m["brier_skill"] == pytest.approx(1 - m["brier_d1"] / m["brier_d1_reference"], rel=1e-12)
+    for k in (0, K - 1):
+        for scope, w in (("overall", w_all), ("East", w_all * (t.basin_id == 2))):
+            got = prob["overall" if scope == "overall" else "basins"]
+            got = got[str(leads[k])] if scope == "overall" else got[scope][str(leads[k])]
+            want = by_hand(k, w)
+            assert got["n"] == want["n"]
+            for key in ("crps", "coverage_80", "brier_d1") + (("brier_d1_reference", "brier_skill")
+                                                              if climatological else ()):
+                assert got[key] == pytest.approx(want[key], rel=1e-6), (scope, k, key)
+            assert 0 <= got["coverage_80"] <= 1 and got["crps"] > 0
+
+    table = (out / "scores.md").read_text()
+    assert "## Probabilistic scores of the served quantiles" in table
+    assert "| scope | lead | n | crps | coverage_80 | brier_d1 | brier_skill |" in table
+    s1 = prob["overall"]["1"]
+    assert f"| overall | 1 | {s1['n']} | {s1['crps']:.4f} | {s1['coverage_80']:.4f} | {s1['brier_d1']:.4f} |" in table
+    prob_rows = [line for line in table.splitlines() if line.startswith(("| overall | ", "| basin West | "))
+                 and line.count("|") == 8]
+    assert len(prob_rows) == 2 * K  # overall and West, every lead
+    assert "probabilistic: quantiles at" in run.output and table.strip() in run.output
+    # the point scores of the median are still there, every model
+    assert set(summary["scores"]) == {"standin v1", *references()}
+
+
+def test_brier_skill_against_the_climatological_probability_or_a_reference_distribution():
+    """Without a probabilistic reference the Brier score is compared with always forecasting
+    the event's climatological frequency 0.2; with one, with that reference's own Brier score."""
+    from soilcast.quantiles import quantile_cdf
+    from soilcast.serving.hindcast import CLIM_PROBABILITY, ValidQuantiles, probabilistic_scores_by_lead
+
+    rng = np.random.default_rng(5)
+    N, K, H, W = 20, 2, 4, 5
+    levels = (0.1, 0.5, 0.9)
+    obs = rng.uniform(0.1, 0.4, (N, H, W))
+    centre = obs[:, None] + rng.normal(0, 0.03, (N, K, H, W))
+    q = np.stack([centre - 0.05, centre, centre + 0.05], axis=2)  # [N, K, 3, H, W]
+    wide = np.stack([np.full_like(centre, 0.1), np.full_like(centre, 0.25), np.full_like(centre, 0.4)], axis=2)
+    thr = np.full((N, H, W), 0.2)
+    weights = np.ones((H, W))
+    weights[0, 0] = 0.0  # a cell outside the mask
+
+    def brier(qq: np.ndarray, k: int, lv=levels) -> float:
+        p = np.clip(quantile_cdf(qq[:, k], lv, thr, axis=1), 0, 1)[:, weights > 0]
+        return float(np.mean((p - (obs <= thr)[:, weights > 0]) ** 2))
+
+    clim = probabilistic_scores_by_lead(obs, ValidQuantiles(q, levels, thr, "0.2"), [1, 3], weights)
+    ref = probabilistic_scores_by_lead(obs, ValidQuantiles(q, levels, thr, "wide", wide, levels), [1, 3], weights)
+    event = (obs <= thr)[:, weights > 0]
+    for k, lead in enumerate(("1", "3")):
+        assert clim[lead]["n"] == N * (H * W - 1)
+        assert clim[lead]["brier_d1"] == pytest.approx(brier(q, k), rel=1e-9)
+        assert clim[lead]["brier_d1_reference"] == pytest.approx(np.mean((CLIM_PROBABILITY - event) ** 2), rel=1e-9)
+        assert ref[lead]["brier_d1_reference"] == pytest.approx(brier(wide, k), rel=1e-9)
+        assert ref[lead]["brier_skill"] == pytest.approx(1 - brier(q, k) / brier(wide, k), rel=1e-9)
+        assert ref[lead]["brier_skill"] > 0  # sharp and right beats the wide climate

@@ -73,7 +73,8 @@ def forecast(
     date: str = typer.Option(..., "--date", help="Init date YYYY-MM-DD (last day of the input window) or 'latest'."),
     out: list[Path] = typer.Option(
         [], "--out", help="Output .nc (CF NetCDF), .tif (GeoTIFF), .csv (basin values) and/or .png (map); "
-                          "repeatable. Default: all four under <forecasts_dir>/<init>/ (artifacts/forecasts/<init>/)."),
+                          "repeatable (a .png named fan_chart or drought_probability: those pictures of a probabilistic model). "
+                          "Default: all of them under <forecasts_dir>/<init>/ (artifacts/forecasts/<init>/)."),
     tls_ca: Optional[Path] = typer.Option(None, "--tls-ca", help="PEM root certificate (enables TLS)."),
     weather: Optional[Path] = typer.Option(
         None, "--weather", help="Weather forecast run file or folder of runs (GRIB2/NetCDF): the run of the init "
@@ -81,8 +82,9 @@ def forecast(
     params: Path = ParamsOpt,
 ) -> None:
     """Forecast soil moisture for every lead the served model has (valid DATE + lead days);
-    print the basin table of each lead and write the NetCDF, GeoTIFF, basin CSV and figure.
-    With --weather the lead days' weather forecast drives it; every product names the run."""
+    print the basin table of each lead and write the NetCDF, GeoTIFF, basin CSV and figure
+    (and, for a probabilistic model, its quantiles, P(D1 or worse), a fan chart and a
+    drought-probability map). With --weather the lead days' weather forecast drives it; every product names the run."""
     from soilcast.serving.client import read_certificate
     from soilcast.serving.forecast import run_forecast
 
@@ -99,7 +101,10 @@ def forecast(
     leads = result["leads"]
     typer.echo(f"forecast init {result['init']}, leads {', '.join(map(str, leads))} d, valid {result['valid'][0]}"
                f"..{result['valid'][-1]} (model {result['model']} version {result['version']}); basin means by lead, "
-               "m3/m3 (anomaly vs training-years climatology; percentile and drought class of the basin mean):")
+               "m3/m3 (anomaly vs training-years climatology; percentile and drought class of the basin mean"
+               + ("; p_d1_or_worse: the served chance of D1 or worse, at or below the valid day's training-years "
+                  f"20th percentile, from quantiles at {result['quantile_levels']}" if result["quantile_levels"]
+                  else "") + "):")
     if result["weather_note"]:
         typer.echo(result["weather_note"])
     typer.echo(result["table"])
@@ -107,6 +112,8 @@ def forecast(
         typer.echo(f"forecast files in {result['out_dir']}")
     for path in result["files"]:
         typer.echo(f"wrote {path}")
+    for note in result["notes"]:
+        typer.echo(note)
     # one machine-readable summary line; the per-basin rows are the table above and the CSV
     typer.echo(json.dumps({k: v for k, v in result.items() if k not in ("table", "basins")}))
 
@@ -145,6 +152,9 @@ def hindcast(
     typer.echo(f"hindcast {result['period']} (valid days): {result['n_days']} day(s) x leads {result['leads']} "
                f"from init days {result['init_period'][0]}..{result['init_period'][1]}, model {result['model']} "
                f"version {result['version']}, {result['n_requests']} request(s) of up to {result['batch_size']} windows")
+    if result.get("quantile_levels"):
+        typer.echo(f"probabilistic: quantiles at {result['quantile_levels']} scored too (CRPS, coverage, Brier score of "
+                   f"D1 or worse; Brier skill against {result['brier_reference']})")
     typer.echo(result["table"])
     for path in result["files"]:
         typer.echo(f"wrote {path}")

@@ -70,24 +70,74 @@ def basin_names(store: Path, basin_id: np.ndarray) -> dict[int, str]:
     return {b: names.get(b, f"basin_{b}") for b in ids}
 
 
-def by_lead(fc: Any, weights: np.ndarray, clim: Any, pers: Any, rows: Any = slice(None), per_lead_rows: Any = None) -> ByLead:
-    """Every registered metric at each lead of ``fc`` (``Forecasts``), on the windows
-    ``rows`` (or ``per_lead_rows(k)`` when the rows depend on the lead's valid dates)."""
+def by_lead(fc: Any, weights: np.ndarray, clim: Any, pers: Any, threshold: np.ndarray, rows: Any = slice(None),
+            per_lead_rows: Any = None) -> ByLead:
+    """Every registered metric and the probabilistic scores at each lead of ``fc``
+    (``Forecasts``), on the windows ``rows`` (or ``per_lead_rows(k)`` when the rows depend on
+    the lead's valid dates). ``threshold`` [N, K, H, W]: the D1-or-worse soil moisture of each
+    window's valid day (the Brier score's event)."""
+    from soilcast.evaluation.probabilistic import probabilistic_scores
+
     out: ByLead = {}
     cells = weights > 0  # only weighted cells count: score on them alone ([N, cells], same values)
     for k, lead in enumerate(fc.leads):
         r = per_lead_rows(k) if per_lead_rows is not None else rows
-        out[lead_key(lead)] = finite_or_none(all_metrics(
-            fc.obs[r, k][:, cells], fc.pred[r, k][:, cells], weights[cells],
-            clim=clim.pred[r, k][:, cells], persistence=pers.pred[r, k][:, cells]))
+        obs, pred = fc.obs[r, k][:, cells], fc.pred[r, k][:, cells]
+        block = all_metrics(obs, pred, weights[cells], clim=clim.pred[r, k][:, cells],
+                            persistence=pers.pred[r, k][:, cells])
+        q = None if fc.quantiles is None else np.moveaxis(fc.quantiles[r, k][..., cells], 1, -1).reshape(-1, len(fc.levels))
+        w = np.broadcast_to(weights[cells], obs.shape).reshape(-1)
+        block.update(probabilistic_scores(obs.reshape(-1), pred.reshape(-1), q, fc.levels or None, w,
+                                          threshold[r, k][:, cells].reshape(-1)))
+        out[lead_key(lead)] = finite_or_none(block)
     return out
 
 
+def calibration_by_lead(fc: Any, weights: np.ndarray, threshold: np.ndarray) -> dict[str, dict[str, Any]]:
+    """Per lead key: the PIT histogram and the reliability diagram of "D1 or worse" of a
+    probabilistic forecast (test years, every window); {} for a point forecast."""
+    from soilcast.evaluation.probabilistic import calibration
+
+    if fc.quantiles is None:
+        return {}
+    cells = weights > 0
+    out = {}
+    for k, lead in enumerate(fc.leads):
+        obs = fc.obs[:, k][:, cells]
+        q = np.moveaxis(fc.quantiles[:, k][..., cells], 1, -1).reshape(-1, len(fc.levels))
+        w = np.broadcast_to(weights[cells], obs.shape).reshape(-1)
+        out[lead_key(lead)] = _json_safe(calibration(obs.reshape(-1), q, fc.levels, w,
+                                                     threshold[:, k][:, cells].reshape(-1)))
+    return out
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN -> None, numpy scalars -> floats, recursively (JSON has no NaN)."""
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if value is None:
+        return None
+    v = float(value)
+    return v if np.isfinite(v) else None
+
+
+def valid_thresholds(tables: Any, fc: Any) -> np.ndarray:
+    """[N, K, H, W] D1-or-worse soil moisture of each window's valid day at each lead."""
+    from soilcast.contract import calendar_bin
+    from soilcast.export.products import d1_threshold
+
+    doy = np.stack([calendar_bin(fc.valid_time(k)) for k in range(len(fc.leads))], axis=1)  # [N, K]
+    return d1_threshold(tables, doy).astype(np.float32)
+
+
 def score(
-    fc: Any, weights: np.ndarray, clim: Any, pers: Any, basins: dict[int, str], val: ByLead | None = None
+    fc: Any, weights: np.ndarray, clim: Any, pers: Any, basins: dict[int, str], threshold: np.ndarray,
+    val: ByLead | None = None,
 ) -> dict[str, Any]:
     """Test metrics by lead (overall, per season of the valid date, per basin) of one model,
-    and its validation blocks. ``kind``: which registry the model is in."""
+    its calibration and its validation blocks. ``kind``: which registry the model is in."""
     from soilcast.ml.models.references import references
 
     seasons = [season_rows(fc.valid_time(k)) for k in range(len(fc.leads))]
@@ -98,12 +148,54 @@ def score(
         "n_windows": int(fc.pred.shape[0]),
         "leads": [int(k) for k in fc.leads],
         "init_period": [str(fc.init_time[0].date()), str(fc.init_time[-1].date())],
-        "overall": by_lead(fc, weights, clim, pers),
-        "seasons": {s: by_lead(fc, weights, clim, pers, per_lead_rows=lambda k, s=s: seasons[k][s])
+        "overall": by_lead(fc, weights, clim, pers, threshold),
+        "seasons": {s: by_lead(fc, weights, clim, pers, threshold, per_lead_rows=lambda k, s=s: seasons[k][s])
                     for s in seasons[0]},
-        "basins": {name: by_lead(fc, weights * (fc.basin_id == b), clim, pers) for b, name in basins.items()},
+        "basins": {name: by_lead(fc, weights * (fc.basin_id == b), clim, pers, threshold)
+                   for b, name in basins.items()},
         "val": val,
+        "levels": list(fc.levels),
+        "calibration": calibration_by_lead(fc, weights, threshold),
     }
+
+
+def add_probabilistic_skills(entries: dict[str, Any]) -> None:
+    """Into every block of every scored entry: CRPS skill against each probabilistic
+    reference (``crps_skill_vs_<ref>``) and the Brier skill of "D1 or worse" against the
+    climatological distribution (``brier_skill_d1``), both from the blocks' own scores at the
+    same lead, basin, season and split."""
+    from soilcast.evaluation.probabilistic import skill
+    from soilcast.ml.models.references import probabilistic_benchmark_names
+
+    refs = [n for n in probabilistic_benchmark_names() if entries.get(n, {}).get("status") == "ok"]
+    clim_ref = CLIMATOLOGICAL_DISTRIBUTION if CLIMATOLOGICAL_DISTRIBUTION in refs else None
+
+    def blocks(entry: dict[str, Any]) -> list[tuple[tuple[str, ...], ByLead]]:
+        out = [(("overall",), entry["overall"])]
+        out += [(("seasons", s), b) for s, b in entry["seasons"].items()]
+        out += [(("basins", s), b) for s, b in entry["basins"].items()]
+        return out + ([(("val",), entry["val"])] if entry.get("val") else [])
+
+    def same(entry: dict[str, Any], where: tuple[str, ...]) -> ByLead:
+        node: Any = entry
+        for key in where:
+            node = (node or {}).get(key, {})
+        return node or {}
+
+    for entry in entries.values():
+        if entry.get("status") != "ok":
+            continue
+        for where, by_lead_ in blocks(entry):
+            for key, block in by_lead_.items():
+                for ref in refs:
+                    other = same(entries[ref], where).get(key, {})
+                    block[f"crps_skill_vs_{ref}"] = skill(block.get("crps"), other.get("crps"))
+                if clim_ref:
+                    other = same(entries[clim_ref], where).get(key, {})
+                    block["brier_skill_d1"] = skill(block.get("brier_d1"), other.get("brier_d1"))
+
+
+CLIMATOLOGICAL_DISTRIBUTION = "clim_distribution"  # the Brier skill's reference
 
 
 def _context_names() -> dict[str, str]:
@@ -176,20 +268,24 @@ def evaluate(cfg: Config, tensors: Path, runs: Mapping[str, RunDir], out: EvalDi
         from soilcast.data.forecast_store import open_forecasts
 
         archive = open_forecasts(forecasts_store)
+    from soilcast.export.products import product_tables
+
     models, skipped = forecasters(cfg, tensors, store, runs, archive)
+    tables = product_tables(cfg, store)  # the D1-or-worse thresholds, as the served products have them
     ctx = _context_names()
     val_fc = split_forecasts(cfg, store, models, "val")
     vclim, vpers = val_fc[ctx["clim"]], val_fc[ctx["persistence"]]
-    vw = area_weights(vclim.lat, vclim.mask)
-    val = {n: by_lead(f, vw, vclim, vpers) for n, f in val_fc.items()}
+    vw, vthr = area_weights(vclim.lat, vclim.mask), valid_thresholds(tables, vclim)
+    val = {n: by_lead(f, vw, vclim, vpers, vthr) for n, f in val_fc.items()}
     del val_fc, vclim, vpers
     forecasts = split_forecasts(cfg, store, models, "test")
     clim, pers = forecasts[ctx["clim"]], forecasts[ctx["persistence"]]
-    weights = area_weights(clim.lat, clim.mask)
+    weights, thr = area_weights(clim.lat, clim.mask), valid_thresholds(tables, clim)
     basins = basin_names(tensors, clim.basin_id)
     entries: dict[str, Any] = {
-        name: score(fc, weights, clim, pers, basins, val.get(name)) for name, fc in forecasts.items()
+        name: score(fc, weights, clim, pers, basins, thr, val.get(name)) for name, fc in forecasts.items()
     }
+    add_probabilistic_skills(entries)
     entries.update({name: {"status": "skipped", "reason": why} for name, why in skipped.items()})
     metrics = Leaderboard.from_json(entries, "evaluation metrics")
     metrics.write(out.metrics)
@@ -210,6 +306,7 @@ def leaderboard(metrics: Leaderboard, primary: str) -> str:
     """Markdown: test scores by lead, best first (mean over leads of the skill against the
     best reference at each lead), references included; then every registered metric at
     each lead."""
+    from soilcast.evaluation.uncertainty import uncertainty_table
     from soilcast.ml.models.references import benchmark_names
 
     ok, leads = metrics.scored(), metrics.leads()
@@ -238,6 +335,7 @@ def leaderboard(metrics: Leaderboard, primary: str) -> str:
         lines.append(f"| {rank} | {n} | {ok[n].kind} | " + " | ".join(_fmt(skill[n].get(k)) for k in keys)
                      + f" | {_fmt(mean[n])} |")
     lines += weather_table(metrics, keys, leads)
+    lines += uncertainty_table(metrics)
     for metric in SUMMARY:
         lines += ["", f"## {metric}", "", head, rule]
         for rank, n in enumerate(order, 1):

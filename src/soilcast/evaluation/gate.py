@@ -22,6 +22,15 @@ years; their scores are recorded for reporting). At each lead the best benchmark
    on other input variables than params' cannot be compared at all: the decision records
    that, and the value threshold alone decides.
 
+4. calibration (a probabilistic winner: quantiles beyond the median): its validation CRPS
+   skill against the best PROBABILISTIC reference at each lead (the climatological
+   distribution or persistence plus climatological increments, whichever has the lower
+   validation CRPS there) must reach ``cfg.gate.min_crps_skill_vs_best_reference`` at EVERY
+   lead, and the validation coverage of its central ``cfg.gate.coverage_interval`` interval
+   must lie within ``cfg.gate.coverage_tolerance`` of nominal at every lead: a spread that is
+   too narrow makes every probability overconfident, one too wide makes them useless. Each
+   failing lead is named.
+
 The linear reference's skill is recorded beside the winner's (``beats_linear``: at every
 lead), so the decision shows whether the network earns its compute. The decision is written
 to the blessing file (``Layout.blessing``); the export stage reads it.
@@ -31,6 +40,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +68,24 @@ def pick_winner(metrics: Leaderboard, best: Mapping[str, str]) -> tuple[str | No
     return max(scores, key=lambda n: (scores[n], n)), scores
 
 
+@dataclass(frozen=True)
+class Calibration:
+    """The calibration rule (``gate`` section) and the probabilistic references to beat."""
+
+    min_crps_skill: float
+    interval: float
+    tolerance: float
+    references: tuple[str, ...]
+
+    @classmethod
+    def of(cls, cfg: Config) -> "Calibration":
+        from soilcast.ml.models.references import probabilistic_benchmark_names
+
+        g = cfg.gate
+        return cls(g.min_crps_skill_vs_best_reference, g.coverage_interval, g.coverage_tolerance,
+                   probabilistic_benchmark_names())
+
+
 def decide(
     metrics: Leaderboard,
     primary: str,
@@ -65,6 +93,7 @@ def decide(
     max_regression: float,
     champion: Mapping[str, Any] | None,
     benchmarks: Iterable[str],
+    calibration: Calibration | None = None,
 ) -> Decision:
     """Pure decision from the evaluation metrics and the champion's re-scored numbers.
 
@@ -97,9 +126,10 @@ def decide(
     out["test"] = metrics.overall_of(winner)
     out["test_skill_vs_best_reference"] = skill_vs_best(metrics, winner, best, "test")
     value_ok = _every_lead(out, winner, skill, best, min_skill)
+    calibrated = _calibrated(out, metrics, winner, calibration)
     _linear(out, metrics, winner, best)
     change_ok = _change_check(out, winner, metrics.val_of(winner), primary, max_regression, champion)
-    out["blessed"] = bool(value_ok and change_ok)
+    out["blessed"] = bool(value_ok and calibrated and change_ok)
     return Decision.from_json(out, "gate decision")
 
 
@@ -117,6 +147,49 @@ def _every_lead(out: dict[str, Any], winner: str, skill: Mapping[str, float | No
         if k != weakest:
             out["reasons"].append(f"{winner}: lead {k} day(s) skill {_fmt(skill[k])} vs {best[k]} is below required {required}")
     return not failing
+
+
+def _calibrated(out: dict[str, Any], metrics: Leaderboard, winner: str, rule: Calibration | None) -> bool:
+    """The calibration check (4. in the module docstring); True for a point forecast."""
+    entry = metrics.scored()[winner]
+    if rule is None or len(entry.levels) <= 1:
+        out["reasons"].append(f"{winner}: a point forecast (no quantiles): no calibration check")
+        return True
+    val = metrics.val_of(winner)
+    refs = {n: metrics.val_of(n) for n in rule.references if n in metrics.scored()}
+    best = {k: min(refs, key=lambda n: (_crps(refs[n], k), n)) for k in val} if refs else {}
+    skill = {k: _skill(_crps(val, k), _crps(refs[best[k]], k)) if k in best else None for k in val}
+    key = f"coverage_{round(rule.interval * 100)}"
+    coverage = {k: val[k].get(key) for k in val}
+    out.update(best_probabilistic_reference=best, crps_skill_vs_best_probabilistic_reference=skill,
+               coverage={"interval": rule.interval, "validation": coverage})
+    out["thresholds"].update(min_crps_skill_vs_best_reference=rule.min_crps_skill,
+                             coverage_interval=rule.interval, coverage_tolerance=rule.tolerance)
+    ok = True
+    for k in sorted(val, key=int):
+        s, c = skill.get(k), coverage.get(k)
+        if s is None or not s >= rule.min_crps_skill:
+            ok = False
+            out["reasons"].append(f"{winner}: lead {k} day(s) validation CRPS skill {_fmt(s)} vs the best probabilistic "
+                                  f"reference there ({best.get(k, 'none')}) is below required {rule.min_crps_skill}")
+        if c is None or abs(c - rule.interval) > rule.tolerance:
+            ok = False
+            out["reasons"].append(f"{winner}: lead {k} day(s) validation coverage of the {rule.interval:.0%} interval "
+                                  f"{_fmt(c)} lies outside {rule.interval} +/- {rule.tolerance}")
+    if ok:
+        out["reasons"].append(
+            f"{winner}: calibrated at every lead (CRPS skill vs the best probabilistic reference >= "
+            f"{rule.min_crps_skill}, {rule.interval:.0%} interval coverage within +/- {rule.tolerance})")
+    return ok
+
+
+def _crps(by_lead: ByLead, key: str) -> float:
+    v = by_lead.get(key, {}).get("crps")
+    return float(v) if v is not None and math.isfinite(v) else math.inf
+
+
+def _skill(score: float, ref: float) -> float | None:
+    return 1.0 - score / ref if math.isfinite(score) and math.isfinite(ref) and ref > 0 else None
 
 
 def _fmt(value: float | None) -> str:
@@ -213,7 +286,7 @@ def run_gate(cfg: Config, metrics_file: Path, tensors: Path, models_dir: Path, o
     from soilcast.ml.models.references import benchmark_names
 
     decision = decide(metrics, cfg.gate.primary_metric, cfg.gate.min_skill_vs_best_reference,
-                      cfg.gate.max_regression, champion, benchmark_names())
+                      cfg.gate.max_regression, champion, benchmark_names(), Calibration.of(cfg))
     decision.metrics_file = str(path)
     decision.write(Path(out_file))
     return decision

@@ -12,6 +12,8 @@
 - ``basin_skill.png``: MSE skill vs climatology per basin and model, first and last lead;
 - ``timeseries.png``: observed and first-lead forecast series at one cell per basin (the
   mask cell nearest the basin's centre), so every basin is seen.
+- ``pit_histogram.png``, ``reliability_d1.png``, ``crps_skill_vs_lead.png``: how sure the
+  probabilistic forecasts are (:mod:`soilcast.evaluation.uncertainty`).
 
 Per-lead figures read ``Forecasts.at_lead(k)``, the [N, H, W] view of one lead.
 """
@@ -263,3 +265,6 @@ def write_plots(forecasts: dict[str, Any], metrics: Leaderboard, basins: dict[in
     plot_day_maps(forecasts, out, target_cmap)
     plot_basin_skill(metrics, basins, out)
     plot_timeseries(forecasts, basins, out)
+    from soilcast.evaluation.uncertainty import write_uncertainty_plots  # it draws with this module's helpers
+
+    write_uncertainty_plots(metrics, out)

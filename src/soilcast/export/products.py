@@ -19,10 +19,26 @@ The percentile is the piecewise-linear position of the forecast between those qu
 (0 below the minimum, 100 above the maximum); the drought class follows
 :data:`soilcast.contract.DROUGHT_CLASSES`. The tables are layer weights (non-trainable), so
 they land in the SavedModel's variables, not in the graph proto.
+
+A probabilistic model also hands the layer its quantile fields ``q`` [b, K, Q, H, W] (levels
+given once to :func:`products_layer`), and the products gain:
+
+* ``quantiles``: ``q`` itself, as received (the model already made it NaN outside the mask);
+* ``drought_probability`` [b, K, n_basins]: the expected share of the basin's area in D1 or
+  worse. Per mask cell, ``p = P(Y <= t20)`` under the piecewise-linear distribution of its
+  quantiles (:func:`soilcast.quantiles.quantile_cdf`, the one CDF evaluation scores with),
+  where ``t20`` is the :data:`soilcast.contract.D1_OR_WORSE_PERCENTILE` (20 %) entry of the
+  ``quantiles`` table above for the lead's valid day (:func:`d1_threshold`, the same event
+  the Brier score of evaluation is about). Then the cos(latitude) area-weighted mean of
+  ``p`` over the basin's cells whose every quantile and threshold are finite (the
+  membership matrix of ``basin_mean``); NaN for a basin with no such cell. It is a mean of
+  per-cell probabilities, not the probability that the basin mean is in drought.
 """
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,16 +47,22 @@ import numpy as np
 from soilcast.contract import (
     ANOMALY,
     BASIN_MEAN,
+    D1_OR_WORSE_PERCENTILE,
     DROUGHT_CLASS,
+    DROUGHT_PROBABILITY,
     DROUGHT_UPPER,
     N_CALENDAR_DAYS,
     OUTPUT,
     PERCENTILE,
+    QUANTILES,
 )
+from soilcast.quantiles import check_levels, quantile_cdf
 
 QUANTILE_DAYS = 5  # width of a percentile calendar bin
 N_QUANTILE_BINS = N_CALENDAR_DAYS // QUANTILE_DAYS  # 73; the last bin takes the 6th day
 QUANTILE_LEVELS = np.linspace(0.0, 100.0, 21)  # percent, 5 % steps
+# Row of the ``quantiles`` table that bounds "D1 or worse" (the 20 % quantile).
+D1_INDEX = int(np.flatnonzero(np.isclose(QUANTILE_LEVELS, D1_OR_WORSE_PERCENTILE))[0])
 
 
 @dataclass(frozen=True)
@@ -87,29 +109,57 @@ def _days_near_bins(window_days: int) -> np.ndarray:
     return near
 
 
-def seasonal_quantiles(Y: np.ndarray, time: Any, mask: np.ndarray, window_days: int) -> np.ndarray:
-    """[73, 21, H, W] quantiles of ``Y`` [N, H, W] (training days) per 5-day bin and mask cell."""
+def seasonal_quantiles(Y: np.ndarray, time: Any, mask: np.ndarray, window_days: int,
+                       levels: Sequence[float] | None = None) -> np.ndarray:
+    """[73, Q, H, W] quantiles of ``Y`` [N, H, W] (training days) per 5-day bin and mask cell.
+
+    ``levels``: fractions in [0, 1]; default the products' 21 levels (0, 5, ..., 100 %). The
+    bin of a row is the calendar bin of its ``time`` (the valid day for a state, the init
+    day for an increment: the probabilistic references reuse this table)."""
     import pandas as pd
 
     from soilcast.ml.models.references import calendar_bin
 
+    taus = QUANTILE_LEVELS / 100.0 if levels is None else np.asarray(levels, np.float64)
     mask = np.asarray(mask, bool)
     y = np.asarray(Y, np.float32)[:, mask]  # [N, cells]
     day = calendar_bin(pd.DatetimeIndex(time))
     near = _days_near_bins(window_days)
-    out = np.full((N_QUANTILE_BINS, QUANTILE_LEVELS.size, *mask.shape), np.nan, np.float32)
+    out = np.full((N_QUANTILE_BINS, taus.size, *mask.shape), np.nan, np.float32)
     for j in range(N_QUANTILE_BINS):
         rows = near[j][day]
         if not rows.any():
             continue
-        with np.errstate(all="ignore"):
-            q = np.nanquantile(y[rows], QUANTILE_LEVELS / 100.0, axis=0)
-        out[j][:, mask] = q
+        out[j][:, mask] = _nanquantile(y[rows], taus)
     if np.isnan(out[:, :, mask]).all(axis=(1, 2)).any():
         empty = np.flatnonzero(np.isnan(out[:, :, mask]).all(axis=(1, 2)))
-        raise ValueError(f"forecast products: no training day for percentile bins {empty.tolist()} "
-                         f"(window_days={window_days}); widen climatology.window_days or add years")
+        raise ValueError(f"seasonal quantiles (forecast products, probabilistic references): no training day "
+                         f"for 5-day bins {empty.tolist()} (window_days={window_days}); widen "
+                         f"climatology.window_days or add years")
     return out
+
+
+def _nanquantile(y: np.ndarray, taus: np.ndarray) -> np.ndarray:
+    """``np.nanquantile(y, taus, axis=0)``, value for value, but fast: the all-finite columns
+    (every mask cell of a complete store) go through one vectorised ``np.quantile``; only
+    columns with gaps take numpy's per-column NaN path."""
+    out = np.empty((taus.size, y.shape[1]), y.dtype)
+    full = np.isfinite(y).all(axis=0)
+    if full.any():
+        out[:, full] = np.quantile(y[:, full], taus, axis=0)
+    if not full.all():
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN column is NaN
+            out[:, ~full] = np.nanquantile(y[:, ~full], taus, axis=0)
+    return out
+
+
+def d1_threshold(tables: ProductTables, doy: Any) -> np.ndarray:
+    """[..., H, W] soil moisture at the D1-or-worse percentile (20 %) of the training
+    distribution of each valid day ``doy`` (0-based leap-calendar days, any shape): the
+    event threshold of ``drought_probability`` and of evaluation's Brier score, one table
+    and one row for both so serving and scoring mean the same drought."""
+    return tables.quantiles[quantile_bin(np.asarray(doy, np.int64)), D1_INDEX]
 
 
 def product_tables(cfg: Any, tensors: Any) -> ProductTables:
@@ -131,14 +181,20 @@ def product_tables(cfg: Any, tensors: Any) -> ProductTables:
     return ProductTables(ids, member, np.where(mask, clim, np.nan).astype(np.float32), quants)
 
 
-def products_layer(tables: ProductTables) -> Any:
-    """A Keras layer holding the tables as non-trainable weights, callable in the graph."""
+def products_layer(tables: ProductTables, levels: Sequence[float] | None = None) -> Any:
+    """A Keras layer holding the tables as non-trainable weights, callable in the graph.
+
+    ``levels``: the quantile levels of the ``q`` a probabilistic model passes to ``call``
+    (ascending, holding 0.5); None for a point model (``call`` then refuses ``q``)."""
     import keras
     from keras import ops
 
+    taus = None if levels is None else check_levels(levels)
+
     class ForecastProducts(keras.layers.Layer):
-        """(soil_moisture [b, K, H, W], valid_day_of_year [b, K] int32) -> the products dict,
-        every output per lead (each lead is scored against its own valid day's tables)."""
+        """(soil_moisture [b, K, H, W], valid_day_of_year [b, K] int32[, quantiles
+        [b, K, Q, H, W]]) -> the products dict, every output per lead (each lead is scored
+        against its own valid day's tables)."""
 
         def __init__(self) -> None:
             super().__init__(name="forecast_products", dtype="float32", trainable=False)
@@ -154,22 +210,34 @@ def products_layer(tables: ProductTables) -> Any:
             w.assign(np.asarray(value, np.float32))
             return w
 
-        def call(self, y: Any, doy: Any) -> dict[str, Any]:
+        def call(self, y: Any, doy: Any, q: Any = None) -> dict[str, Any]:
             b, k, h, w = ops.shape(y)[0], y.shape[1], y.shape[2], y.shape[3]
-            flat = self._fields(ops.reshape(y, (-1, h, w)), ops.reshape(doy, (-1,)))
+            days = ops.reshape(doy, (-1,))
+            flat = self._fields(ops.reshape(y, (-1, h, w)), days)
+            if q is not None:
+                flat.update(self._probabilistic(ops.reshape(q, (-1, *q.shape[2:])), days))
             return {name: ops.reshape(v, (b, k, *v.shape[1:])) for name, v in flat.items()}
+
+        def _basin_mean(self, value: Any, ok: Any) -> Any:
+            """[n, n_basins] area-weighted mean of ``value`` [n, H, W] over the cells where
+            ``ok``; 0/0 -> NaN for a basin with none."""
+            n, h, w = ops.shape(value)[0], value.shape[1], value.shape[2]
+            flat = ops.reshape(ops.where(ok, value, 0.0), (n, h * w))
+            weight = ops.matmul(ops.reshape(ops.cast(ok, "float32"), (n, h * w)), self.member)
+            return ops.matmul(flat, self.member) / weight
+
+        def _tables_of(self, doy: Any) -> Any:
+            """[n, 21, H, W] percentile table of each valid day."""
+            return ops.take(self.quant, ops.minimum(doy // QUANTILE_DAYS, N_QUANTILE_BINS - 1), axis=0)
 
         def _fields(self, y: Any, doy: Any) -> dict[str, Any]:
             """The products of [n, H, W] fields, each with its own valid day [n]."""
             y = ops.cast(y, "float32")
             doy = ops.cast(doy, "int32")
-            b, h, w = ops.shape(y)[0], y.shape[1], y.shape[2]
             finite = ops.isfinite(y)
-            flat = ops.reshape(ops.where(finite, y, 0.0), (b, h * w))
-            weight = ops.matmul(ops.reshape(ops.cast(finite, "float32"), (b, h * w)), self.member)
-            basin_mean = ops.matmul(flat, self.member) / weight  # 0/0 -> NaN for an empty basin
+            basin_mean = self._basin_mean(y, finite)
             anomaly = y - ops.take(self.clim, doy, axis=0)
-            q = ops.take(self.quant, ops.minimum(doy // QUANTILE_DAYS, N_QUANTILE_BINS - 1), axis=0)
+            q = self._tables_of(doy)
             lo, hi = q[:, :-1], q[:, 1:]  # [b, 20, H, W]
             yy = y[:, None]
             width = hi - lo
@@ -184,30 +252,68 @@ def products_layer(tables: ProductTables) -> Any:
             return {OUTPUT: y, BASIN_MEAN: basin_mean, ANOMALY: anomaly, PERCENTILE: pct,
                     DROUGHT_CLASS: ops.cast(cls, "int32")}
 
+        def _probabilistic(self, q: Any, doy: Any) -> dict[str, Any]:
+            """The quantiles [n, Q, H, W] passed through and the basins' drought probability
+            (module docstring), each field with its own valid day [n]."""
+            if taus is None:
+                raise ValueError("forecast products: quantiles passed to a layer built without levels")
+            if q.shape[1] != len(taus):
+                raise ValueError(f"forecast products: {q.shape[1]} quantile fields for {len(taus)} levels")
+            q = ops.cast(q, "float32")
+            t20 = self._tables_of(ops.cast(doy, "int32"))[:, D1_INDEX]  # [n, H, W]
+            ok = ops.all(ops.isfinite(q), axis=1) & ops.isfinite(t20)
+            safe_q = ops.where(ops.isfinite(q), q, 0.0)
+            p = quantile_cdf(safe_q, taus, ops.where(ok, t20, 0.0), axis=1, xp=ops)
+            return {QUANTILES: q, DROUGHT_PROBABILITY: self._basin_mean(p, ok)}
+
     return ForecastProducts()
 
 
-def products_numpy(y: np.ndarray, doy: np.ndarray, tables: ProductTables) -> dict[str, np.ndarray]:
+def products_numpy(y: np.ndarray, doy: np.ndarray, tables: ProductTables, q: np.ndarray | None = None,
+                   levels: Sequence[float] | None = None) -> dict[str, np.ndarray]:
     """The same products in numpy (independent reference for tests and light clients):
-    ``y`` [b, K, H, W] with ``doy`` [b, K], or one lead's ``y`` [b, H, W] with ``doy`` [b]."""
+    ``y`` [b, K, H, W] with ``doy`` [b, K] (and ``q`` [b, K, Q, H, W]), or one lead's ``y``
+    [b, H, W] with ``doy`` [b] (and ``q`` [b, Q, H, W]). With ``q`` (at ``levels``) also
+    ``quantiles`` and ``drought_probability``."""
     y = np.asarray(y, np.float64)
     doy = np.asarray(doy, np.int64)
     if y.ndim == 4:
         b, k = y.shape[:2]
-        flat = products_numpy(y.reshape(b * k, *y.shape[2:]), doy.reshape(-1), tables)
+        qq = None if q is None else np.asarray(q).reshape(b * k, *np.shape(q)[2:])
+        flat = products_numpy(y.reshape(b * k, *y.shape[2:]), doy.reshape(-1), tables, qq, levels)
         return {name: v.reshape(b, k, *v.shape[1:]) for name, v in flat.items()}
     from soilcast.contract import drought_class
 
-    member = tables.membership.astype(np.float64)
-    fin = np.isfinite(y).reshape(len(y), -1)
-    with np.errstate(all="ignore"):
-        bm = (np.where(fin, y.reshape(len(y), -1), 0.0) @ member) / (fin @ member)
-    q = tables.quantiles[quantile_bin(doy)].astype(np.float64)  # [b, 21, H, W]
+    bm = _basin_mean_numpy(y, tables.membership)
+    qt = tables.quantiles[quantile_bin(doy)].astype(np.float64)  # [b, 21, H, W]
     pct = np.full(y.shape, np.nan)
     for i in range(len(y)):
-        for r, c in zip(*np.nonzero(np.isfinite(y[i]) & np.isfinite(q[i]).all(axis=0))):
-            xs = q[i, :, r, c]
+        for r, c in zip(*np.nonzero(np.isfinite(y[i]) & np.isfinite(qt[i]).all(axis=0))):
+            xs = qt[i, :, r, c]
             v = y[i, r, c]
             pct[i, r, c] = 0.0 if v < xs[0] else 100.0 if v >= xs[-1] else np.interp(v, xs, QUANTILE_LEVELS)
-    return {OUTPUT: y, BASIN_MEAN: bm, ANOMALY: y - tables.climatology[doy], PERCENTILE: pct,
-            DROUGHT_CLASS: drought_class(pct)}
+    out = {OUTPUT: y, BASIN_MEAN: bm, ANOMALY: y - tables.climatology[doy], PERCENTILE: pct,
+           DROUGHT_CLASS: drought_class(pct)}
+    if q is not None:
+        out.update(_probabilistic_numpy(np.asarray(q, np.float64), doy, tables, levels))
+    return out
+
+
+def _basin_mean_numpy(value: np.ndarray, membership: np.ndarray) -> np.ndarray:
+    """[n, n_basins] area-weighted mean of ``value`` [n, H, W] over each basin's finite cells."""
+    member = membership.astype(np.float64)
+    fin = np.isfinite(value).reshape(len(value), -1)
+    with np.errstate(all="ignore"):
+        return (np.where(fin, value.reshape(len(value), -1), 0.0) @ member) / (fin @ member)
+
+
+def _probabilistic_numpy(q: np.ndarray, doy: np.ndarray, tables: ProductTables,
+                         levels: Sequence[float] | None) -> dict[str, np.ndarray]:
+    """``quantiles`` and ``drought_probability`` of one lead's q [n, Q, H, W]."""
+    if levels is None:
+        raise ValueError("products_numpy: quantiles given without their levels")
+    taus = check_levels(levels)
+    if q.shape[1] != len(taus):
+        raise ValueError(f"products_numpy: {q.shape[1]} quantile fields for {len(taus)} levels")
+    p = quantile_cdf(q, taus, d1_threshold(tables, doy).astype(np.float64), axis=1)  # NaN where undefined
+    return {QUANTILES: q, DROUGHT_PROBABILITY: _basin_mean_numpy(p, tables.membership)}

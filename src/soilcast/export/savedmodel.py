@@ -52,6 +52,7 @@ from soilcast.contract import (
     OUTPUT,
     OUTPUT_BY_LEAD,
     PRODUCTS_SIGNATURE,
+    QUANTILE_LEVELS,
     VALID_DOY,
 )
 from soilcast.layout import Bundle, RunDir, bundle
@@ -78,9 +79,17 @@ def output_shapes(cfg: Config) -> dict[str, tuple[int | None, ...]]:
     return {OUTPUT: (None, *cfg.grid.shape), OUTPUT_BY_LEAD: (None, cfg.window.n_leads, *cfg.grid.shape)}
 
 
-def serving_outputs(by_lead: Any) -> dict[str, Any]:
-    """The outputs of ``serving_default`` from the physical model's [b, K, H, W] answer."""
+def serving_outputs(y: Any, levels: Any) -> dict[str, Any]:
+    """The outputs of ``serving_default`` from the physical model's answer: [b, K, H, W], or
+    [b, K, Q, H, W] at quantile ``levels`` (served: the median; the quantiles go out through
+    ``forecast_products``)."""
+    by_lead = median_of(y, levels)
     return {OUTPUT: by_lead[:, 0], OUTPUT_BY_LEAD: by_lead}
+
+
+def median_of(y: Any, levels: Any) -> Any:
+    """The median [b, K, H, W] of a physical answer ([b, K, Q, H, W] when probabilistic)."""
+    return y[:, :, list(levels).index(0.5)] if len(y.shape) == 5 else y
 
 
 def call_model(model: Any, inputs: dict[str, Any]) -> Any:
@@ -108,10 +117,11 @@ def write_savedmodel(
     shapes = input_shapes(cfg)
     specs = [tf.TensorSpec(shape, tf.float32, name=name) for name, shape in shapes.items()]
     names = list(shapes)
+    levels = tuple(metadata.get(QUANTILE_LEVELS) or (0.5,))
 
     def serve(**tensors: Any) -> dict[str, Any]:
         checked = {n: tf.ensure_shape(t, shapes[n]) for n, t in tensors.items()}
-        return serving_outputs(tf.cast(call_model(model, checked), tf.float32))
+        return serving_outputs(tf.cast(call_model(model, checked), tf.float32), levels)
 
     fn = _named(serve, names)
     meta_text = json.dumps(metadata, sort_keys=True)
@@ -120,9 +130,9 @@ def write_savedmodel(
     archive.track(model)
     archive.add_endpoint("serving_default", fn, input_signature=specs)
     if tables is not None:
-        _add_products(archive, model, tables, shapes, specs)
+        _add_products(archive, model, tables, shapes, specs, levels)
     if weather_model is not None:
-        _add_weather(archive, weather_model, cfg, shapes, specs, tables)
+        _add_weather(archive, weather_model, cfg, shapes, specs, tables, levels)
     archive.add_endpoint("metadata", lambda: {"metadata": tf.constant(meta_text)}, input_signature=[])
     archive.write_out(str(path), verbose=False)
     files = Bundle(Path(path))
@@ -132,17 +142,19 @@ def write_savedmodel(
         getattr(files, name).write_text(text)
 
 
-def _add_products(archive: Any, model: Any, tables: Any, shapes: dict, specs: list,
+def _add_products(archive: Any, model: Any, tables: Any, shapes: dict, specs: list, levels: tuple,
                   signature: str = PRODUCTS_SIGNATURE) -> None:
-    """The ``forecast_products`` endpoint: the served forecast of every lead through the
-    products layer, each lead with its own valid day. ``shapes``/``specs``: the model's
+    """The ``forecast_products`` endpoint: the served forecast (the median) of every lead
+    through the products layer, each lead with its own valid day, and for a probabilistic
+    model its ``quantiles`` and ``drought_probability``. ``shapes``/``specs``: the model's
     inputs (with ``forecast_meteo`` for ``forecast_products_with_weather``)."""
     import tensorflow as tf
 
     from soilcast.contract import N_CALENDAR_DAYS
     from soilcast.export.products import products_layer
 
-    layer = products_layer(tables)
+    probabilistic = len(levels) > 1
+    layer = products_layer(tables, list(levels) if probabilistic else None)
     archive.track(layer)
     names = list(shapes)
     n_leads = int(model.outputs[0].shape[1])
@@ -158,7 +170,7 @@ def _add_products(archive: Any, model: Any, tables: Any, shapes: dict, specs: li
             tf.debugging.assert_less(doy, N_CALENDAR_DAYS, message=f"{VALID_DOY} must be 0..{N_CALENDAR_DAYS - 1}"),
         ]):
             y = tf.cast(call_model(model, checked), tf.float32)
-            return layer(y, doy)
+            return layer(median_of(y, levels), doy, y) if probabilistic else layer(y, doy)
 
     archive.add_endpoint(signature, _named(products, [*names, VALID_DOY]),
                          input_signature=[*specs, tf.TensorSpec((None, n_leads), tf.int32, name=VALID_DOY)])
@@ -177,7 +189,8 @@ def _named(fn: Any, names: list[str]) -> Any:
     return call
 
 
-def _add_weather(archive: Any, model: Any, cfg: Config, shapes: dict, specs: list, tables: Any) -> None:
+def _add_weather(archive: Any, model: Any, cfg: Config, shapes: dict, specs: list, tables: Any,
+                 levels: tuple) -> None:
     """``forecast_with_weather`` (and ``forecast_products_with_weather`` with ``tables``):
     ``serving_default``'s (``forecast_products``') inputs and outputs, plus the lead days'
     weather forecast ``forecast_meteo``."""
@@ -191,11 +204,11 @@ def _add_weather(archive: Any, model: Any, cfg: Config, shapes: dict, specs: lis
 
     def serve(**tensors: Any) -> dict[str, Any]:
         checked = {n: tf.ensure_shape(t, all_shapes[n]) for n, t in tensors.items()}
-        return serving_outputs(tf.cast(model(checked, training=False), tf.float32))
+        return serving_outputs(tf.cast(model(checked, training=False), tf.float32), levels)
 
     archive.add_endpoint(WEATHER_SIGNATURE, _named(serve, list(all_shapes)), input_signature=all_specs)
     if tables is not None:
-        _add_products(archive, model, tables, all_shapes, all_specs, WEATHER_PRODUCTS_SIGNATURE)
+        _add_products(archive, model, tables, all_shapes, all_specs, levels, WEATHER_PRODUCTS_SIGNATURE)
 
 
 def build_metadata(
@@ -245,15 +258,31 @@ def basin_order(tensors: Any) -> list[dict[str, Any]]:
     return [{"id": int(b), "name": names.get(str(int(b)), f"basin {int(b)}")} for b in ids if b != 0]
 
 
-def products_metadata(cfg: Config, tables: Any, basins: list[dict[str, Any]]) -> dict[str, Any]:
+def served_levels(cfg: Config, model: Any) -> list[float]:
+    """The quantile levels of the physical ``model`` to export: ``forecast.quantiles`` when it
+    answers [b, K, Q, H, W] (checked against Q), the median alone for [b, K, H, W]."""
+    shape = model.outputs[0].shape
+    if len(shape) != 5:
+        return [0.5]
+    if shape[2] != len(cfg.forecast.quantiles):
+        raise RuntimeError(f"the model answers {shape[2]} quantiles, params' forecast.quantiles has "
+                           f"{len(cfg.forecast.quantiles)} ({cfg.forecast.quantiles}): retrain or fix params.yaml")
+    return list(cfg.forecast.quantiles)
+
+
+def products_metadata(cfg: Config, tables: Any, basins: list[dict[str, Any]], levels: list[float]) -> dict[str, Any]:
     """How a client reads ``forecast_products``: its input, the basin column order, the
     drought classes and where the tables came from."""
     from soilcast.contract import (
         BASIN_MEAN,
+        D1_OR_WORSE_PERCENTILE,
         DROUGHT_CLASSES,
+        DROUGHT_PROBABILITY,
         N_CALENDAR_DAYS,
         NO_DROUGHT,
+        PROBABILISTIC_OUTPUTS,
         PRODUCT_OUTPUTS,
+        QUANTILES,
     )
     from soilcast.export.products import N_QUANTILE_BINS, QUANTILE_DAYS, QUANTILE_LEVELS
 
@@ -262,13 +291,19 @@ def products_metadata(cfg: Config, tables: Any, basins: list[dict[str, Any]]) ->
         "extra_input": {VALID_DOY: {"dtype": "int32", "shape": [None, cfg.window.n_leads],
                                     "range": [0, N_CALENDAR_DAYS - 1],
                                     "calendar": "0-based day of each lead's valid date on a 366-day leap calendar"}},
-        "outputs": list(PRODUCT_OUTPUTS),
-        "basins": basins,  # the columns of basin_mean, in order
+        "outputs": list(PRODUCT_OUTPUTS) + (list(PROBABILISTIC_OUTPUTS) if len(levels) > 1 else []),
+        "basins": basins,  # the columns of basin_mean and drought_probability, in order
         BASIN_MEAN: "cos(latitude) area-weighted mean over each basin's mask cells",
         "climatology": {"years": list(cfg.split.train_years), "window_days": cfg.climatology.window_days},
         "percentile": {"bins": N_QUANTILE_BINS, "bin_days": QUANTILE_DAYS,
                        "levels": [float(v) for v in QUANTILE_LEVELS], "table_bytes": tables.nbytes},
         "drought_classes": {f"D{k}": list(v) for k, v in DROUGHT_CLASSES.items()} | {"none": NO_DROUGHT},
+        **({DROUGHT_PROBABILITY: (
+            f"per lead and basin: the expected share of the basin's area (cos-latitude weighted mask cells) at or "
+            f"below the {D1_OR_WORSE_PERCENTILE:g}th percentile of the valid day's training-years distribution "
+            "(D1 or worse), each cell's probability read from its quantiles through a piecewise-linear CDF "
+            "(soilcast.quantiles.quantile_cdf)"), QUANTILES: {"levels": list(levels), "shape": "[batch, K, Q, H, W]"}}
+           if len(levels) > 1 else {}),
     }
 
 
@@ -318,15 +353,16 @@ def canary_inputs(cfg: Config, tensors: Any, with_weather: bool = False) -> dict
     return out
 
 
-def expected_outputs(model: Any, weather_model: Any, canaries: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def expected_outputs(model: Any, weather_model: Any, canaries: dict[str, np.ndarray],
+                     levels: Any) -> dict[str, np.ndarray]:
     """What infra validation must get back from the staged SavedModel: ``serving_default``'s
     outputs, and ``forecast_with_weather``'s (named by :func:`infra.weather_key`) if any."""
     from soilcast.export.infra import weather_key
 
     plain = {k: v for k, v in canaries.items() if k != FORECAST_INPUT}
-    out = {k: np.asarray(v, np.float32) for k, v in serving_outputs(call_model(model, plain)).items()}
+    out = {k: np.asarray(v, np.float32) for k, v in serving_outputs(call_model(model, plain), levels).items()}
     if weather_model is not None:
-        fed = serving_outputs(weather_model(canaries, training=False))
+        fed = serving_outputs(weather_model(canaries, training=False), levels)
         out.update({weather_key(k): np.asarray(v, np.float32) for k, v in fed.items()})
     return out
 
@@ -443,14 +479,15 @@ def export_blessed(
         metadata.update(weather_metadata(cfg, run))
     if [b["id"] for b in metadata["basins"]] != tables.basin_ids.tolist():
         raise RuntimeError(f"basin order {metadata['basins']} differs from the products' {tables.basin_ids}")
-    metadata["products"] = products_metadata(cfg, tables, metadata["basins"])
+    metadata[QUANTILE_LEVELS] = served_levels(cfg, model)
+    metadata["products"] = products_metadata(cfg, tables, metadata["basins"], metadata[QUANTILE_LEVELS])
     metadata = BundleMetadata.from_json(metadata, f"metadata of version {version}").to_json()  # typed, checked
     extras = {
         "drift_reference": json.dumps(drift_reference(cfg, tensors), indent=1) + "\n",
         "card": render_card(cfg, metadata, metrics, blessing),
     }
     canaries = canary_inputs(cfg, tensors, with_weather=weather_model is not None)
-    expected = expected_outputs(model, weather_model, canaries)
+    expected = expected_outputs(model, weather_model, canaries, tuple(metadata[QUANTILE_LEVELS]))
     staging = versions.staging_dir(models_dir.parent)  # outside the served base path
     try:
         staged = staging / str(version)

@@ -86,34 +86,52 @@ class ScaleSoilMoisture(_Scaled):
 
 @keras.saving.register_keras_serializable(package=PKG)
 class ForecastToPhysical(_Scaled):
-    """Last scaled step -> [b, K, H, W] m3/m3 within ``bounds``, NaN outside the mask.
+    """Last scaled step -> [b, K, H, W] m3/m3 within ``bounds``, NaN outside the mask; a
+    probabilistic network's (``n_levels`` > 1, lead-major K*Q channels) -> [b, K, Q, H, W].
 
-    Inputs: ``ys`` [b, L, H, W, K] (state target), or ``[ys, sm]`` with ``sm`` the
+    Inputs: ``ys`` [b, L, H, W, K(*Q)] (state target), or ``[ys, sm]`` with ``sm`` the
     antecedent soil moisture [b, L, H, W] in m3/m3 (increment target: ``sm[:, -1]`` plus
-    each lead's forecast change).
+    each lead's forecast change, at every level). Un-scaling and clipping are monotone, so
+    ordered quantiles stay ordered.
     """
 
-    def __init__(self, scaling: dict[str, Any], mask: list, bounds: list, **kwargs: Any) -> None:
+    def __init__(self, scaling: dict[str, Any], mask: list, bounds: list, n_levels: int = 1, **kwargs: Any) -> None:
         super().__init__(scaling, mask, **kwargs)
         self.bounds = [float(bounds[0]), float(bounds[1])]
+        self.n_levels = int(n_levels)
 
     def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "bounds": self.bounds}
+        return {**super().get_config(), "bounds": self.bounds, "n_levels": self.n_levels}
 
     def call(self, inputs: Any) -> Any:
+        Q = self.n_levels
+        ys = inputs[0] if isinstance(inputs, (list, tuple)) else inputs
+        z = ops.cast(ys[:, -1], "float32")  # [b, H, W, K*Q]
+        K = z.shape[-1] // Q
+        z = ops.transpose(ops.reshape(z, (*ops.shape(z)[:-1], K, Q)), (0, 1, 2, 4, 3))  # [b, H, W, Q, K]
         if self.scaler.target_kind == "increment":
-            ys, sm = inputs
-            z = ops.cast(ys[:, -1], "float32")  # [b, H, W, K]
-            y = ops.cast(sm[:, -1], "float32")[..., None] + self.scaler.unscale_increment(z)
+            sm = inputs[1]
+            y = ops.cast(sm[:, -1], "float32")[..., None, None] + self.scaler.unscale_increment(z)
         else:
-            ys = inputs[0] if isinstance(inputs, (list, tuple)) else inputs
-            y = self.scaler.unscale_target(ops.cast(ys[:, -1], "float32"), ops)
-        y = ops.transpose(ops.clip(y, self.bounds[0], self.bounds[1]), (0, 3, 1, 2))  # [b, K, H, W]
-        return ops.where(ops.convert_to_tensor(self.mask), y, ops.full_like(y, float("nan")))
+            y = self.scaler.unscale_target(z, ops)
+        y = ops.transpose(ops.clip(y, self.bounds[0], self.bounds[1]), (0, 4, 3, 1, 2))  # [b, K, Q, H, W]
+        y = ops.where(ops.convert_to_tensor(self.mask), y, ops.full_like(y, float("nan")))
+        return y[:, :, 0] if Q == 1 else y
 
     def compute_output_shape(self, s: Any) -> tuple:
         s = s[0] if isinstance(s, (list, tuple)) and isinstance(s[0], (list, tuple)) else s
-        return (s[0], s[4], s[2], s[3])
+        K = s[4] // self.n_levels
+        return (s[0], K, s[2], s[3]) if self.n_levels == 1 else (s[0], K, self.n_levels, s[2], s[3])
+
+
+def levels_of(grid: dict[str, Any]) -> tuple[float, ...]:
+    """Quantile levels a run forecasts (``grid.json``; a run from before the quantile axis: the median)."""
+    return tuple(float(t) for t in grid.get("quantile_levels", [0.5]))
+
+
+def median_of(y: Any, levels: Any) -> Any:
+    """The median [b, K, H, W] of a physical forecast ([b, K, Q, H, W] when probabilistic)."""
+    return y[:, :, list(levels).index(0.5)] if len(levels) > 1 else y
 
 
 def load_network(run: RunDir, name: str) -> keras.Model:
@@ -203,7 +221,7 @@ def wrap_physical(net: keras.Model, scaling: dict[str, Any], grid: dict[str, Any
     if with_weather and not reads_forecast_weather(grid):
         raise ValueError(f"{name}: trained without the lead days' weather (grid.json forecast_weather: none)")
     inputs, x = _scaled_inputs(scaling, grid)
-    head = ForecastToPhysical(scaling, grid["mask"], bounds, name="soil_moisture")
+    head = ForecastToPhysical(scaling, grid["mask"], bounds, len(levels_of(grid)), name="soil_moisture")
     if with_weather:
         fw, w, has = _forecast_input(scaling, grid, FORECAST_INPUT)
         inputs.append(fw)
@@ -226,16 +244,26 @@ def wrap_physical_feeds(net: keras.Model, scaling: dict[str, Any], grid: dict[st
 
     inputs, x = _scaled_inputs(scaling, grid)
     base = body_of(net)(x)  # = the network told "no forecast" (its correction is gated to 0)
-    answers = [base]
+    spread = _spread(net, grid)
+    answers = [spread(x, base, *NoForecast(len(grid["leads"]), name="no_forecast")(inputs[0]))]
     for feed in feeds:
         fw, w, has = _forecast_input(scaling, grid, f"{FORECAST_INPUT}_{feed}")
         inputs.append(fw)
-        answers.append(apply_head(net, x, base, w, has))
+        answers.append(spread(x, apply_head(net, x, base, w, has), w, has))
     outs = []
     for i, ys in enumerate(answers):
-        head = ForecastToPhysical(scaling, grid["mask"], bounds, name=f"soil_moisture_{i}")
+        head = ForecastToPhysical(scaling, grid["mask"], bounds, len(levels_of(grid)), name=f"soil_moisture_{i}")
         outs.append(head([ys, inputs[1]]) if scaling["target_kind"] == "increment" else head(ys))
     return keras.Model(inputs, outs, name=f"soilcast_{name}_feeds")
+
+
+def _spread(net: keras.Model, grid: dict[str, Any]) -> Any:
+    """(x, median, w, has) -> the network's quantile head applied (identity for a point model)."""
+    from soilcast.ml.models.quantile_head import apply_quantiles
+
+    if len(levels_of(grid)) == 1:
+        return lambda x, median, w, has: median
+    return lambda x, median, w, has: apply_quantiles(net, x, median, w, has)
 
 
 @keras.saving.register_keras_serializable(package=PKG)
@@ -260,14 +288,17 @@ class KerasForecaster:
         from soilcast.forecasting import InputForecaster, single_input
 
         model = physical_model(cfg, run, name)
-        leads = tuple(json.loads(run.grid.read_text())["leads"])
-        self.name, self.leads = name, leads
+        grid = json.loads(run.grid.read_text())
+        self.name, self.leads, self.levels = name, tuple(grid["leads"]), levels_of(grid)
         self._inner = InputForecaster(
-            name, leads, lambda x: np.asarray(model.predict_on_batch(single_input(x))),
-            cfg.window.seq_len, cfg.window.antecedent_soil_moisture, cfg.training.batch_size)
+            name, self.leads, lambda x: np.asarray(model.predict_on_batch(single_input(x))),
+            cfg.window.seq_len, cfg.window.antecedent_soil_moisture, cfg.training.batch_size, levels=self.levels)
 
     def forecast(self, block: Any, ends: np.ndarray) -> np.ndarray:
         return self._inner.forecast(block, ends)
+
+    def forecast_quantiles(self, block: Any, ends: np.ndarray) -> np.ndarray:
+        return self._inner.forecast_quantiles(block, ends)
 
 
 class FeedGroup:
@@ -279,7 +310,7 @@ class FeedGroup:
     def __init__(self, cfg: Config, run: RunDir, name: str, sources: dict[str, Any]) -> None:
         grid = json.loads(run.grid.read_text())
         self.cfg, self.name, self.sources = cfg, name, dict(sources)
-        self.leads = tuple(grid["leads"])
+        self.leads, self.levels = tuple(grid["leads"]), levels_of(grid)
         self.model = wrap_physical_feeds(load_network(run, name), Scaler.load(run.scaling).to_dict(), grid,
                                          list(cfg.target.physical_range), name, list(self.sources))
         self._last: tuple[Any, dict[str, np.ndarray]] | None = None
@@ -290,9 +321,10 @@ class FeedGroup:
         return {scored_name(self.name, feed): _Fed(self, feed) for feed in ("past", *self.sources)}
 
     def forecast(self, block: Any, ends: np.ndarray) -> dict[str, np.ndarray]:
-        """{feed: [N, K, H, W]} for the windows ending at ``ends`` (NaN outside the mask)."""
+        """{feed: [N, K, Q, H, W]} for the windows ending at ``ends`` (NaN outside the mask;
+        Q = 1 for a point model)."""
         from soilcast.contract import FORECAST_INPUT
-        from soilcast.forecasting import masked_forecast, request_batches
+        from soilcast.forecasting import masked_quantiles, request_batches
 
         ends = np.asarray(ends, np.int64)
         key = (id(block), ends.tobytes())
@@ -302,8 +334,9 @@ class FeedGroup:
         weather = {f"{FORECAST_INPUT}_{f}": src for f, src in self.sources.items()}
         parts = [[np.asarray(y) for y in self.model.predict_on_batch(x)] for x in request_batches(
             block, ends, cfg.window.seq_len, cfg.window.antecedent_soil_moisture, cfg.training.batch_size, weather)]
-        out = {feed: masked_forecast(f"{self.name} ({feed})", np.concatenate([p[j] for p in parts]), len(ends),
-                                     self.leads, block.mask) for j, feed in enumerate(feeds)}
+        Q = len(self.levels)
+        out = {feed: masked_quantiles(f"{self.name} ({feed})", _with_level_axis(np.concatenate([p[j] for p in parts]), Q),
+                                      len(ends), self.leads, self.levels, block.mask) for j, feed in enumerate(feeds)}
         self._last = (key, out)
         return out
 
@@ -325,8 +358,20 @@ class _Fed:
     def leads(self) -> tuple[int, ...]:
         return self.group.leads
 
+    @property
+    def levels(self) -> tuple[float, ...]:
+        return self.group.levels
+
     def forecast(self, block: Any, ends: np.ndarray) -> np.ndarray:
+        return self.forecast_quantiles(block, ends)[:, :, self.levels.index(0.5)]
+
+    def forecast_quantiles(self, block: Any, ends: np.ndarray) -> np.ndarray:
         return self.group.forecast(block, ends)[self.feed]
+
+
+def _with_level_axis(y: np.ndarray, n_levels: int) -> np.ndarray:
+    """[N, K, H, W] of a point model -> [N, K, 1, H, W]; quantiles unchanged."""
+    return y[:, :, None] if n_levels == 1 else y
 
 
 @dataclass(frozen=True)
@@ -344,6 +389,8 @@ class Forecasts:
     lon: np.ndarray
     basin_id: np.ndarray  # [H, W] int32, 0 outside
     model: str = ""
+    quantiles: np.ndarray | None = None  # [N, K, Q, H, W] of a probabilistic forecaster
+    levels: tuple[float, ...] = ()  # its quantile levels (() for a point forecast)
 
     def valid_time(self, k: int) -> pd.DatetimeIndex:
         """Valid dates of lead index ``k``."""
@@ -351,8 +398,10 @@ class Forecasts:
 
     def at_lead(self, k: int) -> "LeadForecasts":
         """The [N, H, W] view of lead index ``k`` (what per-lead scores and maps read)."""
+        q = None if self.quantiles is None else self.quantiles[:, k]
         return LeadForecasts(self.pred[:, k], self.obs[:, k], self.valid_time(k), self.init_time,
-                             int(self.leads[k]), self.mask, self.lat, self.lon, self.basin_id, self.model)
+                             int(self.leads[k]), self.mask, self.lat, self.lon, self.basin_id, self.model,
+                             q, self.levels)
 
 
 @dataclass(frozen=True)
@@ -369,21 +418,27 @@ class LeadForecasts:
     lon: np.ndarray
     basin_id: np.ndarray
     model: str = ""
+    quantiles: np.ndarray | None = None  # [N, Q, H, W]
+    levels: tuple[float, ...] = ()
 
 
 def split_forecasts(cfg: Config, tensors: Any, forecasters: dict[str, Any], split: SplitName) -> dict[str, Forecasts]:
     """Every forecaster on every window of ``split`` of the open store ``tensors``: the
     split's days are loaded once, and all forecasters share the same windows, so their
     scores are comparable."""
-    from soilcast.forecasting import observations
+    from soilcast.forecasting import observations, quantile_forecast
 
     block, ends = load_split_block(cfg, tensors, split)
     leads = tuple(cfg.window.leads)
     obs = observations(block, ends, leads)
     init = block.time[ends]
-    return {name: Forecasts(pred=f.forecast(block, ends), obs=obs, init_time=init, leads=leads, mask=block.mask,
-                            lat=block.lat, lon=block.lon, basin_id=block.basin_id, model=name)
-            for name, f in forecasters.items()}
+    out = {}
+    for name, f in forecasters.items():
+        q = quantile_forecast(f, block, ends)
+        out[name] = Forecasts(pred=f.forecast(block, ends), obs=obs, init_time=init, leads=leads, mask=block.mask,
+                              lat=block.lat, lon=block.lon, basin_id=block.basin_id, model=name, quantiles=q,
+                              levels=() if q is None else tuple(f.levels))
+    return out
 
 
 def predict_split(cfg: Config, store: Path, name: str, split: SplitName = "test",

@@ -43,7 +43,7 @@ from soilcast.ml.checkpoint import (
     restore_model,
 )
 from soilcast.ml.distribute import get_distribution
-from soilcast.ml.losses import MaskedMSE, forecast_mse, masked_sums
+from soilcast.ml.losses import ForecastMSE, masked_sums, median_channels, training_loss
 from soilcast.ml.models import registry
 from soilcast.ml.models.references import Reference, references
 from soilcast.ml.models.registry import build_model
@@ -91,6 +91,7 @@ def run_fingerprint(cfg: Config, name: str, t: Tensors) -> str:
     parts["variables"] = [v.science_dict() for v in cfg.variables]  # a new colour map retrains nothing
     parts["target"] = cfg.target.science_dict()
     parts["model"] = {"name": name, **d["models"][name]}
+    parts["forecast"] = d["forecast"]  # quantile levels and the head that spreads the median
     if cfg.window.uses_forecast_weather:  # how the lead days' weather is read and made
         parts["forecast_weather"] = {k: d[k] for k in ("forecast_head", "forecast_error")}
         if cfg.sources.forecast is not None and cfg.sources.forecast.train_on_archive:
@@ -103,9 +104,10 @@ def run_fingerprint(cfg: Config, name: str, t: Tensors) -> str:
 class FullGridValidation(keras.callbacks.Callback):
     """Copy weights into the full-grid twin and put exact val metrics into the epoch logs."""
 
-    def __init__(self, twin: keras.Model, val: WindowDataset, history: list[dict[str, float]]):
+    def __init__(self, twin: keras.Model, val: WindowDataset, history: list[dict[str, float]],
+                 levels: list[float]):
         super().__init__()
-        self.twin, self.val, self.history = twin, val, history
+        self.twin, self.val, self.history, self.levels = twin, val, history, levels
         self._t0 = 0.0
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
@@ -114,7 +116,7 @@ class FullGridValidation(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         logs = logs if logs is not None else {}
         self.twin.set_weights(self.model.get_weights())
-        scores = score_network(self.twin, self.val)
+        scores = score_network(self.twin, self.val, self.levels)
         logs["val_loss"], logs["val_forecast_mse"] = scores["window_mse"], scores["forecast_mse"]
         lr = float(keras.ops.convert_to_numpy(self.model.optimizer._get_current_learning_rate()))
         row = {"epoch": epoch + 1, "learning_rate": lr, "seconds": time.perf_counter() - self._t0}
@@ -122,13 +124,13 @@ class FullGridValidation(keras.callbacks.Callback):
         self.history.append(row)
 
 
-def score_network(model: keras.Model, ds: WindowDataset) -> dict[str, float]:
-    """Exact masked MSE (scaled space, mean over leads) over every window of ``ds``: the
-    whole window and the forecast step."""
+def score_network(model: keras.Model, ds: WindowDataset, levels: list[float]) -> dict[str, float]:
+    """Exact masked MSE of the median (scaled space, mean over leads) over every window of
+    ``ds``: the whole window and the forecast step."""
     acc = np.zeros(4)
     for i in range(len(ds)):
         x, y = ds[i]
-        pred = np.asarray(model.predict_on_batch(x))
+        pred = median_channels(np.asarray(model.predict_on_batch(x)), levels)
         acc += [*masked_sums(y[..., :-1], pred, y[..., -1:]),
                 *masked_sums(y[:, -1:, ..., :-1], pred[:, -1:], y[:, -1:, ..., -1:])]
     return {"window_mse": acc[0] / max(acc[1], 1.0), "forecast_mse": acc[2] / max(acc[3], 1.0)}
@@ -176,8 +178,8 @@ def learning_rate_schedule(cfg: Config, steps_per_epoch: int) -> keras.optimizer
 def _compile(model: keras.Model, cfg: Config, steps_per_epoch: int) -> None:
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=learning_rate_schedule(cfg, steps_per_epoch)),
-        loss=MaskedMSE(),
-        metrics=[forecast_mse],
+        loss=training_loss(cfg.forecast.quantiles),
+        metrics=[ForecastMSE(cfg.forecast.quantiles)],
     )
 
 
@@ -259,7 +261,7 @@ def _train(cfg, name, store: Path, dist, final_dir: Path, out: Path, resume, ver
 
     best_cb = BestWeights(SELECT_ON)
     ckpt = EpochCheckpoint(ckpt_dir, ckpt_fp, best_cb, state, history, write=dist.is_chief)
-    cbs = [FullGridValidation(twin, val_ds, history), best_cb, ckpt, *extra]
+    cbs = [FullGridValidation(twin, val_ds, history, cfg.forecast.quantiles), best_cb, ckpt, *extra]
 
     t0 = time.perf_counter()
     if initial_epoch < cfg.training.epochs:
@@ -274,7 +276,7 @@ def _train(cfg, name, store: Path, dist, final_dir: Path, out: Path, resume, ver
         ckpt.save(len(history), complete=True)
 
     twin.set_weights(model.get_weights())
-    best = score_network(twin, val_ds)
+    best = score_network(twin, val_ds, cfg.forecast.quantiles)
     refs = score_references(cfg, t, data, scaler, val_ends)
     epochs_run = len(history) - initial_epoch
     record = TrainRecord.from_json({
@@ -334,6 +336,7 @@ def grid_info(cfg: Config, name: str, t: Tensors) -> dict[str, Any]:
         "leads": list(cfg.window.leads),
         "antecedent_soil_moisture": cfg.window.antecedent_soil_moisture,
         "forecast_weather": cfg.window.forecast_weather,
+        "quantile_levels": list(cfg.forecast.quantiles),
     }
 
 

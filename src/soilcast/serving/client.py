@@ -22,6 +22,7 @@ from soilcast.contract import (
     LEADS,
     OUTPUT,
     PRODUCTS_SIGNATURE,
+    QUANTILE_LEVELS,
     SIGNATURE,
     VALID_DOY,
     WEATHER_PRODUCTS_SIGNATURE,
@@ -125,6 +126,18 @@ class SoilcastClient:
         asks the server only when ``metadata()`` was not called yet."""
         return leads_of(self._metadata if self._metadata is not None else self.metadata())
 
+    def quantile_levels(self) -> tuple[float, ...]:
+        """The levels of the served version's ``quantiles`` axis (metadata ``quantile_levels``;
+        () for a point model); asks the server only when ``metadata()`` was not called yet."""
+        meta = self._metadata if self._metadata is not None else self.metadata()
+        return tuple(float(t) for t in meta.get(QUANTILE_LEVELS) or ())
+
+    def probabilistic(self) -> bool:
+        """Whether the served version's ``forecast_products`` answer ``quantiles`` and
+        ``drought_probability`` (more quantile levels than the median, and the products)."""
+        meta = self._metadata if self._metadata is not None else self.metadata()
+        return len(self.quantile_levels()) > 1 and bool(meta.get("products"))
+
     def predict_products(self, meteo: np.ndarray, valid_day_of_year: Any, outputs: tuple[str, ...] = (),
                          forecast_meteo: np.ndarray | None = None, **extra: np.ndarray) -> dict[str, np.ndarray]:
         """``forecast_products`` for ``meteo`` [batch, L, H, W, C] and each lead's valid day
@@ -133,7 +146,10 @@ class SoilcastClient:
         (``outputs``: a filter). ``valid_day_of_year`` goes out in the shape the served version
         takes: [batch, K] when its metadata has ``leads`` (outputs then carry K), [batch] for
         an export from before the lead axis; anything else is refused here, naming both.
-        With ``forecast_meteo`` [batch, K, H, W, C]: ``forecast_products_with_weather``."""
+        With ``forecast_meteo`` [batch, K, H, W, C]: ``forecast_products_with_weather``.
+        A probabilistic version (:meth:`probabilistic`) also answers ``quantiles`` [batch, K,
+        Q, H, W] (levels :meth:`quantile_levels`, ordered along Q) and ``drought_probability``
+        [batch, K, n_basins] (0-1, columns in the metadata's ``basins`` order)."""
         req = self.predict_request(meteo, forecast_meteo, **extra)
         req.model_spec.signature_name = PRODUCTS_SIGNATURE if forecast_meteo is None else WEATHER_PRODUCTS_SIGNATURE
         doy = self._valid_days(np.asarray(valid_day_of_year, np.int32), int(np.shape(meteo)[0]))

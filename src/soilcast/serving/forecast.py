@@ -31,6 +31,18 @@ forecast, ``centre=...; model=...; run=YYYY-MM-DDTHH:MMZ; file=...`` or
 :data:`PAST_WEATHER_ONLY`: the NetCDF's global attribute and the GeoTIFF's tag
 ``source_forecast``, the CSV's last column ``source_forecast`` (a column, not a comment line,
 so ``pandas.read_csv`` reads the file as it is) and the figure's title.
+
+A PROBABILISTIC served version (metadata ``quantile_levels`` beyond the median) also answers
+``quantiles`` [K, Q, H, W] and ``drought_probability`` [K, n_basins] in its products; then the
+NetCDF gets ``soil_moisture_quantiles(lead_time, quantile, lat, lon)``, the basin CSV (and the
+printed table) the column ``p_d1_or_worse`` (the served chance that the basin is at or below
+the valid day's training-years 20th percentile, "D1 or worse", as an expected share of its
+area), and two more pictures are written: ``fan_chart.png`` (each basin's median and 50 % /
+90 % bands over the coming days against its climatological range) and
+``drought_probability.png`` (a map per lead of each cell's P(D1 or worse), read from the
+served quantiles through :func:`soilcast.quantiles.quantile_cdf` at the cell's 20th
+percentile, :func:`soilcast.export.products.d1_threshold` of tables fitted on the store's
+training years exactly as the exporter fits them). A point version's products are as before.
 """
 
 from __future__ import annotations
@@ -48,10 +60,14 @@ from soilcast.contract import (
     ANOMALY,
     ANTECEDENT,
     BASIN_MEAN,
+    D1_OR_WORSE_PERCENTILE,
     DROUGHT_CLASS,
+    DROUGHT_PROBABILITY,
     INPUT,
     OUTPUT,
     PERCENTILE,
+    QUANTILE_LEVELS,
+    QUANTILES,
     SIGNATURE,
     WEATHER_SIGNATURE,
     calendar_bin,
@@ -66,6 +82,10 @@ SUFFIXES = {".nc": "netcdf", ".tif": "geotiff", ".tiff": "geotiff", ".csv": "csv
 STANDARD_NAME = "volume_fraction_of_condensed_water_in_soil"  # CF name; m3 m-3 is dimensionless
 CSV_COLUMNS = ["basin_id", "basin", "init_date", "lead_days", "valid_date", "soil_moisture", "climatology",
                "anomaly", "percentile", "drought_class"]
+P_D1 = "p_d1_or_worse"  # the CSV column of a probabilistic version: served drought_probability, 0-1
+FAN_CHART = "fan_chart"  # .png outputs named so (stem) are the fan chart ...
+DROUGHT_MAP = "drought_probability"  # ... and the map of P(D1 or worse)
+PICTURES = {FAN_CHART: "fan", DROUGHT_MAP: "drought_map"}  # stem -> output kind (probabilistic only)
 DROUGHT_FLAGS = "none D0_abnormally_dry D1_moderate D2_severe D3_extreme D4_exceptional"
 CLIMATE_QUANTILES = (0.1, 0.9)  # the basin panel's shaded climatological range
 PAST_WEATHER_ONLY = "none (past weather only)"  # source_forecast of a forecast sent without a run
@@ -198,7 +218,9 @@ def lead_forecast(client: Any, meta: dict[str, Any], window: dict[str, np.ndarra
     """(forecast [K, H, W], the served products of the single window per lead or None for a
     version without ``forecast_products``). A version from before the lead axis answers the
     products without K; they get a lead axis of length 1 here so callers see one shape.
-    ``forecast_meteo`` [1, K, H, W, C]: sent to the weather signatures."""
+    ``forecast_meteo`` [1, K, H, W, C]: sent to the weather signatures. A probabilistic
+    version's products also hold ``quantiles`` [K, Q, H, W] and ``drought_probability``
+    [K, n_basins], and ``levels`` (its metadata's ``quantile_levels``)."""
     window = dict(window)
     meteo = window.pop(INPUT)
     if not meta.get("products"):
@@ -209,7 +231,14 @@ def lead_forecast(client: Any, meta: dict[str, Any], window: dict[str, np.ndarra
     if out[OUTPUT].ndim == 2:  # [H, W]: an export from before the lead axis
         out = {k: v[None] for k, v in out.items()}
     out["basins"] = [int(b["id"]) for b in meta["products"]["basins"]]
+    if QUANTILES in out:
+        out["levels"] = tuple(float(t) for t in meta[QUANTILE_LEVELS])
     return out.pop(OUTPUT), out
+
+
+def is_probabilistic(served: dict[str, Any] | None) -> bool:
+    """Whether the served products carry quantiles (a probabilistic version)."""
+    return served is not None and QUANTILES in served
 
 
 def forecast_dataset(y: np.ndarray, tensors: Tensors, init: dt.date, leads: list[int],
@@ -275,6 +304,19 @@ def add_served_products(ds: Any, served: dict[str, Any]) -> None:
         "flag_meanings": DROUGHT_FLAGS, **grid})
 
 
+def add_quantiles(ds: Any, q: np.ndarray, levels: tuple[float, ...]) -> None:
+    """``soil_moisture_quantiles(lead_time, quantile, lat, lon)`` (m3 m-3, ordered along
+    ``quantile``) and its CF coordinate variable ``quantile`` (the levels, units 1)."""
+    ds.coords["quantile"] = ("quantile", np.asarray(levels, np.float64), {
+        "long_name": "quantile level", "units": "1"})
+    ds.coords["quantile"].encoding["_FillValue"] = None
+    ds["soil_moisture_quantiles"] = (("lead_time", "quantile", "lat", "lon"), np.asarray(q, np.float32), {
+        "standard_name": STANDARD_NAME, "units": "m3 m-3", "grid_mapping": "crs",
+        "long_name": "forecast quantiles of volumetric surface soil moisture (0-7 cm): the value at or below "
+                     "which soil moisture lies with probability 'quantile'"})
+    ds["soil_moisture_quantiles"].encoding["_FillValue"] = np.float32(np.nan)
+
+
 def crs_variable() -> Any:
     """The CF grid-mapping variable (WGS 84 latitude/longitude) the data variables point to."""
     import xarray as xr
@@ -310,12 +352,16 @@ def basin_table(y: np.ndarray, tensors: Tensors, init: dt.date, leads: list[int]
     weighted mean of the served anomaly (climatology = their difference) and the percentile
     the weighted mean of the served percentile; the basin's drought class is the class of
     that percentile (:func:`soilcast.contract.drought_class`, the graph's own thresholds), so
-    table and class agree. Without them percentile and class are empty."""
+    table and class agree. Without them percentile and class are empty. A probabilistic
+    version's served ``drought_probability`` adds the column :data:`P_D1`."""
     names = {str(k): v for k, v in dict(tensors.attrs.get("basin_names", {})).items()}
     weights = basin_weights(tensors)
-    served_mean = {}
+    served_mean, served_p = {}, {}
     if served is not None:
         served_mean = {int(b): np.asarray(served[BASIN_MEAN], np.float64)[:, i] for i, b in enumerate(served["basins"])}
+    if is_probabilistic(served):
+        served_p = {int(b): np.asarray(served[DROUGHT_PROBABILITY], np.float64)[:, i]
+                    for i, b in enumerate(served["basins"])}
     rows = []
     for k, (lead, valid) in enumerate(zip(leads, valid_dates(init, leads))):
         for bid, w in weights.items():
@@ -331,7 +377,9 @@ def basin_table(y: np.ndarray, tensors: Tensors, init: dt.date, leads: list[int]
                          "lead_days": int(lead), "valid_date": str(valid), "soil_moisture": sm,
                          "climatology": clim_k, "anomaly": anomaly, "percentile": pct,
                          "drought_class": int(drought_class(pct)) if np.isfinite(pct) else None})
-    table = pd.DataFrame(rows, columns=CSV_COLUMNS)
+            if served_p:
+                rows[-1][P_D1] = float(served_p[bid][k]) if bid in served_p else float("nan")
+    table = pd.DataFrame(rows, columns=CSV_COLUMNS + ([P_D1] if served_p else []))
     table["drought_class"] = table["drought_class"].astype("Int64")  # empty, not NaN, without products
     return table
 
@@ -344,12 +392,15 @@ def _class_label(value: Any) -> str:
 
 def format_table(table: pd.DataFrame) -> str:
     """The basin table as printed by the CLI: one block per lead (m3 m-3 to 4 decimals,
-    percentile to 1, drought class as D0-D4 / none; n/a where unknown)."""
+    percentile to 1, drought class as D0-D4 / none; n/a where unknown; a probabilistic
+    version's P(D1 or worse) to 2 decimals)."""
     blocks = []
     for (lead, valid), rows in table.groupby(["lead_days", "valid_date"], sort=True):
         shown = rows[["basin_id", "basin", "soil_moisture", "climatology", "anomaly", "percentile"]].copy()
         shown["percentile"] = shown["percentile"].map(lambda v: "n/a" if pd.isna(v) else f"{v:.1f}")
         shown["drought_class"] = rows["drought_class"].map(_class_label)
+        if P_D1 in rows:
+            shown[P_D1] = rows[P_D1].map(lambda v: "n/a" if pd.isna(v) else f"{v:.2f}")
         text = shown.to_string(index=False, na_rep="n/a", float_format=lambda v: f"{v:.4f}")
         blocks.append(f"lead {lead} day(s), valid {valid}:\n{text}")
     return "\n\n".join(blocks)
@@ -403,7 +454,7 @@ def plot_forecast(ds: Any, table: pd.DataFrame, climate: np.ndarray | None, basi
     fig = plt.figure(figsize=(max(2.2 * n + 1.0, 7.5), 6.6), layout="constrained")
     top, bottom = fig.subfigures(2, 1, height_ratios=[1.0, 1.15])
     axes = np.atleast_1d(top.subplots(1, n, sharex=True, sharey=True))
-    mesh = _draw_maps(axes, ds, basin_id, basins_file, cmap)
+    mesh = _draw_maps(axes, ds, ds["soil_moisture"].values, basin_id, basins_file, cmap)
     top.colorbar(mesh, ax=list(axes), label="soil moisture (m³ m⁻³)", shrink=0.9)
     init = pd.Timestamp(ds["forecast_reference_time"].values).date()
     top.suptitle(f"soilcast forecast, init {init} (source: {ds.attrs.get('source', '')})\n"
@@ -414,11 +465,13 @@ def plot_forecast(ds: Any, table: pd.DataFrame, climate: np.ndarray | None, basi
     plt.close(fig)
 
 
-def _draw_maps(axes: np.ndarray, ds: Any, basin_id: np.ndarray, basins_file: Path | None, cmap: str) -> Any:
-    """One map per lead, shared colour limits; returns the last mesh for the colour bar."""
-    lat, lon, sm = ds["lat"].values, ds["lon"].values, ds["soil_moisture"].values
+def _draw_maps(axes: np.ndarray, ds: Any, sm: np.ndarray, basin_id: np.ndarray, basins_file: Path | None,
+               cmap: str, limits: tuple[float, float] | None = None) -> Any:
+    """One map of ``sm`` [K, H, W] per lead, shared colour limits (``limits``, default the
+    data's range); returns the last mesh for the colour bar."""
+    lat, lon = ds["lat"].values, ds["lon"].values
     finite = sm[np.isfinite(sm)]
-    vmin, vmax = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    vmin, vmax = limits or ((float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0))
     outlines = None
     if basins_file is not None and Path(basins_file).is_file():
         import geopandas as gpd
@@ -466,6 +519,124 @@ def _draw_basins(ax: Any, table: pd.DataFrame, climate: np.ndarray | None) -> No
     ax.grid(alpha=0.3)
     ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
     ax.xaxis.set_major_formatter(mdates.DateFormatter("%d %b"))
+
+
+def basin_quantiles(q: np.ndarray, tensors: Tensors) -> dict[int, np.ndarray]:
+    """Basin id -> [K, Q]: the cos(latitude) area-weighted basin mean of each quantile field
+    ``q`` [K, Q, H, W] (the fan chart's lines; the mean of a quantile field, not the quantile
+    of the basin mean, which would need the cells' joint distribution)."""
+    out = {}
+    for bid, w in basin_weights(tensors).items():
+        out[bid] = np.array([[weighted_mean(np.asarray(q[k, j], np.float64), w) for j in range(q.shape[1])]
+                             for k in range(q.shape[0])])
+    return out
+
+
+def plot_fan_chart(table: pd.DataFrame, fans: dict[int, np.ndarray], levels: tuple[float, ...],
+                   climate: np.ndarray | None, path: Path, title: str) -> None:
+    """A panel per basin over the coming lead days: the median (line), the 50 % and 90 %
+    central bands of ``fans`` (basin id -> [K, Q], :func:`basin_quantiles`) where the levels
+    hold them (:func:`soilcast.quantiles.interval_pairs`), and behind them the climatological
+    10-90 % range of the basin mean (``climate`` [n_basins, K, 2], grey; omitted when None)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.dates as mdates
+    import matplotlib.pyplot as plt
+
+    from soilcast.io.atomic import atomic_path
+    from soilcast.quantiles import interval_pairs, median_index
+
+    pairs = interval_pairs(levels)
+    mid = median_index(levels)
+    ids = sorted(fans)
+    cols = min(len(ids), 3)
+    rows_n = -(-len(ids) // cols)
+    fig, axes = plt.subplots(rows_n, cols, figsize=(4.2 * cols + 0.5, 3.3 * rows_n + 0.8), sharey=True,
+                             squeeze=False, layout="constrained")
+    colour = "tab:blue"
+    for i, bid in enumerate(ids):
+        ax = axes.flat[i]
+        rows = table[table["basin_id"] == bid].sort_values("lead_days")
+        x = pd.to_datetime(rows["valid_date"]).to_numpy()
+        fan = fans[bid]
+
+        def band(lo: np.ndarray, hi: np.ndarray, **kw: Any) -> None:
+            if len(x) > 1:
+                ax.fill_between(x, lo, hi, linewidth=0, **kw)
+            else:  # one lead: the band as a bar
+                ax.vlines(x, lo, hi, linewidth=12, **kw)
+
+        if climate is not None:
+            band(climate[i, :, 0], climate[i, :, 1], color="0.8", alpha=0.7, label="climate 10-90 %")
+        for cov, alpha in ((0.9, 0.25), (0.5, 0.5)):
+            if cov in pairs:
+                lo, hi = pairs[cov]
+                band(fan[:, lo], fan[:, hi], color=colour, alpha=alpha, label=f"{cov:.0%} band")
+        ax.plot(x, fan[:, mid], color=colour, marker="o", linewidth=2, label="median")
+        ax.set_title(str(rows["basin"].iloc[0]) if len(rows) else f"basin {bid}", fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.xaxis.set_major_formatter(mdates.DateFormatter("%d %b"))
+        ax.tick_params(labelsize=8)
+        ax.tick_params(axis="x", rotation=45)
+    for ax in axes.flat[len(ids):]:
+        ax.set_visible(False)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("basin mean soil moisture (m³ m⁻³)", fontsize=9)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=len(labels), fontsize=8, frameon=False)
+    fig.suptitle(title, fontsize=10)
+    with atomic_path(Path(path)) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+def d1_thresholds(cfg: Any, tensors: Tensors, valid: list[dt.date]) -> np.ndarray | None:
+    """[K, H, W] each cell's soil moisture at the D1-or-worse percentile (20 %) of the
+    training-years distribution of each valid day, from tables fitted on the store's training
+    years exactly as the exporter fits the served ones (:func:`soilcast.export.products.
+    product_tables`, :func:`~soilcast.export.products.d1_threshold`). None when the store
+    holds no training year."""
+    from soilcast.export.products import d1_threshold, product_tables
+
+    try:
+        tables = product_tables(cfg, tensors)
+    except ValueError:
+        return None
+    doy = calendar_bin(pd.DatetimeIndex([pd.Timestamp(d) for d in valid]))
+    return np.asarray(d1_threshold(tables, doy), np.float64)
+
+
+def cell_drought_probability(q: np.ndarray, levels: tuple[float, ...], threshold: np.ndarray) -> np.ndarray:
+    """[K, H, W] P(soil moisture <= ``threshold``) of each cell under the quantile forecast
+    ``q`` [K, Q, H, W] (:func:`soilcast.quantiles.quantile_cdf`, the distribution the served
+    ``drought_probability`` averages over a basin); NaN where a quantile or the threshold is."""
+    from soilcast.quantiles import quantile_cdf
+
+    p = quantile_cdf(np.asarray(q, np.float64), levels, np.asarray(threshold, np.float64), axis=1)
+    return np.clip(p, 0.0, 1.0)
+
+
+def plot_drought_probability(ds: Any, prob: np.ndarray, basin_id: np.ndarray, path: Path,
+                             basins_file: Path | None, title: str) -> None:
+    """A map per lead of P(D1 or worse) ``prob`` [K, H, W] on the fixed scale 0-1, with basin
+    outlines (from the basins file when it exists)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from soilcast.io.atomic import atomic_path
+
+    n = prob.shape[0]
+    fig = plt.figure(figsize=(max(2.2 * n + 1.0, 7.5), 3.6), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, n, sharex=True, sharey=True))
+    mesh = _draw_maps(axes, ds, prob, basin_id, basins_file, "YlOrRd", (0.0, 1.0))
+    fig.colorbar(mesh, ax=list(axes), label="P(D1 or worse)", shrink=0.9)
+    fig.suptitle(title, fontsize=10)
+    with atomic_path(Path(path)) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
 
 
 def write_netcdf(ds: Any, path: Path) -> None:
@@ -520,13 +691,25 @@ def write_csv(table: pd.DataFrame, path: Path, source_forecast: str = PAST_WEATH
     column keeps the file a plain table for ``pandas.read_csv``, where a comment would not)."""
     from soilcast.io.atomic import atomic_write_text
 
-    frame = table[CSV_COLUMNS].assign(source_forecast=source_forecast)
+    frame = table[CSV_COLUMNS + ([P_D1] if P_D1 in table else [])].assign(source_forecast=source_forecast)
     atomic_write_text(Path(path), frame.to_csv(index=False, float_format="%.6f"))
 
 
-def default_outputs(out_dir: Path) -> list[Path]:
-    """All four products in ``out_dir``: NetCDF, GeoTIFF, basin CSV and figure."""
-    return [Path(out_dir) / f"forecast{suffix}" for suffix in (".nc", ".tif", ".csv", ".png")]
+def default_outputs(out_dir: Path, probabilistic: bool = False) -> list[Path]:
+    """All products in ``out_dir``: NetCDF, GeoTIFF, basin CSV and figure, and for a
+    probabilistic version the fan chart and the drought-probability map."""
+    files = [Path(out_dir) / f"forecast{suffix}" for suffix in (".nc", ".tif", ".csv", ".png")]
+    return files + ([Path(out_dir) / f"{stem}.png" for stem in PICTURES] if probabilistic else [])
+
+
+def output_kind(path: Path) -> str:
+    """What a path asks for: by suffix, and among .png files by name (``fan_chart.png``,
+    ``drought_probability.png``, or any stem ending so, are the probabilistic pictures)."""
+    path = Path(path)
+    kind = SUFFIXES[path.suffix.lower()]
+    if kind == "map":
+        return next((k for stem, k in PICTURES.items() if path.stem.lower().endswith(stem)), kind)
+    return kind
 
 
 def check_outputs(outputs: list[Path] | None) -> None:
@@ -539,8 +722,9 @@ def run_forecast(cfg: Any, layout: Any, server: str, date: str | dt.date, output
                  root_certificates: bytes | None = None, weather: Path | None = None) -> dict[str, Any]:
     """Forecast every served lead from ``date`` (a day in ``layout.tensors`` or ``latest``)
     via the server and write the products: ``outputs`` by suffix (.nc, .tif/.tiff, .csv,
-    .png), or all four under ``<layout.forecasts_dir>/<init>/`` when none are given.
-    ``weather``: a forecast run file or folder; its run of the init day is sent too."""
+    .png; :func:`output_kind`), or all of them (:func:`default_outputs`) under
+    ``<layout.forecasts_dir>/<init>/`` when none are given. ``weather``: a forecast run file
+    or folder; its run of the init day is sent too."""
     from soilcast.data.store import open_tensors
     from soilcast.serving.client import SoilcastClient
 
@@ -551,33 +735,68 @@ def run_forecast(cfg: Any, layout: Any, server: str, date: str | dt.date, output
                         max_message_bytes=cfg.serving.max_message_mb << 20) as client:
         meta = client.metadata()
         check_compatible(meta, tensors)
+        check_pictures(outputs, meta)
         window = input_window(tensors, init, int(meta["seq_len"]), bool(meta.get(ANTECEDENT)))
         leads = leads_of(meta)
         valid = valid_dates(init, leads)
         fed = lead_weather(cfg, meta, weather, init, client.accepts_weather())
         y, served = lead_forecast(client, meta, window, valid, fed.values)
         version = client.last_version
+    probabilistic = is_probabilistic(served)
+    model = str(meta.get("model", ""))
     # the served anomaly defines the climatology the server used; older versions: the client's
     clim = (y - served[ANOMALY]) if served is not None else climatology_of(cfg, tensors, valid)
-    ds = forecast_dataset(y, tensors, init, leads, version, str(meta.get("model", "")), clim, fed.source)
+    ds = forecast_dataset(y, tensors, init, leads, version, model, clim, fed.source)
     if served is not None:
         add_served_products(ds, served)
+    if probabilistic:
+        add_quantiles(ds, served[QUANTILES], served["levels"])
     table = basin_table(y, tensors, init, leads, clim, served)
     out_dir = None if outputs else Path(layout.forecasts_dir) / str(init)
-    outputs = list(outputs) if outputs else default_outputs(out_dir)
-    for out in outputs:
-        kind = SUFFIXES[Path(out).suffix.lower()]
+    outputs = list(outputs) if outputs else default_outputs(out_dir, probabilistic)
+    title = f"soilcast forecast, init {init}, model {model} version {version}"
+    notes = []
+    for out in list(outputs):
+        kind = output_kind(out)
         if kind == "netcdf":
             write_netcdf(ds, out)
         elif kind == "geotiff":
             write_geotiff(ds, out)
         elif kind == "csv":
             write_csv(table, out, fed.source)
+        elif kind == "fan":
+            plot_fan_chart(table, basin_quantiles(served[QUANTILES], tensors), served["levels"],
+                           basin_climate_range(cfg, tensors, valid), out,
+                           f"{title}: basin means, median with 50 % and 90 % bands\n"
+                           f"weather forecast: {fed.source}")
+        elif kind == "drought_map":
+            threshold = d1_thresholds(cfg, tensors, valid)
+            if threshold is None:
+                outputs.remove(out)
+                notes.append(f"{Path(out).name} not written: the store holds no training year "
+                             f"{list(cfg.split.train_years)} to take the 20th percentiles from")
+                continue
+            plot_drought_probability(ds, cell_drought_probability(served[QUANTILES], served["levels"], threshold),
+                                     tensors.basin_id, out, layout.basins,
+                                     f"{title}: chance of D1 or worse (soil moisture at or below the training-"
+                                     f"years {D1_OR_WORSE_PERCENTILE:g}th percentile of the valid day)")
         else:
             plot_forecast(ds, table, basin_climate_range(cfg, tensors, valid), tensors.basin_id, out,
                           layout.basins, cfg.target.colormap)
     return {"init": str(init), "leads": leads, "valid": [str(d) for d in valid], "version": version,
-            "model": str(meta.get("model", "")), "out_dir": None if out_dir is None else str(out_dir),
+            "model": model, "out_dir": None if out_dir is None else str(out_dir),
             "source_forecast": fed.source, "weather_note": fed.note,
+            "quantile_levels": list(served["levels"]) if probabilistic else [], "notes": notes,
             "basins": json.loads(table.to_json(orient="records")),
             "table": format_table(table), "files": [str(o) for o in outputs]}
+
+
+def check_pictures(outputs: list[Path] | None, meta: dict[str, Any]) -> None:
+    """The fan chart and the drought-probability map need a probabilistic version (its
+    metadata's ``quantile_levels`` beyond the median, and its products)."""
+    asked = [str(o) for o in outputs or [] if output_kind(o) in PICTURES.values()]
+    levels = meta.get(QUANTILE_LEVELS) or []
+    if asked and not (len(levels) > 1 and meta.get("products")):
+        raise ValueError(f"outputs {asked}: the fan chart and the drought-probability map need a probabilistic "
+                         f"model, but the served {meta.get('model', '')} version {meta.get('served_version')} "
+                         f"forecasts a single value (quantile_levels {levels or 'absent'})")

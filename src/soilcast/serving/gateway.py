@@ -47,10 +47,11 @@ from soilcast.config import Config
 from soilcast.contract import (
     BASIN_MEAN,
     DROUGHT_CLASS,
+    DROUGHT_PROBABILITY,
     FORECAST_INPUT,
     OUTPUT_BY_LEAD,
-    PRODUCT_OUTPUTS,
     PRODUCTS_SIGNATURE,
+    QUANTILES,
     VALID_DOY,
     WEATHER_PRODUCTS_SIGNATURE,
     WEATHER_SIGNATURE,
@@ -220,8 +221,9 @@ def _products_signature(info: ModelInfo, signature: str = PRODUCTS_SIGNATURE) ->
     doy.dtype = types_pb2.DT_INT32
     sig.inputs[VALID_DOY].CopyFrom(doy)
     n_basins = len(info.metadata["products"].get("basins", []))
-    shapes = {BASIN_MEAN: (None, *lead, n_basins)}
-    for i, name in enumerate(PRODUCT_OUTPUTS):
+    shapes = {BASIN_MEAN: (None, *lead, n_basins), DROUGHT_PROBABILITY: (None, *lead, n_basins),
+              QUANTILES: (None, *lead, len(info.quantile_levels), *info.mask.shape)}
+    for i, name in enumerate(info.product_outputs):
         ti = _tensor_info(f"StatefulPartitionedCall:{i}", shapes.get(name, (None, *lead, *info.mask.shape)))
         if name == DROUGHT_CLASS:
             ti.dtype = types_pb2.DT_INT32
@@ -324,7 +326,7 @@ def _label(request: Any) -> str:
 
 def _check_output_filter(output_filter: Any, info: ModelInfo, products: bool = False) -> list[str]:
     """The outputs to answer with (all of the signature's when the filter is empty)."""
-    known = list(PRODUCT_OUTPUTS) if products else info.outputs
+    known = info.product_outputs if products else info.outputs
     unknown = [o for o in output_filter if o not in known]
     if unknown:
         raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, "bad_output_filter",
@@ -456,6 +458,13 @@ class Servicer(prediction_service_pb2_grpc.PredictionServiceServicer,
             for name, value in fields.items():
                 if name in resp.outputs:
                     resp.outputs[name].CopyFrom(from_ndarray(np.asarray(value, np.float32)))
+        if QUANTILES in resp.outputs:  # soil moisture too: the same guarantee
+            q, n = bound_output(to_ndarray(resp.outputs[QUANTILES]), info.mask, self.limits)
+            if n:
+                self.telemetry.clipped.inc(n)
+                log.warning("version %s served %d quantile values outside %s; clipped",
+                            info.version, n, list(self.limits.output_range))
+                resp.outputs[QUANTILES].CopyFrom(from_ndarray(np.asarray(q, np.float32)))
         return y
 
     def handle(self, method: str, request: Any, timeout: float | None,

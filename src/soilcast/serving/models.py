@@ -35,8 +35,10 @@ from soilcast.contract import (
     LEADS,
     OUTPUT,
     OUTPUT_BY_LEAD,
+    PROBABILISTIC_OUTPUTS,
     PRODUCT_OUTPUTS,
     PRODUCTS_SIGNATURE,
+    QUANTILE_LEVELS,
     SIGNATURE,
     VALID_DOY,
     WEATHER_PRODUCTS_SIGNATURE,
@@ -91,6 +93,26 @@ class ModelInfo:
     def outputs(self) -> list[str]:
         """``serving_default``'s outputs, as the version's signature has them."""
         return [OUTPUT, OUTPUT_BY_LEAD] if self.by_lead else [OUTPUT]
+
+    @property
+    def quantile_levels(self) -> tuple[float, ...]:
+        """The levels of ``forecast_products``' ``quantiles`` axis (metadata
+        ``quantile_levels``), () for a point model that names none."""
+        return tuple(float(t) for t in self.metadata.get(QUANTILE_LEVELS) or ())
+
+    @property
+    def probabilistic(self) -> bool:
+        """Whether ``forecast_products`` also answers ``quantiles`` and ``drought_probability``:
+        more levels than the median (``[0.5]`` or none is a point model) and the products
+        signature (metadata ``products``) to answer them. A version exported without products
+        serves ``serving_default`` (the median) whatever its levels."""
+        return len(self.quantile_levels) > 1 and bool(self.metadata.get("products"))
+
+    @property
+    def product_outputs(self) -> list[str]:
+        """``forecast_products``' outputs: the five products, plus the quantiles and the
+        drought probability of a probabilistic version."""
+        return [*PRODUCT_OUTPUTS, *(PROBABILISTIC_OUTPUTS if self.probabilistic else ())]
 
     @property
     def weather_input(self) -> dict[str, Any] | None:
@@ -157,6 +179,7 @@ def read_info(version_dir: Path) -> ModelInfo:
     if meta.get(ANTECEDENT):
         inputs[ANTECEDENT] = (seq_len, h, w)
     _check_weather_input(files.metadata, meta, (h, w))
+    _check_quantile_levels(files.metadata, meta)
     reference = None
     drift_path = files.drift_reference
     if drift_path.is_file():
@@ -187,6 +210,20 @@ def _check_weather_input(path: Path, meta: dict[str, Any], grid: tuple[int, int]
     if shape != want or named != (FORECAST_INPUT, "float32", leads, variables):
         raise ModelLoadError(f"{path}: weather_input {spec} does not match the version: expected "
                              f"{FORECAST_INPUT!r} float32 {want} (leads {leads}, variables {variables})")
+
+
+def _check_quantile_levels(path: Path, meta: dict[str, Any]) -> None:
+    """``quantile_levels`` (when present and not empty) must be ascending in (0, 1) and hold
+    the median: the gateway and every client index the quantile axis by them."""
+    from soilcast.quantiles import check_levels
+
+    levels = meta.get(QUANTILE_LEVELS)
+    if not levels:
+        return
+    try:
+        check_levels(levels)
+    except (TypeError, ValueError) as err:
+        raise ModelLoadError(f"{path}: {QUANTILE_LEVELS}: {err}") from None
 
 
 class SignatureCall:
@@ -293,6 +330,7 @@ def load_version(version_dir: Path) -> LoadedModel:
                         None if weather_fn is None else SignatureCall(weather_fn),
                         module.signatures.get(WEATHER_PRODUCTS_SIGNATURE))
     _check_signature(model.fn, info)
+    _check_products(model.products_fn, info)
     _warm_up(model.predict, info, SIGNATURE)
     if model.weather is not None:
         _warm_up(model.weather.predict, info.with_weather(), WEATHER_SIGNATURE)
@@ -316,8 +354,19 @@ def _weather_signature(module: Any, info: ModelInfo) -> Any:
     if products is not None:
         doy = {VALID_DOY: (len(info.leads),)}  # one valid day per lead
         _check_signature(products, replace(info.with_weather(), inputs=info.with_weather().inputs | doy),
-                         WEATHER_PRODUCTS_SIGNATURE, list(PRODUCT_OUTPUTS))
+                         WEATHER_PRODUCTS_SIGNATURE, info.product_outputs)
     return fn
+
+
+def _check_products(fn: Any, info: ModelInfo) -> None:
+    """A probabilistic version's ``forecast_products`` must answer the quantiles and the
+    drought probability its metadata promises (clients read them by the metadata)."""
+    if fn is None:
+        return
+    missing = [o for o in info.product_outputs if o not in fn.structured_outputs]
+    if missing:
+        raise ModelLoadError(f"{info.path}: {PRODUCTS_SIGNATURE} signature outputs {sorted(fn.structured_outputs)} "
+                             f"lack {missing} (metadata {QUANTILE_LEVELS}: {list(info.quantile_levels)})")
 
 
 def _warm_up(predict: Callable[[dict[str, np.ndarray]], np.ndarray], info: ModelInfo, name: str) -> None:

@@ -7,7 +7,7 @@ import json
 import shutil
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +19,13 @@ from soilcast.testing.standin import demo_mask, synthetic_meteo, write_standin_f
 RAISE = object()
 
 
-def publish(cfg: Config, version: int, offset: float = 0.0, grid: Any = None, weather: bool = False) -> Path:
+def publish(cfg: Config, version: int, offset: float = 0.0, grid: Any = None, weather: bool = False,
+            quantile_levels: Sequence[float] | None = None) -> Path:
     """A stand-in version under cfg.paths.models_dir (atomic, like the exporter); ``weather``:
-    one trained with the lead days' weather (``forecast_with_weather``)."""
-    return write_standin_for(cfg, version, offset=offset, grid=grid, weather=weather)
+    one trained with the lead days' weather (``forecast_with_weather``); ``quantile_levels``:
+    a probabilistic one with ``forecast_products`` (default: a point version without products)."""
+    return write_standin_for(cfg, version, offset=offset, grid=grid, weather=weather,
+                             quantile_levels=quantile_levels)
 
 
 def publish_broken(cfg: Config, version: int, kind: str) -> Path:

@@ -19,8 +19,11 @@ from soilcast.ml.windows import n_input_channels
 from soilcast.testing.config import tiny_config
 
 LEADS = [1, 3, 7]  # K = 3: a size no other axis here has, so a swapped axis cannot pass
-INCREMENT = {"window": {"antecedent_soil_moisture": True, "target": "increment", "leads": LEADS}}
-STATE = {"window": {"leads": LEADS}}
+# point forecasts (the median only): these tests are about the networks' own output; the
+# quantile head on top of it is tested in test_quantile_head.py
+POINT = {"forecast": {"quantiles": [0.5]}}
+INCREMENT = {"window": {"antecedent_soil_moisture": True, "target": "increment", "leads": LEADS}, **POINT}
+STATE = {"window": {"leads": LEADS}, **POINT}
 SCALES = (0.02, 0.035, 0.05)  # m3/m3 per scaled unit, per lead
 L, H, W = 5, 6, 7
 K = len(LEADS)

@@ -120,7 +120,8 @@ def test_every_reference_forecasts_every_lead(fitted):
     from soilcast.ml.windows import split_ends
 
     cfg, t, refs = fitted
-    assert set(refs) == {"persistence", "climatology", "damped_persistence", "linear"}
+    assert set(refs) == {"persistence", "climatology", "damped_persistence", "linear", "clim_distribution",
+                         "persistence_increments"}
     ends = split_ends(cfg, t.time, "val")
     out = {n: f.forecast(t, ends) for n, f in refs.items()}
     for name, pred in out.items():

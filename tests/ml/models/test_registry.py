@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from soilcast.config import ConfigError
 from soilcast.ml.models import registry
 from soilcast.ml.models.registry import build_model
+from soilcast.ml.models.weather_head import body_of
 from soilcast.testing.config import tiny_config
 
 SHAPE = (5, 6, 6, 7)  # L, H, W, C
@@ -115,18 +116,20 @@ def test_a_new_network_is_listed_trained_evaluated_and_blessed(tmp_path, toy):
 # Every registered network, through the same builder.
 @pytest.mark.parametrize("name", registry.names())
 def test_every_network_honours_the_output_contract(tiny_cfg, name):
-    """[b, L, H, W, C] -> [b, L, H, W, K]: one output channel per lead of window.leads."""
+    """[b, L, H, W, C] -> [b, L, H, W, K]: one output channel per lead of window.leads (the
+    median); with the quantile head K*Q, lead-major."""
     from soilcast.ml.models.heads import head_width
 
-    K = len(tiny_cfg.window.leads)
-    assert head_width(tiny_cfg) == K > 1
+    K, Q = len(tiny_cfg.window.leads), len(tiny_cfg.forecast.quantiles)
+    assert head_width(tiny_cfg) == K > 1 and Q > 1
     model = build_model(name, tiny_cfg, SHAPE)
     x = np.random.default_rng(0).normal(size=(2,) + SHAPE).astype(np.float32)
     y = np.asarray(model.predict_on_batch(x))
-    assert y.shape == (2,) + SHAPE[:3] + (K,) and y.dtype == np.float32
+    assert y.shape == (2,) + SHAPE[:3] + (K * Q,) and y.dtype == np.float32
     assert np.isfinite(y).all()
-    three = build_model(name, tiny_config(tiny_cfg.paths.artifacts_dir.parent / "k3", {"window": {"leads": [1, 4, 9]}}),
-                        SHAPE)
+    assert np.asarray(body_of(model).predict_on_batch(x)).shape == (2,) + SHAPE[:3] + (K,)
+    three = build_model(name, tiny_config(tiny_cfg.paths.artifacts_dir.parent / "k3",
+                                          {"window": {"leads": [1, 4, 9]}, "forecast": {"quantiles": [0.5]}}), SHAPE)
     assert np.asarray(three.predict_on_batch(x)).shape == (2,) + SHAPE[:3] + (3,)
 
 
@@ -135,16 +138,17 @@ def test_mixed_precision_keeps_float32_output(tmp_path):
     before = keras.config.dtype_policy().name
     model = build_model("cnn_td", cfg, SHAPE)
     assert keras.config.dtype_policy().name == before  # global policy restored
-    assert model.get_layer("td_conv_1").dtype_policy.name == "mixed_bfloat16"
+    assert body_of(model).get_layer("td_conv_1").dtype_policy.name == "mixed_bfloat16"
     assert model.output.dtype == "float32"
 
 
 def test_per_cell_models_have_no_spatial_context(tiny_cfg):
-    """lstm/gru/fc: changing one cell's inputs changes only that cell's output."""
+    """lstm/gru/fc: changing one cell's inputs changes only that cell's output (the median
+    they forecast; the quantile head's spread reads neighbours on purpose)."""
     x = np.random.default_rng(1).normal(size=(1,) + SHAPE).astype(np.float32)
     x2 = x.copy()
     x2[0, :, 2, 3] += 5.0
     for name in ("lstm", "gru", "fc"):  # tiny_cfg's state target: random (non-zero) read-outs
-        m = build_model(name, tiny_cfg, SHAPE)
+        m = body_of(build_model(name, tiny_cfg, SHAPE))
         d = np.abs(np.asarray(m.predict_on_batch(x2)) - np.asarray(m.predict_on_batch(x)))[0].max(axis=-1)
         assert d[:, 2, 3].max() > 0 and np.delete(d.reshape(SHAPE[0], -1), 2 * 6 + 3, axis=1).max() == 0

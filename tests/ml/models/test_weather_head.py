@@ -11,6 +11,7 @@ import pytest
 
 from soilcast.forecasting import perfect_weather
 from soilcast.layout import RunDir
+from soilcast.ml.losses import median_channels
 from soilcast.ml.models.registry import build_model
 from soilcast.ml.predict import physical_pair
 from soilcast.ml.scaling import Scaler
@@ -68,7 +69,8 @@ def test_without_a_forecast_the_network_is_its_body(fed):
     x = rng.normal(size=(2, L, H, W, n_input_channels(cfg))).astype("float32")
     w = rng.normal(size=(2, 3, H, W, len(cfg.variables))).astype("float32")
     none = np.asarray(model.predict_on_batch([x, w, np.zeros((2, 1), "float32")]))
-    np.testing.assert_allclose(none, np.asarray(body.predict_on_batch(x)), atol=1e-6)
+    median = median_channels(none, cfg.forecast.quantiles)  # the quantile head spreads the median
+    np.testing.assert_allclose(median, np.asarray(body.predict_on_batch(x)), atol=1e-6)
     some = np.asarray(model.predict_on_batch([x, w, np.ones((2, 1), "float32")]))
     assert np.abs(some[:, -1] - none[:, -1]).max() > 1e-3  # the forecast step reads the weather
     np.testing.assert_allclose(some[:, :-1], none[:, :-1], atol=1e-6)  # earlier steps do not
@@ -89,9 +91,9 @@ def test_served_graphs_share_one_network_and_only_one_reads_the_forecast(fed):
     a = np.asarray(weather.predict_on_batch({**x, "forecast_meteo": truth}))
     b = np.asarray(weather.predict_on_batch({**x, "forecast_meteo": truth * 1.5}))
     p = np.asarray(plain.predict_on_batch(x))
-    assert a.shape == p.shape == (3, 3, *t.mask.shape)
+    assert a.shape == p.shape == (3, 3, len(cfg.forecast.quantiles), *t.mask.shape)
     assert np.nanmax(np.abs(a - b)) > 0  # the forecast changes the answer
-    assert np.isnan(a[:, :, ~t.mask]).all() and np.isfinite(a[:, :, t.mask]).all()
+    assert np.isnan(a[..., ~t.mask]).all() and np.isfinite(a[..., t.mask]).all()
     shared = {id(v) for v in plain.weights} & {id(v) for v in weather.weights}
     assert len(shared) == len(plain.weights)  # one set of weights
 
@@ -153,6 +155,8 @@ def test_one_body_pass_answers_every_feed_as_the_served_graphs_do(fed):
     want = {"convlstm": plain.predict_on_batch(x),
             "convlstm+forecast": weather.predict_on_batch({**x, "forecast_meteo": sources["forecast"](block, ends)}),
             "convlstm+perfect": weather.predict_on_batch({**x, "forecast_meteo": sources["perfect"](block, ends)})}
+    m = cfg.forecast.quantiles.index(0.5)
     for name, f in fcs.items():
-        np.testing.assert_allclose(f.forecast(block, ends), want[name], rtol=1e-5, atol=1e-6, err_msg=name)
-    assert not np.allclose(want["convlstm+forecast"][:, :, t.mask], want["convlstm"][:, :, t.mask])
+        np.testing.assert_allclose(f.forecast_quantiles(block, ends), want[name], rtol=1e-5, atol=1e-6, err_msg=name)
+        np.testing.assert_allclose(f.forecast(block, ends), want[name][:, :, m], rtol=1e-5, atol=1e-6, err_msg=name)
+    assert not np.allclose(want["convlstm+forecast"][..., t.mask], want["convlstm"][..., t.mask])

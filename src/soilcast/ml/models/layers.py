@@ -92,3 +92,51 @@ class AddToLastStep(keras.layers.Layer):
 
     def compute_output_shape(self, shapes: list) -> tuple:
         return shapes[0]
+
+
+@keras.saving.register_keras_serializable(package=PKG)
+class FlagMap(keras.layers.Layer):
+    """(flag [b, 1], field [b, H, W, C]) -> the flag as one channel on the field's grid [b, H, W, 1]."""
+
+    def call(self, inputs: list) -> Any:
+        flag, field = inputs
+        return ops.zeros_like(field[..., :1]) + ops.cast(flag, field.dtype)[:, :, None, None]
+
+    def compute_output_shape(self, shapes: list) -> tuple:
+        return (*shapes[1][:-1], 1)
+
+
+@keras.saving.register_keras_serializable(package=PKG)
+class OrderedQuantiles(keras.layers.Layer):
+    """(median window [b, L, H, W, K], gaps [b, H, W, K*(Q-1)]) -> quantiles [b, L, H, W, K*Q]
+    (lead-major: channel ``k*Q + j`` is lead k at level j).
+
+    Ordered BY CONSTRUCTION: at the forecast (last) step each level above the median is the
+    one below it plus ``|gap|``, each level below is the one above it minus ``|gap|``, so no
+    sorting is ever needed and a zero gap output makes every quantile the median (with the
+    increment target: persistence). Earlier steps carry the median at every level (their
+    pinball loss is then half the absolute error: the body keeps learning from them)."""
+
+    def __init__(self, n_levels: int, median: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.n_levels, self.median = int(n_levels), int(median)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "n_levels": self.n_levels, "median": self.median}
+
+    def call(self, inputs: list) -> Any:
+        med, gaps = inputs
+        Q, m = self.n_levels, self.median
+        K = med.shape[-1]
+        last = ops.cast(med[:, -1], "float32")  # [b, H, W, K]
+        g = ops.abs(ops.cast(gaps, "float32"))
+        g = ops.reshape(g, (*ops.shape(g)[:-1], K, Q - 1))
+        up = ops.cumsum(g[..., m:], axis=-1)  # Q-1-m levels above
+        down = ops.flip(ops.cumsum(ops.flip(g[..., :m], axis=-1), axis=-1), axis=-1)  # m levels below
+        q = ops.concatenate([last[..., None] - down, last[..., None], last[..., None] + up], axis=-1)
+        q = ops.reshape(q, (*ops.shape(q)[:-2], K * Q))
+        earlier = ops.repeat(ops.cast(med[:, :-1], "float32"), Q, axis=-1)  # k*Q + j -> lead k
+        return ops.concatenate([earlier, q[:, None]], axis=1)
+
+    def compute_output_shape(self, shapes: list) -> tuple:
+        return (*shapes[0][:-1], shapes[0][-1] * self.n_levels)

@@ -54,6 +54,8 @@ class Reference:
     ``target_space(cfg, tensors, data, scaler)``: the per-day forecast [T, H, W, K] in the
     networks' target space, scored beside each network during training (``record.json``, the
     learning curve, drawn in ``curve_style``); None when training does not score it.
+    ``probabilistic``: it forecasts quantiles (``levels``, ``forecast_quantiles``) and is a
+    candidate for the best probabilistic reference (CRPS skill).
     """
 
     name: str
@@ -63,6 +65,7 @@ class Reference:
     target_space: TargetSpace | None = None
     curve_style: str = "-"
     benchmark: bool = False
+    probabilistic: bool = False
 
 
 _REFERENCES: dict[str, Reference] = {}
@@ -96,6 +99,11 @@ def context_references() -> dict[str, Reference]:
 def benchmark_names() -> tuple[str, ...]:
     """The references the best reference at each lead is chosen from."""
     return tuple(n for n, r in references().items() if r.benchmark)
+
+
+def probabilistic_benchmark_names() -> tuple[str, ...]:
+    """The probabilistic references the best probabilistic reference at each lead is chosen from."""
+    return tuple(n for n, r in references().items() if r.probabilistic)
 
 
 def reference_forecasters(cfg: Config, tensors: Tensors, names: Iterable[str] | None = None) -> dict[str, Forecaster]:

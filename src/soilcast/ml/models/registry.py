@@ -3,8 +3,9 @@
 A network is a builder registered in its own module of this package with
 ``@register("gru", params=GRUParams)``: ``GRUParams`` types the ``models.gru`` section of
 params.yaml, and the builder ``build(cfg, params, input_shape)`` maps [batch, L, H, W, C] to
-the scaled target window [batch, L, H, W, K] (K leads: ``heads.head_width``), so training
-and evaluation treat every network alike. Modules of the package are found by :func:`names` (no hand list), so a new network is
+the scaled target window [batch, L, H, W, K] (K leads: ``heads.head_width``: the median
+of each lead), so training and evaluation treat every network alike; :func:`build_model`
+adds the heads the config asks for (forecast weather, quantiles: [b, L, H, W, K*Q]). Modules of the package are found by :func:`names` (no hand list), so a new network is
 one new file plus its params section.
 
 ``soilcast.config`` cannot import this module (networks import keras; config must stay light),
@@ -116,11 +117,8 @@ def build_model(name: str, cfg: Config, input_shape: tuple) -> keras.Model:
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy(resolve_precision(cfg.training.precision))
     try:
-        model = net.build(cfg, p, tuple(input_shape))
-        if cfg.window.uses_forecast_weather:
-            from soilcast.ml.models.weather_head import with_forecast_weather
+        from soilcast.ml.models.weather_head import with_heads
 
-            model = with_forecast_weather(cfg, model, tuple(input_shape))
-        return model
+        return with_heads(cfg, net.build(cfg, p, tuple(input_shape)), tuple(input_shape))
     finally:
         keras.config.set_dtype_policy(previous)

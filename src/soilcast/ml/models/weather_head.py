@@ -54,12 +54,26 @@ def body_of(model: keras.Model) -> keras.Model:
     return model.get_layer(model.name)
 
 
-def with_forecast_weather(cfg: Config, body: keras.Model, input_shape: tuple) -> keras.Model:
-    """``body`` ([b, L, H, W, C'] -> [b, L, H, W, K]) with the forecast-weather head."""
+def with_heads(cfg: Config, body: keras.Model, input_shape: tuple) -> keras.Model:
+    """``body`` ([b, L, H, W, C'] -> [b, L, H, W, K]) with the heads ``cfg`` asks for: the
+    forecast-weather head (``window.forecast_weather``; inputs :data:`INPUTS`) and the
+    quantile head (``forecast.quantiles`` beyond the median; output [b, L, H, W, K*Q]), in one
+    flat model named like the body, so every head layer is found by name; ``body`` itself
+    when neither is asked for."""
+    from soilcast.ml.models.quantile_head import apply_quantiles, quantile_layers
+
+    weather, spread = cfg.window.uses_forecast_weather, cfg.forecast.probabilistic
+    if not (weather or spread):
+        return body
     L, H, W, _ = input_shape
-    K, C = cfg.window.n_leads, len(cfg.variables)
     x = keras.Input(shape=input_shape, name=INPUTS[0])
-    w = keras.Input(shape=(K, H, W, C), name=INPUTS[1])
-    has = keras.Input(shape=(1,), name=INPUTS[2])
-    out = apply_head(_head_layers(cfg), x, body(x), w, has)
-    return keras.Model([x, w, has], out, name=body.name)
+    inputs, w, has = [x], None, None
+    out = body(x)
+    if weather:
+        w = keras.Input(shape=(cfg.window.n_leads, H, W, len(cfg.variables)), name=INPUTS[1])
+        has = keras.Input(shape=(1,), name=INPUTS[2])
+        inputs += [w, has]
+        out = apply_head(_head_layers(cfg), x, out, w, has)
+    if spread:
+        out = apply_quantiles(quantile_layers(cfg), x, out, w, has)
+    return keras.Model(inputs if weather else x, out, name=body.name)
