@@ -23,7 +23,17 @@ from soilcast.config import read_params, save_config
 from soilcast.contract import FORECAST_INPUT, WEATHER_PRODUCTS_SIGNATURE, WEATHER_SIGNATURE
 from soilcast.data.store import open_tensors
 from soilcast.testing.config import repo_params, tiny_config
-from soilcast.testing.serving import client, gateway, grid_mask, meteo, metric, publish, scrape, wait_for
+from soilcast.testing.serving import (
+    client,
+    gateway,
+    grid_mask,
+    metadata_json,
+    meteo,
+    metric,
+    publish,
+    scrape,
+    wait_for,
+)
 from soilcast.testing.standin import standin_numpy, synthetic_meteo, write_standin
 from tests.serving.test_gateway import _http
 
@@ -353,7 +363,9 @@ def exported(tmp_path_factory):
     cfg = tiny_config(root, {
         "window": {"antecedent_soil_moisture": True, "target": "increment", "leads": [1, 3],
                    "forecast_weather": "forecast"},
-        "training": {"epochs": 1, "models": ["fc"]}, "gate": {"min_skill_vs_best_reference": -1000.0},
+        "training": {"epochs": 1, "models": ["fc"]}, "gate": {"min_skill_vs_best_reference": -1000.0,
+                                                     "min_crps_skill_vs_best_reference": -1000.0,
+                                                     "coverage_tolerance": 0.99},
         "demo": {"forecast_archive": {"years": [2013, 2013]}}})
     write_synthetic_store(cfg)
     train_model(cfg, "fc", verbose=0)
@@ -402,3 +414,20 @@ def test_an_exported_weather_model_serves_both_weather_signatures(exported, tmp_
     np.testing.assert_allclose(ds["soil_moisture"].values, want_products["soil_moisture"].numpy()[0],
                                rtol=1e-5, atol=1e-6)
     assert "percentile" in ds  # the served products of the weather-driven forecast
+    levels = metadata_json(version_dir).get("quantile_levels") or []
+    assert len(levels) > 1  # a probabilistic export: its quantiles reach the client and the NetCDF
+    assert {"quantiles", "drought_probability"} <= set(products) <= set(want_products)
+    assert products["quantiles"].shape[:3] == (1, 2, len(levels))
+    inside = products["quantiles"][..., t.mask]
+    assert (np.diff(inside, axis=2) >= -1e-7).all()
+    p = products["drought_probability"]
+    assert p.shape == (1, 2, 2) and ((p >= 0) & (p <= 1)).all()
+    assert ds["soil_moisture_quantiles"].dims == ("lead_time", "quantile", "lat", "lon")
+    # the drought map's per-cell chance (client side, store thresholds) averages to the served one
+    from soilcast.serving.forecast import basin_weights, cell_drought_probability, d1_thresholds, weighted_mean
+
+    cell = cell_drought_probability(products["quantiles"][0], tuple(levels),
+                                    d1_thresholds(cfg, t, [dt.date(2014, 1, 1), dt.date(2014, 1, 3)]))
+    for j, (bid, w) in enumerate(basin_weights(t).items()):
+        for k in range(2):
+            assert weighted_mean(cell[k], w) == pytest.approx(float(p[0, k, j]), abs=1e-5)

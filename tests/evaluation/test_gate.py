@@ -270,3 +270,62 @@ def test_perfect_weather_never_wins_and_a_forecast_fed_winner_names_its_network(
     # without the forecast the network earns less; with perfect weather alone nothing competes
     only_perfect = write_metrics(tiny_cfg, **{"convlstm+perfect": {**_entry(0.9), "feed": "perfect"}})
     assert pick_winner(Leaderboard.from_json(only_perfect), BEST)[0] is None
+
+
+# --------------------------------------------------------------------------- calibration
+
+PROB_REFS = ("clim_distribution", "persistence_increments")
+QUANTILES = [0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95]
+
+
+def _probabilistic(entry: dict, crps: tuple[float, ...], coverage: tuple[float, ...]) -> dict:
+    """``entry`` with quantiles: validation CRPS and 80 % coverage at each lead."""
+    out = json.loads(json.dumps(entry))
+    for blocks in (out["val"], out["overall"]):
+        for i, k in enumerate(KEYS):
+            blocks[k].update(crps=crps[i], coverage_80=coverage[i])
+    out["levels"] = QUANTILES
+    return out
+
+
+def _prob_ref(crps: tuple[float, ...]) -> dict:
+    return _probabilistic(_ref("climatology"), crps, (0.8, 0.8, 0.8))
+
+
+def _decide_calibrated(model: dict):
+    from soilcast.evaluation.gate import Calibration
+
+    # the climatological distribution is the better reference at lead 1, the increments at 2 and 3
+    metrics = Leaderboard.from_json({
+        **{name: _ref(name) for name in REF_RMSE},
+        "clim_distribution": _prob_ref((0.010, 0.020, 0.030)),
+        "persistence_increments": _prob_ref((0.012, 0.015, 0.025)),
+        "convlstm": model,
+    })
+    rule = Calibration(min_crps_skill=0.0, interval=0.8, tolerance=0.05, references=PROB_REFS)
+    return decide(metrics, "rmse", 0.0, 0.02, None, benchmark_names(), rule)
+
+
+def test_a_calibrated_probabilistic_winner_is_blessed_and_the_best_reference_is_per_lead():
+    d = _decide_calibrated(_probabilistic(_entry(0.3), (0.008, 0.014, 0.020), (0.79, 0.82, 0.78)))
+    assert d.blessed, d.reasons
+    assert d.best_probabilistic_reference == {"1": "clim_distribution", "2": "persistence_increments",
+                                              "3": "persistence_increments"}
+    assert d.crps_skill_vs_best_probabilistic_reference["2"] == pytest.approx(1 - 0.014 / 0.015)
+    assert d.coverage["validation"] == {"1": 0.79, "2": 0.82, "3": 0.78}
+
+
+def test_the_gate_refuses_a_miscalibrated_model_and_says_where():
+    """Skilful in MSE at every lead, but its 80 % interval covers 62 % at lead 3 (too narrow:
+    every probability overconfident) and it loses to the increments' CRPS at lead 2."""
+    d = _decide_calibrated(_probabilistic(_entry(0.3), (0.008, 0.016, 0.020), (0.80, 0.81, 0.62)))
+    assert not d.blessed
+    text = "\n".join(d.reasons)
+    assert "lead 2 day(s) validation CRPS skill" in text and "persistence_increments" in text
+    assert "lead 3 day(s) validation coverage of the 80% interval 0.62" in text
+    assert "lead 1 day(s)" not in text.split("calibrated")[0].replace("weakest lead 1", "")
+
+
+def test_a_point_forecast_is_not_held_to_calibration():
+    d = _decide_calibrated(_entry(0.3))
+    assert d.blessed and any("a point forecast" in r for r in d.reasons)

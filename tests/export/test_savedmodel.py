@@ -611,3 +611,75 @@ def test_a_version_without_products_answers_failed_precondition(tmp_path):
             _predict_products(gw, x, doy)
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "forecast_products" in err.value.details() and "serving_default" in err.value.details()
+
+
+# --------------------------------------------------------------------------- quantiles
+# A probabilistic model through the real export: serving_default answers the median,
+# forecast_products also the quantiles and the basins' chance of D1 or worse (equal to the
+# numpy twin), and the metadata lists the levels.
+
+SPREAD = (-0.09, -0.06, -0.03, 0.0, 0.03, 0.06, 0.09)  # m3/m3 around the median, per level
+
+
+def quantile_stub(cfg, mask):
+    """[b, K, Q, H, W]: the point stub's answer as the median, ordered offsets around it."""
+    import keras
+    from keras import ops
+
+    point = physical_stub(cfg, mask)
+    offsets = np.asarray(SPREAD, np.float32)[None, None, :, None, None]
+    q = keras.layers.Lambda(lambda y: y[:, :, None] + ops.convert_to_tensor(offsets))(point.output)
+    return keras.Model(point.input, q, name="quantile_stub")
+
+
+@pytest.fixture(scope="module")
+def exported_q(tmp_path_factory):
+    from soilcast.data.store import open_tensors
+    from soilcast.testing.synthetic import write_synthetic_store
+
+    cfg = tiny_config(tmp_path_factory.mktemp("export_q"))
+    assert len(cfg.forecast.quantiles) == len(SPREAD)
+    write_synthetic_store(cfg)
+    tensors = open_tensors(cfg.paths.processed)
+    model = quantile_stub(cfg, tensors.mask)
+    bless(cfg)
+    mp = pytest.MonkeyPatch()
+    mp.setattr(savedmodel, "load_physical_models", lambda c, run, name: (model, None))
+    path = export_blessed(cfg)
+    yield cfg, model, tensors, path
+    mp.undo()
+
+
+def test_products_carry_quantiles_and_drought_probability(exported_q):
+    import tensorflow as tf
+
+    from soilcast.export.products import product_tables, products_numpy
+
+    cfg, model, tensors, path = exported_q
+    levels, K, Q = cfg.forecast.quantiles, cfg.window.n_leads, len(cfg.forecast.quantiles)
+    loaded = tf.saved_model.load(str(path))
+    x = _window(cfg, tensors, 3)
+    _, doy = _valid_days(cfg, ["2013-01-10", "2013-05-20", "2013-12-20"])
+    q = np.asarray(model(x))
+    median = q[:, :, levels.index(0.5)]
+    served = loaded.signatures["serving_default"](meteo=tf.constant(x))
+    np.testing.assert_allclose(served["soil_moisture_by_lead"].numpy(), median, rtol=1e-6)  # the median
+    out = {k: v.numpy() for k, v in loaded.signatures["forecast_products"](
+        meteo=tf.constant(x), valid_day_of_year=tf.constant(doy)).items()}
+    np.testing.assert_allclose(out["soil_moisture"], median, rtol=1e-6)
+    assert out["quantiles"].shape == (3, K, Q, *cfg.grid.shape)
+    np.testing.assert_allclose(out["quantiles"], q, rtol=1e-6)
+    want = products_numpy(median, doy, product_tables(cfg, tensors), q=q, levels=levels)
+    n_basins = len(json.loads((path / "assets.extra" / "soilcast_metadata.json").read_text())["basins"])
+    assert out["drought_probability"].shape == (3, K, n_basins)
+    assert ((out["drought_probability"] >= 0) & (out["drought_probability"] <= 1)).all()
+    np.testing.assert_allclose(out["drought_probability"], want["drought_probability"], atol=1e-5)
+
+
+def test_metadata_lists_the_levels_and_the_products(exported_q):
+    cfg, _, _, path = exported_q
+    meta = json.loads((path / "assets.extra" / "soilcast_metadata.json").read_text())
+    assert meta["quantile_levels"] == cfg.forecast.quantiles
+    assert {"quantiles", "drought_probability"} <= set(meta["products"]["outputs"])
+    assert "D1 or worse" in meta["products"]["drought_probability"]
+    assert "## Uncertainty" in (path / "assets.extra" / "model_card.md").read_text()

@@ -155,17 +155,19 @@ def test_requests_never_exceed_the_gateways_batch_limit():
     assert batch_size(7, (31, 31), 8, 1, max_batch=64) == batch_size(7, (31, 31), 8, 1)
 
 
+
 LEVELS = [0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95]
 
 
 def test_a_probabilistic_version_is_hindcast_with_crps_coverage_and_brier(tmp_path):
     """The served quantiles (forecast_products, batched through the same forecaster) are
-    archived on the valid days and scored per lead and basin; every score is recomputed here
-    from the archive's arrays."""
+    archived on the valid days and scored per lead and basin; every probabilistic score is
+    recomputed here from the archive's arrays."""
     from soilcast.contract import calendar_bin
+    from soilcast.evaluation.evaluate import CLIMATOLOGICAL_DISTRIBUTION
     from soilcast.export.products import d1_threshold, product_tables
+    from soilcast.ml.models.references import probabilistic_benchmark_names
     from soilcast.quantiles import quantile_cdf
-    from soilcast.serving.hindcast import CLIM_DISTRIBUTION, CLIM_PROBABILITY
     from soilcast.testing.synthetic import write_synthetic_store
 
     cfg = tiny_config(tmp_path, {"serving": {"max_message_mb": 1}})
@@ -222,74 +224,75 @@ def test_a_probabilistic_version_is_hindcast_with_crps_coverage_and_brier(tmp_pa
         th = thr[:, cells].reshape(-1)
         tau = np.asarray(LEVELS)
         pinball = ((o[:, None] < qq) - tau) * (qq - o[:, None])
-        crps = np.sum(ww * 2.0 * pinball.mean(axis=1)) / ww.sum()
         inside = (o >= qq[:, LEVELS.index(0.1)]) & (o <= qq[:, LEVELS.index(0.9)])
         p = np.clip(quantile_cdf(qq, LEVELS, th, axis=1), 0, 1)
         event = (o <= th).astype(float)
         brier = np.sum(ww * (p - event) ** 2) / ww.sum()
-        ref = np.sum(ww * (CLIM_PROBABILITY - event) ** 2) / ww.sum()
-        return {"crps": crps, "coverage_80": np.sum(ww * inside) / ww.sum(), "brier_d1": brier,
-                "brier_d1_reference": ref, "brier_skill": 1 - brier / ref, "n": o.size}
+        return {"crps": np.sum(ww * 2.0 * pinball.mean(axis=1)) / ww.sum(),
+                "coverage_80": np.sum(ww * inside) / ww.sum(), "brier_d1": brier,
+                "brier_clim": np.sum(ww * (0.2 - event) ** 2) / ww.sum()}
 
-    prob = summary["probabilistic"]
-    assert set(prob["overall"]) == {str(k) for k in leads} and set(prob["basins"]) == {"West", "East"}
-    climatological = CLIM_DISTRIBUTION not in references()
-    assert summary["brier_reference"] == ("the climatological probability 0.2" if climatological else
-                                          f"the {CLIM_DISTRIBUTION} reference's quantiles")
-    for m in prob["overall"].values():
-        assert m["brier_skill"] == pytest.approx(1 - m["brier_d1"] / m["brier_d1_reference"], rel=1e-12)
+    label = "standin v1"
+    scores = summary["scores"][label]
+    clim_dist = CLIMATOLOGICAL_DISTRIBUTION in probabilistic_benchmark_names()
+    assert summary["brier_reference"] == (f"the {CLIMATOLOGICAL_DISTRIBUTION} reference (the training years' "
+                                          "distribution)" if clim_dist else "the climatological probability 0.2")
     for k in (0, K - 1):
-        for scope, w in (("overall", w_all), ("East", w_all * (t.basin_id == 2))):
-            got = prob["overall" if scope == "overall" else "basins"]
-            got = got[str(leads[k])] if scope == "overall" else got[scope][str(leads[k])]
+        lead = str(leads[k])
+        for got, w in ((scores["overall"][lead], w_all), (scores["basins"]["East"][lead], w_all * (t.basin_id == 2))):
             want = by_hand(k, w)
-            assert got["n"] == want["n"]
-            for key in ("crps", "coverage_80", "brier_d1") + (("brier_d1_reference", "brier_skill")
-                                                              if climatological else ()):
-                assert got[key] == pytest.approx(want[key], rel=1e-6), (scope, k, key)
-            assert 0 <= got["coverage_80"] <= 1 and got["crps"] > 0
+            for key in ("crps", "coverage_80", "brier_d1"):
+                assert got[key] == pytest.approx(want[key], rel=1e-6), (k, key)
+            ref = (summary["scores"][CLIMATOLOGICAL_DISTRIBUTION]["overall"][lead]["brier_d1"]
+                   if clim_dist and w is w_all else None if clim_dist else want["brier_clim"])
+            if ref is not None:
+                assert got["brier_skill_d1"] == pytest.approx(1 - want["brier_d1"] / ref, rel=1e-6)
+            assert 0 <= got["coverage_80"] <= 1 and got["crps"] > 0 and got["spread_error_ratio"] > 0
 
     table = (out / "scores.md").read_text()
-    assert "## Probabilistic scores of the served quantiles" in table
-    assert "| scope | lead | n | crps | coverage_80 | brier_d1 | brier_skill |" in table
-    s1 = prob["overall"]["1"]
-    assert f"| overall | 1 | {s1['n']} | {s1['crps']:.4f} | {s1['coverage_80']:.4f} | {s1['brier_d1']:.4f} |" in table
-    prob_rows = [line for line in table.splitlines() if line.startswith(("| overall | ", "| basin West | "))
-                 and line.count("|") == 8]
-    assert len(prob_rows) == 2 * K  # overall and West, every lead
+    assert "## Probabilistic scores" in table and f"skill against {summary['brier_reference']}" in table
+    assert "| scope | model | lead | n | crps | coverage_80 | brier_d1 | brier_skill_d1 |" in table
+    s1 = scores["overall"]["1"]
+    assert (f"| overall | {label} | 1 | {s1['n']} | {s1['crps']:.4f} | {s1['coverage_80']:.4f} | "
+            f"{s1['brier_d1']:.4f} | {s1['brier_skill_d1']:.4f} |") in table
+    section = table[table.index("## Probabilistic scores"):table.index("## Every metric")]
+    rows = [line for line in section.splitlines() if line.startswith(("| overall |", "| basin "))]
+    shown = [label, *(n for n in probabilistic_benchmark_names())]
+    assert len(rows) == 3 * len(shown) * K  # overall and two basins, per model and lead
     assert "probabilistic: quantiles at" in run.output and table.strip() in run.output
-    # the point scores of the median are still there, every model
-    assert set(summary["scores"]) == {"standin v1", *references()}
+    assert set(summary["scores"]) == {label, *references()}  # the point scores of the median, every model
 
 
-def test_brier_skill_against_the_climatological_probability_or_a_reference_distribution():
-    """Without a probabilistic reference the Brier score is compared with always forecasting
-    the event's climatological frequency 0.2; with one, with that reference's own Brier score."""
-    from soilcast.quantiles import quantile_cdf
-    from soilcast.serving.hindcast import CLIM_PROBABILITY, ValidQuantiles, probabilistic_scores_by_lead
+def test_brier_skill_against_the_climatological_probability():
+    """Without a climatological distribution the Brier score is compared with always
+    forecasting the event's climatological frequency 0.2, in every block."""
+    from soilcast.serving.hindcast import CLIM_PROBABILITY, ValidForecasts, climatological_brier_skill
 
     rng = np.random.default_rng(5)
-    N, K, H, W = 20, 2, 4, 5
-    levels = (0.1, 0.5, 0.9)
-    obs = rng.uniform(0.1, 0.4, (N, H, W))
-    centre = obs[:, None] + rng.normal(0, 0.03, (N, K, H, W))
-    q = np.stack([centre - 0.05, centre, centre + 0.05], axis=2)  # [N, K, 3, H, W]
-    wide = np.stack([np.full_like(centre, 0.1), np.full_like(centre, 0.25), np.full_like(centre, 0.4)], axis=2)
-    thr = np.full((N, H, W), 0.2)
+    N, K, H, W = 60, 2, 4, 5
+    valid = pd.date_range("2013-05-15", periods=N)
+    obs = np.broadcast_to(rng.uniform(0.1, 0.4, (N, 1, H, W)), (N, K, H, W))
+    thr = np.full((N, K, H, W), 0.2)
+    basin_id = np.where(np.arange(W)[None, :] < 2, 1, 2) * np.ones((H, 1), int)
     weights = np.ones((H, W))
-    weights[0, 0] = 0.0  # a cell outside the mask
+    weights[0, 0] = 0.0
+    fc = ValidForecasts(obs, obs, valid, (1, 3), basin_id, "x")
+    block = {"1": {"brier_d1": 0.05}, "3": {"brier_d1": 0.1}}
 
-    def brier(qq: np.ndarray, k: int, lv=levels) -> float:
-        p = np.clip(quantile_cdf(qq[:, k], lv, thr, axis=1), 0, 1)[:, weights > 0]
-        return float(np.mean((p - (obs <= thr)[:, weights > 0]) ** 2))
+    def entry() -> dict:
+        return {"overall": {k: dict(v) for k, v in block.items()},
+                "seasons": {s: {k: dict(v) for k, v in block.items()} for s in ("monsoon_jjas", "rest")},
+                "basins": {n: {k: dict(v) for k, v in block.items()} for n in ("West", "East")}}
 
-    clim = probabilistic_scores_by_lead(obs, ValidQuantiles(q, levels, thr, "0.2"), [1, 3], weights)
-    ref = probabilistic_scores_by_lead(obs, ValidQuantiles(q, levels, thr, "wide", wide, levels), [1, 3], weights)
-    event = (obs <= thr)[:, weights > 0]
-    for k, lead in enumerate(("1", "3")):
-        assert clim[lead]["n"] == N * (H * W - 1)
-        assert clim[lead]["brier_d1"] == pytest.approx(brier(q, k), rel=1e-9)
-        assert clim[lead]["brier_d1_reference"] == pytest.approx(np.mean((CLIM_PROBABILITY - event) ** 2), rel=1e-9)
-        assert ref[lead]["brier_d1_reference"] == pytest.approx(brier(wide, k), rel=1e-9)
-        assert ref[lead]["brier_skill"] == pytest.approx(1 - brier(q, k) / brier(wide, k), rel=1e-9)
-        assert ref[lead]["brier_skill"] > 0  # sharp and right beats the wide climate
+    scores = {"a": entry()}
+    climatological_brier_skill(scores, fc, weights, thr, {1: "West", 2: "East"})
+
+    def ref(w: np.ndarray, rows) -> float:
+        event = (obs[rows, 0] <= 0.2)[:, w > 0]
+        return float(np.mean((CLIM_PROBABILITY - event) ** 2))
+
+    monsoon = np.isin(valid.month, [6, 7, 8, 9])
+    assert scores["a"]["overall"]["3"]["brier_skill_d1"] == pytest.approx(1 - 0.1 / ref(weights, slice(None)))
+    assert scores["a"]["seasons"]["rest"]["1"]["brier_skill_d1"] == pytest.approx(1 - 0.05 / ref(weights, ~monsoon))
+    east = weights * (basin_id == 2)
+    assert scores["a"]["basins"]["East"]["1"]["brier_skill_d1"] == pytest.approx(1 - 0.05 / ref(east, slice(None)))

@@ -258,6 +258,7 @@ def evaluate(cfg: Config, tensors: Path, runs: Mapping[str, RunDir], out: EvalDi
     return the metrics. ``forecasts_store``: the forecast archive (``soilcast forecasts``)
     that networks trained with the lead days' weather are also scored with."""
     from soilcast.evaluation.plots import write_plots
+    from soilcast.evaluation.uncertainty import write_uncertainty_plots
     from soilcast.io.atomic import atomic_write_text
     from soilcast.ml.predict import split_forecasts
     from soilcast.ml.train import load_tensors
@@ -291,6 +292,7 @@ def evaluate(cfg: Config, tensors: Path, runs: Mapping[str, RunDir], out: EvalDi
     metrics.write(out.metrics)
     atomic_write_text(out.leaderboard, leaderboard(metrics, cfg.gate.primary_metric))
     write_plots(forecasts, metrics, basins, out.plots, cfg.target.colormap)
+    write_uncertainty_plots(metrics, out.plots)
     return metrics
 
 

@@ -265,6 +265,3 @@ def write_plots(forecasts: dict[str, Any], metrics: Leaderboard, basins: dict[in
     plot_day_maps(forecasts, out, target_cmap)
     plot_basin_skill(metrics, basins, out)
     plot_timeseries(forecasts, basins, out)
-    from soilcast.evaluation.uncertainty import write_uncertainty_plots  # it draws with this module's helpers
-
-    write_uncertainty_plots(metrics, out)

@@ -53,6 +53,40 @@ weather of the lead days: an upper bound no forecast reaches) are scored below.
 """
 
 
+def _uncertainty_section(metadata: dict[str, Any], metrics: Leaderboard, model: str, blessing: Decision) -> str:
+    """How sure the forecast is: its quantile levels, calibration and CRPS skill (a
+    probabilistic model), or that it gives one value only."""
+    levels = metadata.get("quantile_levels") or [0.5]
+    if len(levels) <= 1:
+        return "\n## Uncertainty\nA point forecast: one value per cell and lead, no quantiles.\n"
+    served = scored_as(metadata, metrics, model)
+    rows = metrics.overall_of(served) if served in metrics.scored() else {}
+    lines = ["| lead | CRPS | CRPS skill vs clim. distribution | vs persistence + increments | 80 % coverage | "
+             "spread/error | Brier skill D1 |", "|---|---|---|---|---|---|---|"]
+    for k, b in rows.items():
+        lines.append(f"| {k} | {_fmt(b.get('crps'))} | {_fmt(b.get('crps_skill_vs_clim_distribution'))} | "
+                     f"{_fmt(b.get('crps_skill_vs_persistence_increments'))} | {_fmt(b.get('coverage_80'))} | "
+                     f"{_fmt(b.get('spread_error_ratio'))} | {_fmt(b.get('brier_skill_d1'))} |")
+    table = "\n".join(lines)
+    return f"""
+## Uncertainty
+Quantiles at levels {levels} (`forecast_products`' `quantiles` [batch, K, Q, H, W]); the median is
+what `serving_default` returns. `drought_probability` [batch, K, n_basins] is the expected share of
+each basin's area at or below the 20th percentile of the valid day's training-years distribution
+(D1 or worse). Test years, `{served}`:
+
+{table}
+
+Gate (validation): CRPS skill vs the best probabilistic reference by lead
+{blessing.crps_skill_vs_best_probabilistic_reference}; 80 % interval coverage {(blessing.coverage or {}).get("validation")}.
+"""
+
+
+def scored_as(metadata: dict[str, Any], metrics: Leaderboard, model: str) -> str:
+    """The name the served model's scores go by (``convlstm+forecast`` when served with forecast weather)."""
+    return f"{model}+forecast" if metadata.get("served_feed") == "forecast" and f"{model}+forecast" in metrics else model
+
+
 def render_card(cfg: Config, metadata: dict[str, Any], metrics: Leaderboard, blessing: Decision) -> str:
     """The model card text for one exported version."""
     model, version = metadata["model"], metadata["version"]
@@ -88,6 +122,7 @@ By lead:
 Every metric at lead {leads[0]} day(s):
 
 {metrics_table(metrics, names, leads[0])}
+{_uncertainty_section(metadata, metrics, model, blessing)}
 Promotion gate: winner `{blessing.winner}` (validation skill vs the best reference at each lead:
 {", ".join(f"lead {k}: {_fmt(v)}" for k, v in (blessing.skill_vs_best_reference or {}).items())});
 {"; ".join(blessing.reasons)}.
@@ -102,7 +137,7 @@ a {cfg.grid.res} degree cell averages hundreds of square kilometres.
   the training range are compressed (target scaled into {list(cfg.scaling.target_range)} of a tanh).
 - Inputs must be in canonical units and on exactly this grid; out-of-distribution inputs are
   flagged by the drift monitor (`drift_reference.json`), not rejected.
-- No uncertainty estimate; skill decays with lead time; monsoon-onset timing errors in the
-  inputs propagate directly.
+- Skill decays with lead time; monsoon-onset timing errors in the inputs propagate directly;
+  the quantiles (if any) are calibrated on the validation years of this climate, not beyond it.
 - Precision policy at training: {metadata.get("precision")}.
 """

@@ -319,7 +319,7 @@ def _write_outputs(out: RunDir, cfg: Config, name: str, twin: keras.Model, scale
     scaler.save(out.scaling)
     atomic_write_json(out.grid, grid_info(cfg, name, t))
     atomic_write_text(out.history, history_csv(history))
-    write_learning_curve(out.learning_curve, history, record.val, name)
+    write_learning_curve(out.learning_curve, history, record.val, name, record.best_epoch)
     record.write(out.record)
 
 
@@ -349,7 +349,12 @@ def history_csv(history: list[dict[str, float]]) -> str:
     return buf.getvalue()
 
 
-def write_learning_curve(path: Path, history: list[dict[str, float]], val: dict[str, Any], name: str) -> None:
+def write_learning_curve(path: Path, history: list[dict[str, float]], val: dict[str, Any], name: str,
+                         best_epoch: int | None = None) -> None:
+    """The selection metric (the median's MSE at the forecast step, scaled) per epoch on the
+    training batches and the full validation grid, the references' on validation, and the
+    kept epoch: the same quantity for every line, whatever the training loss is (the
+    pinball loss of a probabilistic model is not an MSE)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -357,11 +362,14 @@ def write_learning_curve(path: Path, history: list[dict[str, float]], val: dict[
 
     fig, ax = plt.subplots(figsize=(6, 4))
     ep = [h["epoch"] for h in history]
-    ax.plot(ep, [h.get("loss", np.nan) for h in history], "o-", label="train (patches)")
-    ax.plot(ep, [h.get("val_loss", np.nan) for h in history], "s-", label="validation (full grid)")
+    ax.plot(ep, [h.get("forecast_mse", np.nan) for h in history], "o-", label="training batches")
+    ax.plot(ep, [h.get("val_forecast_mse", np.nan) for h in history], "s-", label="validation (full grid)")
+    if best_epoch:
+        ax.axvline(best_epoch, color="k", lw=0.8, ls=":", label=f"kept: epoch {best_epoch}")
     for ref_name, ref in training_references().items():
-        ax.axhline(val[ref_name]["window_mse"], ls=ref.curve_style, color="grey", label=f"{ref_name} (validation)")
-    ax.set(xlabel="epoch", ylabel="masked MSE (scaled)", title=f"{name}: learning curve", yscale="log")
+        ax.axhline(val[ref_name]["forecast_mse"], ls=ref.curve_style, color="grey", label=f"{ref_name} (validation)")
+    ax.set(xlabel="epoch", ylabel="median's forecast-step MSE (masked, scaled)", title=f"{name}: learning curve",
+           yscale="log")
     ax.legend(fontsize=8)
     fig.tight_layout()
     with atomic_path(path) as tmp:

@@ -24,18 +24,22 @@ forecast and every reference on (time = valid date, lead_time, lat, lon), the ob
 
 A PROBABILISTIC served version (metadata ``quantile_levels`` beyond the median) is asked for
 its ``forecast_products`` instead (``quantiles`` only, with each window's valid days), through
-the same :class:`~soilcast.forecasting.InputForecaster` (``levels``; its ``forecast`` is the
-median, scored as above). Its quantiles are scored too, per lead, overall and per basin
-(:func:`soilcast.evaluation.probabilistic.probabilistic_scores`, area-weighted over the
-valid days' mask cells): CRPS, the coverage of the central intervals (80 % in the table),
-the spread-error ratio and the Brier score of "D1 or worse" (observed soil moisture at or
-below the valid day's training-years 20th percentile, :func:`soilcast.export.products.
-d1_threshold` of tables fitted on the store's training years as the exporter fits them),
-with its skill against a reference: the ``clim_distribution`` reference's quantiles when
-that reference is registered, else the climatological probability 0.2 (by construction the
-event's frequency in the training years); ``scores.json`` names which (``brier_reference``).
-The archive then also holds ``soil_moisture_quantiles(time, lead_time, quantile, lat, lon)``
-and ``d1_threshold(time, lat, lon)``.
+the same :class:`~soilcast.forecasting.InputForecaster` (with ``levels``); its median is its
+forecast, scored as above. Every model is scored by the evaluation's own ``score``, so the
+probabilistic scores come with every block (per lead; overall, per season, per basin):
+``crps``, ``brier_d1`` (:func:`soilcast.evaluation.probabilistic.probabilistic_scores`; a point
+forecast is its one-level distribution) and, for quantile forecasts, ``coverage_50/80/90`` and
+``spread_error_ratio``. "D1 or worse" is observed soil moisture at or below the valid day's
+training-years 20th percentile (:func:`soilcast.evaluation.evaluate.valid_thresholds` of tables
+fitted on the store's training years as the exporter fits them). ``brier_skill_d1`` is the
+Brier skill against the ``clim_distribution`` reference when it is registered (the
+evaluation's reference), else against always forecasting the climatological probability 0.2
+(the event's frequency in the training years by construction); ``scores.json`` names which
+(``brier_reference``), and ``crps_skill_vs_<ref>`` is the CRPS skill against each
+probabilistic reference. ``scores.md`` gets a table of the served model's and the
+probabilistic references' CRPS, 80 % coverage, Brier score and Brier skill (overall and per
+basin, per lead); the archive the served quantiles ``soil_moisture_quantiles(time, lead_time,
+quantile, lat, lon)``. Every archive holds ``d1_threshold(time, lat, lon)``.
 """
 
 from __future__ import annotations
@@ -48,15 +52,22 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from soilcast.contract import ANTECEDENT, INPUT, QUANTILE_LEVELS, QUANTILES, calendar_bin, leads_of
+from soilcast.contract import (
+    ANTECEDENT,
+    D1_OR_WORSE_PERCENTILE,
+    INPUT,
+    QUANTILE_LEVELS,
+    QUANTILES,
+    calendar_bin,
+    leads_of,
+)
 from soilcast.data.store import Tensors
 from soilcast.evaluation.metrics import METRICS
 
 COLUMNS = tuple(name for name, m in METRICS.items() if m.leaderboard)  # as the leaderboard's
 # the probabilistic table's columns (scores.json has every key of probabilistic_scores)
-PROB_COLUMNS = ("crps", "coverage_80", "brier_d1", "brier_skill")
-CLIM_PROBABILITY = 0.2  # the event's climatological frequency: D1 or worse is the lowest 20 %
-CLIM_DISTRIBUTION = "clim_distribution"  # the probabilistic reference of the Brier skill, when registered
+PROB_COLUMNS = ("crps", "coverage_80", "brier_d1", "brier_skill_d1")
+CLIM_PROBABILITY = D1_OR_WORSE_PERCENTILE / 100.0  # the event's climatological frequency (the lowest 20 %)
 # CF-1.8 has no 64-bit integers and no fill value on coordinate variables (compliance-checker)
 _DAYS = {"units": "days since 1970-01-01", "dtype": "int32"}
 CF_ENCODING = {"lead_time": {"units": "days", "dtype": "int32"}, "time": _DAYS, "forecast_reference_time": _DAYS,
@@ -141,6 +152,8 @@ class ValidForecasts:
     leads: tuple[int, ...]
     basin_id: np.ndarray
     model: str
+    quantiles: np.ndarray | None = None  # [N, K, Q, H, W] of a probabilistic model
+    levels: tuple[float, ...] = ()  # its quantile levels (() for a point forecast)
 
     def valid_time(self, k: int) -> pd.DatetimeIndex:
         return self.valid
@@ -149,83 +162,6 @@ class ValidForecasts:
     def init_time(self) -> pd.DatetimeIndex:
         """The first lead's init days (``score`` reports their range; the summary gives all)."""
         return self.valid - pd.Timedelta(days=int(self.leads[0]))
-
-
-@dataclass(frozen=True)
-class ValidQuantiles:
-    """The served quantiles on the valid days: ``q`` [N, K, Q, H, W] at ``levels`` (row ``n``
-    valid on the same day as :class:`ValidForecasts`' row n at every lead), each valid day's
-    D1-or-worse ``threshold`` [N, H, W], and the reference of the Brier skill: ``reference``
-    names it, ``ref_q`` [N, K, Q', H, W] at ``ref_levels`` are its quantiles (None: the
-    climatological probability :data:`CLIM_PROBABILITY`)."""
-
-    q: np.ndarray
-    levels: tuple[float, ...]
-    threshold: np.ndarray
-    reference: str
-    ref_q: np.ndarray | None = None
-    ref_levels: tuple[float, ...] = ()
-
-
-def d1_thresholds(cfg: Any, t: Tensors, valid: pd.DatetimeIndex) -> np.ndarray:
-    """[N, H, W] the D1-or-worse threshold of each valid day: the training-years 20th
-    percentile of the exporter's tables (:func:`soilcast.export.products.product_tables`,
-    :func:`~soilcast.export.products.d1_threshold`), so the event is the served one."""
-    from soilcast.export.products import d1_threshold, product_tables
-
-    try:
-        tables = product_tables(cfg, t)
-    except ValueError as err:
-        raise ValueError(f"hindcast of a probabilistic model needs the training years {cfg.split.train_years} "
-                         f"in the store for the D1-or-worse thresholds: {err}") from None
-    return np.asarray(d1_threshold(tables, calendar_bin(valid)), np.float64)
-
-
-def probabilistic_scores_by_lead(obs: np.ndarray, vq: ValidQuantiles, leads: list[int], weights: np.ndarray
-                                 ) -> dict[str, dict[str, float | int | None]]:
-    """Per lead key: :func:`soilcast.evaluation.probabilistic.probabilistic_scores` of the
-    quantiles ``vq.q`` against ``obs`` [N, H, W] over every valid day's cells with positive
-    ``weights`` [H, W], the reference's Brier score (``brier_d1_reference``), the Brier skill
-    against it (``brier_skill``) and the number of points ``n``."""
-    from soilcast.evaluation.probabilistic import brier, probabilistic_scores, skill
-    from soilcast.quantiles import median_index
-
-    cells = weights > 0
-    o = obs[:, cells].reshape(-1)
-    w = np.broadcast_to(weights[cells], (len(obs), int(cells.sum()))).reshape(-1)
-    thr = vq.threshold[:, cells].reshape(-1)
-    mid = median_index(vq.levels)
-    out = {}
-    for k, lead in enumerate(leads):
-        q = np.moveaxis(vq.q[:, k][:, :, cells], 1, -1).reshape(-1, len(vq.levels))  # [N * cells, Q]
-        s = probabilistic_scores(o, q[:, mid], q, vq.levels, w, thr)
-        if vq.ref_q is None:
-            ref = brier(o, np.full_like(o, CLIM_PROBABILITY), thr, w)
-        else:
-            rq = np.moveaxis(vq.ref_q[:, k][:, :, cells], 1, -1).reshape(-1, len(vq.ref_levels))
-            ref = probabilistic_scores(o, rq[:, median_index(vq.ref_levels)], rq, vq.ref_levels, w, thr)["brier_d1"]
-        n = int((np.isfinite(o) & np.isfinite(thr) & np.isfinite(q).all(axis=1)).sum())
-        out[str(lead)] = {**{key: _finite(v) for key, v in s.items()}, "brier_d1_reference": _finite(ref),
-                          "brier_skill": skill(s["brier_d1"], ref), "n": n}
-    return out
-
-
-def _finite(value: Any) -> float | None:
-    """A score for JSON: None when not finite."""
-    return float(value) if value is not None and np.isfinite(value) else None
-
-
-def probabilistic_section(scores: dict[str, Any], reference: str) -> list[str]:
-    """Markdown: the probabilistic table (scope x lead, :data:`PROB_COLUMNS`)."""
-    lines = ["## Probabilistic scores of the served quantiles", "",
-             "CRPS (m3/m3, quantile approximation), coverage of the central 80 % interval (nominal 0.8), Brier "
-             "score of D1 or worse (observed soil moisture at or below the valid day's training-years 20th "
-             f"percentile) and its skill against {reference}.", "",
-             "| scope | lead | n | " + " | ".join(PROB_COLUMNS) + " |", "|---|---|---|" + "---|" * len(PROB_COLUMNS)]
-    for scope, by_lead in [("overall", scores["overall"])] + [(f"basin {b}", v) for b, v in scores["basins"].items()]:
-        for lead, m in by_lead.items():
-            lines.append(f"| {scope} | {lead} | {m['n']} | " + " | ".join(_cell(m.get(c)) for c in PROB_COLUMNS) + " |")
-    return lines + [""]
 
 
 def reference_forecasts(cfg: Any, layout: Any, leads: list[int], block: Tensors, ends: np.ndarray,
@@ -256,11 +192,11 @@ def reference_forecasts(cfg: Any, layout: Any, leads: list[int], block: Tensors,
 
 
 def archive_dataset(fcs: dict[str, ValidForecasts], served: str, lat: np.ndarray, lon: np.ndarray,
-                    version: int | None, long_names: dict[str, str], quantiles: "ValidQuantiles | None" = None) -> Any:
+                    version: int | None, long_names: dict[str, str], threshold: np.ndarray | None = None) -> Any:
     """The served forecast (key ``served``) and every reference on (time = valid date,
-    lead_time, lat, lon) and the observations on (time, lat, lon), CF-1.8; with
-    ``quantiles`` also the served quantiles on (time, lead_time, quantile, lat, lon) and each
-    valid day's D1-or-worse threshold."""
+    lead_time, lat, lon) and the observations on (time, lat, lon), CF-1.8; a probabilistic
+    served model's quantiles on (time, lead_time, quantile, lat, lon); ``threshold`` [N, H, W]:
+    each valid day's D1-or-worse soil moisture (the Brier score's event)."""
     import xarray as xr
 
     from soilcast.serving.forecast import STANDARD_NAME, crs_variable
@@ -287,16 +223,17 @@ def archive_dataset(fcs: dict[str, ValidForecasts], served: str, lat: np.ndarray
               "source": f"soilcast model {fc.model} version {version} (served)",
               "history": f"soilcast hindcast, valid {fc.valid[0].date()}..{fc.valid[-1].date()}",
               "leads": np.asarray(fc.leads, np.int32)})
-    if quantiles is not None:
-        ds.coords["quantile"] = ("quantile", np.asarray(quantiles.levels, np.float64),
+    if fc.quantiles is not None:
+        ds.coords["quantile"] = ("quantile", np.asarray(fc.levels, np.float64),
                                  {"long_name": "quantile level", "units": "1"})
-        ds["soil_moisture_quantiles"] = (("time", "lead_time", "quantile", "lat", "lon"), quantiles.q, {
+        ds["soil_moisture_quantiles"] = (("time", "lead_time", "quantile", "lat", "lon"), fc.quantiles, {
             **grid, "long_name": f"hindcast soil moisture quantiles, {fc.model} version {version} (served)"})
-        ds["d1_threshold"] = (("time", "lat", "lon"), quantiles.threshold.astype(np.float32), {
+        ds["soil_moisture_quantiles"].encoding["_FillValue"] = np.float32(np.nan)
+    if threshold is not None:
+        ds["d1_threshold"] = (("time", "lat", "lon"), np.asarray(threshold, np.float32), {
             **grid, "long_name": "D1 or worse: the training-years 20th percentile of soil moisture for the "
                                  "valid day (at or below: the event of the Brier score)"})
-        for name in ("soil_moisture_quantiles", "d1_threshold"):
-            ds[name].encoding["_FillValue"] = np.float32(np.nan)
+        ds["d1_threshold"].encoding["_FillValue"] = np.float32(np.nan)
     ds["crs"] = crs_variable()
     for name in data:
         ds[name].encoding["_FillValue"] = np.float32(np.nan)
@@ -331,10 +268,10 @@ def _skill_section(scores: dict[str, Any]) -> list[str]:
     return lines + [""]
 
 
-def score_table(scores: dict[str, Any], period: str, probabilistic: dict[str, Any] | None = None,
+def score_table(scores: dict[str, Any], period: str, probabilistic: list[str] | None = None,
                 reference: str = "") -> str:
-    """Markdown: the skill against the best reference at each lead, (for a probabilistic
-    served model its probabilistic scores, :func:`probabilistic_section`,) then per scope
+    """Markdown: the skill against the best reference at each lead, (the probabilistic
+    scores of the models ``probabilistic``, :func:`probabilistic_section`,) then per scope
     (overall, each season with data, each basin) one row per model and lead; the columns are
     the leaderboard metrics of the registry."""
     names = list(scores)
@@ -349,8 +286,8 @@ def score_table(scores: dict[str, Any], period: str, probabilistic: dict[str, An
              "lead k = forecast issued k days before the valid day (every lead scored on the same valid days); "
              "skill = 1 - MSE/MSE_reference at the same lead; acc against the training-years climatology.", ""]
     lines += _skill_section(scores)
-    if probabilistic is not None:
-        lines += probabilistic_section(probabilistic, reference)
+    if probabilistic:
+        lines += probabilistic_section(scores, probabilistic, reference)
     lines += ["## Every metric by lead", "",
               "| scope | model | lead | n | " + " | ".join(COLUMNS) + " |", "|---|---|---|---|" + "---|" * len(COLUMNS)]
     for label, pick in scopes:
@@ -359,6 +296,53 @@ def score_table(scores: dict[str, Any], period: str, probabilistic: dict[str, An
                 lines.append(f"| {label} | {name} | {lead} | {m['n']} | "
                              + " | ".join(_cell(m.get(c)) for c in COLUMNS) + " |")
     return "\n".join(lines) + "\n"
+
+
+def probabilistic_section(scores: dict[str, Any], models: list[str], reference: str) -> list[str]:
+    """Markdown: per scope (overall, each basin) x model (``models``) x lead
+    :data:`PROB_COLUMNS`."""
+    lines = ["## Probabilistic scores", "",
+             "CRPS (m3/m3, quantile approximation), share of observations inside the central 80 % interval "
+             "(nominal 0.8), Brier score of D1 or worse (observed soil moisture at or below the valid day's "
+             f"training-years 20th percentile) and its skill against {reference}.", "",
+             "| scope | model | lead | n | " + " | ".join(PROB_COLUMNS) + " |",
+             "|---|---|---|---|" + "---|" * len(PROB_COLUMNS)]
+    scopes = [("overall", lambda s: s["overall"])]
+    scopes += [(f"basin {b}", lambda s, b=b: s["basins"][b]) for b in scores[models[0]]["basins"]]
+    for label, pick in scopes:
+        for name in models:
+            for lead, m in pick(scores[name]).items():
+                lines.append(f"| {label} | {name} | {lead} | {m['n']} | "
+                             + " | ".join(_cell(m.get(c)) for c in PROB_COLUMNS) + " |")
+    return lines + [""]
+
+
+def climatological_brier_skill(scores: dict[str, Any], fc: ValidForecasts, weights: np.ndarray,
+                               threshold: np.ndarray, basins: dict[int, str]) -> None:
+    """Into every block of every entry (overall, each season, each basin; every lead): the
+    Brier skill of D1 or worse against always forecasting the event's climatological
+    probability :data:`CLIM_PROBABILITY` (``brier_skill_d1``), for when no climatological
+    distribution is registered. ``fc``: any model's forecasts (its observations and valid
+    days are everyone's); ``threshold`` [N, K, H, W]."""
+    from soilcast.evaluation.probabilistic import brier, skill
+    from soilcast.evaluation.seasons import season_rows
+
+    def ref(w: np.ndarray, rows: Any, k: int) -> float:
+        cells = w > 0
+        o = fc.obs[rows, k][:, cells]
+        return brier(o.reshape(-1), np.full(o.size, CLIM_PROBABILITY), threshold[rows, k][:, cells].reshape(-1),
+                     np.broadcast_to(w[cells], o.shape).reshape(-1))
+
+    seasons = season_rows(fc.valid)
+    blocks = [("overall", None, weights, slice(None))]
+    blocks += [("seasons", s, weights, rows) for s, rows in seasons.items()]
+    blocks += [("basins", name, weights * (fc.basin_id == b), slice(None)) for b, name in basins.items()]
+    for scope, key, w, rows in blocks:
+        refs = {str(lead): ref(w, rows, k) for k, lead in enumerate(fc.leads)}
+        for entry in scores.values():
+            by_lead_ = entry[scope] if key is None else entry[scope][key]
+            for lead, block in by_lead_.items():
+                block["brier_skill_d1"] = skill(block.get("brier_d1"), refs[lead])
 
 
 def _load_block(t: Tensors, inits: np.ndarray, seq_len: int, leads: list[int]) -> tuple[Tensors, int]:
@@ -373,8 +357,6 @@ def run_hindcast(cfg: Any, layout: Any, server: str, start: dt.date, end: dt.dat
     write the archive and the scores into ``out_dir`` (default
     ``<layout.hindcasts_dir>/<start>_<end>``) and return them."""
     from soilcast.data.store import open_tensors
-    from soilcast.evaluation.evaluate import basin_names
-    from soilcast.evaluation.metrics import area_weights
     from soilcast.forecasting import InputForecaster
     from soilcast.quantiles import median_index
     from soilcast.serving.client import SoilcastClient
@@ -400,28 +382,23 @@ def run_hindcast(cfg: Any, layout: Any, server: str, start: dt.date, end: dt.dat
         # a probabilistic version's forecast is its median (the served soil_moisture, by the contract)
         served = forecaster.forecast(block, ends) if not levels else served_q[:, :, median_index(levels)]
         version = client.last_version
-    ref_q: dict[str, tuple[tuple[float, ...], np.ndarray]] = {}
-    refs, long_names = reference_forecasts(cfg, layout, leads, block, ends, ref_q if levels else None)
+    quantiles: dict[str, tuple[tuple[float, ...], np.ndarray]] = {}
+    refs, long_names = reference_forecasts(cfg, layout, leads, block, ends, quantiles)
     label = f"{model} v{version}"
-    scores, fcs = score_all(t, block, lo, inits, start, end, leads, {label: served, **refs}, layout)
+    if levels:
+        quantiles[label] = (levels, served_q)
+    scores, fcs, threshold, reference = score_all(cfg, t, block, lo, inits, start, end, leads,
+                                                  {label: served, **refs}, layout, quantiles)
     period = f"{start}..{end}"
     summary = {"period": period, "model": model, "version": version, "leads": leads,
                "init_period": [str(t.time[inits[0]].date()), str(t.time[inits[-1]].date())],
                "n_days": len(fcs[label].valid), "n_windows": int(len(inits)),
-               "n_requests": counter.n_requests, "batch_size": batch, "scores": scores}
+               "n_requests": counter.n_requests, "batch_size": batch, "scores": scores,
+               "quantile_levels": list(levels), "brier_reference": reference}
     summary["best_reference"], summary["skill_vs_best_reference"] = skill_vs_best_reference(scores)
-    vq = None
-    if levels:
-        vq = valid_quantiles(cfg, t, fcs[label], served_q, levels, ref_q, int(inits[0]) - lo, block)
-        weights = area_weights(t.lat, t.mask)
-        basins = basin_names(layout.tensors, t.basin_id)
-        obs = fcs[label].obs[:, 0]
-        summary.update(quantile_levels=list(levels), brier_reference=vq.reference, probabilistic={
-            "overall": probabilistic_scores_by_lead(obs, vq, leads, weights),
-            "basins": {name: probabilistic_scores_by_lead(obs, vq, leads, weights * (t.basin_id == b))
-                       for b, name in basins.items()}})
-    table = score_table(scores, period, summary.get("probabilistic"), summary.get("brier_reference", ""))
-    archive = archive_dataset(fcs, label, t.lat, t.lon, version, long_names, vq)
+    shown = [label, *(n for n in refs if n in quantiles)] if levels else None  # the probabilistic models
+    table = score_table(scores, period, shown, reference)
+    archive = archive_dataset(fcs, label, t.lat, t.lon, version, long_names, threshold[:, 0])
     files = write_outputs(layout, out_dir, start, end, archive, summary, table)
     return {**summary, "table": table, "files": files}
 
@@ -433,48 +410,60 @@ def served_levels(meta: dict[str, Any]) -> tuple[float, ...]:
     return levels if len(levels) > 1 and meta.get("products") else ()
 
 
-def valid_quantiles(cfg: Any, t: Tensors, fc: ValidForecasts, q: np.ndarray, levels: tuple[float, ...],
-                    ref_q: dict[str, tuple[tuple[float, ...], np.ndarray]], first_init: int, block: Tensors
-                    ) -> ValidQuantiles:
-    """The served quantiles ``q`` [N_init, K, Q, H, W] put on the valid days of ``fc``, the
-    valid days' D1-or-worse thresholds and the Brier skill's reference (the
-    ``clim_distribution`` reference's quantiles when registered, else the climatological
-    probability :data:`CLIM_PROBABILITY`)."""
-    vidx = block.time.get_indexer(fc.valid)
-    leads = list(fc.leads)
-    threshold = np.where(t.mask, d1_thresholds(cfg, t, fc.valid), np.nan)
-    on_valid = on_valid_days(q, first_init, vidx, leads)  # [N, K, Q, H, W]
-    if CLIM_DISTRIBUTION in ref_q:
-        ref_levels, rq = ref_q[CLIM_DISTRIBUTION]
-        return ValidQuantiles(on_valid, levels, threshold, f"the {CLIM_DISTRIBUTION} reference's quantiles",
-                              on_valid_days(rq, first_init, vidx, leads), ref_levels)
-    return ValidQuantiles(on_valid, levels, threshold, f"the climatological probability {CLIM_PROBABILITY}")
-
-
-def score_all(t: Tensors, block: Tensors, lo: int, inits: np.ndarray, start: dt.date, end: dt.date,
-              leads: list[int], preds: dict[str, np.ndarray], layout: Any
-              ) -> tuple[dict[str, Any], dict[str, ValidForecasts]]:
-    """Every model's forecasts put on the valid days and scored at every lead (the
-    evaluation's ``score``, against the persistence and climatology of the same lead)."""
-    from soilcast.evaluation.evaluate import basin_names, score
+def score_all(cfg: Any, t: Tensors, block: Tensors, lo: int, inits: np.ndarray, start: dt.date, end: dt.date,
+              leads: list[int], preds: dict[str, np.ndarray], layout: Any,
+              quantiles: dict[str, tuple[tuple[float, ...], np.ndarray]] | None = None
+              ) -> tuple[dict[str, Any], dict[str, ValidForecasts], np.ndarray, str]:
+    """Every model's forecasts (and ``quantiles``: {name: (levels, [N_init, K, Q, H, W])} of
+    the probabilistic ones) put on the valid days and scored at every lead with the
+    evaluation's own ``score`` (against the persistence and climatology of the same lead; the
+    probabilistic scores against each valid day's D1-or-worse threshold of the store's
+    training years, :func:`soilcast.evaluation.evaluate.valid_thresholds`) and its
+    probabilistic skills; (scores, forecasts, threshold [N, K, H, W], what the Brier skill is
+    against)."""
+    from soilcast.evaluation.evaluate import (
+        CLIMATOLOGICAL_DISTRIBUTION,
+        add_probabilistic_skills,
+        basin_names,
+        score,
+        valid_thresholds,
+    )
     from soilcast.evaluation.metrics import area_weights
-    from soilcast.ml.models.references import context_references
+    from soilcast.export.products import product_tables
+    from soilcast.ml.models.references import context_references, probabilistic_benchmark_names
 
+    quantiles = quantiles or {}
     valid = pd.date_range(start, end, freq="D")
     vidx = block.time.get_indexer(valid)
+    first = int(inits[0]) - lo
     obs = np.asarray(block.Y[vidx, ..., 0], np.float32)
     obs = np.broadcast_to(obs[:, None], (len(vidx), len(leads), *obs.shape[1:]))
-    fcs = {n: ValidForecasts(on_valid_days(p, int(inits[0]) - lo, vidx, leads), obs, valid, tuple(leads),
-                             t.basin_id, n) for n, p in preds.items()}
+
+    def valid_fc(n: str, p: np.ndarray) -> ValidForecasts:
+        levels, q = quantiles.get(n, ((), None))
+        return ValidForecasts(on_valid_days(p, first, vidx, leads), obs, valid, tuple(leads), t.basin_id, n,
+                              None if q is None else on_valid_days(q, first, vidx, leads), tuple(levels))
+
+    fcs = {n: valid_fc(n, p) for n, p in preds.items()}
     ctx = {key: ref.name for key, ref in context_references().items()}
     weights = area_weights(t.lat, t.mask)
     basins = basin_names(layout.tensors, t.basin_id)
     clim, pers = fcs[ctx["clim"]], fcs[ctx["persistence"]]
-    scores = {n: score(fc, weights, clim, pers, basins) for n, fc in fcs.items()}
+    try:
+        threshold = valid_thresholds(product_tables(cfg, t), clim)
+    except ValueError as err:
+        raise ValueError(f"hindcast needs the training years {cfg.split.train_years} in {layout.tensors} "
+                         f"for the D1-or-worse thresholds: {err}") from None
+    threshold = np.where(t.mask, threshold, np.nan)
+    scores = {n: score(fc, weights, clim, pers, basins, threshold) for n, fc in fcs.items()}
     for s in scores.values():
         s.pop("init_period", None)  # per lead different; the summary gives the init days
         s.pop("val", None)
-    return scores, fcs
+    add_probabilistic_skills(scores)  # CRPS skill vs each probabilistic reference, Brier skill vs clim_distribution
+    if CLIMATOLOGICAL_DISTRIBUTION in fcs and CLIMATOLOGICAL_DISTRIBUTION in probabilistic_benchmark_names():
+        return scores, fcs, threshold, f"the {CLIMATOLOGICAL_DISTRIBUTION} reference (the training years' distribution)"
+    climatological_brier_skill(scores, clim, weights, threshold, basins)
+    return scores, fcs, threshold, f"the climatological probability {CLIM_PROBABILITY}"
 
 
 def write_outputs(layout: Any, out_dir: Path | None, start: dt.date, end: dt.date, archive: Any,

@@ -14,7 +14,7 @@
 
 Both tables are fitted on the training years only (``cfg.split.train_years``) with the bins
 and circular window of the served percentile table
-(:func:`soilcast.export.products.seasonal_quantiles`), so a reference and the products read
+(:func:`soilcast.ml.seasonal.seasonal_quantiles`), so a reference and the products read
 the season the same way. Their ``forecast`` is the median of their quantiles (the
 probabilistic :class:`soilcast.forecasting.Forecaster` convention). Clipping is monotone, so
 the quantiles stay ordered.
@@ -30,9 +30,9 @@ import pandas as pd
 from soilcast.config import Config
 from soilcast.contract import calendar_bin
 from soilcast.data.store import Tensors
-from soilcast.export.products import quantile_bin, seasonal_quantiles
 from soilcast.forecasting import Forecaster, lead_offsets
 from soilcast.ml.models.references import Reference, register_reference
+from soilcast.ml.seasonal import quantile_bin, seasonal_quantiles
 from soilcast.ml.windows import split_slice
 from soilcast.quantiles import median_index
 

@@ -1,4 +1,5 @@
-"""The quantile axis through the gateway (issue 21): a probabilistic version's
+"""Loaded versions and their quantile axis (``serving.models``: ``ModelInfo``, loading), through
+the gateway: a probabilistic version's
 ``forecast_products`` answers ``quantiles`` and ``drought_probability`` over real loopback
 gRPC and REST (embedded and proxy), exactly as the SavedModel does in process and as the
 stand-in's numpy twin computes them; ``ModelInfo`` and the client expose the levels; a point
@@ -210,3 +211,21 @@ def test_a_version_promising_quantiles_it_does_not_answer_is_refused(tmp_path):
     meta_path.write_text(json.dumps({**meta, "quantile_levels": [0.1, 0.9]}))
     with pytest.raises(ModelLoadError, match="must hold the median"):
         read_info(point)
+
+
+def test_served_quantiles_never_leave_the_physical_range(tmp_path):
+    """Quantiles are soil moisture too: clipped to the target's range and counted, like the median."""
+    from soilcast.testing.serving import metric, scrape
+
+    cfg = tiny_config(tmp_path, {"target": {"physical_range": [0.0, 0.3]}})
+    publish(cfg, 1, quantile_levels=LEVELS)  # the stand-in's upper quantiles reach well above 0.3
+    mask = grid_mask(cfg)
+    x = meteo(cfg, np.random.default_rng(35), batch=2)
+    with gateway(cfg, drift=False) as gw, client(gw) as c:
+        out = c.predict_products(x, _doy(cfg, 2))
+        clipped = metric(scrape(gw.metrics_port), "soilcast_output_clipped_values_total")
+    q = out[QUANTILES][..., mask]
+    assert q.max() == pytest.approx(0.3) and q.min() >= 0.0 and np.isnan(out[QUANTILES][..., ~mask]).all()
+    assert (np.diff(q, axis=2) >= 0).all()  # clipping keeps the order
+    at_top = int((q == np.float32(0.3)).sum()) + int((out["soil_moisture"][..., mask] == np.float32(0.3)).sum())
+    assert clipped == at_top > 0
