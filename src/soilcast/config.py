@@ -410,6 +410,10 @@ class Forecast(_Strict):
 
     quantiles: list[float] = Field(min_length=1)
     quantile_head: QuantileHead
+    # weight of the median channel's MSE added to the pinball loss (0: pure quantile
+    # regression). Soil-moisture changes are skewed (rain jumps up, slow drying down), so the
+    # conditional median alone forecasts the level worse in RMSE than the mean does.
+    median_mse_weight: float = Field(ge=0)
 
     @field_validator("quantiles")
     @classmethod

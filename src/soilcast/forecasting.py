@@ -74,12 +74,14 @@ class InputForecaster:
         out = []
         for x in request_batches(block, ends, self.seq_len, self.antecedent, self.batch, weather):
             y = np.asarray(self.predict(x), dtype=np.float32)
-            if y.ndim == 3:  # a one-lead model: [b, H, W]
-                y = y[:, None]
-            out.append(y if len(self.levels) > 1 else y[:, :, None])
+            out.append(y[:, None] if y.ndim == 3 else y)  # a one-lead model: [b, H, W]
         Q, grid = len(self.levels), block.mask.shape
-        pred = np.concatenate(out) if out else np.zeros((0, len(self.leads), Q, *grid), np.float32)
-        value = masked_quantiles(self.name, pred, len(ends), self.leads, self.levels, block.mask)
+        if Q == 1:  # a point forecast [N, K, H, W]: checked as one, given its level axis
+            pred = np.concatenate(out) if out else np.zeros((0, len(self.leads), *grid), np.float32)
+            value = masked_forecast(self.name, pred, len(ends), self.leads, block.mask)[:, :, None]
+        else:
+            pred = np.concatenate(out) if out else np.zeros((0, len(self.leads), Q, *grid), np.float32)
+            value = masked_quantiles(self.name, pred, len(ends), self.leads, self.levels, block.mask)
         self._last.update(key=key, value=value)
         return value
 

@@ -98,3 +98,16 @@ def test_the_selection_metric_reads_the_median_channels():
     metric = ForecastMSE(levels)
     metric.update_state(y_true, pred)
     assert float(metric.result()) == 0.0
+
+
+def test_the_median_mse_term_adds_the_weighted_mse_of_the_median_channel():
+    """Same hand case: the median channel forecasts 1.0 for a target 1.0 in the mask cell
+    (MSE 0), so the term adds nothing; moved to 3.0 (ordered quantiles 0, 3, 3) it adds
+    weight x 4 and the pinball part becomes (0.1*1, 0.5*2, 0.1*2) -> 2 * 1.3 / 3."""
+    levels = [0.1, 0.5, 0.9]
+    y_true = np.array([[[1.0, 1.0]], [[5.0, 0.0]]], np.float32)[:, None]
+    y_pred = np.array([[[0.0, 1.0, 3.0]], [[-99.0, 99.0, 7.0]]], np.float32)[:, None]
+    assert float(MaskedPinball(levels, 2.5)(y_true, y_pred)) == pytest.approx(0.2, rel=1e-6)
+    moved = np.array([[[0.0, 3.0, 3.0]], [[-99.0, 99.0, 7.0]]], np.float32)[:, None]
+    assert float(MaskedPinball(levels, 2.5)(y_true, moved)) == pytest.approx(2 * 1.3 / 3 + 2.5 * 4.0, rel=1e-6)
+    assert isinstance(training_loss(levels, 2.5), MaskedPinball) and training_loss(levels, 2.5).median_mse_weight == 2.5

@@ -81,6 +81,7 @@ def test_params_yaml_defaults_to_auto(tmp_path):
 def test_training_under_auto_builds_logs_and_records_the_resolved_policy(tmp_path, caplog):
     cfg = tiny_config(tmp_path, {"training": {"precision": "auto", "epochs": 1, "steps_per_epoch": 2}})
     write_synthetic_store(cfg)
+    from soilcast.ml.models.weather_head import body_of
     from soilcast.testing.stages import train_model
 
     expected = resolve_precision("auto")
@@ -89,6 +90,6 @@ def test_training_under_auto_builds_logs_and_records_the_resolved_policy(tmp_pat
     assert f"auto -> {expected}" in caplog.text
     rec = json.loads((out / "record.json").read_text())
     assert rec["precision"] == expected
-    model = keras.saving.load_model(out / "model.keras", compile=False)
+    model = body_of(keras.saving.load_model(out / "model.keras", compile=False))  # the network in its heads
     hidden = [layer for layer in model.layers if layer.weights][0]
     assert hidden.dtype_policy.name == expected

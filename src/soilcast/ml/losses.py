@@ -54,12 +54,14 @@ class MaskedPinball(keras.losses.Loss):
     as :class:`MaskedMSE` (scaled space): the quantile form of the CRPS, so every level is
     fitted at once and the median level is the median."""
 
-    def __init__(self, levels: list[float], name: str = "masked_pinball", **kwargs: Any) -> None:
+    def __init__(self, levels: list[float], median_mse_weight: float = 0.0, name: str = "masked_pinball",
+                 **kwargs: Any) -> None:
         super().__init__(name=name, **kwargs)
         self.levels = [float(t) for t in levels]
+        self.median_mse_weight = float(median_mse_weight)
 
     def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "levels": self.levels}
+        return {**super().get_config(), "levels": self.levels, "median_mse_weight": self.median_mse_weight}
 
     def call(self, y_true: Any, y_pred: Any) -> Any:
         Q = len(self.levels)
@@ -71,7 +73,10 @@ class MaskedPinball(keras.losses.Loss):
         pin = ops.maximum(tau * err, (tau - 1.0) * err)  # [..., K, Q]
         weight = y_true[..., -1:] * ops.ones_like(value)
         loss = ops.where(weight > 0, 2.0 * ops.mean(pin, axis=-1), 0.0)
-        return ops.sum(loss * weight) / ops.maximum(ops.sum(weight), 1.0) if K else 0.0
+        total = ops.sum(loss * weight) / ops.maximum(ops.sum(weight), 1.0)
+        if self.median_mse_weight:
+            total = total + self.median_mse_weight * _masked_mse(y_true, median_channels(y_pred, self.levels))
+        return total if K else 0.0
 
 
 @keras.saving.register_keras_serializable(package="soilcast")
@@ -86,9 +91,10 @@ class ForecastMSE(keras.metrics.MeanMetricWrapper):
         return {"levels": self.levels, "name": self.name, "dtype": self.dtype}
 
 
-def training_loss(levels: list[float]) -> keras.losses.Loss:
-    """The pinball loss for quantiles, the MSE for a point forecast (``[0.5]``)."""
-    return MaskedPinball(levels) if len(levels) > 1 else MaskedMSE()
+def training_loss(levels: list[float], median_mse_weight: float = 0.0) -> keras.losses.Loss:
+    """The pinball loss for quantiles (+ ``median_mse_weight`` x the median's MSE), the MSE
+    for a point forecast (``[0.5]``)."""
+    return MaskedPinball(levels, median_mse_weight) if len(levels) > 1 else MaskedMSE()
 
 
 @keras.saving.register_keras_serializable(package="soilcast")

@@ -178,7 +178,7 @@ def learning_rate_schedule(cfg: Config, steps_per_epoch: int) -> keras.optimizer
 def _compile(model: keras.Model, cfg: Config, steps_per_epoch: int) -> None:
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=learning_rate_schedule(cfg, steps_per_epoch)),
-        loss=training_loss(cfg.forecast.quantiles),
+        loss=training_loss(cfg.forecast.quantiles, cfg.forecast.median_mse_weight),
         metrics=[ForecastMSE(cfg.forecast.quantiles)],
     )
 
