@@ -422,7 +422,7 @@ def test_an_exported_weather_model_serves_both_weather_signatures(exported, tmp_
     assert p.shape == (1, 2, 2) and ((p >= 0) & (p <= 1)).all()
     assert ds["soil_moisture_quantiles"].dims == ("lead_time", "quantile", "lat", "lon")
     # the drought map's per-cell chance (client side, store thresholds) averages to the served one
-    from soilcast.serving.forecast import basin_weights, cell_drought_probability, d1_thresholds, weighted_mean
+    from soilcast.serving.forecast_figures import basin_weights, cell_drought_probability, d1_thresholds, weighted_mean
 
     cell = cell_drought_probability(products["quantiles"][0], tuple(levels),
                                     d1_thresholds(cfg, t, [dt.date(2014, 1, 1), dt.date(2014, 1, 3)]))

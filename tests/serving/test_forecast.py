@@ -22,7 +22,7 @@ from soilcast.cli import app
 from soilcast.config import save_config
 from soilcast.data.store import open_tensors
 from soilcast.ml.models.references import Climatology
-from soilcast.serving.forecast import basin_climate_range
+from soilcast.serving.forecast_figures import basin_climate_range
 from soilcast.testing.serving import client, gateway
 from soilcast.testing.standin import write_standin
 
@@ -248,7 +248,7 @@ def _png(path) -> tuple[int, int]:
 def test_a_probabilistic_model_adds_quantiles_probability_fan_chart_and_drought_map(tiny_cfg, synthetic_store,
                                                                                      tmp_path):
     from soilcast.contract import calendar_bin
-    from soilcast.serving.forecast import cell_drought_probability, d1_thresholds
+    from soilcast.serving.forecast_figures import cell_drought_probability, d1_thresholds
 
     cfg, t = tiny_cfg, open_tensors(synthetic_store)
     leads = list(cfg.window.leads)

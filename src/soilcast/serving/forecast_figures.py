@@ -1,0 +1,274 @@
+"""The forecast's pictures (``soilcast forecast``): the maps of the leads with each basin's coming
+days against its climatological range, the fan chart of a probabilistic forecast, and the map
+of the chance of D1 or worse; plus the basin weighting they and the basin table share.
+
+Basin values are cos(latitude) area-weighted means over each basin's mask cells. The chance of
+D1 or worse per cell is read from the served quantiles through
+:func:`soilcast.quantiles.quantile_cdf` at the cell's 20th percentile of the valid day's
+training-years distribution (:func:`soilcast.export.products.d1_threshold`, tables fitted on
+the store's training years as the exporter fits them).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from soilcast.contract import calendar_bin
+from soilcast.data.store import Tensors
+
+CLIMATE_QUANTILES = (0.1, 0.9)  # the basin panel's shaded climatological range
+
+
+def basin_weights(tensors: Tensors) -> dict[int, np.ndarray]:
+    """Basin id -> [H, W] cos(latitude) weights on its mask cells (0 elsewhere)."""
+    from soilcast.evaluation.metrics import area_weights
+
+    weights = area_weights(tensors.lat, tensors.mask)
+    return {b: np.where(tensors.basin_id == b, weights, 0.0)
+            for b in sorted(int(v) for v in np.unique(tensors.basin_id) if v != 0)}
+
+
+def weighted_mean(field: np.ndarray | None, w: np.ndarray) -> float:
+    """Weighted mean over the finite cells of ``field`` where ``w`` > 0 (NaN when none)."""
+    if field is None:
+        return float("nan")
+    ok = np.isfinite(field) & (w > 0)
+    return float(np.sum(w[ok] * field[ok]) / np.sum(w[ok])) if ok.any() else float("nan")
+
+
+def basin_climate_range(cfg: Any, tensors: Tensors, valid: list[dt.date],
+                        quantiles: tuple[float, float] = CLIMATE_QUANTILES) -> np.ndarray | None:
+    """[n_basins, K, 2] climatological range (default 10-90 %) of each basin's area-weighted
+    mean soil moisture for each valid day: the quantiles of the training-years basin-mean
+    series on the days within ``climatology.window_days // 2`` of that calendar day (the
+    climatology's own window). None when the store holds no training year.
+
+    Taken from the store, not from the export's per-cell quantile tables: a basin mean
+    varies less than its cells, so the cells' quantiles averaged would draw too wide a band;
+    this is the distribution of exactly the quantity plotted, and it works for every export."""
+    years = cfg.split.train_years
+    rows = np.flatnonzero((tensors.time.year >= years[0]) & (tensors.time.year <= years[1]))
+    if rows.size == 0:
+        return None
+    y = np.asarray(tensors.Y[int(rows[0]) : int(rows[-1]) + 1], np.float64)[..., 0]  # [T, H, W]
+    weights = np.stack(list(basin_weights(tensors).values()))  # [B, H, W]
+    finite = np.isfinite(y)
+    series = (np.einsum("thw,bhw->tb", np.where(finite, y, 0.0), weights)
+              / np.einsum("thw,bhw->tb", finite.astype(np.float64), weights))  # [T, B]
+    bins = calendar_bin(tensors.time[rows])
+    half = int(cfg.climatology.window_days) // 2
+    out = np.full((weights.shape[0], len(valid), 2), np.nan)
+    for k, day in enumerate(calendar_bin(pd.DatetimeIndex([pd.Timestamp(d) for d in valid]))):
+        gap = np.abs(bins - day)
+        near = np.minimum(gap, 366 - gap) <= half  # circular: late December neighbours early January
+        if near.any():
+            out[:, k] = np.nanquantile(series[near], quantiles, axis=0).T
+    return out
+
+
+def plot_forecast(ds: Any, table: pd.DataFrame, climate: np.ndarray | None, basin_id: np.ndarray, path: Path,
+                  basins_file: Path | None, cmap: str) -> None:
+    """The forecaster's figure: a map per lead side by side on one colour scale (``cmap``,
+    params ``target.colormap``) with basin outlines (from the basins file when it exists),
+    and below them each basin's forecast basin mean over the valid dates against its
+    climatological 10-90 % range (``climate`` [n_basins, K, 2], shaded; omitted when None)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from soilcast.io.atomic import atomic_path
+
+    sm = ds["soil_moisture"].values
+    n = sm.shape[0]
+    fig = plt.figure(figsize=(max(2.2 * n + 1.0, 7.5), 6.6), layout="constrained")
+    top, bottom = fig.subfigures(2, 1, height_ratios=[1.0, 1.15])
+    axes = np.atleast_1d(top.subplots(1, n, sharex=True, sharey=True))
+    mesh = _draw_maps(axes, ds, ds["soil_moisture"].values, basin_id, basins_file, cmap)
+    top.colorbar(mesh, ax=list(axes), label="soil moisture (m³ m⁻³)", shrink=0.9)
+    init = pd.Timestamp(ds["forecast_reference_time"].values).date()
+    top.suptitle(f"soilcast forecast, init {init} (source: {ds.attrs.get('source', '')})\n"
+                 f"weather forecast: {ds.attrs.get('source_forecast', '')}", fontsize=10)
+    _draw_basins(bottom.subplots(), table, climate)
+    with atomic_path(Path(path)) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+def _draw_maps(axes: np.ndarray, ds: Any, sm: np.ndarray, basin_id: np.ndarray, basins_file: Path | None,
+               cmap: str, limits: tuple[float, float] | None = None) -> Any:
+    """One map of ``sm`` [K, H, W] per lead, shared colour limits (``limits``, default the
+    data's range); returns the last mesh for the colour bar."""
+    lat, lon = ds["lat"].values, ds["lon"].values
+    finite = sm[np.isfinite(sm)]
+    vmin, vmax = limits or ((float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0))
+    outlines = None
+    if basins_file is not None and Path(basins_file).is_file():
+        import geopandas as gpd
+
+        outlines = gpd.read_file(basins_file).boundary
+    ids = np.unique(basin_id)
+    mesh = None
+    for k, ax in enumerate(axes):
+        mesh = ax.pcolormesh(lon, lat, sm[k], shading="nearest", cmap=cmap, vmin=vmin, vmax=vmax)
+        if outlines is not None:
+            outlines.plot(ax=ax, color="k", linewidth=0.6)
+        elif ids.size > 1:
+            ax.contour(lon, lat, basin_id, levels=(ids[:-1] + ids[1:]) / 2, colors="k", linewidths=0.6)
+        lead = int(ds["lead_time"].values[k] / np.timedelta64(1, "D"))
+        valid = pd.Timestamp(ds["valid_time"].values[k])
+        ax.set_title(f"+{lead} d, {valid:%a %d %b}", fontsize=9)
+        ax.set(xlim=(lon.min(), lon.max()), ylim=(lat.min(), lat.max()), aspect="equal")
+        ax.tick_params(labelsize=7)
+    axes[0].set_ylabel("latitude")
+    return mesh
+
+
+def _draw_basins(ax: Any, table: pd.DataFrame, climate: np.ndarray | None) -> None:
+    """Each basin's forecast basin mean per valid date (line + markers) over its shaded
+    climatological 10-90 % range and dashed climatology, one colour per basin."""
+    import matplotlib.dates as mdates
+    import matplotlib.pyplot as plt
+
+    colours = plt.get_cmap("tab10")
+    for i, (bid, rows) in enumerate(table.groupby("basin_id", sort=True)):
+        rows = rows.sort_values("lead_days")
+        x, c = pd.to_datetime(rows["valid_date"]), colours(i % 10)
+        if climate is not None:
+            lo, hi = climate[i, :, 0], climate[i, :, 1]
+            if len(x) > 1:
+                ax.fill_between(x, lo, hi, color=c, alpha=0.18, linewidth=0)
+            else:  # one lead: the range as a bar
+                ax.vlines(x, lo, hi, color=c, alpha=0.3, linewidth=10)
+        ax.plot(x, rows["climatology"], color=c, linestyle="--", linewidth=1)
+        ax.plot(x, rows["soil_moisture"], color=c, marker="o", linewidth=2, label=str(rows["basin"].iloc[0]))
+    band = "shaded: climatological 10-90 % range; " if climate is not None else ""
+    ax.set(ylabel="basin mean soil moisture (m³ m⁻³)", xlabel="valid date",
+           title=f"Basin means, forecast (solid) vs training years ({band}dashed: climatology)")
+    ax.title.set_fontsize(10)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
+    ax.xaxis.set_major_formatter(mdates.DateFormatter("%d %b"))
+
+
+def basin_quantiles(q: np.ndarray, tensors: Tensors) -> dict[int, np.ndarray]:
+    """Basin id -> [K, Q]: the cos(latitude) area-weighted basin mean of each quantile field
+    ``q`` [K, Q, H, W] (the fan chart's lines; the mean of a quantile field, not the quantile
+    of the basin mean, which would need the cells' joint distribution)."""
+    out = {}
+    for bid, w in basin_weights(tensors).items():
+        out[bid] = np.array([[weighted_mean(np.asarray(q[k, j], np.float64), w) for j in range(q.shape[1])]
+                             for k in range(q.shape[0])])
+    return out
+
+
+def plot_fan_chart(table: pd.DataFrame, fans: dict[int, np.ndarray], levels: tuple[float, ...],
+                   climate: np.ndarray | None, path: Path, title: str) -> None:
+    """A panel per basin over the coming lead days: the median (line), the 50 % and 90 %
+    central bands of ``fans`` (basin id -> [K, Q], :func:`basin_quantiles`) where the levels
+    hold them (:func:`soilcast.quantiles.interval_pairs`), and behind them the climatological
+    10-90 % range of the basin mean (``climate`` [n_basins, K, 2], grey; omitted when None)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.dates as mdates
+    import matplotlib.pyplot as plt
+
+    from soilcast.io.atomic import atomic_path
+    from soilcast.quantiles import interval_pairs, median_index
+
+    pairs = interval_pairs(levels)
+    mid = median_index(levels)
+    ids = sorted(fans)
+    cols = min(len(ids), 3)
+    rows_n = -(-len(ids) // cols)
+    fig, axes = plt.subplots(rows_n, cols, figsize=(4.2 * cols + 0.5, 3.3 * rows_n + 0.8), sharey=True,
+                             squeeze=False, layout="constrained")
+    colour = "tab:blue"
+    for i, bid in enumerate(ids):
+        ax = axes.flat[i]
+        rows = table[table["basin_id"] == bid].sort_values("lead_days")
+        x = pd.to_datetime(rows["valid_date"]).to_numpy()
+        fan = fans[bid]
+
+        def band(lo: np.ndarray, hi: np.ndarray, **kw: Any) -> None:
+            if len(x) > 1:
+                ax.fill_between(x, lo, hi, linewidth=0, **kw)
+            else:  # one lead: the band as a bar
+                ax.vlines(x, lo, hi, linewidth=12, **kw)
+
+        if climate is not None:
+            band(climate[i, :, 0], climate[i, :, 1], color="0.8", alpha=0.7, label="climate 10-90 %")
+        for cov, alpha in ((0.9, 0.25), (0.5, 0.5)):
+            if cov in pairs:
+                lo, hi = pairs[cov]
+                band(fan[:, lo], fan[:, hi], color=colour, alpha=alpha, label=f"{cov:.0%} band")
+        ax.plot(x, fan[:, mid], color=colour, marker="o", linewidth=2, label="median")
+        ax.set_title(str(rows["basin"].iloc[0]) if len(rows) else f"basin {bid}", fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.xaxis.set_major_formatter(mdates.DateFormatter("%d %b"))
+        ax.tick_params(labelsize=8)
+        ax.tick_params(axis="x", rotation=45)
+    for ax in axes.flat[len(ids):]:
+        ax.set_visible(False)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("basin mean soil moisture (m³ m⁻³)", fontsize=9)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=len(labels), fontsize=8, frameon=False)
+    fig.suptitle(title, fontsize=10)
+    with atomic_path(Path(path)) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+def d1_thresholds(cfg: Any, tensors: Tensors, valid: list[dt.date]) -> np.ndarray | None:
+    """[K, H, W] each cell's soil moisture at the D1-or-worse percentile (20 %) of the
+    training-years distribution of each valid day, from tables fitted on the store's training
+    years exactly as the exporter fits the served ones (:func:`soilcast.export.products.
+    product_tables`, :func:`~soilcast.export.products.d1_threshold`). None when the store
+    holds no training year."""
+    from soilcast.export.products import d1_threshold, product_tables
+
+    try:
+        tables = product_tables(cfg, tensors)
+    except ValueError:
+        return None
+    doy = calendar_bin(pd.DatetimeIndex([pd.Timestamp(d) for d in valid]))
+    return np.asarray(d1_threshold(tables, doy), np.float64)
+
+
+def cell_drought_probability(q: np.ndarray, levels: tuple[float, ...], threshold: np.ndarray) -> np.ndarray:
+    """[K, H, W] P(soil moisture <= ``threshold``) of each cell under the quantile forecast
+    ``q`` [K, Q, H, W] (:func:`soilcast.quantiles.quantile_cdf`, the distribution the served
+    ``drought_probability`` averages over a basin); NaN where a quantile or the threshold is."""
+    from soilcast.quantiles import quantile_cdf
+
+    p = quantile_cdf(np.asarray(q, np.float64), levels, np.asarray(threshold, np.float64), axis=1)
+    return np.clip(p, 0.0, 1.0)
+
+
+def plot_drought_probability(ds: Any, prob: np.ndarray, basin_id: np.ndarray, path: Path,
+                             basins_file: Path | None, title: str) -> None:
+    """A map per lead of P(D1 or worse) ``prob`` [K, H, W] on the fixed scale 0-1, with basin
+    outlines (from the basins file when it exists)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from soilcast.io.atomic import atomic_path
+
+    n = prob.shape[0]
+    fig = plt.figure(figsize=(max(2.2 * n + 1.0, 7.5), 3.6), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, n, sharex=True, sharey=True))
+    mesh = _draw_maps(axes, ds, prob, basin_id, basins_file, "YlOrRd", (0.0, 1.0))
+    fig.colorbar(mesh, ax=list(axes), label="P(D1 or worse)", shrink=0.9)
+    fig.suptitle(title, fontsize=10)
+    with atomic_path(Path(path)) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
