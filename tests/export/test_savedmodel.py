@@ -83,21 +83,27 @@ def bless(cfg: Config, blessed: bool = True, winner: str = "fc") -> None:
     (run / "model.keras").write_bytes(b"stand-in weights v1")  # fingerprinted by export
 
 
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
+def export_stub(root: Path, make_model):
+    """A blessed export of ``make_model(cfg, mask)`` in a tiny project under ``root``: (cfg,
+    model, tensors, version path, the monkeypatch that feeds export the stub; undo it after)."""
     from soilcast.data.store import open_tensors
     from soilcast.testing.synthetic import write_synthetic_store
 
-    cfg = tiny_config(tmp_path_factory.mktemp("export"))
+    cfg = tiny_config(root)
     write_synthetic_store(cfg)
     tensors = open_tensors(cfg.paths.processed)
-    model = physical_stub(cfg, tensors.mask)
+    model = make_model(cfg, tensors.mask)
     bless(cfg)
     mp = pytest.MonkeyPatch()
     mp.setattr(savedmodel, "load_physical_models", lambda c, run, name: (model, None))
-    path = export_blessed(cfg)
-    yield cfg, model, tensors, path, mp
-    mp.undo()
+    return cfg, model, tensors, export_blessed(cfg), mp
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    out = export_stub(tmp_path_factory.mktemp("export"), physical_stub)
+    yield out
+    out[-1].undo()
 
 
 def test_layout_metadata_and_drift_reference(exported):
@@ -634,18 +640,8 @@ def quantile_stub(cfg, mask):
 
 @pytest.fixture(scope="module")
 def exported_q(tmp_path_factory):
-    from soilcast.data.store import open_tensors
-    from soilcast.testing.synthetic import write_synthetic_store
-
-    cfg = tiny_config(tmp_path_factory.mktemp("export_q"))
+    cfg, model, tensors, path, mp = export_stub(tmp_path_factory.mktemp("export_q"), quantile_stub)
     assert len(cfg.forecast.quantiles) == len(SPREAD)
-    write_synthetic_store(cfg)
-    tensors = open_tensors(cfg.paths.processed)
-    model = quantile_stub(cfg, tensors.mask)
-    bless(cfg)
-    mp = pytest.MonkeyPatch()
-    mp.setattr(savedmodel, "load_physical_models", lambda c, run, name: (model, None))
-    path = export_blessed(cfg)
     yield cfg, model, tensors, path
     mp.undo()
 
