@@ -33,11 +33,14 @@ def evaluate(config: str, tensors: Input[Dataset], models: Input[List[Model]],
 def gate(config: str, tensors: Input[Dataset], evaluation: Input[Artifact],
          models: Input[List[Model]],
          min_skill_vs_best_reference: float,
-         max_regression: float, serving_models_dir: str,
+         max_regression: float, min_crps_skill_vs_best_reference: float, coverage_tolerance: float,
+         serving_models_dir: str,
          blessing: Output[Artifact], candidate: Output[Model], forecasts: Input[Dataset] = None,
          ) -> NamedTuple("GateOutputs", blessed=bool, winner=str):
     """Bless the best network (on validation) if it beats the best of persistence,
-    climatology and damped persistence at every lead, and the served champion.
+    climatology and damped persistence at every lead, and the served champion, and (a
+    probabilistic one) is calibrated: CRPS skill vs the best probabilistic reference and
+    interval coverage at every lead.
 
     The champion is read from ``serving_models_dir`` (the TF Serving model repository); when
     empty there is no champion; otherwise the champion is re-scored on ``tensors``. The

@@ -36,6 +36,8 @@ PARAMETERS: tuple[Parameter, ...] = (
     Parameter("epochs", "training.epochs", int, "configure"),
     Parameter("min_skill_vs_best_reference", "gate.min_skill_vs_best_reference", float, "gate"),
     Parameter("max_regression", "gate.max_regression", float, "gate"),
+    Parameter("min_crps_skill_vs_best_reference", "gate.min_crps_skill_vs_best_reference", float, "gate"),
+    Parameter("coverage_tolerance", "gate.coverage_tolerance", float, "gate"),
 )
 
 
