@@ -31,18 +31,13 @@ from typing import Any
 import numpy as np
 
 
-def _cpu() -> float:
-    t = time.process_time()
-    return float(t)
-
-
 def _train(cfg: Any, name: str, store: Path, forecasts: Path, out: Path) -> tuple[Any, float]:
     from soilcast.layout import RunDir
     from soilcast.ml.train import train_model
 
-    t0 = _cpu()
+    t0 = time.process_time()
     train_model(cfg, name, store, RunDir(out), resume=False, verbose=0, forecasts=forecasts)
-    return RunDir(out), _cpu() - t0
+    return RunDir(out), time.process_time() - t0
 
 
 def _forecaster(cfg: Any, run: Any, name: str, archive: Any) -> Any:
