@@ -153,3 +153,28 @@ def test_attrs_must_name_the_inputs_and_the_target(key):
     a["attrs"] = {k: v for k, v in a["attrs"].items() if k != key}
     with pytest.raises(ValueError, match=rf"attrs lack \['{key}'\]"):
         tensors_dataset(**a)
+
+
+@pytest.mark.parametrize("days, says", [
+    (["2011-02-27", "2011-02-28", "2011-02-28", "2011-03-01", "2011-03-02"], "days stored more than once: 2011-02-28"),
+    (["2011-02-27", "2011-02-28", "2011-03-02", "2011-03-03", "2011-03-04"], "the days are not consecutive after 2011-02-28"),
+])
+def test_a_broken_time_axis_is_named_on_open(tmp_path, days, says):
+    """Issue 22.7: two ingests at once once left duplicated days, and every reader then
+    crashed with a raw traceback; the store now refuses to open, naming the days."""
+    a = _arrays()
+    a["time"] = pd.DatetimeIndex(days)
+    path = tmp_path / "tensors.zarr"
+    tensors_dataset(**a).to_zarr(path, mode="w", consolidated=True)
+    with pytest.raises(ValueError, match=f"{path}: the time axis is broken, {says}.*dvc checkout"):
+        open_tensors(path, load=False)
+
+
+def test_a_store_left_as_old_by_a_killed_write_is_not_sent_to_stack(tmp_path):
+    """Issue 22.7: a kill between the two renames left only ``.tensors.zarr.old``; the old
+    message said 'run the stack stage first', which drops every ingested day."""
+    path = tmp_path / "tensors.zarr"
+    write_tensors(path, tensors_dataset(**_arrays()))
+    path.rename(tmp_path / ".tensors.zarr.old")
+    with pytest.raises(FileNotFoundError, match=r"\.tensors\.zarr\.old is there.*run `soilcast ingest` again.*NOT"):
+        open_tensors(path)

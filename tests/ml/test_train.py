@@ -199,3 +199,26 @@ def test_cli_rejects_an_unknown_model(tiny_cfg, tmp_path):
     save_config(tiny_cfg, params)
     result = CliRunner().invoke(app, ["train", "--model", "resnet", "--params", str(params)])
     assert result.exit_code == 2 and "convlstm" in result.output
+
+
+def test_the_fingerprint_is_what_training_read_not_the_days_ingested_after(trained):
+    """Issue 22.7: after `soilcast ingest` appended days beyond period.end, evaluate refused
+    every network as 'trained with other params or data' (the fingerprint held the store's
+    length); those days belong to no split. A change inside the period still counts."""
+    import dataclasses
+
+    import pandas as pd
+
+    from soilcast.ml.train import run_fingerprint
+
+    cfg, _ = trained
+    t = open_tensors(cfg.paths.processed, load=False)
+    before = run_fingerprint(cfg, "lstm", t)
+    n = 3
+    more = pd.date_range(t.time[-1] + pd.Timedelta(days=1), periods=n, freq="D")
+    grown = dataclasses.replace(t, X=np.concatenate([np.asarray(t.X), np.asarray(t.X)[-n:]]),
+                                time=t.time.append(more))
+    assert more[0] > pd.Timestamp(cfg.period.end)
+    assert run_fingerprint(cfg, "lstm", grown) == before
+    shorter = dataclasses.replace(t, X=np.asarray(t.X)[:-1], time=t.time[:-1])
+    assert run_fingerprint(cfg, "lstm", shorter) != before

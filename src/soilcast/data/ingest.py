@@ -35,7 +35,7 @@ import xarray as xr
 
 from soilcast.config import Config, VariableSpec
 from soilcast.data.readers import DataError, all_specs, open_dataset, target_axes
-from soilcast.data.store import open_tensors, tensors_dataset
+from soilcast.data.store import StoreError, open_tensors, tensors_dataset
 
 INGESTED_ATTR = "ingested"
 # Agreement of a re-delivered day with the store: float32 rounding of the same computation.
@@ -230,7 +230,7 @@ def ingest(cfg: Config, raw_dir: Path, store: Path) -> IngestResult:
     store = Path(store)
     try:
         t = open_tensors(store, load=False)
-    except FileNotFoundError as err:
+    except (FileNotFoundError, StoreError) as err:
         raise DataError(str(err)) from None
     check_store(cfg, t, store)
     pairs = assign_variables(cfg, find_files(raw_dir))

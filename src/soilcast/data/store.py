@@ -81,12 +81,45 @@ def write_tensors(path: Path, ds: xr.Dataset) -> None:
         ds.to_zarr(tmp, mode="w", consolidated=True)
 
 
+class StoreError(ValueError):
+    """A store that exists but must not be used as it is; the message says why and what to do."""
+
+
+def _missing(path: Path) -> FileNotFoundError:
+    """The error for an absent store; when a killed write left it only as ``.<name>.old``,
+    says so (running ``stack`` then would drop every ingested day)."""
+    old = path.with_name(f".{path.name}.old")
+    if old.is_dir():
+        return FileNotFoundError(
+            f"{path}: tensor store not found, but {old} is there: an ingest was killed between its two "
+            "renames and that is the store; run `soilcast ingest` again (it puts it back first), "
+            "NOT the 'stack' stage (which would drop every ingested day)")
+    return FileNotFoundError(f"{path}: tensor store not found (run the 'stack' stage first)")
+
+
+def check_time_axis(time: pd.DatetimeIndex, path: Path) -> None:
+    """The store's days must be consecutive, each once: every reader indexes windows by
+    position. A duplicated or missing day (e.g. left by two writers at once) is named here,
+    instead of a traceback later in whichever command reads the store first."""
+    days = time.values.astype("datetime64[D]")
+    dup = pd.DatetimeIndex(days[pd.Index(days).duplicated()]).unique()
+    step = np.diff(days.astype(np.int64))
+    if len(dup) or np.any(step != 1):
+        what = (f"days stored more than once: {', '.join(str(d.date()) for d in dup[:10])}"
+                + (f" (+{len(dup) - 10} more)" if len(dup) > 10 else "")) if len(dup) else (
+            f"the days are not consecutive after {pd.Timestamp(days[int(np.argmax(step != 1))]).date()}")
+        raise StoreError(f"{path}: the time axis is broken, {what}; restore the store (`dvc checkout "
+                         f"{path}`, or rebuild it with the batch stages) and ingest the deliveries again")
+
+
 def open_tensors(path: Path, load: bool = True) -> Tensors:
-    """Open the store; ``load=False`` keeps the big arrays lazy (dask-backed)."""
+    """Open the store; ``load=False`` keeps the big arrays lazy (dask-backed). The time axis
+    is checked (:func:`check_time_axis`) before anything reads it."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"{path}: tensor store not found (run the 'stack' stage first)")
+        raise _missing(path)
     ds = xr.open_zarr(path, consolidated=None)
+    check_time_axis(pd.DatetimeIndex(ds["time"].values), path)
     getter = (lambda a: a.values) if load else (lambda a: a.data)
     return Tensors(
         X=getter(ds["X"]),

@@ -29,6 +29,7 @@ from typing import Any
 
 import keras
 import numpy as np
+import pandas as pd
 
 from soilcast.config import Config
 from soilcast.data.store import Tensors, open_tensors
@@ -85,7 +86,8 @@ def fit_scaler(cfg: Config, t: Tensors) -> Scaler:
 
 def run_fingerprint(cfg: Config, name: str, t: Tensors) -> str:
     """Hash of everything a trained run depends on: the config sections it reads and the
-    store's input hashes and shape. Evaluation refuses a model whose record differs."""
+    store's input hashes and the shape of its period. Evaluation refuses a model whose record
+    differs."""
     d = cfg.to_dict()
     parts = {k: d[k] for k in ("seed", "split", "window", "scaling", "training")}
     parts["variables"] = [v.science_dict() for v in cfg.variables]  # a new colour map retrains nothing
@@ -97,7 +99,10 @@ def run_fingerprint(cfg: Config, name: str, t: Tensors) -> str:
         if cfg.sources.forecast is not None and cfg.sources.forecast.train_on_archive:
             parts["forecast_weather"]["archive"] = d["sources"]["forecast"]
     parts["data"] = t.attrs.get("input_hashes")
-    parts["shape"] = list(t.X.shape)
+    # what training and evaluation read: the period's days (days ingested after period.end
+    # belong to no split, so the daily loop's ingest leaves every trained run current)
+    in_period = (t.time >= pd.Timestamp(cfg.period.start)) & (t.time <= pd.Timestamp(cfg.period.end))
+    parts["shape"] = [int(in_period.sum()), *t.X.shape[1:]]
     return fingerprint(parts)
 
 
