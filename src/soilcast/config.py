@@ -491,6 +491,16 @@ class Batching(_Strict):
     max_enqueued_batches: int = Field(ge=1)
 
 
+class PayloadLog(_Strict):
+    """A sample of the gateway's Predict requests and responses as JSON lines, rotated by size."""
+
+    enabled: bool
+    sample_rate: float = Field(gt=0, le=1)
+    dir: LaxPath
+    max_mb: int = Field(ge=1)  # one file's size before it rotates
+    backups: int = Field(ge=1)  # rotated files kept
+
+
 class Serving(_Strict):
     host: str
     grpc_port: int = Field(ge=0, le=65535)
@@ -508,7 +518,38 @@ class Serving(_Strict):
     drift_sample_cells: int = Field(ge=1)
     drift_interval_seconds: float = Field(gt=0)
     shutdown_grace_seconds: float = Field(ge=0)
+    drift_min_windows: int = Field(ge=1)  # no drift value before this many live windows
+    client_timeout_seconds: float = Field(gt=0)  # gRPC deadline of forecast, hindcast and daily
+    payload_log: PayloadLog
     batching: Batching
+
+    @model_validator(mode="after")
+    def _drift_sample_fits(self) -> "Serving":
+        if self.drift_min_windows > self.drift_window:
+            raise ValueError(f"drift_min_windows ({self.drift_min_windows}) exceeds drift_window "
+                             f"({self.drift_window}): drift would never be published")
+        return self
+
+
+class Operations(_Strict):
+    """The daily operation: which labels it forecasts with, and the realised-skill window."""
+
+    labels: list[Literal["stable", "canary"]] = Field(min_length=1)
+    realised_window_days: int = Field(ge=1)
+
+    @field_validator("labels")
+    @classmethod
+    def _distinct(cls, labels: list[str]) -> list[str]:
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"labels must be distinct (got {labels})")
+        return labels
+
+
+class Promotion(_Strict):
+    """When the canary's realised skill earns it the stable label (``soilcast promote --auto``)."""
+
+    min_days: int = Field(ge=1)  # paired init days verified at every lead, at least
+    margin: float = Field(ge=0)  # in MSE skill vs persistence
 
 
 class Pipeline(_Strict):
@@ -544,6 +585,8 @@ class Config(_Strict):
     gate: Gate
     export: Export
     serving: Serving
+    operations: Operations
+    promotion: Promotion
     pipeline: Pipeline
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, strict=True)

@@ -121,6 +121,28 @@ class HindcastDir(_Folder):
 
 
 @dataclass(frozen=True)
+class OperationsDir(_Folder):
+    """The daily operation's records (``artifacts/operations``): every issued forecast, its
+    verification, the realised-skill status the gateway exports, and every promotion decision."""
+
+    @property
+    def archive(self) -> Path:
+        return self.root / "archive.zarr"
+
+    @property
+    def verification(self) -> Path:
+        return self.root / "verification.csv"
+
+    @property
+    def status(self) -> Path:
+        return self.root / "status.json"
+
+    @property
+    def promotion_log(self) -> Path:
+        return self.root / "promotion_log.jsonl"
+
+
+@dataclass(frozen=True)
 class Bundle(_Folder):
     """One exported version ``<models_dir>/<v>/`` as TF Serving loads it, plus soilcast's files.
 
@@ -180,6 +202,7 @@ class Layout:
     models_dir: Path
     forecasts_dir: Path
     hindcasts_dir: Path
+    operations_dir: Path
 
     @classmethod
     def from_config(cfg_cls, cfg: Config) -> Layout:
@@ -201,6 +224,7 @@ class Layout:
             models_dir=Path(p.models_dir),
             forecasts_dir=art / "forecasts",
             hindcasts_dir=art / "hindcast",
+            operations_dir=art / "operations",
         )
 
     def run(self, name: str) -> RunDir:
@@ -216,6 +240,10 @@ class Layout:
     @property
     def report(self) -> ReportDir:
         return ReportDir(self.report_dir)
+
+    @property
+    def operations(self) -> OperationsDir:
+        return OperationsDir(self.operations_dir)
 
     def version(self, version: int | str) -> Bundle:
         return bundle(self.models_dir, version)

@@ -74,6 +74,7 @@ def tiny_config(root: Path, overrides: dict[str, Any] | None = None, params: Pat
         },
         "basins": {"path": str(root / "data/raw/basins/demo_regions.geojson")},
         "validate": {"report_dir": str(root / "artifacts/validate")},
+        "serving": {"payload_log": {"dir": str(root / "artifacts/payloads")}},
         "demo": {"india_outline": str(params.parent / "data/static/india-ne110m.geojson")},
     }
     merged = deep_merge(TINY, paths)
