@@ -70,6 +70,7 @@ from soilcast.serving.models import (
     lead_axis,
     read_info,
 )
+from soilcast.serving.realised import RealisedCollector
 from soilcast.serving.rest import RestApi, RestServer
 from soilcast.serving.telemetry import Telemetry
 from soilcast.serving.validation import (
@@ -604,6 +605,8 @@ class Gateway:
         self.max_bytes = s.max_message_mb * MiB
         self.limits = limits = RequestLimits.from_config(cfg)
         self.telemetry = Telemetry()
+        # the service's own record: realised skill of the archived forecasts (soilcast daily)
+        self.telemetry.registry.register(RealisedCollector(Layout.from_config(cfg).operations.status))
         self.drift = DriftMonitor(s.drift_window, s.drift_sample_cells, s.psi_epsilon, cfg.seed,
                                   self.telemetry.publish_drift, self.telemetry.drift_dropped.inc,
                                   s.drift_interval_seconds) if drift else None
