@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import sys
 
-from soilcast.commands import data, evaluation, ml, pipeline, serving
+from soilcast.commands import data, evaluation, ml, operations, pipeline, serving
 from soilcast.commands.common import app
 
-COMMAND_MODULES = (data, evaluation, ml, pipeline, serving)
+COMMAND_MODULES = (data, evaluation, ml, operations, pipeline, serving)
 
 
 def main() -> None:  # pragma: no cover - console entry point

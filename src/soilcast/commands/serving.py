@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
@@ -51,6 +51,9 @@ def serve(
         typer.echo(f"soilcast gateway: gRPC on {gateway.host}:{gateway.grpc_port} ({mode}); "
                    f"REST on http://{gateway.host}:{gateway.rest_port}/v1/models/{cfg.serving.model_name}; "
                    f"metrics on http://{gateway.host}:{gateway.metrics_port}/metrics")
+        if gateway.payloads is not None:
+            typer.echo(f"soilcast gateway: payload log {gateway.payloads.path} "
+                       f"(sample_rate {cfg.serving.payload_log.sample_rate}, serving.payload_log)")
         sys.stdout.flush()
         if ready_file:
             from soilcast.io.atomic import atomic_write_json
@@ -79,28 +82,44 @@ def forecast(
     weather: Optional[Path] = typer.Option(
         None, "--weather", help="Weather forecast run file or folder of runs (GRIB2/NetCDF): the run of the init "
                                 "day is sent to a model trained with forecast weather (forecast_with_weather)."),
+    label: Optional[str] = typer.Option(None, "--label", help="Ask this version label (stable | canary; "
+                                                               "default: the server's, stable)."),
+    version: Optional[int] = typer.Option(None, "--version", help="Ask this model version (instead of a label)."),
+    no_archive: bool = typer.Option(False, "--no-archive", help="Do not record the forecast in the archive "
+                                                                "(artifacts/operations/archive.zarr)."),
     params: Path = ParamsOpt,
 ) -> None:
     """Forecast soil moisture for every lead the served model has (valid DATE + lead days);
     print the basin table of each lead and write the NetCDF, GeoTIFF, basin CSV and figure
     (and, for a probabilistic model, its quantiles, P(D1 or worse), a fan chart and a
-    drought-probability map). With --weather the lead days' weather forecast drives it; every product names the run."""
+    drought-probability map). With --weather the lead days' weather forecast drives it; every product names the run.
+    Every forecast is recorded in the archive (provenance: label, version, inputs, weather run) so that
+    `soilcast verify` scores it when its valid days are observed."""
     from soilcast.serving.client import read_certificate
     from soilcast.serving.forecast import run_forecast
 
+    if label is not None and version is not None:
+        fail("forecast: give --label or --version, not both")
     cfg = load_cfg(params)
     import grpc
 
+    from soilcast.io.lock import LockBusy
+
+    layout = Layout.from_config(cfg)
+    archive = None if no_archive else _archiver(cfg, layout, server)
     try:
-        result = run_forecast(cfg, Layout.from_config(cfg), server, date, list(out), read_certificate(tls_ca),
-                              weather)
-    except (ValueError, FileNotFoundError) as err:
+        result = run_forecast(cfg, layout, server, date, list(out), read_certificate(tls_ca), weather,
+                              label=label, version=version, on_issued=archive)
+    except (ValueError, FileNotFoundError, LockBusy) as err:
         fail(f"forecast: {err}")
     except grpc.RpcError as err:
-        fail(f"forecast: {server}: {err.code().name}: {err.details()}")
+        fail(f"forecast: {server}: {err.code().name}: {err.details()}"
+             + (f" (deadline serving.client_timeout_seconds = {cfg.serving.client_timeout_seconds} s)"
+                if err.code() == grpc.StatusCode.DEADLINE_EXCEEDED else ""))
     leads = result["leads"]
+    asked = (f"label {result['label']}" if result["label"] else "pinned version") + f" -> version {result['version']}"
     typer.echo(f"forecast init {result['init']}, leads {', '.join(map(str, leads))} d, valid {result['valid'][0]}"
-               f"..{result['valid'][-1]} (model {result['model']} version {result['version']}); basin means by lead, "
+               f"..{result['valid'][-1]} (model {result['model']}, {asked}); basin means by lead, "
                "m3/m3 (anomaly vs training-years climatology; percentile and drought class of the basin mean"
                + ("; p_d1_or_worse: the served chance of D1 or worse, at or below the valid day's training-years "
                   f"20th percentile, from quantiles at {result['quantile_levels']}" if result["quantile_levels"]
@@ -114,8 +133,21 @@ def forecast(
         typer.echo(f"wrote {path}")
     for note in result["notes"]:
         typer.echo(note)
+    if result["archived"] is not None:
+        done = result["archived"]
+        typer.echo(f"archived as entry {done['index']} of {layout.operations.archive}" if done["new"] else
+                   f"already archived (entry {done['index']} of {layout.operations.archive}): not recorded twice")
     # one machine-readable summary line; the per-basin rows are the table above and the CSV
     typer.echo(json.dumps({k: v for k, v in result.items() if k not in ("table", "basins")}))
+
+
+def _archiver(cfg: Any, layout: Layout, server: str) -> Any:
+    """The ``on_issued`` hook of ``run_forecast`` that records the forecast in the archive."""
+    def archive(issued: Any, tensors: Any) -> dict[str, Any]:
+        from soilcast.operations.archive import archive_forecast
+
+        return archive_forecast(cfg, layout, issued, tensors, server).to_dict()
+    return archive
 
 
 @app.command("hindcast")
@@ -126,16 +158,25 @@ def hindcast(
     out_dir: Optional[Path] = typer.Option(
         None, "--out-dir", help="Folder for hindcast.nc, scores.json, scores.md (default artifacts/hindcast/<start>_<end>)."),
     tls_ca: Optional[Path] = typer.Option(None, "--tls-ca", help="PEM root certificate (enables TLS)."),
+    label: Optional[str] = typer.Option(
+        None, "--label", help="Hindcast the version this label points at: stable | canary (default: stable)."),
+    version: Optional[int] = typer.Option(None, "--version", help="Hindcast this version (not with --label)."),
     params: Path = ParamsOpt,
 ) -> None:
     """Forecast every lead for every valid day of a past period with the served model and score
     each lead next to every registered reference (persistence, climatology, damped persistence,
-    linear), overall, per season and per basin."""
+    linear), overall, per season and per basin. Its requests are marked hindcast traffic (kept
+    out of the gateway's live drift); each call's deadline is serving.client_timeout_seconds."""
     import datetime as dt
 
-    from soilcast.serving.client import read_certificate
+    from soilcast.repository.labels import PROMOTABLE
+    from soilcast.serving.client import describe_rpc_error, read_certificate
     from soilcast.serving.hindcast import run_hindcast
 
+    if label is not None and version is not None:
+        fail(f"hindcast: --label {label} and --version {version} are mutually exclusive; give one (or neither: stable)")
+    if label is not None and label not in PROMOTABLE:
+        fail(f"hindcast: --label {label!r}: expected one of {list(PROMOTABLE)}")
     cfg = load_cfg(params)
     try:
         first, last = dt.date.fromisoformat(start), dt.date.fromisoformat(end)
@@ -144,14 +185,15 @@ def hindcast(
     import grpc
 
     try:
-        result = run_hindcast(cfg, Layout.from_config(cfg), server, first, last, out_dir, read_certificate(tls_ca))
+        result = run_hindcast(cfg, Layout.from_config(cfg), server, first, last, out_dir, read_certificate(tls_ca),
+                              version=version, version_label=label)
     except (ValueError, FileNotFoundError) as err:
         fail(f"hindcast: {err}")
     except grpc.RpcError as err:
-        fail(f"hindcast: {server}: {err.code().name}: {err.details()}")
+        fail(f"hindcast: {describe_rpc_error(server, err, cfg.serving.client_timeout_seconds)}")
     typer.echo(f"hindcast {result['period']} (valid days): {result['n_days']} day(s) x leads {result['leads']} "
                f"from init days {result['init_period'][0]}..{result['init_period'][1]}, model {result['model']} "
-               f"version {result['version']}, {result['n_requests']} request(s) of up to {result['batch_size']} windows")
+               f"({result['served']}), {result['n_requests']} request(s) of up to {result['batch_size']} windows")
     if result.get("quantile_levels"):
         typer.echo(f"probabilistic: quantiles at {result['quantile_levels']} scored too (CRPS, coverage, Brier score of "
                    f"D1 or worse; Brier skill against {result['brier_reference']})")
@@ -171,13 +213,15 @@ def promote_cmd(
     TF Serving (polling that file) and the gateway route `version_label` with it; a request
     naming no version gets `stable`. A new export lands as `canary`.
     """
+    from soilcast.commands.common import fail_when_busy
     from soilcast.repository.labels import LabelError, labels_path
     from soilcast.serving.promotion import promote
 
     cfg = load_cfg(params)
     try:
         models_dir = Layout.from_config(cfg).models_dir
-        labels = promote(models_dir, version, label, cfg.serving.model_name)
+        with fail_when_busy():  # another change of the repository meanwhile: exit 75, nothing written
+            labels = promote(models_dir, version, label, cfg.serving.model_name)
     except LabelError as err:
         fail(f"promote: {err}")
     typer.echo(f"{label} -> version {version}; labels now {labels} (wrote {labels_path(models_dir)})")

@@ -52,7 +52,7 @@ import datetime as dt
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -99,6 +99,7 @@ FAN_CHART = "fan_chart"  # .png outputs named so (stem) are the fan chart ...
 DROUGHT_MAP = "drought_probability"  # ... and the map of P(D1 or worse)
 PICTURES = {FAN_CHART: "fan", DROUGHT_MAP: "drought_map"}  # stem -> output kind (probabilistic only)
 DROUGHT_FLAGS = "none D0_abnormally_dry D1_moderate D2_severe D3_extreme D4_exceptional"
+DEFAULT_LABEL = "stable"  # what the server answers a request naming neither label nor version
 PAST_WEATHER_ONLY = "none (past weather only)"  # source_forecast of a forecast sent without a run
 
 
@@ -479,32 +480,73 @@ def check_outputs(outputs: list[Path] | None) -> None:
         raise ValueError(f"outputs {bad}: each must end in one of {sorted(SUFFIXES)}")
 
 
-def run_forecast(cfg: Any, layout: Any, server: str, date: str | dt.date, outputs: list[Path] | None = None,
-                 root_certificates: bytes | None = None, weather: Path | None = None) -> dict[str, Any]:
-    """Forecast every served lead from ``date`` (a day in ``layout.tensors`` or ``latest``)
-    via the server and write the products: ``outputs`` by suffix (.nc, .tif/.tiff, .csv,
-    .png; :func:`output_kind`), or all of them (:func:`default_outputs`) under
-    ``<layout.forecasts_dir>/<init>/`` when none are given. ``weather``: a forecast run file
-    or folder; its run of the init day is sent too."""
-    from soilcast.data.store import open_tensors
-    from soilcast.serving.client import SoilcastClient
+@dataclass(frozen=True)
+class Issued:
+    """One forecast as the server answered it: what the archive records and the products show.
 
-    check_outputs(outputs)
-    tensors = open_tensors(layout.tensors, load=False)
-    init = resolve_init(tensors, date)
-    with SoilcastClient(server, cfg.serving.model_name, root_certificates=root_certificates,
-                        max_message_bytes=cfg.serving.max_message_mb << 20) as client:
-        meta = client.metadata()
-        check_compatible(meta, tensors)
-        check_pictures(outputs, meta)
-        window = input_window(tensors, init, int(meta["seq_len"]), bool(meta.get(ANTECEDENT)))
-        leads = leads_of(meta)
-        valid = valid_dates(init, leads)
-        fed = lead_weather(cfg, meta, weather, init, client.accepts_weather())
-        y, served = lead_forecast(client, meta, window, valid, fed.values)
-        version = client.last_version
-    probabilistic = is_probabilistic(served)
-    model = str(meta.get("model", ""))
+    ``label``: the label asked for, :data:`DEFAULT_LABEL` when the request named neither a
+    label nor a version (the server's default), '' when it pinned a version;
+    ``served_version`` is what answered. ``window_sha256``: the input window
+    sent (so an archived forecast names the exact inputs it was made from)."""
+
+    init: dt.date
+    leads: list[int]
+    valid: list[dt.date]
+    y: np.ndarray  # [K, H, W] m3 m-3
+    served: dict[str, Any] | None  # the served products (None: a version without them)
+    meta: dict[str, Any]
+    served_version: int
+    label: str
+    weather: LeadWeather
+    window_sha256: str
+
+    @property
+    def model(self) -> str:
+        return str(self.meta.get("model", ""))
+
+    @property
+    def probabilistic(self) -> bool:
+        return is_probabilistic(self.served)
+
+
+def window_hash(window: dict[str, np.ndarray], forecast_meteo: np.ndarray | None) -> str:
+    """sha256 over the input tensors sent (names sorted), the provenance of a forecast."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, array in sorted({**window, **({"forecast_meteo": forecast_meteo} if forecast_meteo is not None
+                                            else {})}.items()):
+        h.update(name.encode())
+        h.update(np.ascontiguousarray(array, np.float32).tobytes())
+    return h.hexdigest()
+
+
+def issue_forecast(cfg: Any, tensors: Tensors, client: Any, init: dt.date, weather: Path | None = None,
+                   outputs: list[Path] | None = None) -> Issued:
+    """Ask ``client`` (a :class:`~soilcast.serving.client.SoilcastClient`, its label/version
+    set) for every served lead from ``init``; ``weather``: a forecast run file or folder
+    whose run of the init day is sent too. ``outputs``: checked against what the served
+    version can draw before anything is asked."""
+    meta = client.metadata()
+    check_compatible(meta, tensors)
+    check_pictures(outputs, meta)
+    window = input_window(tensors, init, int(meta["seq_len"]), bool(meta.get(ANTECEDENT)))
+    leads = leads_of(meta)
+    valid = valid_dates(init, leads)
+    fed = lead_weather(cfg, meta, weather, init, client.accepts_weather())
+    y, served = lead_forecast(client, meta, window, valid, fed.values)
+    label = "" if client.version is not None else (client.version_label or DEFAULT_LABEL)
+    return Issued(init, leads, valid, y, served, meta, int(client.last_version), label, fed,
+                  window_hash(window, fed.values))
+
+
+def write_products(cfg: Any, layout: Any, tensors: Tensors, issued: Issued,
+                   outputs: list[Path] | None = None) -> dict[str, Any]:
+    """Write the products of ``issued``: ``outputs`` by suffix (.nc, .tif/.tiff, .csv, .png;
+    :func:`output_kind`), or all of them (:func:`default_outputs`) under
+    ``<layout.forecasts_dir>/<init>/`` when none are given; returns the CLI's summary."""
+    y, served, init, leads, valid = issued.y, issued.served, issued.init, issued.leads, issued.valid
+    probabilistic, model, version, fed = issued.probabilistic, issued.model, issued.served_version, issued.weather
     # the served anomaly defines the climatology the server used; older versions: the client's
     clim = (y - served[ANOMALY]) if served is not None else climatology_of(cfg, tensors, valid)
     ds = forecast_dataset(y, tensors, init, leads, version, model, clim, fed.source)
@@ -545,11 +587,35 @@ def run_forecast(cfg: Any, layout: Any, server: str, date: str | dt.date, output
             plot_forecast(ds, table, basin_climate_range(cfg, tensors, valid), tensors.basin_id, out,
                           layout.basins, cfg.target.colormap)
     return {"init": str(init), "leads": leads, "valid": [str(d) for d in valid], "version": version,
-            "model": model, "out_dir": None if out_dir is None else str(out_dir),
+            "model": model, "label": issued.label, "out_dir": None if out_dir is None else str(out_dir),
             "source_forecast": fed.source, "weather_note": fed.note,
             "quantile_levels": list(served["levels"]) if probabilistic else [], "notes": notes,
             "basins": json.loads(table.to_json(orient="records")),
             "table": format_table(table), "files": [str(o) for o in outputs]}
+
+
+def run_forecast(cfg: Any, layout: Any, server: str, date: str | dt.date, outputs: list[Path] | None = None,
+                 root_certificates: bytes | None = None, weather: Path | None = None, *,
+                 label: str | None = None, version: int | None = None,
+                 on_issued: Callable[[Issued, Tensors], Any] | None = None) -> dict[str, Any]:
+    """Forecast every served lead from ``date`` (a day in ``layout.tensors`` or ``latest``)
+    via the server (``label`` or ``version``: which one answers; neither: the server's
+    default, ``stable``), hand the forecast to ``on_issued`` (the archive: every issued
+    forecast is recorded before its files are written) and write the products
+    (:func:`write_products`). Every call has the deadline ``serving.client_timeout_seconds``."""
+    from soilcast.data.store import open_tensors
+    from soilcast.serving.client import SoilcastClient
+
+    check_outputs(outputs)
+    tensors = open_tensors(layout.tensors, load=False)
+    init = resolve_init(tensors, date)
+    with SoilcastClient(server, cfg.serving.model_name, root_certificates=root_certificates,
+                        max_message_bytes=cfg.serving.max_message_mb << 20, version=version,
+                        version_label=label, timeout=cfg.serving.client_timeout_seconds) as client:
+        issued = issue_forecast(cfg, tensors, client, init, weather, outputs)
+    archived = on_issued(issued, tensors) if on_issued is not None else None
+    result = write_products(cfg, layout, tensors, issued, outputs)
+    return {**result, "archived": archived}
 
 
 def check_pictures(outputs: list[Path] | None, meta: dict[str, Any]) -> None:
