@@ -11,7 +11,7 @@ import pytest
 from soilcast.contract import PRODUCTS_SIGNATURE, SIGNATURE
 from soilcast.serving.client import SoilcastClient, read_certificate
 from soilcast.testing.config import tiny_config
-from soilcast.testing.serving import client, gateway, grid_mask, meteo, publish
+from soilcast.testing.serving import client, frozen_server, gateway, grid_mask, meteo, metric, publish, scrape
 from soilcast.testing.standin import standin_numpy
 
 pytestmark = pytest.mark.timeout(120)
@@ -169,6 +169,40 @@ def test_a_closed_client_refuses_calls(served):
         c.status()
     with pytest.raises(ValueError, match="closed channel"):
         c.status()
+
+
+def test_the_traffic_marker_goes_with_every_call(served):
+    """A verification client says so on every call (metadata ``soilcast-traffic``), so the
+    gateway keeps all of them out of live drift; the default is live."""
+    x = meteo(served.cfg, np.random.default_rng(7))
+
+    def counts() -> dict[str, float]:
+        samples = scrape(served.metrics_port)
+        return {t: metric(samples, "soilcast_requests_by_traffic_total", traffic=t) for t in ("live", "verification")}
+
+    before = counts()
+    with client(served, traffic="verification") as c:
+        c.predict(x)
+        c.metadata()
+        c.signature()
+        c.status()
+    after = counts()
+    assert after == {"live": before["live"], "verification": before["verification"] + 4}
+    with client(served) as c:
+        assert c.traffic == "live"
+        c.status()
+    assert counts()["live"] == after["live"] + 1
+
+
+def test_every_call_fails_at_the_deadline_on_a_frozen_server():
+    """A server that accepts calls and never answers: each RPC ends with DEADLINE_EXCEEDED at
+    the client's ``timeout`` instead of waiting forever."""
+    x = np.zeros((1, 2, 3, 3, 2), np.float32)
+    with frozen_server() as target, SoilcastClient(target, timeout=0.3) as c:
+        calls = {"predict": lambda: c.predict(x), "metadata": c.metadata, "signature": c.signature,
+                 "status": c.status, "predict_products": lambda: c.predict_products(x, [1])}
+        for name, call in calls.items():
+            assert _refusal(call).code() == grpc.StatusCode.DEADLINE_EXCEEDED, name
 
 
 def test_read_certificate(tmp_path):

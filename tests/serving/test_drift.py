@@ -259,3 +259,94 @@ def test_every_drift_statistic_is_computed_and_exported_under_its_name():
     psi_sample = next(s for fam in t.registry.collect() for s in fam.samples
                       if s.name == "soilcast_drift_psi" and s.labels["variable"] == "t2m")
     assert psi_sample.value == pytest.approx(stats[("input", "t2m")]["psi"]) and psi_sample.value > 0.25
+
+
+# ------------------------------------------------ a drift an operator can trust (issue 22.8)
+
+
+def _series(samples: dict, name: str) -> list[dict[str, str]]:
+    """The label sets of every sample named ``name`` (empty: the series is absent)."""
+    return [dict(labels) for (sample, labels), _ in samples.items() if sample == name]
+
+
+def test_no_drift_is_published_before_min_windows_of_live_traffic(tmp_path):
+    """A new user's single request read PSI 1.39 (above the critical 0.25): until a version's
+    window holds serving.drift_min_windows live windows its drift series are absent, so
+    nothing can alert; at that count they appear, with their publication time."""
+    import time
+
+    cfg = tiny_config(tmp_path)
+    n = cfg.serving.drift_min_windows
+    assert n > 1
+    publish(cfg, 1)
+    rng = np.random.default_rng(40)
+    with gateway(cfg) as gw, client(gw) as c:
+        c.predict(meteo(cfg, rng))
+        assert gw.drift.flush(30)
+        one = scrape(gw.metrics_port)
+        before = time.time()
+        c.predict(meteo(cfg, rng, batch=n - 1))
+        assert gw.drift.flush(30)
+        after = time.time()
+        full = scrape(gw.metrics_port)
+    assert metric(one, "soilcast_drift_window_requests") == 1  # the window fills, visibly
+    for name in ("soilcast_drift_psi", "soilcast_drift_mean_shift", "soilcast_drift_updated_timestamp_seconds"):
+        assert not _series(one, name), (name, _series(one, name))
+    assert metric(full, "soilcast_drift_window_requests") == n
+    assert {s["variable"] for s in _series(full, "soilcast_drift_psi") if s["kind"] == "input"} == set(
+        cfg.variable_names)
+    assert before <= metric(full, "soilcast_drift_updated_timestamp_seconds", None, version="1") <= after
+
+
+def test_hindcast_and_verification_traffic_is_served_but_never_enters_drift(tmp_path):
+    """A hindcast of 2018 switched the reference to all_year and left PSI 2.2 for two months:
+    traffic marked hindcast (gRPC metadata) or verification (REST header) is answered as
+    usual, counted by traffic, and kept out of the live drift window."""
+    import json
+    import urllib.request
+
+    from soilcast.serving.drift import TRAFFIC_HEADER
+
+    cfg = tiny_config(tmp_path)
+    n = cfg.serving.drift_min_windows
+    publish(cfg, 1)
+    x = meteo(cfg, np.random.default_rng(41), batch=n)
+    with gateway(cfg) as gw:
+        with client(gw, traffic="hindcast") as c:
+            replayed = [c.predict(x) for _ in range(3)]
+        req = urllib.request.Request(f"http://127.0.0.1:{gw.rest_port}/v1/models/soilcast:predict",
+                                     json.dumps({"inputs": x.tolist()}).encode(),
+                                     {"Content-Type": "application/json", TRAFFIC_HEADER: "verification"})
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            verified = np.asarray(json.loads(resp.read())["outputs"]["soil_moisture"], np.float32)
+        assert gw.drift.flush(30)
+        samples, window = scrape(gw.metrics_port), gw.drift.stats(1)
+        with client(gw) as c:
+            live = c.predict(x)  # the same answer as for live traffic
+    for y in (*replayed, verified):
+        np.testing.assert_allclose(y, live, rtol=1e-6)
+    assert not _series(samples, "soilcast_drift_psi") and window == {}
+    assert metric(samples, "soilcast_drift_window_requests") == 0
+    by_traffic = {t: metric(samples, "soilcast_requests_by_traffic_total", None, traffic=t)
+                  for t in ("live", "hindcast", "verification")}
+    assert by_traffic == {"live": 0, "hindcast": 3, "verification": 1}
+    # the alert rules' counter keeps its label set
+    assert {frozenset(s) for s in _series(samples, "soilcast_requests_total")} == {
+        frozenset({"method", "code", "version_label"})}
+
+
+def test_monitor_publishes_nothing_below_min_windows():
+    """The monitor hands the publisher {} (withdraw) until the newest version's window holds
+    min_windows windows, then the statistics."""
+    rng = np.random.default_rng(43)
+    ref, published = _reference(rng), []
+    monitor = DriftMonitor(window=8, sample_cells=8, epsilon=1e-4, seed=0, interval=0.01, min_windows=3,
+                           publish=lambda version, stats, n: published.append((version, bool(stats), n)))
+    mask = np.ones((4, 4), bool)
+    for batch in (1, 1, 1):
+        monitor.submit(1, ref, mask, rng.normal(295, 8, (batch, 2, 4, 4, 2)), None)
+        assert monitor.flush(10)
+    monitor.stop()
+    assert published == [(1, False, 1), (1, False, 2), (1, True, 3)]
+    with pytest.raises(ValueError, match=r"min_windows must be 1..window \(8\), got 9"):
+        DriftMonitor(window=8, sample_cells=8, epsilon=1e-4, seed=0, publish=lambda *a: None, min_windows=9)

@@ -57,6 +57,12 @@ def weather_store(tiny_cfg):
     return tiny_cfg.paths.processed
 
 
+def drift_from_one_window(cfg):
+    """``cfg`` publishing drift from the first window (serving.drift_min_windows 1): for tests
+    of what drift reads, not of when it starts."""
+    return cfg.model_copy(update={"serving": cfg.serving.model_copy(update={"drift_min_windows": 1})})
+
+
 def test_full_india_window_fits_the_message_limit():
     from soilcast.serving.gateway import request_bytes
 
@@ -287,7 +293,7 @@ def test_served_soil_moisture_never_leaves_the_physical_range(tmp_path):
     assert clipped == (by_lead[..., mask] == np.float32(0.2)).sum() > (y[:, mask] == np.float32(0.2)).sum() > 0
 
 
-def _http(gw, method, path, body=None, raw=None):
+def _http(gw, method, path, body=None, raw=None, headers=None):
     """(status, JSON answer, headers) of one plain HTTP call to the gateway's REST port."""
     import json
     import urllib.error
@@ -295,7 +301,7 @@ def _http(gw, method, path, body=None, raw=None):
 
     data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
     req = urllib.request.Request(f"http://127.0.0.1:{gw.rest_port}{path}", data=data, method=method,
-                                 headers={"Content-Type": "application/json"})
+                                 headers={"Content-Type": "application/json", **(headers or {})})
     try:
         with urllib.request.urlopen(req, timeout=30) as resp:
             return resp.status, json.loads(resp.read()), dict(resp.headers)
@@ -366,6 +372,30 @@ def test_rest_api_errors_are_json_with_the_right_status_and_counted(served):
     assert _http(served, "GET", "/v1/nothing")[0] == 404
     assert _http(served, "GET", "/v2/health/live")[:2] == (200, {"live": True})
     assert _http(served, "GET", "/v2/health/ready")[:2] == (200, {"ready": True})
+
+
+def test_an_unknown_traffic_marker_is_refused_naming_the_allowed_ones(served):
+    """soilcast-traffic (gRPC) / X-Soilcast-Traffic (REST) take live, hindcast or verification;
+    anything else is INVALID_ARGUMENT / 400 naming them (never guessed as live), and counted."""
+    from soilcast.serving.client import SoilcastClient
+
+    x = meteo(served.cfg, np.random.default_rng(42))
+    allowed = "is not one of ['live', 'hindcast', 'verification']"
+    before = metric(scrape(served.metrics_port), "soilcast_invalid_requests_total", reason="bad_traffic")
+    with client(served) as c:
+        with pytest.raises(grpc.RpcError) as err:
+            c.predictions.Predict(c.predict_request(x), timeout=30, metadata=(("soilcast-traffic", "backfill"),))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "traffic 'backfill'" in err.value.details() and allowed in err.value.details()
+    status, body, _ = _http(served, "POST", "/v1/models/soilcast:predict", {"inputs": x.tolist()},
+                            headers={"X-Soilcast-Traffic": "Hindcast"})
+    assert status == 400 and "traffic 'Hindcast'" in body["error"] and allowed in body["error"], body
+    status, _, _ = _http(served, "GET", "/v1/models/soilcast", headers={"X-Soilcast-Traffic": "?"})
+    assert status == 400
+    after = metric(scrape(served.metrics_port), "soilcast_invalid_requests_total", reason="bad_traffic")
+    assert after == before + 3
+    with pytest.raises(ValueError, match=r"traffic 'backfill'.*is not one of"):  # the client refuses it first
+        SoilcastClient(served.target, traffic="backfill")
 
 
 def test_client_disconnecting_mid_call_is_counted_and_harmless(served, monkeypatch):
@@ -475,7 +505,7 @@ def test_labels_route_canary_and_stable_independently_on_both_apis(tmp_path):
     from soilcast.cli import app
     from soilcast.repository.versions import land_as_canary
 
-    cfg = tiny_config(tmp_path)
+    cfg = tiny_config(tmp_path, {"serving": {"drift_min_windows": 1}})  # drift from the canary's 2 windows
     models = Path(cfg.paths.models_dir)
     publish(cfg, 1, offset=0.0)
     assert land_as_canary(models, 1, "soilcast") == {"stable": 1, "canary": 1}
@@ -671,7 +701,7 @@ def test_load_8_clients_x_100_requests_at_demo_grid(tmp_path):
 
 
 def test_proxy_mode_forwards_and_still_records_drift(served):
-    cfg = served.cfg
+    cfg = drift_from_one_window(served.cfg)
     x = meteo(cfg, np.random.default_rng(10), batch=2)
     with gateway(cfg, upstream=served.target) as proxy:
         with client(proxy) as c:
@@ -854,7 +884,7 @@ def test_gateway_serves_a_savedmodel_written_by_the_exporter(tiny_cfg, weather_s
     from soilcast.export.drift_reference import drift_reference
     from tests.export.test_savedmodel import physical_stub
 
-    cfg, t = tiny_cfg, open_tensors(weather_store)
+    cfg, t = drift_from_one_window(tiny_cfg), open_tensors(weather_store)
     model = physical_stub(cfg, t.mask)
     meta = savedmodel.build_metadata(cfg, t, "stub", 1, {"rmse": 0.02})
     savedmodel.write_savedmodel(model, cfg.paths.models_dir / "1", cfg, meta,

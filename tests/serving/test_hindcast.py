@@ -26,15 +26,16 @@ from soilcast.evaluation import metrics
 from soilcast.ml.models.references import Climatology, benchmark_names, references
 from soilcast.serving.hindcast import COLUMNS, batch_size
 from soilcast.testing.config import tiny_config
-from soilcast.testing.serving import client, gateway
+from soilcast.testing.serving import client, frozen_server, gateway, metric, scrape
 from soilcast.testing.standin import write_standin
 
 
-def served_store(tmp_path, leads):
-    """A 1 MB message limit: ~10 windows per request, so a season takes many requests."""
+def served_store(tmp_path, leads, serving=None):
+    """A 1 MB message limit: ~10 windows per request, so a season takes many requests
+    (``serving``: more serving settings)."""
     from soilcast.testing.synthetic import write_synthetic_store
 
-    cfg = tiny_config(tmp_path, {"serving": {"max_message_mb": 1}})
+    cfg = tiny_config(tmp_path, {"serving": {"max_message_mb": 1, **(serving or {})}})
     write_synthetic_store(cfg)
     t = open_tensors(cfg.paths.processed)
     write_standin(cfg.paths.models_dir / "1", seq_len=cfg.window.seq_len, lat=t.lat, lon=t.lon, mask=t.mask,
@@ -50,9 +51,10 @@ def served(tmp_path):
     return served_store(tmp_path, lambda cfg: list(cfg.window.leads))
 
 
-def hindcast(gw, params, start, end):
-    return CliRunner().invoke(app, ["hindcast", "--server", gw.target, "--start", start, "--end", end,
-                                    "--params", str(params)])
+def hindcast(gw, params, start, end, *options):
+    target = gw if isinstance(gw, str) else gw.target
+    return CliRunner().invoke(app, ["hindcast", "--server", target, "--start", start, "--end", end,
+                                    "--params", str(params), *options])
 
 
 def test_hindcast_archive_and_scores_at_every_lead(served):
@@ -296,3 +298,64 @@ def test_brier_skill_against_the_climatological_probability():
     assert scores["a"]["seasons"]["rest"]["1"]["brier_skill_d1"] == pytest.approx(1 - 0.05 / ref(weights, ~monsoon))
     east = weights * (basin_id == 2)
     assert scores["a"]["basins"]["East"]["1"]["brier_skill_d1"] == pytest.approx(1 - 0.05 / ref(east, slice(None)))
+
+
+# ------------------------------------------------------- deadlines, labels, traffic (issue 22.7, 22.8)
+
+
+@pytest.mark.timeout(120)
+def test_a_frozen_gateway_fails_the_hindcast_at_its_deadline(tmp_path):
+    """A gateway that accepts the call and never answers used to hold a hindcast forever:
+    every call now has the deadline serving.client_timeout_seconds (DEADLINE_EXCEEDED), and the
+    CLI says so in one line naming the server and the setting."""
+    import grpc
+
+    from soilcast.layout import Layout
+    from soilcast.serving.hindcast import run_hindcast
+
+    cfg, _, params = served_store(tmp_path, lambda cfg: list(cfg.window.leads), {"client_timeout_seconds": 1.0})
+    start, end = pd.Timestamp("2013-06-01").date(), pd.Timestamp("2013-06-05").date()
+    with frozen_server() as target:
+        with pytest.raises(grpc.RpcError) as err:
+            run_hindcast(cfg, Layout.from_config(cfg), target, start, end)
+        run = hindcast(target, params, "2013-06-01", "2013-06-05")
+    assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert run.exit_code == 1, run.output
+    lines = run.output.strip().splitlines()
+    assert len(lines) == 1 and target in lines[0] and "serving.client_timeout_seconds = 1 s" in lines[0], lines
+    assert "DEADLINE_EXCEEDED" in lines[0]
+
+
+def test_hindcast_names_the_label_or_version_it_used_and_is_no_drift(tmp_path):
+    """--label / --version pin what is hindcast and the summary names what answered; every
+    request is marked hindcast traffic, so the gateway's live drift window stays empty."""
+    from soilcast.repository.versions import land_as_canary
+
+    cfg, t, params = served_store(tmp_path, lambda cfg: list(cfg.window.leads))
+    write_standin(cfg.paths.models_dir / "2", seq_len=cfg.window.seq_len, lat=t.lat, lon=t.lon, mask=t.mask,
+                  variables=t.variables, units=t.attrs["units"], psi_bins=cfg.serving.psi_bins,
+                  leads=list(cfg.window.leads), offset=1.0)
+    land_as_canary(cfg.paths.models_dir, 1, "soilcast")
+    assert land_as_canary(cfg.paths.models_dir, 2, "soilcast") == {"stable": 1, "canary": 2}
+    period = ("2013-06-01", "2013-06-03")
+    scores = cfg.paths.artifacts_dir / "hindcast" / "2013-06-01_2013-06-03" / "scores.json"
+    with gateway(cfg) as gw:
+        runs = {}
+        for options, served in [((), "label stable (default) -> version 1"),
+                                (("--label", "canary"), "label canary -> version 2"),
+                                (("--version", "1"), "version 1")]:
+            runs[served] = hindcast(gw, params, *period, *options)
+            assert runs[served].exit_code == 0, runs[served].output
+            assert json.loads(scores.read_text())["served"] == served
+        both = hindcast(gw, params, *period, "--label", "canary", "--version", "2")
+        beta = hindcast(gw, params, *period, "--label", "beta")
+        assert gw.drift.flush(30)
+        samples = scrape(gw.metrics_port)
+    for served, run in runs.items():
+        assert f"model standin ({served})," in run.output, run.output
+    assert both.exit_code == 1 and "--label canary and --version 2 are mutually exclusive" in both.output
+    assert beta.exit_code == 1 and "--label 'beta': expected one of ['stable', 'canary']" in beta.output
+    assert metric(samples, "soilcast_requests_by_traffic_total", traffic="hindcast") > 3
+    assert metric(samples, "soilcast_requests_by_traffic_total", traffic="live") == 0
+    assert metric(samples, "soilcast_drift_window_requests") == 0
+    assert metric(samples, "soilcast_drift_psi", None) is None

@@ -41,7 +41,7 @@ def test_every_serving_yaml_parses():
 def test_compose_runs_tfserving_gateway_proxy_and_prometheus():
     compose = yaml.safe_load((SERVING / "docker-compose.yml").read_text())
     services = compose["services"]
-    assert set(services) == {"tfserving", "gateway", "prometheus"}
+    assert set(services) == {"tfserving", "gateway", "prometheus", "grafana"}
     cmd = services["gateway"]["command"]
     assert cmd[:2] == ["soilcast", "serve"] and cmd[cmd.index("--upstream") + 1] == "tfserving:8500"
     s = load_config(PARAMS).serving
@@ -51,6 +51,15 @@ def test_compose_runs_tfserving_gateway_proxy_and_prometheus():
     assert f"127.0.0.1:{s.metrics_port}:{s.metrics_port}" in services["gateway"]["ports"]
     assert f"127.0.0.1:{s.rest_port}:{s.rest_port}" in services["gateway"]["ports"]
     assert (SERVING / services["tfserving"]["build"]["dockerfile"].split("/", 1)[1]).is_file()
+    # the daily run's status.json (realised skill) reaches the gateway read-only, at /app/<artifacts>
+    assert "../artifacts/operations:/app/artifacts/operations:ro" in services["gateway"]["volumes"]
+    grafana = services["grafana"]
+    image, tag = grafana["image"].rsplit(":", 1)
+    assert image == "grafana/grafana-oss" and re.fullmatch(r"\d+\.\d+\.\d+", tag), grafana["image"]
+    assert grafana["ports"] == ["127.0.0.1:3000:3000"]
+    mounts = {v.split(":")[0]: v for v in grafana["volumes"]}
+    for folder in ("./grafana/provisioning", "./grafana/dashboards"):
+        assert mounts[folder].endswith(":ro") and (SERVING / folder).is_dir(), mounts
 
 
 def test_prometheus_scrapes_gateway_and_tfserving_on_configured_ports():
@@ -131,13 +140,64 @@ def _promtool(*args: str) -> subprocess.CompletedProcess:
 def test_alert_rules_pass_promtool_unit_tests():
     check = _promtool("check", "rules", str(PROM / "alerts.yml"))
     assert check.returncode == 0, check.stdout + check.stderr
-    run = _promtool("test", "rules", str(PROM / "alerts_test.yml"))
+    # the verification rules wait days: their tests evaluate hourly, in a file of their own
+    run = _promtool("test", "rules", str(PROM / "alerts_test.yml"), str(PROM / "alerts_verification_test.yml"))
     assert run.returncode == 0, run.stdout + run.stderr
     rules = {r.get("alert") for g in yaml.safe_load((PROM / "alerts.yml").read_text())["groups"]
              for r in g["rules"]}
     assert {"SoilcastDriftWarning", "SoilcastDriftCritical", "SoilcastPredictionDriftWarning",
             "SoilcastPredictionDriftCritical", "SoilcastDriftWithoutDates", "SoilcastHighErrorRatio",
-            "SoilcastNoModelLoaded", "SoilcastGatewayDown"} <= rules
+            "SoilcastNoModelLoaded", "SoilcastGatewayDown", "SoilcastRealisedSkillBelowPersistence",
+            "SoilcastNoForecastIssued", "SoilcastObservationsLate", "SoilcastCanaryStableDiverging"} <= rules
+
+
+def test_withdrawn_drift_takes_its_publication_time_along():
+    """Drift of a version whose window holds too few live windows again (a reloaded version
+    starts a new window) is absent, timestamp included: no stale value can keep an alert up."""
+    from soilcast.serving.telemetry import Telemetry
+
+    t = Telemetry()
+    key = ("input", "t2m")
+    t.publish_drift(1, {key: {"psi": 0.4, "mean_shift": 1.0, "reference": "all_year"}}, 20)
+    published = _samples(t)
+    assert published["soilcast_drift_psi"] == [{"kind": "input", "variable": "t2m", "version": "1",
+                                                "version_label": "", "reference": "all_year"}]
+    assert [s["version"] for s in published["soilcast_drift_updated_timestamp_seconds"]] == ["1"]
+    t.publish_drift(1, {}, 2)
+    withdrawn = _samples(t)
+    for name in ("soilcast_drift_psi", "soilcast_drift_mean_shift", "soilcast_drift_updated_timestamp_seconds"):
+        assert name not in withdrawn, (name, withdrawn[name])
+
+
+def test_a_moved_label_leaves_no_stale_drift_series():
+    """Promotion moves a version from canary to stable: its series follow, the old ones go."""
+    from soilcast.serving.telemetry import Telemetry
+
+    t, label = Telemetry(), {"now": "canary"}
+    t.label_of = lambda version: label["now"]
+    stats = {("input", "t2m"): {"psi": 0.02, "mean_shift": 0.0, "reference": "monthly"}}
+    t.publish_drift(2, stats, 20)
+    label["now"] = "stable"
+    t.publish_drift(2, stats, 20)
+    assert [s["version_label"] for s in _samples(t)["soilcast_drift_psi"]] == ["stable"]
+
+
+def test_requests_by_traffic_exist_from_the_start():
+    """Every traffic's series is there (at 0) before its first request, so rate() sees it."""
+    from soilcast.serving.drift import TRAFFIC
+    from soilcast.serving.telemetry import Telemetry
+
+    by = _samples(Telemetry())["soilcast_requests_by_traffic_total"]
+    assert sorted(s["traffic"] for s in by) == sorted(TRAFFIC) == ["hindcast", "live", "verification"]
+
+
+def _samples(t) -> dict[str, list[dict[str, str]]]:
+    """{sample name: [labels of each sample]} of a Telemetry's registry."""
+    out: dict[str, list[dict[str, str]]] = {}
+    for family in t.registry.collect():
+        for s in family.samples:
+            out.setdefault(s.name, []).append(dict(s.labels))
+    return out
 
 
 def _free_port() -> int:
@@ -156,8 +216,8 @@ def test_real_prometheus_scrapes_the_drift_series(tmp_path):
     cfg = tiny_config(tmp_path)
     publish(cfg, 1)
     with gateway(cfg) as gw:
-        with client(gw) as c:
-            for i in range(4):
+        with client(gw) as c:  # drift is published once the window holds drift_min_windows windows
+            for i in range(cfg.serving.drift_min_windows):
                 c.predict(meteo(cfg, np.random.default_rng(i)))
         assert gw.drift.flush(30)
         config = {
@@ -188,7 +248,7 @@ def test_real_prometheus_scrapes_the_drift_series(tmp_path):
             assert float(_query(port, "soilcast_model_loaded")[0]["value"][1]) == 1
             groups = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/rules", timeout=5)
                                 .read())["data"]["groups"]
-            assert {g["name"] for g in groups} == {"soilcast-drift", "soilcast-serving"}
+            assert {"soilcast-drift", "soilcast-serving"} <= {g["name"] for g in groups}  # rule files loaded
         finally:
             proc.terminate()
             proc.wait(timeout=30)

@@ -30,6 +30,7 @@ from soilcast.contract import (
     leads_of,
 )
 from soilcast.io.tensors import from_ndarray, to_ndarray
+from soilcast.serving.drift import LIVE, TRAFFIC_METADATA, traffic_kind
 from soilcast.serving.models import by_lead_output
 
 DEFAULT_MODEL = "soilcast"
@@ -40,11 +41,17 @@ class SoilcastClient:
 
     ``max_message_bytes`` should match the server's ``serving.max_message_mb`` (gRPC's client
     default would cap responses at 4 MiB); ``root_certificates`` switches to TLS.
+    ``timeout`` is the deadline (seconds) of every call, so a server that accepts the
+    connection and never answers fails the call with DEADLINE_EXCEEDED instead of hanging
+    (None: no deadline). ``traffic`` (:data:`soilcast.serving.drift.TRAFFIC`) goes with every
+    call as the ``soilcast-traffic`` metadata: a hindcast or verification says so and stays
+    out of the gateway's live drift window.
     """
 
     def __init__(self, target: str, model_name: str = DEFAULT_MODEL, *, timeout: float | None = None,
                  max_message_bytes: int | None = None, root_certificates: bytes | None = None,
-                 version: int | None = None, version_label: str | None = None) -> None:
+                 version: int | None = None, version_label: str | None = None, traffic: str = LIVE) -> None:
+        self.traffic = traffic_kind(traffic)  # an unknown marker fails here, not on every call
         opts = []
         if max_message_bytes:
             opts = [("grpc.max_send_message_length", max_message_bytes),
@@ -60,6 +67,10 @@ class SoilcastClient:
         self.version, self.version_label = version, version_label
         self.last_version: int | None = None
         self._metadata: dict[str, Any] | None = None  # the last metadata() answer (lead axis)
+
+    def _call(self, rpc: Any, request: Any) -> Any:
+        """Every RPC goes through here: one place for the deadline and the traffic marker."""
+        return rpc(request, timeout=self.timeout, metadata=((TRAFFIC_METADATA, self.traffic),))
 
     def _spec(self, spec: Any) -> None:
         spec.name = self.model_name
@@ -88,7 +99,7 @@ class SoilcastClient:
             meteo = np.asarray(meteo)[None]
             extra = {k: np.asarray(v)[None] for k, v in extra.items()}
             forecast_meteo = None if forecast_meteo is None else np.asarray(forecast_meteo)[None]
-        resp = self.predictions.Predict(self.predict_request(meteo, forecast_meteo, **extra), timeout=self.timeout)
+        resp = self._call(self.predictions.Predict, self.predict_request(meteo, forecast_meteo, **extra))
         self.last_version = resp.model_spec.version.value
         return {name: to_ndarray(t) for name, t in resp.outputs.items()}, single
 
@@ -155,7 +166,7 @@ class SoilcastClient:
         doy = self._valid_days(np.asarray(valid_day_of_year, np.int32), int(np.shape(meteo)[0]))
         req.inputs[VALID_DOY].CopyFrom(from_ndarray(doy))
         req.output_filter.extend(outputs)
-        resp = self.predictions.Predict(req, timeout=self.timeout)
+        resp = self._call(self.predictions.Predict, req)
         self.last_version = resp.model_spec.version.value
         return {name: to_ndarray(t) for name, t in resp.outputs.items()}
 
@@ -173,7 +184,7 @@ class SoilcastClient:
         """The served version's soilcast metadata (grid, variables, units, ...) + version."""
         req = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["soilcast_metadata"])
         self._spec(req.model_spec)
-        resp = self.predictions.GetModelMetadata(req, timeout=self.timeout)
+        resp = self._call(self.predictions.GetModelMetadata, req)
         from google.protobuf import wrappers_pb2
 
         text = wrappers_pb2.StringValue()
@@ -187,7 +198,7 @@ class SoilcastClient:
         """Input/output names, dtypes and shapes of signature ``name`` as TF Serving reports them."""
         req = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
         self._spec(req.model_spec)
-        resp = self.predictions.GetModelMetadata(req, timeout=self.timeout)
+        resp = self._call(self.predictions.GetModelMetadata, req)
         sdm = get_model_metadata_pb2.SignatureDefMap()
         resp.metadata["signature_def"].Unpack(sdm)
         if name not in sdm.signature_def:
@@ -204,7 +215,7 @@ class SoilcastClient:
         """[{"version", "state", "error_code", "error_message"}] for the model's versions."""
         req = get_model_status_pb2.GetModelStatusRequest()
         self._spec(req.model_spec)
-        resp = self.models.GetModelStatus(req, timeout=self.timeout)
+        resp = self._call(self.models.GetModelStatus, req)
         state = get_model_status_pb2.ModelVersionStatus.State
         return [{"version": s.version, "state": state.Name(s.state),
                  "error_code": s.status.error_code, "error_message": s.status.error_message}
@@ -222,3 +233,18 @@ class SoilcastClient:
 
 def read_certificate(path: Path | None) -> bytes | None:
     return Path(path).read_bytes() if path else None
+
+
+def describe_rpc_error(server: str, err: grpc.RpcError, timeout_seconds: float) -> str:
+    """One line for a failed call to ``server``: a hung server (DEADLINE_EXCEEDED) or one not
+    reachable (UNAVAILABLE) named as such, with the deadline setting to look at; any other
+    code with the server's own reason."""
+    code, details = err.code(), " ".join(str(err.details() or "").split())
+    setting = f"serving.client_timeout_seconds = {timeout_seconds:g} s"
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return (f"{server} did not answer within {setting} (DEADLINE_EXCEEDED): is the gateway hung or "
+                "overloaded? (raise the setting for a slow server)")
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return (f"{server} is unavailable (UNAVAILABLE: {details}); is the gateway running there? "
+                f"(each call waits at most {setting})")
+    return f"{server}: {code.name}: {details}"

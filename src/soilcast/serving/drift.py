@@ -28,6 +28,16 @@ each represented by its newest day. To stay off the request path the gateway han
 request to :class:`DriftMonitor`, a bounded queue drained every ``drift_interval_seconds``
 by one background thread in a single vectorised batch; each window is summarised by a fixed
 random subset of ``drift_sample_cells`` mask cells, so the cost does not grow with the grid.
+
+Minimum sample: a window of one request says nothing about a distribution (one request of
+made-up weather read PSI 1.39), so a version's drift is published only once its window holds
+``serving.drift_min_windows`` windows; below that its series are absent (no value, no alert).
+
+Traffic marking: only live traffic is drift. A client replaying the past (``soilcast
+hindcast``) or re-forecasting to verify says so in the gRPC metadata :data:`TRAFFIC_METADATA`
+(REST header :data:`TRAFFIC_HEADER`) with one of :data:`TRAFFIC` (absent = :data:`LIVE`);
+such requests are served and counted as usual but never enter the drift window, so a
+hindcast of a past season cannot switch the reference or leave its PSI behind for weeks.
 """
 
 from __future__ import annotations
@@ -45,11 +55,27 @@ import numpy as np
 log = logging.getLogger("soilcast.serving.drift")
 
 PREDICTION = "soil_moisture"
+# Who is asking: only LIVE traffic enters the drift window (see the module docstring).
+LIVE, HINDCAST, VERIFICATION = "live", "hindcast", "verification"
+TRAFFIC = (LIVE, HINDCAST, VERIFICATION)
+TRAFFIC_METADATA = "soilcast-traffic"  # gRPC metadata key (lower case, as gRPC requires)
+TRAFFIC_HEADER = "X-Soilcast-Traffic"  # the REST header
 N_MONTHS = 12
 UNDATED = 0  # month tag of a window whose request carried no date
 # month (1-12) of each 0-based day of the 366-day leap calendar (a leap year's days)
 MONTH_OF_DAY = np.array([(np.datetime64("2000-01-01") + np.timedelta64(d, "D")).astype(object).month
                          for d in range(366)], np.int64)
+
+
+def traffic_kind(value: str | None) -> str:
+    """The traffic a request declared (:data:`LIVE` when it declared none); an unknown value
+    is refused rather than guessed, since guessing "live" would let a replay pollute drift."""
+    if value is None or value == "":
+        return LIVE
+    if value not in TRAFFIC:
+        raise ValueError(f"traffic {value!r} ({TRAFFIC_METADATA} metadata / {TRAFFIC_HEADER} header) "
+                         f"is not one of {list(TRAFFIC)}")
+    return value
 
 
 def drift_months(valid_day_of_year: np.ndarray | None, lead_days: int, batch: int) -> np.ndarray:
@@ -333,16 +359,21 @@ class DriftMonitor:
     the request threads) shrinks with traffic. The queue holds at most ``window`` requests,
     as only the newest ``window`` windows matter; requests arriving while it is full are
     skipped and counted (``on_drop``). Windows are kept per model version (each has its own
-    reference); ``publish`` gets the newest version's statistics, i.e. what "stable" serves.
+    reference); ``publish`` gets the newest version's statistics, or ``{}`` while its window
+    holds fewer than ``min_windows`` windows (too few to say anything; the publisher then
+    withdraws that version's series). Only live traffic is to be submitted (the gateway
+    filters on :func:`traffic_kind`).
     """
 
     def __init__(self, window: int, sample_cells: int, epsilon: float, seed: int,
                  publish: Publisher, on_drop: Callable[[], None] | None = None,
-                 interval: float = 1.0) -> None:
+                 interval: float = 1.0, min_windows: int = 1) -> None:
         if interval <= 0:
             raise ValueError(f"drift interval must be positive, got {interval}")
+        if not 1 <= min_windows <= window:
+            raise ValueError(f"drift min_windows must be 1..window ({window}), got {min_windows}")
         self.window, self.sample_cells, self.epsilon, self.seed = window, sample_cells, epsilon, seed
-        self.interval = interval
+        self.interval, self.min_windows = interval, min_windows
         self._publish, self._on_drop = publish, on_drop
         self._queue: queue.Queue = queue.Queue(maxsize=window)
         self._windows: dict[int, DriftWindow] = {}
@@ -430,4 +461,4 @@ class DriftMonitor:
         if items:
             newest = max(self._windows)
             win = self._windows[newest]
-            self._publish(newest, win.stats(), len(win))
+            self._publish(newest, win.stats() if len(win) >= self.min_windows else {}, len(win))

@@ -17,6 +17,13 @@ gateway allocate gigabytes. gRPC's own transport limit sits at TRANSPORT_HEADROO
 that, so a hostile client cannot make the gateway buffer unbounded data (beyond it gRPC
 refuses the message itself, uncounted). Concurrency: ``max_workers`` threads and at most
 ``max_concurrent_rpcs`` RPCs in flight (more get RESOURCE_EXHAUSTED from gRPC).
+
+Traffic: a request may declare what it is (gRPC metadata ``soilcast-traffic``, REST header
+``X-Soilcast-Traffic``: ``live`` (default), ``hindcast``, ``verification``;
+:data:`soilcast.serving.drift.TRAFFIC`); all are served alike, only live traffic enters the
+drift window, and an unknown value is INVALID_ARGUMENT naming the allowed ones. A sample of
+the Predicts can be written as JSON lines (``serving.payload_log``,
+:mod:`soilcast.serving.payload_log`).
 """
 
 from __future__ import annotations
@@ -58,7 +65,7 @@ from soilcast.contract import (
 )
 from soilcast.io.tensors import TensorDecodeError, from_ndarray, to_ndarray
 from soilcast.serving.batching import Batcher
-from soilcast.serving.drift import DriftMonitor, drift_months
+from soilcast.serving.drift import LIVE, TRAFFIC_METADATA, DriftMonitor, drift_months, traffic_kind
 from soilcast.serving.models import (
     INPUT,
     OUTPUT,
@@ -70,6 +77,7 @@ from soilcast.serving.models import (
     lead_axis,
     read_info,
 )
+from soilcast.serving.payload_log import PayloadLog
 from soilcast.serving.realised import RealisedCollector
 from soilcast.serving.rest import RestApi, RestServer
 from soilcast.serving.telemetry import Telemetry
@@ -325,6 +333,14 @@ def _label(request: Any) -> str:
     return str(spec.version_label) if spec is not None else ""
 
 
+def _traffic(value: str | None) -> str:
+    """:func:`traffic_kind` as the request error an unknown marker is (counted ``bad_traffic``)."""
+    try:
+        return traffic_kind(value)
+    except ValueError as err:
+        raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, "bad_traffic", str(err)) from None
+
+
 def _check_output_filter(output_filter: Any, info: ModelInfo, products: bool = False) -> list[str]:
     """The outputs to answer with (all of the signature's when the filter is empty)."""
     known = info.product_outputs if products else info.outputs
@@ -440,8 +456,9 @@ class Servicer(prediction_service_pb2_grpc.PredictionServiceServicer,
     """Thin gRPC shell: times, counts and maps errors to status codes around the backend."""
 
     def __init__(self, backend: Any, telemetry: Telemetry, drift: DriftMonitor | None,
-                 limits: RequestLimits) -> None:
+                 limits: RequestLimits, payloads: PayloadLog | None = None) -> None:
         self.backend, self.telemetry, self.drift, self.limits = backend, telemetry, drift, limits
+        self.payloads = payloads
 
     def _bounded(self, resp: Any, info: ModelInfo | None, y: np.ndarray | None) -> np.ndarray | None:
         """Never serve soil moisture outside its physical range (clip, count, log)."""
@@ -469,16 +486,21 @@ class Servicer(prediction_service_pb2_grpc.PredictionServiceServicer,
         return y
 
     def handle(self, method: str, request: Any, timeout: float | None,
-               is_active: Callable[[], bool] = lambda: True) -> Any:
+               is_active: Callable[[], bool] = lambda: True, *, traffic: str | None = None,
+               protocol: str = "grpc") -> Any:
         """Run ``method`` on a TF Serving request proto: the one path gRPC and REST share.
 
-        Times and counts the call; raises :class:`RequestError` (INTERNAL for anything
-        unexpected, so one request never takes the server down).
+        ``traffic``: what the client declared (None = live; unknown: INVALID_ARGUMENT); only
+        live Predicts enter drift. Times and counts the call, logs a sampled Predict
+        (payload log); raises :class:`RequestError` (INTERNAL for anything unexpected, so one
+        request never takes the server down).
         """
         t0 = time.perf_counter()
-        code = grpc.StatusCode.OK
+        code, kind, resp = grpc.StatusCode.OK, None, None
         try:
-            return self._methods[method](request, timeout)
+            kind = _traffic(traffic)
+            resp = self._call(method, request, timeout, kind)
+            return resp
         except RequestError as err:
             code = err.code
             self._count_invalid(err)
@@ -490,8 +512,14 @@ class Servicer(prediction_service_pb2_grpc.PredictionServiceServicer,
         finally:
             if code == grpc.StatusCode.OK and not is_active():
                 code = grpc.StatusCode.CANCELLED
+            latency = time.perf_counter() - t0
             self.telemetry.requests.labels(method, code.name, _label(request)).inc()
-            self.telemetry.latency.labels(method).observe(time.perf_counter() - t0)
+            self.telemetry.latency.labels(method).observe(latency)
+            if kind is not None:
+                self.telemetry.by_traffic.labels(kind).inc()
+            if method == "Predict" and self.payloads is not None:
+                self.payloads.submit(protocol, method, kind or str(traffic), code.name, latency, request,
+                                     resp if code == grpc.StatusCode.OK else None)
 
     def _count_invalid(self, err: RequestError) -> None:
         if err.reason:
@@ -506,20 +534,27 @@ class Servicer(prediction_service_pb2_grpc.PredictionServiceServicer,
 
     @property
     def _methods(self) -> dict[str, Callable[[Any, float | None], Any]]:
-        return {"Predict": self._predict, "GetModelMetadata": self.backend.metadata,
-                "GetModelStatus": self.backend.status}
+        """The non-Predict methods (Predict also needs the traffic: :meth:`_predict`)."""
+        return {"GetModelMetadata": self.backend.metadata, "GetModelStatus": self.backend.status}
 
-    def _predict(self, request: Any, timeout: float | None) -> Any:
+    def _call(self, method: str, request: Any, timeout: float | None, traffic: str) -> Any:
+        if method == "Predict":
+            return self._predict(request, timeout, traffic)
+        return self._methods[method](request, timeout)
+
+    def _predict(self, request: Any, timeout: float | None, traffic: str = LIVE) -> Any:
         resp, info, arrays, y = self.backend.predict(request, timeout)
         y = self._bounded(resp, info, y)
-        if self.drift is not None and info is not None and info.reference is not None and arrays:
+        live = traffic == LIVE  # a replay of the past is not the live input distribution
+        if live and self.drift is not None and info is not None and info.reference is not None and arrays:
             months = drift_months(arrays.get(VALID_DOY), info.leads[0], len(arrays[INPUT]))
             self.drift.submit(info.version, info.reference, info.mask, arrays[INPUT], y, months)
         return resp
 
     def _grpc(self, method: str, request: Any, context: Any) -> Any:
+        traffic = dict(context.invocation_metadata() or ()).get(TRAFFIC_METADATA)
         try:
-            return self.handle(method, request, context.time_remaining(), context.is_active)
+            return self.handle(method, request, context.time_remaining(), context.is_active, traffic=traffic)
         except RequestError as err:
             context.abort(err.code, err.message)
 
@@ -609,7 +644,8 @@ class Gateway:
         self.telemetry.registry.register(RealisedCollector(Layout.from_config(cfg).operations.status))
         self.drift = DriftMonitor(s.drift_window, s.drift_sample_cells, s.psi_epsilon, cfg.seed,
                                   self.telemetry.publish_drift, self.telemetry.drift_dropped.inc,
-                                  s.drift_interval_seconds) if drift else None
+                                  s.drift_interval_seconds, s.drift_min_windows) if drift else None
+        self.payloads = PayloadLog.from_config(cfg, self.max_bytes, self.telemetry.payload_dropped.inc)
         self.repo: ModelRepository | None = None
         self.batcher: Batcher | None = None
         if upstream:
@@ -668,7 +704,7 @@ class Gateway:
                      ("grpc.so_reuseport", 0)],
             maximum_concurrent_rpcs=s.max_concurrent_rpcs,
         )
-        servicer = self.servicer = Servicer(self.backend, self.telemetry, self.drift, self.limits)
+        servicer = self.servicer = Servicer(self.backend, self.telemetry, self.drift, self.limits, self.payloads)
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(servicer, server)
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(servicer, server)
         address = f"{self.host}:{self._ports[0]}"
@@ -760,6 +796,9 @@ class Gateway:
             self._watcher.join()
         if self.drift is not None:
             self.drift.stop()
+        if self.payloads is not None:
+            self.payloads.close()
+            self.payloads = None
         self.telemetry.close()
 
     def __enter__(self) -> "Gateway":

@@ -17,6 +17,11 @@ are forecast once, every lead, through the one forecasting path
 request carries as many windows as fit in half of ``serving.max_message_mb`` (and at most
 ``serving.max_batch``). A version exported before the lead axis forecasts one lead.
 
+What is hindcast: the server's default (``stable`` on the gateway), or a version or label
+named (``--version`` / ``--label``); the summary names what answered (``served``). Its
+requests are marked ``hindcast`` traffic, so replaying a past season does not read as live
+drift on the gateway, and each call has the deadline ``serving.client_timeout_seconds``.
+
 Outputs (default ``artifacts/hindcast/<start>_<end>/``): ``hindcast.nc`` (CF-1.8; the served
 forecast and every reference on (time = valid date, lead_time, lat, lon), the observations on
 (time, lat, lon), ``forecast_reference_time(time, lead_time)``), ``scores.json`` and
@@ -351,20 +356,43 @@ def _load_block(t: Tensors, inits: np.ndarray, seq_len: int, leads: list[int]) -
     return replace(t, X=np.asarray(t.X[lo:hi]), Y=np.asarray(t.Y[lo:hi]), time=t.time[lo:hi]), lo
 
 
+def served_description(version: int | None, version_label: str | None, served: int | None) -> str:
+    """What was asked and what answered, for the summary and the printout: ``label canary ->
+    version 4``, ``version 3``, or ``label stable (default) -> version 3`` when nothing was
+    named (the gateway's default, as for every request naming no version)."""
+    if version is not None:
+        return f"version {served}"
+    if version_label:
+        return f"label {version_label} -> version {served}"
+    return f"label stable (default) -> version {served}"
+
+
 def run_hindcast(cfg: Any, layout: Any, server: str, start: dt.date, end: dt.date, out_dir: Path | None = None,
-                 root_certificates: bytes | None = None) -> dict[str, Any]:
+                 root_certificates: bytes | None = None, *, version: int | None = None,
+                 version_label: str | None = None) -> dict[str, Any]:
     """Hindcast ``start``..``end`` (valid dates) at every served lead on ``layout.tensors``;
     write the archive and the scores into ``out_dir`` (default
-    ``<layout.hindcasts_dir>/<start>_<end>``) and return them."""
+    ``<layout.hindcasts_dir>/<start>_<end>``) and return them.
+
+    ``version`` or ``version_label`` pins what is hindcast (neither: the server's default,
+    ``stable`` on the gateway); the result's ``served`` names what answered. Every call is
+    marked ``hindcast`` traffic (a replay of the past stays out of the gateway's live drift)
+    and has the deadline ``serving.client_timeout_seconds``: a hung server is a
+    DEADLINE_EXCEEDED :class:`grpc.RpcError`, not a hindcast waiting forever."""
     from soilcast.data.store import open_tensors
     from soilcast.forecasting import InputForecaster
     from soilcast.quantiles import median_index
     from soilcast.serving.client import SoilcastClient
+    from soilcast.serving.drift import HINDCAST
     from soilcast.serving.forecast import check_compatible
 
+    if version is not None and version_label:
+        raise ValueError(f"hindcast: version {version} and version_label {version_label!r} both given; name one")
     t = open_tensors(layout.tensors, load=False)
     with SoilcastClient(server, cfg.serving.model_name, root_certificates=root_certificates,
-                        max_message_bytes=cfg.serving.max_message_mb << 20) as client:
+                        max_message_bytes=cfg.serving.max_message_mb << 20,
+                        timeout=cfg.serving.client_timeout_seconds, traffic=HINDCAST,
+                        version=version, version_label=version_label) as client:
         meta = client.metadata()
         check_compatible(meta, t)
         L, leads, antecedent = int(meta["seq_len"]), leads_of(meta), bool(meta.get(ANTECEDENT))
@@ -381,16 +409,18 @@ def run_hindcast(cfg: Any, layout: Any, server: str, start: dt.date, end: dt.dat
         served_q = forecaster.forecast_quantiles(block, ends) if levels else None
         # a probabilistic version's forecast is its median (the served soil_moisture, by the contract)
         served = forecaster.forecast(block, ends) if not levels else served_q[:, :, median_index(levels)]
-        version = client.last_version
+        served_version = client.last_version
+    served_as = served_description(version, version_label, served_version)
     quantiles: dict[str, tuple[tuple[float, ...], np.ndarray]] = {}
     refs, long_names = reference_forecasts(cfg, layout, leads, block, ends, quantiles)
-    label = f"{model} v{version}"
+    label = f"{model} v{served_version}"
     if levels:
         quantiles[label] = (levels, served_q)
     scores, fcs, threshold, reference = score_all(cfg, t, block, lo, inits, start, end, leads,
                                                   {label: served, **refs}, layout, quantiles)
     period = f"{start}..{end}"
-    summary = {"period": period, "model": model, "version": version, "leads": leads,
+    summary = {"period": period, "model": model, "version": served_version, "version_label": version_label,
+               "served": served_as, "leads": leads,
                "init_period": [str(t.time[inits[0]].date()), str(t.time[inits[-1]].date())],
                "n_days": len(fcs[label].valid), "n_windows": int(len(inits)),
                "n_requests": counter.n_requests, "batch_size": batch, "scores": scores,
@@ -398,7 +428,7 @@ def run_hindcast(cfg: Any, layout: Any, server: str, start: dt.date, end: dt.dat
     summary["best_reference"], summary["skill_vs_best_reference"] = skill_vs_best_reference(scores)
     shown = [label, *(n for n in refs if n in quantiles)] if levels else None  # the probabilistic models
     table = score_table(scores, period, shown, reference)
-    archive = archive_dataset(fcs, label, t.lat, t.lon, version, long_names, threshold[:, 0])
+    archive = archive_dataset(fcs, label, t.lat, t.lon, served_version, long_names, threshold[:, 0])
     files = write_outputs(layout, out_dir, start, end, archive, summary, table)
     return {**summary, "table": table, "files": files}
 

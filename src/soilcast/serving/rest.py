@@ -16,6 +16,8 @@ are one code path; this module only translates JSON <-> protos and status codes.
 (cells outside the mask) is written as ``NaN``, as TF Serving does. Bodies are limited to
 ``serving.max_message_mb`` of JSON text (about 2.5x less data than the same gRPC limit: use
 gRPC for big batches); at most ``serving.max_concurrent_rpcs`` calls run at once (429 above).
+The header ``X-Soilcast-Traffic`` (``live`` default, ``hindcast``, ``verification``) is gRPC's
+``soilcast-traffic`` metadata: a replay is served but kept out of drift; another value is 400.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
 
 from soilcast.contract import INPUT, VALID_DOY
 from soilcast.io.tensors import from_ndarray, to_ndarray
+from soilcast.serving.drift import TRAFFIC_HEADER
 from soilcast.serving.validation import RequestError
 
 log = logging.getLogger("soilcast.serving.rest")
@@ -160,7 +163,8 @@ def _metadata_json(resp: Any) -> dict[str, Any]:
 
 
 class RestApi:
-    """Route, translate, and call ``handle(method, request_proto, timeout)`` (the Servicer)."""
+    """Route, translate, and call ``handle(method, request_proto, timeout, traffic=...,
+    protocol="rest")`` (the Servicer); ``traffic`` is the request's ``X-Soilcast-Traffic``."""
 
     def __init__(self, handle: Callable[..., Any], reject: Callable[[str, RequestError], None],
                  ready: Callable[[], bool], max_body: int, max_concurrent: int) -> None:
@@ -175,7 +179,10 @@ class RestApi:
             self.reject(method, err)
             raise
 
-    def get(self, path: str) -> tuple[int, dict[str, Any], dict[str, str]]:
+    def _handle(self, method: str, req: Any, traffic: str | None) -> Any:
+        return self.handle(method, req, None, traffic=traffic, protocol="rest")
+
+    def get(self, path: str, traffic: str | None = None) -> tuple[int, dict[str, Any], dict[str, str]]:
         if path == "/v2/health/live":
             return 200, {"live": True}, {}
         if path == "/v2/health/ready":
@@ -187,17 +194,17 @@ class RestApi:
         if m["tail"] == "/metadata":
             req = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=list(METADATA_FIELDS))
             self._parsed("GetModelMetadata", lambda: _spec(req.model_spec, m["name"], m["version"], m["label"]))
-            return 200, _metadata_json(self.handle("GetModelMetadata", req, None)), {}
+            return 200, _metadata_json(self._handle("GetModelMetadata", req, traffic)), {}
         req = get_model_status_pb2.GetModelStatusRequest()
         self._parsed("GetModelStatus", lambda: _spec(req.model_spec, m["name"], m["version"], m["label"]))
-        return 200, _status_json(self.handle("GetModelStatus", req, None)), {}
+        return 200, _status_json(self._handle("GetModelStatus", req, traffic)), {}
 
-    def post(self, path: str, body: bytes) -> tuple[int, dict[str, Any], dict[str, str]]:
+    def post(self, path: str, body: bytes, traffic: str | None = None) -> tuple[int, dict[str, Any], dict[str, str]]:
         m = ROUTE.match(path)
         if not m or m["tail"] != ":predict":
             return 404, {"error": f"no such resource: POST {path} (predict is POST /v1/models/NAME:predict)"}, {}
         req, rows = self._parsed("Predict", lambda: predict_request(body, m["name"], m["version"], m["label"]))
-        resp = self.handle("Predict", req, None)
+        resp = self._handle("Predict", req, traffic)
         headers = {"X-Model-Version": str(resp.model_spec.version.value)}
         return 200, predict_json(resp, rows), headers
 
@@ -242,7 +249,7 @@ def _handler(api: RestApi) -> type[BaseHTTPRequestHandler]:
                 length -= len(got)
 
         def do_GET(self) -> None:  # http.server's naming
-            self._run(lambda: api.get(self.path.split("?", 1)[0]))
+            self._run(lambda: api.get(self.path.split("?", 1)[0], self.headers.get(TRAFFIC_HEADER)))
 
         def do_POST(self) -> None:
             length = self.headers.get("Content-Length")
@@ -258,7 +265,7 @@ def _handler(api: RestApi) -> type[BaseHTTPRequestHandler]:
                 api.reject("Predict", err)
                 return self._send(413, {"error": err.message}, {})
             body = self.rfile.read(int(length))
-            self._run(lambda: api.post(self.path.split("?", 1)[0], body))
+            self._run(lambda: api.post(self.path.split("?", 1)[0], body, self.headers.get(TRAFFIC_HEADER)))
 
         def log_message(self, format: str, *args: Any) -> None:
             log.debug("%s %s", self.address_string(), format % args)

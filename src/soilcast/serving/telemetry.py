@@ -5,6 +5,10 @@ Names (all ``soilcast_``-prefixed; alert rules in ``serving/prometheus/alerts.ym
 
 - ``requests_total{method,code,version_label}`` (the label the request asked for, '' when it
   named none), ``request_latency_seconds{method}`` (histogram)
+- ``requests_by_traffic_total{traffic}``: requests by the traffic they declared (``live``,
+  ``hindcast``, ``verification``: :data:`soilcast.serving.drift.TRAFFIC`; a separate counter
+  because alert rules depend on ``requests_total``'s label set); a request naming an unknown
+  traffic is refused (``invalid_requests_total{reason="bad_traffic"}``) and not counted here
 - ``invalid_requests_total{reason}``: rejected inputs by reason (rank, shape, dtype,
   nonfinite, empty, unknown_input, malformed, unknown_model, unknown_version, oversized (wire
   or decoded size), batch (over serving.max_batch), ...)
@@ -16,8 +20,14 @@ Names (all ``soilcast_``-prefixed; alert rules in ``serving/prometheus/alerts.ym
   :data:`soilcast.serving.drift.STATISTICS` (``drift_psi``, ``drift_mean_shift``; one series
   per served version; ``version_label`` is stable/canary/previous or '';
   ``kind`` input or prediction; ``reference`` monthly / all_year (no date in the requests,
-  or no monthly reference) / mixed, see :mod:`soilcast.serving.drift`),
-  ``drift_window_requests``, ``drift_dropped_total``
+  or no monthly reference) / mixed, see :mod:`soilcast.serving.drift`). Published only from
+  live traffic, and only once a version's window holds ``serving.drift_min_windows`` windows:
+  before that the series are absent, so no alert can fire on a handful of requests;
+  ``drift_updated_timestamp_seconds{version}``: when a version's drift was last published
+  (absent with its series); ``drift_window_requests`` (windows in the newest version's window,
+  published or not), ``drift_dropped_total``
+- ``payload_log_dropped_total``: sampled Predicts the payload log skipped because its writer
+  fell behind (:mod:`soilcast.serving.payload_log`)
 - ``model_info{model,version,...}`` (Info), ``model_loaded`` (1 when a version serves),
   ``model_versions_loaded``, ``model_load_failures_total``
 """
@@ -29,7 +39,7 @@ from typing import Any, Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, start_http_server
 
-from soilcast.serving.drift import STATISTICS
+from soilcast.serving.drift import STATISTICS, TRAFFIC
 
 REFERENCES = ("monthly", "all_year", "mixed")  # values of the drift metrics' ``reference`` label
 DRIFT_LABELS = ["kind", "variable", "version", "version_label", "reference"]
@@ -44,6 +54,11 @@ class Telemetry:
         r = self.registry
         self.requests = Counter("soilcast_requests", "gRPC and REST requests by method and status code",
                                 ["method", "code", "version_label"], registry=r)
+        self.by_traffic = Counter("soilcast_requests_by_traffic",
+                                  "gRPC and REST requests by declared traffic (only live enters drift)",
+                                  ["traffic"], registry=r)
+        for traffic in TRAFFIC:  # every series exists from the start, so rate() sees the first one
+            self.by_traffic.labels(traffic)
         self.latency = Histogram("soilcast_request_latency_seconds", "gRPC handling time",
                                  ["method"], buckets=LATENCY_BUCKETS, registry=r)
         self.invalid = Counter("soilcast_invalid_requests", "Rejected requests by reason",
@@ -60,6 +75,11 @@ class Telemetry:
                             registry=r)
         self.drift_dropped = Counter("soilcast_drift_dropped",
                                      "Requests skipped by drift monitoring (queue full)", registry=r)
+        self.drift_updated = Gauge("soilcast_drift_updated_timestamp_seconds",
+                                   "Unix time of the version's last drift publication", ["version"], registry=r)
+        self.payload_dropped = Counter("soilcast_payload_log_dropped",
+                                       "Sampled Predicts the payload log skipped (writer behind)", registry=r)
+        self._drift_series: dict[str, set[tuple[str, ...]]] = {}  # version -> its published label sets
         self.model = Info("soilcast_model", "The newest serving model version", registry=r)
         self.loaded = Gauge("soilcast_model_loaded", "1 when at least one model version serves",
                             registry=r)
@@ -83,21 +103,38 @@ class Telemetry:
 
     def publish_drift(self, version: int, stats: dict[tuple[str, str], dict[str, Any]],
                       n_requests: int) -> None:
-        label = self.label_of(version)
+        """Set ``version``'s drift gauges to ``stats``; ``{}`` (too few live windows yet)
+        withdraws its series. Every series of the version not in this publication goes (a
+        switched reference, a moved label), so a stale value cannot keep an alert firing."""
+        v, label = str(version), self.label_of(version)
+        current = {(kind, variable, v, label, str(s.get("reference", "all_year")))
+                   for (kind, variable), s in stats.items()}
+        for labels in self._drift_series.get(v, set()) - current:
+            for gauge in self.drift.values():
+                _remove(gauge, labels)
         for (kind, variable), s in stats.items():
-            reference = str(s.get("reference", "all_year"))
+            labels = (kind, variable, v, label, str(s.get("reference", "all_year")))
             for key, gauge in self.drift.items():
-                for other in REFERENCES:  # one series per variable: drop the stale reference
-                    if other != reference:
-                        try:
-                            gauge.remove(kind, variable, str(version), label, other)
-                        except KeyError:
-                            pass
-                if not math.isnan(s[key]):
-                    gauge.labels(kind, variable, str(version), label, reference).set(s[key])
+                if math.isnan(s[key]):
+                    _remove(gauge, labels)
+                else:
+                    gauge.labels(*labels).set(s[key])
+        self._drift_series[v] = current
+        if current:
+            self.drift_updated.labels(v).set_to_current_time()
+        else:
+            _remove(self.drift_updated, (v,))
         self.window.set(n_requests)
 
     def model_state(self, newest: dict[str, str] | None, n_versions: int) -> None:
         self.loaded.set(1 if newest else 0)
         self.versions.set(n_versions)
         self.model.info(newest or {"model": "", "version": ""})
+
+
+def _remove(gauge: Gauge, labels: tuple[str, ...]) -> None:
+    """Drop one series of ``gauge`` if it exists (prometheus_client raises KeyError otherwise)."""
+    try:
+        gauge.remove(*labels)
+    except KeyError:
+        pass

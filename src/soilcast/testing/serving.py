@@ -1,10 +1,12 @@
-"""Helpers for the serving tests: stand-in model versions, broken versions, gateways, scrapes."""
+"""Helpers for the serving tests: stand-in model versions, broken versions, gateways, scrapes,
+and a frozen server (accepts calls, never answers) for the clients' deadlines."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import shutil
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator, Sequence
@@ -111,3 +113,33 @@ def client_for(target: str, **kwargs: Any) -> Any:
     from soilcast.serving.client import SoilcastClient
 
     return SoilcastClient(target, timeout=30, **kwargs)
+
+
+@contextlib.contextmanager
+def frozen_server() -> Iterator[str]:
+    """A real gRPC server on a free loopback port whose every method accepts the call and never
+    answers (its handlers block until the server stops): what a client sees of a hung gateway.
+    Yields its target ``"127.0.0.1:<port>"``; only a client deadline ends a call to it."""
+    from concurrent import futures
+
+    import grpc
+
+    stopping = threading.Event()
+
+    def never_answer(request: bytes, context: Any) -> bytes:
+        stopping.wait()
+        return b""
+
+    class Frozen(grpc.GenericRpcHandler):
+        def service(self, handler_call_details: Any) -> Any:
+            return grpc.unary_unary_rpc_method_handler(never_answer)
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="soilcast-frozen"),
+                         handlers=[Frozen()], options=[("grpc.so_reuseport", 0)])
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        stopping.set()
+        server.stop(0).wait()
