@@ -44,7 +44,8 @@ def verify_cmd(params: Path = ParamsOpt) -> None:
     month against the observation, persistence and climatology (and CRPS for quantiles); update
     the verification table and the realised-skill status the gateway exports."""
     from soilcast.io.lock import LockBusy
-    from soilcast.operations.verify import summary, verify
+    from soilcast.operations.table import summary
+    from soilcast.operations.verify import verify
 
     cfg = load_cfg(params, networks=False)
     layout = Layout.from_config(cfg)

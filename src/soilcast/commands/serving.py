@@ -144,7 +144,7 @@ def forecast(
 def _archiver(cfg: Any, layout: Layout, server: str) -> Any:
     """The ``on_issued`` hook of ``run_forecast`` that records the forecast in the archive."""
     def archive(issued: Any, tensors: Any) -> dict[str, Any]:
-        from soilcast.operations.archive import archive_forecast
+        from soilcast.operations.record import archive_forecast
 
         return archive_forecast(cfg, layout, issued, tensors, server).to_dict()
     return archive

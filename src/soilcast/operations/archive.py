@@ -75,14 +75,31 @@ def committed_count(path: Path) -> int:
 
 
 def open_archive(path: Path) -> xr.Dataset | None:
-    """The committed entries (lazy), or None when nothing was archived yet."""
+    """The committed entries (lazy), or None when nothing was archived yet.
+
+    Read array by array, each cut to the committed count before xarray sees it: after a
+    killed append the arrays can differ in length along ``forecast`` (those the append had
+    reached are longer), which ``xr.open_zarr`` refuses; readers must not depend on the next
+    writer having cut them back."""
+    import dask.array as da
+    import zarr
+
     n = committed_count(path)
     if n == 0:
         return None
-    ds = xr.open_zarr(path, consolidated=True)
-    if ds.sizes[DIM] < n:
-        raise ArchiveError(f"{path}: {ds.sizes[DIM]} entries but {n} committed: the archive lost entries")
-    return ds.isel({DIM: slice(0, n)})
+    group = zarr.open_group(str(path), mode="r")
+    raw = {}
+    for name in group.array_keys():
+        array = group[name]
+        dims = list(array.attrs.get("_ARRAY_DIMENSIONS", []))
+        if dims and dims[0] == DIM and array.shape[0] < n:
+            raise ArchiveError(f"{path}: {name} holds {array.shape[0]} entries but {n} are committed: "
+                               "the archive lost entries")
+        data = da.from_zarr(array)[:n] if dims and dims[0] == DIM else da.from_zarr(array)
+        attrs = {k: v for k, v in array.attrs.items() if k != "_ARRAY_DIMENSIONS"}
+        raw[name] = xr.Variable(dims, data, attrs)
+    ds = xr.Dataset(raw, attrs=dict(group.attrs))
+    return xr.decode_cf(ds.set_coords([c for c in ("lead_time", "lat", "lon", "quantile", "basin") if c in ds]))
 
 
 def _cut_back(path: Path, n: int) -> int:
@@ -132,7 +149,7 @@ def append(path: Path, entry: xr.Dataset) -> Appended:
     n = committed_count(path)
     repaired = _cut_back(path, n) if n else 0
     if n:
-        ds = xr.open_zarr(path, consolidated=True).isel({DIM: slice(0, n)})
+        ds = open_archive(path)
         _check_axes(path, ds, entry)
         same = _same_key(ds, entry)
         if same is not None:
@@ -219,18 +236,3 @@ def archive_entry(cfg: Any, issued: Any, tensors: Any, server: str,
     # one fixed encoding, so every append encodes the day as the first entry did
     ds["init_time"].encoding.update({"units": "days since 1970-01-01", "dtype": "int32"})
     return ds
-
-
-def archive_forecast(cfg: Any, layout: Any, issued: Any, tensors: Any, server: str) -> Appended:
-    """Append ``issued`` and refresh the realised-skill status (its latest forecast), under
-    the operations lock: the one way in for ``soilcast forecast`` and the daily run."""
-    from soilcast.operations.realised import refresh_status
-    from soilcast.operations.verify import read_table
-
-    ops = layout.operations
-    entry = archive_entry(cfg, issued, tensors, server)
-    with operations_lock(ops.root):
-        done = append(ops.archive, entry)
-        refresh_status(cfg, layout, open_archive(ops.archive), read_table(ops.verification),
-                       str(tensors.time[-1].date()))
-    return done

@@ -100,7 +100,7 @@ def log_decision(path: Any, decision: Decision) -> None:
 def promote_auto(cfg: Any, layout: Any) -> Decision:
     """Decide on the verification table, promote the canary when it earned it, log the decision."""
     from soilcast.operations.archive import operations_lock
-    from soilcast.operations.verify import read_table
+    from soilcast.operations.table import read_table
     from soilcast.repository.versions import current_labels
     from soilcast.serving.promotion import promote
 

@@ -131,7 +131,7 @@ def forecast_step(cfg: Any, layout: Any, server: str, label: str, weather: Path 
     import grpc
 
     from soilcast.data.store import open_tensors
-    from soilcast.operations.archive import archive_forecast
+    from soilcast.operations.record import archive_forecast
     from soilcast.serving.client import SoilcastClient
     from soilcast.serving.forecast import LATEST, issue_forecast, resolve_init, write_products
 

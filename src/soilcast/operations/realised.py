@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from soilcast.operations.table import aggregate
 from soilcast.serving.realised import ALL_BASINS, empty_status, write_status
 
 
@@ -29,8 +30,6 @@ def window_rows(table: pd.DataFrame, window_days: int, last_day: str | None) -> 
 def realised_rows(table: pd.DataFrame, window_days: int, last_day: str | None,
                   basin_names: dict[str, str]) -> list[dict[str, Any]]:
     """One status row per label, lead and basin over the window (:mod:`soilcast.serving.realised`)."""
-    from soilcast.operations.verify import aggregate
-
     agg = aggregate(window_rows(table, window_days, last_day), ["label", "lead", "basin"])
 
     def num(value: Any) -> float | None:

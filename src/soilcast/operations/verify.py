@@ -5,7 +5,7 @@ One row of ``artifacts/operations/verification.csv`` per (archived forecast, lea
 ``basin`` ``all`` being every mask cell. Rows keep SUMS (cos-latitude weight, weighted squared
 errors of the forecast, persistence and climatology), so any aggregate over days, leads or
 basins is exact: RMSE = sqrt(sum sse / sum weight), MSE skill vs a reference = 1 - sum sse /
-sum sse_reference (:func:`aggregate`). Persistence is the observed value of the init day;
+sum sse_reference (:func:`soilcast.operations.table.aggregate`). Persistence is the observed value of the init day;
 climatology the training-years climatology of the valid day
 (:class:`soilcast.ml.models.references.Climatology`, the evaluation's reference). A
 probabilistic archive adds the weighted mean CRPS of the quantiles (``scoringrules``, as
@@ -24,17 +24,13 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from soilcast.operations.table import COLUMNS, read_table, write_table
 from soilcast.serving.realised import ALL_BASINS
-
-COLUMNS = ["forecast", "init_date", "label", "version", "lead", "valid_date", "month", "basin", "weight",
-           "sse", "sse_persistence", "sse_climatology", "crps", "rmse", "skill_persistence",
-           "skill_climatology", "obs_sha256", "verified_at"]
 
 
 @dataclass(frozen=True)
@@ -50,25 +46,6 @@ class Verified:
     def n_scored(self) -> int:
         """Forecast leads scored now (a lead has one row per basin and one for all)."""
         return int((self.scored["basin"] == ALL_BASINS).sum()) if len(self.scored) else 0
-
-
-def read_table(path: Path) -> pd.DataFrame:
-    """The verification table (empty with :data:`COLUMNS` when there is none yet)."""
-    path = Path(path)
-    if not path.is_file():
-        return pd.DataFrame(columns=COLUMNS)
-    table = pd.read_csv(path, dtype={"basin": str, "label": str, "obs_sha256": str}, keep_default_na=False,
-                        na_values={"crps": ["", "nan"], "rmse": ["", "nan"]})
-    missing = [c for c in COLUMNS if c not in table]
-    if missing:
-        raise ValueError(f"{path}: verification table lacks columns {missing} (expected {COLUMNS})")
-    return table[COLUMNS]
-
-
-def write_table(path: Path, table: pd.DataFrame) -> None:
-    from soilcast.io.atomic import atomic_write_text
-
-    atomic_write_text(Path(path), table[COLUMNS].to_csv(index=False, float_format="%.8g"))
 
 
 def obs_hash(field_: np.ndarray) -> str:
@@ -203,26 +180,3 @@ def verify(cfg: Any, layout: Any) -> Verified:
         last = str(tensors.time[-1].date())
         refresh_status(cfg, layout, archive, table, last)
     return Verified(scored, table, revised, last)
-
-
-def aggregate(rows: pd.DataFrame, by: list[str]) -> pd.DataFrame:
-    """Exact aggregates of table rows grouped ``by``: RMSE, MSE skills, CRPS, forecasts."""
-    if not len(rows):
-        return pd.DataFrame(columns=[*by, "rmse", "skill_persistence", "skill_climatology", "crps", "n"])
-    rows = rows.assign(crps_w=rows["crps"].astype(float) * rows["weight"],
-                       w_crps=rows["weight"].where(rows["crps"].notna(), 0.0))
-    g = rows.groupby(by, sort=True)
-    sums = g[["weight", "sse", "sse_persistence", "sse_climatology", "crps_w", "w_crps"]].sum()
-    out = pd.DataFrame({
-        "rmse": np.sqrt(sums["sse"] / sums["weight"]),
-        "skill_persistence": 1 - sums["sse"] / sums["sse_persistence"],
-        "skill_climatology": 1 - sums["sse"] / sums["sse_climatology"],
-        "crps": (sums["crps_w"] / sums["w_crps"]).where(sums["w_crps"] > 0),
-        "n": g.size(),
-    })
-    return out.reset_index()
-
-
-def summary(table: pd.DataFrame, by: tuple[str, ...] = ("label", "lead")) -> pd.DataFrame:
-    """The whole-mask (basin ``all``) aggregate of the table ``by`` label and lead (the CLI's table)."""
-    return aggregate(table[table["basin"] == ALL_BASINS], list(by))
