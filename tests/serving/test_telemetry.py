@@ -2,14 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import re
-import shutil
-import socket
 import subprocess
-import time
-import urllib.parse
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +12,7 @@ import yaml
 
 from soilcast.config import load_config
 from soilcast.testing.config import tiny_config
+from soilcast.testing.prometheus import prometheus, require
 from soilcast.testing.serving import client, gateway, meteo, publish
 from tests.conftest import PARAMS, REPO
 
@@ -96,16 +91,12 @@ def test_k8s_manifests_mirror_compose():
     assert cm["data"]["alerts.yml"] == (PROM / "alerts.yml").read_text()
 
 
-INSTALL = ("install it: `apt-get install -y prometheus` (Debian/Ubuntu; `make test` does this when run as "
-           "root), or put the Prometheus release binaries on PATH")
-
-
 def _need(binary: str) -> str:
     """The binary's path; a missing one fails the test (never a silent skip of the monitoring checks)."""
-    path = shutil.which(binary)
-    if path is None:
-        pytest.fail(f"{binary} not found on PATH: {INSTALL}", pytrace=False)
-    return path
+    try:
+        return require(binary)
+    except FileNotFoundError as err:
+        pytest.fail(str(err), pytrace=False)
 
 
 def test_serving_containers_run_unprivileged():
@@ -200,19 +191,8 @@ def _samples(t) -> dict[str, list[dict[str, str]]]:
     return out
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _query(port: int, promql: str) -> list:
-    url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
-    return json.loads(urllib.request.urlopen(url, timeout=5).read())["data"]["result"]
-
-
 def test_real_prometheus_scrapes_the_drift_series(tmp_path):
-    binary = _need("prometheus")
+    _need("prometheus")
     cfg = tiny_config(tmp_path)
     publish(cfg, 1)
     with gateway(cfg) as gw:
@@ -220,35 +200,13 @@ def test_real_prometheus_scrapes_the_drift_series(tmp_path):
             for i in range(cfg.serving.drift_min_windows):
                 c.predict(meteo(cfg, np.random.default_rng(i)))
         assert gw.drift.flush(30)
-        config = {
-            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-            "rule_files": [str(PROM / "alerts.yml")],
-            "scrape_configs": [{"job_name": "soilcast-gateway",
-                                "static_configs": [{"targets": [f"127.0.0.1:{gw.metrics_port}"]}]}],
-        }
-        (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
-        port = _free_port()
-        proc = subprocess.Popen(
-            [binary, f"--config.file={tmp_path / 'prometheus.yml'}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-             f"--web.listen-address=127.0.0.1:{port}"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        try:
-            deadline, result = time.monotonic() + 60, []
-            while time.monotonic() < deadline and not result:
-                time.sleep(1)
-                assert proc.poll() is None, proc.stderr.read()
-                try:
-                    result = _query(port, 'soilcast_drift_psi{kind="input"}')
-                except OSError:
-                    continue
+        with prometheus(tmp_path / "prometheus", {"soilcast-gateway": [f"127.0.0.1:{gw.metrics_port}"]},
+                        [PROM / "alerts.yml"]) as prom:
+            result = prom.wait_for('soilcast_drift_psi{kind="input"}', timeout=60)
             variables = {r["metric"]["variable"] for r in result}
             assert variables == set(cfg.variable_names), result
             assert all(r["metric"]["job"] == "soilcast-gateway" for r in result)
-            assert float(_query(port, 'up{job="soilcast-gateway"}')[0]["value"][1]) == 1
-            assert float(_query(port, "soilcast_model_loaded")[0]["value"][1]) == 1
-            groups = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/rules", timeout=5)
-                                .read())["data"]["groups"]
-            assert {"soilcast-drift", "soilcast-serving"} <= {g["name"] for g in groups}  # rule files loaded
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
+            assert float(prom.query('up{job="soilcast-gateway"}')[0]["value"][1]) == 1
+            assert float(prom.query("soilcast_model_loaded")[0]["value"][1]) == 1
+            groups = prom.api("rules")["data"]["groups"]
+            assert {"soilcast-drift", "soilcast-serving", "soilcast-verification"} <= {g["name"] for g in groups}
