@@ -14,6 +14,7 @@ PACKAGE = TESTS.parent / "src" / "soilcast"
 # Test files about the repository as a whole, not one module.
 REPO_LEVEL = {
     "test_make.py": "the Makefile targets",
+    "test_deploy.py": "the scheduler files in deploy/ (systemd, cron) run real soilcast commands",
     "test_imports.py": "the package's import graph",
     "test_tree.py": "this layout",
     "test_variables.py": "an input variable added in params.yaml, through every stage to serving",

@@ -1,5 +1,6 @@
-"""Kubeflow pipeline: compiled IR (fresh, GPU training, gated export), cluster client calls
-against a local stub of the KFP API, and the whole pipeline run locally end to end."""
+"""Kubeflow pipelines: compiled IR (fresh, GPU training, gated export; the daily pipeline's
+daily -> promote-auto), cluster client calls against a local stub of the KFP API, and the
+pipelines run locally end to end."""
 
 from __future__ import annotations
 
@@ -451,3 +452,170 @@ def test_unknown_or_mistyped_arguments_fail_before_calling_the_server(kfp_stub):
         ])
         assert result.exit_code == 1 and why in result.output
     assert requests == []
+
+
+# --------------------------------------------------------------------------------------
+# The daily pipeline (pipelines/soilcast_daily.py): daily -> promote-auto on a mounted volume.
+
+DAILY = REPO / "pipelines" / "soilcast_daily.yaml"
+RECURRING = REPO / "deploy" / "kubeflow" / "soilcast-daily-recurring.yaml"
+
+
+@pytest.fixture(scope="module")
+def daily_ir(tmp_path_factory) -> dict[str, Any]:
+    out = tmp_path_factory.mktemp("daily") / "daily.yaml"
+    build.compile_pipeline(PARAMS, out, "daily")
+    return {"spec": yaml.safe_load(out.read_text()), "bytes": out.read_bytes()}
+
+
+def test_committed_daily_pipeline_yaml_is_fresh(daily_ir):
+    assert DAILY.is_file(), "run `soilcast pipeline compile`"
+    assert DAILY.read_bytes() == daily_ir["bytes"], (
+        "pipelines/soilcast_daily.yaml is stale: run `soilcast pipeline compile`"
+    )
+
+
+def test_daily_dag_is_daily_then_promote_on_plain_parameters_never_cached(daily_ir):
+    spec = daily_ir["spec"]
+    assert spec["pipelineInfo"]["name"] == "soilcast-daily"
+    tasks = spec["root"]["dag"]["tasks"]
+    assert set(tasks) == {"daily", "promote-auto"}
+    assert "dependentTasks" not in tasks["daily"]
+    assert tasks["promote-auto"]["dependentTasks"] == ["daily"]
+    # no trigger policy: promote runs only when daily succeeded (KFP's default for .after)
+    assert "triggerPolicy" not in tasks["promote-auto"]
+    for task in tasks.values():  # both act on the volume's state: never from the cache
+        assert "enableCache" not in task["cachingOptions"]
+    # state lives on the mounted volume, not in KFP artifacts: plain strings only
+    assert not any("artifacts" in c.get("inputDefinitions", {}) or "artifacts" in c.get("outputDefinitions", {})
+                   for c in spec["components"].values())
+    inputs = spec["root"]["inputDefinitions"]["parameters"]
+    defaults = build.pipeline_module("daily").pipeline_arguments(load_config(PARAMS).to_dict())
+    assert {name: p["defaultValue"] for name, p in inputs.items()} == defaults
+    assert set(tasks["daily"]["inputs"]["parameters"]) == set(defaults)
+    assert set(tasks["promote-auto"]["inputs"]["parameters"]) == {"workdir", "params"}
+    images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
+    assert images == {load_config(PARAMS).pipeline.image}
+    # the documented mounts: the model repository sits where params.yaml's paths.models_dir says
+    volumes = dict(build.pipeline_module("daily").VOLUMES)
+    assert volumes["soilcast-data"] == defaults["workdir"]
+    assert Path(volumes["soilcast-models"]) == Path(defaults["workdir"]) / load_config(PARAMS).paths.models_dir
+
+
+def test_compile_checks_both_pipelines_and_compiles_one_on_request(tmp_path):
+    check = CliRunner().invoke(app, ["pipeline", "compile", "--params", str(PARAMS), "--check"])
+    assert "soilcast_daily.yaml: up to date" in check.output
+    assert "soilcast_pipeline.yaml" in check.output  # checked too (its freshness: the test above)
+    out = tmp_path / "daily.yaml"
+    one = CliRunner().invoke(app, ["pipeline", "compile", "--params", str(PARAMS), "--pipeline", "daily",
+                                   "--out", str(out)])
+    assert one.exit_code == 0, one.output
+    assert out.read_bytes() == DAILY.read_bytes()
+
+
+def test_schedule_daily_creates_the_recurring_run_the_definition_file_shows(kfp_stub):
+    host, requests = kfp_stub
+    result = CliRunner().invoke(app, [
+        "pipeline", "schedule", "--pipeline", "daily", "--host", host, "--cron", "0 30 6 * * *",
+        "--params", str(PARAMS),
+    ])
+    assert result.exit_code == 0, result.output
+    (upload,) = _posts(requests, "/apis/v2beta1/pipelines/upload")
+    assert upload["query"]["name"] == ["soilcast-daily"]
+    assert b"Name: soilcast-daily" in upload["raw"]  # the daily package, not the training one
+    (version,) = _posts(requests, "/apis/v2beta1/pipelines/upload_version")
+    assert version["query"]["name"] == [client.package_version_name("soilcast-daily", DAILY)]
+    (recurring,) = _posts(requests, "/apis/v2beta1/recurringruns")
+    sent = recurring["json"]
+    assert sent["display_name"] == "soilcast-daily"
+    assert int(sent["max_concurrency"]) == 1 and sent["no_catchup"] is True
+    # the operator's copy (deploy/kubeflow/) is exactly this request, IDs aside
+    shown = yaml.safe_load(RECURRING.read_text())
+    ids = {"experiment_id": "EXPERIMENT_ID",
+           "pipeline_version_reference": {"pipeline_id": "PIPELINE_ID", "pipeline_version_id": "PIPELINE_VERSION_ID"}}
+    assert shown == {**sent, "max_concurrency": int(sent["max_concurrency"]), **ids}
+
+
+def test_daily_arguments_are_checked_against_the_daily_pipeline(kfp_stub):
+    host, requests = kfp_stub
+    base = ["pipeline", "schedule", "--host", host, "--cron", "0 30 6 * * *", "--params", str(PARAMS)]
+    wrong = CliRunner().invoke(app, [*base, "--pipeline", "daily", "--arg", "epochs=3"])
+    assert wrong.exit_code == 1 and "unknown pipeline parameter 'epochs'" in wrong.output
+    unknown = CliRunner().invoke(app, [*base, "--pipeline", "hourly"])
+    assert unknown.exit_code == 2 and "expected one of training, daily" in unknown.output
+    assert requests == []
+    ok = CliRunner().invoke(app, [*base, "--pipeline", "daily", "--arg", "server=gw.ops:8500"])
+    assert ok.exit_code == 0, ok.output
+    (recurring,) = _posts(requests, "/apis/v2beta1/recurringruns")
+    assert recurring["json"]["runtime_config"]["parameters"] == {"server": "gw.ops:8500"}
+
+
+def test_promote_auto_component_runs_locally_in_a_project_tree(tmp_path):
+    """The promote-auto step through kfp's SubprocessRunner, as a pod runs it on the volume:
+    a tiny project tree with nothing archived and nothing served -> not promoted, and why."""
+    import warnings
+
+    from kfp import local
+
+    from soilcast.config import save_config
+    from soilcast.layout import Layout
+    from soilcast.testing.config import tiny_config
+
+    root = tmp_path / "project"
+    cfg = tiny_config(root)
+    save_config(cfg, root / "params.yaml")
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "kfp"),
+               raise_on_error=True, enable_caching=False)
+    steps = build.pipeline_module("daily").make_components(cfg.pipeline.image)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*non-Python base image.*")
+        task = steps.promote_auto(workdir=str(root), params="params.yaml")
+    decision = json.loads(task.output)
+    assert decision["promoted"] is False
+    assert "nothing to decide" in decision["reason"]
+    logged = Layout.from_config(cfg).operations.promotion_log.read_text().splitlines()
+    assert [json.loads(line) for line in logged] == [decision]
+
+
+@pytest.mark.slow
+def test_daily_pipeline_run_locally_goes_red_with_the_gateway_down_and_promotes_nothing(tmp_path):
+    """The whole daily pipeline through kfp's SubprocessRunner on a tiny project tree with a
+    tensor store and no gateway listening: the daily step fails naming exit code 11 and its
+    failed steps, and promote-auto (after daily) never runs."""
+    import socket
+    import warnings
+
+    from kfp import local
+
+    from soilcast.config import save_config
+    from soilcast.layout import Layout
+    from soilcast.testing.config import tiny_config
+    from soilcast.testing.synthetic import write_synthetic_store
+
+    root = tmp_path / "project"
+    cfg = tiny_config(root)
+    write_synthetic_store(cfg)
+    save_config(cfg, root / "params.yaml")
+    with socket.socket() as sock:  # a port nobody listens on: the gateway is down
+        sock.bind(("127.0.0.1", 0))
+        server = f"127.0.0.1:{sock.getsockname()[1]}"
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "kfp"),
+               raise_on_error=True, enable_caching=False)
+    pipeline = build.pipeline_module("daily").build_pipeline(build.load_raw(PARAMS))
+    with warnings.catch_warnings(), pytest.raises(RuntimeError, match="Inner task failed: .*daily"):
+        warnings.filterwarnings("ignore", message=".*non-Python base image.*")
+        pipeline(workdir=str(root), params="params.yaml", server=server, delivery="", weather="")
+    ops = Layout.from_config(cfg).operations
+    assert not ops.promotion_log.exists()  # promote-auto did not run after a failed day
+
+
+def test_submit_daily_starts_one_run_of_the_daily_package(kfp_stub):
+    host, requests = kfp_stub
+    result = CliRunner().invoke(app, [
+        "pipeline", "submit", "--pipeline", "daily", "--host", host, "--params", str(PARAMS),
+        "--arg", "delivery=''",  # YAML: an empty string (no delivery)
+    ])
+    assert result.exit_code == 0, result.output
+    (run,) = _posts(requests, "/apis/v2beta1/runs")
+    assert run["json"]["pipeline_spec"]["pipelineInfo"]["name"] == "soilcast-daily"
+    assert run["json"]["runtime_config"]["parameters"] == {"delivery": ""}

@@ -13,7 +13,11 @@ ArgOpt = typer.Option(
     None, "--arg", "-a",
     help="Pipeline parameter NAME=VALUE (VALUE parsed as YAML, e.g. min_skill_vs_best_reference=0.1).",
 )
-PackageOpt = typer.Option(None, "--package", help="Compiled pipeline (default: pipelines/soilcast_pipeline.yaml).")
+PackageOpt = typer.Option(None, "--package", help="Compiled pipeline (default: the --pipeline's pipelines/*.yaml).")
+WhichOpt = typer.Option(
+    "training", "--pipeline",
+    help="training (pipelines/soilcast_pipeline.yaml) or daily (pipelines/soilcast_daily.yaml).",
+)
 
 
 def _arguments(pairs: Optional[list[str]]) -> dict[str, Any]:
@@ -28,40 +32,60 @@ def _arguments(pairs: Optional[list[str]]) -> dict[str, Any]:
     return out
 
 
-def _checked(pairs: Optional[list[str]], params: Path) -> dict[str, Any]:
+def _which(which: str) -> str:
+    """A pipeline name of soilcast.pipeline.build.PIPELINES, or exit 2 naming them."""
+    from soilcast.pipeline.build import PIPELINES
+
+    if which not in PIPELINES:
+        fail(f"--pipeline {which!r}: expected one of {', '.join(PIPELINES)}", code=2)
+    return which
+
+
+def _checked(pairs: Optional[list[str]], params: Path, which: str = "training") -> dict[str, Any]:
     """Arguments typed and checked against the pipeline's parameters (from params)."""
     from soilcast.pipeline.build import coerce_arguments, load_raw
 
     try:
-        return coerce_arguments(_arguments(pairs), load_raw(params))
+        return coerce_arguments(_arguments(pairs), load_raw(params), which)
     except ValueError as err:
         fail(str(err))
         raise  # unreachable: fail exits
 
 
-def _package(package: Optional[Path]) -> Path:
+def _package(package: Optional[Path], which: str = "training") -> Path:
     from soilcast.pipeline.build import default_compiled
 
-    return package or default_compiled()
+    return package or default_compiled(which)
 
 
 @pipeline_app.command("compile")
 def compile_cmd(
     params: Path = ParamsOpt,
-    out: Optional[Path] = typer.Option(None, "--out", help="Output IR YAML (default: pipelines/soilcast_pipeline.yaml)."),
-    check: bool = typer.Option(False, "--check", help="Only check that --out is up to date; exit 1 if stale."),
+    which: Optional[str] = typer.Option(
+        None, "--pipeline", help="Only this one: training or daily (default: both; with --out: training)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output IR YAML (default: the pipeline's pipelines/*.yaml)."),
+    check: bool = typer.Option(False, "--check", help="Only check that the output is up to date; exit 1 if stale."),
 ) -> None:
-    """Compile the Kubeflow pipeline to IR YAML (image and defaults from params.yaml)."""
-    from soilcast.pipeline.build import compile_pipeline, compiled_is_fresh, default_compiled
+    """Compile the Kubeflow pipelines to IR YAML (image and defaults from params.yaml): the
+    training pipeline and the daily one."""
+    from soilcast.pipeline.build import PIPELINES, compile_pipeline, compiled_is_fresh, default_compiled
 
     load_cfg(params)
-    out = out or default_compiled()
-    if check:
-        if not compiled_is_fresh(params, out):
-            fail(f"{out} is stale: run `soilcast pipeline compile`")
-        typer.echo(f"{out}: up to date")
-        return
-    typer.echo(f"compiled {compile_pipeline(params, out)}")
+    if which is None:
+        chosen = ["training"] if out is not None else list(PIPELINES)
+    else:
+        chosen = [_which(which)]
+    stale = []
+    for name in chosen:
+        target = out or default_compiled(name)
+        if not check:
+            typer.echo(f"compiled {compile_pipeline(params, target, name)}")
+        elif compiled_is_fresh(params, target, name):
+            typer.echo(f"{target}: up to date")
+        else:
+            stale.append(str(target))
+    if stale:
+        fail(f"{', '.join(stale)} stale: run `soilcast pipeline compile`")
 
 
 @pipeline_app.command("run-local")
@@ -95,6 +119,7 @@ def run_local_cmd(
 def submit_cmd(
     host: str = typer.Option(..., "--host", help="KFP API endpoint, e.g. http://ml-pipeline-ui.kubeflow:80."),
     params: Path = ParamsOpt,
+    which: str = WhichOpt,
     package: Optional[Path] = PackageOpt,
     experiment: Optional[str] = typer.Option(None, "--experiment", help="Default: params pipeline.experiment."),
     run_name: Optional[str] = typer.Option(None, "--run-name"),
@@ -106,8 +131,8 @@ def submit_cmd(
 
     cfg = load_cfg(params)
     try:
-        done = submit(host, _package(package), experiment or cfg.pipeline.experiment,
-                      arguments=_checked(arg, params), run_name=run_name, namespace=namespace)
+        done = submit(host, _package(package, _which(which)), experiment or cfg.pipeline.experiment,
+                      arguments=_checked(arg, params, which), run_name=run_name, namespace=namespace)
     except ScheduleError as err:
         fail(str(err))
     typer.echo(f"submitted run {done.run_id} in experiment {done.experiment}")
@@ -118,20 +143,27 @@ def schedule_cmd(
     host: str = typer.Option(..., "--host", help="KFP API endpoint."),
     cron: str = typer.Option(..., "--cron", help="Six-field cron, seconds first: '0 0 3 * * 1' = Mondays 03:00."),
     params: Path = ParamsOpt,
+    which: str = WhichOpt,
     package: Optional[Path] = PackageOpt,
     experiment: Optional[str] = typer.Option(None, "--experiment", help="Default: params pipeline.experiment."),
-    name: str = typer.Option("soilcast-weekly", "--name", help="Recurring run name."),
+    name: Optional[str] = typer.Option(
+        None, "--name", help="Recurring run name (default: soilcast-weekly for training, soilcast-daily for daily)."),
     namespace: Optional[str] = typer.Option(None, "--namespace"),
     arg: Optional[list[str]] = ArgOpt,
 ) -> None:
-    """Schedule the compiled pipeline as a recurring run (never two at once, no backfill)."""
+    """Schedule a compiled pipeline as a recurring run (never two at once, no backfill).
+
+    ``--pipeline daily --cron '0 30 6 * * *'``: the daily operation every day at 06:30 (the
+    scheduler's time zone, UTC on a default install)."""
+    from soilcast.pipeline.build import files_of
     from soilcast.pipeline.client import ScheduleError, schedule
 
     cfg = load_cfg(params)
+    files = files_of(_which(which))
     try:
-        done = schedule(host, _package(package), cron, experiment or cfg.pipeline.experiment,
-                        job_name=name, pipeline_name="soilcast", arguments=_checked(arg, params),
-                        namespace=namespace)
+        done = schedule(host, _package(package, which), cron, experiment or cfg.pipeline.experiment,
+                        job_name=name or files.schedule_name, pipeline_name=files.kfp_name,
+                        arguments=_checked(arg, params, which), namespace=namespace)
     except ScheduleError as err:
         fail(str(err))
     typer.echo(f"recurring run {done.recurring_run_id} ({done.cron}) of pipeline version "

@@ -1,9 +1,10 @@
 """Submit and schedule the compiled pipeline on a Kubeflow Pipelines cluster (kfp.Client).
 
 ``submit`` starts one run from the compiled package. ``schedule`` uploads the package as a
-version of the ``soilcast`` pipeline (named by its content hash, so re-scheduling the same
-package reuses the version), creates the experiment if needed and adds a cron recurring run
-that never overlaps itself (``max_concurrency=1``) and does not backfill missed slots.
+version of its pipeline (``soilcast`` for training, ``soilcast-daily`` for the daily
+operation; the version is named by the package's content hash, so re-scheduling the same
+package reuses it), creates the experiment if needed and adds a cron recurring run that
+never overlaps itself (``max_concurrency=1``) and does not backfill missed slots.
 """
 
 from __future__ import annotations

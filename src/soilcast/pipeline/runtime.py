@@ -3,7 +3,9 @@ where the raw-data artifact keeps the basins file, and metadata for the artifact
 
 Stage functions take their inputs and outputs as arguments, so a component passes its
 artifact paths straight in (``regrid_all(cfg, raw.path, report.path, regridded.path)``);
-nothing here rebuilds DVC's tree.
+nothing here rebuilds DVC's tree. The operations steps (daily, promote-auto) are the
+exception: they act on persistent state, so they run in the project tree on a mounted
+volume (:func:`workdir_config`) as ``soilcast daily`` runs in the project folder.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from soilcast.config import Config, ConfigError, config_from_dict, deep_merge, yaml_load
+from soilcast.config import Config, ConfigError, config_from_dict, deep_merge, read_params, yaml_load
 from soilcast.layout import Layout, RunDir, relocate
 from soilcast.records import Decision, Leaderboard, TrainRecord
 
@@ -252,3 +254,44 @@ def gate_summary(decision: Decision) -> dict[str, Any]:
 def ensure_dir(path: str | Path) -> Path:
     Path(path).mkdir(parents=True, exist_ok=True)
     return Path(path)
+
+
+def workdir_config(workdir: str | Path, params: str | Path) -> tuple[Config, Layout]:
+    """Enter the project tree on the mounted volume and load its params file (relative to it).
+
+    The operations steps act on persistent state, so relative paths in params.yaml (data/,
+    artifacts/, models/) must resolve on the volume, as ``soilcast daily`` run in the project
+    folder resolves them; the static India outline, which the image carries, falls back to
+    ``SOILCAST_HOME``.
+    """
+    from soilcast.ml.models import registry  # the networks' sections, as every entry point
+
+    os.chdir(workdir)
+    raw = read_params(params)
+    raw = deep_merge(raw, {"demo": {"india_outline": _resource(str(raw["demo"]["india_outline"]))}})
+    source = str(Path(workdir) / params)
+    cfg = registry.check(config_from_dict(raw, source=source), source)
+    return cfg, Layout.from_config(cfg)
+
+
+def report_json(report: Any) -> str:
+    """An operations report (``to_dict()``) as the step's output: stable JSON, also logged."""
+    text = json.dumps(_jsonable(report.to_dict()), sort_keys=True)
+    print(text)
+    return text
+
+
+def daily_outcome(report: Any) -> str:
+    """The daily report as the step's output, or a RuntimeError (a red run) naming the exit
+    code (:data:`soilcast.operations.daily.EXIT`) and each failed step with its code and message."""
+    from soilcast.operations.daily import EXIT
+
+    text = report_json(report)
+    code = int(report.exit_code)
+    if code != 0:
+        names = {v: k for k, v in EXIT.items()}
+        failed = [f"{s['name']} (code {s['code']}: {s['message']})" if s.get("message") else f"{s['name']} (code {s['code']})"
+                  for s in report.to_dict()["steps"] if s["status"] == "failed"]
+        raise RuntimeError(f"soilcast daily: exit code {code} ({names.get(code, 'unknown')}); "
+                           f"failed steps: {'; '.join(failed) or 'none named'}")
+    return text
