@@ -3,14 +3,19 @@
 The strongest check: a store cut short by 30 days, re-fed the original year files, must come
 back equal to the store the batch ``stack`` stage wrote (the overlap is accepted because it
 agrees, the rest is appended). Refusals (gap, disagreeing overlap, broken file, missing
-variable) must name the file and dates and leave the store byte-identical.
+variable) must name the file and dates and leave the store byte-identical. Overlapping runs
+(a cron run meets a hand run) append once: the second is refused with the first named, and
+what killed runs left beside the store is repaired on the next start.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import netCDF4
@@ -19,11 +24,14 @@ import pandas as pd
 import pytest
 import xarray as xr
 
+import soilcast
 from soilcast.config import save_config
 from soilcast.data.ingest import INGESTED_ATTR
 from soilcast.data.readers import DataError, all_specs
 from soilcast.data.store import open_tensors
+from soilcast.io.lock import LockBusy
 from soilcast.testing.config import tiny_config
+from soilcast.testing.locks import held_elsewhere
 from soilcast.testing.stages import ingest, source_path
 
 NEW_LAST = dt.date(2014, 1, 30)
@@ -223,3 +231,78 @@ def test_hidden_partial_downloads_are_skipped(prepared_tiny, delivery, tmp_path)
     assert len(find_files(incoming)) == 8
     cfg = own_store(prepared_tiny, tmp_path / "a")
     assert len(ingest(cfg, incoming).added) == 30
+
+
+def test_an_ingest_meanwhile_is_refused_and_changes_nothing(prepared_tiny, delivery, tmp_path):
+    from typer.testing import CliRunner
+
+    from soilcast.cli import app
+    from soilcast.commands.common import LOCK_BUSY_EXIT
+
+    cfg = own_store(prepared_tiny, tmp_path / "a")
+    params = tmp_path / "params.yaml"
+    save_config(cfg, params)
+    store = cfg.paths.processed
+    digest = tree_digest(store)
+    with held_elsewhere(store, "ingest"):
+        with pytest.raises(LockBusy) as err:
+            ingest(cfg, delivery)
+        cli = CliRunner().invoke(app, ["ingest", str(delivery), "--params", str(params)])
+    assert str(err.value).startswith(f"another ingest of {store} is running (pid {os.getpid()} on host ")
+    assert "nothing was changed — run again when it has finished" in str(err.value)
+    assert cli.exit_code == LOCK_BUSY_EXIT == 75 and f"another ingest of {store} is running (pid" in cli.output
+    assert tree_digest(store) == digest and sorted(p.name for p in store.parent.iterdir() if p.name.startswith(
+        ".tensors.zarr")) == [".tensors.zarr.lock"]
+    assert len(ingest(cfg, delivery).added) == 30  # run again once the first has finished
+
+
+def test_two_ingests_at_once_append_the_days_once(prepared_tiny, delivery, tmp_path):
+    """Two real processes (a cron run and a hand run) on one store: one appends, the other is
+    refused (exit 75) or, started after the first finished, has nothing to do."""
+    cfg = own_store(prepared_tiny, tmp_path / "a")
+    params = tmp_path / "params.yaml"
+    save_config(cfg, params)
+    n_days = len(open_tensors(cfg.paths.processed, load=False).time)
+    src = str(Path(soilcast.__file__).parents[1])  # the checkout under test
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")]))}
+    runs = [subprocess.Popen([sys.executable, "-m", "soilcast", "ingest", str(delivery), "--params", str(params)],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+            for _ in range(2)]
+    outs = [(run.wait(), run.stdout.read()) for run in runs]
+    appended = [out for code, out in outs if code == 0 and "ingested 30 day(s)" in out]
+    other = [(code, out) for code, out in outs if not (code == 0 and "ingested 30 day(s)" in out)]
+    assert len(appended) == 1 and len(other) == 1, outs
+    code, out = other[0]
+    assert (code == 75 and "another ingest of" in out and "is running (pid" in out) or (
+        code == 0 and "nothing to do" in out), outs
+    time = open_tensors(cfg.paths.processed, load=False).time
+    assert time.is_unique and len(time) == n_days + 30
+
+
+def test_a_store_left_as_old_by_a_killed_ingest_is_recovered(prepared_tiny, delivery, tmp_path):
+    """Killed between its two renames, an ingest left the store only as ``.tensors.zarr.old``
+    (and a killed copy left a temporary): the next ingest puts it back, removes the temporary,
+    says so, and proceeds."""
+    from typer.testing import CliRunner
+
+    from soilcast.cli import app
+
+    cfg = own_store(prepared_tiny, tmp_path / "a")
+    params = tmp_path / "params.yaml"
+    save_config(cfg, params)
+    store = cfg.paths.processed
+    old = store.with_name(".tensors.zarr.old")
+    store.rename(old)
+    stale = store.with_name(".tensors.zarr.abc123.tmp")
+    (stale / "tensors.zarr").mkdir(parents=True)
+    (stale / "tensors.zarr" / "chunk").write_bytes(b"a killed ingest's partial copy")
+    result = ingest(cfg, delivery)
+    assert result.recovered == old and result.swept == [stale]
+    assert len(result.added) == 30 and not old.exists() and not stale.exists()
+    assert open_tensors(store, load=False).time[-1] == pd.Timestamp(NEW_LAST)
+    store.rename(old)  # again, through the CLI: it tells the operator
+    stale.mkdir()
+    cli = CliRunner().invoke(app, ["ingest", str(delivery), "--params", str(params)])
+    assert cli.exit_code == 0, cli.output
+    assert f"recovered {store} from {old}" in cli.output and f"removed {stale}" in cli.output
+    assert "nothing to do" in cli.output and not old.exists() and not stale.exists()

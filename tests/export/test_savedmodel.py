@@ -324,6 +324,82 @@ def test_a_rolled_back_model_is_not_pushed_again(tmp_path, monkeypatch):
     assert versions.list_versions(cfg.paths.models_dir) == [1]
 
 
+def _withdrawn_export(cfg, monkeypatch) -> None:
+    """Versions 1 and 2 published, 2 rolled back, the blessed weights those of 2: an export
+    that runs its checks under the repository lock and skips (no TensorFlow needed)."""
+    from types import SimpleNamespace
+
+    import soilcast.data.store as store
+
+    bless(cfg)
+    tensors = SimpleNamespace(attrs={"input_hashes": {"era5/tp_2010.nc": "abc"}})
+    monkeypatch.setattr(store, "open_tensors", lambda path, load=True: tensors)
+    weights = cfg.paths.artifacts_dir / "train" / "fc" / "model.keras"
+    for v, blob in ((1, b"old"), (2, b"bad")):
+        weights.write_bytes(blob)
+        staged = versions.staging_dir(cfg.paths.models_dir.parent) / str(v)
+        (staged / "assets.extra").mkdir(parents=True)
+        meta = {"model": "fc", "fingerprint": savedmodel.model_fingerprint(cfg, run_dir(cfg, "fc"), "fc", tensors)}
+        (staged / "assets.extra" / "soilcast_metadata.json").write_text(json.dumps(meta))
+        versions.publish(cfg.paths.models_dir, staged, v)
+        staged.parent.rmdir()
+    versions.rollback(cfg.paths.models_dir)
+
+
+def test_an_export_while_the_repository_changes_is_refused_and_changes_nothing(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from soilcast.cli import app
+    from soilcast.commands.common import LOCK_BUSY_EXIT
+    from soilcast.config import save_config
+    from soilcast.io.lock import LockBusy
+    from soilcast.testing.locks import held_elsewhere
+
+    cfg = tiny_config(tmp_path)
+    _withdrawn_export(cfg, monkeypatch)
+    killed = versions.export_staging_dir(cfg.paths.models_dir)  # would be swept, but not by a refused run
+    params = tmp_path / "params.yaml"
+    save_config(cfg, params)
+    before = snapshot(tmp_path)
+    with held_elsewhere(cfg.paths.models_dir, versions.REPOSITORY_CHANGE):
+        with pytest.raises(LockBusy, match=f"another model repository change of {cfg.paths.models_dir} is running"):
+            export_blessed(cfg)
+        busy = CliRunner().invoke(app, ["export", "-p", str(params)])
+    assert busy.exit_code == LOCK_BUSY_EXIT, busy.output
+    assert "another model repository change of" in busy.output and "nothing was changed" in busy.output
+    assert snapshot(tmp_path) == before and killed.is_dir() and not export_json_path(cfg).exists()
+
+
+def test_export_sweeps_what_killed_exports_left(tmp_path, monkeypatch):
+    """Staging folders beside the repository and infra temp folders of dead processes go at
+    the next export's start (and the record lists them); a live process's temp folder stays."""
+    import subprocess
+    import sys
+    import tempfile
+
+    cfg = tiny_config(tmp_path)
+    _withdrawn_export(cfg, monkeypatch)
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()  # a killed export's process: gone
+    dead = temp / f"soilcast-infra-{child.pid}-ab12cd34"
+    live = temp / f"soilcast-infra-{os.getpid()}-ef56gh78"
+    dead.mkdir()
+    live.mkdir()
+    staged = versions.export_staging_dir(cfg.paths.models_dir)
+    (staged / "3" / "variables").mkdir(parents=True)
+    legacy = versions.staging_dir(cfg.paths.models_dir.parent)
+    assert export_blessed(cfg) is None
+    record = json.loads(export_json_path(cfg).read_text())
+    assert "rolled back as version 2" in record["status"]
+    assert sorted(record["swept"]) == sorted(map(str, [staged, legacy, dead]))
+    assert not staged.exists() and not legacy.exists() and not dead.exists() and live.is_dir()
+    assert versions.list_versions(cfg.paths.models_dir) == [1]
+    assert export_blessed(cfg) is None and json.loads(export_json_path(cfg).read_text())["swept"] == []
+
+
 # ----------------------------------------------------------------- forecast products
 
 

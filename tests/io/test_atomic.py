@@ -184,3 +184,34 @@ def test_a_run_killed_between_the_renames_gets_its_old_directory_back(tmp_path):
     (old / "ok").write_text("current")
     assert [p.name for p in remove_stale_temporaries(target)] == []
     assert _tree(target) == {"ok": "current"} and _siblings(target) == ["tensors.zarr"]
+
+
+def test_restore_old_says_what_it_put_back(tmp_path):
+    """``soilcast ingest`` reports a recovered store: restore_old names the .old it came from."""
+    from soilcast.io.atomic import restore_old
+
+    target = tmp_path / "tensors.zarr"
+    assert restore_old(target) is None
+    old = tmp_path / ".tensors.zarr.old"
+    old.mkdir()
+    (old / "ok").write_text("current")
+    assert restore_old(target) == old and _tree(target) == {"ok": "current"}
+    old.mkdir()  # a .old beside a target that exists is a leftover, not the only copy
+    assert restore_old(target) is None and old.is_dir()
+
+
+def test_a_symlinked_store_is_swept_where_the_writes_went(tmp_path):
+    """A store kept on a bigger disk behind a link: the temporaries of a killed write and the
+    .old of one killed between its renames lie beside the directory linked to."""
+    disk = tmp_path / "big-disk" / "tensors.zarr"
+    disk.mkdir(parents=True)
+    (disk / "ok").write_text("current")
+    link = tmp_path / "processed" / "tensors.zarr"
+    link.parent.mkdir()
+    link.symlink_to(disk, target_is_directory=True)
+    stale = _killed_write(link)
+    assert stale.parent == disk.parent
+    assert remove_stale_temporaries(link) == [stale] and _siblings(disk) == ["tensors.zarr"]
+    disk.rename(disk.with_name(".tensors.zarr.old"))  # killed between the renames: the link dangles
+    assert remove_stale_temporaries(link) == []
+    assert _tree(link) == {"ok": "current"} and _siblings(disk) == ["tensors.zarr"] and link.is_symlink()

@@ -6,6 +6,8 @@ assembler that imports them (no cycle).
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -59,3 +61,20 @@ def fail(message: str, code: int = 1) -> None:
     """Print ``message`` in red on stderr and exit with ``code``."""
     typer.secho(message, fg=typer.colors.RED, err=True)
     raise typer.Exit(code)
+
+
+# EX_TEMPFAIL (sysexits.h): another run holds the lock; nothing was changed, run again later.
+# Apart from 1 so a cron wrapper or scheduler can retry it instead of raising an alarm.
+LOCK_BUSY_EXIT = 75
+
+
+@contextlib.contextmanager
+def fail_when_busy() -> Iterator[None]:
+    """Turn :class:`soilcast.io.lock.LockBusy` (another run holds the lock) into its message
+    on stderr and exit ``LOCK_BUSY_EXIT``, for the commands that change shared state."""
+    from soilcast.io.lock import LockBusy
+
+    try:
+        yield
+    except LockBusy as err:
+        fail(str(err), LOCK_BUSY_EXIT)

@@ -12,7 +12,7 @@ from typing import Optional
 
 import typer
 
-from soilcast.commands.common import ParamsOpt, TensorsOpt, app, fail, load_cfg, path_opt, pick
+from soilcast.commands.common import ParamsOpt, TensorsOpt, app, fail, fail_when_busy, load_cfg, path_opt, pick
 from soilcast.layout import Layout
 
 
@@ -148,10 +148,16 @@ def ingest(
     params: Path = ParamsOpt,
     tensors: Optional[Path] = TensorsOpt,
 ) -> None:
-    """Validate, regrid and append new days to the tensor store (atomic, idempotent)."""
+    """Validate, regrid and append new days to the tensor store (atomic, idempotent; one
+    ingest of a store at a time: another one meanwhile exits 75 and changes nothing)."""
     from soilcast.data.ingest import ingest as run
 
-    result = _run(lambda cfg, lay: run(cfg, raw_dir, pick(tensors, lay.tensors)), params)
+    with fail_when_busy():
+        result = _run(lambda cfg, lay: run(cfg, raw_dir, pick(tensors, lay.tensors)), params)
+    if result.recovered is not None:
+        typer.echo(f"recovered {result.store} from {result.recovered} (left by an ingest killed between its renames)")
+    for path in result.swept:
+        typer.echo(f"removed {path} (left by a killed ingest)")
     if not len(result.added):
         typer.echo(f"nothing to do: the {len(result.already)} delivered day(s) are already in "
                    f"{result.store} with the same values")

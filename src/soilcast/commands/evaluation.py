@@ -7,7 +7,17 @@ from typing import Optional
 
 import typer
 
-from soilcast.commands.common import ParamsOpt, TensorsOpt, app, fail, load_cfg, path_opt, pick
+from soilcast.commands.common import (
+    LOCK_BUSY_EXIT,
+    ParamsOpt,
+    TensorsOpt,
+    app,
+    fail,
+    fail_when_busy,
+    load_cfg,
+    path_opt,
+    pick,
+)
 from soilcast.layout import EvalDir, Layout
 
 NOT_BLESSED_EXIT = 3
@@ -101,12 +111,14 @@ def export_cmd(
     models: Optional[Path] = ModelsOpt,
     out: Optional[Path] = path_opt("--out", "Output export record"),
 ) -> None:
-    """Export the blessed model to the next TF Serving version (after infra validation)."""
+    """Export the blessed model to the next TF Serving version (after infra validation).
+    One change of the model repository at a time: another one meanwhile exits 75."""
     import os
 
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")  # a SavedModel is a TF artifact
     from soilcast.export.infra import InfraValidationError
     from soilcast.export.savedmodel import export_blessed
+    from soilcast.io.lock import LockBusy
 
     cfg = load_cfg(params)
     lay = Layout.from_config(cfg)
@@ -115,14 +127,18 @@ def export_cmd(
         path = export_blessed(cfg, pick(blessing, lay.blessing), pick(metrics, lay.evaluation.metrics),
                               _runs(cfg, lay, train), pick(tensors, lay.tensors),
                               pick(models, lay.models_dir), where)
+    except LockBusy as err:  # before RuntimeError, which it is
+        fail(str(err), LOCK_BUSY_EXIT)
     except InfraValidationError as err:
         fail(f"infra validation failed, nothing pushed: {err}")
     except (FileNotFoundError, ValueError, RuntimeError) as err:
         fail(str(err))
     import json
 
-    status = json.loads(where.read_text())["status"]
-    typer.echo(f"{status}: {path}" if path else "not blessed, nothing exported")
+    record = json.loads(where.read_text())
+    for swept in record.get("swept", []):
+        typer.echo(f"removed {swept} (left by a killed export)")
+    typer.echo(f"{record['status']}: {path}" if path else "not blessed, nothing exported")
     typer.echo(f"wrote {where}")
 
 
@@ -142,7 +158,8 @@ def rollback_cmd(
 
     models_dir = Layout.from_config(load_cfg(params)).models_dir
     try:
-        result = rollback(models_dir, to)
+        with fail_when_busy():  # another change of the repository meanwhile: exit 75
+            result = rollback(models_dir, to)
     except ValueError as err:
         fail(str(err))
     typer.echo(

@@ -20,12 +20,22 @@ days are appended to the copy, and the copy is renamed into place (``soilcast.io
 A failure at any point leaves the store byte-identical; when there is nothing new, nothing
 is written at all (idempotent). The store's ``ingested`` attribute lists, per contributing
 file, its path relative to RAW_DIR, variable, sha256 and the first and last day it added.
+
+Overlapping runs (a cron run meets a hand run): an ingest holds
+:func:`soilcast.io.lock.exclusive` on the store from before it reads it until after the
+rename, so a second ingest of the same store fails at once with
+:class:`~soilcast.io.lock.LockBusy` (the first one named; ``soilcast ingest`` exits 75) and
+changes nothing; started after the first finished, it finds nothing to do. Under the lock it
+first repairs what killed ingests left (:func:`soilcast.io.atomic.restore_old`,
+:func:`~soilcast.io.atomic.remove_stale_temporaries`): a store left only as
+``.<name>.old`` by a kill between the two renames is put back, and their temporary copies
+beside the store are deleted; :class:`IngestResult` says what.
 """
 
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +69,8 @@ class IngestResult:
     added: pd.DatetimeIndex  # days appended (empty: nothing to do)
     already: pd.DatetimeIndex  # delivered days already in the store, identical
     records: list[dict[str, Any]]
+    swept: list[Path] = field(default_factory=list)  # killed ingests' leftovers removed on start
+    recovered: Path | None = None  # the .old a killed ingest left, put back as the store
 
 
 def _dates(days: pd.DatetimeIndex) -> str:
@@ -223,11 +235,27 @@ def provenance(raw_dir: Path, deliveries: dict[str, Delivery], days: pd.Datetime
 
 
 def ingest(cfg: Config, raw_dir: Path, store: Path) -> IngestResult:
-    """Validate, regrid and append the new days under ``raw_dir`` to the tensor ``store``."""
+    """Validate, regrid and append the new days under ``raw_dir`` to the tensor ``store``.
+
+    Holds the store's lock throughout (another ingest meanwhile: :class:`LockBusy`, nothing
+    changed) and first repairs what killed ingests left beside the store.
+    """
+    from soilcast.io.atomic import remove_stale_temporaries, restore_old
+    from soilcast.io.lock import exclusive
+
+    store = Path(store)
+    with exclusive(store, "ingest"):
+        recovered = restore_old(store)
+        swept = remove_stale_temporaries(store)
+        result = _ingest_locked(cfg, Path(raw_dir), store)
+    return replace(result, swept=swept, recovered=recovered)
+
+
+def _ingest_locked(cfg: Config, raw_dir: Path, store: Path) -> IngestResult:
+    """The ingest proper; the caller holds the store's lock."""
     from soilcast.data.stack import append_days
     from soilcast.io.atomic import atomic_path
 
-    store = Path(store)
     try:
         t = open_tensors(store, load=False)
     except (FileNotFoundError, StoreError) as err:

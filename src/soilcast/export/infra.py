@@ -13,6 +13,11 @@ A candidate is pushed only if, in order:
 Any failure raises :class:`InfraValidationError`; the caller then discards the staging copy.
 Run as ``python -m soilcast.export.infra <savedmodel> <inputs.npz> <outputs.npz>`` it is the
 fresh-process half.
+
+The canary requests and answers travel through a folder in the system temp directory named
+``soilcast-infra-<pid>-<random>`` after the exporting process: an export killed meanwhile
+leaves it behind, and the next export removes those of processes no longer alive
+(:func:`remove_dead_temporaries`), never one of a live process.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -28,9 +34,38 @@ from typing import Any
 
 import numpy as np
 
+TEMP_PREFIX = "soilcast-infra-"
+
 
 class InfraValidationError(RuntimeError):
     """The staged SavedModel is not fit to serve; the message says which check failed."""
+
+
+def temp_prefix() -> str:
+    """This process's prefix for its temp folders: its pid tells a sweep whether it is alive."""
+    return f"{TEMP_PREFIX}{os.getpid()}-"
+
+
+def remove_dead_temporaries(root: Path | None = None) -> list[Path]:
+    """Delete the ``soilcast-infra-<pid>-*`` folders in ``root`` (default: the system temp
+    directory) whose process is gone; returns what went.
+
+    Why: an export killed during infra validation leaves its folder (the canary requests and
+    answers) that nothing else removes. Only a dead pid's folder goes (``os.kill(pid, 0)``
+    says no such process), so another export running meanwhile keeps its own; folders
+    without a pid (made before the pid was in the name) are left alone.
+    """
+    from soilcast.io.lock import process_alive
+
+    root = Path(root if root is not None else tempfile.gettempdir())
+    named = re.compile(rf"{re.escape(TEMP_PREFIX)}(\d+)-[a-z0-9_]+")
+    removed = []
+    for path in sorted(root.glob(f"{TEMP_PREFIX}*")) if root.is_dir() else []:
+        found = named.fullmatch(path.name)
+        if found and path.is_dir() and not path.is_symlink() and not process_alive(int(found.group(1))):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
 
 
 def saved_model_cli() -> Path:
@@ -104,7 +139,7 @@ def _child_env() -> dict[str, str]:
 
 def run_in_fresh_process(path: Path, inputs: dict[str, np.ndarray]) -> dict[str, Any]:
     """Serve ``inputs`` from the SavedModel in a new interpreter; return its answers."""
-    with tempfile.TemporaryDirectory(prefix="soilcast-infra-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=temp_prefix()) as tmp:
         req, resp = Path(tmp) / "inputs.npz", Path(tmp) / "outputs.npz"
         np.savez(req, **inputs)
         proc = subprocess.run(

@@ -30,6 +30,15 @@ Flow of :func:`export_blessed`: read the gate's blessing -> build the physical m
 write it to a staging directory outside the served base path -> infra-validate it in a fresh
 process -> rename it into ``<models_dir>/<next version>`` -> prune old versions.
 Every input and output is an argument (:func:`export_blessed`); the layout names the files.
+
+Overlap: a blessed export holds the model repository's lock
+(:func:`soilcast.repository.versions.repository_lock`) from its first look at
+``models_dir`` (is this model served already? which version number is next?) to the
+prune, so a promote, rollback or second export meanwhile fails at once with
+:class:`soilcast.io.lock.LockBusy` (``soilcast export`` exits 75) instead of racing it for a
+version number or the labels. Under the lock it first removes what killed exports left: their
+staging folders beside ``models_dir`` and their infra-validation temp folders of processes
+no longer alive (:func:`sweep_leftovers`); the export record lists them under ``swept``.
 """
 
 from __future__ import annotations
@@ -409,6 +418,15 @@ def rolled_back_same_model(models_dir: Path, fingerprint: dict[str, Any]) -> int
     return None
 
 
+def sweep_leftovers(models_dir: Path) -> list[Path]:
+    """What killed exports left, removed: staging folders of ``models_dir`` and infra
+    validation's temp folders of dead processes. Call under the repository lock."""
+    from soilcast.export.infra import remove_dead_temporaries
+    from soilcast.repository.versions import remove_stale_staging
+
+    return remove_stale_staging(models_dir) + remove_dead_temporaries()
+
+
 def export_blessed(
     cfg: Config,
     blessing_file: Path,
@@ -423,12 +441,9 @@ def export_blessed(
 
     Returns the version directory, or None with a 'skipped' record when the gate did not
     bless or the model was rolled back earlier. Re-exporting the model the newest version
-    already serves is a no-op that returns that version.
+    already serves is a no-op that returns that version. A blessed export holds the
+    repository lock throughout (another change meanwhile: ``LockBusy``, nothing changed).
     """
-    from soilcast.data.store import open_tensors
-    from soilcast.export import infra
-    from soilcast.export.card import render_card
-    from soilcast.export.drift_reference import drift_reference
     from soilcast.io.atomic import atomic_write_json
     from soilcast.repository import versions
 
@@ -439,6 +454,29 @@ def export_blessed(
             "reasons": blessing.reasons, "version": None, "path": None,
         })
         return None
+    models_dir = Path(models_dir)
+    with versions.repository_lock(models_dir):
+        swept = sweep_leftovers(models_dir)
+        return _export_winner(cfg, blessing, Path(metrics_file), runs, Path(tensors_store), models_dir,
+                              Path(out_file), swept)
+
+
+def _write_record(out_file: Path, record: dict[str, Any], swept: list[Path]) -> None:
+    """The export record, with the leftovers of killed exports this run removed."""
+    from soilcast.io.atomic import atomic_write_json
+
+    atomic_write_json(out_file, {**record, "swept": [str(p) for p in swept]})
+
+
+def _export_winner(cfg: Config, blessing: Decision, metrics_file: Path, runs: Mapping[str, RunDir],
+                   tensors_store: Path, models_dir: Path, out_file: Path, swept: list[Path]) -> Path | None:
+    """:func:`export_blessed` of a blessed winner; the caller holds the repository lock."""
+    from soilcast.data.store import open_tensors
+    from soilcast.export import infra
+    from soilcast.export.card import render_card
+    from soilcast.export.drift_reference import drift_reference
+    from soilcast.repository import versions
+
     winner = blessing.winner
     name = blessing.network or winner  # the network behind the winning scores (feed apart)
     metrics = Leaderboard.read(Path(metrics_file))
@@ -450,22 +488,21 @@ def export_blessed(
     run = runs[name]
     record = TrainRecord.read(run.record) if run.record.is_file() else None
     tensors = open_tensors(tensors_store, load=False)
-    models_dir = Path(models_dir)
     fingerprint = model_fingerprint(cfg, run, name, tensors)
     same = serving_same_model(models_dir, fingerprint)
     if same is not None:
-        atomic_write_json(out_file, {
+        _write_record(out_file, {
             "status": f"skipped: version {same} already serves this model", "model": name,
             "version": same, "path": str(bundle(models_dir, same).root),
-        })
+        }, swept)
         return bundle(models_dir, same).root
     withdrawn = rolled_back_same_model(models_dir, fingerprint)
     if withdrawn is not None:
-        atomic_write_json(out_file, {
+        _write_record(out_file, {
             "status": f"skipped: this model was rolled back as version {withdrawn}", "model": name,
             "version": None, "path": None,
             "hint": f"retrain, or delete {models_dir / versions.ROLLED_BACK / str(withdrawn)} to allow it again",
-        })
+        }, swept)
         return None
     model, weather_model = load_physical_models(cfg, run, name)
     version = versions.next_version(models_dir)
@@ -488,7 +525,7 @@ def export_blessed(
     }
     canaries = canary_inputs(cfg, tensors, with_weather=weather_model is not None)
     expected = expected_outputs(model, weather_model, canaries, tuple(metadata[QUANTILE_LEVELS]))
-    staging = versions.staging_dir(models_dir.parent)  # outside the served base path
+    staging = versions.export_staging_dir(models_dir)  # outside the served base path
     try:
         staged = staging / str(version)
         write_savedmodel(model, staged, cfg, metadata, extras, tables, weather_model)
@@ -505,8 +542,8 @@ def export_blessed(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     pruned = versions.prune(models_dir, cfg.export.keep_versions)
-    atomic_write_json(out_file, {
+    _write_record(out_file, {
         "status": "exported", "model": name, "version": version, "path": str(target),
         "infra_validation": report, "pruned_versions": pruned, "labels": labels,
-    })
+    }, swept)
     return target
