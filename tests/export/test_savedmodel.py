@@ -627,12 +627,19 @@ def test_forecast_cli_reads_the_served_products(exported, tmp_path):
     assert result["basins"][0]["soil_moisture"] == pytest.approx(float(served["basin_mean"][0, 0]), rel=1e-6)
 
 
+def _drift_from_the_first_window(cfg):
+    """``cfg`` with drift published from one window on (serving.drift_min_windows 1): these
+    tests read which reference a few windows were judged against, not the minimum sample."""
+    return cfg.model_copy(update={"serving": cfg.serving.model_copy(update={"drift_min_windows": 1})})
+
+
 def test_dated_requests_are_judged_against_the_monthly_reference(exported):
     """Drift metrics say which reference they used: dated (forecast_products) traffic the
     monthly one, plain serving_default traffic the all-year fallback."""
     from soilcast.testing.serving import client, gateway, metric, scrape
 
     cfg, model, tensors, path, _ = exported
+    cfg = _drift_from_the_first_window(cfg)
     x = _window(cfg, tensors, 2)
     _, doy = _valid_days(cfg, ["2019-07-09", "2019-07-19"])
     with gateway(cfg) as gw:
@@ -659,6 +666,7 @@ def test_products_through_the_proxy_gateway(exported):
     from soilcast.testing.serving import gateway, metric, scrape
 
     cfg, model, tensors, path, _ = exported
+    cfg = _drift_from_the_first_window(cfg)
     x = _window(cfg, tensors, 2)
     _, doy = _valid_days(cfg, ["2019-04-09", "2019-04-10"])
     K = cfg.window.n_leads

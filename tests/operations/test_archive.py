@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 import pytest
 import xarray as xr
@@ -76,24 +74,12 @@ def test_a_forecast_on_other_axes_is_refused_naming_the_axis(tiny_cfg, synthetic
 
 def test_a_second_writer_is_refused_while_one_archives(tiny_cfg, synthetic_store):
     """The cron run and a hand run: the archive takes one writer at a time, the other is told."""
-    from soilcast.io.lock import LockBusy, exclusive
+    from soilcast.io.lock import LockBusy
+    from soilcast.testing.locks import held_elsewhere
 
     t = open_tensors(synthetic_store)
     lay = Layout.from_config(tiny_cfg)
-    held, release = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        with exclusive(lay.operations.root, "forecast archive update"):
-            held.set()
-            release.wait(30)
-
-    other = threading.Thread(target=hold)
-    other.start()
-    try:
-        assert held.wait(30)
+    with held_elsewhere(lay.operations.root, "forecast archive update"):
         with pytest.raises(LockBusy, match="another forecast archive update of .* is running"):
             archive_forecast(tiny_cfg, lay, issued(t, "2013-06-01", observed(t)), t, "s")
-    finally:
-        release.set()
-        other.join()
     assert open_archive(lay.operations.archive) is None

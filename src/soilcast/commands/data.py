@@ -166,6 +166,24 @@ def ingest(
                f"from {len({r['file'] for r in result.records})} file(s) into {result.store}"
                + (f" ({len(result.already)} re-delivered day(s) identical)" if len(result.already) else ""))
     typer.echo("record the new store version with `dvc commit -f stack` (then `dvc push`)")
+    _verify_after_ingest(params, tensors)
+
+
+def _verify_after_ingest(params: Path, tensors: Optional[Path]) -> None:
+    """New days are the truth archived forecasts wait for: score them now (soilcast verify),
+    when the store ingested into is the one the archive is verified against."""
+    from soilcast.operations.verify import verify
+
+    cfg = load_cfg(params, networks=False)
+    layout = Layout.from_config(cfg)
+    if tensors is not None and Path(tensors).resolve() != Path(layout.tensors).resolve():
+        return
+    if not layout.operations.archive.exists():
+        return
+    with fail_when_busy():
+        done = verify(cfg, layout)
+    typer.echo(f"verified {done.n_scored} archived forecast lead(s) against the new days (soilcast verify)"
+               + (f"; REVISED observations: {', '.join(done.revised)}" if done.revised else ""))
 
 
 ForecastsOpt = path_opt("--forecasts", "Forecast store (weather forecast runs on the grid)")
@@ -222,13 +240,21 @@ def demo_delivery(
     out_dir: Path = typer.Argument(..., help="Folder for the delivery (e.g. data/incoming)."),
     first: str = typer.Option(..., "--first", help="First new day, YYYY-MM-DD."),
     last: str = typer.Option(..., "--last", help="Last new day, YYYY-MM-DD."),
+    per_day: bool = typer.Option(False, "--per-day", help="One folder per day (OUT_DIR/<day>/, just that day's "
+                                                          "files), as a daily feed delivers: for `soilcast daily`."),
     params: Path = ParamsOpt,
 ) -> None:
-    """Demo files for days after the period (continuing the demo), to try `soilcast ingest`."""
+    """Demo files for days after the period (continuing the demo), to try `soilcast ingest`
+    (whole years) or `soilcast daily` (--per-day)."""
+    from soilcast.demo.delivery import daily_deliveries
     from soilcast.demo.generate import generate_delivery
 
     cfg = load_cfg(params, networks=False)
     try:
+        if per_day:
+            folders = daily_deliveries(cfg, out_dir, _day(first, "--first"), _day(last, "--last"))
+            typer.echo(f"demo delivery: {len(folders)} daily folder(s) {min(folders)}..{max(folders)} under {out_dir}")
+            return
         files = generate_delivery(cfg, out_dir, _day(first, "--first"), _day(last, "--last"))
     except ValueError as err:
         fail(str(err))

@@ -43,15 +43,16 @@ def verify_cmd(params: Path = ParamsOpt) -> None:
     """Score every archived forecast whose valid day is now observed (once), per lead, basin and
     month against the observation, persistence and climatology (and CRPS for quantiles); update
     the verification table and the realised-skill status the gateway exports."""
-    from soilcast.io.lock import LockBusy
+    from soilcast.commands.common import fail_when_busy
     from soilcast.operations.table import summary
     from soilcast.operations.verify import verify
 
     cfg = load_cfg(params, networks=False)
     layout = Layout.from_config(cfg)
     try:
-        done = verify(cfg, layout)
-    except (ValueError, FileNotFoundError, LockBusy) as err:
+        with fail_when_busy():
+            done = verify(cfg, layout)
+    except (ValueError, FileNotFoundError) as err:
         fail(f"verify: {err}")
     typer.echo(f"verified {done.n_scored} forecast lead(s) against observations up to {done.last_observed}; "
                f"table {layout.operations.verification} holds {len(done.table)} row(s)")

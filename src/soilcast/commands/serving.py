@@ -95,7 +95,7 @@ def forecast(
     drought-probability map). With --weather the lead days' weather forecast drives it; every product names the run.
     Every forecast is recorded in the archive (provenance: label, version, inputs, weather run) so that
     `soilcast verify` scores it when its valid days are observed."""
-    from soilcast.serving.client import read_certificate
+    from soilcast.serving.client import describe_rpc_error, read_certificate
     from soilcast.serving.forecast import run_forecast
 
     if label is not None and version is not None:
@@ -103,19 +103,18 @@ def forecast(
     cfg = load_cfg(params)
     import grpc
 
-    from soilcast.io.lock import LockBusy
+    from soilcast.commands.common import fail_when_busy
 
     layout = Layout.from_config(cfg)
     archive = None if no_archive else _archiver(cfg, layout, server)
     try:
-        result = run_forecast(cfg, layout, server, date, list(out), read_certificate(tls_ca), weather,
-                              label=label, version=version, on_issued=archive)
-    except (ValueError, FileNotFoundError, LockBusy) as err:
+        with fail_when_busy():  # the archive's writer meanwhile: exit 75, nothing written
+            result = run_forecast(cfg, layout, server, date, list(out), read_certificate(tls_ca), weather,
+                                  label=label, version=version, on_issued=archive)
+    except (ValueError, FileNotFoundError) as err:
         fail(f"forecast: {err}")
     except grpc.RpcError as err:
-        fail(f"forecast: {server}: {err.code().name}: {err.details()}"
-             + (f" (deadline serving.client_timeout_seconds = {cfg.serving.client_timeout_seconds} s)"
-                if err.code() == grpc.StatusCode.DEADLINE_EXCEEDED else ""))
+        fail(f"forecast: {describe_rpc_error(server, err, cfg.serving.client_timeout_seconds)}")
     leads = result["leads"]
     asked = (f"label {result['label']}" if result["label"] else "pinned version") + f" -> version {result['version']}"
     typer.echo(f"forecast init {result['init']}, leads {', '.join(map(str, leads))} d, valid {result['valid'][0]}"
@@ -204,20 +203,33 @@ def hindcast(
 
 @app.command("promote")
 def promote_cmd(
-    version: int = typer.Argument(..., help="Published version the label should point at."),
-    label: str = typer.Option(..., "--label", help="stable | canary"),
+    version: Optional[int] = typer.Argument(None, help="Published version the label should point at."),
+    label: Optional[str] = typer.Option(None, "--label", help="stable | canary"),
+    auto: bool = typer.Option(False, "--auto", help="Decide on realised skill: promote the canary to stable when "
+                                                    "its verified forecasts earned it (params promotion)."),
     params: Path = ParamsOpt,
 ) -> None:
     """Point a version label at VERSION in <models_dir>/models.config (atomically).
 
     TF Serving (polling that file) and the gateway route `version_label` with it; a request
-    naming no version gets `stable`. A new export lands as `canary`.
+    naming no version gets `stable`. A new export lands as `canary`. With --auto: the canary
+    becomes stable when, over at least promotion.min_days init days verified for both at every
+    lead, its realised MSE skill vs persistence beats stable's by promotion.margin at the mean
+    over leads and trails it by no more than the margin at any lead; otherwise it says why
+    not. Every --auto decision is appended to artifacts/operations/promotion_log.jsonl.
     """
     from soilcast.commands.common import fail_when_busy
     from soilcast.repository.labels import LabelError, labels_path
     from soilcast.serving.promotion import promote
 
     cfg = load_cfg(params)
+    if auto:
+        if version is not None or label is not None:
+            fail("promote: --auto decides the version and the label itself; give neither VERSION nor --label")
+        _promote_auto(cfg)
+        return
+    if version is None or label is None:
+        fail("promote: give VERSION and --label stable|canary (or --auto)")
     try:
         models_dir = Layout.from_config(cfg).models_dir
         with fail_when_busy():  # another change of the repository meanwhile: exit 75, nothing written
@@ -225,6 +237,21 @@ def promote_cmd(
     except LabelError as err:
         fail(f"promote: {err}")
     typer.echo(f"{label} -> version {version}; labels now {labels} (wrote {labels_path(models_dir)})")
+
+
+def _promote_auto(cfg: Any) -> None:
+    from soilcast.commands.common import fail_when_busy
+    from soilcast.operations.champion import promote_auto
+    from soilcast.repository.labels import LabelError
+
+    layout = Layout.from_config(cfg)
+    try:
+        with fail_when_busy():
+            decision = promote_auto(cfg, layout)
+    except LabelError as err:
+        fail(f"promote --auto: {err}")
+    typer.echo(("PROMOTED: " if decision.promoted else "not promoted: ") + decision.reason)
+    typer.echo(f"decision appended to {layout.operations.promotion_log}")
 
 
 @app.command("batching-config")

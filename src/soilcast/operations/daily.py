@@ -132,7 +132,7 @@ def forecast_step(cfg: Any, layout: Any, server: str, label: str, weather: Path 
 
     from soilcast.data.store import open_tensors
     from soilcast.operations.record import archive_forecast
-    from soilcast.serving.client import SoilcastClient
+    from soilcast.serving.client import SoilcastClient, describe_rpc_error
     from soilcast.serving.forecast import LATEST, issue_forecast, resolve_init, write_products
 
     def run(step: Step) -> None:
@@ -146,8 +146,7 @@ def forecast_step(cfg: Any, layout: Any, server: str, label: str, weather: Path 
                 issued = issue_forecast(cfg, tensors, client, init, weather)
         except grpc.RpcError as err:
             step.status, step.code = "failed", EXIT["forecast"]
-            step.message = f"{server}: {err.code().name}: {err.details()} (deadline serving.client_timeout_seconds " \
-                           f"= {cfg.serving.client_timeout_seconds} s)"
+            step.message = describe_rpc_error(server, err, cfg.serving.client_timeout_seconds)
             return
         except ValueError as err:
             step.status, step.code, step.message = "failed", EXIT["forecast"], str(err)

@@ -57,9 +57,8 @@ def operational_world(prepared: Any, root: Path, offsets: tuple[float, float] = 
     return cfg
 
 
-def deliver(prepared: Any, out: Path, first: dt.date, last: dt.date | None = None) -> Path:
-    """The demo generator's files for ``first``..``last`` (continuing ``prepared``'s demo)."""
-    from soilcast.demo.generate import generate_delivery
+def deliver(prepared: Any, out: Path, first: dt.date, last: dt.date | None = None) -> dict[dt.date, Path]:
+    """Daily delivery folders ``out/<day>/`` for ``first``..``last`` (continuing ``prepared``'s demo)."""
+    from soilcast.demo.delivery import daily_deliveries
 
-    generate_delivery(prepared, out, first, last or first)
-    return out
+    return daily_deliveries(prepared, out, first, last or first)
