@@ -302,23 +302,8 @@ def test_rollback_cli(tmp_path):
 
 
 def test_a_rolled_back_model_is_not_pushed_again(tmp_path, monkeypatch):
-    from types import SimpleNamespace
-
-    import soilcast.data.store as store
-
     cfg = tiny_config(tmp_path)
-    bless(cfg)
-    tensors = SimpleNamespace(attrs={"input_hashes": {"era5/tp_2010.nc": "abc"}})
-    monkeypatch.setattr(store, "open_tensors", lambda path, load=True: tensors)
-    weights = cfg.paths.artifacts_dir / "train" / "fc" / "model.keras"
-    for v, blob in ((1, b"old"), (2, b"bad")):
-        weights.write_bytes(blob)
-        staged = versions.staging_dir(cfg.paths.models_dir.parent) / str(v)
-        (staged / "assets.extra").mkdir(parents=True)
-        meta = {"model": "fc", "fingerprint": savedmodel.model_fingerprint(cfg, run_dir(cfg, "fc"), "fc", tensors)}
-        (staged / "assets.extra" / "soilcast_metadata.json").write_text(json.dumps(meta))
-        versions.publish(cfg.paths.models_dir, staged, v)
-    versions.rollback(cfg.paths.models_dir)  # operator withdraws version 2 ("bad")
+    _withdrawn_export(cfg, monkeypatch)  # operator withdrew version 2 ("bad"), its weights still blessed
     assert export_blessed(cfg) is None  # the pipeline re-runs with the same "bad" weights
     assert "rolled back as version 2" in json.loads(export_json_path(cfg).read_text())["status"]
     assert versions.list_versions(cfg.paths.models_dir) == [1]

@@ -52,6 +52,8 @@ from typing import Any
 
 import numpy as np
 
+from soilcast.serving.background import drained, offer
+
 log = logging.getLogger("soilcast.serving.drift")
 
 PREDICTION = "soil_moisture"
@@ -386,25 +388,11 @@ class DriftMonitor:
                x: np.ndarray, y: np.ndarray | None, months: np.ndarray | None = None) -> bool:
         """Queue one request for drift (``months``: each window's month tag, see
         :func:`drift_months`; None = undated); skip (and count) it when the queue is full."""
-        try:
-            self._queue.put_nowait((version, ref, mask, x, y, months))
-            return True
-        except queue.Full:
-            if self._on_drop:
-                self._on_drop()
-            return False
+        return offer(self._queue, (version, ref, mask, x, y, months), self._on_drop)
 
     def flush(self, timeout: float) -> bool:
         """Summarise everything queued now and wait for it (tests, benchmarks, shutdown)."""
-        done = threading.Event()
-
-        def waiter() -> None:
-            self._queue.join()
-            done.set()
-
-        threading.Thread(target=waiter, daemon=True).start()
-        self._wake.set()
-        return done.wait(timeout)
+        return drained(self._queue, timeout, self._wake)
 
     def stop(self) -> None:
         self._stop.set()

@@ -47,6 +47,7 @@ from typing import Any, Callable
 import numpy as np
 
 from soilcast.io.tensors import TensorDecodeError, to_ndarray
+from soilcast.serving.background import drained, offer
 
 log = logging.getLogger("soilcast.serving.payload_log")
 
@@ -148,24 +149,12 @@ class PayloadLog:
         if not self.sampled():
             return False
         now = dt.datetime.now(dt.timezone.utc).isoformat()
-        try:
-            self._queue.put_nowait(Payload(now, protocol, method, traffic, code, latency, request, response))
-            return True
-        except queue.Full:
-            if self._on_drop:
-                self._on_drop()
-            return False
+        return offer(self._queue, Payload(now, protocol, method, traffic, code, latency, request, response),
+                     self._on_drop)
 
     def flush(self, timeout: float) -> bool:
         """Wait until everything queued is written (tests, shutdown)."""
-        done = threading.Event()
-
-        def waiter() -> None:
-            self._queue.join()
-            done.set()
-
-        threading.Thread(target=waiter, daemon=True).start()
-        return done.wait(timeout)
+        return drained(self._queue, timeout)
 
     def close(self) -> None:
         """Write what is queued, stop the writer, close the file."""
