@@ -10,9 +10,12 @@ from __future__ import annotations
 import sys
 
 from soilcast.commands import data, evaluation, ml, operations, pipeline, serving
-from soilcast.commands.common import app
+from soilcast.commands.common import app, quiet_native_logs
 
 COMMAND_MODULES = (data, evaluation, ml, operations, pipeline, serving)
+
+
+quiet_native_logs()  # at start-up: the console script runs ``app`` itself, not main()
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any, Optional
 
@@ -27,21 +28,32 @@ class TrainCommand(TyperCommand):
         super().format_help(ctx, formatter)
 
 
+def progress_verbosity(quiet: bool, stream: Any = None) -> int | str:
+    """Keras ``fit`` verbosity for ``train``: 0 with --quiet; the progress bar ("auto") on a
+    terminal; else (a log file, CI, ``make demo``) 2, one line per epoch: a bar redrawn into a
+    file is one line per batch update, thousands of characters long. ``stream``: default stdout."""
+    if quiet:
+        return 0
+    stream = sys.stdout if stream is None else stream
+    isatty = getattr(stream, "isatty", None)
+    return "auto" if isatty is not None and isatty() else 2
+
+
 @app.command("train", cls=TrainCommand)
 def train(
     model: str = typer.Option(..., "--model", "-m", help=MODEL_HELP.format("see soilcast train --help")),
     params: Path = ParamsOpt,
     fresh: bool = typer.Option(False, "--fresh", help="Ignore an interrupted run's checkpoints."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar (without a terminal: one line per epoch)."),
     tensors: Optional[Path] = TensorsOpt,
     out: Optional[Path] = path_opt("--out", "Run folder of this network"),
     forecasts: Optional[Path] = path_opt(
         "--forecasts", "Forecast store to train on (sources.forecast.train_on_archive: a reforecast archive)"),
 ) -> None:
     """Train one network; resumes an interrupted run from its last epoch checkpoint."""
+    cfg = load_cfg(params)  # first: it imports TensorFlow without its start-up lines
     from soilcast.ml.models import registry
 
-    cfg = load_cfg(params)
     if model not in registry.names():
         fail(f"--model must be one of {', '.join(registry.names())} (got {model!r})", 2)
     from soilcast.ml.train import train_model
@@ -50,7 +62,7 @@ def train(
     run = RunDir(pick(out, lay.run(model).root))
     try:
         out = train_model(cfg, model, pick(tensors, lay.tensors), run, resume=not fresh,
-                          verbose=0 if quiet else "auto", forecasts=forecasts)
+                          verbose=progress_verbosity(quiet), forecasts=forecasts)
     except (FileNotFoundError, ValueError) as err:
         fail(str(err))
     from soilcast.ml.distribute import get_distribution

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from soilcast.commands.common import ParamsOpt, app, fail, load_cfg
+from soilcast.commands.common import ParamsOpt, app, check_connection, fail, load_cfg
 from soilcast.layout import Layout
 
 
@@ -29,10 +29,11 @@ def daily(
     12 verification failed; 13 an observation was revised after verification; 75 another writer
     holds a lock (nothing changed: run again). Steps after a failed one still run, except after 75.
     """
+    check_connection("daily", server, tls_ca)  # the arguments first, before TensorFlow is imported
+    cfg = load_cfg(params)
     from soilcast.operations.daily import run_daily
     from soilcast.serving.client import read_certificate
 
-    cfg = load_cfg(params)
     report = run_daily(cfg, Layout.from_config(cfg), server, delivery, weather, read_certificate(tls_ca),
                        emit=typer.echo)
     raise typer.Exit(report.exit_code)

@@ -8,7 +8,7 @@ from typing import Any, Optional
 
 import typer
 
-from soilcast.commands.common import ParamsOpt, app, fail, load_cfg
+from soilcast.commands.common import ParamsOpt, app, check_connection, fail, load_cfg, parse_day
 from soilcast.layout import Layout
 
 
@@ -95,21 +95,22 @@ def forecast(
     drought-probability map). With --weather the lead days' weather forecast drives it; every product names the run.
     Every forecast is recorded in the archive (provenance: label, version, inputs, weather run) so that
     `soilcast verify` scores it when its valid days are observed."""
-    from soilcast.serving.client import describe_rpc_error, read_certificate
-    from soilcast.serving.forecast import run_forecast
-
+    day = parse_day("forecast: --date", date, latest=True)  # before anything heavy is imported
+    check_connection("forecast", server, tls_ca)
     if label is not None and version is not None:
         fail("forecast: give --label or --version, not both")
     cfg = load_cfg(params)
     import grpc
 
     from soilcast.commands.common import fail_when_busy
+    from soilcast.serving.client import describe_rpc_error, read_certificate
+    from soilcast.serving.forecast import run_forecast
 
     layout = Layout.from_config(cfg)
     archive = None if no_archive else _archiver(cfg, layout, server)
     try:
         with fail_when_busy():  # the archive's writer meanwhile: exit 75, nothing written
-            result = run_forecast(cfg, layout, server, date, list(out), read_certificate(tls_ca), weather,
+            result = run_forecast(cfg, layout, server, day, list(out), read_certificate(tls_ca), weather,
                                   label=label, version=version, on_issued=archive)
     except (ValueError, FileNotFoundError) as err:
         fail(f"forecast: {err}")
@@ -166,22 +167,20 @@ def hindcast(
     each lead next to every registered reference (persistence, climatology, damped persistence,
     linear), overall, per season and per basin. Its requests are marked hindcast traffic (kept
     out of the gateway's live drift); each call's deadline is serving.client_timeout_seconds."""
-    import datetime as dt
-
     from soilcast.repository.labels import PROMOTABLE
-    from soilcast.serving.client import describe_rpc_error, read_certificate
-    from soilcast.serving.hindcast import run_hindcast
 
+    # the arguments first, before TensorFlow (load_cfg, the client) is imported
+    first, last = parse_day("hindcast: --start", start), parse_day("hindcast: --end", end)
+    check_connection("hindcast", server, tls_ca)
     if label is not None and version is not None:
         fail(f"hindcast: --label {label} and --version {version} are mutually exclusive; give one (or neither: stable)")
     if label is not None and label not in PROMOTABLE:
         fail(f"hindcast: --label {label!r}: expected one of {list(PROMOTABLE)}")
     cfg = load_cfg(params)
-    try:
-        first, last = dt.date.fromisoformat(start), dt.date.fromisoformat(end)
-    except ValueError:
-        fail(f"--start {start!r} / --end {end!r}: expected YYYY-MM-DD")
     import grpc
+
+    from soilcast.serving.client import describe_rpc_error, read_certificate
+    from soilcast.serving.hindcast import run_hindcast
 
     try:
         result = run_hindcast(cfg, Layout.from_config(cfg), server, first, last, out_dir, read_certificate(tls_ca),
