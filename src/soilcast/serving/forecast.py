@@ -585,7 +585,7 @@ def write_products(cfg: Any, layout: Any, tensors: Tensors, issued: Issued,
                                      f"years {D1_OR_WORSE_PERCENTILE:g}th percentile of the valid day)")
         else:
             plot_forecast(ds, table, basin_climate_range(cfg, tensors, valid), tensors.basin_id, out,
-                          layout.basins, cfg.target.colormap)
+                          layout.basins, cfg.target.colormap, store=(cfg, tensors))
     return {"init": str(init), "leads": leads, "valid": [str(d) for d in valid], "version": version,
             "model": model, "label": issued.label, "out_dir": None if out_dir is None else str(out_dir),
             "source_forecast": fed.source, "weather_note": fed.note,

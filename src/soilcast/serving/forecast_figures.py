@@ -71,55 +71,193 @@ def basin_climate_range(cfg: Any, tensors: Tensors, valid: list[dt.date],
     return out
 
 
-def plot_forecast(ds: Any, table: pd.DataFrame, climate: np.ndarray | None, basin_id: np.ndarray, path: Path,
-                  basins_file: Path | None, cmap: str) -> None:
-    """The forecaster's figure: a map per lead side by side on one colour scale (``cmap``,
-    params ``target.colormap``) with basin outlines (from the basins file when it exists),
-    and below them each basin's forecast basin mean over the valid dates against its
-    climatological 10-90 % range (``climate`` [n_basins, K, 2], shaded; omitted when None)."""
-    import matplotlib
+SCALE_STEP = 0.05  # m3 m-3: the soil-moisture colour limits are rounded outward to this
+ANOMALY_SHARE = 0.25  # the anomaly scale is +- this share of the soil-moisture scale's span
+# US Drought Monitor colours of the classes -1 (none) and D0-D4 (contract.DROUGHT_CLASSES)
+# the classes -1, 0..4 as the NetCDF's flag_meanings name them (soilcast.serving.forecast.DROUGHT_FLAGS,
+# which imports this module; a test keeps the two equal)
+DROUGHT_NAMES = ("none", "D0_abnormally_dry", "D1_moderate", "D2_severe", "D3_extreme", "D4_exceptional")
+DROUGHT_COLOURS = {-1: "#f2f2f2", 0: "#ffff00", 1: "#fcd37f", 2: "#ffaa00", 3: "#e60000", 4: "#730000"}
 
-    matplotlib.use("Agg")
+
+def soil_moisture_limits(cfg: Any, tensors: Tensors) -> tuple[float, float] | None:
+    """The fixed colour limits of ``forecast.png``'s soil-moisture maps: the smallest and
+    largest soil moisture of the store's training years over the mask, rounded outward to
+    :data:`SCALE_STEP`. None when the store holds no training year.
+
+    Fixed for a store: every init day of it is drawn on the same scale, so two days compare
+    at a glance (an automatic range made 0.05-0.16 in January and 0.07-0.44 in July look
+    alike). Taken from the training years rather than ``target.physical_range`` (0-0.8, the
+    sensor's range: India's basins use half of it, so the maps would be one colour) and
+    rather than percentiles (the extremes are kept: a forecast beyond the training years'
+    range saturates the end colour instead of being mistaken for a typical value)."""
+    years = cfg.split.train_years
+    rows = np.flatnonzero((tensors.time.year >= years[0]) & (tensors.time.year <= years[1]))
+    if rows.size == 0:
+        return None
+    y = np.asarray(tensors.Y[int(rows[0]) : int(rows[-1]) + 1], np.float64)[..., 0]
+    y = y[:, np.asarray(tensors.mask, bool)]
+    y = y[np.isfinite(y)]
+    if y.size == 0:
+        return None
+    lo = np.floor(y.min() / SCALE_STEP + 1e-9) * SCALE_STEP
+    hi = np.ceil(y.max() / SCALE_STEP - 1e-9) * SCALE_STEP
+    return round(float(lo), 6), round(float(max(hi, lo + SCALE_STEP)), 6)
+
+
+def anomaly_limit(limits: tuple[float, float]) -> float:
+    """The anomaly maps' symmetric limit: :data:`ANOMALY_SHARE` of the soil-moisture scale's
+    span, rounded up to 0.01 m3 m-3 (fixed for a store like the scale itself)."""
+    return float(np.ceil(ANOMALY_SHARE * (limits[1] - limits[0]) * 100 - 1e-9) / 100)
+
+
+def drought_legend() -> list[tuple[int, str, str]]:
+    """(class, label, colour) of the drought-class maps' fixed legend: none and D0-D4 with the
+    percentile band of each (:data:`soilcast.contract.DROUGHT_CLASSES`), named as the NetCDF's
+    ``flag_meanings`` (:data:`DROUGHT_NAMES`)."""
+    from soilcast.contract import DROUGHT_CLASSES, NO_DROUGHT
+
+    names = DROUGHT_NAMES
+    out = [(NO_DROUGHT, f"{names[0]} (> {max(b for _, b in DROUGHT_CLASSES.values()):g} %)",
+            DROUGHT_COLOURS[NO_DROUGHT])]
+    for c in sorted(DROUGHT_CLASSES):
+        lo, hi = DROUGHT_CLASSES[c]
+        out.append((c, f"{names[c + 1].replace('_', ' ')} ({lo:g}-{hi:g} %)", DROUGHT_COLOURS[c]))
+    return out
+
+
+def basin_label_points(lat: np.ndarray, lon: np.ndarray, basin_id: np.ndarray) -> dict[int, tuple[float, float]]:
+    """Basin id -> (lon, lat) of its cos(latitude) area-weighted centroid over its cells."""
+    w = np.cos(np.deg2rad(np.asarray(lat, np.float64)))[:, None] * np.ones((1, len(lon)))
+    lon2, lat2 = np.meshgrid(np.asarray(lon, np.float64), np.asarray(lat, np.float64))
+    out = {}
+    for b in sorted(int(v) for v in np.unique(basin_id) if v != 0):
+        wb = np.where(basin_id == b, w, 0.0)
+        out[b] = (float(np.sum(wb * lon2) / wb.sum()), float(np.sum(wb * lat2) / wb.sum()))
+    return out
+
+
+def plot_forecast(ds: Any, table: pd.DataFrame, climate: np.ndarray | None, basin_id: np.ndarray, path: Path,
+                  basins_file: Path | None, cmap: str, limits: tuple[float, float] | None = None,
+                  store: tuple[Any, Tensors] | None = None) -> None:
+    """Write :func:`forecast_figure` to ``path`` (PNG); ``store``: the (cfg, tensors) whose
+    training years fix the soil-moisture scale (:func:`soil_moisture_limits`) when ``limits``
+    is not given."""
     import matplotlib.pyplot as plt
 
     from soilcast.io.atomic import atomic_path
 
-    sm = ds["soil_moisture"].values
-    n = sm.shape[0]
-    fig = plt.figure(figsize=(max(2.2 * n + 1.0, 7.5), 6.6), layout="constrained")
-    top, bottom = fig.subfigures(2, 1, height_ratios=[1.0, 1.15])
-    axes = np.atleast_1d(top.subplots(1, n, sharex=True, sharey=True))
-    mesh = _draw_maps(axes, ds, ds["soil_moisture"].values, basin_id, basins_file, cmap)
-    top.colorbar(mesh, ax=list(axes), label="soil moisture (m³ m⁻³)", shrink=0.9)
-    init = pd.Timestamp(ds["forecast_reference_time"].values).date()
-    top.suptitle(f"soilcast forecast, init {init} (source: {ds.attrs.get('source', '')})\n"
-                 f"weather forecast: {ds.attrs.get('source_forecast', '')}", fontsize=10)
-    _draw_basins(bottom.subplots(), table, climate)
+    if limits is None and store is not None:
+        limits = soil_moisture_limits(*store)
+    fig = forecast_figure(ds, table, climate, basin_id, basins_file, cmap, limits)
     with atomic_path(Path(path)) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
 
 
+def forecast_figure(ds: Any, table: pd.DataFrame, climate: np.ndarray | None, basin_id: np.ndarray,
+                    basins_file: Path | None, cmap: str, limits: tuple[float, float] | None = None) -> Any:
+    """The forecaster's figure (``forecast.png``), a column per lead:
+
+    * soil moisture on the FIXED scale ``limits`` (:func:`soil_moisture_limits`: the store's
+      training-years range, the same for every init day; without it the data's range, and the
+      colour bar says "automatic"), colour map ``cmap`` (params ``target.colormap``);
+    * when the served products carry them (a version with ``forecast_products``: the dataset
+      holds ``drought_class``): the served anomaly on a diverging scale centred on 0,
+      +- :func:`anomaly_limit`, and the served drought class in the fixed US Drought Monitor
+      colours with a legend of all six classes (:func:`drought_legend`);
+    * on every map basin outlines (the basins file when it exists, else the edges of
+      ``basin_id``) and basin names (the table's ``basin``, the store's ``basin_names``) at
+      each basin's area-weighted centroid;
+    * below, each basin's forecast basin mean over the valid dates against its climatological
+      10-90 % range (``climate`` [n_basins, K, 2], shaded; omitted when None).
+
+    The title names model, version, init day and valid days. Each map axes is labelled
+    (``Axes.get_label()``) ``soil_moisture``, ``anomaly`` or ``drought_class`` for readers."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import BoundaryNorm, ListedColormap, TwoSlopeNorm
+    from matplotlib.patches import Patch
+
+    sm = ds["soil_moisture"].values
+    n = sm.shape[0]
+    served = "drought_class" in ds and "soil_moisture_anomaly" in ds
+    rows = ["soil_moisture"] + (["anomaly", "drought_class"] if served else [])
+    names = {int(b): str(r) for b, r in table.drop_duplicates("basin_id")[["basin_id", "basin"]].values}
+    fig = plt.figure(figsize=(max(2.3 * n + 2.6, 8.0), 2.7 * len(rows) + 3.3), layout="constrained")
+    maps, bottom = fig.subfigures(2, 1, height_ratios=[2.5 * len(rows), 3.0])
+    grid = np.atleast_2d(maps.subplots(len(rows), n, sharex=True, sharey=True, squeeze=False))
+    fixed = limits is not None
+    if limits is None:
+        finite = sm[np.isfinite(sm)]
+        limits = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    mesh = _draw_maps(grid[0], ds, sm, basin_id, basins_file, cmap, limits, names)
+    maps.colorbar(mesh, ax=list(grid[0]), label="soil moisture (m³ m⁻³)" + ("" if fixed else ", automatic range"),
+                  shrink=0.9)
+    if served:
+        a = anomaly_limit(limits)
+        anomaly = ds["soil_moisture_anomaly"].values
+        mesh = _draw_maps(grid[1], ds, anomaly, basin_id, basins_file, "BrBG", None, names,
+                          norm=TwoSlopeNorm(vcenter=0.0, vmin=-a, vmax=a))
+        maps.colorbar(mesh, ax=list(grid[1]), extend="both", shrink=0.9,
+                      label="anomaly vs training-years\nclimatology (m³ m⁻³)")
+        legend = drought_legend()
+        classes = np.where(np.isfinite(sm), ds["drought_class"].values, np.nan).astype(np.float64)
+        bounds = np.arange(legend[0][0] - 0.5, legend[-1][0] + 1.0)
+        _draw_maps(grid[2], ds, classes, basin_id, basins_file, ListedColormap([c for _, _, c in legend]), None,
+                   names, norm=BoundaryNorm(bounds, len(legend)))
+        grid[2][-1].legend(handles=[Patch(facecolor=c, edgecolor="0.4", label=lab) for _, lab, c in legend],
+                           title="drought class\n(percentile)", loc="center left", bbox_to_anchor=(1.03, 0.5),
+                           fontsize=7, title_fontsize=7, frameon=False)
+    for r, row in enumerate(rows):
+        for ax in grid[r]:
+            ax.set_label(row)
+        grid[r][0].set_ylabel(f"{row.replace('_', ' ')}\nlatitude", fontsize=8)
+        if r:
+            for ax in grid[r]:
+                ax.set_title("")
+    init = pd.Timestamp(ds["forecast_reference_time"].values).date()
+    valid = pd.to_datetime(ds["valid_time"].values)
+    what = ds.attrs.get("source", "soilcast")  # "soilcast model <name> version <n>"
+    maps.suptitle(f"{what}: forecast from init {init}, valid {valid[0]:%Y-%m-%d}"
+                  + (f"..{valid[-1]:%Y-%m-%d}" if len(valid) > 1 else "")
+                  + ("\nrows: soil moisture, served anomaly, served drought class" if served else "")
+                  + f"\nweather forecast: {ds.attrs.get('source_forecast', '')}", fontsize=10)
+    _draw_basins(bottom.subplots(), table, climate)
+    return fig
+
+
 def _draw_maps(axes: np.ndarray, ds: Any, sm: np.ndarray, basin_id: np.ndarray, basins_file: Path | None,
-               cmap: str, limits: tuple[float, float] | None = None) -> Any:
+               cmap: Any, limits: tuple[float, float] | None = None, names: dict[int, str] | None = None,
+               norm: Any = None) -> Any:
     """One map of ``sm`` [K, H, W] per lead, shared colour limits (``limits``, default the
-    data's range); returns the last mesh for the colour bar."""
+    data's range; or ``norm``), basin outlines and, with ``names``, basin names at the basins'
+    centroids; returns the last mesh for the colour bar."""
     lat, lon = ds["lat"].values, ds["lon"].values
-    finite = sm[np.isfinite(sm)]
-    vmin, vmax = limits or ((float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0))
+    if norm is None:
+        finite = sm[np.isfinite(sm)]
+        vmin, vmax = limits or ((float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0))
+        scale = {"vmin": vmin, "vmax": vmax}
+    else:
+        scale = {"norm": norm}
     outlines = None
     if basins_file is not None and Path(basins_file).is_file():
         import geopandas as gpd
 
         outlines = gpd.read_file(basins_file).boundary
     ids = np.unique(basin_id)
+    points = basin_label_points(lat, lon, basin_id) if names else {}
     mesh = None
     for k, ax in enumerate(axes):
-        mesh = ax.pcolormesh(lon, lat, sm[k], shading="nearest", cmap=cmap, vmin=vmin, vmax=vmax)
+        mesh = ax.pcolormesh(lon, lat, sm[k], shading="nearest", cmap=cmap, **scale)
         if outlines is not None:
             outlines.plot(ax=ax, color="k", linewidth=0.6)
         elif ids.size > 1:
             ax.contour(lon, lat, basin_id, levels=(ids[:-1] + ids[1:]) / 2, colors="k", linewidths=0.6)
+        for bid, (x, y) in points.items():
+            _label(ax, x, y, names.get(bid, f"basin {bid}"))
         lead = int(ds["lead_time"].values[k] / np.timedelta64(1, "D"))
         valid = pd.Timestamp(ds["valid_time"].values[k])
         ax.set_title(f"+{lead} d, {valid:%a %d %b}", fontsize=9)
@@ -127,6 +265,13 @@ def _draw_maps(axes: np.ndarray, ds: Any, sm: np.ndarray, basin_id: np.ndarray, 
         ax.tick_params(labelsize=7)
     axes[0].set_ylabel("latitude")
     return mesh
+
+
+def _label(ax: Any, x: float, y: float, text: str) -> None:
+    import matplotlib.patheffects as pe
+
+    ax.text(x, y, text, ha="center", va="center", fontsize=7, color="k", clip_on=True,
+            path_effects=[pe.withStroke(linewidth=2.0, foreground="w")])
 
 
 def _draw_basins(ax: Any, table: pd.DataFrame, climate: np.ndarray | None) -> None:
@@ -153,6 +298,7 @@ def _draw_basins(ax: Any, table: pd.DataFrame, climate: np.ndarray | None) -> No
     ax.title.set_fontsize(10)
     ax.grid(alpha=0.3)
     ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
+    ax.xaxis.set_major_locator(mdates.DayLocator())  # one tick per valid day, not repeated labels
     ax.xaxis.set_major_formatter(mdates.DateFormatter("%d %b"))
 
 
