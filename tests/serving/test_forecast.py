@@ -24,7 +24,25 @@ from soilcast.data.store import open_tensors
 from soilcast.ml.models.references import Climatology
 from soilcast.serving.forecast_figures import basin_climate_range
 from soilcast.testing.serving import client, gateway
+from soilcast.testing.standards import check_cog, summary, violations
 from soilcast.testing.standin import write_standin
+
+
+def assert_standards(nc, tif=None) -> None:
+    """The NetCDF passes the standards' own checkers (CF-1.8 without an error, ACDD-1.3 but for the
+    gaps :mod:`soilcast.testing.standards` names), every data variable is deflated, and the
+    GeoTIFF is a valid Cloud-Optimized GeoTIFF (rio-cogeo, strict: no error, no warning)."""
+    import h5py
+
+    failed, reports = violations(nc)
+    assert not failed, f"{nc.name}: {failed} ({summary(reports)})"
+    ds = xr.open_dataset(nc)
+    with h5py.File(nc) as f:
+        for name in ds.data_vars:
+            if ds[name].ndim >= 2 and not name.endswith("_bnds"):
+                assert f[name].compression == "gzip", f"{nc.name}: {name} not compressed"
+    if tif is not None:
+        assert check_cog(tif) == (True, [], []), check_cog(tif)
 
 
 def publish_standin(cfg, t, leads=None) -> None:
@@ -93,7 +111,11 @@ def test_forecast_latest_writes_every_lead_into_netcdf_geotiff_csv_figure(tiny_c
 
     clim = Climatology.from_config(cfg, t.Y, t.time).predict(pd.DatetimeIndex(valid))  # [K, H, W]
     ds = xr.open_dataset(out / "forecast.nc")
-    assert ds.attrs["Conventions"] == "CF-1.8" and ds["crs"].attrs["grid_mapping_name"] == "latitude_longitude"
+    assert ds.attrs["Conventions"] == "CF-1.8, ACDD-1.3" and ds["crs"].attrs["grid_mapping_name"] == "latitude_longitude"
+    assert_standards(out / "forecast.nc", out / "forecast.tif")
+    assert ds.attrs["time_coverage_start"] == "2014-01-01T00:00:00Z" and ds.attrs["time_coverage_resolution"] == "P1D"
+    assert float(ds["depth"]) == pytest.approx(0.035) and ds["depth_bnds"].values.tolist() == pytest.approx([0, 0.07])
+    np.testing.assert_allclose(ds["lat_bnds"].values, np.stack([t.lat - 1.0, t.lat + 1.0], 1))  # 2-degree cells
     sm = ds["soil_moisture"]
     assert sm.dims == ("lead_time", "lat", "lon") and sm.attrs["grid_mapping"] == "crs"
     assert sm.attrs["standard_name"] == "volume_fraction_of_condensed_water_in_soil"
@@ -108,6 +130,7 @@ def test_forecast_latest_writes_every_lead_into_netcdf_geotiff_csv_figure(tiny_c
 
     with rasterio.open(out / "forecast.tif") as tif:
         assert tif.crs.to_epsg() == 4326 and tif.count == 2 * K and tif.transform.e < 0  # north-up
+        assert tif.units == ("m3 m-3",) * 2 * K and tif.profile["compress"] == "deflate"
         assert tif.descriptions[0] == "soil_moisture lead 1 d valid 2014-01-01"
         assert tif.descriptions[K - 1] == f"soil_moisture lead {leads[-1]} d valid {valid[-1]}"
         assert tif.descriptions[K].startswith("soil_moisture_anomaly lead 1 d")
@@ -273,6 +296,27 @@ def test_a_probabilistic_model_adds_quantiles_probability_fan_chart_and_drought_
         assert f"wrote {out / name}" in run.output
 
     ds = xr.open_dataset(out / "forecast.nc")
+    assert_standards(out / "forecast.nc", out / "forecast.tif")
+    # drought class: -1 is "no drought" only, outside the mask is the fill value (read back as NaN)
+    raw = xr.open_dataset(out / "forecast.nc", mask_and_scale=False)["drought_class"]
+    assert raw.dtype == np.int8 and raw.attrs["_FillValue"] == -127
+    assert raw.attrs["flag_values"].tolist() == [-1, 0, 1, 2, 3, 4]
+    assert (raw.values[:, ~t.mask] == -127).all() and (raw.values[:, t.mask] >= -1).all()
+    np.testing.assert_array_equal(raw.values[:, t.mask], served["drought_class"][0][:, t.mask])
+    import rasterio
+
+    with rasterio.open(out / "forecast.tif") as tif:
+        assert tif.count == 4 * K  # soil moisture, anomaly, percentile, drought class of every lead
+        assert tif.units == ("m3 m-3",) * 2 * K + ("percent",) * K + ("1",) * K
+        assert all(tif.descriptions)
+        assert tif.descriptions[2 * K] == "percentile lead 1 d valid 2014-01-01"
+        assert tif.descriptions[3 * K] == "drought_class lead 1 d valid 2014-01-01"
+        flip = t.lat[1] > t.lat[0]
+        for k in range(K):
+            pct, cls = tif.read(2 * K + k + 1), tif.read(3 * K + k + 1)
+            np.testing.assert_array_equal(pct, (served["percentile"][0, k][::-1] if flip else served["percentile"][0, k]))
+            want = np.where(t.mask, served["drought_class"][0, k], np.nan)
+            np.testing.assert_array_equal(cls, want[::-1] if flip else want)
     qv = ds["soil_moisture_quantiles"]
     assert qv.dims == ("lead_time", "quantile", "lat", "lon") and qv.attrs["units"] == "m3 m-3"
     assert qv.attrs["grid_mapping"] == "crs"
@@ -327,3 +371,29 @@ def test_the_probabilistic_pictures_need_a_probabilistic_model(tiny_cfg, synthet
                                        "--out", str(tmp_path / "f.csv"), "--out", str(tmp_path / "fan_chart.png")])
     assert run.exit_code == 1 and "need a probabilistic model" in run.output, run.output
     assert not (tmp_path / "f.csv").exists()  # refused before anything was written
+
+
+def test_the_standards_checkers_name_what_a_file_lacks(tmp_path):
+    """The checkers can fail: a forecast file without its title and with a variable that lacks
+    its units is named for exactly that; a plain (striped, not tiled) GeoTIFF is no COG."""
+    from types import SimpleNamespace
+
+    import rasterio
+
+    from soilcast.serving.forecast import forecast_dataset, write_netcdf
+
+    grid = SimpleNamespace(lat=np.arange(10.0, 20.0, 2.0), lon=np.arange(70.0, 80.0, 2.0))
+    y = np.full((2, 5, 5), 0.25, np.float32)
+    ds = forecast_dataset(y, grid, dt.date(2013, 12, 31), [1, 7], 1, "m", y * 0.9)
+    write_netcdf(ds, tmp_path / "good.nc")
+    assert violations(tmp_path / "good.nc")[0] == []
+    del ds.attrs["title"]
+    del ds["soil_moisture"].attrs["units"]
+    write_netcdf(ds, tmp_path / "bad.nc")
+    failed = " ".join(violations(tmp_path / "bad.nc")[0])
+    assert "title not present" in failed and '"soil_moisture" missing the following attributes: units' in failed
+    with rasterio.open(tmp_path / "plain.tif", "w", driver="GTiff", dtype="float32", count=1, width=600,
+                       height=600, crs="EPSG:4326") as dst:
+        dst.write(np.zeros((1, 600, 600), np.float32))
+    valid, errors, warnings = check_cog(tmp_path / "plain.tif")
+    assert not valid and errors

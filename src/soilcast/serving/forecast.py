@@ -256,48 +256,132 @@ def is_probabilistic(served: dict[str, Any] | None) -> bool:
 def forecast_dataset(y: np.ndarray, tensors: Tensors, init: dt.date, leads: list[int],
                      version: int | None, model: str = "", clim: np.ndarray | None = None,
                      source_forecast: str = PAST_WEATHER_ONLY) -> Any:
-    """A CF-1.8 dataset: soil_moisture(lead_time, lat, lon) in m3 m-3, lead_time the forecast
-    period in days, valid_time(lead_time) and the scalar forecast_reference_time (the init);
-    when the climatology is known, the climatology of each valid day and the anomaly from it.
-    The global attribute ``source_forecast`` names the weather forecast run it was sent with."""
+    """A CF-1.8 / ACDD-1.3 dataset: soil_moisture(lead_time, lat, lon) in m3 m-3, lead_time the
+    forecast period in days, valid_time(lead_time) and the scalar forecast_reference_time (the
+    init); when the climatology is known, the climatology of each valid day and the anomaly
+    from it. Cell bounds on lat/lon, the scalar coordinate ``depth`` (the 0-7 cm layer) and the
+    ACDD discovery attributes (:func:`discovery_attributes`). The global attribute
+    ``source_forecast`` names the weather forecast run it was sent with."""
     import xarray as xr
 
     dims = ("lead_time", "lat", "lon")
-    grid = {"grid_mapping": "crs"}
+    grid = {"grid_mapping": "crs", "cell_methods": DAILY_MEAN}
     data = {"soil_moisture": (dims, np.asarray(y, np.float32), {
-        "standard_name": STANDARD_NAME, "units": "m3 m-3",
-        "long_name": "forecast volumetric surface soil moisture (0-7 cm)", **grid})}
+        "standard_name": STANDARD_NAME, "units": "m3 m-3", "coverage_content_type": "modelResult",
+        "long_name": "forecast volumetric surface soil moisture (0-7 cm), daily mean of the valid day", **grid})}
     if clim is not None:
         data["soil_moisture_climatology"] = (dims, np.asarray(clim, np.float32), {
-            "standard_name": STANDARD_NAME, "units": "m3 m-3", "long_name":
-            "training-years climatology of surface soil moisture for the valid day of year", **grid})
+            "standard_name": STANDARD_NAME, "units": "m3 m-3", "coverage_content_type": "referenceInformation",
+            "long_name": "training-years climatology of surface soil moisture for the valid day of year", **grid})
         data["soil_moisture_anomaly"] = (dims, (np.asarray(y, np.float32) - clim).astype(np.float32), {
-            "units": "m3 m-3", "long_name": "forecast minus training-years climatology "
-            "(negative: drier than usual for the time of year)", **grid})
-    valid = pd.DatetimeIndex([pd.Timestamp(d) for d in valid_dates(init, leads)])
+            "units": "m3 m-3", "coverage_content_type": "modelResult", "long_name": "forecast minus "
+            "training-years climatology (negative: drier than usual for the time of year)", **grid})
+    valid_days = valid_dates(init, leads)
+    valid = pd.DatetimeIndex([pd.Timestamp(d) for d in valid_days])
     ds = xr.Dataset(data, coords={
         "lead_time": ("lead_time", np.asarray(leads, "timedelta64[D]").astype("timedelta64[ns]"), {
             "standard_name": "forecast_period", "long_name": "lead time (days after the init day)"}),
         "valid_time": ("lead_time", valid, {"standard_name": "time", "long_name": "forecast valid date"}),
-        "lat": ("lat", np.asarray(tensors.lat), {"standard_name": "latitude", "units": "degrees_north", "axis": "Y"}),
-        "lon": ("lon", np.asarray(tensors.lon), {"standard_name": "longitude", "units": "degrees_east", "axis": "X"}),
         "forecast_reference_time": ((), pd.Timestamp(init), {
             "standard_name": "forecast_reference_time", "long_name": "init day (last input day)"}),
-    }, attrs={"Conventions": "CF-1.8", "title": "soilcast soil-moisture forecast",
-              "institution": "soilcast", "source": f"soilcast model {model} version {version}",
-              "history": f"soilcast forecast, init {init}, served model version {version}",
-              "leads": [int(k) for k in leads], "source_forecast": source_forecast})
+    }, attrs={**discovery_attributes(
+        "soilcast soil-moisture forecast", f"forecast-{init}-v{version}", tensors.lat, tensors.lon,
+        valid_days[0], valid_days[-1],
+        f"Forecast of the daily mean volumetric soil moisture of the 0-7 cm layer for the {len(leads)} lead "
+        f"day(s) {', '.join(str(int(k)) for k in leads)} after the init day {init}, by the served soilcast "
+        f"model {model} version {version}, with the training-years climatology of each valid day and the "
+        "anomaly from it (and, when served, percentile, drought class and quantiles).",
+        "soilcast model output, not quality controlled"),
+        "source": f"soilcast model {model} version {version}",
+        "history": f"{_now()} soilcast forecast, init {init}, served model version {version}",
+        "leads": [int(k) for k in leads], "source_forecast": source_forecast})
+    add_grid_coords(ds, tensors.lat, tensors.lon)
     # CF-1.8 (compliance-checker): no 64-bit integers, no fill value on coordinate variables, and
     # no axis "T" on lead_time (a duration: "days", not "days since")
     ds["lead_time"].encoding.update({"units": "days", "dtype": "int32"})
     for name in ("valid_time", "forecast_reference_time"):
         ds[name].encoding.update({"units": "days since 1970-01-01", "dtype": "int32"})
-    for name in ("lat", "lon"):
-        ds[name].encoding["_FillValue"] = None
     ds["crs"] = crs_variable()
     for name in data:
-        ds[name].encoding["_FillValue"] = np.float32(np.nan)
+        ds[name].encoding.update({"_FillValue": np.float32(np.nan), **COMPRESSION})
     return ds
+
+
+DAILY_MEAN = "time: mean"  # every field is the daily mean of its (valid) day
+COMPRESSION = {"zlib": True, "complevel": 4}  # NetCDF-4 deflate, on every data variable
+LAYER_DEPTH_M = (0.0, 0.07)  # the surface layer the soil moisture is of (ERA5-Land's layer 1, 0-7 cm)
+DROUGHT_FILL = np.int8(-127)  # drought_class outside the mask (no forecast): not a class
+LICENSE = ("demo data: no licence is granted for real use; the fields come from a model trained on "
+           "synthetic or demo inputs and are not fit for decisions")
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def discovery_attributes(title: str, ident: str, lat: np.ndarray, lon: np.ndarray, first: dt.date, last: dt.date,
+                         summary: str, processing_level: str) -> dict[str, Any]:
+    """The ACDD-1.3 global attributes of a soilcast file (and Conventions CF-1.8, ACDD-1.3): what,
+    who, where (the grid's cell-centre extent) and when (the valid days ``first``..``last``,
+    each a daily value stamped at 00 UTC). No contact URL or e-mail is given: soilcast names
+    none."""
+    lat, lon = np.asarray(lat, np.float64), np.asarray(lon, np.float64)
+    dlat = float(np.abs(np.diff(lat)).mean()) if lat.size > 1 else 0.0
+    dlon = float(np.abs(np.diff(lon)).mean()) if lon.size > 1 else 0.0
+    s, n, w, e = float(lat.min()), float(lat.max()), float(lon.min()), float(lon.max())
+    days = (last - first).days + 1
+    return {
+        "Conventions": "CF-1.8, ACDD-1.3", "title": title, "summary": summary,
+        "keywords": "soil moisture, surface soil moisture, drought, forecast, hindcast, land surface",
+        "id": ident, "naming_authority": "soilcast", "institution": "soilcast", "project": "soilcast",
+        "creator_name": "soilcast", "creator_institution": "soilcast", "creator_type": "group",
+        "publisher_name": "soilcast", "publisher_institution": "soilcast", "publisher_type": "group",
+        "processing_level": processing_level,
+        "comment": "Daily mean volumetric soil moisture (m3 m-3) of the 0-7 cm layer on a regular "
+                   "latitude-longitude grid; cells outside the land mask are missing.",
+        "acknowledgment": "Made with soilcast; the inputs are the store the model was trained and run on.",
+        "license": LICENSE, "date_created": _now(),
+        "standard_name_vocabulary": "CF Standard Name Table v93",
+        "geospatial_lat_min": s, "geospatial_lat_max": n, "geospatial_lat_units": "degrees_north",
+        "geospatial_lat_resolution": f"{dlat:g} degrees",
+        "geospatial_lon_min": w, "geospatial_lon_max": e, "geospatial_lon_units": "degrees_east",
+        "geospatial_lon_resolution": f"{dlon:g} degrees",
+        "geospatial_bounds": f"POLYGON(({s:g} {w:g}, {n:g} {w:g}, {n:g} {e:g}, {s:g} {e:g}, {s:g} {w:g}))",
+        "geospatial_bounds_crs": "EPSG:4326",
+        "geospatial_vertical_min": LAYER_DEPTH_M[0], "geospatial_vertical_max": LAYER_DEPTH_M[1],
+        "geospatial_vertical_units": "m", "geospatial_vertical_positive": "down",
+        "geospatial_vertical_resolution": f"{LAYER_DEPTH_M[1] - LAYER_DEPTH_M[0]:g} m",
+        "time_coverage_start": f"{first}T00:00:00Z", "time_coverage_end": f"{last}T00:00:00Z",
+        "time_coverage_duration": f"P{days}D", "time_coverage_resolution": "P1D",
+    }
+
+
+def add_grid_coords(ds: Any, lat: np.ndarray, lon: np.ndarray) -> None:
+    """lat/lon (cell centres, with ``long_name``), their cell bounds ``lat_bnds``/``lon_bnds``
+    (halfway between centres, the outer edges half a cell out) and the scalar coordinate
+    ``depth`` of the 0-7 cm layer with its bounds, on ``ds`` in place (CF-1.8 §7.1, §4.3)."""
+    lat, lon = np.asarray(lat, np.float64), np.asarray(lon, np.float64)
+    ds.coords["lat"] = ("lat", lat, {"standard_name": "latitude", "long_name": "latitude of the cell centre",
+                                     "units": "degrees_north", "axis": "Y", "bounds": "lat_bnds"})
+    ds.coords["lon"] = ("lon", lon, {"standard_name": "longitude", "long_name": "longitude of the cell centre",
+                                     "units": "degrees_east", "axis": "X", "bounds": "lon_bnds"})
+    ds["lat_bnds"] = (("lat", "bnds"), _cell_bounds(lat))
+    ds["lon_bnds"] = (("lon", "bnds"), _cell_bounds(lon))
+    ds.coords["depth"] = ((), np.float32(sum(LAYER_DEPTH_M) / 2), {
+        "standard_name": "depth", "long_name": "depth below the land surface of the soil layer (0-7 cm)",
+        "units": "m", "positive": "down", "axis": "Z", "bounds": "depth_bnds"})
+    ds["depth_bnds"] = (("bnds",), np.asarray(LAYER_DEPTH_M, np.float32))
+    for name in ("lat", "lon", "depth", "lat_bnds", "lon_bnds", "depth_bnds"):
+        ds[name].encoding["_FillValue"] = None
+
+
+def _cell_bounds(centres: np.ndarray) -> np.ndarray:
+    """[N, 2] edges of cells around ``centres`` (regular or not; a single cell: +-0.5)."""
+    if centres.size < 2:
+        return np.stack([centres - 0.5, centres + 0.5], axis=1)
+    mid = (centres[1:] + centres[:-1]) / 2
+    edges = np.concatenate([[2 * centres[0] - mid[0]], mid, [2 * centres[-1] - mid[-1]]])
+    return np.stack([edges[:-1], edges[1:]], axis=1)
 
 
 _WGS84_WKT = ('GEOGCS["WGS 84",DATUM["WGS_1984",SPHEROID["WGS 84",6378137,298.257223563]],'
@@ -305,15 +389,21 @@ _WGS84_WKT = ('GEOGCS["WGS 84",DATUM["WGS_1984",SPHEROID["WGS 84",6378137,298.25
 
 
 def add_served_products(ds: Any, served: dict[str, Any]) -> None:
-    """Percentile and drought class (US Drought Monitor style) of every lead, from the served graph."""
-    dims, grid = ("lead_time", "lat", "lon"), {"grid_mapping": "crs"}
-    ds[PERCENTILE] = (dims, np.asarray(served[PERCENTILE], np.float32), {
-        "units": "percent", "long_name": "percentile of the forecast in the training-years "
-        "distribution for the time of year", **grid})
-    ds[PERCENTILE].encoding["_FillValue"] = np.float32(np.nan)
-    ds[DROUGHT_CLASS] = (dims, np.asarray(served[DROUGHT_CLASS], np.int32), {
-        "long_name": "drought class (US Drought Monitor style)", "flag_values": np.arange(-1, 5, dtype=np.int32),
-        "flag_meanings": DROUGHT_FLAGS, **grid})
+    """Percentile and drought class (US Drought Monitor style) of every lead, from the served
+    graph. The graph answers class -1 ("none") both for no drought and outside the mask; here
+    a cell without a percentile (outside the mask) gets the fill value :data:`DROUGHT_FILL`,
+    so -1 means "no drought" only."""
+    dims, grid = ("lead_time", "lat", "lon"), {"grid_mapping": "crs", "cell_methods": DAILY_MEAN}
+    percentile = np.asarray(served[PERCENTILE], np.float32)
+    ds[PERCENTILE] = (dims, percentile, {
+        "units": "percent", "coverage_content_type": "modelResult", "long_name": "percentile of the forecast "
+        "in the training-years distribution for the time of year", **grid})
+    ds[PERCENTILE].encoding.update({"_FillValue": np.float32(np.nan), **COMPRESSION})
+    classes = np.where(np.isfinite(percentile), np.asarray(served[DROUGHT_CLASS]), DROUGHT_FILL).astype(np.int8)
+    ds[DROUGHT_CLASS] = (dims, classes, {
+        "long_name": "drought class (US Drought Monitor style)", "coverage_content_type": "thematicClassification",
+        "flag_values": np.arange(-1, 5, dtype=np.int8), "flag_meanings": DROUGHT_FLAGS, **grid})
+    ds[DROUGHT_CLASS].encoding.update({"_FillValue": DROUGHT_FILL, "dtype": "int8", **COMPRESSION})
 
 
 def add_quantiles(ds: Any, q: np.ndarray, levels: tuple[float, ...]) -> None:
@@ -324,9 +414,10 @@ def add_quantiles(ds: Any, q: np.ndarray, levels: tuple[float, ...]) -> None:
     ds.coords["quantile"].encoding["_FillValue"] = None
     ds["soil_moisture_quantiles"] = (("lead_time", "quantile", "lat", "lon"), np.asarray(q, np.float32), {
         "standard_name": STANDARD_NAME, "units": "m3 m-3", "grid_mapping": "crs",
+        "coverage_content_type": "modelResult", "cell_methods": DAILY_MEAN,
         "long_name": "forecast quantiles of volumetric surface soil moisture (0-7 cm): the value at or below "
                      "which soil moisture lies with probability 'quantile'"})
-    ds["soil_moisture_quantiles"].encoding["_FillValue"] = np.float32(np.nan)
+    ds["soil_moisture_quantiles"].encoding.update({"_FillValue": np.float32(np.nan), **COMPRESSION})
 
 
 def crs_variable() -> Any:
@@ -408,23 +499,39 @@ def write_netcdf(ds: Any, path: Path) -> None:
         ds.to_netcdf(tmp, engine="h5netcdf")
 
 
+GEOTIFF_FIELDS = {"soil_moisture": "m3 m-3", "soil_moisture_anomaly": "m3 m-3", PERCENTILE: "percent",
+                  DROUGHT_CLASS: "1"}  # band variables in order, and their units
+
+
 def geotiff_bands(ds: Any) -> list[tuple[str, np.ndarray, dict[str, str]]]:
-    """(description, [H, W] field, tags) of each band: soil moisture of every lead, then the
-    anomaly of every lead when known. Descriptions name variable, lead and valid date."""
-    fields = [v for v in ("soil_moisture", "soil_moisture_anomaly") if v in ds]
+    """(description, [H, W] float32 field, tags) of each band: soil moisture of every lead, then
+    the anomaly of every lead when known, then the served percentile and drought class of
+    every lead when the served products carry them (the class as a number, -1 = none .. 4 =
+    D4, NaN outside the mask). Descriptions name variable, lead and valid date; the tags
+    carry the ``units`` too."""
     out = []
-    for name in fields:
+    for name, units in GEOTIFF_FIELDS.items():
+        if name not in ds:
+            continue
         for k in range(ds.sizes["lead_time"]):
             lead = int(ds["lead_time"].values[k] / np.timedelta64(1, "D"))
             valid = str(pd.Timestamp(ds["valid_time"].values[k]).date())
-            out.append((f"{name} lead {lead} d valid {valid}", ds[name].values[k],
-                        {"variable": name, "lead_days": str(lead), "valid_date": valid, "units": "m3 m-3"}))
+            field = np.asarray(ds[name].values[k])
+            fill = ds[name].encoding.get("_FillValue")
+            if np.issubdtype(field.dtype, np.integer) and fill is not None:
+                field = np.where(field == fill, np.nan, field)
+            tags = {"variable": name, "lead_days": str(lead), "valid_date": valid, "units": units}
+            if name == DROUGHT_CLASS:
+                tags["classes"] = "-1 none, 0 D0 abnormally dry, 1 D1 moderate, 2 D2 severe, 3 D3 extreme, " \
+                                  "4 D4 exceptional"
+            out.append((f"{name} lead {lead} d valid {valid}", np.asarray(field, np.float32), tags))
     return out
 
 
 def write_geotiff(ds: Any, path: Path) -> None:
-    """A north-up float32 GeoTIFF in EPSG:4326 for GIS users, NaN nodata: one band per lead
-    of soil moisture, then one per lead of the anomaly when known (:func:`geotiff_bands`)."""
+    """A north-up float32 Cloud-Optimized GeoTIFF (GDAL's COG driver, deflate) in EPSG:4326 for
+    GIS users, NaN nodata, one band per variable and lead (:func:`geotiff_bands`), each with
+    its description and units."""
     import rasterio
     from rasterio.transform import from_origin
 
@@ -435,17 +542,19 @@ def write_geotiff(ds: Any, path: Path) -> None:
     dx = abs(float(lon[1] - lon[0])) if lon.size > 1 else 1.0
     flip = lat.size > 1 and lat[1] > lat[0]  # rows must run north to south
     bands = geotiff_bands(ds)
-    profile = {"driver": "GTiff", "dtype": "float32", "count": len(bands), "height": lat.size, "width": lon.size,
-               "crs": "EPSG:4326", "nodata": np.float32(np.nan),
+    profile = {"driver": "COG", "dtype": "float32", "count": len(bands), "height": lat.size, "width": lon.size,
+               "crs": "EPSG:4326", "nodata": np.float32(np.nan), "compress": "deflate",
                "transform": from_origin(float(lon.min()) - dx / 2, float(lat.max()) + dy / 2, dx, dy)}
     init = str(pd.Timestamp(ds["forecast_reference_time"].values).date())
     with atomic_path(Path(path)) as tmp, rasterio.open(tmp, "w", **profile) as dst:
         for i, (description, field, tags) in enumerate(bands, 1):
             dst.write(np.asarray(field[::-1] if flip else field, np.float32), i)
             dst.set_band_description(i, description)
+            dst.set_band_unit(i, tags["units"])
             dst.update_tags(i, **tags)
-        dst.update_tags(init=init, units="m3 m-3", source=str(ds.attrs.get("source", "")),
-                        source_forecast=str(ds.attrs.get("source_forecast", PAST_WEATHER_ONLY)))
+        dst.update_tags(init=init, units="per band (band units)", source=str(ds.attrs.get("source", "")),
+                        source_forecast=str(ds.attrs.get("source_forecast", PAST_WEATHER_ONLY)),
+                        license=str(ds.attrs.get("license", LICENSE)))
 
 
 def write_csv(table: pd.DataFrame, path: Path, source_forecast: str = PAST_WEATHER_ONLY) -> None:

@@ -197,52 +197,86 @@ def reference_forecasts(cfg: Any, layout: Any, leads: list[int], block: Tensors,
 
 
 def archive_dataset(fcs: dict[str, ValidForecasts], served: str, lat: np.ndarray, lon: np.ndarray,
-                    version: int | None, long_names: dict[str, str], threshold: np.ndarray | None = None) -> Any:
+                    version: int | None, long_names: dict[str, str], threshold: np.ndarray | None = None,
+                    basin_names: dict[int, str] | None = None) -> Any:
     """The served forecast (key ``served``) and every reference on (time = valid date,
-    lead_time, lat, lon) and the observations on (time, lat, lon), CF-1.8; a probabilistic
-    served model's quantiles on (time, lead_time, quantile, lat, lon); ``threshold`` [N, H, W]:
-    each valid day's D1-or-worse soil moisture (the Brier score's event)."""
+    lead_time, lat, lon) and the observations on (time, lat, lon), CF-1.8 and ACDD-1.3 (cell
+    bounds, the 0-7 cm ``depth``, :func:`soilcast.serving.forecast.discovery_attributes`); a
+    probabilistic served model's quantiles on (time, lead_time, quantile, lat, lon);
+    ``threshold`` [N, H, W]: each valid day's D1-or-worse soil moisture (the Brier score's
+    event); ``basin_id`` names its basins (``basin_names``: id -> name) in ``flag_meanings``."""
     import xarray as xr
 
-    from soilcast.serving.forecast import STANDARD_NAME, crs_variable
+    from soilcast.serving.forecast import (
+        COMPRESSION,
+        DAILY_MEAN,
+        STANDARD_NAME,
+        add_grid_coords,
+        crs_variable,
+        discovery_attributes,
+    )
 
     fc = fcs[served]
     dims = ("time", "lead_time", "lat", "lon")
-    grid = {"grid_mapping": "crs", "units": "m3 m-3", "standard_name": STANDARD_NAME}
-    data = {"soil_moisture": (dims, fc.pred, {**grid, "long_name": f"hindcast soil moisture, {fc.model} "
-                                              f"version {version} (served)"}),
-            "observed": (("time", "lat", "lon"), fc.obs[:, 0], {**grid, "long_name": "observed (store) "
-                                                                "surface soil moisture"})}
-    data.update({n: (dims, f.pred, {**grid, "long_name": long_names[n]}) for n, f in fcs.items() if n != served})
+    grid = {"grid_mapping": "crs", "units": "m3 m-3", "standard_name": STANDARD_NAME, "cell_methods": DAILY_MEAN}
+    data = {"soil_moisture": (dims, fc.pred, {**grid, "coverage_content_type": "modelResult",
+                                              "long_name": f"hindcast soil moisture, {fc.model} version {version} "
+                                                           "(served)"}),
+            "observed": (("time", "lat", "lon"), fc.obs[:, 0], {**grid, "coverage_content_type": "referenceInformation",
+                                                                "long_name": "observed (store) surface soil moisture"})}
+    data.update({n: (dims, f.pred, {**grid, "coverage_content_type": "referenceInformation",
+                                    "long_name": long_names[n]}) for n, f in fcs.items() if n != served})
     lead_time = np.asarray(fc.leads, "timedelta64[D]").astype("timedelta64[ns]")
     issued = fc.valid.values[:, None] - lead_time[None, :]
+    ids = sorted(int(b) for b in np.unique(fc.basin_id) if b > 0)
+    names = {b: (basin_names or {}).get(b, f"basin_{b}") for b in ids}
+    first, last = fc.valid[0].date(), fc.valid[-1].date()
     ds = xr.Dataset(data, coords={
         "time": ("time", fc.valid, {"standard_name": "time", "long_name": "forecast valid date", "axis": "T"}),
         "lead_time": ("lead_time", lead_time, {"standard_name": "forecast_period",
                                                "long_name": "time after the last input day (init)"}),
-        "lat": ("lat", lat, {"standard_name": "latitude", "units": "degrees_north", "axis": "Y"}),
-        "lon": ("lon", lon, {"standard_name": "longitude", "units": "degrees_east", "axis": "X"}),
-        "forecast_reference_time": (("time", "lead_time"), issued, {"standard_name": "forecast_reference_time"}),
-        "basin_id": (("lat", "lon"), fc.basin_id, {"long_name": "basin id (0 outside the basins)"}),
-    }, attrs={"Conventions": "CF-1.8", "title": "soilcast hindcast archive", "institution": "soilcast",
-              "source": f"soilcast model {fc.model} version {version} (served)",
-              "history": f"soilcast hindcast, valid {fc.valid[0].date()}..{fc.valid[-1].date()}",
-              "leads": np.asarray(fc.leads, np.int32)})
+        "forecast_reference_time": (("time", "lead_time"), issued, {"standard_name": "forecast_reference_time",
+                                                                    "long_name": "init day (last input day)"}),
+        "basin_id": (("lat", "lon"), np.asarray(fc.basin_id, np.int32), {
+            "long_name": "basin id (0 outside the basins)", "coverage_content_type": "auxiliaryInformation",
+            "flag_values": np.asarray([0, *ids], np.int32),
+            "flag_meanings": " ".join(["outside_the_basins", *(_flag_word(names[b]) for b in ids)])}),
+    }, attrs={**discovery_attributes(
+        "soilcast hindcast archive", f"hindcast-{first}-{last}-v{version}", lat, lon, first, last,
+        f"Hindcast of the daily mean volumetric soil moisture of the 0-7 cm layer, valid {first}..{last} at "
+        f"the lead day(s) {', '.join(str(int(k)) for k in fc.leads)}, by the served soilcast model {fc.model} "
+        f"version {version}, with the reference forecasts it is scored against and the observations.",
+        "soilcast model output and reference forecasts, not quality controlled"),
+        "source": f"soilcast model {fc.model} version {version} (served)",
+        "history": f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%dT%H:%M:%SZ} soilcast hindcast, valid {first}..{last}",
+        "leads": np.asarray(fc.leads, np.int32)})
+    add_grid_coords(ds, lat, lon)
     if fc.quantiles is not None:
         ds.coords["quantile"] = ("quantile", np.asarray(fc.levels, np.float64),
                                  {"long_name": "quantile level", "units": "1"})
         ds["soil_moisture_quantiles"] = (("time", "lead_time", "quantile", "lat", "lon"), fc.quantiles, {
-            **grid, "long_name": f"hindcast soil moisture quantiles, {fc.model} version {version} (served)"})
-        ds["soil_moisture_quantiles"].encoding["_FillValue"] = np.float32(np.nan)
+            **grid, "coverage_content_type": "modelResult",
+            "long_name": f"hindcast soil moisture quantiles, {fc.model} version {version} (served)"})
+        ds["soil_moisture_quantiles"].encoding.update({"_FillValue": np.float32(np.nan), **COMPRESSION})
     if threshold is not None:
         ds["d1_threshold"] = (("time", "lat", "lon"), np.asarray(threshold, np.float32), {
-            **grid, "long_name": "D1 or worse: the training-years 20th percentile of soil moisture for the "
-                                 "valid day (at or below: the event of the Brier score)"})
-        ds["d1_threshold"].encoding["_FillValue"] = np.float32(np.nan)
+            **grid, "coverage_content_type": "referenceInformation",
+            "long_name": "D1 or worse: the training-years 20th percentile of soil moisture for the "
+                         "valid day (at or below: the event of the Brier score)"})
+        ds["d1_threshold"].encoding.update({"_FillValue": np.float32(np.nan), **COMPRESSION})
     ds["crs"] = crs_variable()
     for name in data:
-        ds[name].encoding["_FillValue"] = np.float32(np.nan)
+        ds[name].encoding.update({"_FillValue": np.float32(np.nan), **COMPRESSION})
+    ds["basin_id"].encoding.update(COMPRESSION)
     return ds
+
+
+def _flag_word(name: str) -> str:
+    """A basin name as one CF flag_meanings word (blank-separated list): runs of other than
+    letters, digits, '_', '-', '.' become '_'."""
+    import re
+
+    return re.sub(r"[^A-Za-z0-9_.\-]+", "_", str(name)).strip("_") or "basin"
 
 
 def _cell(value: Any) -> str:
@@ -428,7 +462,8 @@ def run_hindcast(cfg: Any, layout: Any, server: str, start: dt.date, end: dt.dat
     summary["best_reference"], summary["skill_vs_best_reference"] = skill_vs_best_reference(scores)
     shown = [label, *(n for n in refs if n in quantiles)] if levels else None  # the probabilistic models
     table = score_table(scores, period, shown, reference)
-    archive = archive_dataset(fcs, label, t.lat, t.lon, served_version, long_names, threshold[:, 0])
+    archive = archive_dataset(fcs, label, t.lat, t.lon, served_version, long_names, threshold[:, 0],
+                              {int(k): str(v) for k, v in dict(t.attrs.get("basin_names", {})).items()})
     files = write_outputs(layout, out_dir, start, end, archive, summary, table)
     return {**summary, "table": table, "files": files}
 
