@@ -305,7 +305,7 @@ def test_forecast_with_a_weather_run_names_it_in_every_product(forecast_setup, t
     want = standin_numpy(x, t.mask, cfg.variables, 0.0, K, fw)[0]
 
     ds = xr.open_dataset(outs[0])
-    assert ds.attrs["source_forecast"] == source and ds.attrs["Conventions"] == "CF-1.8"
+    assert ds.attrs["source_forecast"] == source and ds.attrs["Conventions"] == "CF-1.8, ACDD-1.3"
     np.testing.assert_allclose(ds["soil_moisture"].values, want, rtol=1e-5, atol=1e-7)
     with rasterio.open(outs[1]) as tif:
         assert tif.tags()["source_forecast"] == source

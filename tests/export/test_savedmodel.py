@@ -592,7 +592,11 @@ def test_forecast_cli_reads_the_served_products(exported, tmp_path):
     np.testing.assert_allclose(ds["soil_moisture"].values, served["soil_moisture"], rtol=1e-6)
     np.testing.assert_allclose(ds["soil_moisture_anomaly"].values, served["anomaly"], rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(ds["percentile"].values, served["percentile"], rtol=1e-6)
-    np.testing.assert_array_equal(ds["drought_class"].values, served["drought_class"])
+    # outside the mask the file holds its fill value (read back as NaN), not the served -1
+    # ("no drought"): the two meanings were one value before issue 23
+    mask = np.broadcast_to(tensors.mask, served["drought_class"].shape)
+    np.testing.assert_array_equal(ds["drought_class"].values[mask], served["drought_class"][mask])
+    assert np.isnan(ds["drought_class"].values[~mask]).all()
     table = pd.read_csv(tmp_path / "f.csv")
     basins = sorted(int(b) for b in table["basin_id"].unique())  # the metadata's basins order
     assert len(table) == len(basins) * len(leads)

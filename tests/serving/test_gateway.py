@@ -866,7 +866,7 @@ def test_forecast_cli_writes_cf_netcdf_png_and_basin_means(tiny_cfg, weather_sto
     # an export from before the lead axis: one lead (1 day) on the lead_time dimension
     assert sm.dims == ("lead_time", "lat", "lon") and sm.attrs["units"] == "m3 m-3" and ds.sizes["lead_time"] == 1
     assert (ds["lead_time"].values / np.timedelta64(1, "D")).tolist() == [1]
-    assert str(ds["valid_time"].values[0])[:10] == "2013-06-11" and ds.attrs["Conventions"] == "CF-1.8"
+    assert str(ds["valid_time"].values[0])[:10] == "2013-06-11" and ds.attrs["Conventions"] == "CF-1.8, ACDD-1.3"
     assert ds["lat"].attrs["units"] == "degrees_north" and ds["lon"].attrs["units"] == "degrees_east"
     np.testing.assert_array_equal(sm.values[0], direct)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
