@@ -167,8 +167,8 @@ def forecast_figure(ds: Any, table: pd.DataFrame, climate: np.ndarray | None, ba
       +- :func:`anomaly_limit`, and the served drought class in the fixed US Drought Monitor
       colours with a legend of all six classes (:func:`drought_legend`);
     * on every map basin outlines (the basins file when it exists, else the edges of
-      ``basin_id``) and basin names (the table's ``basin``, the store's ``basin_names``) at
-      each basin's area-weighted centroid;
+      ``basin_id``), and on each row's first map the basin names (the table's ``basin``, the
+      store's ``basin_names``) at each basin's area-weighted centroid;
     * below, each basin's forecast basin mean over the valid dates against its climatological
       10-90 % range (``climate`` [n_basins, K, 2], shaded; omitted when None).
 
@@ -211,6 +211,8 @@ def forecast_figure(ds: Any, table: pd.DataFrame, climate: np.ndarray | None, ba
         grid[2][-1].legend(handles=[Patch(facecolor=c, edgecolor="0.4", label=lab) for _, lab, c in legend],
                            title="drought class\n(percentile)", loc="center left", bbox_to_anchor=(1.03, 0.5),
                            fontsize=7, title_fontsize=7, frameon=False)
+    for ax in grid[-1]:
+        ax.set_xlabel("longitude", fontsize=8)
     for r, row in enumerate(rows):
         for ax in grid[r]:
             ax.set_label(row)
@@ -254,10 +256,11 @@ def _draw_maps(axes: np.ndarray, ds: Any, sm: np.ndarray, basin_id: np.ndarray, 
         mesh = ax.pcolormesh(lon, lat, sm[k], shading="nearest", cmap=cmap, **scale)
         if outlines is not None:
             outlines.plot(ax=ax, color="k", linewidth=0.6)
+            ax.set(xlabel="", ylabel="")  # geopandas names the CRS axes on every panel
         elif ids.size > 1:
             ax.contour(lon, lat, basin_id, levels=(ids[:-1] + ids[1:]) / 2, colors="k", linewidths=0.6)
-        for bid, (x, y) in points.items():
-            _label(ax, x, y, names.get(bid, f"basin {bid}"))
+        for bid, (x, y) in points.items() if k == 0 else ():  # names once per row: the maps stay legible
+            _label(ax, x, y, names.get(bid, f"basin {bid}").replace(" (", "\n("))
         lead = int(ds["lead_time"].values[k] / np.timedelta64(1, "D"))
         valid = pd.Timestamp(ds["valid_time"].values[k])
         ax.set_title(f"+{lead} d, {valid:%a %d %b}", fontsize=9)
