@@ -19,6 +19,7 @@ from typing import Any
 import typer
 
 from soilcast.config import DEFAULT_PARAMS, Config, ConfigError, load_config
+from soilcast.io.lock import BUSY_EXIT
 
 app = typer.Typer(
     help="soilcast: daily soil-moisture forecasts over India's river basins.",
@@ -132,9 +133,7 @@ def fail(message: str, code: int = 1) -> None:
     raise typer.Exit(code)
 
 
-# EX_TEMPFAIL (sysexits.h): another run holds the lock; nothing was changed, run again later.
-# Apart from 1 so a cron wrapper or scheduler can retry it instead of raising an alarm.
-LOCK_BUSY_EXIT = 75
+LOCK_BUSY_EXIT = BUSY_EXIT  # soilcast.io.lock's: the CLI and `soilcast daily` exit with the one code
 
 
 @contextlib.contextmanager

@@ -39,6 +39,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+# EX_TEMPFAIL (sysexits.h): another run holds the lock; nothing was changed, run again later.
+# Apart from 1 so a cron wrapper or scheduler can retry it instead of raising an alarm.
+BUSY_EXIT = 75
+
 _local = threading.local()  # .held: lock files this thread holds (for re-entry)
 
 

@@ -24,9 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from soilcast.io.lock import BUSY_EXIT
+
 # exit codes, most severe first (the run exits with the first that a step reported)
 EXIT = {
-    "locked": 75,  # another writer holds a lock: nothing was changed, run again (EX_TEMPFAIL)
+    "locked": BUSY_EXIT,  # another writer holds a lock: nothing was changed, run again (EX_TEMPFAIL, 75)
     "forecast": 11,  # a label's forecast was not issued (gateway down, deadline, refused)
     "delivery": 10,  # the delivery was missing or refused (its days not ingested)
     "verify": 12,  # verification failed (archive or table unreadable)
@@ -140,9 +142,8 @@ def forecast_step(cfg: Any, layout: Any, server: str, label: str, weather: Path 
         init = resolve_init(tensors, LATEST)
         step.detail = {"label": label, "init": str(init)}
         try:
-            with SoilcastClient(server, cfg.serving.model_name, root_certificates=root_certificates,
-                                max_message_bytes=cfg.serving.max_message_mb << 20, version_label=label,
-                                timeout=cfg.serving.client_timeout_seconds) as client:
+            with SoilcastClient.from_config(cfg, server, root_certificates=root_certificates,
+                                            version_label=label) as client:
                 issued = issue_forecast(cfg, tensors, client, init, weather)
         except grpc.RpcError as err:
             step.status, step.code = "failed", EXIT["forecast"]

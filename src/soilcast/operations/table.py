@@ -9,6 +9,7 @@ climatology), so any aggregate over days, leads or basins is exact (:func:`aggre
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -39,6 +40,19 @@ def write_table(path: Path, table: pd.DataFrame) -> None:
     atomic_write_text(Path(path), table[COLUMNS].to_csv(index=False, float_format="%.8g"))
 
 
+def derived(sse: Any, weight: Any, sse_persistence: Any, sse_climatology: Any) -> dict[str, Any]:
+    """RMSE and MSE skills from the weighted sums (scalars or Series alike): the one place
+    the table's scores are derived, for a row and for any aggregate of rows. A skill against
+    a reference without error is undefined (NaN), not infinite."""
+    def skill(ref: Any) -> Any:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(np.asarray(ref) > 0, 1 - np.asarray(sse) / np.asarray(ref), np.nan)
+
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rmse = np.sqrt(np.asarray(sse) / np.asarray(weight))
+    return {"rmse": rmse, "skill_persistence": skill(sse_persistence), "skill_climatology": skill(sse_climatology)}
+
+
 def aggregate(rows: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     """Exact aggregates of table rows grouped ``by``: RMSE, MSE skills, CRPS, forecasts."""
     if not len(rows):
@@ -47,13 +61,12 @@ def aggregate(rows: pd.DataFrame, by: list[str]) -> pd.DataFrame:
                        w_crps=rows["weight"].where(rows["crps"].notna(), 0.0))
     g = rows.groupby(by, sort=True)
     sums = g[["weight", "sse", "sse_persistence", "sse_climatology", "crps_w", "w_crps"]].sum()
+    scores = derived(sums["sse"], sums["weight"], sums["sse_persistence"], sums["sse_climatology"])
     out = pd.DataFrame({
-        "rmse": np.sqrt(sums["sse"] / sums["weight"]),
-        "skill_persistence": 1 - sums["sse"] / sums["sse_persistence"],
-        "skill_climatology": 1 - sums["sse"] / sums["sse_climatology"],
+        **scores,
         "crps": (sums["crps_w"] / sums["w_crps"]).where(sums["w_crps"] > 0),
         "n": g.size(),
-    })
+    }, index=sums.index)
     return out.reset_index()
 
 

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from soilcast.operations.table import COLUMNS, read_table, write_table
+from soilcast.operations.table import COLUMNS, derived, read_table, write_table
 from soilcast.serving.realised import ALL_BASINS
 
 
@@ -104,17 +104,10 @@ def score_lead(truth: Truth, forecast: np.ndarray, quantiles: np.ndarray | None,
         score = float("nan")
         if quantiles is not None and np.isfinite(quantiles[:, ok]).all():
             score = crps(obs[ok], quantiles[:, ok].T, levels, w[ok])
+        scores = {k: float(v) for k, v in derived(sse, weight, sse_p, sse_c).items()}
         rows.append({"basin": basin, "weight": weight, "sse": sse, "sse_persistence": sse_p,
-                     "sse_climatology": sse_c, "crps": score, **_scores(sse, weight, sse_p, sse_c)})
+                     "sse_climatology": sse_c, "crps": score, **scores})
     return rows
-
-
-def _scores(sse: float, weight: float, sse_p: float, sse_c: float) -> dict[str, float]:
-    def skill(ref: float) -> float:
-        return 1.0 - sse / ref if ref > 0 else float("nan")
-
-    return {"rmse": float(np.sqrt(sse / weight)), "skill_persistence": skill(sse_p),
-            "skill_climatology": skill(sse_c)}
 
 
 def pending(archive: Any, table: pd.DataFrame, observed: pd.DatetimeIndex) -> list[tuple[int, int]]:
@@ -143,6 +136,7 @@ def score_pending(archive: Any, truth: Truth, todo: list[tuple[int, int]]) -> pd
     has_q = "soil_moisture_quantiles" in archive
     levels = [float(t) for t in archive["quantile"].values] if has_q else []
     now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    digests: dict[pd.Timestamp, str] = {}  # one hash per valid day, shared by its forecasts and leads
     rows = []
     for i in sorted({i for i, _ in todo}):
         entry = archive.isel(forecast=i).load()
@@ -151,9 +145,12 @@ def score_pending(archive: Any, truth: Truth, todo: list[tuple[int, int]]) -> pd
             k = leads.index(lead)
             valid = init + pd.Timedelta(days=lead)
             q = entry["soil_moisture_quantiles"].values[k] if has_q else None
+            if valid not in digests:
+                digests[valid] = obs_hash(truth.day(valid))
             meta = {"forecast": i, "init_date": str(init.date()), "label": str(entry["label"].values),
                     "version": int(entry["version"].values), "lead": lead, "valid_date": str(valid.date()),
-                    "month": valid.strftime("%Y-%m"), "obs_sha256": obs_hash(truth.day(valid)), "verified_at": now}
+                    "month": valid.strftime("%Y-%m"), "verified_at": now,
+                    "obs_sha256": digests[valid]}
             rows += [{**meta, **r} for r in score_lead(truth, entry["soil_moisture"].values[k], q, levels, init, valid)]
     return pd.DataFrame(rows, columns=COLUMNS)
 

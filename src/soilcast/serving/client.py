@@ -72,6 +72,14 @@ class SoilcastClient:
         """Every RPC goes through here: one place for the deadline and the traffic marker."""
         return rpc(request, timeout=self.timeout, metadata=((TRAFFIC_METADATA, self.traffic),))
 
+    @classmethod
+    def from_config(cls, cfg: Any, target: str, **kwargs: Any) -> "SoilcastClient":
+        """A client as every soilcast command makes one: the served model's name, messages up
+        to ``serving.max_message_mb`` and the deadline ``serving.client_timeout_seconds`` on
+        every call (``kwargs``: certificates, version or label, traffic)."""
+        return cls(target, cfg.serving.model_name, max_message_bytes=cfg.serving.max_message_mb << 20,
+                   timeout=cfg.serving.client_timeout_seconds, **kwargs)
+
     def _spec(self, spec: Any) -> None:
         spec.name = self.model_name
         if self.version is not None:

@@ -718,9 +718,8 @@ def run_forecast(cfg: Any, layout: Any, server: str, date: str | dt.date, output
     check_outputs(outputs)
     tensors = open_tensors(layout.tensors, load=False)
     init = resolve_init(tensors, date)
-    with SoilcastClient(server, cfg.serving.model_name, root_certificates=root_certificates,
-                        max_message_bytes=cfg.serving.max_message_mb << 20, version=version,
-                        version_label=label, timeout=cfg.serving.client_timeout_seconds) as client:
+    with SoilcastClient.from_config(cfg, server, root_certificates=root_certificates, version=version,
+                                    version_label=label) as client:
         issued = issue_forecast(cfg, tensors, client, init, weather, outputs)
     archived = on_issued(issued, tensors) if on_issued is not None else None
     result = write_products(cfg, layout, tensors, issued, outputs)

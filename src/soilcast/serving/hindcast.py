@@ -423,10 +423,8 @@ def run_hindcast(cfg: Any, layout: Any, server: str, start: dt.date, end: dt.dat
     if version is not None and version_label:
         raise ValueError(f"hindcast: version {version} and version_label {version_label!r} both given; name one")
     t = open_tensors(layout.tensors, load=False)
-    with SoilcastClient(server, cfg.serving.model_name, root_certificates=root_certificates,
-                        max_message_bytes=cfg.serving.max_message_mb << 20,
-                        timeout=cfg.serving.client_timeout_seconds, traffic=HINDCAST,
-                        version=version, version_label=version_label) as client:
+    with SoilcastClient.from_config(cfg, server, root_certificates=root_certificates, traffic=HINDCAST,
+                                    version=version, version_label=version_label) as client:
         meta = client.metadata()
         check_compatible(meta, t)
         L, leads, antecedent = int(meta["seq_len"]), leads_of(meta), bool(meta.get(ANTECEDENT))
