@@ -27,10 +27,10 @@ def window_rows(table: pd.DataFrame, window_days: int, last_day: str | None) -> 
     return table[(valid > last - pd.Timedelta(days=window_days)) & (valid <= last) & (table["label"] != "")]
 
 
-def realised_rows(table: pd.DataFrame, window_days: int, last_day: str | None,
-                  basin_names: dict[str, str]) -> list[dict[str, Any]]:
-    """One status row per label, lead and basin over the window (:mod:`soilcast.serving.realised`)."""
-    agg = aggregate(window_rows(table, window_days, last_day), ["label", "lead", "basin"])
+def realised_rows(in_window: pd.DataFrame, basin_names: dict[str, str]) -> list[dict[str, Any]]:
+    """One status row per label, lead and basin of the window's table rows (:func:`window_rows`;
+    the schema of :mod:`soilcast.serving.realised`)."""
+    agg = aggregate(in_window, ["label", "lead", "basin"])
 
     def num(value: Any) -> float | None:
         return None if value is None or not np.isfinite(value) else float(value)
@@ -74,7 +74,7 @@ def refresh_status(cfg: Any, layout: Any, archive: Any, table: pd.DataFrame, las
         "latest_observed_day": last_day,
         "window": {"days": days, "first_valid": valid[0] if valid else None, "last_valid": valid[-1] if valid else None},
         "labels": label_status(archive, last_day, cfg.window.max_lead),
-        "realised": realised_rows(table, days, last_day, names),
+        "realised": realised_rows(in_window, names),
     })
     write_status(layout.operations.status, status)
     return status
