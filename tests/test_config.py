@@ -179,3 +179,37 @@ def test_variable_transforms_are_params_not_names():
         load_config(PARAMS, {"variables": variables})
     with pytest.raises(ConfigError, match=r"target\.transform is 'log1p': the target is min-max scaled"):
         load_config(PARAMS, {"target": {"transform": "log1p"}})
+
+
+def test_the_default_seasons_are_imds_four_and_cover_the_year_once():
+    ev = load_config(PARAMS).evaluation
+    assert ev.seasons == {"winter_jf": [1, 2], "premonsoon_mam": [3, 4, 5], "monsoon_jjas": [6, 7, 8, 9],
+                          "postmonsoon_ond": [10, 11, 12]}
+    assert (ev.wet_season, ev.dry_season) == ("monsoon_jjas", "premonsoon_mam")
+
+
+@pytest.mark.parametrize(
+    "seasons, extra, says",
+    [
+        ({"a": [1, 2, 3, 4, 5, 6], "b": [6, 7, 8, 9, 10, 11, 12]}, {}, "month 6 is in both 'a' and 'b'"),
+        ({"a": [1, 2, 3, 4, 5, 6], "b": [7, 8, 9, 10, 11]}, {}, "months [12] are in no season"),
+        ({"a": list(range(1, 13)), "b": []}, {}, "seasons.b: no months"),
+        ({"a": list(range(0, 12)), "b": [12]}, {}, "month 0 is not 1..12"),
+        ({"Wet Season": list(range(1, 13))}, {}, "name 'Wet Season'"),
+        ({"a": list(range(1, 13))}, {"wet_season": "monsoon"}, "wet_season: 'monsoon' is not one of seasons ['a']"),
+    ],
+)
+def test_seasons_that_do_not_partition_the_year_fail_naming_the_month(tmp_path, seasons, extra, says):
+    raw = read_params(PARAMS)
+    raw["evaluation"].update({"seasons": seasons, "wet_season": "a", "dry_season": "a", **extra})
+    with pytest.raises(ConfigError) as err:
+        load_config(_write(tmp_path, raw))
+    assert "evaluation" in str(err.value) and says in str(err.value)
+
+
+@pytest.mark.parametrize("scale, says", [({"rmse": [0.05, 0.0]}, "scales.rmse"), ({"skill": [0.0, 1.0]}, "diverging"),
+                                         ({"anomaly": [-0.1, float("inf")]}, "finite")])
+def test_figure_scales_must_be_ordered_finite_and_diverging_around_zero(scale, says):
+    with pytest.raises(ConfigError) as err:
+        load_config(PARAMS, {"evaluation": {"figures": {"scales": scale}}})
+    assert says in str(err.value)

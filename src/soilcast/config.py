@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import math
 import re
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
@@ -552,6 +553,68 @@ class Promotion(_Strict):
     margin: float = Field(ge=0)  # in MSE skill vs persistence
 
 
+class FigureScales(_Strict):
+    """Fixed colour limits per quantity (:mod:`soilcast.style`), so two figures, two models or
+    two runs are compared on one scale; values beyond a limit are drawn at the limit's colour."""
+
+    soil_moisture: FloatPair  # m3/m3, the observed and forecast fields
+    rmse: FloatPair           # m3/m3, per-cell error maps
+    skill: FloatPair          # MSE skill (1 - MSE/MSE_ref), diverging, centred on 0
+    anomaly: FloatPair        # m3/m3 vs the training-years climatology, diverging
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "FigureScales":
+        for name, (lo, hi) in self:
+            if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+                raise ValueError(f"scales.{name}: expected two finite limits, low < high, got [{lo}, {hi}]")
+        for name in ("skill", "anomaly"):
+            lo, hi = getattr(self, name)
+            if not lo < 0.0 < hi:
+                raise ValueError(f"scales.{name}: a diverging scale must hold 0 inside, got [{lo}, {hi}]")
+        return self
+
+
+class Figures(_Strict):
+    dpi: int = Field(ge=50, le=300)
+    scales: FigureScales
+
+
+class Evaluation(_Strict):
+    """How scores and figures are split and drawn (evaluate, the hindcast and their figures).
+
+    ``seasons``: name -> months of the VALID day; every month in exactly one season, in the
+    order the tables and figures list them. ``wet_season`` / ``dry_season``: the two seasons
+    the time-series panels and day maps show."""
+
+    seasons: dict[str, list[int]] = Field(min_length=1)
+    wet_season: str
+    dry_season: str
+    figures: Figures
+
+    @model_validator(mode="after")
+    def _partition(self) -> "Evaluation":
+        seen: dict[int, str] = {}
+        for name, months in self.seasons.items():
+            if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+                raise ValueError(f"seasons: name {name!r} must be lower-case letters, digits and _ "
+                                 "(it names table rows, JSON keys and files)")
+            if not months:
+                raise ValueError(f"seasons.{name}: no months")
+            for m in months:
+                if not 1 <= m <= 12:
+                    raise ValueError(f"seasons.{name}: month {m} is not 1..12")
+                if m in seen:
+                    raise ValueError(f"seasons: month {m} is in both {seen[m]!r} and {name!r}")
+                seen[m] = name
+        missing = sorted(set(range(1, 13)) - set(seen))
+        if missing:
+            raise ValueError(f"seasons: months {missing} are in no season (every month must be in one)")
+        for key in ("wet_season", "dry_season"):
+            if getattr(self, key) not in self.seasons:
+                raise ValueError(f"{key}: {getattr(self, key)!r} is not one of seasons {list(self.seasons)}")
+        return self
+
+
 class Pipeline(_Strict):
     image: str
     experiment: str
@@ -582,6 +645,7 @@ class Config(_Strict):
     forecast: Forecast
     climatology: Climatology
     linear_reference: LinearReference
+    evaluation: Evaluation
     gate: Gate
     export: Export
     serving: Serving

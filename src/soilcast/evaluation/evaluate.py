@@ -24,7 +24,7 @@ config that trains only some networks still evaluates.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -134,13 +134,14 @@ def valid_thresholds(tables: Any, fc: Any) -> np.ndarray:
 
 def score(
     fc: Any, weights: np.ndarray, clim: Any, pers: Any, basins: dict[int, str], threshold: np.ndarray,
-    val: ByLead | None = None,
+    seasons: Mapping[str, Sequence[int]], val: ByLead | None = None,
 ) -> dict[str, Any]:
-    """Test metrics by lead (overall, per season of the valid date, per basin) of one model,
-    its calibration and its validation blocks. ``kind``: which registry the model is in."""
+    """Test metrics by lead (overall, per season of the valid date (``seasons``: params
+    ``evaluation.seasons``), per basin) of one model, its calibration and its validation
+    blocks. ``kind``: which registry the model is in."""
     from soilcast.ml.models.references import references
 
-    seasons = [season_rows(fc.valid_time(k)) for k in range(len(fc.leads))]
+    by_season = [season_rows(fc.valid_time(k), seasons) for k in range(len(fc.leads))]
     return {
         "status": "ok",
         "kind": "reference" if fc.model in references() else "network",
@@ -149,8 +150,8 @@ def score(
         "leads": [int(k) for k in fc.leads],
         "init_period": [str(fc.init_time[0].date()), str(fc.init_time[-1].date())],
         "overall": by_lead(fc, weights, clim, pers, threshold),
-        "seasons": {s: by_lead(fc, weights, clim, pers, threshold, per_lead_rows=lambda k, s=s: seasons[k][s])
-                    for s in seasons[0]},
+        "seasons": {s: by_lead(fc, weights, clim, pers, threshold, per_lead_rows=lambda k, s=s: by_season[k][s])
+                    for s in seasons},
         "basins": {name: by_lead(fc, weights * (fc.basin_id == b), clim, pers, threshold)
                    for b, name in basins.items()},
         "val": val,
@@ -284,14 +285,14 @@ def evaluate(cfg: Config, tensors: Path, runs: Mapping[str, RunDir], out: EvalDi
     weights, thr = area_weights(clim.lat, clim.mask), valid_thresholds(tables, clim)
     basins = basin_names(tensors, clim.basin_id)
     entries: dict[str, Any] = {
-        name: score(fc, weights, clim, pers, basins, thr, val.get(name)) for name, fc in forecasts.items()
+        name: score(fc, weights, clim, pers, basins, thr, cfg.evaluation.seasons, val.get(name)) for name, fc in forecasts.items()
     }
     add_probabilistic_skills(entries)
     entries.update({name: {"status": "skipped", "reason": why} for name, why in skipped.items()})
     metrics = Leaderboard.from_json(entries, "evaluation metrics")
     metrics.write(out.metrics)
     atomic_write_text(out.leaderboard, leaderboard(metrics, cfg.gate.primary_metric))
-    write_plots(forecasts, metrics, basins, out.plots, cfg.target.colormap)
+    write_plots(forecasts, metrics, basins, out.plots, cfg.target.colormap, cfg.evaluation)
     write_uncertainty_plots(metrics, out.plots)
     return metrics
 

@@ -78,23 +78,25 @@ def plot_rmse_maps(forecasts: dict[str, Any], out: Path) -> None:
         _save(fig, out / f"rmse_map_{name}.png")
 
 
-def pick_days(fc: Any) -> dict[str, int]:
-    """Row of the wettest JJAS day and of the driest non-JJAS day (area-mean observation)."""
+def pick_days(fc: Any, evaluation: Any) -> dict[str, int]:
+    """Row of the wettest day of the wet season and of the driest of the dry season
+    (area-mean observation; ``evaluation``: params ``evaluation``)."""
     mean = np.nanmean(np.where(fc.mask, fc.obs, np.nan), axis=(1, 2))
-    seasons = season_rows(fc.valid_time)
+    seasons = season_rows(fc.valid_time, evaluation.seasons)
     out = {}
-    for label, rows, pick in (("monsoon", seasons["monsoon_jjas"], np.nanargmax), ("dry", seasons["rest"], np.nanargmin)):
+    for label, rows, pick in ((evaluation.wet_season, seasons[evaluation.wet_season], np.nanargmax),
+                              (evaluation.dry_season, seasons[evaluation.dry_season], np.nanargmin)):
         idx = np.flatnonzero(rows & np.isfinite(mean))
         if idx.size:
             out[label] = int(idx[pick(mean[idx])])
     return out
 
 
-def plot_day_maps(forecasts: dict[str, Any], out: Path, cmap: str) -> None:
+def plot_day_maps(forecasts: dict[str, Any], out: Path, cmap: str, evaluation: Any) -> None:
     """Observed vs forecast soil moisture on a monsoon and a dry day (``cmap``: the target's)."""
     plt = _plt()
     ref = next(iter(forecasts.values())).at_lead(0)
-    for label, row in pick_days(ref).items():
+    for label, row in pick_days(ref, evaluation).items():
         panels = [("observed", ref.obs[row])] + [(n, fc.pred[row, 0]) for n, fc in forecasts.items()]
         vmin = float(np.nanmin([np.nanmin(p) for _, p in panels]))
         vmax = float(np.nanmax([np.nanmax(p) for _, p in panels]))
@@ -252,7 +254,7 @@ def plot_timeseries(forecasts: dict[str, Any], basins: dict[int, str], out: Path
 
 
 def write_plots(forecasts: dict[str, Any], metrics: Leaderboard, basins: dict[int, str], out: Path,
-                target_cmap: str) -> None:
+                target_cmap: str, evaluation: Any) -> None:
     """All evaluation figures into ``out`` (replacing what an earlier run left); soil moisture
     maps in ``target_cmap`` (params ``target.colormap``)."""
     import shutil
@@ -262,6 +264,6 @@ def write_plots(forecasts: dict[str, Any], metrics: Leaderboard, basins: dict[in
     plot_skill_vs_lead(metrics, out)
     plot_scorecard(metrics, out)
     plot_rmse_maps(forecasts, out)
-    plot_day_maps(forecasts, out, target_cmap)
+    plot_day_maps(forecasts, out, target_cmap, evaluation)
     plot_basin_skill(metrics, basins, out)
     plot_timeseries(forecasts, basins, out)

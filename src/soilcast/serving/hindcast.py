@@ -4,7 +4,7 @@ What an agency runs before it trusts a new model: the served version (not a loca
 network) forecasts from the store's windows, in batched Predict requests, and is scored
 against the observed soil moisture at every lead it serves, next to every registered
 reference (persistence, climatology, damped persistence, linear), each fitted once on the
-training years of the store: overall, per season (JJAS monsoon / rest) and per basin, with
+training years of the store: overall, per season (``evaluation.seasons``) and per basin, with
 the evaluation's own scoring (:func:`soilcast.evaluation.evaluate.score` over the metric
 registry :data:`soilcast.evaluation.metrics.METRICS`, whose leaderboard metrics are the
 table's columns).
@@ -50,6 +50,7 @@ quantile, lat, lon)``. Every archive holds ``d1_threshold(time, lat, lon)``.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -357,7 +358,8 @@ def probabilistic_section(scores: dict[str, Any], models: list[str], reference: 
 
 
 def climatological_brier_skill(scores: dict[str, Any], fc: ValidForecasts, weights: np.ndarray,
-                               threshold: np.ndarray, basins: dict[int, str]) -> None:
+                               threshold: np.ndarray, basins: dict[int, str],
+                               seasons: Mapping[str, Sequence[int]]) -> None:
     """Into every block of every entry (overall, each season, each basin; every lead): the
     Brier skill of D1 or worse against always forecasting the event's climatological
     probability :data:`CLIM_PROBABILITY` (``brier_skill_d1``), for when no climatological
@@ -372,9 +374,8 @@ def climatological_brier_skill(scores: dict[str, Any], fc: ValidForecasts, weigh
         return brier(o.reshape(-1), np.full(o.size, CLIM_PROBABILITY), threshold[rows, k][:, cells].reshape(-1),
                      np.broadcast_to(w[cells], o.shape).reshape(-1))
 
-    seasons = season_rows(fc.valid)
     blocks = [("overall", None, weights, slice(None))]
-    blocks += [("seasons", s, weights, rows) for s, rows in seasons.items()]
+    blocks += [("seasons", s, weights, rows) for s, rows in season_rows(fc.valid, seasons).items()]
     blocks += [("basins", name, weights * (fc.basin_id == b), slice(None)) for b, name in basins.items()]
     for scope, key, w, rows in blocks:
         refs = {str(lead): ref(w, rows, k) for k, lead in enumerate(fc.leads)}
@@ -518,14 +519,14 @@ def score_all(cfg: Any, t: Tensors, block: Tensors, lo: int, inits: np.ndarray, 
         raise ValueError(f"hindcast needs the training years {cfg.split.train_years} in {layout.tensors} "
                          f"for the D1-or-worse thresholds: {err}") from None
     threshold = np.where(t.mask, threshold, np.nan)
-    scores = {n: score(fc, weights, clim, pers, basins, threshold) for n, fc in fcs.items()}
+    scores = {n: score(fc, weights, clim, pers, basins, threshold, cfg.evaluation.seasons) for n, fc in fcs.items()}
     for s in scores.values():
         s.pop("init_period", None)  # per lead different; the summary gives the init days
         s.pop("val", None)
     add_probabilistic_skills(scores)  # CRPS skill vs each probabilistic reference, Brier skill vs clim_distribution
     if CLIMATOLOGICAL_DISTRIBUTION in fcs and CLIMATOLOGICAL_DISTRIBUTION in probabilistic_benchmark_names():
         return scores, fcs, threshold, f"the {CLIMATOLOGICAL_DISTRIBUTION} reference (the training years' distribution)"
-    climatological_brier_skill(scores, clim, weights, threshold, basins)
+    climatological_brier_skill(scores, clim, weights, threshold, basins, cfg.evaluation.seasons)
     return scores, fcs, threshold, f"the climatological probability {CLIM_PROBABILITY}"
 
 
