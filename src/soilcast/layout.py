@@ -99,6 +99,11 @@ class EvalDir(_Folder):
         return self.root / "leaderboard.md"
 
     @property
+    def summary(self) -> Path:
+        """The compact DVC metric (:mod:`soilcast.evaluation.summary`)."""
+        return self.root / "summary"
+
+    @property
     def plots(self) -> Path:
         return self.root / "plots"
 

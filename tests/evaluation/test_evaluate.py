@@ -116,7 +116,7 @@ def test_leaderboard_and_plots(evaluated):
     assert "Skipped" in board and "convlstm" in board
     plots = {p.name for p in (out / "plots").iterdir()}
     assert {"skill_vs_lead.png", "scorecard.png", "rmse_map_fc.png", "rmse_map_climatology.png",
-            "obs_vs_forecast_monsoon.png", "obs_vs_forecast_dry.png", "basin_skill.png", "timeseries.png"} <= plots
+            "obs_vs_forecast_monsoon_jjas.png", "basin_skill.png", "timeseries.png"} <= plots
     assert all((out / "plots" / p).read_bytes()[:4] == b"\x89PNG" for p in plots)
 
 

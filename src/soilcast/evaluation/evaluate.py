@@ -35,6 +35,7 @@ from soilcast.contract import ANTECEDENT, OUTPUT_BY_LEAD, leads_of, network_and_
 from soilcast.evaluation.leads import best_references, lead_key, mean_over_leads, skill_vs_best
 from soilcast.evaluation.metrics import METRICS, all_metrics, area_weights, finite_or_none
 from soilcast.evaluation.seasons import season_rows
+from soilcast.evaluation.summary import write_summary
 from soilcast.layout import EvalDir, RunDir
 from soilcast.records import ByLead, Leaderboard, RecordError, TrainRecord
 
@@ -292,7 +293,8 @@ def evaluate(cfg: Config, tensors: Path, runs: Mapping[str, RunDir], out: EvalDi
     metrics = Leaderboard.from_json(entries, "evaluation metrics")
     metrics.write(out.metrics)
     atomic_write_text(out.leaderboard, leaderboard(metrics, cfg.gate.primary_metric))
-    write_plots(forecasts, metrics, basins, out.plots, cfg.target.colormap, cfg.evaluation)
+    write_summary(metrics, out.summary)
+    write_plots(forecasts, metrics, basins, out.plots, cfg)
     write_uncertainty_plots(metrics, out.plots)
     return metrics
 

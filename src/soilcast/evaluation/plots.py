@@ -254,9 +254,9 @@ def plot_timeseries(forecasts: dict[str, Any], basins: dict[int, str], out: Path
 
 
 def write_plots(forecasts: dict[str, Any], metrics: Leaderboard, basins: dict[int, str], out: Path,
-                target_cmap: str, evaluation: Any) -> None:
+                cfg: Any) -> None:
     """All evaluation figures into ``out`` (replacing what an earlier run left); soil moisture
-    maps in ``target_cmap`` (params ``target.colormap``)."""
+    maps in ``cfg.target.colormap``, seasons and scales from ``cfg.evaluation``."""
     import shutil
 
     shutil.rmtree(out, ignore_errors=True)
@@ -264,6 +264,6 @@ def write_plots(forecasts: dict[str, Any], metrics: Leaderboard, basins: dict[in
     plot_skill_vs_lead(metrics, out)
     plot_scorecard(metrics, out)
     plot_rmse_maps(forecasts, out)
-    plot_day_maps(forecasts, out, target_cmap, evaluation)
+    plot_day_maps(forecasts, out, cfg.target.colormap, cfg.evaluation)
     plot_basin_skill(metrics, basins, out)
     plot_timeseries(forecasts, basins, out)
