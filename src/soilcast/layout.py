@@ -124,6 +124,23 @@ class HindcastDir(_Folder):
     def table(self) -> Path:
         return self.root / "scores.md"
 
+    @property
+    def hydrographs(self) -> Path:
+        return self.root / "hydrographs.png"
+
+    @property
+    def skill_by_lead(self) -> Path:
+        return self.root / "skill_by_lead.png"
+
+    @property
+    def skill_by_season(self) -> Path:
+        return self.root / "skill_by_season.png"
+
+    @property
+    def figures(self) -> tuple[Path, Path, Path]:
+        """The figures :mod:`soilcast.serving.hindcast_figures` draws, in the order it writes them."""
+        return (self.hydrographs, self.skill_by_lead, self.skill_by_season)
+
 
 @dataclass(frozen=True)
 class OperationsDir(_Folder):

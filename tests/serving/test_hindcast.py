@@ -149,6 +149,10 @@ def test_hindcast_archive_and_scores_at_every_lead(served):
     rows = [line for line in table.splitlines() if line.startswith("| overall |")]
     assert len(rows) == len(scores) * K  # one row per model x lead
     assert table.strip() in run.output
+    figures = [out / name for name in ("hydrographs.png", "skill_by_lead.png", "skill_by_season.png")]
+    assert summary["figures"] == [p.name for p in figures]
+    for path in figures:  # drawn beside the scores, and the printout says so
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"wrote {path}" in run.output
 
 
 def test_a_version_from_before_the_lead_axis_is_hindcast_at_its_one_lead(tmp_path):

@@ -25,7 +25,13 @@ drift on the gateway, and each call has the deadline ``serving.client_timeout_se
 Outputs (default ``artifacts/hindcast/<start>_<end>/``): ``hindcast.nc`` (CF-1.8; the served
 forecast and every reference on (time = valid date, lead_time, lat, lon), the observations on
 (time, lat, lon), ``forecast_reference_time(time, lead_time)``), ``scores.json`` and
-``scores.md`` (one row per scope x model x lead).
+``scores.md`` (one row per scope x model x lead), and three figures
+(:mod:`soilcast.serving.hindcast_figures`): ``hydrographs.png`` (per basin, the basin-mean
+observed soil moisture, the served forecast at the first and last lead and persistence over
+the valid days, seasons shaded), ``skill_by_lead.png`` (MSE skill vs persistence,
+climatology and the best reference, per lead) and ``skill_by_season.png`` (skill vs
+persistence and the best reference per season with days in the period, and lead). The
+summary (``scores.json``, the printout) lists the figures (``figures``; ``files``).
 
 A PROBABILISTIC served version (metadata ``quantile_levels`` beyond the median) is asked for
 its ``forecast_products`` instead (``quantiles`` only, with each window's valid days), through
@@ -53,7 +59,7 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -69,6 +75,10 @@ from soilcast.contract import (
 )
 from soilcast.data.store import Tensors
 from soilcast.evaluation.metrics import METRICS
+
+if TYPE_CHECKING:
+    from soilcast.layout import HindcastDir
+    from soilcast.serving.hindcast_figures import FigureInputs
 
 COLUMNS = tuple(name for name, m in METRICS.items() if m.leaderboard)  # as the leaderboard's
 # the probabilistic table's columns (scores.json has every key of probabilistic_scores)
@@ -416,10 +426,13 @@ def run_hindcast(cfg: Any, layout: Any, server: str, start: dt.date, end: dt.dat
     DEADLINE_EXCEEDED :class:`grpc.RpcError`, not a hindcast waiting forever."""
     from soilcast.data.store import open_tensors
     from soilcast.forecasting import InputForecaster
+    from soilcast.layout import HindcastDir
+    from soilcast.ml.models.references import context_references
     from soilcast.quantiles import median_index
     from soilcast.serving.client import SoilcastClient
     from soilcast.serving.drift import HINDCAST
     from soilcast.serving.forecast import check_compatible
+    from soilcast.serving.hindcast_figures import FigureInputs
 
     if version is not None and version_label:
         raise ValueError(f"hindcast: version {version} and version_label {version_label!r} both given; name one")
@@ -461,9 +474,14 @@ def run_hindcast(cfg: Any, layout: Any, server: str, start: dt.date, end: dt.dat
     summary["best_reference"], summary["skill_vs_best_reference"] = skill_vs_best_reference(scores)
     shown = [label, *(n for n in refs if n in quantiles)] if levels else None  # the probabilistic models
     table = score_table(scores, period, shown, reference)
-    archive = archive_dataset(fcs, label, t.lat, t.lon, served_version, long_names, threshold[:, 0],
-                              {int(k): str(v) for k, v in dict(t.attrs.get("basin_names", {})).items()})
-    files = write_outputs(layout, out_dir, start, end, archive, summary, table)
+    names = {int(k): str(v) for k, v in dict(t.attrs.get("basin_names", {})).items()}
+    archive = archive_dataset(fcs, label, t.lat, t.lon, served_version, long_names, threshold[:, 0], names)
+    out = HindcastDir(Path(out_dir) if out_dir else Path(layout.hindcasts_dir) / f"{start}_{end}")
+    summary["figures"] = [p.name for p in out.figures]
+    figures = FigureInputs(fcs, label, context_references()["persistence"].name, summary, t,
+                           {b: names.get(b, f"basin_{b}") for b in np.unique(t.basin_id).tolist() if b > 0},
+                           cfg.evaluation.seasons, cfg.evaluation.figures)
+    files = write_outputs(out, archive, summary, table, figures)
     return {**summary, "table": table, "files": files}
 
 
@@ -530,16 +548,17 @@ def score_all(cfg: Any, t: Tensors, block: Tensors, lo: int, inits: np.ndarray, 
     return scores, fcs, threshold, f"the climatological probability {CLIM_PROBABILITY}"
 
 
-def write_outputs(layout: Any, out_dir: Path | None, start: dt.date, end: dt.date, archive: Any,
-                  summary: dict[str, Any], table: str) -> list[str]:
-    """hindcast.nc, scores.json and scores.md, each written atomically."""
+def write_outputs(out: HindcastDir, archive: Any, summary: dict[str, Any], table: str,
+                  figures: FigureInputs | None = None) -> list[str]:
+    """hindcast.nc, scores.json and scores.md, each written atomically, then the figures
+    (:func:`soilcast.serving.hindcast_figures.write_figures`; none when ``figures`` is None)."""
     from soilcast.io.atomic import atomic_path, atomic_write_json, atomic_write_text
-    from soilcast.layout import HindcastDir
+    from soilcast.serving.hindcast_figures import write_figures
 
-    out = HindcastDir(Path(out_dir) if out_dir else Path(layout.hindcasts_dir) / f"{start}_{end}")
     encoding = CF_ENCODING | (QUANTILE_ENCODING if "quantile" in archive.coords else {})
     with atomic_path(out.archive) as tmp:
         archive.to_netcdf(tmp, engine="h5netcdf", encoding=encoding)
     atomic_write_json(out.scores, summary)
     atomic_write_text(out.table, table)
-    return [str(p) for p in (out.archive, out.scores, out.table)]
+    drawn = write_figures(out, figures) if figures is not None else []
+    return [str(p) for p in (out.archive, out.scores, out.table, *drawn)]
