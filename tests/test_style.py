@@ -41,3 +41,29 @@ def test_saved_figures_are_pngs_at_the_configured_resolution(tmp_path):
 
     with Image.open(tmp_path / "a.png") as img:
         assert img.format == "PNG" and round(img.info["dpi"][0]) == figures.dpi
+
+
+def test_outlines_run_along_cell_edges_between_different_ids():
+    lon, lat = np.array([0.0, 1.0, 2.0]), np.array([10.0, 11.0])
+    ids = np.array([[1, 1, 2], [0, 1, 2]])
+    segs = {tuple(map(tuple, s)) for s in style.basin_segments(lon, lat, ids)}
+    # basin 1 | basin 2 at lon 1.5, both rows; basin 1 above the masked cell (0, 11) at lat 10.5
+    assert ((1.5, 9.5), (1.5, 10.5)) in segs and ((1.5, 10.5), (1.5, 11.5)) in segs
+    assert ((-0.5, 10.5), (0.5, 10.5)) in segs
+    assert ((0.5, 10.5), (0.5, 11.5)) in segs  # the masked cell's edge to basin 1
+    assert ((-0.5, 9.5), (-0.5, 10.5)) in segs  # the grid's border closes the mask's edge
+    assert ((0.5, 9.5), (0.5, 10.5)) not in segs  # inside basin 1: no line
+    assert style.cell_edges(lon).tolist() == [-0.5, 0.5, 1.5, 2.5]
+
+
+def test_version_names_the_package_and_the_params_not_their_paths(tmp_path):
+    import soilcast
+
+    cfg = load_config(PARAMS)
+    moved = load_config(PARAMS, {"paths": {"artifacts_dir": str(tmp_path)}})
+    other = load_config(PARAMS, {"evaluation": {"figures": {"dpi": 91}}})
+    assert style.version() == f"soilcast {soilcast.__version__}"
+    assert style.version(cfg).startswith(style.version() + ", params ")
+    assert style.version(cfg) == style.version(moved) != style.version(other)
+    assert style.title("RMSE", style.version(), style.period("2013-01-01", "2013-12-31")) == (
+        f"RMSE · soilcast {soilcast.__version__} · test inits 2013-01-01–2013-12-31")

@@ -78,13 +78,37 @@ def colorbar(fig: Any, mappable: Any, axes: Any, figures: Any, quantity: str, va
                         extend=extend(values, figures, quantity))
 
 
+def cell_edges(centres: np.ndarray) -> np.ndarray:
+    """[n + 1] edges of cells with these [n] centres (midpoints, the ends mirrored)."""
+    c = np.asarray(centres, np.float64)
+    if c.size == 1:
+        return np.array([c[0] - 0.5, c[0] + 0.5])
+    mid = (c[1:] + c[:-1]) / 2
+    return np.concatenate([[2 * c[0] - mid[0]], mid, [2 * c[-1] - mid[-1]]])
+
+
+def basin_segments(lon: np.ndarray, lat: np.ndarray, basin_id: np.ndarray) -> list[list[tuple[float, float]]]:
+    """The cell edges between cells of different ``basin_id`` (0: outside the mask, also
+    beyond the grid), as ((lon, lat), (lon, lat)) segments."""
+    ids = np.pad(np.asarray(basin_id), 1)  # the grid's border counts as outside
+    xe, ye = cell_edges(lon), cell_edges(lat)
+    segs = []
+    for i, j in zip(*np.nonzero(ids[1:-1, :-1] != ids[1:-1, 1:])):  # between columns j-1 and j
+        segs.append([(xe[j], ye[i]), (xe[j], ye[i + 1])])
+    for i, j in zip(*np.nonzero(ids[:-1, 1:-1] != ids[1:, 1:-1])):  # between rows i-1 and i
+        segs.append([(xe[j], ye[i]), (xe[j + 1], ye[i])])
+    return segs
+
+
 def outline_basins(ax: Any, lon: np.ndarray, lat: np.ndarray, basin_id: np.ndarray) -> None:
     """Basin outlines and the mask's edge as the store holds them (``basin_id`` [H, W], 0
-    outside the mask): the boundaries between cells of different ids, at grid resolution,
-    so the outline is exactly the area scored."""
-    ids = np.unique(basin_id)
-    if ids.size > 1:
-        ax.contour(lon, lat, basin_id, levels=(ids[:-1] + ids[1:]) / 2, colors="k", linewidths=0.6)
+    outside the mask): the edges between cells of different ids, at grid resolution, so the
+    outline is exactly the area scored."""
+    from matplotlib.collections import LineCollection
+
+    segs = basin_segments(lon, lat, basin_id)
+    if segs:
+        ax.add_collection(LineCollection(segs, colors="k", linewidths=0.7), autolim=False)
 
 
 def title(what: str, version: str | None = None, period: str | None = None) -> str:
@@ -93,10 +117,39 @@ def title(what: str, version: str | None = None, period: str | None = None) -> s
     return " · ".join(parts)
 
 
-def save(fig: Any, path: Path, figures: Any) -> None:
-    """Write ``fig`` as PNG atomically (a reader never sees half a file) and close it."""
+def version(cfg: Any = None) -> str:
+    """What produced a figure: the soilcast package version and, given the config, a short
+    hash of the params it ran with (paths left out, so a moved checkout keeps its label).
+    Evaluation figures show trained runs, not exported model versions, and the metrics carry
+    no run identity, so this pair is the cheap identity every figure can state."""
+    import hashlib
+    import json
+
+    from soilcast import __version__
+
+    label = f"soilcast {__version__}"
+    if cfg is None:
+        return label
+    params = {k: v for k, v in cfg.to_dict().items() if k != "paths"}
+    digest = hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()
+    return f"{label}, params {digest[:8]}"
+
+
+def period(first: Any, last: Any, what: str = "test inits") -> str:
+    """A period for a title: ``what first–last`` (dates, ``YYYY-MM-DD``)."""
+    import pandas as pd
+
+    return f"{what} {pd.Timestamp(first).date()}–{pd.Timestamp(last).date()}"
+
+
+DEFAULT_DPI = 90  # figures drawn without the config (the training curves, older callers)
+
+
+def save(fig: Any, path: Path, figures: Any = None) -> None:
+    """Write ``fig`` as PNG atomically (a reader never sees half a file) and close it; at
+    ``figures.dpi`` (params ``evaluation.figures``), :data:`DEFAULT_DPI` without them."""
     from soilcast.io.atomic import atomic_path
 
     with atomic_path(Path(path)) as tmp:
-        fig.savefig(tmp, dpi=figures.dpi, bbox_inches="tight", format="png")
+        fig.savefig(tmp, dpi=getattr(figures, "dpi", DEFAULT_DPI), bbox_inches="tight", format="png")
     pyplot().close(fig)
