@@ -115,8 +115,11 @@ def test_leaderboard_and_plots(evaluated):
     assert "val rmse" in board
     assert "Skipped" in board and "convlstm" in board
     plots = {p.name for p in (out / "plots").iterdir()}
-    assert {"skill_vs_lead.png", "scorecard.png", "rmse_map_fc.png", "rmse_map_climatology.png",
-            "obs_vs_forecast_monsoon_jjas.png", "basin_skill.png", "timeseries.png"} <= plots
+    seasons = (cfg.evaluation.wet_season, cfg.evaluation.dry_season)
+    assert {"skill_vs_lead.png", "scorecard.png", "skill_map_fc.png", "rmse_map_fc.png", "rmse_map_climatology.png",
+            "season_skill.png", "basin_skill.png", "timeseries.png", "obs_vs_forecast_density.png",
+            *(f"obs_vs_forecast_{s}.png" for s in seasons)} <= plots
+    assert not {f"skill_map_{r}.png" for r in REFERENCES} & plots  # skill maps are the networks'
     assert all((out / "plots" / p).read_bytes()[:4] == b"\x89PNG" for p in plots)
 
 

@@ -24,10 +24,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from soilcast import style
 from soilcast.evaluation.leads import lead_key, mean_over_leads
+from soilcast.evaluation.picks import line_styles, period_of
 from soilcast.evaluation.probabilistic import skill
 from soilcast.records import ByLead, Leaderboard, Scored
 
@@ -202,18 +205,26 @@ def _shown_leads(keys: Sequence[str]) -> list[str]:
     return list(dict.fromkeys([ordered[0], ordered[-1]])) if ordered else []
 
 
+def _figures(cfg: Any) -> Any:
+    return None if cfg is None else cfg.evaluation.figures
+
+
+def _title(what: str, metrics: Leaderboard, cfg: Any) -> str:
+    return style.title(what, style.version(cfg), period_of(metrics))
+
+
 def _nan(values: Sequence[float | None]) -> np.ndarray:
     return np.array([np.nan if v is None else float(v) for v in values], dtype=np.float64)
 
 
 def plot_calibration(metrics: Leaderboard, out: Path, names: list[str] | None = None,
-                     references: Sequence[str] | None = None) -> list[Path]:
+                     references: Sequence[str] | None = None, cfg: Any = None) -> list[Path]:
     """``pit_histogram.png``: per probabilistic network (or ``names``) its PIT histogram
     (density: uniform = 1) at the first and the last lead; ``reliability_d1.png``: the
     reliability diagram of "D1 or worse" at those leads, a line per such model and per
     probabilistic reference with calibration (marker area: the bin's share of points).
-    Returns the files written (none without calibration)."""
-    from soilcast.evaluation.plots import _line_styles, _plt, _save
+    Returns the files written (none without calibration). ``cfg``: the config whose
+    ``evaluation.figures`` and params hash the figures take (style defaults without it)."""
 
     scored = metrics.scored()
     if names is None:
@@ -223,10 +234,10 @@ def plot_calibration(metrics: Leaderboard, out: Path, names: list[str] | None = 
     written: list[Path] = []
     if not nets and not refs:
         return written
-    plt = _plt()
+    plt = style.pyplot()
     out.mkdir(parents=True, exist_ok=True)
     keys = _shown_leads(list(dict.fromkeys(k for n in nets + refs for k in scored[n].calibration)))
-    styles = _line_styles(metrics)
+    styles = line_styles(metrics)
     if nets:
         fig, axes = plt.subplots(len(nets), len(keys), figsize=(4.2 * len(keys), 2.8 * len(nets)), squeeze=False,
                                  sharey=True)
@@ -242,9 +253,9 @@ def plot_calibration(metrics: Leaderboard, out: Path, names: list[str] | None = 
                 ax.title.set_fontsize(9)
             row[0].set_ylabel("density")
         axes[0, 0].legend(fontsize=7, loc="upper center")
-        fig.suptitle("PIT histograms, test years (U: overconfident, hump: too wide)", fontsize=10)
+        fig.suptitle(_title("PIT histograms (U: overconfident, hump: too wide)", metrics, cfg), fontsize=10)
         fig.tight_layout()
-        _save(fig, out / PIT_FILE)
+        style.save(fig, out / PIT_FILE, _figures(cfg))
         written.append(out / PIT_FILE)
     fig, axes = plt.subplots(1, len(keys), figsize=(4.6 * len(keys), 4.4), squeeze=False)
     for ax, key in zip(axes[0], keys):
@@ -261,32 +272,33 @@ def plot_calibration(metrics: Leaderboard, out: Path, names: list[str] | None = 
             ax.scatter(p[ok], o[ok], s=12 + 250 * share[ok], color=st["color"], marker=st["fmt"][0], alpha=0.7,
                        edgecolors="k", linewidths=0.4)
         ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="forecast probability of D1 or worse", ylabel="observed frequency",
-               title=f"Reliability of D1 or worse, lead {key} d")
+               title=f"lead {key} d")
         ax.title.set_fontsize(9)
         ax.set_aspect("equal")
         ax.grid(alpha=0.3)
     axes[0, 0].legend(fontsize=7, loc="upper left")
     fig.text(0.5, -0.02, "marker area: the bin's share of the points (area-weighted)", ha="center", fontsize=7)
+    fig.suptitle(_title("Reliability of D1 or worse", metrics, cfg), fontsize=10)
     fig.tight_layout()
-    _save(fig, out / RELIABILITY_FILE)
+    style.save(fig, out / RELIABILITY_FILE, _figures(cfg))
     written.append(out / RELIABILITY_FILE)
     return written
 
 
-def plot_crps_skill_vs_lead(metrics: Leaderboard, out: Path, references: Sequence[str] | None = None) -> Path | None:
+def plot_crps_skill_vs_lead(metrics: Leaderboard, out: Path, references: Sequence[str] | None = None,
+                            cfg: Any = None) -> Path | None:
     """``crps_skill_vs_lead.png``: test CRPS skill against each probabilistic reference by
     lead, every model with a CRPS (styles as in ``skill_vs_lead.png``); None (nothing
     written) when no model has a CRPS or no reference was scored."""
-    from soilcast.evaluation.plots import _line_styles, _plt, _save
 
     models = with_crps(metrics)
     refs = [r for r in _refs(references) if r in metrics.scored()]
     if not models or not refs:
         return None
-    plt = _plt()
+    plt = style.pyplot()
     out.mkdir(parents=True, exist_ok=True)
     leads = metrics.leads()
-    styles = _line_styles(metrics)
+    styles = line_styles(metrics)
     fig, axes = plt.subplots(1, len(refs), figsize=(6 * len(refs), 4.6), sharex=True, squeeze=False)
     for ax, ref in zip(axes[0], refs):
         for n in models:
@@ -295,24 +307,26 @@ def plot_crps_skill_vs_lead(metrics: Leaderboard, out: Path, references: Sequenc
             ax.plot(leads, _nan([vals.get(lead_key(k)) for k in leads]), st["fmt"], color=st["color"], lw=1.4, ms=4,
                     label=n)
         ax.axhline(0.0, color="k", lw=0.8)
-        ax.set(xlabel="lead (days)", ylabel="CRPS skill (1 - CRPS/CRPS_ref)", title=f"Test CRPS skill vs {ref}")
+        ax.set(xlabel="lead (days)", ylabel="CRPS skill (1 - CRPS/CRPS_ref)", title=f"vs {ref}")
         ax.set_xticks(leads)
         ax.grid(alpha=0.3)
         ys = np.concatenate([np.asarray(line.get_ydata(), float) for line in ax.lines] or [np.zeros(1)])
         if np.isfinite(ys).any():  # a point forecast far below zero would hide the rest
             ax.set_ylim(max(min(float(np.nanmin(ys)), -0.2) - 0.05, -1.5), max(float(np.nanmax(ys)), 0.0) + 0.05)
     fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7)
+    fig.suptitle(_title("Test CRPS skill against lead", metrics, cfg), fontsize=10)
     fig.tight_layout()
-    _save(fig, out / SKILL_FILE)
+    style.save(fig, out / SKILL_FILE, _figures(cfg))
     return out / SKILL_FILE
 
 
-def write_uncertainty_plots(metrics: Leaderboard, out: Path, references: Sequence[str] | None = None) -> list[Path]:
+def write_uncertainty_plots(metrics: Leaderboard, out: Path, references: Sequence[str] | None = None,
+                            cfg: Any = None) -> list[Path]:
     """Every uncertainty figure into ``out``; nothing when no scored model forecasts quantiles.
-    Returns the files written."""
+    Returns the files written. ``cfg``: as for :func:`plot_calibration`."""
     if not any(is_probabilistic(e) for e in metrics.scored().values()):
         return []
     refs = _refs(references)
-    written = plot_calibration(metrics, out, references=refs)
-    skill_png = plot_crps_skill_vs_lead(metrics, out, references=refs)
+    written = plot_calibration(metrics, out, references=refs, cfg=cfg)
+    skill_png = plot_crps_skill_vs_lead(metrics, out, references=refs, cfg=cfg)
     return written + ([skill_png] if skill_png is not None else [])

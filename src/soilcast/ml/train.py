@@ -360,12 +360,9 @@ def write_learning_curve(path: Path, history: list[dict[str, float]], val: dict[
     training batches and the full validation grid, the references' on validation, and the
     kept epoch: the same quantity for every line, whatever the training loss is (the
     pinball loss of a probabilistic model is not an MSE)."""
-    import matplotlib
+    from soilcast import style
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = style.pyplot().subplots(figsize=(6, 4))
     ep = [h["epoch"] for h in history]
     ax.plot(ep, [h.get("forecast_mse", np.nan) for h in history], "o-", label="training batches")
     ax.plot(ep, [h.get("val_forecast_mse", np.nan) for h in history], "s-", label="validation (full grid)")
@@ -373,10 +370,8 @@ def write_learning_curve(path: Path, history: list[dict[str, float]], val: dict[
         ax.axvline(best_epoch, color="k", lw=0.8, ls=":", label=f"kept: epoch {best_epoch}")
     for ref_name, ref in training_references().items():
         ax.axhline(val[ref_name]["forecast_mse"], ls=ref.curve_style, color="grey", label=f"{ref_name} (validation)")
-    ax.set(xlabel="epoch", ylabel="median's forecast-step MSE (masked, scaled)", title=f"{name}: learning curve",
-           yscale="log")
+    ax.set(xlabel="epoch", ylabel="median's forecast-step MSE (masked, scaled)", yscale="log")
+    ax.set_title(style.title(f"{name}: learning curve of the selection metric", style.version()), fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    style.save(fig, path)
