@@ -615,6 +615,47 @@ class Evaluation(_Strict):
         return self
 
 
+class Party(_Strict):
+    """A creator or publisher of soilcast's files (ACDD-1.3 ``creator_*`` / ``publisher_*``)."""
+
+    name: str = Field(min_length=1)
+    type: Literal["person", "group", "institution", "position"]
+    institution: str = Field(min_length=1)
+    url: str | None          # null: left out of the files, never invented
+    email: str | None
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, url: str | None) -> str | None:
+        if url is not None and not re.fullmatch(r"https?://\S+", url):
+            raise ValueError(f"expected an http(s):// URL or null, got {url!r}")
+        return url
+
+    @field_validator("email")
+    @classmethod
+    def _email(cls, email: str | None) -> str | None:
+        if email is not None and not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", email):
+            raise ValueError(f"expected an e-mail address or null, got {email!r}")
+        return email
+
+
+class Metadata(_Strict):
+    """Who made and who publishes the files (forecast.nc, hindcast.nc)."""
+
+    creator: Party
+    publisher: Party
+
+    def attributes(self) -> dict[str, str]:
+        """The ACDD-1.3 creator/publisher global attributes that have a value."""
+        out = {}
+        for role in ("creator", "publisher"):
+            party = getattr(self, role)
+            for key in ("name", "type", "institution", "url", "email"):
+                if getattr(party, key) is not None:
+                    out[f"{role}_{key}"] = getattr(party, key)
+        return out
+
+
 class Pipeline(_Strict):
     image: str
     experiment: str
@@ -651,6 +692,7 @@ class Config(_Strict):
     serving: Serving
     operations: Operations
     promotion: Promotion
+    metadata: Metadata
     pipeline: Pipeline
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, strict=True)

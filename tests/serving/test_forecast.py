@@ -19,13 +19,14 @@ import xarray as xr
 from typer.testing import CliRunner
 
 from soilcast.cli import app
-from soilcast.config import save_config
+from soilcast.config import load_config, save_config
 from soilcast.data.store import open_tensors
 from soilcast.ml.models.references import Climatology
 from soilcast.serving.forecast_figures import basin_climate_range
 from soilcast.testing.serving import client, gateway
 from soilcast.testing.standards import check_cog, summary, violations
 from soilcast.testing.standin import write_standin
+from tests.conftest import PARAMS
 
 
 def assert_standards(nc, tif=None) -> None:
@@ -384,7 +385,8 @@ def test_the_standards_checkers_name_what_a_file_lacks(tmp_path):
 
     grid = SimpleNamespace(lat=np.arange(10.0, 20.0, 2.0), lon=np.arange(70.0, 80.0, 2.0))
     y = np.full((2, 5, 5), 0.25, np.float32)
-    ds = forecast_dataset(y, grid, dt.date(2013, 12, 31), [1, 7], 1, "m", y * 0.9)
+    parties = load_config(PARAMS).metadata.attributes()
+    ds = forecast_dataset(y, grid, dt.date(2013, 12, 31), [1, 7], 1, "m", y * 0.9, parties=parties)
     write_netcdf(ds, tmp_path / "good.nc")
     assert violations(tmp_path / "good.nc")[0] == []
     del ds.attrs["title"]
@@ -397,3 +399,26 @@ def test_the_standards_checkers_name_what_a_file_lacks(tmp_path):
         dst.write(np.zeros((1, 600, 600), np.float32))
     valid, errors, warnings = check_cog(tmp_path / "plain.tif")
     assert not valid and errors
+
+
+def test_an_agency_contact_in_params_leaves_at_most_three_acdd_recommended_gaps(tmp_path):
+    """With ``metadata`` filled in (the demo leaves url/email null rather than invent them), the
+    file names who made and who publishes it, and ACDD-1.3's recommended attributes miss at most
+    three points: the vertical CRS (depth below the land surface has no EPSG code) and the
+    checker's own vertical-extent rule (it wants min == max == a scalar depth)."""
+    from types import SimpleNamespace
+
+    from soilcast.serving.forecast import forecast_dataset, write_netcdf
+    from soilcast.testing.standards import check_netcdf
+
+    party = {"url": "https://water.example.org/soil", "email": "forecast-desk@water.example.org"}
+    cfg = load_config(PARAMS, {"metadata": {"creator": party, "publisher": party}})
+    grid = SimpleNamespace(lat=np.arange(10.0, 20.0, 2.0), lon=np.arange(70.0, 80.0, 2.0))
+    y = np.full((2, 5, 5), 0.25, np.float32)
+    write_netcdf(forecast_dataset(y, grid, dt.date(2013, 12, 31), [1, 7], 1, "m", y * 0.9,
+                                  parties=cfg.metadata.attributes()), tmp_path / "f.nc")
+    acdd = check_netcdf(tmp_path / "f.nc")["acdd:1.3"]
+    with xr.open_dataset(tmp_path / "f.nc") as ds:
+        assert ds.attrs["creator_email"] == party["email"] and ds.attrs["publisher_url"] == party["url"]
+    assert acdd.failed["high"] == 0 or all("standard_name" in n for n in acdd.names("high")), acdd.names("high")
+    assert acdd.failed["medium"] <= 3, acdd.names("medium")

@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -255,7 +256,7 @@ def is_probabilistic(served: dict[str, Any] | None) -> bool:
 
 def forecast_dataset(y: np.ndarray, tensors: Tensors, init: dt.date, leads: list[int],
                      version: int | None, model: str = "", clim: np.ndarray | None = None,
-                     source_forecast: str = PAST_WEATHER_ONLY) -> Any:
+                     source_forecast: str = PAST_WEATHER_ONLY, parties: Mapping[str, str] | None = None) -> Any:
     """A CF-1.8 / ACDD-1.3 dataset: soil_moisture(lead_time, lat, lon) in m3 m-3, lead_time the
     forecast period in days, valid_time(lead_time) and the scalar forecast_reference_time (the
     init); when the climatology is known, the climatology of each valid day and the anomaly
@@ -291,7 +292,7 @@ def forecast_dataset(y: np.ndarray, tensors: Tensors, init: dt.date, leads: list
         f"day(s) {', '.join(str(int(k)) for k in leads)} after the init day {init}, by the served soilcast "
         f"model {model} version {version}, with the training-years climatology of each valid day and the "
         "anomaly from it (and, when served, percentile, drought class and quantiles).",
-        "soilcast model output, not quality controlled"),
+        "soilcast model output, not quality controlled", parties or {}),
         "source": f"soilcast model {model} version {version}",
         "history": f"{_now()} soilcast forecast, init {init}, served model version {version}",
         "leads": [int(k) for k in leads], "source_forecast": source_forecast})
@@ -320,11 +321,12 @@ def _now() -> str:
 
 
 def discovery_attributes(title: str, ident: str, lat: np.ndarray, lon: np.ndarray, first: dt.date, last: dt.date,
-                         summary: str, processing_level: str) -> dict[str, Any]:
+                         summary: str, processing_level: str, parties: Mapping[str, str]) -> dict[str, Any]:
     """The ACDD-1.3 global attributes of a soilcast file (and Conventions CF-1.8, ACDD-1.3): what,
-    who, where (the grid's cell-centre extent) and when (the valid days ``first``..``last``,
-    each a daily value stamped at 00 UTC). No contact URL or e-mail is given: soilcast names
-    none."""
+    who (``parties``: the ``creator_*`` / ``publisher_*`` attributes of params ``metadata``,
+    :meth:`soilcast.config.Metadata.attributes`; a contact left null there is absent here),
+    where (the grid's cell-centre extent) and when (the valid days ``first``..``last``, each a
+    daily value stamped at 00 UTC)."""
     lat, lon = np.asarray(lat, np.float64), np.asarray(lon, np.float64)
     dlat = float(np.abs(np.diff(lat)).mean()) if lat.size > 1 else 0.0
     dlon = float(np.abs(np.diff(lon)).mean()) if lon.size > 1 else 0.0
@@ -333,9 +335,8 @@ def discovery_attributes(title: str, ident: str, lat: np.ndarray, lon: np.ndarra
     return {
         "Conventions": "CF-1.8, ACDD-1.3", "title": title, "summary": summary,
         "keywords": "soil moisture, surface soil moisture, drought, forecast, hindcast, land surface",
-        "id": ident, "naming_authority": "soilcast", "institution": "soilcast", "project": "soilcast",
-        "creator_name": "soilcast", "creator_institution": "soilcast", "creator_type": "group",
-        "publisher_name": "soilcast", "publisher_institution": "soilcast", "publisher_type": "group",
+        "id": ident, "naming_authority": "soilcast", "institution": parties.get("creator_institution", "soilcast"),
+        "project": "soilcast", **parties,
         "processing_level": processing_level,
         "comment": "Daily mean volumetric soil moisture (m3 m-3) of the 0-7 cm layer on a regular "
                    "latitude-longitude grid; cells outside the land mask are missing.",
@@ -658,7 +659,7 @@ def write_products(cfg: Any, layout: Any, tensors: Tensors, issued: Issued,
     probabilistic, model, version, fed = issued.probabilistic, issued.model, issued.served_version, issued.weather
     # the served anomaly defines the climatology the server used; older versions: the client's
     clim = (y - served[ANOMALY]) if served is not None else climatology_of(cfg, tensors, valid)
-    ds = forecast_dataset(y, tensors, init, leads, version, model, clim, fed.source)
+    ds = forecast_dataset(y, tensors, init, leads, version, model, clim, fed.source, cfg.metadata.attributes())
     if served is not None:
         add_served_products(ds, served)
     if probabilistic:

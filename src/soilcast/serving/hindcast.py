@@ -209,7 +209,7 @@ def reference_forecasts(cfg: Any, layout: Any, leads: list[int], block: Tensors,
 
 def archive_dataset(fcs: dict[str, ValidForecasts], served: str, lat: np.ndarray, lon: np.ndarray,
                     version: int | None, long_names: dict[str, str], threshold: np.ndarray | None = None,
-                    basin_names: dict[int, str] | None = None) -> Any:
+                    basin_names: dict[int, str] | None = None, parties: Mapping[str, str] | None = None) -> Any:
     """The served forecast (key ``served``) and every reference on (time = valid date,
     lead_time, lat, lon) and the observations on (time, lat, lon), CF-1.8 and ACDD-1.3 (cell
     bounds, the 0-7 cm ``depth``, :func:`soilcast.serving.forecast.discovery_attributes`); a
@@ -257,7 +257,7 @@ def archive_dataset(fcs: dict[str, ValidForecasts], served: str, lat: np.ndarray
         f"Hindcast of the daily mean volumetric soil moisture of the 0-7 cm layer, valid {first}..{last} at "
         f"the lead day(s) {', '.join(str(int(k)) for k in fc.leads)}, by the served soilcast model {fc.model} "
         f"version {version}, with the reference forecasts it is scored against and the observations.",
-        "soilcast model output and reference forecasts, not quality controlled"),
+        "soilcast model output and reference forecasts, not quality controlled", parties or {}),
         "source": f"soilcast model {fc.model} version {version} (served)",
         "history": f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%dT%H:%M:%SZ} soilcast hindcast, valid {first}..{last}",
         "leads": np.asarray(fc.leads, np.int32)})
@@ -475,7 +475,8 @@ def run_hindcast(cfg: Any, layout: Any, server: str, start: dt.date, end: dt.dat
     shown = [label, *(n for n in refs if n in quantiles)] if levels else None  # the probabilistic models
     table = score_table(scores, period, shown, reference)
     names = {int(k): str(v) for k, v in dict(t.attrs.get("basin_names", {})).items()}
-    archive = archive_dataset(fcs, label, t.lat, t.lon, served_version, long_names, threshold[:, 0], names)
+    archive = archive_dataset(fcs, label, t.lat, t.lon, served_version, long_names, threshold[:, 0], names,
+                              cfg.metadata.attributes())
     out = HindcastDir(Path(out_dir) if out_dir else Path(layout.hindcasts_dir) / f"{start}_{end}")
     summary["figures"] = [p.name for p in out.figures]
     figures = FigureInputs(fcs, label, context_references()["persistence"].name, summary, t,
