@@ -372,6 +372,6 @@ def write_learning_curve(path: Path, history: list[dict[str, float]], val: dict[
         ax.axhline(val[ref_name]["forecast_mse"], ls=ref.curve_style, color="grey", label=f"{ref_name} (validation)")
     ax.set(xlabel="epoch", ylabel="median's forecast-step MSE (masked, scaled)", yscale="log")
     ax.set_title(style.title(f"{name}: learning curve of the selection metric", style.version()), fontsize=9)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))  # beside the curves, never on them
     fig.tight_layout()
     style.save(fig, path)
