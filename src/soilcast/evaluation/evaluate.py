@@ -295,7 +295,7 @@ def evaluate(cfg: Config, tensors: Path, runs: Mapping[str, RunDir], out: EvalDi
     atomic_write_text(out.leaderboard, leaderboard(metrics, cfg.gate.primary_metric))
     write_summary(metrics, out.summary)
     write_plots(forecasts, metrics, basins, out.plots, cfg)
-    write_uncertainty_plots(metrics, out.plots)
+    write_uncertainty_plots(metrics, out.plots, cfg=cfg)
     return metrics
 
 
