@@ -11,10 +11,13 @@ def evaluate(config: str, tensors: Input[Dataset], models: Input[List[Model]],
              evaluation: Output[Artifact], metrics: Output[Metrics],
              leaderboard: Output[Markdown], forecasts: Input[Dataset] = None):
     """Score every trained network and the references on the validation and test years
-    (networks trained with the lead days' weather also with the ``forecasts`` runs)."""
+    (networks trained with the lead days' weather also with the ``forecasts`` runs).
+    ``metrics``: the compact summary DVC shows (per model, test RMSE and skills per lead);
+    every score is in the ``evaluation`` folder's metrics.json."""
     from pathlib import Path
 
     from soilcast.evaluation.evaluate import evaluate as run_evaluate
+    from soilcast.evaluation.summary import summary_values
     from soilcast.layout import EvalDir, tensors_in
     from soilcast.pipeline import runtime
 
@@ -22,7 +25,7 @@ def evaluate(config: str, tensors: Input[Dataset], models: Input[List[Model]],
     out = EvalDir(evaluation.path)
     result = run_evaluate(runtime.step_config(config), tensors_in(tensors.path), runs, out,
                           Path(forecasts.path) if forecasts is not None else None)
-    values = runtime.overall_metrics(result)
+    values = summary_values(result)
     for key, value in sorted(values.items()):
         metrics.log_metric(key, value)
     runtime.write_metrics_file(metrics.path, values)
