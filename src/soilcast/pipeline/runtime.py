@@ -20,7 +20,7 @@ from typing import Any
 
 from soilcast.config import Config, ConfigError, config_from_dict, deep_merge, read_params, yaml_load
 from soilcast.layout import Layout, RunDir, relocate
-from soilcast.records import Decision, Leaderboard, TrainRecord
+from soilcast.records import Decision, TrainRecord
 
 MODELS_SUBDIR = "soilcast"  # model repository inside an exported Model artifact
 HOME_ENV = "SOILCAST_HOME"  # where relative resource paths (data/static/...) resolve
@@ -230,14 +230,6 @@ def train_summary(record: TrainRecord) -> tuple[dict[str, Any], dict[str, float]
                       "params": record.params, "wall_time_s": record.wall_time_s})
     values.update(scalars(record.val, prefix="val."))
     return meta, values
-
-
-def overall_metrics(metrics: Leaderboard) -> dict[str, float]:
-    """``<model>.<metric>`` over the overall test scores of every evaluated model."""
-    out: dict[str, float] = {}
-    for name, entry in sorted(metrics.scored().items()):
-        out.update(scalars(entry.overall, prefix=f"{name}."))
-    return out
 
 
 GATE_KEYS = ("blessed", "winner", "primary_metric", "winner_score", "skill_vs_best_reference",
