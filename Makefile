@@ -4,7 +4,9 @@ PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-export TF_CPP_MIN_LOG_LEVEL ?= 2
+# TensorFlow's native logs: errors only (3), so the CLI also drops its import-time lines
+# (soilcast.commands.common.import_tensorflow_quietly); set 0-2 to see them.
+export TF_CPP_MIN_LOG_LEVEL ?= 3
 
 .PHONY: demo paper test lint install data lock clean-demo prometheus
 
