@@ -63,11 +63,8 @@ def plot_skill_maps(forecasts: dict[str, Any], names: list[str], refs: dict[str,
                 fields.append(skill_map(fc.at_lead(k), forecasts[ref].at_lead(k)))
                 im = draw_map(ax, fields[-1], fc, style.color_scale(figures, "skill"))
                 ax.set_title(f"vs {label}, lead {fc.leads[k]} d", fontsize=9)
-        style.colorbar(fig, im, axes, figures, "skill", np.stack(fields))
-        fig.suptitle(style.title(f"{name}: test MSE skill per cell", style.version(cfg),
-                                 style.period(fc.init_time[0], fc.init_time[-1])), fontsize=10)
-        written.append(out / f"skill_map_{name}.png")
-        style.save(fig, written[-1], figures)
+        written.append(_finish(fig, (im, axes, "skill", fields), f"{name}: test MSE skill per cell", fc, cfg,
+                               out / f"skill_map_{name}.png"))
     return written
 
 
@@ -82,12 +79,21 @@ def plot_rmse_maps(forecasts: dict[str, Any], out: Path, cfg: Any) -> list[Path]
         for ax, k, field in zip(axes[0], ks, fields):
             im = draw_map(ax, field, fc, style.color_scale(figures, "rmse"))
             ax.set_title(f"lead {fc.leads[k]} d", fontsize=9)
-        style.colorbar(fig, im, axes, figures, "rmse", np.stack(fields))
-        fig.suptitle(style.title(f"{name}: test RMSE per cell", style.version(cfg),
-                                 style.period(fc.init_time[0], fc.init_time[-1])), fontsize=10)
-        written.append(out / f"rmse_map_{name}.png")
-        style.save(fig, written[-1], figures)
+        written.append(_finish(fig, (im, axes, "rmse", fields), f"{name}: test RMSE per cell", fc, cfg,
+                               out / f"rmse_map_{name}.png"))
     return written
+
+
+def _finish(fig: Any, bar: tuple[Any, Any, str, list[np.ndarray]], what: str, fc: Any, cfg: Any,
+            path: Path) -> Path:
+    """Colour bar (``bar``: mappable, axes, quantity, the fields drawn), a title naming what,
+    the version and the test period, and save: the end of every per-model map figure."""
+    im, axes, quantity, fields = bar
+    figures = cfg.evaluation.figures
+    style.colorbar(fig, im, axes, figures, quantity, np.stack(fields))
+    fig.suptitle(style.title(what, style.version(cfg), style.period(fc.init_time[0], fc.init_time[-1])), fontsize=10)
+    style.save(fig, path, figures)
+    return path
 
 
 def plot_day_maps(forecasts: dict[str, Any], names: list[str], out: Path, cfg: Any) -> list[Path]:
