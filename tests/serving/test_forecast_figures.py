@@ -1,5 +1,6 @@
-"""``forecast.png``: a fixed soil-moisture scale per store, the served anomaly (centred on 0)
-and drought class (all six classes in the legend) when a version serves them, basin names on
+"""``forecast.png``: soil moisture and the served anomaly on the fixed colour scales of params
+``evaluation.figures`` (:mod:`soilcast.style`, the same for every init day; another config's
+scales change them), the served drought class with all six classes in the legend, basin names on
 the maps and a title naming model and version. Tiny synthetic store, hand-made served products."""
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ from soilcast.serving.forecast_figures import (
     basin_weights,
     forecast_figure,
     plot_forecast,
-    soil_moisture_limits,
     weighted_mean,
 )
+from soilcast.testing.config import tiny_config
 
 LEADS = [1, 2, 3]
 
@@ -55,42 +56,67 @@ def store(tiny_cfg, synthetic_store):
     return tiny_cfg, open_tensors(synthetic_store)
 
 
-def test_soil_moisture_scale_is_the_training_years_range_rounded_out(store):
-    cfg, t = store
-    lo, hi = soil_moisture_limits(cfg, t)
-    years = (t.time.year >= cfg.split.train_years[0]) & (t.time.year <= cfg.split.train_years[1])
-    y = np.asarray(t.Y[np.flatnonzero(years)], np.float64)[..., 0][:, t.mask.astype(bool)]
-    assert lo <= np.nanmin(y) < lo + 0.05 and hi - 0.05 < np.nanmax(y) <= hi
-    assert round(lo / 0.05, 6).is_integer() and round(hi / 0.05, 6).is_integer()
+def _clim(axes: list) -> set:
+    """The (vmin, vmax) each map's mesh was drawn with."""
+    return {tuple(float(v) for v in ax.collections[0].get_clim()) for ax in axes}
 
 
-def test_two_init_days_share_the_colour_scale_and_served_rows_show(store, tmp_path):
+def test_two_init_days_share_the_configured_scales_and_served_rows_show(store):
     import matplotlib.pyplot as plt
     from matplotlib.colors import TwoSlopeNorm
 
     cfg, t = store
-    limits = soil_moisture_limits(cfg, t)
-    clims, spans = [], []
+    scales = cfg.evaluation.figures.scales
+    spans = []
     for init in (dt.date(2012, 1, 10), dt.date(2012, 7, 10)):
         ds, table, climate = _forecast(cfg, t, init, served=True)
-        fig = forecast_figure(ds, table, climate, t.basin_id, None, cfg.target.colormap, limits)
-        sm = _maps(fig, "soil_moisture")
-        assert len(sm) == len(LEADS) and len(_maps(fig, "anomaly")) == len(LEADS)
-        clims.append({ax.collections[0].get_clim() for ax in sm})
+        fig = forecast_figure(ds, table, climate, t.basin_id, None, cfg)
+        sm, anomaly = _maps(fig, "soil_moisture"), _maps(fig, "anomaly")
+        assert len(sm) == len(LEADS) and len(anomaly) == len(LEADS)
+        assert _clim(sm) == {tuple(scales.soil_moisture)}  # the same fixed scale both days
+        assert sm[0].collections[0].get_cmap().name == cfg.target.colormap
         finite = ds["soil_moisture"].values[np.isfinite(ds["soil_moisture"].values)]
         spans.append((finite.min(), finite.max()))
-        norm = _maps(fig, "anomaly")[0].collections[0].norm
-        assert isinstance(norm, TwoSlopeNorm) and norm.vcenter == 0 and norm.vmin == -norm.vmax
+        for ax in anomaly:
+            norm = ax.collections[0].norm
+            assert isinstance(norm, TwoSlopeNorm) and norm.vcenter == 0.0
+            assert (norm.vmin, norm.vmax) == tuple(scales.anomaly)
         legend = _maps(fig, "drought_class")[-1].get_legend()
         labels = [x.get_text().split()[0] for x in legend.get_texts()]
         assert labels == ["none", "D0", "D1", "D2", "D3", "D4"]
         texts = [x.get_text() for ax in sm for x in ax.texts]
         assert texts == ["West", "East"] and [x.get_text() for x in sm[0].texts] == texts  # once, on the first map
+        assert all(ax.collections[1].get_segments() for ax in sm)  # the basin outlines (cell edges, no basins file)
         title = fig.subfigs[0]._suptitle.get_text()
         assert "model gru version 7" in title and f"init {init}" in title
         plt.close(fig)
-    assert len(clims[0]) == 1 and clims[0] == clims[1] == {limits}  # the same fixed scale both days
     assert spans[0] != spans[1]  # although the days' own ranges differ
+
+
+def test_other_configured_scales_redraw_the_maps_with_arrows_past_them(store, tmp_path):
+    """The limits come from params, not from the data: a narrower soil-moisture scale and a
+    wider anomaly scale are drawn as configured, and the colour bar points past the ends the
+    day's values cross."""
+    import matplotlib.pyplot as plt
+
+    cfg, t = store
+    ds, table, climate = _forecast(cfg, t, dt.date(2012, 7, 10), served=True)
+    finite = ds["soil_moisture"].values[np.isfinite(ds["soil_moisture"].values)]
+    mid = round(float(np.median(finite)), 3)
+    narrow = (mid - 0.01, mid + 0.01)  # inside the day's range: values run past both ends
+    other = tiny_config(tmp_path, {"evaluation": {"figures": {"scales": {"soil_moisture": list(narrow),
+                                                                         "anomaly": [-0.3, 0.2]}}}})
+    assert tuple(other.evaluation.figures.scales.soil_moisture) != tuple(cfg.evaluation.figures.scales.soil_moisture)
+    fig = forecast_figure(ds, table, climate, t.basin_id, None, other)
+    sm, anomaly = _maps(fig, "soil_moisture"), _maps(fig, "anomaly")
+    assert _clim(sm) == {narrow}
+    assert sm[-1].collections[0].colorbar.extend == "both"
+    norm = anomaly[0].collections[0].norm
+    assert (norm.vmin, norm.vcenter, norm.vmax) == (-0.3, 0.0, 0.2)
+    plt.close(fig)
+    fig = forecast_figure(ds, table, climate, t.basin_id, None, cfg)  # the day fits params' 0-0.5
+    assert _maps(fig, "soil_moisture")[-1].collections[0].colorbar.extend == "neither"
+    plt.close(fig)
 
 
 def test_a_version_without_products_keeps_the_soil_moisture_row(store, tmp_path):
@@ -98,25 +124,30 @@ def test_a_version_without_products_keeps_the_soil_moisture_row(store, tmp_path)
 
     cfg, t = store
     ds, table, climate = _forecast(cfg, t, dt.date(2012, 7, 10), served=False)
-    fig = forecast_figure(ds, table, climate, t.basin_id, None, cfg.target.colormap, soil_moisture_limits(cfg, t))
+    fig = forecast_figure(ds, table, climate, t.basin_id, None, cfg)
     assert len(_maps(fig, "soil_moisture")) == len(LEADS)
+    assert _clim(_maps(fig, "soil_moisture")) == {tuple(cfg.evaluation.figures.scales.soil_moisture)}
     assert not _maps(fig, "anomaly") and not _maps(fig, "drought_class")
     plt.close(fig)
-    plot_forecast(ds, table, climate, t.basin_id, tmp_path / "f.png", None, cfg.target.colormap)
-    assert (tmp_path / "f.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_plot_forecast_takes_the_scale_from_the_store(store, tmp_path, monkeypatch):
-    """write_products hands plot_forecast the (cfg, tensors): the PNG is drawn on the store's scale."""
-    import soilcast.serving.forecast_figures as figures
+def test_plot_forecast_writes_the_png_at_the_configured_dpi(store, tmp_path):
+    """write_products hands plot_forecast the cfg: the PNG is written (atomically, by
+    style.save) at params evaluation.figures.dpi, so another dpi gives another size."""
+    from PIL import Image
 
     cfg, t = store
     ds, table, climate = _forecast(cfg, t, dt.date(2012, 7, 10), served=True)
-    drawn = []
-    real = figures.forecast_figure
-    monkeypatch.setattr(figures, "forecast_figure", lambda *a: drawn.append(a[-1]) or real(*a))
-    plot_forecast(ds, table, climate, t.basin_id, tmp_path / "f.png", None, cfg.target.colormap, store=(cfg, t))
-    assert drawn == [soil_moisture_limits(cfg, t)] and (tmp_path / "f.png").is_file()
+    sizes = []
+    for dpi in (cfg.evaluation.figures.dpi, 2 * cfg.evaluation.figures.dpi):
+        c = tiny_config(tmp_path, {"evaluation": {"figures": {"dpi": dpi}}})
+        path = tmp_path / f"f{dpi}.png"
+        plot_forecast(ds, table, climate, t.basin_id, path, None, c)
+        assert path.read_bytes()[:4] == b"\x89PNG" and not list(tmp_path.glob(".*"))  # no temporary left
+        with Image.open(path) as im:
+            assert round(im.info["dpi"][0]) == dpi
+            sizes.append(im.size)
+    assert sizes[1][0] > 1.8 * sizes[0][0]
 
 
 def test_the_legend_names_the_classes_as_the_netcdf_flags_do():

@@ -681,7 +681,7 @@ def write_products(cfg: Any, layout: Any, tensors: Tensors, issued: Issued,
             plot_fan_chart(table, basin_quantiles(served[QUANTILES], tensors), served["levels"],
                            basin_climate_range(cfg, tensors, valid), out,
                            f"{title}: basin means, median with 50 % and 90 % bands\n"
-                           f"weather forecast: {fed.source}")
+                           f"weather forecast: {fed.source}", cfg.evaluation.figures)
         elif kind == "drought_map":
             threshold = d1_thresholds(cfg, tensors, valid)
             if threshold is None:
@@ -692,10 +692,11 @@ def write_products(cfg: Any, layout: Any, tensors: Tensors, issued: Issued,
             plot_drought_probability(ds, cell_drought_probability(served[QUANTILES], served["levels"], threshold),
                                      tensors.basin_id, out, layout.basins,
                                      f"{title}: chance of D1 or worse (soil moisture at or below the training-"
-                                     f"years {D1_OR_WORSE_PERCENTILE:g}th percentile of the valid day)")
+                                     f"years {D1_OR_WORSE_PERCENTILE:g}th percentile of the valid day)",
+                                     cfg.evaluation.figures)
         else:
             plot_forecast(ds, table, basin_climate_range(cfg, tensors, valid), tensors.basin_id, out,
-                          layout.basins, cfg.target.colormap, store=(cfg, tensors))
+                          layout.basins, cfg)
     return {"init": str(init), "leads": leads, "valid": [str(d) for d in valid], "version": version,
             "model": model, "label": issued.label, "out_dir": None if out_dir is None else str(out_dir),
             "source_forecast": fed.source, "weather_note": fed.note,

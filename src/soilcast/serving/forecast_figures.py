@@ -7,6 +7,12 @@ D1 or worse per cell is read from the served quantiles through
 :func:`soilcast.quantiles.quantile_cdf` at the cell's 20th percentile of the valid day's
 training-years distribution (:func:`soilcast.export.products.d1_threshold`, tables fitted on
 the store's training years as the exporter fits them).
+
+Every picture takes its look from :mod:`soilcast.style`: soil moisture and anomaly on the fixed
+colour scales of params ``evaluation.figures.scales`` (the same for every init day, every store
+and every other figure, with arrows on the colour bar when a day runs past them), drawn with
+:func:`soilcast.style.pyplot` and written atomically by :func:`soilcast.style.save` at
+``evaluation.figures.dpi``.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from soilcast import style
 from soilcast.contract import calendar_bin
 from soilcast.data.store import Tensors
 
@@ -71,44 +78,11 @@ def basin_climate_range(cfg: Any, tensors: Tensors, valid: list[dt.date],
     return out
 
 
-SCALE_STEP = 0.05  # m3 m-3: the soil-moisture colour limits are rounded outward to this
-ANOMALY_SHARE = 0.25  # the anomaly scale is +- this share of the soil-moisture scale's span
 # US Drought Monitor colours of the classes -1 (none) and D0-D4 (contract.DROUGHT_CLASSES)
 # the classes -1, 0..4 as the NetCDF's flag_meanings name them (soilcast.serving.forecast.DROUGHT_FLAGS,
 # which imports this module; a test keeps the two equal)
 DROUGHT_NAMES = ("none", "D0_abnormally_dry", "D1_moderate", "D2_severe", "D3_extreme", "D4_exceptional")
 DROUGHT_COLOURS = {-1: "#f2f2f2", 0: "#ffff00", 1: "#fcd37f", 2: "#ffaa00", 3: "#e60000", 4: "#730000"}
-
-
-def soil_moisture_limits(cfg: Any, tensors: Tensors) -> tuple[float, float] | None:
-    """The fixed colour limits of ``forecast.png``'s soil-moisture maps: the smallest and
-    largest soil moisture of the store's training years over the mask, rounded outward to
-    :data:`SCALE_STEP`. None when the store holds no training year.
-
-    Fixed for a store: every init day of it is drawn on the same scale, so two days compare
-    at a glance (an automatic range made 0.05-0.16 in January and 0.07-0.44 in July look
-    alike). Taken from the training years rather than ``target.physical_range`` (0-0.8, the
-    sensor's range: India's basins use half of it, so the maps would be one colour) and
-    rather than percentiles (the extremes are kept: a forecast beyond the training years'
-    range saturates the end colour instead of being mistaken for a typical value)."""
-    years = cfg.split.train_years
-    rows = np.flatnonzero((tensors.time.year >= years[0]) & (tensors.time.year <= years[1]))
-    if rows.size == 0:
-        return None
-    y = np.asarray(tensors.Y[int(rows[0]) : int(rows[-1]) + 1], np.float64)[..., 0]
-    y = y[:, np.asarray(tensors.mask, bool)]
-    y = y[np.isfinite(y)]
-    if y.size == 0:
-        return None
-    lo = np.floor(y.min() / SCALE_STEP + 1e-9) * SCALE_STEP
-    hi = np.ceil(y.max() / SCALE_STEP - 1e-9) * SCALE_STEP
-    return round(float(lo), 6), round(float(max(hi, lo + SCALE_STEP)), 6)
-
-
-def anomaly_limit(limits: tuple[float, float]) -> float:
-    """The anomaly maps' symmetric limit: :data:`ANOMALY_SHARE` of the soil-moisture scale's
-    span, rounded up to 0.01 m3 m-3 (fixed for a store like the scale itself)."""
-    return float(np.ceil(ANOMALY_SHARE * (limits[1] - limits[0]) * 100 - 1e-9) / 100)
 
 
 def drought_legend() -> list[tuple[int, str, str]]:
@@ -138,49 +112,36 @@ def basin_label_points(lat: np.ndarray, lon: np.ndarray, basin_id: np.ndarray) -
 
 
 def plot_forecast(ds: Any, table: pd.DataFrame, climate: np.ndarray | None, basin_id: np.ndarray, path: Path,
-                  basins_file: Path | None, cmap: str, limits: tuple[float, float] | None = None,
-                  store: tuple[Any, Tensors] | None = None) -> None:
-    """Write :func:`forecast_figure` to ``path`` (PNG); ``store``: the (cfg, tensors) whose
-    training years fix the soil-moisture scale (:func:`soil_moisture_limits`) when ``limits``
-    is not given."""
-    import matplotlib.pyplot as plt
-
-    from soilcast.io.atomic import atomic_path
-
-    if limits is None and store is not None:
-        limits = soil_moisture_limits(*store)
-    fig = forecast_figure(ds, table, climate, basin_id, basins_file, cmap, limits)
-    with atomic_path(Path(path)) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+                  basins_file: Path | None, cfg: Any) -> None:
+    """Write :func:`forecast_figure` to ``path`` (PNG, :func:`soilcast.style.save`)."""
+    style.save(forecast_figure(ds, table, climate, basin_id, basins_file, cfg), path, cfg.evaluation.figures)
 
 
 def forecast_figure(ds: Any, table: pd.DataFrame, climate: np.ndarray | None, basin_id: np.ndarray,
-                    basins_file: Path | None, cmap: str, limits: tuple[float, float] | None = None) -> Any:
+                    basins_file: Path | None, cfg: Any) -> Any:
     """The forecaster's figure (``forecast.png``), a column per lead:
 
-    * soil moisture on the FIXED scale ``limits`` (:func:`soil_moisture_limits`: the store's
-      training-years range, the same for every init day; without it the data's range, and the
-      colour bar says "automatic"), colour map ``cmap`` (params ``target.colormap``);
+    * soil moisture on the fixed scale of params ``evaluation.figures.scales.soil_moisture``
+      (:func:`soilcast.style.color_scale`: the same for every init day, so two days compare at a
+      glance), colour map ``target.colormap``; the colour bar's arrows say when the day's values
+      run past the scale;
     * when the served products carry them (a version with ``forecast_products``: the dataset
-      holds ``drought_class``): the served anomaly on a diverging scale centred on 0,
-      +- :func:`anomaly_limit`, and the served drought class in the fixed US Drought Monitor
-      colours with a legend of all six classes (:func:`drought_legend`);
-    * on every map basin outlines (the basins file when it exists, else the edges of
-      ``basin_id``), and on each row's first map the basin names (the table's ``basin``, the
-      store's ``basin_names``) at each basin's area-weighted centroid;
+      holds ``drought_class``): the served anomaly on the fixed diverging scale
+      ``evaluation.figures.scales.anomaly`` centred on 0, and the served drought class in the
+      fixed US Drought Monitor colours with a legend of all six classes (:func:`drought_legend`);
+    * on every map basin outlines (the basins file when it exists, else the cell edges between
+      the store's ``basin_id``, :func:`soilcast.style.outline_basins`), and on each row's first
+      map the basin names (the table's ``basin``, the store's ``basin_names``) at each basin's
+      area-weighted centroid;
     * below, each basin's forecast basin mean over the valid dates against its climatological
       10-90 % range (``climate`` [n_basins, K, 2], shaded; omitted when None).
 
     The title names model, version, init day and valid days. Each map axes is labelled
     (``Axes.get_label()``) ``soil_moisture``, ``anomaly`` or ``drought_class`` for readers."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.colors import BoundaryNorm, ListedColormap, TwoSlopeNorm
+    from matplotlib.colors import BoundaryNorm, ListedColormap
     from matplotlib.patches import Patch
 
+    plt, figures = style.pyplot(), cfg.evaluation.figures
     sm = ds["soil_moisture"].values
     n = sm.shape[0]
     served = "drought_class" in ds and "soil_moisture_anomaly" in ds
@@ -189,25 +150,20 @@ def forecast_figure(ds: Any, table: pd.DataFrame, climate: np.ndarray | None, ba
     fig = plt.figure(figsize=(max(2.3 * n + 2.6, 8.0), 2.7 * len(rows) + 3.3), layout="constrained")
     maps, bottom = fig.subfigures(2, 1, height_ratios=[2.5 * len(rows), 3.0])
     grid = np.atleast_2d(maps.subplots(len(rows), n, sharex=True, sharey=True, squeeze=False))
-    fixed = limits is not None
-    if limits is None:
-        finite = sm[np.isfinite(sm)]
-        limits = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
-    mesh = _draw_maps(grid[0], ds, sm, basin_id, basins_file, cmap, limits, names)
-    maps.colorbar(mesh, ax=list(grid[0]), label="soil moisture (m³ m⁻³)" + ("" if fixed else ", automatic range"),
-                  shrink=0.9)
+    mesh = _draw_maps(grid[0], ds, sm, basin_id, basins_file,
+                      style.color_scale(figures, "soil_moisture", cfg.target.colormap), names)
+    style.colorbar(maps, mesh, list(grid[0]), figures, "soil_moisture", sm)
     if served:
-        a = anomaly_limit(limits)
         anomaly = ds["soil_moisture_anomaly"].values
-        mesh = _draw_maps(grid[1], ds, anomaly, basin_id, basins_file, "BrBG", None, names,
-                          norm=TwoSlopeNorm(vcenter=0.0, vmin=-a, vmax=a))
-        maps.colorbar(mesh, ax=list(grid[1]), extend="both", shrink=0.9,
-                      label="anomaly vs training-years\nclimatology (m³ m⁻³)")
+        mesh = _draw_maps(grid[1], ds, anomaly, basin_id, basins_file, style.color_scale(figures, "anomaly"), names)
+        style.colorbar(maps, mesh, list(grid[1]), figures, "anomaly", anomaly,
+                       label="anomaly vs training-years\nclimatology (m³ m⁻³)")
         legend = drought_legend()
         classes = np.where(np.isfinite(sm), ds["drought_class"].values, np.nan).astype(np.float64)
         bounds = np.arange(legend[0][0] - 0.5, legend[-1][0] + 1.0)
-        _draw_maps(grid[2], ds, classes, basin_id, basins_file, ListedColormap([c for _, _, c in legend]), None,
-                   names, norm=BoundaryNorm(bounds, len(legend)))
+        _draw_maps(grid[2], ds, classes, basin_id, basins_file,
+                   {"cmap": ListedColormap([c for _, _, c in legend]), "norm": BoundaryNorm(bounds, len(legend))},
+                   names)
         grid[2][-1].legend(handles=[Patch(facecolor=c, edgecolor="0.4", label=lab) for _, lab, c in legend],
                            title="drought class\n(percentile)", loc="center left", bbox_to_anchor=(1.03, 0.5),
                            fontsize=7, title_fontsize=7, frameon=False)
@@ -231,40 +187,35 @@ def forecast_figure(ds: Any, table: pd.DataFrame, climate: np.ndarray | None, ba
     return fig
 
 
-def _draw_maps(axes: np.ndarray, ds: Any, sm: np.ndarray, basin_id: np.ndarray, basins_file: Path | None,
-               cmap: Any, limits: tuple[float, float] | None = None, names: dict[int, str] | None = None,
-               norm: Any = None) -> Any:
-    """One map of ``sm`` [K, H, W] per lead, shared colour limits (``limits``, default the
-    data's range; or ``norm``), basin outlines and, with ``names``, basin names at the basins'
-    centroids; returns the last mesh for the colour bar."""
+def _draw_maps(axes: np.ndarray, ds: Any, field: np.ndarray, basin_id: np.ndarray, basins_file: Path | None,
+               scale: dict[str, Any], names: dict[int, str] | None = None) -> Any:
+    """One map of ``field`` [K, H, W] per lead on one colour scale (``scale``: the ``cmap``
+    and ``norm`` keywords, :func:`soilcast.style.color_scale`), basin outlines (the basins
+    file when it exists, finer than the cells; else :func:`soilcast.style.outline_basins`)
+    and, with ``names``, basin names at the basins' centroids; returns the last mesh for the
+    colour bar."""
     lat, lon = ds["lat"].values, ds["lon"].values
-    if norm is None:
-        finite = sm[np.isfinite(sm)]
-        vmin, vmax = limits or ((float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0))
-        scale = {"vmin": vmin, "vmax": vmax}
-    else:
-        scale = {"norm": norm}
     outlines = None
     if basins_file is not None and Path(basins_file).is_file():
         import geopandas as gpd
 
         outlines = gpd.read_file(basins_file).boundary
-    ids = np.unique(basin_id)
     points = basin_label_points(lat, lon, basin_id) if names else {}
+    xe, ye = style.cell_edges(lon), style.cell_edges(lat)  # whole edge cells, and the mask's edge on them
     mesh = None
     for k, ax in enumerate(axes):
-        mesh = ax.pcolormesh(lon, lat, sm[k], shading="nearest", cmap=cmap, **scale)
+        mesh = ax.pcolormesh(lon, lat, field[k], shading="nearest", **scale)
         if outlines is not None:
             outlines.plot(ax=ax, color="k", linewidth=0.6)
             ax.set(xlabel="", ylabel="")  # geopandas names the CRS axes on every panel
-        elif ids.size > 1:
-            ax.contour(lon, lat, basin_id, levels=(ids[:-1] + ids[1:]) / 2, colors="k", linewidths=0.6)
+        else:
+            style.outline_basins(ax, lon, lat, basin_id)
         for bid, (x, y) in points.items() if k == 0 else ():  # names once per row: the maps stay legible
             _label(ax, x, y, names.get(bid, f"basin {bid}").replace(" (", "\n("))
         lead = int(ds["lead_time"].values[k] / np.timedelta64(1, "D"))
         valid = pd.Timestamp(ds["valid_time"].values[k])
         ax.set_title(f"+{lead} d, {valid:%a %d %b}", fontsize=9)
-        ax.set(xlim=(lon.min(), lon.max()), ylim=(lat.min(), lat.max()), aspect="equal")
+        ax.set(xlim=(xe.min(), xe.max()), ylim=(ye.min(), ye.max()), aspect="equal")
         ax.tick_params(labelsize=7)
     axes[0].set_ylabel("latitude")
     return mesh
@@ -317,20 +268,17 @@ def basin_quantiles(q: np.ndarray, tensors: Tensors) -> dict[int, np.ndarray]:
 
 
 def plot_fan_chart(table: pd.DataFrame, fans: dict[int, np.ndarray], levels: tuple[float, ...],
-                   climate: np.ndarray | None, path: Path, title: str) -> None:
+                   climate: np.ndarray | None, path: Path, title: str, figures: Any) -> None:
     """A panel per basin over the coming lead days: the median (line), the 50 % and 90 %
     central bands of ``fans`` (basin id -> [K, Q], :func:`basin_quantiles`) where the levels
     hold them (:func:`soilcast.quantiles.interval_pairs`), and behind them the climatological
-    10-90 % range of the basin mean (``climate`` [n_basins, K, 2], grey; omitted when None)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
+    10-90 % range of the basin mean (``climate`` [n_basins, K, 2], grey; omitted when None).
+    Written by :func:`soilcast.style.save` at ``figures.dpi`` (params ``evaluation.figures``)."""
     import matplotlib.dates as mdates
-    import matplotlib.pyplot as plt
 
-    from soilcast.io.atomic import atomic_path
     from soilcast.quantiles import interval_pairs, median_index
 
+    plt = style.pyplot()
     pairs = interval_pairs(levels)
     mid = median_index(levels)
     ids = sorted(fans)
@@ -360,6 +308,7 @@ def plot_fan_chart(table: pd.DataFrame, fans: dict[int, np.ndarray], levels: tup
         ax.plot(x, fan[:, mid], color=colour, marker="o", linewidth=2, label="median")
         ax.set_title(str(rows["basin"].iloc[0]) if len(rows) else f"basin {bid}", fontsize=10)
         ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(mdates.DayLocator())  # one tick per valid day, not repeated labels
         ax.xaxis.set_major_formatter(mdates.DateFormatter("%d %b"))
         ax.tick_params(labelsize=8)
         ax.tick_params(axis="x", rotation=45)
@@ -370,9 +319,7 @@ def plot_fan_chart(table: pd.DataFrame, fans: dict[int, np.ndarray], levels: tup
     handles, labels = axes.flat[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncol=len(labels), fontsize=8, frameon=False)
     fig.suptitle(title, fontsize=10)
-    with atomic_path(Path(path)) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    style.save(fig, path, figures)
 
 
 def d1_thresholds(cfg: Any, tensors: Tensors, valid: list[dt.date]) -> np.ndarray | None:
@@ -402,22 +349,19 @@ def cell_drought_probability(q: np.ndarray, levels: tuple[float, ...], threshold
 
 
 def plot_drought_probability(ds: Any, prob: np.ndarray, basin_id: np.ndarray, path: Path,
-                             basins_file: Path | None, title: str) -> None:
-    """A map per lead of P(D1 or worse) ``prob`` [K, H, W] on the fixed scale 0-1, with basin
-    outlines (from the basins file when it exists)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from soilcast.io.atomic import atomic_path
+                             basins_file: Path | None, title: str, figures: Any) -> None:
+    """A map per lead of P(D1 or worse) ``prob`` [K, H, W] on the fixed scale 0-1 (a
+    probability: its own limits, not a configured quantity's), with basin outlines (from the
+    basins file when it exists); written by :func:`soilcast.style.save` at ``figures.dpi``
+    (params ``evaluation.figures``)."""
+    from matplotlib.colors import Normalize
 
     n = prob.shape[0]
-    fig = plt.figure(figsize=(max(2.2 * n + 1.0, 7.5), 3.6), layout="constrained")
+    fig = style.pyplot().figure(figsize=(max(2.2 * n + 1.0, 7.5), 3.6), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, n, sharex=True, sharey=True))
-    mesh = _draw_maps(axes, ds, prob, basin_id, basins_file, "YlOrRd", (0.0, 1.0))
-    fig.colorbar(mesh, ax=list(axes), label="P(D1 or worse)", shrink=0.9)
+    mesh = _draw_maps(axes, ds, prob, basin_id, basins_file, {"cmap": "YlOrRd", "norm": Normalize(0.0, 1.0)})
+    for ax in axes:
+        ax.set_xlabel("longitude", fontsize=8)
+    fig.colorbar(mesh, ax=list(axes), label="P(D1 or worse)", shrink=0.85)
     fig.suptitle(title, fontsize=10)
-    with atomic_path(Path(path)) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    style.save(fig, path, figures)
