@@ -34,7 +34,7 @@ class Quantity:
 # One entry per field of :class:`soilcast.config.FigureScales` (a test keeps them in step).
 QUANTITIES: dict[str, Quantity] = {
     "soil_moisture": Quantity("soil moisture (m³ m⁻³)", "YlGnBu"),
-    "rmse": Quantity("RMSE (m³ m⁻³)", "magma_r"),
+    "rmse": Quantity("RMSE (m³ m⁻³)", "YlOrRd"),  # dark red, not black, at the top: outlines stay visible
     "skill": Quantity("MSE skill, 1 − MSE/MSE_ref (blue: better)", "RdBu", diverging=True),
     "anomaly": Quantity("anomaly vs training-years climatology (m³ m⁻³)", "BrBG", diverging=True),
 }

@@ -41,6 +41,15 @@ def test_the_best_network_is_chosen_on_validation_not_test():
     assert period_of(board) == "test inits 2013-01-01–2013-12-31"
 
 
+def test_a_network_fed_perfect_weather_is_never_the_best_shown():
+    board = Leaderboard.from_json({
+        "fc+perfect": entry("network", 1e-5, 1e-5, feed="perfect"),  # the upper bound: best, never served
+        "fc+forecast": entry("network", 2e-4, 2e-4, feed="forecast"),
+        "fc": entry("network", 3e-4, 3e-4),
+    }, "test")
+    assert best_network(board) == "fc+forecast"
+
+
 def test_a_validation_mse_missing_at_one_lead_disqualifies():
     e = entry("network", 1e-4, 1e-5)
     e["val"]["2"] = {"mse": None}

@@ -38,14 +38,18 @@ def networks(metrics: Leaderboard) -> list[str]:
 
 
 def best_network(metrics: Leaderboard, among: Sequence[str] | None = None) -> str | None:
-    """The network (of ``among``, default every scored one) with the lowest VALIDATION MSE
-    averaged over the leads; one missing a lead's validation MSE is not a candidate; ties by
-    name; None when there is none. The test years never choose."""
+    """The SERVABLE network (of ``among``, default every scored one) with the lowest
+    VALIDATION MSE averaged over the leads: a network fed perfect weather (the observed lead
+    days, an upper bound that exists at no issue time) is never the one shown as what the
+    service can do; one missing a lead's validation MSE is not a candidate; ties by name;
+    None when there is none. The test years never choose."""
+    from soilcast.contract import SERVABLE_FEEDS
+
     scored = metrics.scored()
     means = {}
     for name in among if among is not None else networks(metrics):
         entry = scored.get(name)
-        if entry is None or entry.kind != "network":
+        if entry is None or entry.kind != "network" or entry.feed not in SERVABLE_FEEDS:
             continue
         vals = [(entry.val or {}).get(lead_key(k), {}).get("mse") for k in entry.leads]
         if vals and all(v is not None and math.isfinite(v) for v in vals):

@@ -18,7 +18,8 @@ params' hash, and the period).
   ``evaluation.seasons``) against the best reference at the first and last lead.
 - ``basin_skill.png``: the same per basin.
 - ``timeseries.png``: basin-mean (area-weighted) soil moisture at the first lead, observed,
-  the best network (lowest validation MSE over the leads) and persistence, over the longest
+  the best servable network (lowest validation MSE over the leads; never one fed perfect
+  weather) and persistence, over the longest
   wet-season and dry-season span of the test years.
 - ``obs_vs_forecast_density.png``: 2-D histogram (log colour) of observed against forecast
   soil moisture over the mask cells and test days, best network and persistence, first and

@@ -51,7 +51,7 @@ def plot_timeseries(forecasts: dict[str, Any], lines: dict[str, str], basins: di
     fig.autofmt_xdate()
     fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="upper center", bbox_to_anchor=(0.5, 0.0),
                ncol=len(lines) + 1, fontsize=8)
-    what = f"Basin-mean soil moisture at lead {first.lead} d (best network chosen on validation MSE)"
+    what = f"Basin-mean soil moisture at lead {first.lead} d (best servable network on validation MSE)"
     fig.suptitle(style.title(what, style.version(cfg), style.period(first.valid_time[0], first.valid_time[-1],
                                                                      "test valid")), fontsize=10)
     fig.tight_layout()
