@@ -276,10 +276,11 @@ def plot_calibration(metrics: Leaderboard, out: Path, names: list[str] | None = 
         ax.title.set_fontsize(9)
         ax.set_aspect("equal")
         ax.grid(alpha=0.3)
-    axes[0, 0].legend(fontsize=7, loc="upper left")
-    fig.text(0.5, -0.02, "marker area: the bin's share of the points (area-weighted)", ha="center", fontsize=7)
     fig.suptitle(_title("Reliability of D1 or worse", metrics, cfg), fontsize=10)
     fig.tight_layout()
+    fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="center left", bbox_to_anchor=(1.0, 0.5),
+               fontsize=7)  # beside the panels: inside, it hid the low-probability bins
+    fig.text(0.5, -0.02, "marker area: the bin's share of the points (area-weighted)", ha="center", fontsize=7)
     style.save(fig, out / RELIABILITY_FILE, _figures(cfg))
     written.append(out / RELIABILITY_FILE)
     return written
