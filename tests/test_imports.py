@@ -3,67 +3,17 @@
 A cycle makes import order matter (a half-initialised module hands out missing names) and hides
 the layering, so every ``import``/``from`` of a soilcast module counts here, at module level and
 inside functions alike: a lazy import inside a function is still an edge, because it still
-couples the two modules.
+couples the two modules. The graph is :func:`soilcast.stages.import_graph`, the one that also
+gives each DVC stage its code deps (``tests/test_stages.py``).
 """
 
 from __future__ import annotations
 
-import ast
 import graphlib
-from pathlib import Path
 
-SRC = Path(__file__).resolve().parents[1] / "src"
+from soilcast.stages import SRC, import_graph, module_files
+
 ROOT = "soilcast"
-
-
-def _module_names(src: Path) -> dict[str, Path]:
-    """Every module of the package by dotted name (packages by their ``__init__``)."""
-    names = {}
-    for path in sorted((src / ROOT).rglob("*.py")):
-        parts = list(path.relative_to(src).with_suffix("").parts)
-        if parts[-1] == "__init__":
-            parts.pop()
-        names[".".join(parts)] = path
-    return names
-
-
-def _resolve(node: ast.ImportFrom, module: str, is_package: bool) -> str:
-    """The absolute module name a (possibly relative) ``from ... import`` refers to."""
-    if not node.level:
-        return node.module or ""
-    base = module.split(".") if is_package else module.split(".")[:-1]
-    base = base[: len(base) - (node.level - 1)]
-    return ".".join(base + ([node.module] if node.module else []))
-
-
-def _imports(tree: ast.AST, module: str, is_package: bool, known: set[str]) -> set[str]:
-    """The soilcast modules one file imports, anywhere in it."""
-    found: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            targets = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            base = _resolve(node, module, is_package)
-            # ``from pkg import mod`` imports the submodule; ``from mod import name`` the module.
-            targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in known else base for a in node.names]
-        else:
-            continue
-        for target in targets:
-            while target and target not in known:  # ``import a.b.name`` -> nearest module
-                target = target.rpartition(".")[0]
-            if target and target != module:
-                found.add(target)
-    return found
-
-
-def import_graph(src: Path = SRC) -> dict[str, set[str]]:
-    """Module -> the soilcast modules it imports."""
-    modules = _module_names(src)
-    known = set(modules)
-    return {
-        name: _imports(ast.parse(path.read_text(), str(path)), name, path.name == "__init__.py", known)
-        for name, path in modules.items()
-    }
 
 
 def test_graph_sees_the_package() -> None:
@@ -92,7 +42,7 @@ def package_graph(graph: dict[str, set[str]]) -> dict[str, set[str]]:
         parts = module.split(".")
         return ".".join(parts[:2]) if len(parts) > 2 or (module in packages) else None
 
-    packages = {m for m, path in _module_names(SRC).items() if path.name == "__init__.py" and m.count(".") == 1}
+    packages = {m for m, path in module_files(SRC).items() if path.name == "__init__.py" and m.count(".") == 1}
     out: dict[str, set[str]] = {p: set() for p in packages}
     for module, targets in graph.items():
         a = package(module)
@@ -111,3 +61,19 @@ def test_no_cycles_between_sub_packages() -> None:
         list(graphlib.TopologicalSorter(graph).static_order())
     except graphlib.CycleError as err:
         raise AssertionError(f"sub-package cycle in src/{ROOT}: {' -> '.join(err.args[1])}") from None
+
+
+def test_config_imports_nothing_from_evaluation() -> None:
+    """config validates ``gate.primary_metric`` against :mod:`soilcast.metric_names`, a module
+    with no imports: nothing in config's import closure (function-level imports included)
+    lies in ``soilcast.evaluation``, so loading params never pulls the evaluation package."""
+    graph = import_graph()
+    assert "soilcast.metric_names" in graph["soilcast.config"] and not graph["soilcast.metric_names"]
+    assert "soilcast.quantiles" in graph["soilcast.config"]  # function-level imports are walked
+    closure, todo = set(), ["soilcast.config"]
+    while todo:
+        for target in graph[todo.pop()] - closure:
+            closure.add(target)
+            todo.append(target)
+    upward = sorted(m for m in closure if m == "soilcast.evaluation" or m.startswith("soilcast.evaluation."))
+    assert not upward, f"soilcast.config imports {upward} (directly or through {sorted(closure)})"

@@ -3,7 +3,8 @@
 Stage functions take every input and output as an argument; most tests build their data in
 the default tree (:meth:`Layout.from_config`) of a tmp config, so these wrappers pass that
 tree's paths, the way ``soilcast <stage>`` does. They keep the names of the functions they
-call, so a test reads as before; the arguments are exactly the CLI's defaults.
+call, so a test reads as before; the arguments are exactly the CLI's defaults. A DVC stage's
+function is looked up in the stage table (:mod:`soilcast.stages`), the one place that names it.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 from soilcast.config import Config
 from soilcast.layout import Layout, RunDir, regridded_file
 from soilcast.records import ByLead, Decision, Leaderboard
+from soilcast.stages import load_function
 
 
 def _networks() -> tuple[str, ...]:
@@ -27,29 +29,25 @@ def layout(cfg: Config) -> Layout:
 
 
 def run_validation(cfg: Config) -> dict[str, Any]:
-    from soilcast.data.validate import run_validation as run
-
+    run = load_function("validate")
     lay = layout(cfg)
     return run(cfg, lay.raw_dir, lay.report_dir)
 
 
 def regrid_all(cfg: Config) -> Path:
-    from soilcast.data.regrid import regrid_all as run
-
+    run = load_function("regrid")
     lay = layout(cfg)
     return run(cfg, lay.raw_dir, lay.report_dir, lay.regridded_dir)
 
 
 def build_mask(cfg: Config) -> Path:
-    from soilcast.data.clip import build_mask as run
-
+    run = load_function("clip")
     lay = layout(cfg)
     return run(cfg, lay.basins, lay.mask_file, raw_dir=lay.raw_dir)
 
 
 def stack_tensors(cfg: Config, plots: bool = True) -> Path:
-    from soilcast.data.stack import stack_tensors as run
-
+    run = load_function("stack")
     lay = layout(cfg)
     return run(cfg, lay.regridded_dir, lay.mask_file, lay.report_dir, lay.tensors,
                plots=(lay.basins, lay.input_plots) if plots else None)
@@ -86,8 +84,7 @@ def ingest(cfg: Config, raw_dir: Path):
 
 
 def train_model(cfg: Config, name: str, **kwargs: Any) -> Path:
-    from soilcast.ml.train import train_model as run
-
+    run = load_function("train")
     lay = layout(cfg)
     return run(cfg, name, lay.tensors, lay.run(name), **kwargs)
 
@@ -121,8 +118,7 @@ def load_network(cfg: Config, name: str):
 
 
 def evaluate(cfg: Config) -> Leaderboard:
-    from soilcast.evaluation.evaluate import evaluate as run
-
+    run = load_function("evaluate")
     lay = layout(cfg)
     return run(cfg, lay.tensors, lay.runs(_networks()), lay.evaluation)
 
@@ -136,8 +132,7 @@ def blessing_path(cfg: Config) -> Path:
 
 
 def run_gate(cfg: Config, scorer: Any = None) -> Decision:
-    from soilcast.evaluation.gate import run_gate as run
-
+    run = load_function("gate")
     lay = layout(cfg)
     return run(cfg, lay.evaluation.metrics, lay.tensors, lay.models_dir, lay.blessing, scorer)
 
@@ -153,8 +148,7 @@ def export_json_path(cfg: Config) -> Path:
 
 
 def export_blessed(cfg: Config) -> Path | None:
-    from soilcast.export.savedmodel import export_blessed as run
-
+    run = load_function("export")
     lay = layout(cfg)
     return run(cfg, lay.blessing, lay.evaluation.metrics, lay.runs(_networks()), lay.tensors,
                lay.models_dir, lay.export_record)
