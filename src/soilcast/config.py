@@ -10,7 +10,9 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import math
+import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -26,7 +28,7 @@ from pydantic import (
     model_validator,
 )
 
-from soilcast.evaluation.metrics import METRICS, rankable
+from soilcast.metric_names import METRIC_NAMES, RANKABLE
 
 DEFAULT_PARAMS = Path("params.yaml")
 
@@ -53,8 +55,11 @@ FloatPair = Annotated[tuple[float, float], Strict(False)]  # the items stay stri
 YearPair = Annotated[tuple[int, int], Strict(False)]
 
 
+# allow_inf_nan=False: no number of the config may be NaN or infinite. A NaN bound compares
+# False with everything (``valid_range: [.nan, 340.0]`` would let any value through) and an
+# infinite threshold switches its check off; nothing in params.yaml needs either.
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 StrictSection = _Strict  # base of every params section, also the networks' own (registry)
@@ -123,7 +128,9 @@ class GridSpec(_Strict):
 
     @property
     def shape(self) -> tuple[int, int]:
-        return len(self.lats), len(self.lons)
+        """(H, W) = (len(lats), len(lons)), from the spans (no axis is built: cheap for any res)."""
+        return (int(round((self.lat_max - self.lat_min) / self.res)) + 1,
+                int(round((self.lon_max - self.lon_min) / self.res)) + 1)
 
 
 class DemoForecastArchive(_Strict):
@@ -135,6 +142,12 @@ class DemoForecastArchive(_Strict):
     bits_per_value: int = Field(ge=8, le=24)  # GRIB simple packing precision
     margin_deg: float = Field(ge=0)      # cut-out around the target grid (like a user's area)
     seed: int
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "DemoForecastArchive":
+        if self.years[1] < self.years[0]:
+            raise ValueError(f"years: end year {self.years[1]} is before start year {self.years[0]}")
+        return self
 
 
 class DemoConfig(_Strict):
@@ -440,7 +453,7 @@ class LinearReference(_Strict):
 
 
 class Gate(_Strict):
-    primary_metric: str  # a registered error metric (soilcast.evaluation.metrics.METRICS)
+    primary_metric: str  # a registered error metric (soilcast.metric_names.RANKABLE)
     # the winner's validation MSE skill against the best benchmark reference at each lead
     # (the best of persistence, climatology, damped persistence there) must reach this at
     # EVERY lead
@@ -467,11 +480,10 @@ class Gate(_Strict):
     def _rankable(cls, name: str) -> str:
         """The gate picks the LOWEST value and re-scores the champion without references, so
         only an error metric that needs no reference forecast can rank candidates."""
-        choices = [n for n, m in METRICS.items() if rankable(m)]
-        if name not in choices:
-            what = "not a registered metric" if name not in METRICS else "cannot rank candidates"
+        if name not in RANKABLE:
+            what = "not a registered metric" if name not in METRIC_NAMES else "cannot rank candidates"
             raise ValueError(f"{what}: the gate ranks by an error (lower is better, no reference "
-                             f"forecast needed), one of {', '.join(choices)}")
+                             f"forecast needed), one of {', '.join(RANKABLE)}")
         return name
 
 
@@ -695,13 +707,14 @@ class Config(_Strict):
     metadata: Metadata
     pipeline: Pipeline
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, strict=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, strict=True, allow_inf_nan=False)
 
     @model_validator(mode="after")
     def _consistent(self) -> "Config":
         names = [v.name for v in self.variables]
         if len(set(names)) != len(names):
             raise ValueError(f"variables: duplicate names in {names}")
+        self._one_reader_per_field()
         if self.target.transform != "none":
             raise ValueError(
                 f"target.transform is {self.target.transform!r}: the target is min-max scaled "
@@ -716,6 +729,19 @@ class Config(_Strict):
         self._window_fits_splits()
         self._gate_interval_exists()
         return self
+
+    def _one_reader_per_field(self) -> None:
+        """Two specs reading the same field of the same files would be one field twice (a
+        copy-paste slip that trains on a duplicated channel, or the target as an input)."""
+        seen: dict[tuple[str, str, str], str] = {}
+        specs = [(f"variables.{i} ({v.name})", v, self.sources.met) for i, v in enumerate(self.variables)]
+        specs.append((f"target ({self.target.name})", self.target, self.sources.target))
+        for key, spec, source in specs:
+            field = (str(Path(source.folder)), source.pattern, spec.source_name)
+            if field in seen:
+                raise ValueError(f"{key} and {seen[field]} both read source_name {spec.source_name!r} from "
+                                 f"{source.folder}/{source.pattern}: each field is read once")
+            seen[field] = key
 
     def _gate_interval_exists(self) -> None:
         from soilcast.quantiles import INTERVALS, interval_pairs
@@ -785,19 +811,188 @@ def error_lines(err: ValidationError, prefix: tuple[str, ...] = ()) -> list[str]
     return lines
 
 
-def config_from_dict(raw: dict[str, Any], source: str = "<dict>") -> Config:
+def config_from_dict(raw: dict[str, Any], source: str = "<dict>", memory: int | None = None) -> Config:
+    """Validate ``raw``; then check that the grid's rasters fit this machine (``memory`` bytes,
+    default :func:`machine_memory`), before any stage allocates them."""
     try:
-        return Config.model_validate(raw)
+        cfg = Config.model_validate(raw)
     except ValidationError as err:
         raise ConfigError(_format_errors(source, err)) from None
+    check_memory(cfg, memory, stages=LOAD_STAGES, source=source)
+    return cfg
+
+
+# ---- what the stages hold in memory at once, from the config alone --------------------------
+
+GIB = 1024**3
+FLOAT32, FLOAT64 = 4, 8
+# clip, cell_rule centre (data/clip.py rasterize): two float64 coordinate grids (meshgrid), the
+# int32 basin raster and a boolean hit raster per basin, each H x W
+CLIP_CENTRE_BYTES = 2 * FLOAT64 + 4 + 1
+# cell_rule fraction: a shapely box per cell (~400 bytes each, measured) and its intersection
+# with the basins, plus float64 areas and shares
+CLIP_FRACTION_BYTES = 2 * 400 + 3 * FLOAT64
+# Stages whose footprint every load checks: the grid rasters, which clip builds and every stage
+# that reads the mask holds; a grid that cannot hold them is impossible on this machine. The
+# stages that grow with the period and the channels are checked by check-config (and by
+# whoever runs a stage, with check_memory(cfg, stages=[name])).
+LOAD_STAGES = ("clip",)
+
+
+@dataclass(frozen=True)
+class StageFootprint:
+    bytes: int
+    what: str  # the arrays held at once
+
+
+@dataclass(frozen=True)
+class Footprint:
+    """Array sizes the config implies: the grid (H x W from ``grid``), the days (``period``),
+    the store's channels (``variables`` + the target), all float32 in the store; and for each
+    stage the bytes it holds at once (a lower bound: the largest arrays only, as the code
+    allocates them)."""
+
+    height: int
+    width: int
+    days: int
+    channels: int
+    store_bytes: int  # X [T, H, W, C] and Y [T, H, W, 1], float32, uncompressed
+    stages: dict[str, StageFootprint]
+
+    @property
+    def cells(self) -> int:
+        return self.height * self.width
+
+    @property
+    def largest(self) -> tuple[str, StageFootprint]:
+        return max(self.stages.items(), key=lambda kv: kv[1].bytes)
+
+
+def footprint(cfg: Config) -> Footprint:
+    """What :mod:`soilcast.data.clip`, ``regrid``, ``stack`` and ``ml.train`` allocate at once."""
+    h, w = cfg.grid.shape
+    cells, days, chunk = h * w, cfg.period.n_days, min(cfg.preprocess.time_chunk_days, cfg.period.n_days)
+    c_in = len(cfg.variables)
+    channels = c_in + 1
+    prepared = (c_in + int(cfg.window.antecedent_soil_moisture) + 1) + 1 + cfg.window.n_leads
+    if cfg.basins.cell_rule == "centre":
+        clip = StageFootprint(cells * CLIP_CENTRE_BYTES, "two float64 coordinate grids, the int32 basin raster "
+                              "and a boolean one, each H x W")
+    else:
+        clip = StageFootprint(cells * CLIP_FRACTION_BYTES, "a shapely box per cell and its intersection with "
+                              "the basins (cell_rule: fraction)")
+    stages = {
+        "clip": clip,
+        # conservative(): the weighted sum, the quotient and the result, float64, per time chunk
+        "regrid": StageFootprint(3 * chunk * cells * FLOAT64, f"three float64 blocks of "
+                                 f"preprocess.time_chunk_days = {chunk} days x H x W"),
+        # stack_block(): each channel's block and the stacked [t, H, W, C] copy, float32
+        "stack": StageFootprint(2 * chunk * cells * channels * FLOAT32, f"{chunk} days x H x W x {channels} "
+                                "channels, float32, twice (the channels and their stack)"),
+        # load_tensors() holds the store; prepare() its scaled inputs, state and targets
+        "train": StageFootprint(days * cells * (channels + prepared) * FLOAT32, f"the store's X and Y ({days} days "
+                                f"x H x W x {channels} channels) and their scaled copies ({prepared} channels), "
+                                "float32"),
+    }
+    return Footprint(h, w, days, channels, days * cells * channels * FLOAT32, stages)
+
+
+def machine_memory() -> tuple[int, str] | None:
+    """(bytes, where read) this process may use: MemTotal in /proc/meminfo (else the physical
+    pages from sysconf), or a cgroup's memory limit when lower (a container); None if unknown."""
+    found: tuple[int, str] | None = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                found = (int(line.split()[1]) * 1024, "MemTotal, /proc/meminfo")
+                break
+    except (OSError, ValueError, IndexError):
+        pass
+    if found is None:
+        try:
+            found = (os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "physical memory, sysconf")
+        except (ValueError, OSError, AttributeError):
+            return None
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = Path(path).read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit() and 0 < int(text) < found[0]:
+            found = (int(text), f"cgroup limit, {path}")
+    return found
+
+
+def check_memory(cfg: Config, memory: int | None = None, *, stages: tuple[str, ...] | list[str] | None = None,
+                 source: str = "params") -> Footprint:
+    """Refuse (naming ``grid.res``) a config whose ``stages`` (default: all) hold more at once than
+    ``memory`` bytes (default: this machine's, :func:`machine_memory`); returns the footprint."""
+    fp = footprint(cfg)
+    if memory is None:
+        found = machine_memory()
+        if found is None:
+            return fp
+        memory, where = found
+    else:
+        where = "given"
+    picked = {k: v for k, v in fp.stages.items() if stages is None or k in stages}
+    over = [(k, v) for k, v in picked.items() if v.bytes > memory]
+    if over:
+        stage, need = max(over, key=lambda kv: kv[1].bytes)
+        raise ConfigError(
+            f"{source}: invalid configuration\n"
+            f"  grid.res: {cfg.grid.res} deg makes a {fp.height} x {fp.width} grid ({fp.cells:.3g} cells): "
+            f"{stage} would hold ~{need.bytes / GIB:.1f} GiB at once ({need.what}), more than this machine's "
+            f"memory ({memory / GIB:.1f} GiB, {where}); coarsen grid.res or shrink the grid, "
+            f"period or variables (store: {fp.store_bytes / GIB:.1f} GiB)")
+    return fp
+
+
+class DuplicateKeyError(yaml.YAMLError):
+    """A mapping that gives one key twice (YAML keeps the last silently; we refuse)."""
 
 
 class YamlLoader(yaml.SafeLoader):
-    """PyYAML's safe loader with YAML 1.2 (and JSON) floats.
+    """PyYAML's safe loader with YAML 1.2 (and JSON) floats, refusing duplicate keys.
 
     Why: YAML 1.1 reads ``4.5e7`` and ``1e-05`` (no dot, or no exponent sign) as strings;
-    with strict float fields they must load as the numbers everyone means.
+    with strict float fields they must load as the numbers everyone means. A key given twice
+    (``seed: 42`` ... ``seed: 7``) would keep the last one without a word.
     """
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        _refuse_duplicates(node, ())
+        return super().construct_document(node)
+
+
+MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+def _refuse_duplicates(node: yaml.Node, path: tuple[str, ...], seen: set[int] | None = None) -> None:
+    """Walk the node tree; a mapping key given twice raises naming its dotted path and lines.
+    (Keys merged in with ``<<`` may be overridden: that is what a merge is for.)"""
+    seen = set() if seen is None else seen
+    if id(node) in seen:  # an alias to a node already walked
+        return
+    seen.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        first: dict[tuple[str, str], int] = {}
+        for key, value in node.value:
+            if key.tag == MERGE_TAG:
+                _refuse_duplicates(value, path, seen)
+                continue
+            name = str(key.value) if isinstance(key, yaml.ScalarNode) else f"<{key.id}>"
+            line = key.start_mark.line + 1
+            if isinstance(key, yaml.ScalarNode):
+                ident = (key.tag, key.value)
+                if ident in first:
+                    raise DuplicateKeyError(f"duplicate key {'.'.join((*path, name))!r} at line {line} "
+                                            f"(first given at line {first[ident]}): give each key once")
+                first[ident] = line
+            _refuse_duplicates(value, (*path, name), seen)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _refuse_duplicates(item, (*path, str(i)), seen)
 
 
 YamlLoader.yaml_implicit_resolvers = {

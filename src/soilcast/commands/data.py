@@ -18,12 +18,24 @@ from soilcast.layout import Layout
 
 @app.command("check-config")
 def check_config(params: Path = ParamsOpt) -> None:
-    """Validate params.yaml and print the resolved grid and period."""
+    """Validate params.yaml, check that every stage fits this machine's memory, and print the
+    resolved grid, period and the size estimate."""
+    from soilcast.config import GIB, ConfigError, check_memory, machine_memory
+
     cfg = load_cfg(params)
+    try:
+        fp = check_memory(cfg, source=str(params))  # every stage, not only the grid's rasters
+    except ConfigError as err:
+        fail(str(err), 2)
     h, w = cfg.grid.shape
+    stage, most = fp.largest
+    memory = machine_memory()
+    of = f" of {memory[0] / GIB:.1f} GiB memory" if memory else ""
     typer.echo(
         f"{params}: ok - period {cfg.period.start}..{cfg.period.end} ({cfg.period.n_days} days), "
-        f"grid {h}x{w} at {cfg.grid.res} deg, {len(cfg.variables)} variables"
+        f"grid {h}x{w} at {cfg.grid.res} deg, {len(cfg.variables)} variables\n"
+        f"  size: store {fp.store_bytes / GIB:.2f} GiB (X, Y float32); most held at once: "
+        f"{stage} {most.bytes / GIB:.2f} GiB{of}"
     )
 
 

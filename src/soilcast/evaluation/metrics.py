@@ -26,6 +26,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from soilcast.metric_names import METRIC_INFO, MetricInfo
+from soilcast.metric_names import rankable as rankable  # the gate's rule, re-exported
+
 ArrayLike = np.ndarray
 
 
@@ -166,7 +169,9 @@ def area_weights(lat: ArrayLike, mask: ArrayLike) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Metric:
-    """One verification score (in the style of weatherbench2's ``Metric``).
+    """One verification score (in the style of weatherbench2's ``Metric``): a
+    :class:`soilcast.metric_names.MetricInfo` (name, direction, references, leaderboard) with
+    the function that computes it.
 
     ``compute(obs, pred, weights, **context)`` with ``context`` the reference forecasts a
     metric needs (``needs``: ``clim`` for the anomaly correlation and the climatology skill,
@@ -180,6 +185,14 @@ class Metric:
     fn: Callable[..., float]
     needs: tuple[str, ...] = ()
     leaderboard: bool = True
+
+    @classmethod
+    def of(cls, info: MetricInfo, fn: Callable[..., float]) -> "Metric":
+        return cls(info.name, info.lower_is_better, fn, info.needs, info.leaderboard)
+
+    @property
+    def info(self) -> MetricInfo:
+        return MetricInfo(self.name, self.lower_is_better, self.needs, self.leaderboard)
 
     def compute(self, obs: ArrayLike, pred: ArrayLike, weights: ArrayLike | None = None, **context: ArrayLike) -> float:
         missing = [k for k in self.needs if context.get(k) is None]
@@ -201,28 +214,38 @@ def registry(*metrics: Metric) -> dict[str, Metric]:
     return out
 
 
+def build(infos: tuple[MetricInfo, ...], functions: Mapping[str, Callable[..., float]]) -> dict[str, Metric]:
+    """The registry of ``infos`` (names, directions, order) with a function for each name: a
+    name without a function, or a function for no name, is an error (the two never drift)."""
+    names = [i.name for i in infos]
+    missing = [n for n in names if n not in functions]
+    extra = [n for n in functions if n not in names]
+    if missing or extra:
+        raise ValueError(f"metric functions disagree with soilcast.metric_names: no function for {missing}, "
+                         f"functions for unlisted names {extra}")
+    return registry(*(Metric.of(i, functions[i.name]) for i in infos))
+
+
+# How each metric of soilcast.metric_names is computed; the names, their order, directions and
+# references come from there only.
+FUNCTIONS: dict[str, Callable[..., float]] = {
+    "rmse": rmse,
+    "mse": mse,
+    "mae": mae,
+    "bias": bias,
+    "ubrmse": ubrmse,
+    "r2": r2,
+    "nse": lambda o, p, w: nse(o, p, w, time_axis=0),
+    "kge": kge,
+    "pearson_r": pearson_r,
+    "acc": lambda o, p, w, clim: anomaly_correlation(o, p, clim, w),
+    "skill_vs_climatology": lambda o, p, w, clim: skill_score(o, p, clim, w),
+    "skill_vs_persistence": lambda o, p, w, persistence: skill_score(o, p, persistence, w),
+}
+
 # Every metric, in leaderboard column order: the one list evaluation, the leaderboard and the
 # gate's ``primary_metric`` choices derive from.
-METRICS: dict[str, Metric] = registry(
-    Metric("rmse", True, rmse),
-    Metric("mse", True, mse, leaderboard=False),
-    Metric("mae", True, mae),
-    Metric("bias", None, bias),
-    Metric("ubrmse", True, ubrmse),
-    Metric("r2", False, r2),
-    Metric("nse", False, lambda o, p, w: nse(o, p, w, time_axis=0)),
-    Metric("kge", False, kge),
-    Metric("pearson_r", False, pearson_r),
-    Metric("acc", False, lambda o, p, w, clim: anomaly_correlation(o, p, clim, w), needs=("clim",)),
-    Metric("skill_vs_climatology", False, lambda o, p, w, clim: skill_score(o, p, clim, w), needs=("clim",)),
-    Metric("skill_vs_persistence", False, lambda o, p, w, persistence: skill_score(o, p, persistence, w),
-           needs=("persistence",)),
-)
-
-
-def rankable(metric: Metric) -> bool:
-    """An error the gate can rank by and re-score a served model with (no reference needed)."""
-    return metric.lower_is_better is True and not metric.needs
+METRICS: dict[str, Metric] = build(METRIC_INFO, FUNCTIONS)
 
 
 def all_metrics(
