@@ -31,9 +31,10 @@ import pandas as pd
 
 from soilcast import style
 from soilcast.evaluation.leads import skill_against
+from soilcast.evaluation.picks import basin_mean
 from soilcast.evaluation.seasons import season_rows
 from soilcast.layout import HindcastDir
-from soilcast.serving.forecast_figures import basin_weights, weighted_mean
+from soilcast.serving.forecast_figures import basin_weights
 
 BAND = 0.8  # the central interval drawn around the served forecast (10-90 %)
 OBSERVED = "observed"
@@ -80,12 +81,6 @@ def write_figures(out: HindcastDir, inp: FigureInputs) -> list[Path]:
 # ----------------------------------------------------------------------------- the numbers
 
 
-def basin_mean_series(field: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """[N] the weighted mean of each day of ``field`` [N, H, W] over the cells where ``w`` > 0
-    (NaN on a day without a finite cell)."""
-    return np.array([weighted_mean(np.asarray(day, np.float64), w) for day in field])
-
-
 def hydrograph_lines(inp: FigureInputs) -> dict[int, dict[str, np.ndarray]]:
     """Basin id -> line label -> [N] basin means over the valid days: the observations, the
     served forecast at the first and last lead, persistence at the first lead and, for a
@@ -102,7 +97,7 @@ def hydrograph_lines(inp: FigureInputs) -> dict[int, dict[str, np.ndarray]]:
     if BAND in pairs:
         lo, hi = pairs[BAND]
         fields |= {"band_lo": fc.quantiles[:, first, lo], "band_hi": fc.quantiles[:, first, hi]}
-    return {b: {name: basin_mean_series(f, w) for name, f in fields.items()} for b, w in basin_weights(inp.grid).items()}
+    return {b: {name: basin_mean(f, w, w > 0) for name, f in fields.items()} for b, w in basin_weights(inp.grid).items()}
 
 
 def served_label(fc: Any, k: int) -> str:
