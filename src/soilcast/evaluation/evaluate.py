@@ -35,7 +35,7 @@ from soilcast.contract import ANTECEDENT, OUTPUT_BY_LEAD, leads_of, network_and_
 from soilcast.evaluation.leads import best_references, lead_key, mean_over_leads, skill_vs_best
 from soilcast.evaluation.metrics import METRICS, all_metrics, area_weights, finite_or_none
 from soilcast.evaluation.seasons import season_rows
-from soilcast.evaluation.summary import write_summary
+from soilcast.evaluation.summary import SUMMARY_METRICS, write_summary
 from soilcast.layout import EvalDir, RunDir
 from soilcast.records import ByLead, Leaderboard, RecordError, TrainRecord
 
@@ -300,7 +300,6 @@ def evaluate(cfg: Config, tensors: Path, runs: Mapping[str, RunDir], out: EvalDi
 
 
 _COLUMNS = tuple(n for n, m in METRICS.items() if m.leaderboard)
-SUMMARY = ("rmse", "skill_vs_persistence", "skill_vs_climatology")
 
 
 def _fmt(v: float | None) -> str:
@@ -341,7 +340,7 @@ def leaderboard(metrics: Leaderboard, primary: str) -> str:
                      + f" | {_fmt(mean[n])} |")
     lines += weather_table(metrics, keys, leads)
     lines += uncertainty_table(metrics)
-    for metric in SUMMARY:
+    for metric in SUMMARY_METRICS:  # the headline tables: the metrics DVC's summary shows
         lines += ["", f"## {metric}", "", head, rule]
         for rank, n in enumerate(order, 1):
             vals = [ok[n].overall.get(k, {}).get(metric) for k in keys]
