@@ -4,6 +4,11 @@ PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Third-party clients the serving tests call the gateway with, out of process as a user's system
+# would (tritonclient, the KServe SDK, grpc_health): their own venv, because they pin packages the
+# project's cannot share (kserve: pandas<3, psutil<6; tritonclient: ml-dtypes<=0.5.4).
+CLIENTS ?= .venv-clients
+CLIENTS_STAMP := $(CLIENTS)/.installed
 # TensorFlow's native logs: errors only (3), so the CLI also drops its import-time lines
 # (soilcast.commands.common.import_tensorflow_quietly); set 0-2 to see them.
 export TF_CPP_MIN_LOG_LEVEL ?= 3
@@ -11,6 +16,11 @@ export TF_CPP_MIN_LOG_LEVEL ?= 3
 .PHONY: demo paper test lint install data lock clean-demo prometheus
 
 install: $(STAMP)
+
+$(CLIENTS_STAMP): requirements-clients.lock
+	test -x $(CLIENTS)/bin/python || $(PYTHON) -m venv $(CLIENTS)
+	$(CLIENTS)/bin/python -m pip install -q -r requirements-clients.lock
+	touch $(CLIENTS_STAMP)
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,7 +46,7 @@ paper: data
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks components pipelines
 
-test: $(STAMP) lint prometheus
+test: $(STAMP) $(CLIENTS_STAMP) lint prometheus
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -q
 
 # The monitoring tests run promtool and a real Prometheus: install them when missing and the
@@ -57,6 +67,7 @@ prometheus:
 
 lock:
 	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^soilcast' > requirements.lock
+	$(CLIENTS)/bin/python -m pip freeze > requirements-clients.lock
 
 clean-demo:
 	rm -rf data/raw data/interim data/processed artifacts models
