@@ -487,11 +487,39 @@ class Gate(_Strict):
         return name
 
 
+# KServe's storage schemes (its storage initializer); a pvc:// URI names a claim (a DNS-1123 label).
+KSERVE_STORAGE = re.compile(r"(pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?(/\S*)?|(s3|gs|hdfs|webhdfs|https|oci)://\S+)")
+K8S_QUANTITY = re.compile(r"[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti)?")
+
+
+class KServe(_Strict):
+    """The KServe ``InferenceService`` the export writes for the labelled versions
+    (:mod:`soilcast.export.kserve`): where KServe's TF Serving runtime finds the model
+    repository, which runtime, how much of the traffic a new export (canary) gets."""
+
+    namespace: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    storage_uri: str  # the model base path (paths.models_dir) as KServe reads it
+    runtime_version: str = Field(min_length=1)  # TF Serving image tag, as serving/Dockerfile.serving
+    canary_traffic_percent: int = Field(ge=1, le=99)
+    cpu_request: str = Field(pattern=K8S_QUANTITY.pattern)
+    memory_request: str = Field(pattern=K8S_QUANTITY.pattern)
+    memory_limit: str = Field(pattern=K8S_QUANTITY.pattern)
+
+    @field_validator("storage_uri")
+    @classmethod
+    def _kserve_uri(cls, uri: str) -> str:
+        if not KSERVE_STORAGE.fullmatch(uri):
+            raise ValueError(f"storage_uri {uri!r}: expected pvc://<claim>[/<path>] (or s3://, gs://, "
+                             "hdfs://, webhdfs://, https://, oci:// ...), the model base path KServe mounts")
+        return uri
+
+
 class Export(_Strict):
     keep_versions: int = Field(ge=1)
     rtol_float32: float = Field(gt=0)
     rtol_bfloat16: float = Field(gt=0)
     canary_windows: int = Field(ge=1)
+    kserve: KServe
 
 
 class Batching(_Strict):
