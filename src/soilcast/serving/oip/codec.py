@@ -364,9 +364,3 @@ def _kept(array: np.ndarray, narrowed: np.ndarray) -> bool:
 def _changed(array: np.ndarray, narrowed: np.ndarray) -> list:
     return array[_lost(array, narrowed)][:5].tolist()
 
-
-def requested(outputs: Sequence[str], available: Sequence[str]) -> None:
-    """Outputs named in the request must exist (the message lists what does)."""
-    unknown = [o for o in outputs if o not in available]
-    if unknown:
-        raise _bad("unknown_output", f"outputs {unknown} not found; this signature answers {list(available)}")
