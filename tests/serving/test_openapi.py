@@ -1,0 +1,222 @@
+"""The OpenAPI document: valid, and true of what a running gateway answers.
+
+Every exchange here is a real HTTP call to a real gateway on 127.0.0.1 (a stand-in SavedModel
+with the products signature); openapi-core then checks the request that went out and the
+response that came back against :func:`soilcast.serving.openapi.document`. Requests the
+gateway refuses must be refused by the document too, and a real answer altered in one place
+must fail it, so the schemas are shown to be strict rather than assumed to be.
+"""
+
+from __future__ import annotations
+
+import copy
+import http.client
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pytest
+from openapi_core import OpenAPI
+from openapi_core.datatypes import RequestParameters
+from openapi_core.exceptions import OpenAPIError
+from openapi_spec_validator import validate
+from werkzeug.datastructures import Headers
+
+from soilcast.contract import PRODUCTS_SIGNATURE, SIGNATURE, VALID_DOY
+from soilcast.serving.openapi import OPENAPI_VERSION, VERSION_HEADER, document
+from soilcast.testing.config import tiny_config
+from soilcast.testing.serving import gateway, meteo, publish
+
+pytestmark = pytest.mark.timeout(120)
+
+NAME = "soilcast"
+
+
+@dataclass
+class Wire:
+    """One HTTP exchange as it went over the wire, in the shapes openapi-core reads
+    (its Request and Response protocols)."""
+
+    method: str
+    path: str
+    body: bytes | None
+    request_headers: dict[str, str]
+    status_code: int
+    headers: Headers
+    data: bytes
+    host_url: str = "http://127.0.0.1"
+    content_type: str = "application/json"
+    parameters: RequestParameters = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.parameters = RequestParameters(header=Headers(self.request_headers))
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.data)
+
+
+@dataclass
+class Answer:
+    """The response half of a :class:`Wire`, with a replaced body (to prove the schema strict)."""
+
+    status_code: int
+    headers: Headers
+    data: bytes
+    content_type: str = "application/json"
+
+
+def call(port: int, method: str, path: str, body: Any = None, raw: bytes | None = None,
+         headers: dict[str, str] | None = None) -> Wire:
+    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+    sent = {"Content-Type": "application/json", **(headers or {})}
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request(method, path, body=data, headers=sent)
+        resp = conn.getresponse()
+        return Wire(method.lower(), path, data, sent, resp.status, Headers(resp.getheaders()), resp.read())
+    finally:
+        conn.close()
+
+
+@pytest.fixture(scope="module")
+def spec() -> OpenAPI:
+    return OpenAPI.from_dict(document(NAME))
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """A gateway on a stand-in version 1 with forecast_products (quantile levels), 1 MB bodies."""
+    cfg = tiny_config(tmp_path_factory.mktemp("openapi"), {"serving": {"max_message_mb": 1}})
+    publish(cfg, 1, quantile_levels=[0.1, 0.5, 0.9])
+    with gateway(cfg) as gw:
+        yield gw
+
+
+def conforms(spec: OpenAPI, wire: Wire, request_valid: bool = True) -> None:
+    """The response conforms to the document; the request conforms iff ``request_valid``."""
+    spec.validate_response(wire, wire)
+    if request_valid:
+        spec.validate_request(wire)
+    else:
+        with pytest.raises(OpenAPIError):
+            spec.validate_request(wire)
+
+
+def test_the_document_is_valid_openapi_and_names_the_code_constants():
+    doc = document(NAME)
+    validate(doc)
+    assert doc["openapi"] == OPENAPI_VERSION
+    schemas = doc["components"]["schemas"]
+    assert {SIGNATURE, PRODUCTS_SIGNATURE} <= set(schemas["PredictRequest"]["oneOf"][0]["properties"]
+                                                  ["signature_name"]["enum"])
+    assert doc["components"]["parameters"]["traffic"]["schema"]["enum"] == ["live", "hindcast", "verification"]
+    assert json.loads(json.dumps(doc)) == doc  # plain JSON, as /openapi.json sends it
+
+
+def test_tf_serving_status_and_metadata_answers_conform(served, spec):
+    port = served.rest_port
+    for path in ("/v1/models/soilcast", "/v1/models/soilcast/versions/1", "/v1/models/soilcast/labels/stable"):
+        for tail in ("", "/metadata"):
+            wire = call(port, "GET", path + tail, headers={"X-Soilcast-Traffic": "hindcast"})
+            assert wire.status_code == 200, wire.data
+            conforms(spec, wire)
+    metadata = call(port, "GET", "/v1/models/soilcast/metadata").json
+    assert PRODUCTS_SIGNATURE in metadata["metadata"]["signature_def"]["signature_def"]
+
+
+def test_predict_answers_in_row_and_columnar_format_conform(served, spec):
+    cfg = served.cfg
+    x = meteo(cfg, np.random.default_rng(3), batch=2)
+    days = [[100 + k for k in range(cfg.window.n_leads)]] * 2
+    bodies = [
+        ("/v1/models/soilcast:predict", {"inputs": x.tolist()}),
+        ("/v1/models/soilcast/versions/1:predict", {"signature_name": SIGNATURE,
+                                                    "instances": [{"meteo": w.tolist()} for w in x]}),
+        ("/v1/models/soilcast/labels/stable:predict", {"instances": x.tolist()}),
+        ("/v1/models/soilcast:predict", {"signature_name": PRODUCTS_SIGNATURE,
+                                         "inputs": {"meteo": x.tolist(), VALID_DOY: days}}),
+        ("/v1/models/soilcast:predict", {"signature_name": PRODUCTS_SIGNATURE,
+                                         "instances": [{"meteo": w.tolist(), VALID_DOY: d} for w, d in zip(x, days)]}),
+    ]
+    for path, body in bodies:
+        wire = call(served.rest_port, "POST", path, body)
+        assert wire.status_code == 200, wire.data[:300]
+        assert wire.headers[VERSION_HEADER] == "1"
+        conforms(spec, wire)
+
+
+def test_error_answers_conform_and_the_document_refuses_the_same_requests(served, spec):
+    port = served.rest_port
+    x = meteo(served.cfg, np.random.default_rng(4))
+    cases = [  # (method, path, body, raw, status, request valid per the document)
+        ("POST", "/v1/models/other:predict", {"inputs": x.tolist()}, None, 404, True),
+        ("GET", "/v1/models/other/metadata", None, None, 404, True),
+        ("GET", "/v1/models/soilcast/versions/9", None, None, 404, True),
+        ("POST", "/v1/models/soilcast:predict", None, b"{not json", 400, False),
+        ("POST", "/v1/models/soilcast:predict", {"inputs": 1, "instances": 1}, None, 400, False),
+        ("POST", "/v1/models/soilcast:predict", {"instances": [{"meteo": x[0].tolist(), VALID_DOY: True}]},
+         None, 400, False),
+        ("GET", "/v1/models/soilcast/versions/x", None, None, 400, False),
+        ("POST", "/v1/models/soilcast:predict", None, b" " * (2 << 20), 413, False),
+    ]
+    for method, path, body, raw, status, valid in cases:
+        wire = call(port, method, path, body, raw)
+        assert wire.status_code == status, (path, wire.data[:300])
+        assert set(wire.json) == {"error"}
+        conforms(spec, wire, request_valid=valid)
+    wire = call(port, "POST", "/v1/models/soilcast:predict", {"inputs": x.tolist()},
+                headers={"X-Soilcast-Traffic": "backfill"})
+    assert wire.status_code == 400
+    conforms(spec, wire, request_valid=False)
+
+
+def test_health_answers_conform(served, spec):
+    for path in ("/v2/health/live", "/v2/health/ready"):
+        wire = call(served.rest_port, "GET", path)
+        assert wire.status_code == 200
+        conforms(spec, wire)
+
+
+def _altered(wire: Wire, change) -> Answer:
+    body = copy.deepcopy(wire.json)
+    change(body)
+    return Answer(wire.status_code, wire.headers, json.dumps(body).encode())
+
+
+def test_a_real_answer_altered_in_one_place_fails_the_document(served, spec):
+    """Each schema is strict where it matters: a missing key, an unknown state, an unknown
+    output, a float drought class, a missing version header each fail validation."""
+    port = served.rest_port
+    status = call(port, "GET", "/v1/models/soilcast")
+    metadata = call(port, "GET", "/v1/models/soilcast/metadata")
+    x = meteo(served.cfg, np.random.default_rng(5))
+    days = [[100] * served.cfg.window.n_leads]
+    products = call(port, "POST", "/v1/models/soilcast:predict", {
+        "signature_name": PRODUCTS_SIGNATURE, "inputs": {"meteo": x.tolist(), VALID_DOY: days}})
+    error = call(port, "GET", "/v1/models/other")
+    for wire in (status, metadata, products, error):
+        spec.validate_response(wire, _altered(wire, lambda b: None))  # the real answers pass ...
+
+    def rename(body: dict[str, Any]) -> None:
+        body["outputs"]["soil_moisture_forecast"] = body["outputs"].pop("soil_moisture")
+
+    broken = [
+        (status, lambda b: b["model_version_status"][0].update(state="READY")),
+        (status, lambda b: b["model_version_status"][0].pop("status")),
+        (metadata, lambda b: b["metadata"].pop("soilcast_metadata")),
+        (metadata, lambda b: b["metadata"]["signature_def"]["signature_def"][SIGNATURE]["inputs"]["meteo"]
+         .update(dtype="float32")),
+        (products, rename),
+        (products, lambda b: b["outputs"]["drought_class"][0][0][0].__setitem__(0, 0.5)),
+        (products, lambda b: b.update(predictions=b.pop("outputs"))),  # rows must be a list per window
+        (error, lambda b: b.update(error=404)),
+        (error, lambda b: b.update(detail="extra")),
+    ]
+    for wire, change in broken:
+        with pytest.raises(OpenAPIError):  # ... and each one altered in one place fails
+            spec.validate_response(wire, _altered(wire, change))
+    headerless = Answer(products.status_code, Headers(), products.data)
+    with pytest.raises(OpenAPIError):
+        spec.validate_response(products, headerless)
