@@ -1,4 +1,9 @@
-"""Data steps: configure, ingest, validate, regrid, clip, stack, forecasts (dvc.yaml's first stages)."""
+"""Data steps: configure, ingest, validate, regrid, clip, stack, forecasts (dvc.yaml's first stages).
+
+Each stage step names its artifacts after the data products of its ports in the stage table
+(:data:`soilcast.stages.STAGES`), which :func:`soilcast.pipeline.runtime.run_stage` wires to the
+stage function.
+"""
 
 # No `from __future__ import annotations`: KFP reads the annotations as real types.
 
@@ -35,30 +40,26 @@ def ingest(config: str, raw_uri: str, data_version: str, raw: Output[Dataset]):
 
 def validate(config: str, raw: Input[Dataset], report: Output[Artifact]):
     """Great-expectations checks on the raw files; raises (fails the run) on bad data."""
-    from soilcast.data.validate import run_validation
     from soilcast.pipeline import runtime
 
-    result = run_validation(runtime.step_config(config), raw.path, report.path)
+    result = runtime.run_stage("validate", runtime.step_config(config), locals())
     report.metadata.update(runtime.validation_summary(result))
 
 
 def regrid(config: str, raw: Input[Dataset], report: Input[Artifact],
            regridded: Output[Dataset]):
     """Regrid every variable to the target grid in canonical units (after validation)."""
-    from soilcast.data.regrid import regrid_all
     from soilcast.pipeline import runtime
 
-    out = regrid_all(runtime.step_config(config), raw.path, report.path, regridded.path)
+    out = runtime.run_stage("regrid", runtime.step_config(config), locals())
     regridded.metadata.update(runtime.describe_tree(out))
 
 
 def clip(config: str, raw: Input[Dataset], mask: Output[Dataset]):
     """Rasterise the basins onto the target grid (mask + basin ids)."""
-    from soilcast.data.clip import build_mask
     from soilcast.pipeline import runtime
 
-    cfg = runtime.step_config(config)
-    build_mask(cfg, runtime.basins_in(cfg, raw.path), mask.path, raw_dir=raw.path)
+    runtime.run_stage("clip", runtime.step_config(config), locals())
     mask.metadata.update(runtime.describe_tree(mask.path))
 
 
@@ -66,22 +67,17 @@ def stack(config: str, regridded: Input[Dataset], mask: Input[Dataset], report: 
           raw: Input[Dataset], tensors: Output[Dataset], input_plots: Output[Artifact]):
     """Stack regridded inputs and the mask into the X/Y tensor store (checked against the
     report); the input maps carry the basin outlines from the raw data."""
-    from soilcast.data.stack import stack_tensors
-    from soilcast.layout import tensors_in
     from soilcast.pipeline import runtime
 
-    cfg = runtime.step_config(config)
-    store = stack_tensors(cfg, regridded.path, mask.path, report.path, tensors_in(tensors.path),
-                          plots=(runtime.basins_in(cfg, raw.path), input_plots.path))
+    store = runtime.run_stage("stack", runtime.step_config(config), locals())
     tensors.metadata.update(runtime.describe_tensors(store))
 
 
-def forecasts(config: str, raw: Input[Dataset], mask: Input[Dataset], store: Output[Dataset]):
+def forecasts(config: str, raw: Input[Dataset], mask: Input[Dataset], forecasts: Output[Dataset]):
     """The weather forecast runs of ``sources.forecast`` (GRIB2/NetCDF under the raw data)
     aggregated to the lead days, regridded and checked against the mask (the pipeline has
     this step only when ``sources.forecast`` is configured)."""
-    from soilcast.data.forecast_store import build_forecast_store
     from soilcast.pipeline import runtime
 
-    out = build_forecast_store(runtime.step_config(config), raw.path, mask.path, store.path)
-    store.metadata.update(runtime.describe_tree(out))
+    out = runtime.run_stage("forecasts", runtime.step_config(config), locals())
+    forecasts.metadata.update(runtime.describe_tree(out))

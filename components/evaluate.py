@@ -14,23 +14,17 @@ def evaluate(config: str, tensors: Input[Dataset], models: Input[List[Model]],
     (networks trained with the lead days' weather also with the ``forecasts`` runs).
     ``metrics``: the compact summary DVC shows (per model, test RMSE and skills per lead);
     every score is in the ``evaluation`` folder's metrics.json."""
-    from pathlib import Path
-
-    from soilcast.evaluation.evaluate import evaluate as run_evaluate
     from soilcast.evaluation.summary import summary_values
-    from soilcast.layout import EvalDir, tensors_in
+    from soilcast.layout import EvalDir
     from soilcast.pipeline import runtime
 
-    runs = dict(runtime.run_of(m.path) for m in models)
-    out = EvalDir(evaluation.path)
-    result = run_evaluate(runtime.step_config(config), tensors_in(tensors.path), runs, out,
-                          Path(forecasts.path) if forecasts is not None else None)
+    result = runtime.run_stage("evaluate", runtime.step_config(config), locals())
     values = summary_values(result)
     for key, value in sorted(values.items()):
         metrics.log_metric(key, value)
     runtime.write_metrics_file(metrics.path, values)
-    runtime.copy_file(out.leaderboard, leaderboard.path)
-    evaluation.metadata["models"] = sorted(runs)
+    runtime.copy_file(EvalDir(evaluation.path).leaderboard, leaderboard.path)
+    evaluation.metadata["models"] = sorted(runtime.run_of(m.path)[0] for m in models)
 
 
 def gate(config: str, tensors: Input[Dataset], evaluation: Input[Artifact],
@@ -53,15 +47,12 @@ def gate(config: str, tensors: Input[Dataset], evaluation: Input[Artifact],
     from collections import namedtuple
     from pathlib import Path
 
-    from soilcast.evaluation.gate import run_gate
-    from soilcast.layout import EvalDir, tensors_in
     from soilcast.pipeline import runtime
     from soilcast.pipeline.parameters import nested
 
     cfg = runtime.step_config(config, overrides=nested(dict(locals()), "gate"))
     models_dir = Path(serving_models_dir) if serving_models_dir else runtime.scratch_dir("no-champion")
-    result = run_gate(cfg, EvalDir(evaluation.path).metrics, tensors_in(tensors.path), models_dir,
-                      Path(blessing.path), forecasts=Path(forecasts.path) if forecasts is not None else None)
+    result = runtime.run_stage("gate", cfg, locals(), models_dir=models_dir)
     blessing.metadata.update(runtime.gate_summary(result))
     winner = result.network or result.winner or ""  # the network behind the winning scores
     runs = dict(runtime.run_of(m.path) for m in models)

@@ -16,16 +16,13 @@ def export(config: str, tensors: Input[Dataset], candidate: Input[Model],
     import json
     from pathlib import Path
 
-    from soilcast.export.savedmodel import export_blessed
-    from soilcast.layout import EvalDir, tensors_in
     from soilcast.pipeline import runtime
 
     own_repo = Path(model.path) / runtime.MODELS_SUBDIR
     record = runtime.scratch_file("export-record")  # read back into the artifact's metadata
-    version_dir = export_blessed(
-        runtime.step_config(config), Path(blessing.path), EvalDir(evaluation.path).metrics,
-        dict([runtime.run_of(candidate.path)]), tensors_in(tensors.path),
-        Path(serving_models_dir) if serving_models_dir else own_repo, record)
+    version_dir = runtime.run_stage(
+        "export", runtime.step_config(config), locals(), runs=dict([runtime.run_of(candidate.path)]),
+        models_dir=Path(serving_models_dir) if serving_models_dir else own_repo, out_file=record)
     if version_dir is None:
         raise RuntimeError("export ran under a blessing but exported nothing")
     if serving_models_dir:

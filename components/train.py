@@ -5,20 +5,18 @@
 from kfp.dsl import Dataset, Input, Metrics, Model, Output
 
 
-def train(config: str, tensors: Input[Dataset], model_name: str, model: Output[Model],
+def train(config: str, tensors: Input[Dataset], model_name: str, run: Output[Model],
           metrics: Output[Metrics]):
-    """Train ``model_name`` on the tensor store; the Model artifact is its run folder."""
-    from soilcast.layout import RunDir, tensors_in
-    from soilcast.ml.train import train_model
+    """Train ``model_name`` on the tensor store; the Model artifact ``run`` is its run folder."""
+    from soilcast.layout import RunDir
     from soilcast.pipeline import runtime
     from soilcast.records import TrainRecord
 
-    run = RunDir(model.path)
-    train_model(runtime.step_config(config), model_name, tensors_in(tensors.path), run)
-    meta, values = runtime.train_summary(TrainRecord.read(run.record))
-    model.metadata.update(meta)
-    model.metadata["model_name"] = model_name
-    model.metadata["tensors_sha256"] = tensors.metadata.get("sha256", "")
+    runtime.run_stage("train", runtime.step_config(config), locals(), model_name)
+    meta, values = runtime.train_summary(TrainRecord.read(RunDir(run.path).record))
+    run.metadata.update(meta)
+    run.metadata["model_name"] = model_name
+    run.metadata["tensors_sha256"] = tensors.metadata.get("sha256", "")
     for key, value in sorted(values.items()):
         metrics.log_metric(key, value)
     runtime.write_metrics_file(metrics.path, values)

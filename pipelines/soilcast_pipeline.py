@@ -84,7 +84,7 @@ def build_pipeline(raw: Dict[str, Any]) -> Callable:
                 .set_cpu_request(cfg.pipeline.cpu_request)
                 .set_memory_request(cfg.pipeline.memory_request)
             )
-        return dsl.Collected(trained.outputs["model"])
+        return dsl.Collected(trained.outputs["run"])
 
     @dsl.pipeline(name="publish-if-blessed", description="Export only a blessed candidate.")
     def publish(blessed: bool, config: str, tensors: Input[Dataset], candidate: Input[Model],
@@ -120,7 +120,7 @@ def build_pipeline(raw: Dict[str, Any]) -> Callable:
         runs = {}
         if cfg.sources.forecast is not None:
             runs["forecasts"] = c.forecasts(config=config, raw=raw_data.outputs["raw"],
-                                            mask=mask.outputs["mask"]).outputs["store"]
+                                            mask=mask.outputs["mask"]).outputs["forecasts"]
         scored = c.evaluate(config=config, tensors=tensors, models=trained.output, **runs)
         gate = c.gate(config=config, tensors=tensors, evaluation=scored.outputs["evaluation"],
                       models=trained.output, serving_models_dir=v["serving_models_dir"],

@@ -3,7 +3,7 @@
 A cycle makes import order matter (a half-initialised module hands out missing names) and hides
 the layering, so every ``import``/``from`` of a soilcast module counts here, at module level and
 inside functions alike: a lazy import inside a function is still an edge, because it still
-couples the two modules. The graph is :func:`soilcast.stages.import_graph`, the one that also
+couples the two modules. The graph is :func:`soilcast.import_graph.import_graph`, the one that also
 gives each DVC stage its code deps (``tests/test_stages.py``).
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import graphlib
 
-from soilcast.stages import SRC, import_graph, module_files
+from soilcast.import_graph import SRC, import_graph, module_files
 
 ROOT = "soilcast"
 

@@ -356,7 +356,7 @@ def test_run_local_exports_a_servable_model_and_a_stricter_gate_exports_nothing(
     # forecasts step runs because params.yaml configures sources.forecast)
     assert meta["model"] == blessing["network"] in E2E_MODELS
     assert blessing["winner"] in (meta["model"], f"{meta['model']}+forecast")
-    assert (run_dir / "forecasts" / "store").is_dir()
+    assert (run_dir / "forecasts" / "forecasts").is_dir()
     # the export's Model artifact carries the same version for lineage
     assert (run_dir / "export" / "model" / "soilcast" / "1" / "saved_model.pb").is_file()
 

@@ -8,11 +8,13 @@ works and ``dvc.yaml`` spells them out.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
+from soilcast import stages
 from soilcast.commands.common import ParamsOpt, TensorsOpt, app, fail, fail_when_busy, load_cfg, path_opt, pick
+from soilcast.config import Config
 from soilcast.layout import Layout
 
 
@@ -52,10 +54,24 @@ def demo_data(
     generate(cfg, pick(out_dir, Layout.from_config(cfg).raw_dir))
 
 
+def _stage(name: str, params: Path | Config, **given: Optional[Path]) -> tuple[Any, dict[str, Any]]:
+    """Run data stage ``name`` (its function in :data:`soilcast.stages.STAGES`) on its path
+    arguments: the options ``given``, else the default tree (``params``: a params file, or
+    the config already loaded); a data error becomes a short
+    message and a non-zero exit. Returns (result, arguments). Data steps read no network
+    params: the network check (keras) is left to the ml commands."""
+    from soilcast.data.readers import DataError
+
+    cfg = params if isinstance(params, Config) else load_cfg(params, networks=False)
+    args = stages.arguments(name, cfg, Layout.from_config(cfg), given)
+    try:
+        return stages.load_function(name)(cfg, **args), args
+    except DataError as err:
+        fail(str(err))
+
+
 def _run(step, params: Path):
-    """Run one data step on (config, default layout); turn data errors into a short message
-    and a non-zero exit. Data steps read no network params: the network check (keras) is
-    left to the ml commands."""
+    """Run a non-stage data step on (config, default layout), data errors as :func:`_stage`."""
     from soilcast.data.readers import DataError
 
     cfg = load_cfg(params, networks=False)
@@ -76,27 +92,17 @@ PlotsOpt = path_opt("--plots", "Folder for the input maps")
 @app.command("validate")
 def validate(params: Path = ParamsOpt, raw: Optional[Path] = RawOpt, report: Optional[Path] = ReportOpt) -> None:
     """Validate the raw files (GX suites on per-day summaries); non-zero exit on failure."""
-    from soilcast.data.validate import run_validation
     from soilcast.layout import ReportDir
 
-    def step(cfg, lay):
-        out = pick(report, lay.report_dir)
-        return run_validation(cfg, pick(raw, lay.raw_dir), out), ReportDir(out).report
-
-    result, where = _run(step, params)
-    typer.echo(f"validation passed: {result['n_files']} files; report in {where}")
+    result, args = _stage("validate", params, raw_dir=raw, report_dir=report)
+    typer.echo(f"validation passed: {result['n_files']} files; report in {ReportDir(args['report_dir']).report}")
 
 
 @app.command("regrid")
 def regrid(params: Path = ParamsOpt, raw: Optional[Path] = RawOpt, report: Optional[Path] = ReportOpt,
            out: Optional[Path] = path_opt("--out", "Output folder of regridded variables")) -> None:
     """Regrid every source to the target grid in canonical units."""
-    from soilcast.data.regrid import regrid_all
-
-    def step(cfg, lay):
-        return regrid_all(cfg, pick(raw, lay.raw_dir), pick(report, lay.report_dir), pick(out, lay.regridded_dir))
-
-    typer.echo(f"regridded -> {_run(step, params)}")
+    typer.echo(f"regridded -> {_stage('regrid', params, raw_dir=raw, report_dir=report, out_dir=out)[0]}")
 
 
 @app.command("clip")
@@ -104,12 +110,7 @@ def clip(params: Path = ParamsOpt, basins: Optional[Path] = BasinsOpt, raw: Opti
          out: Optional[Path] = path_opt("--out", "Output mask file")) -> None:
     """Rasterise the basins onto the target grid (mask + basin ids); --raw only names the
     basins file in the provenance record."""
-    from soilcast.data.clip import build_mask
-
-    def step(cfg, lay):
-        return build_mask(cfg, pick(basins, lay.basins), pick(out, lay.mask_file), raw_dir=pick(raw, lay.raw_dir))
-
-    typer.echo(f"mask -> {_run(step, params)}")
+    typer.echo(f"mask -> {_stage('clip', params, basins_path=basins, out_file=out, raw_dir=raw)[0]}")
 
 
 @app.command("stack")
@@ -117,14 +118,9 @@ def stack(params: Path = ParamsOpt, regridded: Optional[Path] = RegriddedOpt, ma
           report: Optional[Path] = ReportOpt, basins: Optional[Path] = BasinsOpt,
           out: Optional[Path] = path_opt("--out", "Output tensor store"), plots: Optional[Path] = PlotsOpt) -> None:
     """Stack regridded inputs, target and mask into the tensor store (+ input plots)."""
-    from soilcast.data.stack import stack_tensors
-
-    def step(cfg, lay):
-        return stack_tensors(cfg, pick(regridded, lay.regridded_dir), pick(mask, lay.mask_file),
-                             pick(report, lay.report_dir), pick(out, lay.tensors),
-                             plots=(pick(basins, lay.basins), pick(plots, lay.input_plots)))
-
-    typer.echo(f"tensors -> {_run(step, params)}")
+    store, _ = _stage("stack", params, regridded_dir=regridded, mask_file=mask, report_dir=report,
+                      basins=basins, out_store=out, plots=plots)
+    typer.echo(f"tensors -> {store}")
 
 
 @app.command("plot-inputs")
@@ -206,14 +202,10 @@ def forecasts(params: Path = ParamsOpt, raw: Optional[Path] = RawOpt, mask: Opti
               out: Optional[Path] = path_opt("--out", "Output forecast store")) -> None:
     """Read every weather forecast run of sources.forecast (GRIB2/NetCDF), aggregate it to
     days, regrid it and write the forecast store (the DVC stage)."""
-    from soilcast.data.forecast_store import build_forecast_store
-
-    def step(cfg, lay):
-        if cfg.sources.forecast is None:
-            fail("params sources.forecast is null: no forecast runs configured")
-        return build_forecast_store(cfg, pick(raw, lay.raw_dir), pick(mask, lay.mask_file), pick(out, lay.forecast_store))
-
-    typer.echo(f"forecasts -> {_run(step, params)}")
+    cfg = load_cfg(params, networks=False)
+    if cfg.sources.forecast is None:
+        fail("params sources.forecast is null: no forecast runs configured")
+    typer.echo(f"forecasts -> {_stage('forecasts', cfg, raw_dir=raw, mask_path=mask, out=out)[0]}")
 
 
 @app.command("ingest-forecast")

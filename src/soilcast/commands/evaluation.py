@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 
+from soilcast import stages
 from soilcast.commands.common import (
     LOCK_BUSY_EXIT,
     ParamsOpt,
@@ -16,9 +17,8 @@ from soilcast.commands.common import (
     fail_when_busy,
     load_cfg,
     path_opt,
-    pick,
 )
-from soilcast.layout import EvalDir, Layout
+from soilcast.layout import Layout
 
 NOT_BLESSED_EXIT = 3
 TrainOpt = path_opt("--train", "Folder of the networks' run folders (<train>/<model>/)")
@@ -26,13 +26,13 @@ MetricsOpt = path_opt("--metrics", "Evaluation metrics file")
 ModelsOpt = path_opt("--models", "TF Serving model base path (versions)")
 
 
-def _runs(cfg, lay: Layout, train: Path | None) -> dict:
-    """Run folder of every network under the train folder (a missing one is skipped later)."""
-    from soilcast.layout import RunDir
+def _arguments(name: str, cfg, **given: Optional[Path]) -> dict:
+    """Stage ``name``'s path arguments (:func:`soilcast.stages.arguments`): the options
+    given, else the default tree; ``runs``: the run folder of every registered network under
+    the train folder (a missing one is skipped later)."""
     from soilcast.ml.models import registry
 
-    root = pick(train, lay.train_dir)
-    return {name: RunDir(root / name) for name in registry.names()}
+    return stages.arguments(name, cfg, Layout.from_config(cfg), given, names=registry.names())
 
 
 @app.command("evaluate")
@@ -47,11 +47,10 @@ def evaluate_cmd(params: Path = ParamsOpt, tensors: Optional[Path] = TensorsOpt,
     from soilcast.records import Scored
 
     cfg = load_cfg(params)
-    lay = Layout.from_config(cfg)
-    where = EvalDir(pick(out, lay.eval_dir))
+    args = _arguments("evaluate", cfg, tensors=tensors, runs=train, out=out, forecasts_store=forecasts)
+    where = args["out"]
     try:
-        archive = pick(forecasts, lay.forecast_store) if (forecasts or cfg.sources.forecast) else None
-        metrics = evaluate(cfg, pick(tensors, lay.tensors), _runs(cfg, lay, train), where, archive)
+        metrics = evaluate(cfg, **args)
     except (FileNotFoundError, ValueError) as err:
         fail(str(err))
     for name, m in metrics.items():
@@ -84,12 +83,11 @@ def gate_cmd(
     from soilcast.evaluation.gate import run_gate
 
     cfg = load_cfg(params)
-    lay = Layout.from_config(cfg)
-    where = pick(out, lay.blessing)
+    args = _arguments("gate", cfg, metrics_file=metrics, tensors=tensors, models_dir=models, out_file=out,
+                      forecasts=forecasts)
+    where = args["out_file"]
     try:
-        archive = pick(forecasts, lay.forecast_store) if (forecasts or cfg.sources.forecast) else None
-        decision = run_gate(cfg, pick(metrics, lay.evaluation.metrics), pick(tensors, lay.tensors),
-                            pick(models, lay.models_dir), where, forecasts=archive)
+        decision = run_gate(cfg, **args)
     except (FileNotFoundError, ValueError) as err:
         fail(str(err))
     verdict = "BLESSED" if decision.blessed else "NOT blessed"
@@ -121,12 +119,11 @@ def export_cmd(
     from soilcast.io.lock import LockBusy
 
     cfg = load_cfg(params)
-    lay = Layout.from_config(cfg)
-    where = pick(out, lay.export_record)
+    args = _arguments("export", cfg, blessing_file=blessing, metrics_file=metrics, runs=train,
+                      tensors_store=tensors, models_dir=models, out_file=out)
+    where = args["out_file"]
     try:
-        path = export_blessed(cfg, pick(blessing, lay.blessing), pick(metrics, lay.evaluation.metrics),
-                              _runs(cfg, lay, train), pick(tensors, lay.tensors),
-                              pick(models, lay.models_dir), where)
+        path = export_blessed(cfg, **args)
     except LockBusy as err:  # before RuntimeError, which it is
         fail(str(err), LOCK_BUSY_EXIT)
     except InfraValidationError as err:

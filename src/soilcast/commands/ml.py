@@ -9,8 +9,9 @@ from typing import Any, Optional
 import typer
 from typer.core import TyperCommand
 
-from soilcast.commands.common import ParamsOpt, TensorsOpt, app, fail, load_cfg, path_opt, pick
-from soilcast.layout import Layout, RunDir
+from soilcast import stages
+from soilcast.commands.common import ParamsOpt, TensorsOpt, app, fail, load_cfg, path_opt
+from soilcast.layout import Layout
 
 MODEL_HELP = "Network, one of the registered ones: {}."
 
@@ -58,10 +59,9 @@ def train(
         fail(f"--model must be one of {', '.join(registry.names())} (got {model!r})", 2)
     from soilcast.ml.train import train_model
 
-    lay = Layout.from_config(cfg)
-    run = RunDir(pick(out, lay.run(model).root))
+    args = stages.arguments("train", cfg, Layout.from_config(cfg), {"tensors": tensors, "run": out}, item=model)
     try:
-        out = train_model(cfg, model, pick(tensors, lay.tensors), run, resume=not fresh,
+        out = train_model(cfg, model, **args, resume=not fresh,
                           verbose=progress_verbosity(quiet), forecasts=forecasts)
     except (FileNotFoundError, ValueError) as err:
         fail(str(err))
@@ -73,7 +73,7 @@ def train(
         return
     from soilcast.records import TrainRecord
 
-    rec = TrainRecord.read(run.record)
+    rec = TrainRecord.read(args["run"].record)
     val = rec.val
     typer.echo(
         f"{model}: {rec.epochs} epochs, {rec.wall_time_s:.0f} s -> {out}\n"

@@ -140,14 +140,17 @@ def stack_tensors(
     report_dir: Path,
     out_store: Path,
     *,
-    plots: tuple[Path, Path] | None = None,
+    basins: Path | None = None,
+    plots: Path | None = None,
 ) -> Path:
     """Write the tensor store ``out_store`` from the regridded variables and the mask; the
     regridded files must come from the raw files last validated (``report_dir``).
 
-    ``plots`` = (basins file, folder): also save the monsoon/dry input maps with the basin
-    outlines there (the DVC stage always does).
+    ``plots`` (a folder) with ``basins`` (the basins file): also save the monsoon/dry input maps
+    with the basin outlines there (the DVC stage always does).
     """
+    if plots is not None and basins is None:  # before the work, not after it
+        raise ValueError("stack_tensors: the input maps (plots) need the basins file (basins) for their outlines")
     out = Path(out_store)
     remove_stale_temporaries(out)
     mask, basin_id, names, hashes = load_mask(cfg, mask_file)
@@ -186,5 +189,5 @@ def stack_tensors(
     if plots is not None:
         from soilcast.data.plots import save_stage_plots
 
-        save_stage_plots(cfg, out, *plots)
+        save_stage_plots(cfg, out, basins, plots)
     return out

@@ -82,6 +82,51 @@ def basins_in(cfg: Config, raw_artifact: str | Path) -> Path:
         ) from None
 
 
+# Data products a component finds in another artifact than the one named after them: the basins
+# file in the raw data, the metrics in the evaluation folder, the networks' runs in the trained
+# Model artifacts (a list).
+_FOUND_IN = {"basins": "raw", "metrics": "evaluation", "runs": "models"}
+
+
+def artifact_of(data: str) -> str:
+    """The component argument that carries data product ``data`` (a key of soilcast.stages.DATA):
+    the artifact named after it, or the one it lies in (the basins file in the raw data)."""
+    return _FOUND_IN.get(data, data)
+
+
+def _locate(data: str, cfg: Config, artifacts: dict[str, Any]) -> Any:
+    """Where data product ``data`` is among a component's ``artifacts`` (None: not passed)."""
+    from soilcast.layout import EvalDir, tensors_in
+
+    artifact = artifacts.get(artifact_of(data))
+    if artifact is None:
+        return None
+    if data == "runs":
+        return dict(run_of(model.path) for model in artifact)
+    path = Path(artifact.path)
+    if data == "basins":
+        return basins_in(cfg, path)
+    if data == "tensors":
+        return tensors_in(path)
+    if data == "metrics":
+        return EvalDir(path).metrics
+    return path
+
+
+def run_stage(name: str, cfg: Config, artifacts: dict[str, Any], *item: str, **given: Any) -> Any:
+    """Run stage ``name``'s function (soilcast.stages) in a component: each path argument from
+    the component's argument named after its data product (``artifacts``, the component's
+    ``locals()``), unless ``given``; what is neither is None. The stage table is the one
+    wiring, as for ``soilcast <stage>`` and dvc.yaml; no default tree inside a container."""
+    from soilcast.stages import DATA, load_function, stage
+
+    args = {}
+    for port in stage(name).ports:
+        value = given.pop(port.arg) if port.arg in given else _locate(port.data, cfg, artifacts)
+        args[port.arg] = DATA[port.data].wrap(value, ()) if isinstance(value, (str, Path)) else value
+    return load_function(name)(cfg, *item, **args, **given)
+
+
 def scratch_dir(prefix: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=f"soilcast-{prefix}-"))
 

@@ -3,8 +3,9 @@
 Stage functions take every input and output as an argument; most tests build their data in
 the default tree (:meth:`Layout.from_config`) of a tmp config, so these wrappers pass that
 tree's paths, the way ``soilcast <stage>`` does. They keep the names of the functions they
-call, so a test reads as before; the arguments are exactly the CLI's defaults. A DVC stage's
-function is looked up in the stage table (:mod:`soilcast.stages`), the one place that names it.
+call, so a test reads as before; the arguments are exactly the CLI's defaults: a DVC stage's
+function and its path arguments come from the stage table (:func:`soilcast.stages.arguments`),
+the one place that names them.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 from soilcast.config import Config
 from soilcast.layout import Layout, RunDir, regridded_file
 from soilcast.records import ByLead, Decision, Leaderboard
-from soilcast.stages import load_function
+from soilcast.stages import arguments, load_function
 
 
 def _networks() -> tuple[str, ...]:
@@ -28,29 +29,27 @@ def layout(cfg: Config) -> Layout:
     return Layout.from_config(cfg)
 
 
+def _stage(name: str, cfg: Config, *item: str, **kwargs: Any) -> Any:
+    """Stage ``name``'s function on the default tree's paths (``item``: the network)."""
+    args = arguments(name, cfg, layout(cfg), item=item[0] if item else None, names=_networks())
+    return load_function(name)(cfg, *item, **args, **kwargs)
+
+
 def run_validation(cfg: Config) -> dict[str, Any]:
-    run = load_function("validate")
-    lay = layout(cfg)
-    return run(cfg, lay.raw_dir, lay.report_dir)
+    return _stage("validate", cfg)
 
 
 def regrid_all(cfg: Config) -> Path:
-    run = load_function("regrid")
-    lay = layout(cfg)
-    return run(cfg, lay.raw_dir, lay.report_dir, lay.regridded_dir)
+    return _stage("regrid", cfg)
 
 
 def build_mask(cfg: Config) -> Path:
-    run = load_function("clip")
-    lay = layout(cfg)
-    return run(cfg, lay.basins, lay.mask_file, raw_dir=lay.raw_dir)
+    return _stage("clip", cfg)
 
 
 def stack_tensors(cfg: Config, plots: bool = True) -> Path:
-    run = load_function("stack")
-    lay = layout(cfg)
-    return run(cfg, lay.regridded_dir, lay.mask_file, lay.report_dir, lay.tensors,
-               plots=(lay.basins, lay.input_plots) if plots else None)
+    args = arguments("stack", cfg, layout(cfg))
+    return load_function("stack")(cfg, **(args if plots else args | {"plots": None}))
 
 
 def load_mask(cfg: Config):
@@ -84,9 +83,7 @@ def ingest(cfg: Config, raw_dir: Path):
 
 
 def train_model(cfg: Config, name: str, **kwargs: Any) -> Path:
-    run = load_function("train")
-    lay = layout(cfg)
-    return run(cfg, name, lay.tensors, lay.run(name), **kwargs)
+    return _stage("train", cfg, name, **kwargs)
 
 
 def load_tensors(cfg: Config):
@@ -118,9 +115,7 @@ def load_network(cfg: Config, name: str):
 
 
 def evaluate(cfg: Config) -> Leaderboard:
-    run = load_function("evaluate")
-    lay = layout(cfg)
-    return run(cfg, lay.tensors, lay.runs(_networks()), lay.evaluation)
+    return _stage("evaluate", cfg)
 
 
 def metrics_path(cfg: Config) -> Path:
@@ -132,9 +127,7 @@ def blessing_path(cfg: Config) -> Path:
 
 
 def run_gate(cfg: Config, scorer: Any = None) -> Decision:
-    run = load_function("gate")
-    lay = layout(cfg)
-    return run(cfg, lay.evaluation.metrics, lay.tensors, lay.models_dir, lay.blessing, scorer)
+    return _stage("gate", cfg, scorer=scorer)
 
 
 def score_savedmodel(cfg: Config, version_dir: Path, split: str = "val") -> ByLead:
@@ -148,10 +141,7 @@ def export_json_path(cfg: Config) -> Path:
 
 
 def export_blessed(cfg: Config) -> Path | None:
-    run = load_function("export")
-    lay = layout(cfg)
-    return run(cfg, lay.blessing, lay.evaluation.metrics, lay.runs(_networks()), lay.tensors,
-               lay.models_dir, lay.export_record)
+    return _stage("export", cfg)
 
 
 def run_forecast(cfg: Config, server: str, date: Any, outputs: Any = None):
