@@ -20,13 +20,12 @@ What a stage's code is (the closure's roots):
   ``entries``, and ``tests/test_dvc_stages.py`` checks that the closure covers it. ``soilcast.cli``
   (which only assembles the command modules) and the other command modules are no stage's code.
 
-How the imports are followed (:func:`import_graph` with ``runtime=True``): ``import a.b``,
-``from a import b`` (``b`` a submodule or a name), relative imports, at module level and inside
-functions alike; importing ``a.b.c`` also runs the packages ``a`` and ``a.b`` (their
-``__init__.py`` count); a package whose ``__init__`` imports every module of itself
-(``pkgutil.iter_modules(__path__)``, as ``soilcast.ml.models`` discovers the networks) imports
-them all; imports under ``if TYPE_CHECKING:`` never run and do not count. Only ``.py`` files
-of the package: data files a module reads are the stage's data deps.
+How the imports are followed: :mod:`soilcast.import_graph` (``runtime=True``). Only ``.py``
+files of the package: data files a module reads are the stage's data deps.
+
+Besides the code, :func:`port_problems` checks each stage's cmd options, deps and outs against
+the table's ports (resolving dvc.yaml's ``${...}`` with the params.yaml beside it), and
+:func:`drift` its params, command and ``foreach``.
 """
 
 from __future__ import annotations
