@@ -12,7 +12,9 @@ one table :data:`soilcast.pipeline.parameters.PARAMETERS` maps them to params.ya
 other knob goes through ``overrides`` (a nested mapping merged over params.yaml). Defaults are
 params.yaml's values at compile time, and the image is params.yaml's ``pipeline.image``.
 Components call the stage functions with their artifact paths, as ``dvc repro`` calls them
-with the paths dvc.yaml spells.
+with the paths dvc.yaml spells; which artifact feeds which stage is not written here: each
+stage task gets the artifacts its ports in the stage table (soilcast.stages) read, from the task
+that wrote them (:func:`stage_inputs`).
 
 The thresholds reach only the gate, so re-running with a stricter gate reuses every cached
 step before it. Gate and export read/write the serving model repository (state outside the
@@ -36,9 +38,10 @@ from components import make_components  # noqa: E402
 from kfp import dsl  # noqa: E402
 from kfp.dsl import Artifact, Dataset, Input, Model  # noqa: E402
 
+from soilcast import stages  # noqa: E402
 from soilcast.config import config_from_dict, read_params  # noqa: E402
 from soilcast.pipeline import parameters  # noqa: E402
-from soilcast.pipeline.runtime import dump_params  # noqa: E402
+from soilcast.pipeline.runtime import artifact_of, dump_params  # noqa: E402
 
 PIPELINE_NAME = "soilcast"
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -63,6 +66,17 @@ def _signature(defaults: Dict[str, Any]) -> inspect.Signature:
          for n in kinds],
         return_annotation=bool,
     )
+
+
+def stage_inputs(name: str, made: Dict[str, Any]) -> Dict[str, Any]:
+    """Stage ``name``'s input artifacts among those ``made`` so far, named as its component
+    names them (after the ports' data products, soilcast.stages): the DAG comes from the table."""
+    wanted = {artifact_of(p.data) for p in stages.stage(name).ports if not p.out}
+    return {a: made[a] for a in sorted(wanted) if a in made}
+
+
+def stage_outputs(name: str) -> List[str]:
+    return [artifact_of(p.data) for p in stages.stage(name).ports if p.out]
 
 
 def build_pipeline(raw: Dict[str, Any]) -> Callable:
@@ -105,29 +119,26 @@ def build_pipeline(raw: Dict[str, Any]) -> Callable:
         def step_args(step: str) -> Dict[str, Any]:
             return {p.name: v[p.name] for p in parameters.of_step(step)}
 
-        conf = c.configure(params=v["params"], overrides=v["overrides"], **step_args("configure"))
-        config = conf.output
-        raw_data = c.ingest(config=config, raw_uri=v["raw_uri"], data_version=v["data_version"])
-        report = c.validate(config=config, raw=raw_data.outputs["raw"])
-        regridded = c.regrid(config=config, raw=raw_data.outputs["raw"],
-                             report=report.outputs["report"])
-        mask = c.clip(config=config, raw=raw_data.outputs["raw"])
-        stacked = c.stack(config=config, regridded=regridded.outputs["regridded"],
-                          mask=mask.outputs["mask"], report=report.outputs["report"],
-                          raw=raw_data.outputs["raw"])
-        tensors = stacked.outputs["tensors"]
-        trained = train_networks(config=config, tensors=tensors, models=v["models"])
-        runs = {}
+        config = c.configure(params=v["params"], overrides=v["overrides"], **step_args("configure")).output
+        made = {"raw": c.ingest(config=config, raw_uri=v["raw_uri"], data_version=v["data_version"]).outputs["raw"]}
+
+        def stage(name: str, **extra: Any) -> Any:
+            """The stage's task, its inputs wired from the tasks that made them (the table's ports)."""
+            task = getattr(c, name)(config=config, **stage_inputs(name, made), **extra)
+            made.update({a: task.outputs[a] for a in stage_outputs(name)})
+            return task
+
+        for name in ("validate", "regrid", "clip", "stack"):
+            stage(name)
+        made["models"] = train_networks(config=config, tensors=made["tensors"], models=v["models"]).output
         if cfg.sources.forecast is not None:
-            runs["forecasts"] = c.forecasts(config=config, raw=raw_data.outputs["raw"],
-                                            mask=mask.outputs["mask"]).outputs["forecasts"]
-        scored = c.evaluate(config=config, tensors=tensors, models=trained.output, **runs)
-        gate = c.gate(config=config, tensors=tensors, evaluation=scored.outputs["evaluation"],
-                      models=trained.output, serving_models_dir=v["serving_models_dir"],
-                      **runs, **step_args("gate")).set_caching_options(False)
-        publish(blessed=gate.outputs["blessed"], config=config, tensors=tensors,
-                candidate=gate.outputs["candidate"], evaluation=scored.outputs["evaluation"],
-                blessing=gate.outputs["blessing"], serving_models_dir=v["serving_models_dir"])
+            stage("forecasts")
+        stage("evaluate")
+        gate = stage("gate", models=made["models"], serving_models_dir=v["serving_models_dir"],
+                     **step_args("gate")).set_caching_options(False)
+        publish(blessed=gate.outputs["blessed"], config=config, tensors=made["tensors"],
+                candidate=gate.outputs["candidate"], evaluation=made["evaluation"],
+                blessing=made["blessing"], serving_models_dir=v["serving_models_dir"])
         return gate.outputs["blessed"]
 
     soilcast_pipeline.__signature__ = signature  # parameters from the one table
