@@ -489,7 +489,7 @@ class Gate(_Strict):
 
 # KServe's storage schemes (its storage initializer); a pvc:// URI names a claim (a DNS-1123 label).
 KSERVE_STORAGE = re.compile(r"(pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?(/\S*)?|(s3|gs|hdfs|webhdfs|https|oci)://\S+)")
-K8S_QUANTITY = re.compile(r"[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti)?")
+K8S_QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti)?$"  # a Kubernetes quantity: 500m, 2, 4Gi
 
 
 class KServe(_Strict):
@@ -501,9 +501,9 @@ class KServe(_Strict):
     storage_uri: str  # the model base path (paths.models_dir) as KServe reads it
     runtime_version: str = Field(min_length=1)  # TF Serving image tag, as serving/Dockerfile.serving
     canary_traffic_percent: int = Field(ge=1, le=99)
-    cpu_request: str = Field(pattern=K8S_QUANTITY.pattern)
-    memory_request: str = Field(pattern=K8S_QUANTITY.pattern)
-    memory_limit: str = Field(pattern=K8S_QUANTITY.pattern)
+    cpu_request: str = Field(pattern=K8S_QUANTITY)
+    memory_request: str = Field(pattern=K8S_QUANTITY)
+    memory_limit: str = Field(pattern=K8S_QUANTITY)
 
     @field_validator("storage_uri")
     @classmethod

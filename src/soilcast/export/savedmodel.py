@@ -437,28 +437,33 @@ def export_blessed(
     out_file: Path,
 ) -> Path | None:
     """Export, validate and publish the gate's winner (its run folder from ``runs``) into
-    the TF Serving base path ``models_dir``; record what happened in ``out_file``.
+    the TF Serving base path ``models_dir``; record what happened in ``out_file`` and write the
+    KServe InferenceService of the labelled versions beside it (:mod:`soilcast.export.kserve`).
 
     Returns the version directory, or None with a 'skipped' record when the gate did not
     bless or the model was rolled back earlier. Re-exporting the model the newest version
     already serves is a no-op that returns that version. A blessed export holds the
     repository lock throughout (another change meanwhile: ``LockBusy``, nothing changed).
     """
+    from soilcast.export.kserve import inference_service_file, write_inference_service
     from soilcast.io.atomic import atomic_write_json
     from soilcast.repository import versions
 
     blessing = Decision.read(Path(blessing_file), "run the 'gate' stage first")
+    models_dir = Path(models_dir)
     if not blessing.blessed or blessing.winner is None:
         atomic_write_json(out_file, {
             "status": "skipped: not blessed", "winner": blessing.winner,
             "reasons": blessing.reasons, "version": None, "path": None,
         })
+        write_inference_service(cfg, models_dir, inference_service_file(out_file))  # what still serves
         return None
-    models_dir = Path(models_dir)
     with versions.repository_lock(models_dir):
         swept = sweep_leftovers(models_dir)
-        return _export_winner(cfg, blessing, Path(metrics_file), runs, Path(tensors_store), models_dir,
-                              Path(out_file), swept)
+        target = _export_winner(cfg, blessing, Path(metrics_file), runs, Path(tensors_store), models_dir,
+                                Path(out_file), swept)
+        write_inference_service(cfg, models_dir, inference_service_file(out_file))  # the labels just set
+        return target
 
 
 def _write_record(out_file: Path, record: dict[str, Any], swept: list[Path]) -> None:
