@@ -138,6 +138,9 @@ def test_the_export_step_writes_it_beside_its_record_even_when_skipped(repo, tmp
     assert savedmodel.export_blessed(cfg, blessing, models_dir=tmp_path / "empty", **call) is None
     text = written.read_text()
     assert "nothing to deploy" in text and not [d for d in yaml.safe_load_all(text) if d is not None]
+    elsewhere = tmp_path / "k8s" / "soilcast.yaml"  # a place of the caller's choosing
+    savedmodel.export_blessed(cfg, blessing, models_dir=models, inference_service=elsewhere, **call)
+    assert _docs(elsewhere)["InferenceService"]["metadata"]["annotations"]["soilcast/version"] == "2"
 
 
 def test_kserve_settings_match_the_tf_serving_image_and_volumes():

@@ -435,10 +435,12 @@ def export_blessed(
     tensors_store: Path,
     models_dir: Path,
     out_file: Path,
+    inference_service: Path | None = None,
 ) -> Path | None:
     """Export, validate and publish the gate's winner (its run folder from ``runs``) into
     the TF Serving base path ``models_dir``; record what happened in ``out_file`` and write the
-    KServe InferenceService of the labelled versions beside it (:mod:`soilcast.export.kserve`).
+    KServe InferenceService of the labelled versions into ``inference_service`` (default:
+    beside the record, :func:`soilcast.export.kserve.inference_service_file`), whatever happened.
 
     Returns the version directory, or None with a 'skipped' record when the gate did not
     bless or the model was rolled back earlier. Re-exporting the model the newest version
@@ -451,18 +453,19 @@ def export_blessed(
 
     blessing = Decision.read(Path(blessing_file), "run the 'gate' stage first")
     models_dir = Path(models_dir)
+    isvc = Path(inference_service) if inference_service is not None else inference_service_file(out_file)
     if not blessing.blessed or blessing.winner is None:
         atomic_write_json(out_file, {
             "status": "skipped: not blessed", "winner": blessing.winner,
             "reasons": blessing.reasons, "version": None, "path": None,
         })
-        write_inference_service(cfg, models_dir, inference_service_file(out_file))  # what still serves
+        write_inference_service(cfg, models_dir, isvc)  # what still serves
         return None
     with versions.repository_lock(models_dir):
         swept = sweep_leftovers(models_dir)
         target = _export_winner(cfg, blessing, Path(metrics_file), runs, Path(tensors_store), models_dir,
                                 Path(out_file), swept)
-        write_inference_service(cfg, models_dir, inference_service_file(out_file))  # the labels just set
+        write_inference_service(cfg, models_dir, isvc)  # the labels just set
         return target
 
 
