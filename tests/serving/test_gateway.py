@@ -221,27 +221,28 @@ def test_claimed_shape_is_refused_before_it_is_allocated(served):
     numpy's allocations), whether the batch is over max_batch or only the decoded size is."""
     import tracemalloc
 
+    from soilcast.serving.errors import ErrorKind, ServingError
     from soilcast.serving.models import read_info
-    from soilcast.serving.validation import RequestError, RequestLimits, decode_inputs
+    from soilcast.serving.validation import RequestLimits, decode_inputs
 
     cfg = served.cfg
     info = read_info(cfg.paths.models_dir / "1")
     limits = RequestLimits.from_config(cfg)
     window = 4 * cfg.window.seq_len * cfg.grid.shape[0] * cfg.grid.shape[1] * len(cfg.variables)
-    for batch, code in ((60, grpc.StatusCode.RESOURCE_EXHAUSTED), (10**9, grpc.StatusCode.INVALID_ARGUMENT)):
+    for batch, kind in ((60, ErrorKind.RESOURCE_EXHAUSTED), (10**9, ErrorKind.INVALID_ARGUMENT)):
         req = _broadcast_request(cfg, batch)
         assert req.ByteSize() < 200 and batch * window > 2 * limits.max_bytes
         tracemalloc.start()
         try:
-            with pytest.raises(RequestError) as err:
+            with pytest.raises(ServingError) as err:
                 decode_inputs(req.inputs, info, limits)
             peak = tracemalloc.get_traced_memory()[1]
         finally:
             tracemalloc.stop()
-        assert err.value.code == code, err.value.message
+        assert err.value.kind == kind, err.value.message
         assert peak < window, f"{peak} bytes allocated for a refused request"
     # the shortcut itself still decodes within the limits (and then meets the range check)
-    with pytest.raises(RequestError, match="t2m: .* values in \\[0, 0\\] K"):
+    with pytest.raises(ServingError, match="t2m: .* values in \\[0, 0\\] K"):
         decode_inputs(_broadcast_request(cfg, 2).inputs, info, limits)
 
 
@@ -250,8 +251,9 @@ def test_antecedent_soil_moisture_is_checked_against_the_target_range(served):
     import dataclasses
 
     from soilcast.io.tensors import from_ndarray
+    from soilcast.serving.errors import ServingError
     from soilcast.serving.models import read_info
-    from soilcast.serving.validation import RequestError, RequestLimits, decode_inputs
+    from soilcast.serving.validation import RequestLimits, decode_inputs
 
     cfg, mask = served.cfg, grid_mask(served.cfg)
     info = read_info(cfg.paths.models_dir / "1")
@@ -265,7 +267,7 @@ def test_antecedent_soil_moisture_is_checked_against_the_target_range(served):
     wet = sm.copy()
     wet[0, -1, mask] = 1.5  # a percentage sent as a fraction's unit mix-up, say
     req.inputs["antecedent_soil_moisture"].CopyFrom(from_ndarray(wet))
-    with pytest.raises(RequestError, match=r"antecedent_soil_moisture: \d+ values in \[1.5, 1.5\] m3/m3, "
+    with pytest.raises(ServingError, match=r"antecedent_soil_moisture: \d+ values in \[1.5, 1.5\] m3/m3, "
                                            r"physical range \[0, 0.8\] m3/m3") as err:
         decode_inputs(req.inputs, info, limits)
     assert err.value.reason == "out_of_range"
@@ -400,15 +402,15 @@ def test_an_unknown_traffic_marker_is_refused_naming_the_allowed_ones(served):
 
 def test_client_disconnecting_mid_call_is_counted_and_harmless(served, monkeypatch):
     backend = served.backend
-    real = backend.predict
+    real = backend.run
     started = threading.Event()
 
-    def slow(request, timeout):
+    def slow(*args):
         started.set()
         time.sleep(0.5)
-        return real(request, timeout)
+        return real(*args)
 
-    monkeypatch.setattr(backend, "predict", slow)
+    monkeypatch.setattr(backend, "run", slow)
     before = metric(scrape(served.metrics_port), "soilcast_requests_total", method="Predict", code="CANCELLED")
     with client(served) as c:
         future = c.predictions.Predict.future(c.predict_request(meteo(served.cfg, np.random.default_rng(5))))
@@ -416,7 +418,7 @@ def test_client_disconnecting_mid_call_is_counted_and_harmless(served, monkeypat
         future.cancel()
     wait_for(lambda: metric(scrape(served.metrics_port), "soilcast_requests_total",
                             method="Predict", code="CANCELLED") == before + 1)
-    monkeypatch.setattr(backend, "predict", real)
+    monkeypatch.setattr(backend, "run", real)
     with client(served) as c:
         assert c.predict(meteo(served.cfg, np.random.default_rng(6))).shape[0] == 1
 

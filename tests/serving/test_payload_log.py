@@ -52,7 +52,7 @@ def test_every_sampled_predict_of_both_apis_replays_to_what_was_sent(tmp_path):
     grpc_ok, refused, by_rest = lines
     assert {k: grpc_ok[k] for k in ("protocol", "method", "model", "version", "version_label", "served_version",
                                     "signature", "traffic", "code")} == {
-        "protocol": "grpc", "method": "Predict", "model": "soilcast", "version": 1, "version_label": None,
+        "protocol": "tfs_grpc", "method": "Predict", "model": "soilcast", "version": 1, "version_label": None,
         "served_version": 1, "signature": "serving_default", "traffic": "hindcast", "code": "OK"}
     assert grpc_ok["time"].endswith("+00:00") and grpc_ok["latency_seconds"] > 0
     sent = decode_tensor(grpc_ok["inputs"]["meteo"])
@@ -61,7 +61,7 @@ def test_every_sampled_predict_of_both_apis_replays_to_what_was_sent(tmp_path):
     assert refused["code"] == "INVALID_ARGUMENT" and refused["outputs"] == {} and refused["served_version"] is None
     assert decode_tensor(refused["inputs"]["meteo"]).shape == x[:, :, :-1].shape
     assert {k: by_rest[k] for k in ("protocol", "version_label", "served_version", "traffic", "code")} == {
-        "protocol": "rest", "version_label": "stable", "served_version": 1, "traffic": "verification", "code": "OK"}
+        "protocol": "tfs_rest", "version_label": "stable", "served_version": 1, "traffic": "verification", "code": "OK"}
     np.testing.assert_array_equal(decode_tensor(by_rest["inputs"]["meteo"]), z.astype(np.float32))
     served = decode_tensor(by_rest["outputs"]["soil_moisture"])
     np.testing.assert_allclose(np.asarray(rest["outputs"]["soil_moisture"], np.float32), served, rtol=1e-6)

@@ -20,10 +20,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import grpc
 import numpy as np
 
-from soilcast.serving.validation import RequestError
+from soilcast.serving.errors import ErrorKind, ServingError
 
 
 @dataclass
@@ -78,7 +77,7 @@ class Batcher:
         try:
             self._queue.put_nowait(item)
         except queue.Full:
-            raise RequestError(grpc.StatusCode.RESOURCE_EXHAUSTED, "queue_full",
+            raise ServingError(ErrorKind.RESOURCE_EXHAUSTED, "queue_full",
                                f"batching queue full ({self._queue.maxsize} windows waiting; "
                                "serving.batching.max_enqueued_batches); retry later") from None
         item.done.wait()

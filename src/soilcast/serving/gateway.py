@@ -1,4 +1,9 @@
-"""The soilcast gRPC gateway: TF Serving's PredictionService and ModelService, plus drift.
+"""The soilcast gateway: TF Serving's gRPC PredictionService and ModelService, REST, drift.
+
+Every protocol is a thin adapter over one core, :class:`~soilcast.serving.dataplane.DataPlane`
+(resolve, validate, limits, run, bound, drift, telemetry); this module holds the TF Serving
+gRPC adapter, the proxy backend and the :class:`Gateway` that wires them (one grpc.Server, one
+HTTP server, one data plane).
 
 Any TF Serving client works against it unchanged (same proto services, same model spec
 semantics). Two backends:
@@ -15,8 +20,10 @@ dtype, checked before anything is allocated) and ``serving.max_batch`` the windo
 (INVALID_ARGUMENT), so a tiny message using TensorProto's one-value shortcut cannot make the
 gateway allocate gigabytes. gRPC's own transport limit sits at TRANSPORT_HEADROOM times
 that, so a hostile client cannot make the gateway buffer unbounded data (beyond it gRPC
-refuses the message itself, uncounted). Concurrency: ``max_workers`` threads and at most
-``max_concurrent_rpcs`` RPCs in flight (more get RESOURCE_EXHAUSTED from gRPC).
+refuses the message itself, uncounted). Concurrency: at most ``max_concurrent_rpcs`` requests
+in the core at once, all protocols together (:meth:`DataPlane.admit`; more get
+RESOURCE_EXHAUSTED over gRPC, 429 over HTTP); gRPC's own ``maximum_concurrent_rpcs`` stays
+as its transport's queue bound.
 
 Traffic: a request may declare what it is (gRPC metadata ``soilcast-traffic``, REST header
 ``X-Soilcast-Traffic``: ``live`` (default), ``hindcast``, ``verification``;
@@ -31,17 +38,14 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import time
 from concurrent import futures
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import grpc
 import numpy as np
 from google.protobuf import wrappers_pb2
-from tensorflow.core.framework import tensor_shape_pb2, types_pb2
-from tensorflow.core.protobuf import error_codes_pb2, meta_graph_pb2
+from tensorflow.core.protobuf import error_codes_pb2
 from tensorflow_serving.apis import (
     get_model_metadata_pb2,
     get_model_status_pb2,
@@ -51,44 +55,25 @@ from tensorflow_serving.apis import (
 )
 
 from soilcast.config import Config
-from soilcast.contract import (
-    BASIN_MEAN,
-    DROUGHT_CLASS,
-    DROUGHT_PROBABILITY,
-    FORECAST_INPUT,
-    OUTPUT_BY_LEAD,
-    PRODUCTS_SIGNATURE,
-    QUANTILES,
-    VALID_DOY,
-    WEATHER_PRODUCTS_SIGNATURE,
-    WEATHER_SIGNATURE,
-)
+from soilcast.contract import OUTPUT_BY_LEAD
 from soilcast.io.tensors import TensorDecodeError, from_ndarray, to_ndarray
 from soilcast.serving.batching import Batcher
-from soilcast.serving.drift import LIVE, TRAFFIC_METADATA, DriftMonitor, drift_months, traffic_kind
-from soilcast.serving.models import (
-    INPUT,
-    OUTPUT,
-    SIGNATURE,
-    ModelInfo,
-    ModelLoadError,
-    ModelRepository,
-    VersionNotFound,
-    lead_axis,
-    read_info,
+from soilcast.serving.dataplane import (
+    Call,
+    DataPlane,
+    EmbeddedBackend,
+    InferRequest,
+    ModelDescription,
+    ModelRef,
 )
+from soilcast.serving.drift import TRAFFIC_METADATA, DriftMonitor
+from soilcast.serving.errors import GRPC_CODE, ErrorKind, ServingError, kind_of_grpc
+from soilcast.serving.models import ModelInfo, ModelLoadError, ModelRepository, lead_axis, read_info
 from soilcast.serving.payload_log import PayloadLog
 from soilcast.serving.realised import RealisedCollector
-from soilcast.serving.rest import RestApi, RestServer
+from soilcast.serving.rest import RestApi, RestServer, signature_def
 from soilcast.serving.telemetry import Telemetry
-from soilcast.serving.validation import (
-    RequestError,
-    RequestLimits,
-    bound_output,
-    decode_day_of_year,
-    decode_inputs,
-    split_products_input,
-)
+from soilcast.serving.validation import RequestLimits
 
 log = logging.getLogger("soilcast.serving.gateway")
 
@@ -96,6 +81,7 @@ MiB = 1 << 20
 TRANSPORT_HEADROOM = 2
 FIELD_SIGNATURE = "signature_def"
 FIELD_SOILCAST = "soilcast_metadata"
+PROTOCOL = "tfs_grpc"
 State = get_model_status_pb2.ModelVersionStatus.State
 
 
@@ -104,255 +90,129 @@ def request_bytes(seq_len: int, h: int, w: int, n_vars: int, batch: int = 1) -> 
     return 4 * batch * seq_len * h * w * n_vars
 
 
-# ---------------------------------------------------------------------------- model spec
-def _spec_target(spec: Any, model_name: str) -> tuple[int | None, str | None]:
-    if spec.name != model_name:
-        raise RequestError(grpc.StatusCode.NOT_FOUND, "unknown_model",
-                           f"unknown model {spec.name!r}; this gateway serves {model_name!r}")
-    has_version = spec.HasField("version")
-    if has_version and spec.version_label:
-        raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, "bad_spec",
-                           "model_spec sets both version and version_label; set at most one")
-    return (spec.version.value if has_version else None), (spec.version_label or None)
+# ---------------------------------------------------------------------------- TF Serving <-> core
+def model_ref(spec: Any) -> ModelRef:
+    """A TF Serving ModelSpec as the core's reference."""
+    return ModelRef(spec.name, spec.version.value if spec.HasField("version") else None,
+                    spec.version_label or None)
 
 
-@dataclass(frozen=True)
-class Call:
-    """What a Predict's ``signature_name`` asks for: the products, the lead days' weather."""
-
-    products: bool = False
-    weather: bool = False
-
-    @property
-    def signature(self) -> str:
-        return SIGNATURES[(self.products, self.weather)]
-
-
-SIGNATURES = {(False, False): SIGNATURE, (True, False): PRODUCTS_SIGNATURE,
-              (False, True): WEATHER_SIGNATURE, (True, True): WEATHER_PRODUCTS_SIGNATURE}
-CALLS = {name: Call(*key) for key, name in SIGNATURES.items()} | {"": Call()}
-
-
-def _check_signature_name(name: str) -> Call:
-    """The call a signature name stands for (none named: ``serving_default``)."""
-    if name not in CALLS:
-        raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, "unknown_signature",
-                           f"serving signature {name!r} not found; expected one of {list(SIGNATURES.values())}")
-    return CALLS[name]
-
-
-def _products_of(info: ModelInfo) -> bool:
-    return bool(info.metadata.get("products"))
-
-
-def _check_weather(call: Call, info: ModelInfo) -> ModelInfo:
-    """The info requests of ``call`` are validated against (with ``forecast_meteo`` for the
-    weather signatures); a weather signature on a version without it is INVALID_ARGUMENT."""
-    if not call.weather:
-        return info
-    if not info.accepts_weather:
-        raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, "no_weather",
-                           f"serving signature {call.signature!r}: version {info.version} was trained without "
-                           f"forecast weather (metadata forecast_weather "
-                           f"{info.metadata.get('forecast_weather', 'none')!r}), so it takes no "
-                           f"{FORECAST_INPUT!r}; use {Call(call.products).signature!r} (past weather only) "
-                           "or a version trained with window.forecast_weather")
-    return info.with_weather()
-
-
-def _tensor_info(name: str, shape: tuple[int | None, ...]) -> meta_graph_pb2.TensorInfo:
-    dims = [tensor_shape_pb2.TensorShapeProto.Dim(size=-1 if d is None else d) for d in shape]
-    return meta_graph_pb2.TensorInfo(name=name, dtype=types_pb2.DT_FLOAT,
-                                     tensor_shape=tensor_shape_pb2.TensorShapeProto(dim=dims))
-
-
-def metadata_response(model_name: str, info: ModelInfo, fields: list[str]) -> Any:
-    """GetModelMetadata answer: the signature (as TF Serving) and soilcast's grid metadata."""
+def metadata_response(d: ModelDescription, fields: list[str]) -> Any:
+    """GetModelMetadata answer: the signatures (as TF Serving) and soilcast's grid metadata."""
+    supported = [FIELD_SIGNATURE, FIELD_SOILCAST]
     if not fields:
-        raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, "bad_metadata_field",
-                           f"metadata_field is empty; supported: {[FIELD_SIGNATURE, FIELD_SOILCAST]}")
-    unknown = [f for f in fields if f not in (FIELD_SIGNATURE, FIELD_SOILCAST)]
+        raise ServingError(ErrorKind.INVALID_ARGUMENT, "bad_metadata_field",
+                           f"metadata_field is empty; supported: {supported}")
+    unknown = [f for f in fields if f not in supported]
     if unknown:
-        raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, "bad_metadata_field",
-                           f"metadata_field {unknown} not supported; supported: "
-                           f"{[FIELD_SIGNATURE, FIELD_SOILCAST]}")
+        raise ServingError(ErrorKind.INVALID_ARGUMENT, "bad_metadata_field",
+                           f"metadata_field {unknown} not supported; supported: {supported}")
     resp = get_model_metadata_pb2.GetModelMetadataResponse()
-    resp.model_spec.name = model_name
-    resp.model_spec.version.value = info.version
+    resp.model_spec.name = d.name
+    resp.model_spec.version.value = d.version
     if FIELD_SIGNATURE in fields:
         sdm = get_model_metadata_pb2.SignatureDefMap()
-        for key, name in SIGNATURES.items():
-            call = Call(*key)
-            if (call.products and not _products_of(info)) or (call.weather and not info.accepts_weather):
-                continue
-            signed = _check_weather(call, info)
-            sig = _products_signature(signed, name) if call.products else _default_signature(signed, name)
-            sdm.signature_def[name].CopyFrom(sig)
+        for name, (inputs, outputs) in d.signatures.items():
+            sdm.signature_def[name].CopyFrom(signature_def(name, inputs, outputs))
         resp.metadata[FIELD_SIGNATURE].Pack(sdm)
     if FIELD_SOILCAST in fields:
-        resp.metadata[FIELD_SOILCAST].Pack(wrappers_pb2.StringValue(value=json.dumps(info.metadata)))
+        resp.metadata[FIELD_SOILCAST].Pack(wrappers_pb2.StringValue(value=json.dumps(d.metadata)))
     return resp
 
 
-def _default_signature(info: ModelInfo, name: str) -> meta_graph_pb2.SignatureDef:
-    """``serving_default``'s SignatureDef (``forecast_with_weather``'s: ``info`` with weather)."""
-    sig = meta_graph_pb2.SignatureDef(method_name="tensorflow/serving/predict")
-    for arg, shape in info.inputs.items():
-        sig.inputs[arg].CopyFrom(_tensor_info(f"{name}_{arg}:0", (None, *shape)))
-    for i, (out, shape) in enumerate(_output_shapes(info).items()):
-        sig.outputs[out].CopyFrom(_tensor_info(f"StatefulPartitionedCall:{i}", shape))
-    return sig
+def status_response(rows: list[tuple[int, str, str]]) -> Any:
+    resp = get_model_status_pb2.GetModelStatusResponse()
+    for version, state, message in rows:
+        st = resp.model_version_status.add(version=version)
+        st.state = State.Value(state)
+        st.status.error_code = error_codes_pb2.OK if state == "AVAILABLE" else error_codes_pb2.FAILED_PRECONDITION
+        st.status.error_message = message
+    return resp
 
 
-def _output_shapes(info: ModelInfo) -> dict[str, tuple[int | None, ...]]:
-    """``serving_default``'s outputs with their shapes, as the version was exported."""
-    shapes = {OUTPUT: (None, *info.mask.shape)}
-    if info.by_lead:
-        shapes[OUTPUT_BY_LEAD] = (None, len(info.leads), *info.mask.shape)
-    return shapes
+def _traffic_of(context: Any) -> str | None:
+    return dict(context.invocation_metadata() or ()).get(TRAFFIC_METADATA)
 
 
-def soil_moisture_outputs(info: ModelInfo, y: np.ndarray, wanted: list[str]) -> dict[str, np.ndarray]:
-    """``serving_default``'s answer from the forecast of every lead ``y`` [b, K, H, W]: the
-    first lead's field as ``soil_moisture`` and, for an export with a lead axis, every lead."""
-    y = np.asarray(y, np.float32)
-    out = {OUTPUT: y[:, 0], OUTPUT_BY_LEAD: y}
-    return {name: out[name] for name in wanted}
+class Servicer(prediction_service_pb2_grpc.PredictionServiceServicer,
+               model_service_pb2_grpc.ModelServiceServicer):
+    """TF Serving's gRPC API as a thin adapter: protos in, the core, protos out."""
 
+    def __init__(self, plane: DataPlane) -> None:
+        self.plane = plane
 
-def _products_signature(info: ModelInfo, signature: str = PRODUCTS_SIGNATURE) -> meta_graph_pb2.SignatureDef:
-    """``forecast_products``' SignatureDef (``..._with_weather``'s: ``info`` with weather)."""
-    sig = meta_graph_pb2.SignatureDef(method_name="tensorflow/serving/predict")
-    for name, shape in info.inputs.items():
-        sig.inputs[name].CopyFrom(_tensor_info(f"{signature}_{name}:0", (None, *shape)))
-    lead = (len(info.leads),) if info.by_lead else ()
-    doy = _tensor_info(f"{signature}_{VALID_DOY}:0", (None, *lead))
-    doy.dtype = types_pb2.DT_INT32
-    sig.inputs[VALID_DOY].CopyFrom(doy)
-    n_basins = len(info.metadata["products"].get("basins", []))
-    shapes = {BASIN_MEAN: (None, *lead, n_basins), DROUGHT_PROBABILITY: (None, *lead, n_basins),
-              QUANTILES: (None, *lead, len(info.quantile_levels), *info.mask.shape)}
-    for i, name in enumerate(info.product_outputs):
-        ti = _tensor_info(f"StatefulPartitionedCall:{i}", shapes.get(name, (None, *lead, *info.mask.shape)))
-        if name == DROUGHT_CLASS:
-            ti.dtype = types_pb2.DT_INT32
-        sig.outputs[name].CopyFrom(ti)
-    return sig
-
-
-def decode_request(request: Any, info: ModelInfo, limits: RequestLimits,
-                   call: Call) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
-    """(grid arrays, valid days or None), validated as the signature asked for."""
-    signed = _check_weather(call, info)
-    if call.products and not _products_of(info):
-        raise RequestError(grpc.StatusCode.FAILED_PRECONDITION, "no_products",
-                           f"version {info.version} was exported without {call.signature!r}; "
-                           f"use {Call(weather=call.weather).signature!r}")
-    grids, doy_proto = split_products_input(request.inputs, call.products)
-    arrays = decode_inputs(grids, signed, limits)
-    doy = None
-    if call.products:
-        doy = decode_day_of_year(doy_proto, len(arrays[INPUT]), len(info.leads) if info.by_lead else None)
-    return arrays, doy
-
-
-# ---------------------------------------------------------------------------- backends
-class EmbeddedBackend:
-    """Serves versions loaded in this process."""
-
-    def __init__(self, repo: ModelRepository, model_name: str, limits: RequestLimits,
-                 batcher: Batcher | None = None) -> None:
-        self.repo, self.model_name, self.limits, self.batcher = repo, model_name, limits, batcher
-
-    def _resolve(self, spec: Any):
-        version, label = _spec_target(spec, self.model_name)
+    def _call(self, context: Any, fn: Callable[[], Any]) -> Any:
         try:
-            return self.repo.resolve(version, label)
-        except VersionNotFound as err:
-            code = grpc.StatusCode.UNAVAILABLE if not self.repo.served else grpc.StatusCode.NOT_FOUND
-            reason = "no_model" if not self.repo.served else "unknown_version"
-            raise RequestError(code, reason, f"model {self.model_name!r}: {err}") from None
+            return fn()
+        except ServingError as err:
+            context.abort(GRPC_CODE[err.kind], err.message)
 
-    def predict(self, request: Any, timeout: float | None):
-        model = self._resolve(request.model_spec)
-        call = _check_signature_name(request.model_spec.signature_name)
-        _check_weather(call, model.info)  # before the products: the weather is the reason
-        if call.products and model.products_call(call.weather) is None:
-            raise RequestError(grpc.StatusCode.FAILED_PRECONDITION, "no_products",
-                               f"version {model.version} has no {call.signature!r} signature; "
-                               f"use {Call(weather=call.weather).signature!r}")
-        arrays, doy = decode_request(request, model.info, self.limits, call)
-        wanted = _check_output_filter(request.output_filter, model.info, call.products)
-        resp = predict_pb2.PredictResponse()
-        resp.model_spec.name = self.model_name
-        resp.model_spec.version.value = model.version
-        resp.model_spec.signature_name = call.signature
-        if call.products:  # not batched: a rarer, richer call
-            out = model.predict_products(arrays, doy)
-            y = lead_axis(out[OUTPUT])
-            for name in wanted:
-                resp.outputs[name].CopyFrom(from_ndarray(out[name]))
-        else:
-            servable = model.weather if call.weather else model  # batched per signature
-            y = self.batcher.predict(servable, arrays) if self.batcher else servable.predict(arrays)
-            for name, value in soil_moisture_outputs(model.info, y, wanted).items():
+    def Predict(self, request, context):
+        spec = request.model_spec
+        req = InferRequest(model_ref(spec), request.inputs, spec.signature_name, tuple(request.output_filter),
+                           _traffic_of(context), PROTOCOL)
+
+        def run() -> Any:
+            result = self.plane.infer(req, context.time_remaining(), context.is_active)
+            resp = predict_pb2.PredictResponse()
+            resp.model_spec.name = result.name
+            resp.model_spec.version.value = result.version
+            resp.model_spec.signature_name = result.signature
+            for name, value in result.outputs.items():
                 resp.outputs[name].CopyFrom(from_ndarray(value))
-        return resp, model.info, arrays | ({VALID_DOY: doy} if call.products else {}), y
+            return resp
+        return self._call(context, run)
 
-    def metadata(self, request: Any, timeout: float | None):
-        model = self._resolve(request.model_spec)
-        return metadata_response(self.model_name, model.info, list(request.metadata_field))
+    def GetModelMetadata(self, request, context):
+        fields = list(request.metadata_field)
+        return self._call(context, lambda: metadata_response(
+            self.plane.describe(model_ref(request.model_spec), PROTOCOL, _traffic_of(context)), fields))
 
-    def status(self, request: Any, timeout: float | None):
-        version, label = _spec_target(request.model_spec, self.model_name)
-        if label:
-            version = self._resolve(request.model_spec).version
-        resp = get_model_status_pb2.GetModelStatusResponse()
-        served, refused = self.repo.served, self.repo.refused
-        for v in sorted(set(served) | set(refused)):
-            if version is not None and v != version:
-                continue
-            st = resp.model_version_status.add(version=v)
-            if v in served:
-                st.state = State.AVAILABLE
-                st.status.error_code = error_codes_pb2.OK
-            else:
-                st.state = State.END
-                st.status.error_code = error_codes_pb2.FAILED_PRECONDITION
-                st.status.error_message = refused[v][1]
-        if not resp.model_version_status:
-            raise RequestError(grpc.StatusCode.NOT_FOUND, "unknown_version",
-                               f"model {self.model_name!r} version {version}: not loaded; "
-                               f"available: {sorted(served)}")
-        return resp
+    def GetModelStatus(self, request, context):
+        return self._call(context, lambda: status_response(
+            self.plane.status(model_ref(request.model_spec), PROTOCOL, context.time_remaining(),
+                              _traffic_of(context))))
 
 
-def _label(request: Any) -> str:
-    """The version label a request asked for ('' when it named none or a number)."""
-    spec = getattr(request, "model_spec", None)
-    return str(spec.version_label) if spec is not None else ""
+class _Sized:
+    """A request as read off the wire: its size, and the message (None when over the limit)."""
+
+    def __init__(self, nbytes: int, message: Any) -> None:
+        self.nbytes, self.message = nbytes, message
 
 
-def _traffic(value: str | None) -> str:
-    """:func:`traffic_kind` as the request error an unknown marker is (counted ``bad_traffic``)."""
-    try:
-        return traffic_kind(value)
-    except ValueError as err:
-        raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, "bad_traffic", str(err)) from None
+class Admission(grpc.ServerInterceptor):
+    """Every unary call goes through :meth:`DataPlane.admit` (THE size and concurrency limits,
+    shared with every other protocol); an oversized message is never parsed."""
+
+    def __init__(self, plane: DataPlane, protocol: str = PROTOCOL) -> None:
+        self.plane, self.protocol = plane, protocol
+
+    def intercept_service(self, continuation, handler_call_details):
+        handler = continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        method = handler_call_details.method.rsplit("/", 1)[-1]
+        deserialize, behaviour = handler.request_deserializer, handler.unary_unary
+        limit = self.plane.max_bytes
+
+        def sized(raw: bytes) -> _Sized:
+            return _Sized(len(raw), None if len(raw) > limit else deserialize(raw))
+
+        def admitted(request: _Sized, context):
+            try:
+                with self.plane.admit(self.protocol, method, request.nbytes):
+                    return behaviour(request.message, context)
+            except ServingError as err:
+                context.abort(GRPC_CODE[err.kind], err.message)
+
+        return handler._replace(request_deserializer=sized, unary_unary=admitted)
 
 
-def _check_output_filter(output_filter: Any, info: ModelInfo, products: bool = False) -> list[str]:
-    """The outputs to answer with (all of the signature's when the filter is empty)."""
-    known = info.product_outputs if products else info.outputs
-    unknown = [o for o in output_filter if o not in known]
-    if unknown:
-        raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, "bad_output_filter",
-                           f"output_filter names {unknown}; the outputs are {known}")
-    return [o for o in known if o in output_filter] or known
-
-
+# ---------------------------------------------------------------------------- proxy backend
 class ProxyBackend:
-    """Forwards to an upstream TF Serving; validates and reads references from local disk."""
+    """Forwards to an upstream TF Serving; the core validates with the metadata read from the
+    same model base path (mounted read-only)."""
 
     def __init__(self, upstream: str, models_dir: Path, model_name: str, limits: RequestLimits) -> None:
         max_bytes = limits.max_bytes
@@ -363,6 +223,7 @@ class ProxyBackend:
         self.model_stub = model_service_pb2_grpc.ModelServiceStub(self.channel)
         self.upstream, self.models_dir, self.model_name = upstream, Path(models_dir), model_name
         self._infos: dict[int, ModelInfo] = {}
+        self.available: list[int] = []  # upstream's AVAILABLE versions (the gateway's watcher)
 
     def info(self, version: int | None) -> ModelInfo | None:
         """Local metadata of ``version`` (newest on disk when None), cached; None if absent."""
@@ -383,57 +244,55 @@ class ProxyBackend:
         try:
             return call(request, timeout=timeout)
         except grpc.RpcError as err:
-            raise RequestError(err.code(), None, f"upstream {self.upstream}: {err.details()}") from None
+            raise ServingError(kind_of_grpc(err.code()), None, f"upstream {self.upstream}: {err.details()}") from None
 
-    def file_labels(self) -> dict[str, int] | None:
+    def labels(self) -> dict[str, int]:
         """Labels from the shared models.config (what the upstream TF Serving reads too)."""
         from soilcast.repository.labels import LabelError, read_labels
 
         try:
-            return read_labels(self.models_dir)
+            return read_labels(self.models_dir) or {}
         except (LabelError, OSError) as err:
             log.warning("proxy: %s", err)
-            return None
+            return {}
 
     def label_of(self, version: int) -> str:
-        labels = self.file_labels() or {}
+        labels = self.labels()
         return next((k for k in ("stable", "canary") if labels.get(k) == version), "")
 
-    def predict(self, request: Any, timeout: float | None):
-        version, label = _spec_target(request.model_spec, self.model_name)
-        labels = self.file_labels()
-        if version is None and not label and labels and "stable" in labels:
-            # same default as the embedded gateway: a request naming nothing gets stable
-            routed = predict_pb2.PredictRequest()
-            routed.CopyFrom(request)
-            routed.model_spec.version_label = "stable"
-            request, version = routed, labels["stable"]
-        elif label and labels and label in labels:
-            version = labels[label]
-        call = CALLS.get(request.model_spec.signature_name, Call())  # upstream judges unknown names
-        info = self.info(version)
-        arrays = None
-        if info:
-            arrays, doy = decode_request(request, info, self.limits, call)
-            arrays = arrays | ({VALID_DOY: doy} if call.products else {})
-        resp = self._forward(self.predict_stub.Predict, request, timeout)
-        served = self.info(resp.model_spec.version.value) or info
-        y = None
-        name = OUTPUT_BY_LEAD if OUTPUT_BY_LEAD in resp.outputs else OUTPUT if OUTPUT in resp.outputs else None
-        if name is not None:
-            try:
-                y = lead_axis(to_ndarray(resp.outputs[name], max_bytes=self.limits.max_bytes))
-            except TensorDecodeError as err:
-                log.warning("proxy: cannot decode upstream output for drift: %s", err)
-        if served is not None and arrays is None:
-            try:
-                arrays = {INPUT: to_ndarray(request.inputs[INPUT], max_bytes=self.limits.max_bytes)}
-            except TensorDecodeError as err:
-                log.warning("proxy: request not decoded for drift: %s", err)
-        return resp, served, arrays, y
+    def _routed(self, ref: ModelRef) -> ModelRef:
+        """Same default as the embedded gateway: a request naming nothing gets ``stable``."""
+        if ref.version is None and not ref.label and "stable" in self.labels():
+            return ModelRef(ref.name, None, "stable")
+        return ref
 
-    def metadata(self, request: Any, timeout: float | None):
-        return self._forward(self.predict_stub.GetModelMetadata, request, timeout)
+    def resolve(self, ref: ModelRef) -> ModelInfo | None:
+        ref = self._routed(ref)
+        version = self.labels().get(ref.label, ref.version) if ref.label else ref.version
+        return self.info(version)
+
+    def run(self, req: InferRequest, info: ModelInfo | None, call: Call, arrays: dict[str, np.ndarray],
+            wanted: list[str], timeout: float | None) -> tuple[int, dict[str, np.ndarray], np.ndarray | None]:
+        ref = self._routed(req.ref)
+        request = predict_pb2.PredictRequest(output_filter=list(req.outputs))
+        request.model_spec.name = ref.name
+        if ref.version is not None:
+            request.model_spec.version.value = ref.version
+        if ref.label:
+            request.model_spec.version_label = ref.label
+        request.model_spec.signature_name = req.signature
+        for name, tensor in req.inputs.items():
+            request.inputs[name].CopyFrom(from_ndarray(tensor) if isinstance(tensor, np.ndarray) else tensor)
+        resp = self._forward(self.predict_stub.Predict, request, timeout)
+        outputs = {}
+        for name, proto in resp.outputs.items():
+            try:
+                outputs[name] = to_ndarray(proto, max_bytes=self.limits.max_bytes)
+            except TensorDecodeError as err:
+                raise ServingError(ErrorKind.INTERNAL, None, f"upstream {self.upstream}: output {name!r}: {err}") from None
+        name = OUTPUT_BY_LEAD if OUTPUT_BY_LEAD in outputs else "soil_moisture" if "soil_moisture" in outputs else None
+        y = lead_axis(outputs[name]) if name and info is not None and not call.products else None
+        return resp.model_spec.version.value, outputs, y
 
     def upstream_versions(self, timeout: float) -> list[int]:
         """Versions the upstream reports AVAILABLE ([] when none or unreachable)."""
@@ -446,159 +305,24 @@ class ProxyBackend:
             return []
         return sorted(s.version for s in resp.model_version_status if s.state == State.AVAILABLE)
 
-    def status(self, request: Any, timeout: float | None):
-        return self._forward(self.model_stub.GetModelStatus, request, timeout)
+    def status(self, ref: ModelRef, timeout: float | None) -> list[tuple[int, str, str]]:
+        req = get_model_status_pb2.GetModelStatusRequest()
+        req.model_spec.name = ref.name
+        if ref.version is not None:
+            req.model_spec.version.value = ref.version
+        if ref.label:
+            req.model_spec.version_label = ref.label
+        resp = self._forward(self.model_stub.GetModelStatus, req, timeout)
+        return [(s.version, State.Name(s.state), s.status.error_message) for s in resp.model_version_status]
 
+    def versions(self) -> tuple[int, ...]:
+        return tuple(self.available)
 
-# ---------------------------------------------------------------------------- servicer
-class Servicer(prediction_service_pb2_grpc.PredictionServiceServicer,
-               model_service_pb2_grpc.ModelServiceServicer):
-    """Thin gRPC shell: times, counts and maps errors to status codes around the backend."""
+    def check_call(self, info: ModelInfo, call: Call) -> None:
+        """The upstream judges (its signatures are the exported ones)."""
 
-    def __init__(self, backend: Any, telemetry: Telemetry, drift: DriftMonitor | None,
-                 limits: RequestLimits, payloads: PayloadLog | None = None) -> None:
-        self.backend, self.telemetry, self.drift, self.limits = backend, telemetry, drift, limits
-        self.payloads = payloads
-
-    def _bounded(self, resp: Any, info: ModelInfo | None, y: np.ndarray | None) -> np.ndarray | None:
-        """Never serve soil moisture outside its physical range (clip, count, log)."""
-        if y is None or info is None:
-            return y
-        y, n = bound_output(y, info.mask, self.limits)
-        if n:
-            self.telemetry.clipped.inc(n)
-            log.warning("version %s served %d soil-moisture values outside %s; clipped",
-                        info.version, n, list(self.limits.output_range))
-            if CALLS.get(resp.model_spec.signature_name, Call()).products:
-                fields = {OUTPUT: y if info.by_lead else y[:, 0]}  # per lead, as exported
-            else:
-                fields = soil_moisture_outputs(info, y, [o for o in info.outputs if o in resp.outputs])
-            for name, value in fields.items():
-                if name in resp.outputs:
-                    resp.outputs[name].CopyFrom(from_ndarray(np.asarray(value, np.float32)))
-        if QUANTILES in resp.outputs:  # soil moisture too: the same guarantee
-            q, n = bound_output(to_ndarray(resp.outputs[QUANTILES]), info.mask, self.limits)
-            if n:
-                self.telemetry.clipped.inc(n)
-                log.warning("version %s served %d quantile values outside %s; clipped",
-                            info.version, n, list(self.limits.output_range))
-                resp.outputs[QUANTILES].CopyFrom(from_ndarray(np.asarray(q, np.float32)))
-        return y
-
-    def handle(self, method: str, request: Any, timeout: float | None,
-               is_active: Callable[[], bool] = lambda: True, *, traffic: str | None = None,
-               protocol: str = "grpc") -> Any:
-        """Run ``method`` on a TF Serving request proto: the one path gRPC and REST share.
-
-        ``traffic``: what the client declared (None = live; unknown: INVALID_ARGUMENT); only
-        live Predicts enter drift. Times and counts the call, logs a sampled Predict
-        (payload log); raises :class:`RequestError` (INTERNAL for anything unexpected, so one
-        request never takes the server down).
-        """
-        t0 = time.perf_counter()
-        code, kind, resp = grpc.StatusCode.OK, None, None
-        try:
-            kind = _traffic(traffic)
-            resp = self._call(method, request, timeout, kind)
-            return resp
-        except RequestError as err:
-            code = err.code
-            self._count_invalid(err)
-            raise
-        except Exception as err:
-            code = grpc.StatusCode.INTERNAL
-            log.exception("%s failed", method)
-            raise RequestError(code, None, f"{method}: {type(err).__name__}: {err}") from err
-        finally:
-            if code == grpc.StatusCode.OK and not is_active():
-                code = grpc.StatusCode.CANCELLED
-            latency = time.perf_counter() - t0
-            self.telemetry.requests.labels(method, code.name, _label(request)).inc()
-            self.telemetry.latency.labels(method).observe(latency)
-            if kind is not None:
-                self.telemetry.by_traffic.labels(kind).inc()
-            if method == "Predict" and self.payloads is not None:
-                self.payloads.submit(protocol, method, kind or str(traffic), code.name, latency, request,
-                                     resp if code == grpc.StatusCode.OK else None)
-
-    def _count_invalid(self, err: RequestError) -> None:
-        if err.reason:
-            self.telemetry.invalid.labels(err.reason).inc()
-        for variable, n in err.nonfinite.items():
-            self.telemetry.nonfinite.labels(variable).inc(n)
-
-    def reject(self, method: str, err: RequestError) -> None:
-        """Count a request the transport refused before :meth:`handle` (REST: bad JSON, size)."""
-        self._count_invalid(err)
-        self.telemetry.requests.labels(method, err.code.name, "").inc()
-
-    @property
-    def _methods(self) -> dict[str, Callable[[Any, float | None], Any]]:
-        """The non-Predict methods (Predict also needs the traffic: :meth:`_predict`)."""
-        return {"GetModelMetadata": self.backend.metadata, "GetModelStatus": self.backend.status}
-
-    def _call(self, method: str, request: Any, timeout: float | None, traffic: str) -> Any:
-        if method == "Predict":
-            return self._predict(request, timeout, traffic)
-        return self._methods[method](request, timeout)
-
-    def _predict(self, request: Any, timeout: float | None, traffic: str = LIVE) -> Any:
-        resp, info, arrays, y = self.backend.predict(request, timeout)
-        y = self._bounded(resp, info, y)
-        live = traffic == LIVE  # a replay of the past is not the live input distribution
-        if live and self.drift is not None and info is not None and info.reference is not None and arrays:
-            months = drift_months(arrays.get(VALID_DOY), info.leads[0], len(arrays[INPUT]))
-            self.drift.submit(info.version, info.reference, info.mask, arrays[INPUT], y, months)
-        return resp
-
-    def _grpc(self, method: str, request: Any, context: Any) -> Any:
-        traffic = dict(context.invocation_metadata() or ()).get(TRAFFIC_METADATA)
-        try:
-            return self.handle(method, request, context.time_remaining(), context.is_active, traffic=traffic)
-        except RequestError as err:
-            context.abort(err.code, err.message)
-
-    def Predict(self, request, context):
-        return self._grpc("Predict", request, context)
-
-    def GetModelMetadata(self, request, context):
-        return self._grpc("GetModelMetadata", request, context)
-
-    def GetModelStatus(self, request, context):
-        return self._grpc("GetModelStatus", request, context)
-
-
-class _Oversized:
-    def __init__(self, nbytes: int) -> None:
-        self.nbytes = nbytes
-
-
-class SizeLimit(grpc.ServerInterceptor):
-    """Refuse (and count) requests above ``limit`` bytes with a message naming the limit."""
-
-    def __init__(self, limit: int, telemetry: Telemetry, hint: str) -> None:
-        self.limit, self.telemetry, self.hint = limit, telemetry, hint
-
-    def intercept_service(self, continuation, handler_call_details):
-        handler = continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None:
-            return handler
-        method = handler_call_details.method.rsplit("/", 1)[-1]
-        deserialize, behaviour = handler.request_deserializer, handler.unary_unary
-
-        def checked_deserialize(raw: bytes):
-            return _Oversized(len(raw)) if len(raw) > self.limit else deserialize(raw)
-
-        def checked_behaviour(request, context):
-            if isinstance(request, _Oversized):
-                self.telemetry.invalid.labels("oversized").inc()
-                self.telemetry.requests.labels(method, "RESOURCE_EXHAUSTED", "").inc()
-                context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                              f"request of {request.nbytes} bytes exceeds the limit of {self.limit} "
-                              f"bytes (serving.max_message_mb); {self.hint}")
-            return behaviour(request, context)
-
-        return handler._replace(request_deserializer=checked_deserialize, unary_unary=checked_behaviour)
+    def ready(self) -> bool:
+        return bool(self.available)
 
 
 # ---------------------------------------------------------------------------- gateway
@@ -656,12 +380,14 @@ class Gateway:
             b = s.batching
             self.batcher = Batcher(b.max_batch_size, b.batch_timeout_micros, b.num_batch_threads,
                                    b.max_enqueued_batches) if b.enabled else None
-            self.backend = EmbeddedBackend(self.repo, s.model_name, limits, self.batcher)
+            self.backend = EmbeddedBackend(self.repo, s.model_name, self.batcher)
             self.telemetry.label_of = self.repo.label_of
+        self.plane = DataPlane(self.backend, self.telemetry, limits, model_name=s.model_name,
+                               max_bytes=self.max_bytes, max_concurrent=s.max_concurrent_rpcs, hint=self._hint(),
+                               drift=self.drift, payloads=self.payloads)
         self.server: grpc.Server | None = None
         self.rest: RestServer | None = None
         self._watcher: threading.Thread | None = None
-        self._upstream_ready = False
         self.grpc_port = self.metrics_port = self.rest_port = 0
 
     def _on_model_event(self, event: str, version: int, detail: str) -> None:
@@ -698,13 +424,13 @@ class Gateway:
         s = self.cfg.serving
         server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=s.max_workers, thread_name_prefix="soilcast-grpc"),
-            interceptors=[SizeLimit(self.max_bytes, self.telemetry, self._hint())],
+            interceptors=[Admission(self.plane)],
             options=[("grpc.max_receive_message_length", TRANSPORT_HEADROOM * self.max_bytes),
                      ("grpc.max_send_message_length", self.max_bytes),
                      ("grpc.so_reuseport", 0)],
             maximum_concurrent_rpcs=s.max_concurrent_rpcs,
         )
-        servicer = self.servicer = Servicer(self.backend, self.telemetry, self.drift, self.limits, self.payloads)
+        servicer = self.servicer = Servicer(self.plane)
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(servicer, server)
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(servicer, server)
         address = f"{self.host}:{self._ports[0]}"
@@ -731,11 +457,10 @@ class Gateway:
         """Bind the gRPC and REST ports first (fail fast), then metrics, models and serving."""
         try:
             self.server = self._bind()
-            api = RestApi(self.servicer.handle, self.servicer.reject, self.ready, self.max_bytes,
-                          self.cfg.serving.max_concurrent_rpcs)
+            api = RestApi(self.plane, self.cfg.serving.model_name)
             self.rest = RestServer(api, self.host, self._ports[2], self.tls)
             self.rest_port = self.rest.port
-            self.metrics_port = self.telemetry.serve(self.host, self._ports[1])
+            self.metrics_port = self.telemetry.serve(self.host, self._ports[1], self.tls)
             if self.repo is not None:
                 self.repo.start()
             else:
@@ -749,13 +474,11 @@ class Gateway:
 
     def ready(self) -> bool:
         """Whether a model version serves (Kubernetes readiness, /v2/health/ready)."""
-        if self.repo is not None:
-            return bool(self.repo.served)
-        return self._upstream_ready
+        return self.plane.ready()
 
     def _publish_upstream_state(self) -> None:
         versions = self.backend.upstream_versions(timeout=self.cfg.serving.poll_seconds)
-        self._upstream_ready = bool(versions)
+        self.backend.available = versions
         info = self.backend.info(versions[-1]) if versions else None
         model = str(info.metadata.get("model", "")) if info else ""
         self.telemetry.model_state({"model": model, "name": self.cfg.serving.model_name,

@@ -59,6 +59,11 @@ class VersionNotFound(LookupError):
     """The requested version or label is not loaded."""
 
 
+class LabelUnavailable(VersionNotFound):
+    """The label a request resolves to points at a version that is not loaded (UNAVAILABLE:
+    the request is right, the deployment is not)."""
+
+
 @dataclass(frozen=True)
 class ModelInfo:
     """What the gateway knows about a version without running it (proxy mode uses only this)."""
@@ -525,8 +530,10 @@ class ModelRepository:
         return next((k for k in ("stable", "canary", "previous") if labels.get(k) == version), "")
 
     def resolve(self, version: int | None = None, label: str | None = None) -> LoadedModel:
-        """The version a request asks for: by number, by label, else ``stable`` (newest when
-        no labels file exists or stable is not loaded)."""
+        """The version a request asks for: by number, by label, else ``stable`` (the newest
+        when no labels file exists or it defines no stable). A ``stable`` that points at a
+        version not loaded is :class:`LabelUnavailable`: silently serving the newest instead
+        served a canary to every client that named nothing."""
         served = self.served  # one read: the set cannot change under this request
         if not served:
             raise VersionNotFound(f"no version loaded yet from {self.models_dir}")
@@ -540,7 +547,13 @@ class ModelRepository:
                                       f"not loaded; available: {sorted(served)}")
         if version is None:
             stable = labels.get("stable")
-            return served[stable] if stable in served else served[max(served)]
+            if stable is None:
+                return served[max(served)]
+            if stable not in served:  # never the newest instead: it may be an untried canary
+                raise LabelUnavailable(f"version label 'stable' points at version {stable}, which is not "
+                                       f"loaded (models.config in {self.models_dir}); a request naming no "
+                                       f"version is served by stable only; loaded: {sorted(served)}")
+            return served[stable]
         if version not in served:
             raise VersionNotFound(f"version {version} is not loaded; available: {sorted(served)}")
         return served[version]

@@ -10,10 +10,10 @@ drawn with ``random.Random(cfg.seed)`` so a run is reproducible), ``dir`` (the f
 (rotated files kept: ``payloads.jsonl.1`` .. ``.<backups>``, by
 :class:`logging.handlers.RotatingFileHandler`).
 
-One JSON object per line and sampled Predict, gRPC and REST alike (the gateway hooks the one
-path both share), failures included::
+One JSON object per line and sampled Predict, every protocol alike (the serving core,
+:mod:`soilcast.serving.dataplane`, hooks the one path all share), failures included::
 
-    {"time": "2024-07-01T06:00:00.123456+00:00", "protocol": "grpc" | "rest",
+    {"time": "2024-07-01T06:00:00.123456+00:00", "protocol": "tfs_grpc" | "tfs_rest" | "oip_rest" | "oip_grpc",
      "method": "Predict", "model": "soilcast", "version": 3 | null, "version_label": "canary" | null,
      "served_version": 3 | null, "signature": "serving_default", "traffic": "live",
      "code": "OK", "latency_seconds": 0.012,
@@ -25,7 +25,8 @@ path both share), failures included::
 is the tensor that was sent (:func:`decode_tensor`). A tensor that cannot be decoded (the
 request was refused for it) is logged as ``{"error": "..."}``.
 
-Off the request path: the request thread only draws the sample and queues the two protos;
+Off the request path: the request thread only draws the sample and queues the request and
+its result (arrays, or TensorProtos not yet decoded);
 one background thread decodes, encodes and writes. When the writer falls behind, sampled
 requests are skipped and counted (``on_drop``) rather than slowing the gateway down.
 """
@@ -58,7 +59,8 @@ QUEUE_SIZE = 16  # sampled requests waiting for the writer (each may hold up to 
 
 @dataclass(frozen=True)
 class Payload:
-    """What the request thread hands over: the protos and what only it knows."""
+    """What the request thread hands over: the core's request and result (an
+    :class:`~soilcast.serving.dataplane.InferRequest` and ``InferResult``), and what only it knows."""
 
     time: str
     protocol: str
@@ -84,11 +86,12 @@ def decode_tensor(entry: dict[str, Any]) -> np.ndarray:
     return np.frombuffer(base64.b64decode(entry["data"]), dtype).reshape(entry["shape"]).astype(entry["dtype"])
 
 
-def _tensors(protos: Any, max_bytes: int) -> dict[str, dict[str, Any]]:
+def _tensors(tensors: Any, max_bytes: int) -> dict[str, dict[str, Any]]:
     out = {}
-    for name, proto in protos.items():
+    for name, tensor in tensors.items():
         try:
-            out[name] = encode_tensor(to_ndarray(proto, max_bytes=max_bytes))
+            array = tensor if isinstance(tensor, np.ndarray) else to_ndarray(tensor, max_bytes=max_bytes)
+            out[name] = encode_tensor(array)
         except TensorDecodeError as err:
             out[name] = {"error": str(err)}
     return out
@@ -96,12 +99,11 @@ def _tensors(protos: Any, max_bytes: int) -> dict[str, dict[str, Any]]:
 
 def record(p: Payload, max_bytes: int) -> dict[str, Any]:
     """The JSON object of one logged Predict (see the module docstring)."""
-    spec = p.request.model_spec
-    served = p.response.model_spec.version.value if p.response is not None else None
-    return {"time": p.time, "protocol": p.protocol, "method": p.method, "model": spec.name,
-            "version": spec.version.value if spec.HasField("version") else None,
-            "version_label": spec.version_label or None, "served_version": served,
-            "signature": spec.signature_name or "serving_default", "traffic": p.traffic, "code": p.code,
+    ref = p.request.ref
+    served = p.response.version if p.response is not None else None
+    return {"time": p.time, "protocol": p.protocol, "method": p.method, "model": ref.name,
+            "version": ref.version, "version_label": ref.label or None, "served_version": served,
+            "signature": p.request.signature or "serving_default", "traffic": p.traffic, "code": p.code,
             "latency_seconds": p.latency_seconds, "inputs": _tensors(p.request.inputs, max_bytes),
             "outputs": _tensors(p.response.outputs, max_bytes) if p.response is not None else {}}
 

@@ -9,13 +9,17 @@ Paths (``{name}`` is ``serving.model_name``; a version or a label may follow it)
     GET  /v2/health/live     200 while the process serves HTTP
     GET  /v2/health/ready    200 once a model version serves, else 503
 
-Every call becomes the TF Serving request proto the gRPC API takes and goes through the same
-:meth:`Servicer.handle`, so validation, limits, the model call, clipping, drift and metrics
-are one code path; this module only translates JSON <-> protos and status codes. Errors are
+Every call is decoded into the serving core's request (:mod:`soilcast.serving.dataplane`) and
+runs inside :meth:`DataPlane.admit`, so validation, the size and concurrency limits (shared
+with gRPC), the model call, clipping, drift and metrics are one code path; this module only
+translates JSON <-> arrays and :class:`ErrorKind` <-> HTTP status. Errors are
 ``{"error": "..."}`` with the HTTP status TF Serving uses for the gRPC code. NaN in outputs
 (cells outside the mask) is written as ``NaN``, as TF Serving does. Bodies are limited to
 ``serving.max_message_mb`` of JSON text (about 2.5x less data than the same gRPC limit: use
-gRPC for big batches); at most ``serving.max_concurrent_rpcs`` calls run at once (429 above).
+gRPC for big batches): a bigger ``Content-Length`` is answered 413 at once, unread; a body
+that stops arriving is 408 after ``BODY_IDLE_SECONDS`` of silence; JSON nested deeper than
+``MAX_JSON_DEPTH`` is 400 before it is parsed. At most ``serving.max_concurrent_rpcs`` calls
+run at once over all protocols (429 above).
 The header ``X-Soilcast-Traffic`` (``live`` default, ``hindcast``, ``verification``) is gRPC's
 ``soilcast-traffic`` metadata: a replay is served but kept out of drift; another value is 400.
 """
@@ -25,50 +29,81 @@ from __future__ import annotations
 import json
 import logging
 import re
+import socket
 import ssl
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable
 
-import grpc
 import numpy as np
-from google.protobuf import json_format, wrappers_pb2
-from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, predict_pb2
+from google.protobuf import json_format
+from tensorflow.core.framework import tensor_shape_pb2, types_pb2
+from tensorflow.core.protobuf import meta_graph_pb2
 
 from soilcast.contract import INPUT, VALID_DOY
-from soilcast.io.tensors import from_ndarray, to_ndarray
+from soilcast.serving.dataplane import DataPlane, InferRequest, ModelRef, ServingError, TensorSpec
 from soilcast.serving.drift import TRAFFIC_HEADER
-from soilcast.serving.validation import RequestError
+from soilcast.serving.errors import HTTP_STATUS, ErrorKind
 
 log = logging.getLogger("soilcast.serving.rest")
 
 ROUTE = re.compile(r"^/v1/models/(?P<name>[^/:]+)"
                    r"(?:/versions/(?P<version>[^/:]+)|/labels/(?P<label>[^/:]+))?"
                    r"(?P<tail>/metadata|:predict)?$")
-HTTP_STATUS = {
-    grpc.StatusCode.INVALID_ARGUMENT: 400, grpc.StatusCode.FAILED_PRECONDITION: 400,
-    grpc.StatusCode.OUT_OF_RANGE: 400, grpc.StatusCode.NOT_FOUND: 404,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: 413, grpc.StatusCode.UNAVAILABLE: 503,
-    grpc.StatusCode.DEADLINE_EXCEEDED: 504, grpc.StatusCode.UNIMPLEMENTED: 501,
-    grpc.StatusCode.CANCELLED: 499,
-}
+PROTOCOL = "tfs_rest"
 METADATA_FIELDS = ("signature_def", "soilcast_metadata")
-DRAIN_FACTOR = 4
+MAX_VERSION = (1 << 63) - 1  # TF Serving's versions are int64
+MAX_JSON_DEPTH = 32  # the deepest real body (instances of objects of rank-5 arrays) is 8 deep
+BODY_IDLE_SECONDS = 10.0  # a body that stops arriving this long is 408, its thread freed
+DRAIN_SECONDS = 1.0  # after an early 413, how long the rest of a refused body is read and dropped
+VERSION = re.compile(r"[0-9]+")
+BOOLEAN = re.compile(rb"[\[,:]\s*(?:true|false)\b")
+OPENING, CLOSING = np.frombuffer(b"[{", np.uint8), np.frombuffer(b"]}", np.uint8)
+SCAN_CHUNK = 1 << 20
+DTYPES = {np.dtype(np.float32): types_pb2.DT_FLOAT, np.dtype(np.int32): types_pb2.DT_INT32}
 
 
-def _bad(message: str, reason: str = "bad_json") -> RequestError:
-    return RequestError(grpc.StatusCode.INVALID_ARGUMENT, reason, message)
+def _bad(message: str, reason: str = "bad_json") -> ServingError:
+    return ServingError(ErrorKind.INVALID_ARGUMENT, reason, message)
 
 
-def _spec(spec: Any, name: str, version: str | None, label: str | None) -> None:
-    spec.name = name
-    if version is not None:
-        if not version.isdigit():
-            raise _bad(f"version {version!r} in the path is not a non-negative integer", "bad_spec")
-        spec.version.value = int(version)
-    if label is not None:
-        spec.version_label = label
+def model_ref(name: str, version: str | None, label: str | None) -> ModelRef:
+    """The model a path names; a version must be a non-negative 64-bit integer."""
+    if version is None:
+        return ModelRef(name, None, label)
+    if not VERSION.fullmatch(version) or int(version) > MAX_VERSION:
+        raise _bad(f"version {version[:40]!r} in the path is not a non-negative integer of at most 64 bits "
+                   f"(0..{MAX_VERSION})", "bad_spec")
+    return ModelRef(name, int(version), label)
+
+
+def json_depth(body: bytes) -> int:
+    """How deep ``body``'s brackets nest (brackets inside strings counted too: an upper
+    bound), in chunks so the scan never holds more than a few MB beside the body."""
+    raw = np.frombuffer(body, np.uint8)
+    depth = deepest = 0
+    for i in range(0, len(raw), SCAN_CHUNK):
+        c = raw[i:i + SCAN_CHUNK]
+        step = np.isin(c, OPENING).astype(np.int32) - np.isin(c, CLOSING)
+        run = np.cumsum(step) + depth
+        if len(run):
+            deepest, depth = max(deepest, int(run.max())), int(run[-1])
+    return deepest
+
+
+def parse_json(body: bytes) -> Any:
+    """``body`` parsed, refusing what no predict body holds: nesting deeper than
+    MAX_JSON_DEPTH (json's recursion would fail without an answer) and booleans."""
+    depth = json_depth(body)
+    if depth > MAX_JSON_DEPTH:
+        raise _bad(f"body nests {depth} levels deep; at most {MAX_JSON_DEPTH} expected")
+    if BOOLEAN.search(body):
+        raise _bad("the body holds true/false where numbers are expected: booleans are not numbers")
+    try:
+        return json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise _bad(f"body is not JSON: {err}") from None
 
 
 def _array(value: Any, what: str) -> np.ndarray:
@@ -107,112 +142,124 @@ def parse_predict(body: Any) -> tuple[dict[str, np.ndarray], bool, str]:
     return {INPUT: _array(cols, "inputs")}, False, signature
 
 
-def predict_request(body: bytes, name: str, version: str | None, label: str | None) -> tuple[Any, bool]:
-    """The gRPC PredictRequest a REST predict body stands for, and whether it used rows."""
-    try:
-        parsed = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise _bad(f"body is not JSON: {err}") from None
-    arrays, rows, signature = parse_predict(parsed)
-    req = predict_pb2.PredictRequest()
-    _spec(req.model_spec, name, version, label)
-    req.model_spec.signature_name = signature
-    for input_name, array in arrays.items():
-        req.inputs[input_name].CopyFrom(from_ndarray(_day_of_year(array) if input_name == VALID_DOY else array))
-    return req, rows
-
-
 def _day_of_year(array: np.ndarray) -> np.ndarray:
-    """JSON numbers -> int32 days; a fractional or non-finite day is a bad request."""
+    """JSON numbers -> whole days (int64: the core range-checks before narrowing); a
+    fractional or non-finite day is a bad request."""
     if not np.isfinite(array).all() or (array != np.round(array)).any():
         raise _bad(f"{VALID_DOY!r} must hold whole days (0..365), got {array.ravel()[:5].tolist()}")
-    return array.astype(np.int32)
+    return array.astype(np.int64)
 
 
-def predict_json(resp: Any, rows: bool) -> dict[str, Any]:
+def predict_request(body: bytes, ref: ModelRef, traffic: str | None) -> tuple[InferRequest, bool]:
+    """The core's request a REST predict body stands for, and whether it used rows."""
+    arrays, rows, signature = parse_predict(parse_json(body))
+    if VALID_DOY in arrays:
+        arrays[VALID_DOY] = _day_of_year(arrays[VALID_DOY])
+    return InferRequest(ref, arrays, signature, (), traffic, PROTOCOL), rows
+
+
+def predict_json(outputs: dict[str, np.ndarray], rows: bool) -> dict[str, Any]:
     """TF Serving's REST answer: one output is a bare array, several a dict by name
     (row format: one dict per window)."""
-    outs = {name: to_ndarray(t) for name, t in resp.outputs.items()}
-    if len(outs) == 1:
-        y = next(iter(outs.values())).tolist()
+    if len(outputs) == 1:
+        y = next(iter(outputs.values())).tolist()
         return {"predictions": y} if rows else {"outputs": y}
     if rows:
-        n = len(next(iter(outs.values())))
-        return {"predictions": [{k: v[i].tolist() for k, v in outs.items()} for i in range(n)]}
-    return {"outputs": {k: v.tolist() for k, v in outs.items()}}
+        n = len(next(iter(outputs.values())))
+        return {"predictions": [{k: v[i].tolist() for k, v in outputs.items()} for i in range(n)]}
+    return {"outputs": {k: v.tolist() for k, v in outputs.items()}}
 
 
-def _status_json(resp: Any) -> dict[str, Any]:
-    return json_format.MessageToDict(resp, preserving_proto_field_name=True,
-                                     always_print_fields_with_no_presence=True)
+def status_json(rows: list[tuple[int, str, str]]) -> dict[str, Any]:
+    """GetModelStatus as TF Serving's REST API writes it."""
+    return {"model_version_status": [
+        {"version": str(v), "state": state,
+         "status": {"error_code": "OK" if state == "AVAILABLE" else "FAILED_PRECONDITION", "error_message": msg}}
+        for v, state, msg in rows]}
 
 
-def _metadata_json(resp: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {"model_spec": json_format.MessageToDict(resp.model_spec, preserving_proto_field_name=True),
-                           "metadata": {}}
-    for key, packed in resp.metadata.items():
-        if key == "signature_def":
-            sdm = get_model_metadata_pb2.SignatureDefMap()
-            packed.Unpack(sdm)
-            out["metadata"][key] = json_format.MessageToDict(sdm, preserving_proto_field_name=True)
-        elif key == "soilcast_metadata":
-            value = wrappers_pb2.StringValue()
-            packed.Unpack(value)
-            out["metadata"][key] = json.loads(value.value)
-    return out
+def _tensor_info(name: str, spec: TensorSpec) -> meta_graph_pb2.TensorInfo:
+    dims = [tensor_shape_pb2.TensorShapeProto.Dim(size=-1 if d is None else d) for d in spec.shape]
+    return meta_graph_pb2.TensorInfo(name=name, dtype=DTYPES[spec.dtype],
+                                     tensor_shape=tensor_shape_pb2.TensorShapeProto(dim=dims))
+
+
+def signature_def(name: str, inputs: tuple[TensorSpec, ...],
+                  outputs: tuple[TensorSpec, ...]) -> meta_graph_pb2.SignatureDef:
+    """A signature as TF Serving describes it (tensor names as the exporter's graph has them)."""
+    sig = meta_graph_pb2.SignatureDef(method_name="tensorflow/serving/predict")
+    for spec in inputs:
+        sig.inputs[spec.name].CopyFrom(_tensor_info(f"{name}_{spec.name}:0", spec))
+    for i, spec in enumerate(outputs):
+        sig.outputs[spec.name].CopyFrom(_tensor_info(f"StatefulPartitionedCall:{i}", spec))
+    return sig
+
+
+def metadata_json(plane: DataPlane, ref: ModelRef, traffic: str | None = None) -> dict[str, Any]:
+    """GetModelMetadata as TF Serving's REST API writes it (the gRPC answer's JSON form)."""
+    d = plane.describe(ref, PROTOCOL, traffic)
+    sdm = {name: json_format.MessageToDict(signature_def(name, i, o), preserving_proto_field_name=True)
+           for name, (i, o) in d.signatures.items()}
+    return {"model_spec": {"name": d.name, "version": str(d.version)},
+            "metadata": {"signature_def": {"signature_def": sdm}, "soilcast_metadata": d.metadata}}
+
+
+Answer = tuple[int, dict[str, Any], dict[str, str]]
 
 
 class RestApi:
-    """Route, translate, and call ``handle(method, request_proto, timeout, traffic=...,
-    protocol="rest")`` (the Servicer); ``traffic`` is the request's ``X-Soilcast-Traffic``."""
+    """Route and translate REST calls to the serving core (``plane``)."""
 
-    def __init__(self, handle: Callable[..., Any], reject: Callable[[str, RequestError], None],
-                 ready: Callable[[], bool], max_body: int, max_concurrent: int) -> None:
-        self.handle, self.reject, self.ready, self.max_body = handle, reject, ready, max_body
-        self.slots = threading.BoundedSemaphore(max_concurrent)
+    def __init__(self, plane: DataPlane, model_name: str) -> None:
+        self.plane, self.model_name, self.max_body = plane, model_name, plane.max_bytes
+        self.body_idle_seconds, self.drain_seconds = BODY_IDLE_SECONDS, DRAIN_SECONDS
 
-    def _parsed(self, method: str, fn: Callable[[], Any]) -> Any:
-        """``fn()``; a request refused before it reaches ``handle`` is counted all the same."""
+    def _ref(self, method: str, m: re.Match) -> ModelRef:
         try:
-            return fn()
-        except RequestError as err:
-            self.reject(method, err)
+            return model_ref(m["name"], m["version"], m["label"])
+        except ServingError as err:
+            self.plane.reject(PROTOCOL, method, err)
             raise
 
-    def _handle(self, method: str, req: Any, traffic: str | None) -> Any:
-        return self.handle(method, req, None, traffic=traffic, protocol="rest")
-
-    def get(self, path: str, traffic: str | None = None) -> tuple[int, dict[str, Any], dict[str, str]]:
+    def get(self, path: str, traffic: str | None = None) -> Answer:
         if path == "/v2/health/live":
             return 200, {"live": True}, {}
         if path == "/v2/health/ready":
-            ready = bool(self.ready())
+            ready = bool(self.plane.ready())
             return (200 if ready else 503), {"ready": ready}, {}
+        if path == "/openapi.json":
+            from soilcast.serving import openapi  # H4's module; imported when asked for
+
+            return 200, openapi.document(self.model_name), {}
         m = ROUTE.match(path)
         if not m or m["tail"] == ":predict":
             return 404, {"error": f"no such resource: GET {path}"}, {}
         if m["tail"] == "/metadata":
-            req = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=list(METADATA_FIELDS))
-            self._parsed("GetModelMetadata", lambda: _spec(req.model_spec, m["name"], m["version"], m["label"]))
-            return 200, _metadata_json(self._handle("GetModelMetadata", req, traffic)), {}
-        req = get_model_status_pb2.GetModelStatusRequest()
-        self._parsed("GetModelStatus", lambda: _spec(req.model_spec, m["name"], m["version"], m["label"]))
-        return 200, _status_json(self._handle("GetModelStatus", req, traffic)), {}
+            return 200, metadata_json(self.plane, self._ref("GetModelMetadata", m), traffic), {}
+        return 200, status_json(self.plane.status(self._ref("GetModelStatus", m), PROTOCOL, None, traffic)), {}
 
-    def post(self, path: str, body: bytes, traffic: str | None = None) -> tuple[int, dict[str, Any], dict[str, str]]:
+    def post(self, path: str, body: bytes, traffic: str | None = None) -> Answer:
         m = ROUTE.match(path)
         if not m or m["tail"] != ":predict":
             return 404, {"error": f"no such resource: POST {path} (predict is POST /v1/models/NAME:predict)"}, {}
-        req, rows = self._parsed("Predict", lambda: predict_request(body, m["name"], m["version"], m["label"]))
-        resp = self._handle("Predict", req, traffic)
-        headers = {"X-Model-Version": str(resp.model_spec.version.value)}
-        return 200, predict_json(resp, rows), headers
+        ref = self._ref("Predict", m)
+        try:
+            req, rows = predict_request(body, ref, traffic)
+        except ServingError as err:
+            self.plane.reject(PROTOCOL, "Predict", err)
+            raise
+        result = self.plane.infer(req)
+        return 200, predict_json(result.outputs, rows), {"X-Model-Version": str(result.version)}
+
+
+def _content_length(value: str | None) -> int | None:
+    return int(value) if value is not None and value.isascii() and value.isdigit() else None
 
 
 def _handler(api: RestApi) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
-        timeout = 60  # a client that stops sending mid-request does not hold a thread forever
+        timeout = 60  # an idle keep-alive connection does not hold a thread forever
         server_version = "soilcast"
 
         def _send(self, status: int, payload: dict[str, Any], headers: dict[str, str]) -> None:
@@ -225,47 +272,67 @@ def _handler(api: RestApi) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(data)
 
-        def _run(self, fn: Callable[[], tuple[int, dict[str, Any], dict[str, str]]]) -> None:
-            if not api.slots.acquire(blocking=False):
-                self.close_connection = True
-                return self._send(429, {"error": "too many concurrent requests "
-                                                 "(serving.max_concurrent_rpcs); retry later"}, {})
-            try:
-                self._send(*fn())
-            except RequestError as err:
-                self._send(HTTP_STATUS.get(err.code, 500), {"error": err.message}, {})
-            finally:
-                api.slots.release()
+        def _error(self, err: ServingError) -> None:
+            self._send(HTTP_STATUS[err.kind], {"error": err.message}, {})
 
-        def _discard(self, length: int, chunk: int = 1 << 16) -> None:
-            """Read and drop a refused body (bounded: past DRAIN_FACTOR x the limit the
-            connection is just closed), so the client reads the 413 instead of a reset."""
-            if length > DRAIN_FACTOR * api.max_body:
-                return
-            while length > 0:
-                got = self.rfile.read(min(chunk, length))
-                if not got:
-                    return
-                length -= len(got)
+        def _run(self, method: str, nbytes: int, fn: Callable[[], Answer]) -> None:
+            """``fn`` inside the core's admission (THE size and concurrency limits)."""
+            try:
+                with api.plane.admit(PROTOCOL, method, nbytes):
+                    self._send(*fn())
+            except ServingError as err:
+                if err.kind in (ErrorKind.BUSY, ErrorKind.RESOURCE_EXHAUSTED) and nbytes:
+                    self.close_connection = True
+                self._error(err)
+
+        def _read_body(self, length: int) -> bytes:
+            """The body, or 408 (ServingError DEADLINE_EXCEEDED) when it stops arriving."""
+            self.connection.settimeout(api.body_idle_seconds)
+            try:
+                body = self.rfile.read(length)
+            except (socket.timeout, TimeoutError):
+                body = b""
+            finally:
+                self.connection.settimeout(self.timeout)
+            if len(body) < length:
+                self.close_connection = True
+                raise ServingError(ErrorKind.DEADLINE_EXCEEDED, "slow_body",
+                                   f"request body stopped after {len(body)} of {length} bytes (Content-Length); "
+                                   f"nothing arrived for {api.body_idle_seconds:g} s")
+            return body
+
+        def _drain(self) -> None:
+            """After an early 413: read and drop what the client still sends, briefly, so it
+            reads the answer instead of a reset; then the connection closes."""
+            self.connection.settimeout(api.drain_seconds)
+            try:
+                while self.rfile.read1(1 << 16):
+                    pass
+            except (OSError, ValueError):
+                pass
 
         def do_GET(self) -> None:  # http.server's naming
-            self._run(lambda: api.get(self.path.split("?", 1)[0], self.headers.get(TRAFFIC_HEADER)))
+            path = self.path.split("?", 1)[0]
+            self._run("GET", 0, lambda: api.get(path, self.headers.get(TRAFFIC_HEADER)))
 
         def do_POST(self) -> None:
-            length = self.headers.get("Content-Length")
-            if length is None or not length.isdigit():
+            length = _content_length(self.headers.get("Content-Length"))
+            if length is None:
                 self.close_connection = True
                 return self._send(411, {"error": "POST needs a Content-Length header"}, {})
-            if int(length) > api.max_body:
-                self.close_connection = True
-                self._discard(int(length))
-                err = RequestError(grpc.StatusCode.RESOURCE_EXHAUSTED, "oversized",
-                                   f"request body of {length} bytes exceeds the limit of {api.max_body} "
-                                   "bytes (serving.max_message_mb)")
-                api.reject("Predict", err)
-                return self._send(413, {"error": err.message}, {})
-            body = self.rfile.read(int(length))
-            self._run(lambda: api.post(self.path.split("?", 1)[0], body, self.headers.get(TRAFFIC_HEADER)))
+            path, traffic = self.path.split("?", 1)[0], self.headers.get(TRAFFIC_HEADER)
+
+            def answer() -> Answer:
+                try:
+                    body = self._read_body(length)
+                except ServingError as err:
+                    api.plane.reject(PROTOCOL, "Predict", err)
+                    return 408, {"error": err.message}, {"Connection": "close"}
+                return api.post(path, body, traffic)
+
+            self._run("Predict", length, answer)
+            if length > api.max_body:
+                self._drain()
 
         def log_message(self, format: str, *args: Any) -> None:
             log.debug("%s %s", self.address_string(), format % args)

@@ -3,8 +3,21 @@ one process, e.g. in tests, without clashing in the global default registry).
 
 Names (all ``soilcast_``-prefixed; alert rules in ``serving/prometheus/alerts.yml`` use them):
 
-- ``requests_total{method,code,version_label}`` (the label the request asked for, '' when it
-  named none), ``request_latency_seconds{method}`` (histogram)
+- ``requests_total{protocol,method,code,version_label,version}``: every request of every
+  protocol (``protocol`` tfs_grpc, tfs_rest, oip_rest, oip_grpc; ``method`` Predict,
+  GetModelMetadata, GetModelStatus whatever the protocol calls them; ``code`` the status
+  name, ``BUSY`` for a request over ``serving.max_concurrent_rpcs``), under the label and the
+  version actually served: a request naming nothing that got ``stable`` counts as
+  ``version_label="stable"``; '' only when no version was resolved (refused before) or the
+  served version carries no label; a label no models.config defines counts as
+  ``"(unknown)"``, so invented labels cannot grow the series
+- ``request_latency_seconds{protocol,method,signature,version}`` (histogram; every protocol's
+  handling time in the core, from admission to answer)
+- ``requests_in_flight``: requests the core runs now (all protocols; never above
+  ``serving.max_concurrent_rpcs``)
+- ``warmup_empty_total``: versions loaded whose warm-up file held no record
+- process metrics (``process_resident_memory_bytes``, ``process_cpu_seconds_total``, ...)
+  and ``python_info``; no ``_created`` series (``disable_created_metrics``)
 - ``requests_by_traffic_total{traffic}``: requests by the traffic they declared (``live``,
   ``hindcast``, ``verification``: :data:`soilcast.serving.drift.TRAFFIC`; a separate counter
   because alert rules depend on ``requests_total``'s label set); a request naming an unknown
@@ -35,9 +48,20 @@ Names (all ``soilcast_``-prefixed; alert rules in ``serving/prometheus/alerts.ym
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any, Callable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
+    disable_created_metrics,
+    start_http_server,
+)
 
 from soilcast.serving.drift import STATISTICS, TRAFFIC
 
@@ -50,17 +74,27 @@ class Telemetry:
     """All gateway metrics plus the HTTP endpoint that exposes them."""
 
     def __init__(self) -> None:
+        disable_created_metrics()  # process-wide: a _created twin of every counter charts nothing
         self.registry = CollectorRegistry()
         r = self.registry
-        self.requests = Counter("soilcast_requests", "gRPC and REST requests by method and status code",
-                                ["method", "code", "version_label"], registry=r)
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        self.requests = Counter("soilcast_requests", "Requests of every protocol by method, status code, and the "
+                                "label and version served", ["protocol", "method", "code", "version_label", "version"],
+                                registry=r)
+        self.in_flight = Gauge("soilcast_requests_in_flight", "Requests the serving core runs now, all protocols "
+                               "(at most serving.max_concurrent_rpcs)", registry=r)
+        self.warmup_empty = Counter("soilcast_warmup_empty", "Versions loaded whose warm-up file held no record",
+                                    registry=r)
         self.by_traffic = Counter("soilcast_requests_by_traffic",
                                   "gRPC and REST requests by declared traffic (only live enters drift)",
                                   ["traffic"], registry=r)
         for traffic in TRAFFIC:  # every series exists from the start, so rate() sees the first one
             self.by_traffic.labels(traffic)
-        self.latency = Histogram("soilcast_request_latency_seconds", "gRPC handling time",
-                                 ["method"], buckets=LATENCY_BUCKETS, registry=r)
+        self.latency = Histogram("soilcast_request_latency_seconds",
+                                 "Handling time in the serving core, every protocol",
+                                 ["protocol", "method", "signature", "version"], buckets=LATENCY_BUCKETS,
+                                 registry=r)
         self.invalid = Counter("soilcast_invalid_requests", "Rejected requests by reason",
                                ["reason"], registry=r)
         self.nonfinite = Counter("soilcast_nonfinite_input_values",
@@ -89,9 +123,25 @@ class Telemetry:
         self._http: Any = None
         self.port: int | None = None
 
-    def serve(self, host: str, port: int) -> int:
-        """Expose ``/metrics`` on ``host:port`` (0 = a free port); return the bound port."""
-        self._http, _thread = start_http_server(port, addr=host, registry=self.registry)
+    def count(self, protocol: str, method: str, code: str, label: str, version: str) -> None:
+        self.requests.labels(protocol, method, code, label, version).inc()
+
+    def observe(self, protocol: str, method: str, signature: str, version: str, seconds: float) -> None:
+        self.latency.labels(protocol, method, signature, version).observe(seconds)
+
+    def count_invalid(self, reason: str | None, nonfinite: dict[str, int]) -> None:
+        """A refused request: its reason, and the NaN/inf values it carried per variable."""
+        if reason:
+            self.invalid.labels(reason).inc()
+        for variable, n in nonfinite.items():
+            self.nonfinite.labels(variable).inc(n)
+
+    def serve(self, host: str, port: int, tls: tuple[Path, Path] | None = None) -> int:
+        """Expose ``/metrics`` on ``host:port`` (0 = a free port), over TLS when ``tls`` is
+        (cert, key), like the gRPC and REST ports; return the bound port."""
+        certfile, keyfile = (str(tls[0]), str(tls[1])) if tls else (None, None)
+        self._http, _thread = start_http_server(port, addr=host, registry=self.registry,
+                                                certfile=certfile, keyfile=keyfile)
         self.port = int(self._http.server_port)
         return self.port
 

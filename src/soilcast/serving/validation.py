@@ -1,6 +1,7 @@
 """What a Predict request must look like, checked before any model runs.
 
-Every rejection is a :class:`RequestError` carrying the gRPC status, a short ``reason`` (the
+Every rejection is a :class:`~soilcast.serving.errors.ServingError` carrying a neutral
+:class:`~soilcast.serving.errors.ErrorKind`, a short ``reason`` (the
 label of ``soilcast_invalid_requests_total``) and a message that says what was expected.
 
 Value policy (the store keeps weather over the whole grid; the basin mask restricts soil
@@ -22,21 +23,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import grpc
 import numpy as np
 from tensorflow.core.framework import types_pb2
 
 from soilcast.contract import ANTECEDENT, FORECAST_INPUT, INPUT, N_CALENDAR_DAYS, VALID_DOY
 from soilcast.io.tensors import TensorDecodeError, decoded_nbytes, dtype_name, proto_shape, to_ndarray
+from soilcast.serving.errors import ErrorKind, ServingError
 from soilcast.serving.models import ModelInfo
 
-
-class RequestError(Exception):
-    def __init__(self, code: grpc.StatusCode, reason: str, message: str,
-                 nonfinite: dict[str, int] | None = None) -> None:
-        super().__init__(message)
-        self.code, self.reason, self.message = code, reason, message
-        self.nonfinite = nonfinite or {}
+# A tensor as an adapter hands it over: decoded (numpy, e.g. REST JSON, OIP) or still a
+# TensorProto (TF Serving gRPC: its claimed shape is checked before anything is allocated).
+Tensor = Any
 
 
 @dataclass(frozen=True)
@@ -62,8 +59,32 @@ class RequestLimits:
                    output_range=tuple(cfg.target.physical_range))
 
 
-def _bad(reason: str, message: str, **kw) -> RequestError:
-    return RequestError(grpc.StatusCode.INVALID_ARGUMENT, reason, message, **kw)
+def _bad(reason: str, message: str, **kw) -> ServingError:
+    return ServingError(ErrorKind.INVALID_ARGUMENT, reason, message, **kw)
+
+
+def _dtype_problem(t: Tensor, want: np.dtype, proto_want: int) -> str | None:
+    """How ``t``'s dtype differs from ``want`` (None when it matches), in the wire's words."""
+    if isinstance(t, np.ndarray):
+        return None if t.dtype == want else f"{t.dtype.name}; expected {np.dtype(want).name}"
+    if t.dtype == proto_want:
+        return None
+    return f"{dtype_name(t.dtype)}; expected {dtype_name(proto_want)} ({np.dtype(want).name})"
+
+
+def shape_of(t: Tensor) -> tuple[int, ...]:
+    """The shape ``t`` claims (a TensorProto's header: nothing decoded)."""
+    return tuple(t.shape) if isinstance(t, np.ndarray) else proto_shape(t)
+
+
+def nbytes_of(t: Tensor) -> int:
+    """What decoding ``t`` allocates, from its claimed shape and dtype."""
+    return int(t.nbytes) if isinstance(t, np.ndarray) else decoded_nbytes(t)
+
+
+def decode(t: Tensor, max_bytes: int) -> np.ndarray:
+    """``t`` as an array (a TensorProto decoded within ``max_bytes``)."""
+    return t if isinstance(t, np.ndarray) else to_ndarray(t, max_bytes=max_bytes)
 
 
 def expected(info: ModelInfo) -> str:
@@ -146,9 +167,9 @@ def _check_sizes(inputs: Mapping, info: ModelInfo, limits: RequestLimits, batch:
     if batch > limits.max_batch:
         raise _bad("batch", f"batch of {batch} windows exceeds the limit of {limits.max_batch} "
                             f"(serving.max_batch); split the request")
-    nbytes = sum(decoded_nbytes(inputs[name]) for name in info.inputs)
+    nbytes = sum(nbytes_of(inputs[name]) for name in info.inputs)
     if nbytes > limits.max_bytes:
-        raise RequestError(grpc.StatusCode.RESOURCE_EXHAUSTED, "oversized",
+        raise ServingError(ErrorKind.RESOURCE_EXHAUSTED, "oversized",
                            f"inputs decode to {nbytes} bytes ({batch} windows), over the limit of "
                            f"{limits.max_bytes} bytes (serving.max_message_mb); split the request")
 
@@ -165,11 +186,11 @@ def decode_inputs(inputs: Mapping, info: ModelInfo, limits: RequestLimits) -> di
     arrays: dict[str, np.ndarray] = {}
     batch = None
     for name, want in info.inputs.items():
-        proto = inputs[name]
-        if proto.dtype != types_pb2.DT_FLOAT:
-            raise _bad("dtype", f"input {name!r} has dtype {dtype_name(proto.dtype)}; expected DT_FLOAT "
-                                f"(float32): {expected(info)}")
-        shape = proto_shape(proto)
+        tensor = inputs[name]
+        problem = _dtype_problem(tensor, np.dtype(np.float32), types_pb2.DT_FLOAT)
+        if problem:
+            raise _bad("dtype", f"input {name!r} has dtype {problem}: {expected(info)}")
+        shape = shape_of(tensor)
         if len(shape) != len(want) + 1:
             raise _bad("rank", f"input {name!r} has rank {len(shape)} {list(shape)}; expected rank "
                                f"{len(want) + 1}: {expected(info)}")
@@ -180,7 +201,7 @@ def decode_inputs(inputs: Mapping, info: ModelInfo, limits: RequestLimits) -> di
     _check_sizes(inputs, info, limits, batch)
     for name in info.inputs:
         try:
-            arrays[name] = to_ndarray(inputs[name], max_bytes=limits.max_bytes)
+            arrays[name] = decode(inputs[name], limits.max_bytes)
         except TensorDecodeError as err:
             raise _bad("malformed", f"input {name!r}: {err}") from None
     _check_values(arrays, info, limits)
@@ -197,21 +218,36 @@ def split_products_input(inputs: Mapping, products: bool) -> tuple[dict, Any]:
     return grids, (inputs[VALID_DOY] if products else None)
 
 
-def decode_day_of_year(proto: Any, batch: int, leads: int | None = None) -> np.ndarray:
+def _integer_days(t: Tensor) -> str | None:
+    """Why ``t`` is not an integer tensor (None when it is): bools are not days."""
+    if isinstance(t, np.ndarray):
+        ok = np.issubdtype(t.dtype, np.integer)
+        return None if ok else f"{t.dtype.name}; expected int32 (int64 accepted)"
+    if t.dtype in (types_pb2.DT_INT32, types_pb2.DT_INT64):
+        return None
+    return f"{dtype_name(t.dtype)}; expected DT_INT32"
+
+
+def decode_day_of_year(t: Tensor, batch: int, leads: int | None = None) -> np.ndarray:
     """``valid_day_of_year``: int32 (int64 accepted) [batch, leads] (one valid day per lead;
-    ``leads`` None: an export from before the lead axis, [batch]), each in 0..365."""
-    if proto.dtype not in (types_pb2.DT_INT32, types_pb2.DT_INT64):
-        raise _bad("dtype", f"input {VALID_DOY!r} has dtype {dtype_name(proto.dtype)}; expected DT_INT32")
-    shape = proto_shape(proto)
+    ``leads`` None: an export from before the lead axis, [batch]), each in 0..365.
+
+    The range is checked on the values as sent, before narrowing to int32: an int64
+    ``2**32 + 197`` is out of range, not day 197.
+    """
+    problem = _integer_days(t)
+    if problem:
+        raise _bad("dtype", f"input {VALID_DOY!r} has dtype {problem}")
+    shape = shape_of(t)
     want = (batch,) if leads is None else (batch, leads)
     if tuple(shape) != want:
         what = "one valid day per window" if leads is None else f"the valid day of each of the {leads} leads per window"
         raise _bad("shape", f"input {VALID_DOY!r} has shape {list(shape)}; expected {list(want)} ({what})")
     try:
-        doy = to_ndarray(proto, max_bytes=8 * max(batch, 1) * (leads or 1)).astype(np.int32)
+        days = decode(t, 8 * max(batch, 1) * (leads or 1))
     except TensorDecodeError as err:
         raise _bad("malformed", f"input {VALID_DOY!r}: {err}") from None
-    bad = doy[(doy < 0) | (doy >= N_CALENDAR_DAYS)]
+    bad = days[(days < 0) | (days >= N_CALENDAR_DAYS)]
     if bad.size:
         raise _bad("out_of_range", f"input {VALID_DOY!r} has {bad[:5].tolist()}; expected 0..{N_CALENDAR_DAYS - 1}")
-    return doy
+    return days.astype(np.int32)
