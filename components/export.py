@@ -7,11 +7,12 @@ from kfp.dsl import Artifact, Dataset, Input, Model, Output
 
 def export(config: str, tensors: Input[Dataset], candidate: Input[Model],
            evaluation: Input[Artifact], blessing: Input[Artifact], serving_models_dir: str,
-           model: Output[Model]):
+           model: Output[Model], inference_service: Output[Artifact]):
     """Write ``<models_dir>/<version>/`` and load-and-query it before it counts as exported.
 
     With ``serving_models_dir`` set, the version is pushed into that model repository (the
-    one TF Serving polls) and copied into the Model artifact for lineage.
+    one TF Serving polls) and copied into the Model artifact for lineage. ``inference_service``:
+    the KServe InferenceService of the labelled versions (``kubectl apply -f``).
     """
     import json
     from pathlib import Path

@@ -15,6 +15,7 @@ import yaml
 
 from soilcast.config import deep_merge, load_config, read_params
 from soilcast.layout import Bundle, Layout, RunDir, relocate
+from soilcast.stages import DATA, STAGES
 from soilcast.testing.config import TINY
 from tests.conftest import PARAMS, REPO
 
@@ -52,21 +53,9 @@ def test_every_dvc_cmd_passes_the_paths_its_deps_and_outs_name_and_the_layout_ag
             for entry in body.get(key, []):
                 paths.add(_resolve(next(iter(entry)) if isinstance(entry, dict) else entry, raw, item))
         resolved[name] = (_options(_resolve(body["cmd"], raw, item)), paths)
-    expected = {
-        "validate": {"--raw": lay.raw_dir, "--report": lay.report_dir},
-        "regrid": {"--raw": lay.raw_dir, "--report": lay.report_dir, "--out": lay.regridded_dir},
-        "clip": {"--basins": lay.basins, "--raw": lay.raw_dir, "--out": lay.mask_file},
-        "stack": {"--regridded": lay.regridded_dir, "--mask": lay.mask_file, "--report": lay.report_dir,
-                  "--basins": lay.basins, "--out": lay.tensors, "--plots": lay.input_plots},
-        "forecasts": {"--raw": lay.raw_dir, "--mask": lay.mask_file, "--out": lay.forecast_store},
-        "train": {"--tensors": lay.tensors, "--out": lay.run("fc").root},
-        "evaluate": {"--tensors": lay.tensors, "--train": lay.train_dir, "--forecasts": lay.forecast_store,
-                     "--out": lay.eval_dir},
-        "gate": {"--metrics": lay.evaluation.metrics, "--tensors": lay.tensors, "--forecasts": lay.forecast_store,
-                 "--models": lay.models_dir, "--out": lay.blessing},
-        "export": {"--blessing": lay.blessing, "--metrics": lay.evaluation.metrics, "--train": lay.train_dir,
-                   "--tensors": lay.tensors, "--models": lay.models_dir, "--out": lay.export_record},
-    }
+    # the table's ports, where the default tree keeps each (the one wiring; soilcast.stages)
+    expected = {st.name: {p.option: DATA[p.data].where(lay, "fc" if st.foreach else None) for p in st.ports}
+                for st in STAGES}
     for name, want in expected.items():
         options, paths = resolved[name]
         assert {k: v for k, v in options.items() if k != "--model"} == {k: str(v) for k, v in want.items()}, name

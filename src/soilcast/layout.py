@@ -205,6 +205,9 @@ def bundle(models_dir: Path | str, version: int | str) -> Bundle:
     return Bundle(Path(models_dir) / str(version))
 
 
+ISVC_FILE = "inferenceservice.yaml"  # the export's KServe InferenceService, beside its record
+
+
 @dataclass(frozen=True)
 class Layout:
     """Every stage's inputs and outputs in one tree (what ``dvc.yaml`` spells with ``${...}``)."""
@@ -221,6 +224,7 @@ class Layout:
     eval_dir: Path
     blessing: Path
     export_record: Path
+    inference_service: Path  # the KServe deployment of the labelled versions (soilcast.export.kserve)
     models_dir: Path
     forecasts_dir: Path
     hindcasts_dir: Path
@@ -243,6 +247,7 @@ class Layout:
             eval_dir=art / "eval",
             blessing=art / "gate" / "blessing.json",
             export_record=art / "export" / "export.json",
+            inference_service=art / "export" / ISVC_FILE,
             models_dir=Path(p.models_dir),
             forecasts_dir=art / "forecasts",
             hindcasts_dir=art / "hindcast",

@@ -65,6 +65,7 @@ DATA: dict[str, Data] = {
     "blessing": Data(lambda lay, _: lay.blessing),
     "repository": Data(lambda lay, _: lay.models_dir),  # the served model repository (TF Serving's base path)
     "export_record": Data(lambda lay, _: lay.export_record),
+    "inference_service": Data(lambda lay, _: lay.inference_service),
 }
 
 
@@ -171,7 +172,8 @@ STAGES: tuple[Stage, ...] = (
           ("export", "window", "forecast", "split.train_years", "serving.psi_bins", "serving.model_name"),
           (_in("blessing_file", "blessing", "--blessing"), _in("metrics_file", "metrics", "--metrics"),
            _in("runs", "runs", "--train"), _in("tensors_store", "tensors", "--tensors"),
-           _in("models_dir", "repository", "--models", tracked=False), _out("out_file", "export_record")),
+           _in("models_dir", "repository", "--models", tracked=False), _out("out_file", "export_record"),
+           _out("inference_service", "inference_service", "--inference-service")),
           entries=(_NETWORKS, "soilcast.export.infra", "soilcast.io.lock")),
 )
 BY_NAME = {s.name: s for s in STAGES}

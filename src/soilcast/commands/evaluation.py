@@ -108,6 +108,8 @@ def export_cmd(
     tensors: Optional[Path] = TensorsOpt,
     models: Optional[Path] = ModelsOpt,
     out: Optional[Path] = path_opt("--out", "Output export record"),
+    inference_service: Optional[Path] = path_opt(
+        "--inference-service", "Output KServe InferenceService of the labelled versions (kubectl apply -f)"),
 ) -> None:
     """Export the blessed model to the next TF Serving version (after infra validation).
     One change of the model repository at a time: another one meanwhile exits 75."""
@@ -120,7 +122,8 @@ def export_cmd(
 
     cfg = load_cfg(params)
     args = _arguments("export", cfg, blessing_file=blessing, metrics_file=metrics, runs=train,
-                      tensors_store=tensors, models_dir=models, out_file=out)
+                      tensors_store=tensors, models_dir=models, out_file=out,
+                      inference_service=inference_service)
     where = args["out_file"]
     try:
         path = export_blessed(cfg, **args)

@@ -33,8 +33,8 @@ import yaml
 
 from soilcast.config import Config
 from soilcast.contract import LEADS, SIGNATURE
+from soilcast.layout import ISVC_FILE
 
-ISVC_FILE = "inferenceservice.yaml"
 API_VERSION = "serving.kserve.io/v1beta1"
 MODEL_FORMAT = "tensorflow"  # KServe's TF Serving runtime
 KSERVE_MODEL_DIR = "/mnt/models"  # where KServe makes storageUri's content available
