@@ -86,3 +86,28 @@ def test_grpc_health_client_out_of_process(server):
         print(json.dumps(health_pb2.HealthCheckResponse.ServingStatus.Name(r.status)))
     """)
     assert got == "SERVING"
+
+
+def test_serving_needs_every_labelled_version_loaded(tmp_path):
+    """A models.config whose stable points at a version that is not loaded reads NOT_SERVING,
+    though version 1 serves; once stable points at a loaded version, SERVING."""
+    from soilcast.repository.labels import write_labels
+    from soilcast.serving.gateway import Gateway
+    from soilcast.serving.health import labelled_versions_ready
+    from soilcast.testing.config import tiny_config
+    from soilcast.testing.serving import publish
+
+    cfg = tiny_config(tmp_path)
+    gw = Gateway(cfg, drift=False)
+    ready = labelled_versions_ready(gw.plane)
+    assert not ready()  # nothing loaded
+    publish(cfg, 1)
+    gw.repo.poll()
+    assert ready()  # no models.config: stable = canary = the newest
+    write_labels(cfg.paths.models_dir, {"stable": 2, "canary": 1}, cfg.serving.model_name)
+    gw.repo.poll()
+    assert gw.plane.ready() and not ready()
+    write_labels(cfg.paths.models_dir, {"stable": 1, "canary": 1}, cfg.serving.model_name)
+    gw.repo.poll()
+    assert ready()
+    gw.repo.stop()

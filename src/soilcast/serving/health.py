@@ -5,7 +5,7 @@ Why: TF Serving has no standard health service, so Kubernetes' gRPC probes, Envo
 and call the services without the ``.proto`` files.
 
 Status: ``SERVING`` only while ``is_serving()`` says the labelled versions are loaded and
-warmed up (the data plane's readiness), ``NOT_SERVING`` otherwise and for good once the gateway
+warmed up (:func:`labelled_versions_ready` over the data plane), ``NOT_SERVING`` otherwise and for good once the gateway
 shuts down. The same status is given for the whole server (service ``""``) and for each
 service the gateway registers by its full name (``inference.GRPCInferenceService``,
 ``tensorflow.serving.PredictionService``, ...); any other name is NOT_FOUND (Check) or
@@ -22,6 +22,8 @@ from typing import Any
 
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+
+from soilcast.serving.dataplane import ModelRef
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -66,6 +68,20 @@ class Health(health.HealthServicer):
     def shutdown(self) -> None:
         """NOT_SERVING for good: load balancers stop sending before the server stops."""
         self.enter_graceful_shutdown()
+
+
+def labelled_versions_ready(plane: Any) -> Callable[[], bool]:
+    """The readiness health reports for a data plane: a version serves, and every version
+    label (``stable``, ``canary``, ... as models.config defines them) resolves to a loaded,
+    warmed-up version; a ``stable`` pointing at a missing version is NOT_SERVING, though the
+    other versions answer requests that name them."""
+    def ready() -> bool:
+        if not plane.ready():
+            return False
+        name = plane.model_name
+        return plane.model_ready(ModelRef(name)) and all(
+            plane.model_ready(ModelRef(name, label=label)) for label in plane.backend.labels())
+    return ready
 
 
 def add_health_and_reflection(server: Any, is_serving: Callable[[], bool], services: Sequence[str]) -> Health:
