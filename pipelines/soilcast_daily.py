@@ -46,9 +46,10 @@ WORKDIR = "/mnt/soilcast"
 # that TF Serving and the gateway mount read-only (serving/k8s/models-pvc.yaml).
 VOLUMES = (("soilcast-data", WORKDIR), ("soilcast-models", f"{WORKDIR}/models/soilcast"))
 # The pipeline's parameters and their defaults; the server is the gateway Service of
-# serving/k8s/gateway.yaml (namespace soilcast, gRPC port).
+# serving/k8s/gateway.yaml (namespace soilcast, gRPC port), which serves TLS only: tls_ca is the
+# CA of its certificate (the Secret gateway-tls), copied onto the volume (docs/kubeflow.md).
 DEFAULTS = {"workdir": WORKDIR, "params": "params.yaml", "server": "gateway.soilcast:8500",
-            "delivery": "data/incoming", "weather": ""}
+            "delivery": "data/incoming", "weather": "", "tls_ca": "certs/gateway-ca.pem"}
 
 
 def pipeline_arguments(raw: Dict[str, Any]) -> Dict[str, Any]:
@@ -72,8 +73,9 @@ def build_pipeline(raw: Dict[str, Any]) -> Callable:
                   description="Daily: ingest, verify, forecast with each label, archive; then promote the canary on its realised skill.")
     def soilcast_daily(workdir: str = DEFAULTS["workdir"], params: str = DEFAULTS["params"],
                        server: str = DEFAULTS["server"], delivery: str = DEFAULTS["delivery"],
-                       weather: str = DEFAULTS["weather"]) -> str:
-        day = (c.daily(workdir=workdir, params=params, server=server, delivery=delivery, weather=weather)
+                       weather: str = DEFAULTS["weather"], tls_ca: str = DEFAULTS["tls_ca"]) -> str:
+        day = (c.daily(workdir=workdir, params=params, server=server, delivery=delivery, weather=weather,
+                       tls_ca=tls_ca)
                .set_display_name("daily").set_caching_options(False))
         decision = (c.promote_auto(workdir=workdir, params=params)
                     .after(day)  # only when the day succeeded

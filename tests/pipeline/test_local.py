@@ -604,7 +604,7 @@ def test_daily_pipeline_run_locally_goes_red_with_the_gateway_down_and_promotes_
     pipeline = build.pipeline_module("daily").build_pipeline(build.load_raw(PARAMS))
     with warnings.catch_warnings(), pytest.raises(RuntimeError, match="Inner task failed: .*daily"):
         warnings.filterwarnings("ignore", message=".*non-Python base image.*")
-        pipeline(workdir=str(root), params="params.yaml", server=server, delivery="", weather="")
+        pipeline(workdir=str(root), params="params.yaml", server=server, delivery="", weather="", tls_ca="")
     ops = Layout.from_config(cfg).operations
     assert not ops.promotion_log.exists()  # promote-auto did not run after a failed day
 
