@@ -804,6 +804,10 @@ def test_tls(served, tmp_path):
         ctx = ssl.create_default_context(cafile=str(cert))
         url = f"https://127.0.0.1:{gw.rest_port}/v2/health/ready"
         assert urllib.request.urlopen(url, context=ctx, timeout=30).status == 200  # REST shares the TLS
+        metrics = urllib.request.urlopen(f"https://127.0.0.1:{gw.metrics_port}/metrics", context=ctx, timeout=30)
+        assert b"soilcast_requests_total" in metrics.read()  # and so does /metrics
+        with pytest.raises(OSError):  # never plain HTTP beside it
+            urllib.request.urlopen(f"http://127.0.0.1:{gw.metrics_port}/metrics", timeout=30).read()
 
 
 def test_serve_cli_reports_ports_and_stops_on_sigterm(served, tmp_path):

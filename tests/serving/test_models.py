@@ -229,3 +229,74 @@ def test_served_quantiles_never_leave_the_physical_range(tmp_path):
     assert (np.diff(q, axis=2) >= 0).all()  # clipping keeps the order
     at_top = int((q == np.float32(0.3)).sum()) + int((out["soil_moisture"][..., mask] == np.float32(0.3)).sum())
     assert clipped == at_top > 0
+
+
+def _products_request(cfg, x, days):
+    from tensorflow_serving.apis import predict_pb2
+
+    from soilcast.io.tensors import from_ndarray
+
+    req = predict_pb2.PredictRequest()
+    req.model_spec.name, req.model_spec.signature_name = "soilcast", PRODUCTS_SIGNATURE
+    req.model_spec.version.value = 2
+    req.inputs["meteo"].CopyFrom(from_ndarray(x))
+    req.inputs[VALID_DOY].CopyFrom(from_ndarray(np.asarray(days, np.int64)))
+    return req
+
+
+def test_days_beyond_int32_and_boolean_days_are_refused_on_both_apis(served):
+    """gRPC int64 2**32 + 197 was wrapped to day 197 and served; REST [true] was day 1."""
+    from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+    cfg = served.cfg
+    x = meteo(cfg, np.random.default_rng(60))
+    days = _doy(cfg, 1)
+    wrapped = days.astype(np.int64)
+    wrapped[0, 0] += 2 ** 32
+    with grpc.insecure_channel(served.target) as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        assert stub.Predict(_products_request(cfg, x, days), timeout=30).model_spec.version.value == 2
+        with pytest.raises(grpc.RpcError) as err:
+            stub.Predict(_products_request(cfg, x, wrapped), timeout=30)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and str(wrapped[0, 0]) in err.value.details()
+    body = {"signature_name": PRODUCTS_SIGNATURE,
+            "inputs": {"meteo": x.tolist(), VALID_DOY: [[True] * len(cfg.window.leads)]}}
+    status, answer = _http(served, "POST", "/v1/models/soilcast/versions/2:predict", body)
+    assert status == 400 and "booleans are not numbers" in answer["error"], answer
+
+
+def test_a_stable_label_on_a_missing_version_is_unavailable_not_the_newest(tmp_path):
+    """A hand-edited models.config whose stable names no loaded version: a request naming no
+    version is refused naming the label and the version (it used to get the newest, a canary)."""
+    from soilcast.repository.labels import write_labels
+
+    cfg = tiny_config(tmp_path)
+    publish(cfg, 1)
+    publish(cfg, 2, offset=1.0)
+    write_labels(cfg.paths.models_dir, {"stable": 3, "canary": 2}, "soilcast")
+    x = meteo(cfg, np.random.default_rng(61))
+    with gateway(cfg) as gw:
+        with client(gw) as c, pytest.raises(grpc.RpcError) as err:
+            c.predict(x)
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "version label 'stable' points at version 3, which is not loaded" in err.value.details()
+        status, answer = _http(gw, "POST", "/v1/models/soilcast:predict", {"inputs": x.tolist()})
+        assert status == 503 and "'stable' points at version 3" in answer["error"], answer
+        with client(gw, version_label="canary") as c:  # what names its target is still served
+            c.predict(x)
+            assert c.last_version == 2
+
+
+def test_an_empty_warmup_file_loads_with_a_warning_and_is_counted(tmp_path, caplog):
+    import logging
+
+    from soilcast.testing.serving import metric, scrape
+
+    cfg = tiny_config(tmp_path)
+    version = publish(cfg, 1)
+    (version / "assets.extra" / "tf_serving_warmup_requests").write_bytes(b"")
+    with caplog.at_level(logging.WARNING, logger="soilcast.serving.models"):
+        with gateway(cfg) as gw:
+            assert sorted(gw.repo.served) == [1]
+            assert metric(scrape(gw.metrics_port), "soilcast_warmup_empty_total") == 1
+    assert "warm-up file assets.extra/tf_serving_warmup_requests holds no record" in caplog.text

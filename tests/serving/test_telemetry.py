@@ -84,8 +84,9 @@ def test_k8s_manifests_mirror_compose():
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     s = load_config(PARAMS).serving
     assert ports == {"grpc": s.grpc_port, "rest": s.rest_port, "metrics": s.metrics_port}
-    assert container["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "rest"}
-    assert container["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": "rest"}
+    # the k8s gateway serves TLS on every port (Secret gateway-tls): its probes speak HTTPS
+    assert container["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "rest", "scheme": "HTTPS"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": "rest", "scheme": "HTTPS"}
     cm = next(d for d in docs if d["kind"] == "ConfigMap")
     assert cm["data"]["prometheus.yml"] == (PROM / "prometheus.yml").read_text()
     assert cm["data"]["alerts.yml"] == (PROM / "alerts.yml").read_text()
@@ -180,6 +181,21 @@ def test_requests_by_traffic_exist_from_the_start():
 
     by = _samples(Telemetry())["soilcast_requests_by_traffic_total"]
     assert sorted(s["traffic"] for s in by) == sorted(TRAFFIC) == ["hindcast", "live", "verification"]
+
+
+def test_no_created_twins_and_the_process_is_measured():
+    """An operator charting the gateway saw a ``_created`` twin of every counter and no
+    memory or CPU of the process; now the opposite."""
+    from soilcast.serving.telemetry import Telemetry
+
+    t = Telemetry()
+    t.count("tfs_rest", "Predict", "OK", "stable", "1")
+    t.observe("tfs_rest", "Predict", "serving_default", "1", 0.01)
+    names = set(_samples(t))
+    assert not [n for n in names if n.endswith("_created")], sorted(names)
+    assert {"process_resident_memory_bytes", "process_cpu_seconds_total", "python_info"} <= names
+    assert _samples(t)["soilcast_request_latency_seconds_count"] == [
+        {"protocol": "tfs_rest", "method": "Predict", "signature": "serving_default", "version": "1"}]
 
 
 def _samples(t) -> dict[str, list[dict[str, str]]]:

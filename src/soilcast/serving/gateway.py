@@ -395,6 +395,8 @@ class Gateway:
             self._publish_model_state()
         elif event == "labels":
             log.info("version labels now %s", detail)
+        elif event == "warmup_empty":
+            self.telemetry.warmup_empty.inc()
         elif event == "refused":
             self.telemetry.load_failures.inc()
             log.error("model version %s refused, older versions keep serving: %s", version, detail)

@@ -258,6 +258,7 @@ class LoadedModel:
     products_fn: Any = field(default=None, repr=False)  # ``forecast_products`` when exported
     weather: SignatureCall | None = field(default=None, repr=False)  # ``forecast_with_weather``
     weather_products_fn: Any = field(default=None, repr=False)  # ``forecast_products_with_weather``
+    warmup_records: int | None = None  # replayed at load (None: no warm-up file; 0: an empty one)
 
     @property
     def version(self) -> int:
@@ -339,8 +340,7 @@ def load_version(version_dir: Path) -> LoadedModel:
     _warm_up(model.predict, info, SIGNATURE)
     if model.weather is not None:
         _warm_up(model.weather.predict, info.with_weather(), WEATHER_SIGNATURE)
-    replay_warmup(model)
-    return model
+    return replace(model, warmup_records=replay_warmup(model))
 
 
 def _weather_signature(module: Any, info: ModelInfo) -> Any:
@@ -389,10 +389,15 @@ def _warm_up(predict: Callable[[dict[str, np.ndarray]], np.ndarray], info: Model
         raise ModelLoadError(f"{where} is non-finite in {int((~np.isfinite(y[0][:, info.mask])).sum())} mask values")
 
 
-def replay_warmup(model: LoadedModel) -> int:
+def replay_warmup(model: LoadedModel) -> int | None:
     """Replay the version's TF Serving warm-up records (if any) before it serves, as TF
     Serving does with ``--enable_model_warmup``, so the first real request is not the slow
-    one; a record that fails or answers non-finite inside the mask refuses the version."""
+    one; a record that fails or answers non-finite inside the mask refuses the version.
+
+    Returns the records replayed, None when the version has no warm-up file. An EMPTY file
+    loads (TF Serving accepts it) but with a WARNING: the version was meant to be warmed up
+    and is not, so its first requests are the slow ones.
+    """
     import time
 
     from soilcast.repository.warmup import read_warmup
@@ -404,6 +409,10 @@ def replay_warmup(model: LoadedModel) -> int:
     except ValueError as err:
         raise ModelLoadError(f"{info.path}: warm-up file unreadable: {err}") from None
     if not records:
+        if not warmup.is_file():
+            return None
+        log.warning("version %s: warm-up file %s holds no record; the version serves unwarmed "
+                    "(its first requests are slow)", info.version, warmup.relative_to(info.path))
         return 0
     t0 = time.perf_counter()
     for i, inputs in enumerate(records):
@@ -495,6 +504,8 @@ class ModelRepository:
                     served[v] = self._loader(disk[v])
                     self.refused.pop(v, None)
                     self._listener("loaded", v, str(disk[v]))
+                    if getattr(served[v], "warmup_records", None) == 0:
+                        self._listener("warmup_empty", v, str(disk[v]))
                 except ModelLoadError as err:
                     self.refused[v] = (stamp, str(err))
                     self._listener("refused", v, str(err))

@@ -32,6 +32,7 @@ import re
 import socket
 import ssl
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable
@@ -56,11 +57,13 @@ METADATA_FIELDS = ("signature_def", "soilcast_metadata")
 MAX_VERSION = (1 << 63) - 1  # TF Serving's versions are int64
 MAX_JSON_DEPTH = 32  # the deepest real body (instances of objects of rank-5 arrays) is 8 deep
 BODY_IDLE_SECONDS = 10.0  # a body that stops arriving this long is 408, its thread freed
+BODY_DEADLINE_SECONDS = 120.0  # and one that dribbles in slower than this whole is 408 too
 DRAIN_SECONDS = 1.0  # after an early 413, how long the rest of a refused body is read and dropped
 VERSION = re.compile(r"[0-9]+")
 BOOLEAN = re.compile(rb"[\[,:]\s*(?:true|false)\b")
 OPENING, CLOSING = np.frombuffer(b"[{", np.uint8), np.frombuffer(b"]}", np.uint8)
 SCAN_CHUNK = 1 << 20
+READ_CHUNK = 1 << 20
 DTYPES = {np.dtype(np.float32): types_pb2.DT_FLOAT, np.dtype(np.int32): types_pb2.DT_INT32}
 
 
@@ -213,6 +216,7 @@ class RestApi:
     def __init__(self, plane: DataPlane, model_name: str) -> None:
         self.plane, self.model_name, self.max_body = plane, model_name, plane.max_bytes
         self.body_idle_seconds, self.drain_seconds = BODY_IDLE_SECONDS, DRAIN_SECONDS
+        self.body_deadline_seconds = BODY_DEADLINE_SECONDS
 
     def _ref(self, method: str, m: re.Match) -> ModelRef:
         try:
@@ -285,20 +289,30 @@ def _handler(api: RestApi) -> type[BaseHTTPRequestHandler]:
                     self.close_connection = True
                 self._error(err)
 
-        def _read_body(self, length: int) -> bytes:
-            """The body, or 408 (ServingError DEADLINE_EXCEEDED) when it stops arriving."""
+        def _read_body(self, length: int) -> bytearray:
+            """The body, or ServingError DEADLINE_EXCEEDED (answered 408) when it stops arriving
+            for ``body_idle_seconds`` or is still incomplete after ``body_deadline_seconds``."""
+            body, got = bytearray(length), 0  # length <= the limit: admitted before this read
+            view = memoryview(body)
+            deadline = time.monotonic() + api.body_deadline_seconds
             self.connection.settimeout(api.body_idle_seconds)
             try:
-                body = self.rfile.read(length)
+                while got < length and time.monotonic() < deadline:
+                    n = self.rfile.readinto1(view[got:got + READ_CHUNK])
+                    if not n:
+                        break
+                    got += n
             except (socket.timeout, TimeoutError):
-                body = b""
+                pass
             finally:
                 self.connection.settimeout(self.timeout)
-            if len(body) < length:
+            if got < length:
                 self.close_connection = True
                 raise ServingError(ErrorKind.DEADLINE_EXCEEDED, "slow_body",
-                                   f"request body stopped after {len(body)} of {length} bytes (Content-Length); "
-                                   f"nothing arrived for {api.body_idle_seconds:g} s")
+                                   f"request body stopped after {got} of {length} bytes (Content-Length); "
+                                   f"nothing arrived for {api.body_idle_seconds:g} s or the body took over "
+                                   f"{api.body_deadline_seconds:g} s")
+            view.release()
             return body
 
         def _drain(self) -> None:
@@ -347,6 +361,7 @@ class RestServer:
     def __init__(self, api: RestApi, host: str, port: int, tls: tuple[Path, Path] | None = None) -> None:
         try:
             self.httpd = ThreadingHTTPServer((host, port), _handler(api))
+            self.api = api
         except OSError as err:
             raise OSError(f"REST port {port} on {host}: {err.strerror or err}; stop what holds it or "
                           "choose another with --rest-port / serving.rest_port") from None
