@@ -24,7 +24,9 @@ from openapi_spec_validator import validate
 from werkzeug.datastructures import Headers
 
 from soilcast.contract import PRODUCTS_SIGNATURE, SIGNATURE, VALID_DOY
-from soilcast.serving.openapi import OPENAPI_VERSION, VERSION_HEADER, document
+from soilcast.serving.errors import HTTP_STATUS, ErrorKind
+from soilcast.serving.oip.codec import HEADER_LENGTH
+from soilcast.serving.openapi import DOCUMENT_PATH, KIND_TEXT, OPENAPI_VERSION, VERSION_HEADER, document
 from soilcast.testing.config import tiny_config
 from soilcast.testing.serving import gateway, meteo, publish
 
@@ -34,23 +36,16 @@ NAME = "soilcast"
 
 
 @dataclass
-class Wire:
-    """One HTTP exchange as it went over the wire, in the shapes openapi-core reads
-    (its Request and Response protocols)."""
+class Answer:
+    """An HTTP response in the shape openapi-core reads (its Response protocol)."""
 
-    method: str
-    path: str
-    body: bytes | None
-    request_headers: dict[str, str]
     status_code: int
     headers: Headers
     data: bytes
-    host_url: str = "http://127.0.0.1"
-    content_type: str = "application/json"
-    parameters: RequestParameters = field(init=False)
 
-    def __post_init__(self) -> None:
-        self.parameters = RequestParameters(header=Headers(self.request_headers))
+    @property
+    def content_type(self) -> str:
+        return self.headers.get("Content-Type", "")
 
     @property
     def json(self) -> Any:
@@ -58,13 +53,40 @@ class Wire:
 
 
 @dataclass
-class Answer:
-    """The response half of a :class:`Wire`, with a replaced body (to prove the schema strict)."""
+class Wire:
+    """One HTTP exchange as it went over the wire: the request in the shape openapi-core reads
+    (its Request protocol) and the :class:`Answer`."""
 
-    status_code: int
-    headers: Headers
-    data: bytes
-    content_type: str = "application/json"
+    method: str
+    path: str
+    body: bytes | None
+    sent: dict[str, str]
+    answer: Answer
+    host_url: str = "http://127.0.0.1"
+    parameters: RequestParameters = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.parameters = RequestParameters(header=Headers(self.sent))
+
+    @property
+    def content_type(self) -> str:
+        return self.sent.get("Content-Type", "")
+
+    @property
+    def status_code(self) -> int:
+        return self.answer.status_code
+
+    @property
+    def headers(self) -> Headers:
+        return self.answer.headers
+
+    @property
+    def data(self) -> bytes:
+        return self.answer.data
+
+    @property
+    def json(self) -> Any:
+        return self.answer.json
 
 
 def call(port: int, method: str, path: str, body: Any = None, raw: bytes | None = None,
@@ -75,7 +97,7 @@ def call(port: int, method: str, path: str, body: Any = None, raw: bytes | None 
     try:
         conn.request(method, path, body=data, headers=sent)
         resp = conn.getresponse()
-        return Wire(method.lower(), path, data, sent, resp.status, Headers(resp.getheaders()), resp.read())
+        return Wire(method.lower(), path, data, sent, Answer(resp.status, Headers(resp.getheaders()), resp.read()))
     finally:
         conn.close()
 
@@ -96,7 +118,7 @@ def served(tmp_path_factory):
 
 def conforms(spec: OpenAPI, wire: Wire, request_valid: bool = True) -> None:
     """The response conforms to the document; the request conforms iff ``request_valid``."""
-    spec.validate_response(wire, wire)
+    spec.validate_response(wire, wire.answer)
     if request_valid:
         spec.validate_request(wire)
     else:
@@ -113,6 +135,9 @@ def test_the_document_is_valid_openapi_and_names_the_code_constants():
                                                   ["signature_name"]["enum"])
     assert doc["components"]["parameters"]["traffic"]["schema"]["enum"] == ["live", "hindcast", "verification"]
     assert json.loads(json.dumps(doc)) == doc  # plain JSON, as /openapi.json sends it
+    assert set(KIND_TEXT) == set(ErrorKind), "every error kind says what it means to a REST client"
+    statuses = set(doc["paths"]["/v1/models/{name}:predict"]["post"]["responses"])
+    assert statuses == {"200", "408", "411", *map(str, HTTP_STATUS.values())}
 
 
 def test_tf_serving_status_and_metadata_answers_conform(served, spec):
@@ -141,7 +166,7 @@ def test_predict_answers_in_row_and_columnar_format_conform(served, spec):
                                          "instances": [{"meteo": w.tolist(), VALID_DOY: d} for w, d in zip(x, days)]}),
     ]
     for path, body in bodies:
-        wire = call(served.rest_port, "POST", path, body)
+        wire = call(served.rest_port, "POST", path, body, headers={"X-Soilcast-Traffic": "verification"})
         assert wire.status_code == 200, wire.data[:300]
         assert wire.headers[VERSION_HEADER] == "1"
         conforms(spec, wire)
@@ -151,14 +176,17 @@ def test_error_answers_conform_and_the_document_refuses_the_same_requests(served
     port = served.rest_port
     x = meteo(served.cfg, np.random.default_rng(4))
     cases = [  # (method, path, body, raw, status, request valid per the document)
-        ("POST", "/v1/models/other:predict", {"inputs": x.tolist()}, None, 404, True),
-        ("GET", "/v1/models/other/metadata", None, None, 404, True),
+        ("POST", "/v1/models/other:predict", {"inputs": x.tolist()}, None, 404, False),
+        ("GET", "/v1/models/other/metadata", None, None, 404, False),
         ("GET", "/v1/models/soilcast/versions/9", None, None, 404, True),
         ("POST", "/v1/models/soilcast:predict", None, b"{not json", 400, False),
         ("POST", "/v1/models/soilcast:predict", {"inputs": 1, "instances": 1}, None, 400, False),
         ("POST", "/v1/models/soilcast:predict", {"instances": [{"meteo": x[0].tolist(), VALID_DOY: True}]},
          None, 400, False),
         ("GET", "/v1/models/soilcast/versions/x", None, None, 400, False),
+        ("GET", "/v1/models/soilcast/versions/18446744073709551616/metadata", None, None, 400, False),
+        ("POST", "/v1/models/soilcast/versions/18446744073709551616:predict", {"inputs": x.tolist()}, None, 400,
+         False),
         ("POST", "/v1/models/soilcast:predict", None, b" " * (2 << 20), 413, False),
     ]
     for method, path, body, raw, status, valid in cases:
@@ -172,11 +200,29 @@ def test_error_answers_conform_and_the_document_refuses_the_same_requests(served
     conforms(spec, wire, request_valid=False)
 
 
+def test_the_document_is_served_at_openapi_json(served, spec):
+    wire = call(served.rest_port, "GET", DOCUMENT_PATH)
+    assert wire.status_code == 200 and wire.json == document(NAME)
+    conforms(spec, wire)
+
+
 def test_health_answers_conform(served, spec):
     for path in ("/v2/health/live", "/v2/health/ready"):
         wire = call(served.rest_port, "GET", path)
         assert wire.status_code == 200
         conforms(spec, wire)
+
+
+def _infer_body(x: np.ndarray, **extra: Any) -> dict[str, Any]:
+    return {"inputs": [{"name": "meteo", "shape": list(x.shape), "datatype": "FP32", "data": x.ravel().tolist()}],
+            **extra}
+
+
+def _json_head(wire: Wire) -> Answer:
+    """A binary infer answer's JSON head (its length in Inference-Header-Content-Length), as
+    the JSON answer it stands for: the tensors' names, datatypes, shapes and sizes."""
+    n = int(wire.headers[HEADER_LENGTH])
+    return Answer(wire.status_code, Headers({**wire.headers, "Content-Type": "application/json"}), wire.answer.data[:n])
 
 
 def _altered(wire: Wire, change) -> Answer:
@@ -217,6 +263,6 @@ def test_a_real_answer_altered_in_one_place_fails_the_document(served, spec):
     for wire, change in broken:
         with pytest.raises(OpenAPIError):  # ... and each one altered in one place fails
             spec.validate_response(wire, _altered(wire, change))
-    headerless = Answer(products.status_code, Headers(), products.data)
+    headerless = Answer(products.status_code, Headers({"Content-Type": "application/json"}), products.answer.data)
     with pytest.raises(OpenAPIError):
         spec.validate_response(products, headerless)

@@ -38,6 +38,7 @@ from soilcast.contract import (
     WEATHER_SIGNATURE,
 )
 from soilcast.serving.drift import LIVE, TRAFFIC, TRAFFIC_HEADER
+from soilcast.serving.errors import HTTP_STATUS, ErrorKind
 from soilcast.serving.oip import codec
 
 OPENAPI_VERSION = "3.0.3"
@@ -53,20 +54,39 @@ OUTPUTS = tuple(dict.fromkeys((OUTPUT, OUTPUT_BY_LEAD, *PRODUCT_OUTPUTS, *PROBAB
 INTEGER_INPUTS = (VALID_DOY,)
 INTEGER_OUTPUTS = (DROUGHT_CLASS,)
 
-# Status codes every model route may answer, with what they mean here; 411/413 only where a
-# body is read. 429: more than serving.max_concurrent_rpcs calls in flight.
-ERRORS = {
-    400: "invalid request: a bad version, traffic marker, body, input name, shape, dtype or value; "
-         "the message names the thing, the value and what was expected",
-    404: "no such model, version, label or resource",
-    411: "POST without a Content-Length header",
-    413: "body over serving.max_message_mb, or inputs whose decoded size is over it",
-    429: "more than serving.max_concurrent_rpcs requests in flight; retry later",
-    500: "the model failed on a valid request",
-    503: "no model version loaded (yet), or the upstream TF Serving is unreachable",
-    504: "the model call ran past its deadline",
+# What each error kind means to a REST client; its status is the data plane's HTTP_STATUS[kind],
+# so the document lists exactly the statuses the edges map to.
+KIND_TEXT = {
+    ErrorKind.INVALID_ARGUMENT: "a bad version, label, traffic marker, body, input name, shape, datatype or "
+                                "value; the message names the thing, the value and what was expected",
+    ErrorKind.FAILED_PRECONDITION: "the version cannot answer this request (e.g. a signature it does not have)",
+    ErrorKind.NOT_FOUND: "no such model, version or label",
+    ErrorKind.RESOURCE_EXHAUSTED: "the body or the decoded inputs are over serving.max_message_mb",
+    ErrorKind.BUSY: "more than serving.max_concurrent_rpcs requests in flight; retry later",
+    ErrorKind.UNAVAILABLE: "no model version loaded (yet), or the upstream TF Serving unreachable",
+    ErrorKind.DEADLINE_EXCEEDED: "the model call ran past its deadline",
+    ErrorKind.CANCELLED: "the call was cancelled",
+    ErrorKind.UNIMPLEMENTED: "not implemented by this gateway",
+    ErrorKind.INTERNAL: "the server failed on a valid request",
 }
-BODY_ERRORS = (411, 413)
+BODY_KINDS = (ErrorKind.RESOURCE_EXHAUSTED,)  # only where a body is read
+# What the HTTP edge answers before a request reaches the data plane (no ErrorKind).
+BODY_STATUSES = {408: "the body stopped arriving before Content-Length bytes",
+                 411: "POST without a Content-Length header"}
+ANY_ROUTE_KINDS = (ErrorKind.BUSY, ErrorKind.INTERNAL)  # every GET is admitted; any handler may fail
+
+
+def error_statuses(kinds: tuple[ErrorKind, ...] | None = None, body: bool = False) -> dict[int, str]:
+    """{HTTP status: what it means} for ``kinds`` (default: every kind, those of bodies only
+    with ``body``), plus the edge's own body statuses with ``body``."""
+    chosen = [k for k in (ErrorKind if kinds is None else kinds) if body or k not in BODY_KINDS]
+    texts: dict[int, list[str]] = {}
+    for kind in chosen:
+        texts.setdefault(HTTP_STATUS[kind], []).append(KIND_TEXT.get(kind, kind.value.lower().replace("_", " ")))
+    out = {status: "; or ".join(t) for status, t in texts.items()}
+    if body:
+        out.update(BODY_STATUSES)
+    return dict(sorted(out.items()))
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -245,12 +265,12 @@ def _json(schema: str, description: str, headers: dict[str, Any] | None = None) 
     return out
 
 
-def _errors(codes: tuple[int, ...]) -> dict[str, Any]:
-    return {str(c): {"$ref": f"#/components/responses/Error{c}"} for c in codes}
+def _errors(kinds: tuple[ErrorKind, ...] | None = None, body: bool = False) -> dict[str, Any]:
+    return {str(c): {"$ref": f"#/components/responses/Error{c}"} for c in error_statuses(kinds, body)}
 
 
 def _model_errors(body: bool) -> dict[str, Any]:
-    return _errors(tuple(c for c in ERRORS if body or c not in BODY_ERRORS))
+    return _errors(None, body)
 
 
 def _params(*names: str) -> list[dict[str, str]]:
@@ -269,7 +289,7 @@ def _tfs_paths() -> dict[str, Any]:
     ``/labels/{label}``."""
     version_header = {VERSION_HEADER: {"$ref": f"#/components/headers/{VERSION_HEADER}"}}
     paths: dict[str, Any] = {}
-    for suffix, spec, label in (("", (), ""), ("/versions/{version}", ("tfsVersion",), "ByVersion"),
+    for suffix, spec, label in (("", (), ""), ("/versions/{version}", ("version",), "ByVersion"),
                                 ("/labels/{label}", ("label",), "ByLabel")):
         base = "/v1/models/{name}" + suffix
         params = _params("name", *spec, "traffic")
@@ -308,15 +328,15 @@ def _oip_paths() -> dict[str, Any]:
     ``/versions/{version}``."""
     paths: dict[str, Any] = {
         "/v2": {"get": _op("serverMetadata", "server name, version and extensions",
-                           {"200": _json("ServerMetadataResponse", "server metadata"), **_errors((429, 500))})},
+                           {"200": _json("ServerMetadataResponse", "server metadata"), **_errors(ANY_ROUTE_KINDS)})},
         "/v2/health/live": {"get": _op("serverLive", "200 while the process serves HTTP",
-                                       {"200": _json("LiveResponse", "live"), **_errors((429, 500))})},
+                                       {"200": _json("LiveResponse", "live"), **_errors(ANY_ROUTE_KINDS)})},
         "/v2/health/ready": {"get": _op(
             "serverReady", "200 once a labelled model version serves",
             {"200": _json("ReadyResponse", "ready"), "503": _json("ReadyResponse", "not ready (yet)"),
-             **_errors((429, 500))})},
+             **_errors(ANY_ROUTE_KINDS)})},
     }
-    for suffix, spec, label in (("", (), ""), ("/versions/{version}", ("oipVersion",), "Version")):
+    for suffix, spec, label in (("", (), ""), ("/versions/{version}", ("version",), "Version")):
         base = "/v2/models/{name}" + suffix
         params = _params("name", *spec)
         paths[base] = {"parameters": params, "get": _op(
@@ -340,12 +360,12 @@ def _components(model_name: str) -> dict[str, Any]:
                     **_tensor_schemas(), **_tfs_schemas(), **_oip_schemas(),
                     "OpenApiDocument": {"type": "object", "required": ["openapi", "info", "paths"]}},
         "parameters": {
-            "name": {**path, "name": "name", "description": "the model's name (serving.model_name)",
-                     "schema": {"type": "string", "pattern": "^[^/:]+$", "example": model_name}},
-            "tfsVersion": {**path, "name": "version", "description": "a loaded version number",
-                           "schema": {"type": "integer", "format": "int64", "minimum": 0, "maximum": INT64_MAX}},
-            "oipVersion": {**path, "name": "version", "description": "a loaded version number",
-                           "schema": {"type": "string", "pattern": "^[0-9]+$"}},
+            "name": {**path, "name": "name", "description": "the model's name (serving.model_name): the one "
+                                                            "model this gateway serves; another is a 404",
+                     "schema": {"type": "string", "enum": [model_name]}},
+            "version": {**path, "name": "version", "description": "a loaded version number (an int64: "
+                                                                  "beyond it, or not a number, is a 400)",
+                        "schema": {"type": "integer", "format": "int64", "minimum": 0, "maximum": INT64_MAX}},
             "label": {**path, "name": "label", "description": "a version label of models.config "
                                                               "(stable, canary; previous = second-newest)",
                       "schema": {"type": "string", "pattern": "^[^/:]+$"}},
@@ -360,7 +380,7 @@ def _components(model_name: str) -> dict[str, Any]:
                                      "schema": {"type": "integer", "minimum": 0, "maximum": INT64_MAX}},
                     codec.HEADER_LENGTH: {"required": False, "description": "bytes of JSON before the binary tensors",
                                           "schema": {"type": "integer", "minimum": 0}}},
-        "responses": {f"Error{c}": _json("Error", text) for c, text in ERRORS.items()},
+        "responses": {f"Error{c}": _json("Error", text) for c, text in error_statuses(body=True).items()},
     }
 
 
@@ -369,7 +389,7 @@ def document(model_name: str) -> dict[str, Any]:
     paths = {**_tfs_paths(), **_oip_paths(),
              DOCUMENT_PATH: {"get": _op("openapi", "this document",
                                         {"200": _json("OpenApiDocument", "the OpenAPI document"),
-                                         **_errors((429,))})}}
+                                         **_errors(ANY_ROUTE_KINDS)})}}
     return {
         "openapi": OPENAPI_VERSION,
         "info": {"title": f"soilcast gateway: {model_name}", "version": "1",
