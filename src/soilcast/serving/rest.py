@@ -46,6 +46,7 @@ from soilcast.contract import INPUT, VALID_DOY
 from soilcast.serving.dataplane import DataPlane, InferRequest, ModelRef, ServingError, TensorSpec
 from soilcast.serving.drift import TRAFFIC_HEADER
 from soilcast.serving.errors import HTTP_STATUS, ErrorKind
+from soilcast.serving.json_tensors import JsonTensorError, Span, decode, split
 
 log = logging.getLogger("soilcast.serving.rest")
 
@@ -96,53 +97,85 @@ def json_depth(body: bytes) -> int:
 
 
 def parse_json(body: bytes) -> Any:
-    """``body`` parsed, refusing what no predict body holds: nesting deeper than
-    MAX_JSON_DEPTH (json's recursion would fail without an answer) and booleans."""
+    """``body`` parsed with every numeric array left as a :class:`Span` of it (decoded later,
+    straight into numpy: :mod:`soilcast.serving.json_tensors`), refusing what no predict body
+    holds: nesting deeper than MAX_JSON_DEPTH (json's recursion would fail without an
+    answer) and booleans."""
     depth = json_depth(body)
     if depth > MAX_JSON_DEPTH:
         raise _bad(f"body nests {depth} levels deep; at most {MAX_JSON_DEPTH} expected")
     if BOOLEAN.search(body):
         raise _bad("the body holds true/false where numbers are expected: booleans are not numbers")
     try:
-        return json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        return split(body)[0]
+    except JsonTensorError as err:
         raise _bad(f"body is not JSON: {err}") from None
 
 
-def _array(value: Any, what: str) -> np.ndarray:
-    try:
-        array = np.asarray(value, dtype=np.float32)
-    except (TypeError, ValueError) as err:
-        raise _bad(f"{what}: not a rectangular array of numbers ({err})") from None
-    if array.ndim == 0:
-        raise _bad(f"{what}: expected an array, got a single number")
-    return array
+class _Body:
+    """A parsed body and the bytes its spans point into."""
+
+    def __init__(self, body: bytes) -> None:
+        self.raw, self.tree = body, parse_json(body)
+
+    def array(self, value: Any, what: str, dtype: Any = np.float32) -> np.ndarray:
+        """``value`` (a span, a list of them, or a small JSON value) as a rectangular array."""
+        try:
+            if isinstance(value, Span):
+                array = decode(self.raw, value, dtype)
+            elif isinstance(value, list) and value and all(isinstance(v, Span) for v in value):
+                parts = [decode(self.raw, v, dtype) for v in value]
+                if len({p.shape for p in parts}) > 1:
+                    raise JsonTensorError(f"not a rectangular array of numbers (rows of shapes "
+                                          f"{sorted({p.shape for p in parts})[:3]})")
+                array = np.stack(parts)
+            elif isinstance(value, (int, float)) and not isinstance(value, bool):
+                array = np.asarray(value, dtype)
+            else:
+                raise JsonTensorError(f"not a rectangular array of numbers (got {type(value).__name__})")
+        except JsonTensorError as err:
+            raise _bad(f"{what}: {err}") from None
+        if array.ndim == 0:
+            raise _bad(f"{what}: expected an array, got a single number")
+        return array
 
 
-def parse_predict(body: Any) -> tuple[dict[str, np.ndarray], bool, str]:
+def _dtype(name: str) -> Any:
+    """Days are parsed as float64 (whole, range-checked before narrowing); the rest float32."""
+    return np.float64 if name == VALID_DOY else np.float32
+
+
+def parse_predict(body: _Body) -> tuple[dict[str, np.ndarray], bool, str]:
     """(arrays by input name, row format?, signature_name) from a TF Serving predict body."""
-    if not isinstance(body, dict) or ("instances" in body) == ("inputs" in body):
+    tree = body.tree
+    if not isinstance(tree, dict) or ("instances" in tree) == ("inputs" in tree):
         raise _bad("the body must be a JSON object with exactly one of 'instances' (row format) "
                    "or 'inputs' (columnar format)")
-    signature = body.get("signature_name", "")
+    signature = tree.get("signature_name", "")
     if not isinstance(signature, str):
         raise _bad("'signature_name' must be a string")
-    if "instances" in body:
-        rows = body["instances"]
+    if "instances" in tree:
+        rows = tree["instances"]
+        if isinstance(rows, Span):  # rows of numbers: one unnamed input
+            array = body.array(rows, "instances")
+            if not len(array):
+                raise _bad("'instances' must be a non-empty list, one entry per forecast window")
+            return {INPUT: array}, True, signature
         if not isinstance(rows, list) or not rows:
             raise _bad("'instances' must be a non-empty list, one entry per forecast window")
         if all(isinstance(r, dict) for r in rows):
             names = set(rows[0])
             if any(set(r) != names for r in rows):
                 raise _bad("every instance must name the same inputs")
-            return {n: _array([r[n] for r in rows], f"instances[*][{n!r}]") for n in sorted(names)}, True, signature
+            return {n: body.array([r[n] for r in rows], f"instances[*][{n!r}]", _dtype(n))
+                    for n in sorted(names)}, True, signature
         if any(isinstance(r, dict) for r in rows):
             raise _bad("instances mix named (objects) and unnamed rows")
-        return {INPUT: _array(rows, "instances")}, True, signature
-    cols = body["inputs"]
+        return {INPUT: body.array(rows, "instances")}, True, signature
+    cols = tree["inputs"]
     if isinstance(cols, dict):
-        return {n: _array(v, f"inputs[{n!r}]") for n, v in cols.items()}, False, signature
-    return {INPUT: _array(cols, "inputs")}, False, signature
+        return {n: body.array(v, f"inputs[{n!r}]", _dtype(n)) for n, v in cols.items()}, False, signature
+    return {INPUT: body.array(cols, "inputs")}, False, signature
 
 
 def _day_of_year(array: np.ndarray) -> np.ndarray:
@@ -150,12 +183,14 @@ def _day_of_year(array: np.ndarray) -> np.ndarray:
     fractional or non-finite day is a bad request."""
     if not np.isfinite(array).all() or (array != np.round(array)).any():
         raise _bad(f"{VALID_DOY!r} must hold whole days (0..365), got {array.ravel()[:5].tolist()}")
+    if np.abs(array).max(initial=0) >= 2 ** 62:
+        raise _bad(f"{VALID_DOY!r} has {array.ravel()[:5].tolist()}; expected 0..365", "out_of_range")
     return array.astype(np.int64)
 
 
 def predict_request(body: bytes, ref: ModelRef, traffic: str | None) -> tuple[InferRequest, bool]:
     """The core's request a REST predict body stands for, and whether it used rows."""
-    arrays, rows, signature = parse_predict(parse_json(body))
+    arrays, rows, signature = parse_predict(_Body(body))
     if VALID_DOY in arrays:
         arrays[VALID_DOY] = _day_of_year(arrays[VALID_DOY])
     return InferRequest(ref, arrays, signature, (), traffic, PROTOCOL), rows
