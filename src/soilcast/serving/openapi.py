@@ -5,9 +5,11 @@ One document for every REST path the gateway answers: TF Serving's REST API unde
 v2) under ``/v2`` (server live/ready/metadata, model ready/metadata, ``infer``) and this
 document itself. It is built from the code's own names, never retyped: signature, input and
 output names from :mod:`soilcast.contract`, the traffic header and its values from
-:mod:`soilcast.serving.drift`, the TF Serving enums (version state, error code, dtype) from
-the TF Serving protos the REST adapter encodes, so a renamed output or a new traffic value
-changes the document with the code. The schemas are strict (required keys, no unknown keys
+:mod:`soilcast.serving.drift`, the error statuses from :data:`soilcast.serving.errors.HTTP_STATUS`,
+the OIP datatypes, parameters and binary-extension names from :mod:`soilcast.serving.oip.codec`,
+the TF Serving enums (version state, error code, dtype) from the TF Serving protos the REST
+adapter encodes, so a renamed output, a new traffic value or a new error kind changes the
+document with the code. The schemas are strict (required keys, no unknown keys
 where the server sends none, enums for states and datatypes, whole days in 0..365), so a
 client generated from it, or a test validating real answers against it, catches a wrong
 response rather than describing any JSON at all.
