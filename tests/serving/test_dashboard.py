@@ -55,14 +55,16 @@ def test_dashboard_shows_what_an_operator_needs():
     assert {"Realised skill vs persistence by lead", "Realised skill vs climatology by lead",
             "Realised RMSE by lead", "Forecasts awaiting verification", "Age of the latest forecast",
             "Age of the latest observed day", "Input drift PSI by variable and version", "Drift last updated",
-            "Request rate by method and code", "Request rate by traffic", "Latency p50 / p95 by method",
+            "Request rate by protocol, method and code", "Request rate by traffic",
+            "Latency p50 / p95 by protocol and method", "Requests in flight", "Gateway resident memory",
             "Model versions loaded", "Model loaded", "Newest serving version"} <= titles
     exprs = " ".join(e for _, e in dashboard.queries(board))
     for metric in ("soilcast_realised_rmse", "soilcast_realised_skill", "soilcast_forecasts_awaiting_verification",
                    "soilcast_latest_forecast_issued_timestamp_seconds", "soilcast_latest_observed_day_timestamp_seconds",
                    "soilcast_drift_psi", "soilcast_drift_updated_timestamp_seconds", "soilcast_requests_total",
                    "soilcast_requests_by_traffic_total", "soilcast_request_latency_seconds_bucket",
-                   "soilcast_model_info", "soilcast_model_loaded"):
+                   "soilcast_model_info", "soilcast_model_loaded", "soilcast_requests_in_flight",
+                   "process_resident_memory_bytes"):
         assert metric in exprs, metric
     assert "histogram_quantile(0.5," in exprs and "histogram_quantile(0.95," in exprs
     variables = {v["name"]: v for v in board["templating"]["list"]}

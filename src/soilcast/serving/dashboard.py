@@ -15,7 +15,8 @@ Prometheus data source of uid :data:`DATASOURCE_UID`, at http://prometheus:9090)
 
 Rows: realised skill of the verified forecasts (``soilcast daily``'s status, per label and
 lead), freshness (age of the latest forecast and observed day, forecasts awaiting
-verification), drift, traffic (request rate by method/code and by traffic, latency p50/p95)
+verification), drift, traffic (request rate by protocol/method/code and by traffic, latency
+p50/p95 by protocol, requests in flight, resident memory)
 and the served models. The ``$label`` variable (stable, canary) filters the per-label panels.
 Every query is PromQL for the data source; :func:`queries` lists them (the test runs each one
 against a real Prometheus scraping a real gateway).
@@ -175,19 +176,29 @@ def drift_row() -> tuple[str, list[Any]]:
 
 
 def traffic_row() -> tuple[str, list[Any]]:
-    """Requests through the gateway."""
-    latency = [query(f"histogram_quantile({q}, sum by (le, method) "
-                     f"(rate(soilcast_request_latency_seconds_bucket[{RATE}])))", f"{{{{method}}}} p{p}", ref)
+    """Requests through the gateway, every protocol (TF Serving gRPC/REST, Open Inference
+    Protocol REST/gRPC), and what they cost the process."""
+    latency = [query(f"histogram_quantile({q}, sum by (le, protocol, method) "
+                     f"(rate(soilcast_request_latency_seconds_bucket[{RATE}])))", f"{{{{protocol}}}} {{{{method}}}} p{p}",
+                     ref)
                for q, p, ref in ((0.5, 50, "A"), (0.95, 95, "B"))]
     return "Traffic", [
-        graph("Request rate by method and code", "gRPC and REST requests per second.",
-              query(f"sum by (method, code) (rate(soilcast_requests_total[{RATE}]))", "{{method}} {{code}}"),
-              unit="reqps"),
+        graph("Request rate by protocol, method and code", "Requests per second of every protocol; code BUSY: over "
+              "serving.max_concurrent_rpcs.",
+              query(f"sum by (protocol, method, code) (rate(soilcast_requests_total[{RATE}]))",
+                    "{{protocol}} {{method}} {{code}}"), unit="reqps"),
         graph("Request rate by traffic", "Live forecasts, hindcasts and verification requests per second.",
               query(f"sum by (traffic) (rate(soilcast_requests_by_traffic_total[{RATE}]))", "{{traffic}}"),
               unit="reqps"),
-        graph("Latency p50 / p95 by method", "gRPC handling time, from the latency histogram.", *latency,
+        graph("Latency p50 / p95 by protocol and method",
+              "Handling time in the serving core, every protocol, from the latency histogram.", *latency,
               unit="s", width=24),
+        graph("Requests in flight", "Requests each gateway's core runs at once, all protocols (at most "
+              "serving.max_concurrent_rpcs).", query("max by (instance) (soilcast_requests_in_flight)",
+                                                     "{{instance}}")),
+        graph("Gateway resident memory", "Resident memory of each gateway process (big REST bodies, loaded "
+              "versions).", query('process_resident_memory_bytes{job="soilcast-gateway"}', "{{instance}}"),
+              unit="bytes"),
     ]
 
 

@@ -49,8 +49,10 @@ from tensorflow.core.protobuf import error_codes_pb2
 from tensorflow_serving.apis import (
     get_model_metadata_pb2,
     get_model_status_pb2,
+    model_service_pb2,
     model_service_pb2_grpc,
     predict_pb2,
+    prediction_service_pb2,
     prediction_service_pb2_grpc,
 )
 
@@ -68,7 +70,10 @@ from soilcast.serving.dataplane import (
 )
 from soilcast.serving.drift import TRAFFIC_METADATA, DriftMonitor
 from soilcast.serving.errors import GRPC_CODE, ErrorKind, ServingError, kind_of_grpc
+from soilcast.serving.health import add_health_and_reflection, labelled_versions_ready
 from soilcast.serving.models import ModelInfo, ModelLoadError, ModelRepository, lead_axis, read_info
+from soilcast.serving.oip import servicer as oip_servicer
+from soilcast.serving.oip.rest import OipRest
 from soilcast.serving.payload_log import PayloadLog
 from soilcast.serving.realised import RealisedCollector
 from soilcast.serving.rest import RestApi, RestServer, signature_def
@@ -82,6 +87,10 @@ TRANSPORT_HEADROOM = 2
 FIELD_SIGNATURE = "signature_def"
 FIELD_SOILCAST = "soilcast_metadata"
 PROTOCOL = "tfs_grpc"
+TFS_SERVICES = (prediction_service_pb2.DESCRIPTOR.services_by_name["PredictionService"].full_name,
+                model_service_pb2.DESCRIPTOR.services_by_name["ModelService"].full_name)
+ADMITTED = tuple(f"/{name}/" for name in TFS_SERVICES)
+PROBE_HEADROOM = 16  # gRPC calls beyond the core's limit the transport still takes (probes, refusals)
 State = get_model_status_pb2.ModelVersionStatus.State
 
 
@@ -192,6 +201,8 @@ class Admission(grpc.ServerInterceptor):
         handler = continuation(handler_call_details)
         if handler is None or handler.unary_unary is None:
             return handler
+        if not handler_call_details.method.startswith(ADMITTED):
+            return handler  # health, reflection, OIP (which admits in its servicer)
         method = handler_call_details.method.rsplit("/", 1)[-1]
         deserialize, behaviour = handler.request_deserializer, handler.unary_unary
         limit = self.plane.max_bytes
@@ -393,8 +404,10 @@ class Gateway:
     def _on_model_event(self, event: str, version: int, detail: str) -> None:
         if event == "swapped":
             self._publish_model_state()
+            self._refresh_health()
         elif event == "labels":
             log.info("version labels now %s", detail)
+            self._refresh_health()
         elif event == "warmup_empty":
             self.telemetry.warmup_empty.inc()
         elif event == "refused":
@@ -402,6 +415,10 @@ class Gateway:
             log.error("model version %s refused, older versions keep serving: %s", version, detail)
         else:
             log.info("model version %s %s (%s)", version, event, detail)
+
+    def _refresh_health(self) -> None:
+        if getattr(self, "health", None) is not None:
+            self.health.refresh()
 
     def _publish_model_state(self) -> None:
         if self.repo is None:
@@ -426,15 +443,20 @@ class Gateway:
         s = self.cfg.serving
         server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=s.max_workers, thread_name_prefix="soilcast-grpc"),
-            interceptors=[Admission(self.plane)],
+            interceptors=[Admission(self.plane)],  # TF Serving's services; OIP admits itself, probes never
             options=[("grpc.max_receive_message_length", TRANSPORT_HEADROOM * self.max_bytes),
                      ("grpc.max_send_message_length", self.max_bytes),
                      ("grpc.so_reuseport", 0)],
-            maximum_concurrent_rpcs=s.max_concurrent_rpcs,
+            # the transport's own bound (its queue); the core admits max_concurrent_rpcs requests, the
+            # headroom keeps health checks, Watch streams and refusals from waiting behind them
+            maximum_concurrent_rpcs=s.max_concurrent_rpcs + PROBE_HEADROOM,
         )
         servicer = self.servicer = Servicer(self.plane)
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(servicer, server)
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(servicer, server)
+        self.oip_servicer = oip_servicer.add_to_server(self.plane, server)
+        self.health = add_health_and_reflection(server, labelled_versions_ready(self.plane),
+                                                (*TFS_SERVICES, oip_servicer.SERVICE))
         address = f"{self.host}:{self._ports[0]}"
         try:
             if self.tls:
@@ -459,7 +481,7 @@ class Gateway:
         """Bind the gRPC and REST ports first (fail fast), then metrics, models and serving."""
         try:
             self.server = self._bind()
-            api = RestApi(self.plane, self.cfg.serving.model_name)
+            api = RestApi(self.plane, self.cfg.serving.model_name, OipRest(self.plane))
             self.rest = RestServer(api, self.host, self._ports[2], self.tls)
             self.rest_port = self.rest.port
             self.metrics_port = self.telemetry.serve(self.host, self._ports[1], self.tls)
@@ -505,6 +527,8 @@ class Gateway:
     def stop(self, grace: float | None = None) -> None:
         """Stop accepting calls, let in-flight ones finish for ``grace`` seconds, release all."""
         grace = self.cfg.serving.shutdown_grace_seconds if grace is None else grace
+        if getattr(self, "health", None) is not None:
+            self.health.shutdown()  # NOT_SERVING first: balancers stop sending before the server stops
         if self.rest is not None:
             self.rest.stop()
             self.rest = None

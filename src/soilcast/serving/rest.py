@@ -65,6 +65,8 @@ BOOLEAN = re.compile(rb"[\[,:]\s*(?:true|false)\b")
 OPENING, CLOSING = np.frombuffer(b"[{", np.uint8), np.frombuffer(b"]}", np.uint8)
 SCAN_CHUNK = 1 << 20
 READ_CHUNK = 1 << 20
+HTTP_REQUEST_TIMEOUT = 408
+UNLIMITED = ("/v2/health/live", "/v2/health/ready", "/openapi.json")
 DTYPES = {np.dtype(np.float32): types_pb2.DT_FLOAT, np.dtype(np.int32): types_pb2.DT_INT32}
 
 
@@ -155,27 +157,31 @@ def parse_predict(body: _Body) -> tuple[dict[str, np.ndarray], bool, str]:
     if not isinstance(signature, str):
         raise _bad("'signature_name' must be a string")
     if "instances" in tree:
-        rows = tree["instances"]
-        if isinstance(rows, Span):  # rows of numbers: one unnamed input
-            array = body.array(rows, "instances")
-            if not len(array):
-                raise _bad("'instances' must be a non-empty list, one entry per forecast window")
-            return {INPUT: array}, True, signature
-        if not isinstance(rows, list) or not rows:
-            raise _bad("'instances' must be a non-empty list, one entry per forecast window")
-        if all(isinstance(r, dict) for r in rows):
-            names = set(rows[0])
-            if any(set(r) != names for r in rows):
-                raise _bad("every instance must name the same inputs")
-            return {n: body.array([r[n] for r in rows], f"instances[*][{n!r}]", _dtype(n))
-                    for n in sorted(names)}, True, signature
-        if any(isinstance(r, dict) for r in rows):
-            raise _bad("instances mix named (objects) and unnamed rows")
-        return {INPUT: body.array(rows, "instances")}, True, signature
+        return _rows(body, tree["instances"]), True, signature
     cols = tree["inputs"]
     if isinstance(cols, dict):
         return {n: body.array(v, f"inputs[{n!r}]", _dtype(n)) for n, v in cols.items()}, False, signature
     return {INPUT: body.array(cols, "inputs")}, False, signature
+
+
+def _rows(body: _Body, rows: Any) -> dict[str, np.ndarray]:
+    """The arrays of the row format: unnamed rows (one input) or one object per window."""
+    empty = _bad("'instances' must be a non-empty list, one entry per forecast window")
+    if isinstance(rows, Span):  # rows of numbers: one unnamed input
+        array = body.array(rows, "instances")
+        if not len(array):
+            raise empty
+        return {INPUT: array}
+    if not isinstance(rows, list) or not rows:
+        raise empty
+    if not all(isinstance(r, dict) for r in rows):
+        if any(isinstance(r, dict) for r in rows):
+            raise _bad("instances mix named (objects) and unnamed rows")
+        return {INPUT: body.array(rows, "instances")}
+    names = set(rows[0])
+    if any(set(r) != names for r in rows):
+        raise _bad("every instance must name the same inputs")
+    return {n: body.array([r[n] for r in rows], f"instances[*][{n!r}]", _dtype(n)) for n in sorted(names)}
 
 
 def _day_of_year(array: np.ndarray) -> np.ndarray:
@@ -248,8 +254,11 @@ Answer = tuple[int, dict[str, Any], dict[str, str]]
 class RestApi:
     """Route and translate REST calls to the serving core (``plane``)."""
 
-    def __init__(self, plane: DataPlane, model_name: str) -> None:
-        self.plane, self.model_name, self.max_body = plane, model_name, plane.max_bytes
+    def __init__(self, plane: DataPlane, model_name: str, v2: Any = None) -> None:
+        """``v2``: the Open Inference Protocol's routes (:class:`soilcast.serving.oip.rest.OipRest`:
+        ``handles(path)``, ``get(path, headers)``, ``post(path, headers, length, read_body)``,
+        each answering (status, headers, body bytes)), served on this same HTTP server."""
+        self.plane, self.model_name, self.max_body, self.v2 = plane, model_name, plane.max_bytes, v2
         self.body_idle_seconds, self.drain_seconds = BODY_IDLE_SECONDS, DRAIN_SECONDS
         self.body_deadline_seconds = BODY_DEADLINE_SECONDS
 
@@ -295,98 +304,129 @@ def _content_length(value: str | None) -> int | None:
     return int(value) if value is not None and value.isascii() and value.isdigit() else None
 
 
-def _handler(api: RestApi) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        timeout = 60  # an idle keep-alive connection does not hold a thread forever
-        server_version = "soilcast"
+class RestHandler(BaseHTTPRequestHandler):
+    """HTTP/1.1 in and out; everything else is :class:`RestApi`'s (``api``, set per server)."""
 
-        def _send(self, status: int, payload: dict[str, Any], headers: dict[str, str]) -> None:
-            data = json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            for k, v in headers.items():
-                self.send_header(k, v)
-            self.end_headers()
-            self.wfile.write(data)
+    api: RestApi
+    protocol_version = "HTTP/1.1"
+    timeout = 60  # an idle keep-alive connection does not hold a thread forever
+    server_version = "soilcast"
 
-        def _error(self, err: ServingError) -> None:
+    def _send(self, status: int, payload: dict[str, Any], headers: dict[str, str]) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        for k, v in headers.items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _run(self, method: str, nbytes: int, fn: Callable[[], Answer]) -> bool:
+        """``fn`` inside the core's admission (THE size and concurrency limits); False when
+        admission refused it (its body, if any, unread). Whatever fails, the client gets an
+        answer: an unexpected error is a 500 naming it, never a dropped connection."""
+        admitted = False
+        try:
+            with self.api.plane.admit(PROTOCOL, method, nbytes):
+                admitted = True
+                self._send(*fn())
+        except ServingError as err:
             self._send(HTTP_STATUS[err.kind], {"error": err.message}, {})
+        except Exception as err:
+            log.exception("REST %s failed", method)
+            self.close_connection = True
+            self._send(HTTP_STATUS[ErrorKind.INTERNAL], {"error": f"{method}: {type(err).__name__}: {err}"}, {})
+        return admitted
 
-        def _run(self, method: str, nbytes: int, fn: Callable[[], Answer]) -> None:
-            """``fn`` inside the core's admission (THE size and concurrency limits)."""
-            try:
-                with api.plane.admit(PROTOCOL, method, nbytes):
-                    self._send(*fn())
-            except ServingError as err:
-                if err.kind in (ErrorKind.BUSY, ErrorKind.RESOURCE_EXHAUSTED) and nbytes:
-                    self.close_connection = True
-                self._error(err)
+    def _read_body(self, length: int) -> bytearray:
+        """The body, or ServingError DEADLINE_EXCEEDED (answered 408) when it stops arriving
+        for ``body_idle_seconds`` or is still incomplete after ``body_deadline_seconds``."""
+        api = self.api
+        body, got = bytearray(length), 0  # length <= the limit: admitted before this read
+        view = memoryview(body)
+        deadline = time.monotonic() + api.body_deadline_seconds
+        self.connection.settimeout(api.body_idle_seconds)
+        try:
+            while got < length and time.monotonic() < deadline:
+                n = self.rfile.readinto1(view[got:got + READ_CHUNK])
+                if not n:
+                    break
+                got += n
+        except (socket.timeout, TimeoutError):
+            pass
+        finally:
+            self.connection.settimeout(self.timeout)
+        if got < length:
+            self.close_connection = True
+            raise ServingError(ErrorKind.DEADLINE_EXCEEDED, "slow_body",
+                               f"request body stopped after {got} of {length} bytes (Content-Length); "
+                               f"nothing arrived for {api.body_idle_seconds:g} s or the body took over "
+                               f"{api.body_deadline_seconds:g} s")
+        view.release()
+        return body
 
-        def _read_body(self, length: int) -> bytearray:
-            """The body, or ServingError DEADLINE_EXCEEDED (answered 408) when it stops arriving
-            for ``body_idle_seconds`` or is still incomplete after ``body_deadline_seconds``."""
-            body, got = bytearray(length), 0  # length <= the limit: admitted before this read
-            view = memoryview(body)
-            deadline = time.monotonic() + api.body_deadline_seconds
-            self.connection.settimeout(api.body_idle_seconds)
-            try:
-                while got < length and time.monotonic() < deadline:
-                    n = self.rfile.readinto1(view[got:got + READ_CHUNK])
-                    if not n:
-                        break
-                    got += n
-            except (socket.timeout, TimeoutError):
+    def _drain(self) -> None:
+        """After an early refusal (413, 429): read and drop what the client still sends,
+        briefly, so it reads the answer instead of a reset; then the connection closes."""
+        self.close_connection = True
+        self.connection.settimeout(self.api.drain_seconds)
+        try:
+            while self.rfile.read1(1 << 16):
                 pass
-            finally:
-                self.connection.settimeout(self.timeout)
-            if got < length:
-                self.close_connection = True
-                raise ServingError(ErrorKind.DEADLINE_EXCEEDED, "slow_body",
-                                   f"request body stopped after {got} of {length} bytes (Content-Length); "
-                                   f"nothing arrived for {api.body_idle_seconds:g} s or the body took over "
-                                   f"{api.body_deadline_seconds:g} s")
-            view.release()
-            return body
+        except (OSError, ValueError):
+            pass
 
-        def _drain(self) -> None:
-            """After an early 413: read and drop what the client still sends, briefly, so it
-            reads the answer instead of a reset; then the connection closes."""
-            self.connection.settimeout(api.drain_seconds)
-            try:
-                while self.rfile.read1(1 << 16):
-                    pass
-            except (OSError, ValueError):
-                pass
+    def _send_raw(self, status: int, headers: dict[str, str], body: bytes) -> None:
+        self.send_response(status)
+        for k, v in {**headers, "Content-Length": str(len(body))}.items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(body)
 
-        def do_GET(self) -> None:  # http.server's naming
-            path = self.path.split("?", 1)[0]
-            self._run("GET", 0, lambda: api.get(path, self.headers.get(TRAFFIC_HEADER)))
+    def _v2(self, path: str) -> bool:
+        return self.api.v2 is not None and self.api.v2.handles(path)
 
-        def do_POST(self) -> None:
-            length = _content_length(self.headers.get("Content-Length"))
-            if length is None:
-                self.close_connection = True
-                return self._send(411, {"error": "POST needs a Content-Length header"}, {})
-            path, traffic = self.path.split("?", 1)[0], self.headers.get(TRAFFIC_HEADER)
+    def do_GET(self) -> None:  # http.server's naming
+        path, traffic = self.path.split("?", 1)[0], self.headers.get(TRAFFIC_HEADER)
+        if self._v2(path):
+            return self._send_raw(*self.api.v2.get(path, self.headers))
+        if path in UNLIMITED:  # health and the API document never wait for a slot
+            return self._send(*self.api.get(path, traffic))
+        method = "GetModelMetadata" if path.endswith("/metadata") else "GetModelStatus"
+        self._run(method, 0, lambda: self.api.get(path, traffic))
 
-            def answer() -> Answer:
-                try:
-                    body = self._read_body(length)
-                except ServingError as err:
-                    api.plane.reject(PROTOCOL, "Predict", err)
-                    return 408, {"error": err.message}, {"Connection": "close"}
-                return api.post(path, body, traffic)
-
-            self._run("Predict", length, answer)
-            if length > api.max_body:
+    def do_POST(self) -> None:
+        length = _content_length(self.headers.get("Content-Length"))
+        if length is None:
+            self.close_connection = True
+            return self._send(411, {"error": "POST needs a Content-Length header"}, {})
+        path, traffic = self.path.split("?", 1)[0], self.headers.get(TRAFFIC_HEADER)
+        if self._v2(path):
+            read: list[bool] = []
+            self._send_raw(*self.api.v2.post(path, self.headers, length,
+                                             lambda: (read.append(True), self._read_body(length))[1]))
+            if length and not read:
                 self._drain()
+            return
+        if not self._run("Predict", length, lambda: self._predict(path, length, traffic)):
+            self._drain()
 
-        def log_message(self, format: str, *args: Any) -> None:
-            log.debug("%s %s", self.address_string(), format % args)
+    def _predict(self, path: str, length: int, traffic: str | None) -> Answer:
+        try:
+            body = self._read_body(length)
+        except ServingError as err:
+            self.api.plane.reject(PROTOCOL, "Predict", err)
+            return HTTP_REQUEST_TIMEOUT, {"error": err.message}, {"Connection": "close"}
+        return self.api.post(path, body, traffic)
 
-    return Handler
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("%s %s", self.address_string(), format % args)
+
+
+def _handler(api: RestApi) -> type[BaseHTTPRequestHandler]:
+    """A handler class bound to ``api`` (http.server makes one instance per request)."""
+    return type("Handler", (RestHandler,), {"api": api})
 
 
 class RestServer:
