@@ -89,7 +89,15 @@ def test_requests_count_under_the_label_and_version_served(tmp_path):
                           version_label="stable", version="1") == 1, protocol
             assert metric(samples, "soilcast_request_latency_seconds_count", protocol=protocol, method="Predict",
                           signature="serving_default", version="1") == 1, protocol
-        assert metric(samples, "soilcast_requests_total", None, version_label="", code="OK") is None
+        with client(gw) as c, pytest.raises(grpc.RpcError):
+            c.predict(x[:, :, :-1])  # refused before it reached a version
+        assert _post(gw, "/v1/models/soilcast:predict", {"inputs": x.tolist(), "signature_name": "made-up"}) == 400
+        samples = scrape(gw.metrics_port)
+        assert metric(samples, "soilcast_requests_total", version_label="(none)", version="(none)") == 1
+        assert metric(samples, "soilcast_request_latency_seconds_count", signature="(unknown)") == 1
+        values = {v for (name, labels), _ in samples.items() if name.startswith("soilcast_request")
+                  for k, v in labels if k in ("version_label", "version", "signature")}
+        assert "" not in values and "made-up" not in values, values
 
 
 def test_the_core_answers_in_its_own_words(tmp_path):

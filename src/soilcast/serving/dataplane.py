@@ -69,7 +69,9 @@ log = logging.getLogger("soilcast.serving.dataplane")
 
 PREDICT, METADATA, STATUS = "Predict", "GetModelMetadata", "GetModelStatus"  # the ``method`` label
 LABELS = ("stable", "canary", "previous")
-UNKNOWN_LABEL = "(unknown)"  # the one version_label value every label no models.config defines counts under
+UNKNOWN_LABEL = "(unknown)"  # the one version_label (or signature) value every invented name counts under
+NONE = "(none)"  # version_label / version / signature of a request no version was resolved for
+UNLABELLED = "(unlabelled)"  # version_label of a served version no label points at
 
 
 # ---------------------------------------------------------------------------- the contract
@@ -383,7 +385,7 @@ class DataPlane:
     def reject(self, protocol: str, method: str, err: ServingError) -> None:
         """Count a request an adapter (or :meth:`admit`) refused before the core ran it."""
         self.telemetry.count_invalid(err.reason, err.nonfinite)
-        self.telemetry.count(protocol, method, err.kind.value, "", "")
+        self.telemetry.count(protocol, method, err.kind.value, NONE, NONE)
 
     # -- the calls
     def infer(self, req: InferRequest, timeout: float | None = None,
@@ -424,9 +426,11 @@ class DataPlane:
         finally:
             latency = time.perf_counter() - t0
             code = "OK" if kind is None else kind.value
-            v = "" if version is None else str(version)
+            v = NONE if version is None else str(version)
+            label = label or (NONE if version is None else UNLABELLED)
+            signature = CALLS[req.signature].signature if req.signature in CALLS else UNKNOWN_LABEL
             self.telemetry.count(req.protocol, PREDICT, code, label, v)
-            self.telemetry.observe(req.protocol, PREDICT, req.signature or SIGNATURE, v, latency)
+            self.telemetry.observe(req.protocol, PREDICT, signature, v, latency)
             if traffic is not None:
                 self.telemetry.by_traffic.labels(traffic).inc()
             if self.payloads is not None:
@@ -474,11 +478,11 @@ class DataPlane:
 
     def _timed(self, protocol: str, method: str, ref: ModelRef, traffic: str | None, fn: Callable[[], Any]) -> Any:
         """Count and time a non-inference call under the version it described."""
-        t0, code, version = time.perf_counter(), "OK", ""
+        t0, code, version = time.perf_counter(), "OK", NONE if ref.version is None else str(ref.version)
         try:
             self.telemetry.by_traffic.labels(_traffic(traffic)).inc()
             result = fn()
-            version = str(getattr(result, "version", "") or "")
+            version = str(getattr(result, "version", version))
             return result
         except ServingError as err:
             code = err.kind.value
@@ -489,9 +493,9 @@ class DataPlane:
             log.exception("%s failed", method)
             raise ServingError(ErrorKind.INTERNAL, None, f"{method}: {type(err).__name__}: {err}") from err
         finally:
-            label = self.label_value(ref.label)
+            label = self.label_value(ref.label) or NONE
             self.telemetry.count(protocol, method, code, label, version)
-            self.telemetry.observe(protocol, method, "", version, time.perf_counter() - t0)
+            self.telemetry.observe(protocol, method, NONE, version, time.perf_counter() - t0)
 
     def _check_name(self, ref: ModelRef) -> None:
         if ref.name != self.model_name:

@@ -8,11 +8,13 @@ Names (all ``soilcast_``-prefixed; alert rules in ``serving/prometheus/alerts.ym
   GetModelMetadata, GetModelStatus whatever the protocol calls them; ``code`` the status
   name, ``BUSY`` for a request over ``serving.max_concurrent_rpcs``), under the label and the
   version actually served: a request naming nothing that got ``stable`` counts as
-  ``version_label="stable"``; '' only when no version was resolved (refused before) or the
-  served version carries no label; a label no models.config defines counts as
-  ``"(unknown)"``, so invented labels cannot grow the series
+  ``version_label="stable"``; never '': ``"(none)"`` (label and version) when no version was
+  resolved (refused before), ``"(unlabelled)"`` for a served version no label points at; a
+  label no models.config defines counts as ``"(unknown)"``, so invented labels cannot grow
+  the series
 - ``request_latency_seconds{protocol,method,signature,version}`` (histogram; every protocol's
-  handling time in the core, from admission to answer)
+  handling time in the core; ``signature`` the canonical name, ``"(unknown)"`` for a name the
+  model does not have, ``"(none)"`` for metadata and status)
 - ``requests_in_flight``: requests the core runs now (all protocols; never above
   ``serving.max_concurrent_rpcs``)
 - ``warmup_empty_total``: versions loaded whose warm-up file held no record
