@@ -226,6 +226,86 @@ def _json_head(wire: Wire) -> Answer:
     return Answer(wire.status_code, Headers({**wire.headers, "Content-Type": "application/json"}), wire.answer.data[:n])
 
 
+def test_open_inference_protocol_answers_conform(served, spec):
+    """/v2: server metadata, model metadata and ready (with and without a version), infer in
+    JSON (all outputs, some, another signature) and with the binary tensor extension."""
+    port = served.rest_port
+    for path in ("/v2", "/v2/models/soilcast", "/v2/models/soilcast/versions/1", "/v2/models/soilcast/ready",
+                 "/v2/models/soilcast/versions/1/ready"):
+        wire = call(port, "GET", path)
+        assert wire.status_code == 200, (path, wire.data[:300])
+        conforms(spec, wire)
+    x = meteo(served.cfg, np.random.default_rng(7))
+    days = np.full((1, served.cfg.window.n_leads), 150, np.int32)
+    products = _infer_body(x, parameters={"signature_name": PRODUCTS_SIGNATURE, "traffic": "verification"})
+    products["inputs"].append({"name": VALID_DOY, "shape": list(days.shape), "datatype": "INT32",
+                               "data": days.tolist()})  # nested, not flat: both are the protocol's
+    answers = []
+    for path, body in (("/v2/models/soilcast/infer", _infer_body(x, id="a-1")),
+                       ("/v2/models/soilcast/versions/1/infer", _infer_body(x, outputs=[{"name": "soil_moisture"}])),
+                       ("/v2/models/soilcast/infer", products)):
+        wire = call(port, "POST", path, body, headers={"X-Soilcast-Traffic": "hindcast"})
+        assert wire.status_code == 200, (path, wire.data[:300])
+        assert wire.headers[VERSION_HEADER] == "1"
+        conforms(spec, wire)
+        answers.append(wire)
+    assert [o["name"] for o in answers[1].json["outputs"]] == ["soil_moisture"]
+    metadata = call(port, "GET", "/v2/models/soilcast")
+    assert metadata.json["parameters"]["leads"] == list(served.cfg.window.leads)
+    broken = [  # each real answer altered in one place fails the document
+        (metadata, lambda b: b["inputs"][0].update(datatype="FLOAT32")),
+        (metadata, lambda b: b.pop("platform")),
+        (metadata, lambda b: b["parameters"].pop("leads")),
+        (answers[0], lambda b: b["outputs"][0].pop("shape")),
+        (answers[0], lambda b: b["outputs"][0].update(data=[True])),
+        (answers[0], lambda b: b.update(model_version=1)),
+        (answers[2], lambda b: b["outputs"][0].update(name="soil_moisture_forecast")),
+    ]
+    for wire, change in broken:
+        with pytest.raises(OpenAPIError):
+            spec.validate_response(wire, _altered(wire, change))
+    head = json.dumps(_infer_body(x, parameters={"binary_data_output": True}) | {"inputs": [
+        {"name": "meteo", "shape": list(x.shape), "datatype": "FP32", "parameters": {"binary_data_size": x.nbytes}}]})
+    wire = call(port, "POST", "/v2/models/soilcast/infer", raw=head.encode() + x.astype("<f4").tobytes(),
+                headers={"Content-Type": "application/octet-stream", HEADER_LENGTH: str(len(head))})
+    assert wire.status_code == 200 and wire.headers["Content-Type"] == "application/octet-stream", wire.data[:300]
+    conforms(spec, wire)
+    spec.validate_response(wire, _json_head(wire))
+    assert {o["name"]: o["parameters"]["binary_data_size"] for o in json.loads(_json_head(wire).data)["outputs"]} \
+        == {"soil_moisture": 4 * np.prod(served.cfg.grid.shape),
+            "soil_moisture_by_lead": 4 * served.cfg.window.n_leads * np.prod(served.cfg.grid.shape)}
+
+
+def test_open_inference_protocol_errors_conform(served, spec):
+    port = served.rest_port
+    x = meteo(served.cfg, np.random.default_rng(8))
+    half = _infer_body(x)
+    half["inputs"][0]["datatype"] = "FP16"
+    cases = [  # (method, path, body, raw, status, request valid per the document)
+        ("GET", "/v2/models/other", None, None, 404, False),
+        ("GET", "/v2/models/soilcast/versions/9", None, None, 404, True),
+        ("POST", "/v2/models/other/infer", _infer_body(x), None, 404, False),
+        ("POST", "/v2/models/soilcast/versions/18446744073709551616/infer", _infer_body(x), None, 400, False),
+        ("GET", "/v2/models/soilcast/versions/18446744073709551616", None, None, 400, False),
+        ("POST", "/v2/models/soilcast/infer", None, b"{not json", 400, False),
+        ("POST", "/v2/models/soilcast/infer", half, None, 400, False),
+        ("POST", "/v2/models/soilcast/infer", _infer_body(x, parameters={"signature_name": 7}), None, 400, False),
+        ("POST", "/v2/models/soilcast/infer", None, b" " * (2 << 20), 413, False),
+    ]
+    for method, path, body, raw, status, valid in cases:
+        wire = call(port, method, path, body, raw)
+        assert wire.status_code == status, (path, wire.data[:300])
+        assert set(wire.json) == {"error"}
+        conforms(spec, wire, request_valid=valid)
+    wire = call(port, "GET", "/v2/models/soilcast/versions/18446744073709551616/ready")
+    assert wire.status_code == 400 and set(wire.json) == {"error"}
+    conforms(spec, wire, request_valid=False)
+    for path, valid in (("/v2/models/soilcast/versions/9/ready", True), ("/v2/models/other/ready", False)):
+        wire = call(port, "GET", path)  # not an error: a fact
+        assert (wire.status_code, wire.json["ready"]) == (503, False), wire.json
+        conforms(spec, wire, request_valid=valid)
+
+
 def _altered(wire: Wire, change) -> Answer:
     body = copy.deepcopy(wire.json)
     change(body)
@@ -267,3 +347,45 @@ def test_a_real_answer_altered_in_one_place_fails_the_document(served, spec):
     headerless = Answer(products.status_code, Headers({"Content-Type": "application/json"}), products.answer.data)
     with pytest.raises(OpenAPIError):
         spec.validate_response(products, headerless)
+
+
+def _probes(doc: dict[str, Any]) -> set[str]:
+    """Every documented path filled with real values, and near misses of each: one segment
+    more or less, a trailing slash, another route's tail."""
+    fill = {"{name}": NAME, "{version}": "1", "{label}": "stable"}
+    out = set()
+    for template in doc["paths"]:
+        path = template
+        for key, value in fill.items():
+            path = path.replace(key, value)
+        out |= {path, path + "/", path + "/x", path.rsplit("/", 1)[0] or "/",
+                *(path + tail for tail in ("/metadata", ":predict", "/ready", "/infer", "/versions/1"))}
+    return out
+
+
+def _accepts(spec: OpenAPI, wire: Wire) -> bool:
+    try:
+        spec.validate_request(wire)
+    except OpenAPIError:
+        return False
+    return True
+
+
+def test_the_document_accepts_exactly_the_requests_the_server_serves(served, spec):
+    """Over every documented route and its near misses, by GET and POST (with a body valid for
+    one of the two APIs): the gateway answers 2xx exactly when the document accepts the request
+    (path, method, parameters, body), and every answer conforms. So no served route is missing
+    from the document and no documented one is missing from the server."""
+    doc = document(NAME)
+    x = meteo(served.cfg, np.random.default_rng(6))
+    bodies = {":predict": {"inputs": x.tolist()}, "/infer": _infer_body(x)}
+    mismatched = []
+    for path in sorted(_probes(doc)):
+        for method in ("GET", "POST"):
+            body = None if method == "GET" else bodies[":predict" if path.endswith(":predict") else "/infer"]
+            wire = call(served.rest_port, method, path, body)
+            if (wire.status_code < 300) != _accepts(spec, wire):
+                mismatched.append((method, path, wire.status_code, wire.data[:120]))
+            elif wire.status_code < 300:
+                spec.validate_response(wire, wire.answer)
+    assert not mismatched, f"the server and the document disagree on: {mismatched}"

@@ -75,7 +75,10 @@ BODY_KINDS = (ErrorKind.RESOURCE_EXHAUSTED,)  # only where a body is read
 # What the HTTP edge answers before a request reaches the data plane (no ErrorKind).
 BODY_STATUSES = {408: "the body stopped arriving before Content-Length bytes",
                  411: "POST without a Content-Length header"}
-ANY_ROUTE_KINDS = (ErrorKind.BUSY, ErrorKind.INTERNAL)  # every GET is admitted; any handler may fail
+# Probes (health, server metadata, model ready) and this document never wait for a
+# concurrency slot (no 429); any handler may still fail (500).
+PROBE_KINDS = (ErrorKind.INTERNAL,)
+READY_KINDS = (ErrorKind.INVALID_ARGUMENT, ErrorKind.INTERNAL)  # a bad version; 503 is "not ready"
 
 
 def error_statuses(kinds: tuple[ErrorKind, ...] | None = None, body: bool = False) -> dict[int, str]:
@@ -330,13 +333,13 @@ def _oip_paths() -> dict[str, Any]:
     ``/versions/{version}``."""
     paths: dict[str, Any] = {
         "/v2": {"get": _op("serverMetadata", "server name, version and extensions",
-                           {"200": _json("ServerMetadataResponse", "server metadata"), **_errors(ANY_ROUTE_KINDS)})},
+                           {"200": _json("ServerMetadataResponse", "server metadata"), **_errors(PROBE_KINDS)})},
         "/v2/health/live": {"get": _op("serverLive", "200 while the process serves HTTP",
-                                       {"200": _json("LiveResponse", "live"), **_errors(ANY_ROUTE_KINDS)})},
+                                       {"200": _json("LiveResponse", "live"), **_errors(PROBE_KINDS)})},
         "/v2/health/ready": {"get": _op(
             "serverReady", "200 once a labelled model version serves",
             {"200": _json("ReadyResponse", "ready"), "503": _json("ReadyResponse", "not ready (yet)"),
-             **_errors(ANY_ROUTE_KINDS)})},
+             **_errors(PROBE_KINDS)})},
     }
     for suffix, spec, label in (("", (), ""), ("/versions/{version}", ("version",), "Version")):
         base = "/v2/models/{name}" + suffix
@@ -347,7 +350,7 @@ def _oip_paths() -> dict[str, Any]:
             {"200": _json("ModelMetadataV2Response", "model metadata"), **_model_errors(False)})}
         paths[base + "/ready"] = {"parameters": params, "get": _op(
             f"model{label}Ready", "200 when the model (version) is ready to infer",
-            {"200": _json("ModelReadyResponse", "ready"), **_model_errors(False),
+            {"200": _json("ModelReadyResponse", "ready"), **_errors(READY_KINDS),
              "503": {"description": "not ready, or no version loaded",
                      "content": {JSON: {"schema": {"anyOf": [_ref("ModelReadyResponse"), _ref("Error")]}}}}})}
         paths[base + "/infer"] = {"parameters": _params("name", *spec, "traffic", "headerLength"),
@@ -391,7 +394,7 @@ def document(model_name: str) -> dict[str, Any]:
     paths = {**_tfs_paths(), **_oip_paths(),
              DOCUMENT_PATH: {"get": _op("openapi", "this document",
                                         {"200": _json("OpenApiDocument", "the OpenAPI document"),
-                                         **_errors(ANY_ROUTE_KINDS)})}}
+                                         **_errors(PROBE_KINDS)})}}
     return {
         "openapi": OPENAPI_VERSION,
         "info": {"title": f"soilcast gateway: {model_name}", "version": "1",
