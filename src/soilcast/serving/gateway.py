@@ -2,8 +2,9 @@
 
 Every protocol is a thin adapter over one core, :class:`~soilcast.serving.dataplane.DataPlane`
 (resolve, validate, limits, run, bound, drift, telemetry); this module holds the TF Serving
-gRPC adapter, the proxy backend and the :class:`Gateway` that wires them (one grpc.Server, one
-HTTP server, one data plane).
+gRPC adapter, the proxy backend and the :class:`Gateway` that wires every adapter to one data
+plane: one grpc.Server (TF Serving's services, the Open Inference Protocol's, grpc.health.v1,
+reflection), one HTTP server (TF Serving REST, OIP REST, /openapi.json), one /metrics.
 
 Any TF Serving client works against it unchanged (same proto services, same model spec
 semantics). Two backends:
@@ -302,7 +303,7 @@ class ProxyBackend:
             except TensorDecodeError as err:
                 raise ServingError(ErrorKind.INTERNAL, None, f"upstream {self.upstream}: output {name!r}: {err}") from None
         name = OUTPUT_BY_LEAD if OUTPUT_BY_LEAD in outputs else "soil_moisture" if "soil_moisture" in outputs else None
-        y = lead_axis(outputs[name]) if name and info is not None and not call.products else None
+        y = lead_axis(outputs[name]) if name and info is not None else None
         return resp.model_spec.version.value, outputs, y
 
     def upstream_versions(self, timeout: float) -> list[int]:

@@ -1,4 +1,6 @@
-"""TF Serving's REST API and the Open Inference Protocol health endpoints, beside gRPC.
+"""The gateway's one HTTP server: TF Serving's REST API, the Open Inference Protocol's
+``/v2`` routes (:class:`soilcast.serving.oip.rest.OipRest`, mounted by the gateway) and
+``/openapi.json``.
 
 Paths (``{name}`` is ``serving.model_name``; a version or a label may follow it)::
 
@@ -6,8 +8,9 @@ Paths (``{name}`` is ``serving.model_name``; a version or a label may follow it)
     GET  /v1/models/{name}[/versions/{v}|/labels/{l}]/metadata    signature + soilcast metadata
     POST /v1/models/{name}[/versions/{v}|/labels/{l}]:predict     {"instances": [...]} (rows)
                                                                   or {"inputs": ...} (columns)
-    GET  /v2/health/live     200 while the process serves HTTP
-    GET  /v2/health/ready    200 once a model version serves, else 503
+    GET  /v2/...             the Open Inference Protocol (health included), when mounted;
+                             else /v2/health/live and /v2/health/ready only
+    GET  /openapi.json       the OpenAPI document of this port (:mod:`soilcast.serving.openapi`)
 
 Every call is decoded into the serving core's request (:mod:`soilcast.serving.dataplane`) and
 runs inside :meth:`DataPlane.admit`, so validation, the size and concurrency limits (shared
@@ -17,9 +20,11 @@ translates JSON <-> arrays and :class:`ErrorKind` <-> HTTP status. Errors are
 (cells outside the mask) is written as ``NaN``, as TF Serving does. Bodies are limited to
 ``serving.max_message_mb`` of JSON text (about 2.5x less data than the same gRPC limit: use
 gRPC for big batches): a bigger ``Content-Length`` is answered 413 at once, unread; a body
-that stops arriving is 408 after ``BODY_IDLE_SECONDS`` of silence; JSON nested deeper than
-``MAX_JSON_DEPTH`` is 400 before it is parsed. At most ``serving.max_concurrent_rpcs`` calls
-run at once over all protocols (429 above).
+that stops arriving is 408 after ``BODY_IDLE_SECONDS`` of silence (or ``BODY_DEADLINE_SECONDS``
+in all); JSON nested deeper than ``MAX_JSON_DEPTH`` is 400 before it is parsed, and numeric
+arrays are decoded straight into numpy (:mod:`soilcast.serving.json_tensors`: a body costs
+about its size again, not 14 times). At most ``serving.max_concurrent_rpcs`` calls run at once
+over all protocols (429 above); health and ``/openapi.json`` never wait for a slot.
 The header ``X-Soilcast-Traffic`` (``live`` default, ``hindcast``, ``verification``) is gRPC's
 ``soilcast-traffic`` metadata: a replay is served but kept out of drift; another value is 400.
 """
