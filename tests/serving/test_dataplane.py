@@ -61,6 +61,7 @@ def test_requests_in_flight_never_exceed_the_limit_across_protocols(tmp_path, mo
         wait_for(lambda: len(answers) == 2 * CLIENTS - LIMIT, timeout=60)  # the rest refused at once
         assert gw.plane.in_flight == LIMIT
         assert metric(scrape(gw.metrics_port), "soilcast_requests_in_flight") == LIMIT
+        _probes_answer_while_every_slot_is_taken(gw)
         gate.set()
         for t in threads:
             t.join()
@@ -71,6 +72,18 @@ def test_requests_in_flight_never_exceed_the_limit_across_protocols(tmp_path, mo
         wait_for(lambda: metric(scrape(gw.metrics_port), "soilcast_requests_in_flight") == 0)  # slots freed
         samples = scrape(gw.metrics_port)
         assert metric(samples, "soilcast_requests_total", code="BUSY") >= 2 * CLIENTS - LIMIT - CLIENTS
+
+
+def _probes_answer_while_every_slot_is_taken(gw) -> None:
+    """Health (HTTP and grpc.health.v1) never waits for a slot: a busy gateway is not a dead one."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    for path in ("/v2/health/live", "/v2/health/ready"):
+        with urllib.request.urlopen(f"http://127.0.0.1:{gw.rest_port}{path}", timeout=30) as resp:
+            assert resp.status == 200, path
+    with grpc.insecure_channel(gw.target) as channel:
+        answer = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=30)
+    assert answer.status == health_pb2.HealthCheckResponse.SERVING
 
 
 def test_requests_count_under_the_label_and_version_served(tmp_path):

@@ -117,3 +117,15 @@ def test_invented_labels_do_not_become_series(served):
     assert _request(served, "GET", "/v1/models/soilcast/labels/stable")[0] == 200
     assert any(dict(labels).get("version_label") == "stable" for name, labels in series()
                if name == "soilcast_requests_total")
+
+
+def test_an_unexpected_failure_is_a_500_naming_it_not_a_dropped_connection(served, monkeypatch):
+    from soilcast.serving import rest
+
+    def broken(outputs, rows):
+        raise KeyError("an adapter bug")
+
+    monkeypatch.setattr(rest, "predict_json", broken)
+    body = json.dumps({"inputs": meteo(served.cfg, np.random.default_rng(3)).tolist()}).encode()
+    status, answer = _request(served, "POST", "/v1/models/soilcast:predict", body)
+    assert status == 500 and "KeyError" in answer["error"] and "an adapter bug" in answer["error"], answer
