@@ -90,12 +90,20 @@ class Wire:
 
 
 def call(port: int, method: str, path: str, body: Any = None, raw: bytes | None = None,
-         headers: dict[str, str] | None = None) -> Wire:
+         headers: dict[str, str] | None = None, length: bool = True) -> Wire:
+    """One request over a fresh connection; ``length=False`` sends headers only, with no
+    Content-Length (what a broken client does)."""
     data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
     sent = {"Content-Type": "application/json", **(headers or {})}
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     try:
-        conn.request(method, path, body=data, headers=sent)
+        if length:
+            conn.request(method, path, body=data, headers=sent)
+        else:
+            conn.putrequest(method, path)
+            for key, value in sent.items():
+                conn.putheader(key, value)
+            conn.endheaders()
         resp = conn.getresponse()
         return Wire(method.lower(), path, data, sent, Answer(resp.status, Headers(resp.getheaders()), resp.read()))
     finally:
@@ -180,6 +188,7 @@ def test_error_answers_conform_and_the_document_refuses_the_same_requests(served
         ("POST", "/v1/models/other:predict", {"inputs": x.tolist()}, None, 404, False),
         ("GET", "/v1/models/other/metadata", None, None, 404, False),
         ("GET", "/v1/models/soilcast/versions/9", None, None, 404, True),
+        ("GET", "/v1/models/soilcast/labels/nightly/metadata", None, None, 404, True),
         ("POST", "/v1/models/soilcast:predict", None, b"{not json", 400, False),
         ("POST", "/v1/models/soilcast:predict", {"inputs": 1, "instances": 1}, None, 400, False),
         ("POST", "/v1/models/soilcast:predict", {"instances": [{"meteo": x[0].tolist(), VALID_DOY: True}]},
@@ -198,6 +207,9 @@ def test_error_answers_conform_and_the_document_refuses_the_same_requests(served
     wire = call(port, "POST", "/v1/models/soilcast:predict", {"inputs": x.tolist()},
                 headers={"X-Soilcast-Traffic": "backfill"})
     assert wire.status_code == 400
+    conforms(spec, wire, request_valid=False)
+    wire = call(port, "POST", "/v1/models/soilcast:predict", length=False)
+    assert wire.status_code == 411 and set(wire.json) == {"error"}
     conforms(spec, wire, request_valid=False)
 
 
