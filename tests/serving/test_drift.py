@@ -332,7 +332,7 @@ def test_hindcast_and_verification_traffic_is_served_but_never_enters_drift(tmp_
     assert by_traffic == {"live": 0, "hindcast": 3, "verification": 1}
     # the alert rules' counter keeps its label set
     assert {frozenset(s) for s in _series(samples, "soilcast_requests_total")} == {
-        frozenset({"method", "code", "version_label"})}
+        frozenset({"protocol", "method", "code", "version_label", "version"})}
 
 
 def test_monitor_publishes_nothing_below_min_windows():

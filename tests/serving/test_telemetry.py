@@ -57,6 +57,22 @@ def test_compose_runs_tfserving_gateway_proxy_and_prometheus():
         assert mounts[folder].endswith(":ro") and (SERVING / folder).is_dir(), mounts
 
 
+def test_k8s_prometheus_differs_only_in_scraping_the_gateway_over_tls_with_a_mounted_ca():
+    compose = yaml.safe_load((PROM / "prometheus.yml").read_text())
+    k8s = yaml.safe_load((PROM / "prometheus-k8s.yml").read_text())
+    gateway = next(j for j in k8s["scrape_configs"] if j["job_name"] == "soilcast-gateway")
+    assert gateway.pop("scheme") == "https"
+    tls = gateway.pop("tls_config")
+    assert k8s == compose  # nothing else differs
+    assert tls["server_name"] == "gateway" and "insecure_skip_verify" not in tls
+    docs = _yaml_docs(SERVING / "k8s" / "prometheus.yaml")
+    pod = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]
+    mounts = {m["name"]: m["mountPath"] for m in pod["containers"][0]["volumeMounts"]}
+    secrets = {v["name"]: v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v}
+    assert Path(tls["ca_file"]).parent == Path(mounts["gateway-ca"])
+    assert secrets == {"gateway-ca": "gateway-ca"}  # the CA only, never the gateway's key (gateway-tls)
+
+
 def test_prometheus_scrapes_gateway_and_tfserving_on_configured_ports():
     cfg = yaml.safe_load((PROM / "prometheus.yml").read_text())
     jobs = {j["job_name"]: j for j in cfg["scrape_configs"]}
@@ -88,7 +104,7 @@ def test_k8s_manifests_mirror_compose():
     assert container["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "rest", "scheme": "HTTPS"}
     assert container["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": "rest", "scheme": "HTTPS"}
     cm = next(d for d in docs if d["kind"] == "ConfigMap")
-    assert cm["data"]["prometheus.yml"] == (PROM / "prometheus.yml").read_text()
+    assert cm["data"]["prometheus.yml"] == (PROM / "prometheus-k8s.yml").read_text()
     assert cm["data"]["alerts.yml"] == (PROM / "alerts.yml").read_text()
 
 
