@@ -48,9 +48,10 @@ def serve(
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         mode = f"proxy -> {upstream}" if upstream else f"embedded, models from {Layout.from_config(cfg).models_dir}"
-        typer.echo(f"soilcast gateway: gRPC on {gateway.host}:{gateway.grpc_port} ({mode}); "
-                   f"REST on http://{gateway.host}:{gateway.rest_port}/v1/models/{cfg.serving.model_name}; "
-                   f"metrics on http://{gateway.host}:{gateway.metrics_port}/metrics")
+        web = "https" if gateway.tls else "http"  # with TLS every port is encrypted, /metrics too
+        typer.echo(f"soilcast gateway: gRPC{' (TLS)' if gateway.tls else ''} on {gateway.host}:{gateway.grpc_port} "
+                   f"({mode}); REST on {web}://{gateway.host}:{gateway.rest_port}/v1/models/{cfg.serving.model_name}"
+                   f" and /v2 (Open Inference Protocol); metrics on {web}://{gateway.host}:{gateway.metrics_port}/metrics")
         if gateway.payloads is not None:
             typer.echo(f"soilcast gateway: payload log {gateway.payloads.path} "
                        f"(sample_rate {cfg.serving.payload_log.sample_rate}, serving.payload_log)")
