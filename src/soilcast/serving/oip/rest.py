@@ -75,6 +75,25 @@ def narrow(arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
                                   for n, a in arrays.items()})
 
 
+def infer_request(plane: DataPlane, protocol: str, name: str, version: str | None,
+                  decode: Callable[[], codec.Decoded], traffic: Callable[[], str | None]) -> tuple[InferRequest, codec.Decoded]:
+    """The data plane's request for an OIP infer over either transport: the model named, the
+    inputs ``decode()``d and narrowed; the traffic the body declares, else ``traffic()`` (the
+    header or metadata). A refusal before the core is counted as a reject of ``protocol``."""
+    try:
+        ref = model_ref(name, version)
+        try:
+            decoded = decode()
+            inputs = narrow(decoded.inputs)
+        except codec.CodecError as err:
+            raise serving_error(err) from None
+    except ServingError as err:
+        plane.reject(protocol, PREDICT, err)
+        raise
+    declared = decoded.traffic if decoded.traffic is not None else traffic()
+    return InferRequest(ref, inputs, decoded.signature or SIGNATURE, decoded.outputs, declared, protocol), decoded
+
+
 class OipRest:
     """Answers every ``/v2`` path (:meth:`handles`) as (status, headers, body bytes); the HTTP
     handler only sends it. Infer and model metadata run inside :meth:`DataPlane.admit` under
@@ -140,19 +159,12 @@ class OipRest:
 
     def _request(self, m: re.Match, headers: Mapping[str, str], body: bytes) -> tuple[InferRequest, codec.Decoded]:
         """The data plane's request (refusals before it counted as rejects)."""
-        try:
-            ref = model_ref(unquote(m["name"]), m["version"])
+        def decode() -> codec.Decoded:
             encoding = _header(headers, "Content-Encoding")
             if encoding not in (None, "identity"):
                 raise ServingError(ErrorKind.INVALID_ARGUMENT, "bad_json",
                                    f"Content-Encoding {encoding!r} is not accepted; send the body uncompressed")
-            try:
-                decoded = codec.decode_rest(body, _header(headers, codec.HEADER_LENGTH), self.plane.limits.max_bytes)
-                inputs = narrow(decoded.inputs)
-            except codec.CodecError as err:
-                raise serving_error(err) from None
-        except ServingError as err:
-            self.plane.reject(PROTOCOL, PREDICT, err)
-            raise
-        traffic = decoded.traffic if decoded.traffic is not None else _header(headers, TRAFFIC_HEADER)
-        return InferRequest(ref, inputs, decoded.signature or SIGNATURE, decoded.outputs, traffic, PROTOCOL), decoded
+            return codec.decode_rest(body, _header(headers, codec.HEADER_LENGTH), self.plane.limits.max_bytes)
+
+        return infer_request(self.plane, PROTOCOL, unquote(m["name"]), m["version"], decode,
+                             lambda: _header(headers, TRAFFIC_HEADER))

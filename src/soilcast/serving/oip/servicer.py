@@ -16,12 +16,11 @@ from typing import Any
 
 from soilcast.serving.dataplane import GRPC_CODE, METADATA, PREDICT, DataPlane, InferRequest, ServingError
 from soilcast.serving.drift import TRAFFIC_METADATA
-from soilcast.serving.models import SIGNATURE
 from soilcast.serving.oip import codec
 from soilcast.serving.oip import grpc_predict_v2_pb2 as pb
 from soilcast.serving.oip import grpc_predict_v2_pb2_grpc as pb_grpc
 from soilcast.serving.oip.metadata import model_metadata_proto, model_ref, server_metadata
-from soilcast.serving.oip.rest import narrow, serving_error
+from soilcast.serving.oip.rest import infer_request
 
 PROTOCOL = "oip_grpc"
 SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
@@ -71,20 +70,11 @@ class OipServicer(pb_grpc.GRPCInferenceServiceServicer):
         return codec.encode_grpc(result.name, result.version, result.outputs, request_id)
 
     def _request(self, request: Any, context: Any) -> tuple[InferRequest, str]:
-        try:
-            ref = model_ref(request.model_name, request.model_version)
-            try:
-                decoded = codec.decode_grpc(request, self.plane.limits.max_bytes)
-                inputs = narrow(decoded.inputs)
-            except codec.CodecError as err:
-                raise serving_error(err) from None
-        except ServingError as err:
-            self.plane.reject(PROTOCOL, PREDICT, err)
-            raise
-        traffic = decoded.traffic
-        if traffic is None:
-            traffic = dict(context.invocation_metadata() or ()).get(TRAFFIC_METADATA)
-        return InferRequest(ref, inputs, decoded.signature or SIGNATURE, decoded.outputs, traffic, PROTOCOL), decoded.id
+        req, decoded = infer_request(
+            self.plane, PROTOCOL, request.model_name, request.model_version,
+            lambda: codec.decode_grpc(request, self.plane.limits.max_bytes),
+            lambda: dict(context.invocation_metadata() or ()).get(TRAFFIC_METADATA))
+        return req, decoded.id
 
 
 def add_to_server(plane: DataPlane, server: Any) -> OipServicer:
