@@ -27,7 +27,9 @@ from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
 LABELS_FILE = "models.config"
-PROMOTABLE = ("stable", "canary")
+PROMOTABLE = ("stable", "canary")  # the labels models.config holds and promote moves
+PREVIOUS = "previous"  # the second-newest loaded version, derived (effective_labels), never written
+SERVED_LABELS = (*PROMOTABLE, PREVIOUS)  # every label a request may name
 # Where TF Serving sees the model base path (serving/Dockerfile.serving, k8s/tfserving.yaml).
 TFSERVING_BASE_PATH = "/models/soilcast"
 
@@ -67,8 +69,8 @@ def effective_labels(file_labels: dict[str, int] | None, versions: list[int]) ->
         out["stable"] = out["canary"] = versions[-1]
     elif file_labels:
         out.update(file_labels)
-    if len(versions) > 1 and "previous" not in out:
-        out["previous"] = versions[-2]
+    if len(versions) > 1 and PREVIOUS not in out:
+        out[PREVIOUS] = versions[-2]
     return out
 
 

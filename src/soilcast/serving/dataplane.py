@@ -38,6 +38,7 @@ from soilcast.contract import (
     WEATHER_PRODUCTS_SIGNATURE,
     WEATHER_SIGNATURE,
 )
+from soilcast.repository.labels import SERVED_LABELS
 from soilcast.serving.batching import Batcher
 from soilcast.serving.drift import LIVE, DriftMonitor, drift_months, traffic_kind
 from soilcast.serving.errors import GRPC_CODE, HTTP_STATUS, ErrorKind, ServingError
@@ -68,7 +69,6 @@ __all__ = ["GRPC_CODE", "HTTP_STATUS", "DataPlane", "EmbeddedBackend", "ErrorKin
 log = logging.getLogger("soilcast.serving.dataplane")
 
 PREDICT, METADATA, STATUS = "Predict", "GetModelMetadata", "GetModelStatus"  # the ``method`` label
-LABELS = ("stable", "canary", "previous")
 UNKNOWN_LABEL = "(unknown)"  # the one version_label (or signature) value every invented name counts under
 NONE = "(none)"  # version_label / version / signature of a request no version was resolved for
 UNLABELLED = "(unlabelled)"  # version_label of a served version no label points at
@@ -449,7 +449,7 @@ class DataPlane:
         client invents counts as UNKNOWN_LABEL (one series, not one per invention)."""
         if not label:
             return ""
-        return label if label in LABELS or label in self.backend.labels() else UNKNOWN_LABEL
+        return label if label in SERVED_LABELS or label in self.backend.labels() else UNKNOWN_LABEL
 
     def _bound(self, outputs: dict[str, np.ndarray], y: np.ndarray | None, info: ModelInfo,
                call: Call) -> np.ndarray | None:

@@ -269,8 +269,10 @@ class ProxyBackend:
             return {}
 
     def label_of(self, version: int) -> str:
+        from soilcast.repository.labels import PROMOTABLE
+
         labels = self.labels()
-        return next((k for k in ("stable", "canary") if labels.get(k) == version), "")
+        return next((k for k in PROMOTABLE if labels.get(k) == version), "")
 
     def _routed(self, ref: ModelRef) -> ModelRef:
         """Same default as the embedded gateway: a request naming nothing gets ``stable``."""

@@ -537,8 +537,10 @@ class ModelRepository:
 
     def label_of(self, version: int) -> str:
         """The label a version serves under ('' if none; ``stable`` wins over ``canary``)."""
+        from soilcast.repository.labels import SERVED_LABELS
+
         labels = self.labels()
-        return next((k for k in ("stable", "canary", "previous") if labels.get(k) == version), "")
+        return next((k for k in SERVED_LABELS if labels.get(k) == version), "")
 
     def resolve(self, version: int | None = None, label: str | None = None) -> LoadedModel:
         """The version a request asks for: by number, by label, else ``stable`` (the newest
