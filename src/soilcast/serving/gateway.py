@@ -235,6 +235,7 @@ class ProxyBackend:
         self.model_stub = model_service_pb2_grpc.ModelServiceStub(self.channel)
         self.upstream, self.models_dir, self.model_name = upstream, Path(models_dir), model_name
         self._infos: dict[int, ModelInfo] = {}
+        self._labels: tuple[tuple | None, dict[str, int]] = (None, {})  # (file stamp, labels)
         self.available: list[int] = []  # upstream's AVAILABLE versions (the gateway's watcher)
 
     def info(self, version: int | None) -> ModelInfo | None:
@@ -259,14 +260,23 @@ class ProxyBackend:
             raise ServingError(kind_of_grpc(err.code()), None, f"upstream {self.upstream}: {err.details()}") from None
 
     def labels(self) -> dict[str, int]:
-        """Labels from the shared models.config (what the upstream TF Serving reads too)."""
-        from soilcast.repository.labels import LabelError, read_labels
+        """Labels from the shared models.config (what the upstream TF Serving reads too),
+        parsed again only when the file changed (inode, mtime, size): a request asks for them
+        several times (route, resolve, the served label), and every request asks."""
+        from soilcast.repository.labels import LabelError, labels_path, read_labels
 
         try:
-            return read_labels(self.models_dir) or {}
-        except (LabelError, OSError) as err:
-            log.warning("proxy: %s", err)
-            return {}
+            st = labels_path(self.models_dir).stat()
+            stamp: tuple | None = (st.st_ino, st.st_mtime_ns, st.st_size)
+        except OSError:
+            stamp = None
+        if stamp is None or stamp != self._labels[0]:
+            try:
+                self._labels = (stamp, read_labels(self.models_dir) or {})
+            except (LabelError, OSError) as err:
+                log.warning("proxy: %s", err)
+                return {}
+        return dict(self._labels[1])
 
     def label_of(self, version: int) -> str:
         from soilcast.repository.labels import PROMOTABLE
