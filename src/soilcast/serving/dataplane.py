@@ -412,7 +412,8 @@ class DataPlane:
                 if traffic == LIVE and self.drift is not None and info.reference is not None and y is not None:
                     months = drift_months(arrays.get(VALID_DOY), info.leads[0], len(arrays[INPUT]))
                     self.drift.submit(info.version, info.reference, info.mask, arrays[INPUT], y, months)
-            label = self.served_label(req.ref, version)
+            if info is None or version != info.version:  # the upstream answered another version
+                label = self.served_label(req.ref, version)
             result = InferResult(self.model_name, version, label, call.signature, outputs)
             kind = None if is_active() else ErrorKind.CANCELLED
             return result
