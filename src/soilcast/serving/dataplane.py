@@ -75,6 +75,21 @@ UNLABELLED = "(unlabelled)"  # version_label of a served version no label points
 
 
 # ---------------------------------------------------------------------------- the contract
+MAX_VERSION = (1 << 63) - 1  # versions are int64 in every protocol (TF Serving's and the OIP's)
+
+
+def parse_version(text: str | None) -> int | None:
+    """A version number as a path or a message spells it (None: none named); anything but a
+    decimal int64 is a bad request naming it (a 20-digit number is a 400, never a crash)."""
+    if text is None or text == "":
+        return None
+    if not (text.isascii() and text.isdigit()) or len(text) > len(str(MAX_VERSION)) or int(text) > MAX_VERSION:
+        raise ServingError(ErrorKind.INVALID_ARGUMENT, "bad_spec",
+                           f"model version {text[:40]!r} is not a non-negative integer of at most 64 bits "
+                           f"(0..{MAX_VERSION}: below 2**63)")
+    return int(text)
+
+
 @dataclass(frozen=True)
 class ModelRef:
     """Which model a request names: a version number, a label, or neither (``stable``)."""

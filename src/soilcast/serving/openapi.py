@@ -39,6 +39,7 @@ from soilcast.contract import (
     WEATHER_PRODUCTS_SIGNATURE,
     WEATHER_SIGNATURE,
 )
+from soilcast.serving.dataplane import MAX_VERSION
 from soilcast.serving.drift import LIVE, TRAFFIC, TRAFFIC_HEADER
 from soilcast.serving.errors import HTTP_STATUS, ErrorKind
 from soilcast.serving.oip import codec
@@ -48,7 +49,6 @@ DOCUMENT_PATH = "/openapi.json"
 VERSION_HEADER = "X-Model-Version"  # the version that answered a :predict
 JSON = "application/json"
 BINARY = "application/octet-stream"
-INT64_MAX = 2**63 - 1  # TF Serving's model_spec.version is an Int64Value
 
 SIGNATURES = (SIGNATURE, PRODUCTS_SIGNATURE, WEATHER_SIGNATURE, WEATHER_PRODUCTS_SIGNATURE)
 INPUTS = (INPUT, ANTECEDENT, FORECAST_INPUT, VALID_DOY)
@@ -370,7 +370,7 @@ def _components(model_name: str) -> dict[str, Any]:
                      "schema": {"type": "string", "enum": [model_name]}},
             "version": {**path, "name": "version", "description": "a loaded version number (an int64: "
                                                                   "beyond it, or not a number, is a 400)",
-                        "schema": {"type": "integer", "format": "int64", "minimum": 0, "maximum": INT64_MAX}},
+                        "schema": {"type": "integer", "format": "int64", "minimum": 0, "maximum": MAX_VERSION}},
             "label": {**path, "name": "label", "description": "a version label of models.config "
                                                               "(stable, canary; previous = second-newest)",
                       "schema": {"type": "string", "pattern": "^[^/:]+$"}},
@@ -382,7 +382,7 @@ def _components(model_name: str) -> dict[str, Any]:
                         "schema": {"type": "string", "enum": list(TRAFFIC), "default": LIVE}},
         },
         "headers": {VERSION_HEADER: {"required": True, "description": "the model version that answered",
-                                     "schema": {"type": "integer", "minimum": 0, "maximum": INT64_MAX}},
+                                     "schema": {"type": "integer", "minimum": 0, "maximum": MAX_VERSION}},
                     codec.HEADER_LENGTH: {"required": False, "description": "bytes of JSON before the binary tensors",
                                           "schema": {"type": "integer", "minimum": 0}}},
         "responses": {f"Error{c}": _json("Error", text) for c, text in error_statuses(body=True).items()},

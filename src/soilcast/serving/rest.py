@@ -48,7 +48,7 @@ from tensorflow.core.framework import tensor_shape_pb2, types_pb2
 from tensorflow.core.protobuf import meta_graph_pb2
 
 from soilcast.contract import INPUT, VALID_DOY
-from soilcast.serving.dataplane import DataPlane, InferRequest, ModelRef, ServingError, TensorSpec
+from soilcast.serving.dataplane import DataPlane, InferRequest, ModelRef, ServingError, TensorSpec, parse_version
 from soilcast.serving.drift import TRAFFIC_HEADER
 from soilcast.serving.errors import HTTP_STATUS, ErrorKind
 from soilcast.serving.json_tensors import JsonTensorError, Span, decode, split
@@ -60,12 +60,10 @@ ROUTE = re.compile(r"^/v1/models/(?P<name>[^/:]+)"
                    r"(?P<tail>/metadata|:predict)?$")
 PROTOCOL = "tfs_rest"
 METADATA_FIELDS = ("signature_def", "soilcast_metadata")
-MAX_VERSION = (1 << 63) - 1  # TF Serving's versions are int64
 MAX_JSON_DEPTH = 32  # the deepest real body (instances of objects of rank-5 arrays) is 8 deep
 BODY_IDLE_SECONDS = 10.0  # a body that stops arriving this long is 408, its thread freed
 BODY_DEADLINE_SECONDS = 120.0  # and one that dribbles in slower than this whole is 408 too
 DRAIN_SECONDS = 1.0  # after an early 413, how long the rest of a refused body is read and dropped
-VERSION = re.compile(r"[0-9]+")
 BOOLEAN = re.compile(rb"[\[,:]\s*(?:true|false)\b")
 OPENING, CLOSING = np.frombuffer(b"[{", np.uint8), np.frombuffer(b"]}", np.uint8)
 SCAN_CHUNK = 1 << 20
@@ -80,13 +78,8 @@ def _bad(message: str, reason: str = "bad_json") -> ServingError:
 
 
 def model_ref(name: str, version: str | None, label: str | None) -> ModelRef:
-    """The model a path names; a version must be a non-negative 64-bit integer."""
-    if version is None:
-        return ModelRef(name, None, label)
-    if not VERSION.fullmatch(version) or int(version) > MAX_VERSION:
-        raise _bad(f"version {version[:40]!r} in the path is not a non-negative integer of at most 64 bits "
-                   f"(0..{MAX_VERSION})", "bad_spec")
-    return ModelRef(name, int(version), label)
+    """The model a path names (its version: :func:`parse_version`)."""
+    return ModelRef(name, parse_version(version), label)
 
 
 def json_depth(body: bytes) -> int:

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from soilcast.serving.dataplane import ErrorKind, ModelDescription, ModelRef, ServingError, TensorSpec
+from soilcast.serving.dataplane import ModelDescription, ModelRef, TensorSpec, parse_version
 from soilcast.serving.models import SIGNATURE
 from soilcast.serving.oip import grpc_predict_v2_pb2 as pb
 from soilcast.serving.oip.codec import WIRE_NAME
@@ -26,7 +26,6 @@ from soilcast.serving.oip.codec import WIRE_NAME
 PLATFORM = "tensorflow_savedmodel"
 SERVER_NAME = "soilcast"
 EXTENSIONS = ("binary_tensor_data",)  # REST: tensors as raw bytes after the JSON header
-MAX_VERSION = (1 << 63) - 1  # int64, the largest version number any protocol carries
 
 
 def server_version() -> str:
@@ -41,15 +40,8 @@ def server_metadata() -> dict[str, Any]:
 
 
 def model_ref(name: str, version: str | None) -> ModelRef:
-    """The reference a path or message names; a version must be a decimal int64 (a 20-digit
-    number is a 400 naming it, never a crash)."""
-    if version is None or version == "":
-        return ModelRef(name)
-    if not (version.isascii() and version.isdigit()) or len(version) > len(str(MAX_VERSION)) \
-            or int(version) > MAX_VERSION:
-        raise ServingError(ErrorKind.INVALID_ARGUMENT, "bad_spec",
-                           f"model version {version[:40]!r} is not a non-negative integer below 2**63")
-    return ModelRef(name, int(version))
+    """The reference a path or message names (its version: :func:`parse_version`)."""
+    return ModelRef(name, parse_version(version))
 
 
 def _tensor(spec: TensorSpec) -> dict[str, Any]:
